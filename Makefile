@@ -1,0 +1,102 @@
+# lorabench — build, run, test.  `make run` and `make test` install missing Debian
+# packages first (make deps), so they are the whole set-up on a fresh machine.
+
+PKGS      := openblas libcjson ncursesw sqlite3
+DEB_PKGS  := build-essential pkg-config libopenblas-dev libcjson-dev libncurses-dev \
+             libsqlite3-dev tmux
+BUILD     ?= build
+CC        ?= cc
+SAN       ?=
+
+HAVE_PKGS := $(shell pkg-config --exists $(PKGS) 2>/dev/null && echo yes)
+ifeq ($(HAVE_PKGS),yes)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+endif
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iengine -Istore \
+           -Iexperiments -Itui $(PKG_CFLAGS) $(SAN)
+LDLIBS  += $(PKG_LIBS) -lm -pthread
+LDFLAGS += $(SAN)
+
+ENGINE_SRC := $(sort $(wildcard engine/*.c))
+STORE_SRC  := $(sort $(wildcard store/*.c))
+EXP_SRC    := $(sort $(wildcard experiments/*.c))
+TUI_SRC    := $(sort $(filter-out tui/main.c,$(wildcard tui/*.c)))
+TEST_SRC   := $(sort $(wildcard tests/test_*.c))
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+
+LIBS  := $(BUILD)/libtui.a $(BUILD)/libexperiments.a $(BUILD)/libstore.a $(BUILD)/libengine.a
+TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+
+.PHONY: all deps run test asan bench fuzz clean
+
+ifneq ($(HAVE_PKGS),yes)
+# Libraries are missing: install them, then make the same goal again (pkg-config is asked
+# afresh by the new make).
+all run test asan bench fuzz:
+	@echo "lorabench: some libraries ($(PKGS)) are missing; running make deps first"
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory $@
+else
+all: $(BUILD)/lorabench
+endif
+
+deps:
+	@if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "Not a Debian/Ubuntu system: install these (or your system's equivalents):"; \
+	  echo "  $(DEB_PKGS)"; exit 1; fi
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -ne 0 ] && sudo=sudo; \
+	  echo "Installing:$$missing"; \
+	  $$sudo apt-get install -y $$missing || { $$sudo apt-get update && $$sudo apt-get install -y $$missing; }; \
+	else echo "All Debian packages present."; fi
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libengine.a: $(call obj,$(ENGINE_SRC))
+$(BUILD)/libstore.a: $(call obj,$(STORE_SRC)) $(BUILD)/gen/schema_sql.o
+
+# store/schema.sql is the truth: it is compiled in as the C string lb_schema_sql.
+$(BUILD)/gen/schema_sql.c: store/schema.sql
+	@mkdir -p $(dir $@)
+	@{ echo 'const char lb_schema_sql[] ='; sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } > $@
+$(BUILD)/gen/schema_sql.o: $(BUILD)/gen/schema_sql.c
+	$(CC) $(CFLAGS) -c $< -o $@
+$(BUILD)/libexperiments.a: $(call obj,$(EXP_SRC))
+$(BUILD)/libtui.a: $(call obj,$(TUI_SRC))
+$(BUILD)/lib%.a:
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/lorabench: $(BUILD)/tui/main.o $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+ifeq ($(HAVE_PKGS),yes)
+test: all $(TESTS)
+	@bash tests/run.sh $(BUILD)/tests
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+
+run: all
+	$(BUILD)/lorabench
+
+bench: all
+	$(BUILD)/lorabench bench --table
+endif
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,43 @@
+// Small shared helpers of the engine: errors that carry a message, allocation
+// wrappers that never return NULL, and file reading. Every library function that
+// can fail takes an lb_err_t* and returns 0 on success, -1 on failure, with one
+// clear sentence in err->msg naming the thing that failed and the fix.
+#ifndef LB_UTIL_H
+#define LB_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int code;        // 0 = no error; otherwise an LB_E* value
+    char msg[1024];  // one sentence, naming the file/field and what to do
+} lb_err_t;
+
+enum { LB_OK = 0, LB_EIO = 1, LB_EFORMAT = 2, LB_ESHAPE = 3, LB_EARG = 4, LB_ENOMEM = 5,
+       LB_ENAN = 6, LB_ENOSPC = 7 };
+
+// Fills err (if not NULL) with a code and a printf-style message; returns -1.
+int lb_err_set(lb_err_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+// Allocation that aborts with a message on out-of-memory instead of returning NULL.
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+// Reads a whole file into a NUL-terminated buffer; *len gets its size (without NUL).
+// Returns NULL and sets err on failure.
+char *lb_read_file(const char *path, size_t *len, lb_err_t *err);
+
+// Writes a buffer to path atomically: a temporary file beside it, fsync, rename.
+// A full disk gives LB_ENOSPC with "no space left" and the path in the message.
+int lb_write_file_atomic(const char *path, const void *data, size_t len, lb_err_t *err);
+
+// Monotonic time in seconds.
+double lb_now(void);
+
+// Peak resident set size of this process in bytes (from getrusage).
+size_t lb_peak_rss(void);
+
+#endif

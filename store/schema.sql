@@ -1,0 +1,1 @@
+-- lorabench store schema (owned by store/; filled in by the store module)
