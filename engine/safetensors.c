@@ -294,7 +294,7 @@ int st_load_f32(const st_file_t *f, const char *name, int ndim, const int64_t *s
     for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
     if (!same) {
         shape_str(got, sizeof got, t->ndim, t->shape);
-        return lb_err_set(err, LB_ESHAPE, "%s: tensor \"%s\" has shape %s but %s was expected from config.json",
+        return lb_err_set(err, LB_ESHAPE, "%s: tensor \"%s\" has shape %s but %s was expected; the file does not match the model's config.json",
                           f->path ? f->path : "safetensors", name, got, want);
     }
     if (st_to_f32(t, dst, err) != 0) {
