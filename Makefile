@@ -3,7 +3,7 @@
 
 PKGS      := openblas libcjson ncursesw sqlite3
 DEB_PKGS  := build-essential pkg-config libopenblas-dev libcjson-dev libncurses-dev \
-             libsqlite3-dev tmux
+             libsqlite3-dev tmux clang
 BUILD     ?= build
 CC        ?= cc
 SAN       ?=
@@ -30,7 +30,7 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 LIBS  := $(BUILD)/libtui.a $(BUILD)/libexperiments.a $(BUILD)/libstore.a $(BUILD)/libengine.a
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all deps run test asan bench fuzz clean
+.PHONY: all deps run test asan bench fuzz fuzz-build clean
 
 ifneq ($(HAVE_PKGS),yes)
 # Libraries are missing: install them, then make the same goal again (pkg-config is asked
@@ -96,7 +96,34 @@ bench: all
 	$(BUILD)/lorabench bench --table
 endif
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c), built with clang, ASan and UBSan, each run for
+# FUZZ_SECONDS; a corpus per target lives in build-fuzz/corpus/<target>.
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_LIB_SRC := $(ENGINE_SRC) $(wildcard experiments/spec.c)
+FUZZ_FLAGS := -std=c11 -O1 -g -D_GNU_SOURCE -Iengine -Istore -Iexperiments $(PKG_CFLAGS) \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+build-fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
+	@mkdir -p build-fuzz
+	clang $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LIB_SRC) $(PKG_LIBS) -lm -pthread
+
+fuzz-build: $(patsubst tests/fuzz/%.c,build-fuzz/%,$(FUZZ_SRC))
+
+ifeq ($(HAVE_PKGS),yes)
+fuzz: fuzz-build
+	@for t in $(patsubst tests/fuzz/%.c,%,$(FUZZ_SRC)); do \
+	  mkdir -p build-fuzz/corpus/$$t; rm -f build-fuzz/$$t-crash-* build-fuzz/$$t-leak-* build-fuzz/$$t-timeout-*; \
+	  seeds=tests/fuzz/seeds/$${t#fuzz_}; [ -d $$seeds ] || seeds=; \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  build-fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+	    -artifact_prefix=build-fuzz/$$t- build-fuzz/corpus/$$t $$seeds 2>&1 | \
+	    grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Test unit written' || true; \
+	  if [ -n "$$(ls build-fuzz/$$t-crash-* build-fuzz/$$t-leak-* build-fuzz/$$t-timeout-* 2>/dev/null)" ]; then \
+	    echo "fuzz: $$t found a failing input (build-fuzz/$$t-*)"; exit 1; fi; \
+	done; echo "fuzz: no crashes"
+endif
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -152,12 +152,14 @@ int lora_create(lora_adapter_t *a, const lora_config_t *cfg, const lora_shape_t 
     a->cfg = *cfg;
     char valid[128];
     lora_valid_targets(s, valid, sizeof valid);
-    if (cfg->r <= 0) return lora_free(a), lb_err_set(err, LB_EARG, "lora r is %d; it must be a positive integer such as 8", cfg->r);
+    if (cfg->r <= 0 || cfg->r > LORA_MAX_RANK)
+        return lora_free(a), lb_err_set(err, LB_EARG, "lora r is %d; it must be a positive integer such as 8 (at most %d)", cfg->r, LORA_MAX_RANK);
     if (!(cfg->alpha > 0)) return lora_free(a), lb_err_set(err, LB_EARG, "lora alpha is %g; it must be positive (e.g. 2·r)", cfg->alpha);
     if (!(cfg->dropout >= 0 && cfg->dropout < 1))
         return lora_free(a), lb_err_set(err, LB_EARG, "lora dropout is %g; it must be in [0, 1)", cfg->dropout);
     for (int i = 0; i < cfg->n_rank_pattern; i++)
-        if (cfg->rank_pattern[i].value < 1)
+        if (!(cfg->rank_pattern[i].value >= 1 && cfg->rank_pattern[i].value <= LORA_MAX_RANK) ||
+            cfg->rank_pattern[i].value != floor(cfg->rank_pattern[i].value))
             return lora_free(a), lb_err_set(err, LB_EARG, "rank_pattern \"%s\" gives rank %g; ranks must be positive integers",
                                             cfg->rank_pattern[i].key, cfg->rank_pattern[i].value);
     for (int i = 0; i < cfg->n_targets; i++)
@@ -411,7 +413,7 @@ static int read_patterns(cJSON *o, lora_pattern_t *out, int *n, const char *path
     if (!o || cJSON_IsNull(o)) return 0;
     if (!cJSON_IsObject(o)) return cfg_fail(err, path, field, "must be an object of module name → number");
     for (cJSON *it = o->child; it; it = it->next) {
-        if (!cJSON_IsNumber(it)) return cfg_fail(err, path, field, "must map module names to numbers");
+        if (!cJSON_IsNumber(it) || !(fabs(it->valuedouble) <= 1e6)) return cfg_fail(err, path, field, "must map module names to numbers");
         if (*n == LORA_MAX_PATTERNS) return cfg_fail(err, path, field, "has too many entries (at most 32)");
         snprintf(out[*n].key, sizeof out[*n].key, "%s", it->string);
         out[*n].value = it->valuedouble;
@@ -426,8 +428,13 @@ int lora_read_config(const char *dir, lora_config_t *cfg, lb_err_t *err) {
     size_t len;
     char *text = lb_read_file(path, &len, err);
     if (!text) return -1;
-    cJSON *j = cJSON_ParseWithLength(text, len);
+    int rc = lora_parse_config(text, len, path, cfg, err);
     free(text);
+    return rc;
+}
+
+int lora_parse_config(const char *text, size_t len, const char *path, lora_config_t *cfg, lb_err_t *err) {
+    cJSON *j = cJSON_ParseWithLength(text, len);
     int rc = -1;
     lora_config_default(cfg);
     if (!cJSON_IsObject(j)) {
@@ -440,14 +447,14 @@ int lora_read_config(const char *dir, lora_config_t *cfg, lb_err_t *err) {
         goto done;
     }
     v = cJSON_GetObjectItemCaseSensitive(j, "r");
-    if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble != (int)v->valuedouble) {
-        cfg_fail(err, path, "r", "must be a positive integer");
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 1 && v->valuedouble <= LORA_MAX_RANK) || v->valuedouble != floor(v->valuedouble)) {
+        cfg_fail(err, path, "r", "must be a positive integer (at most 8192)");
         goto done;
     }
     cfg->r = v->valueint;
     v = cJSON_GetObjectItemCaseSensitive(j, "lora_alpha");
     if (v && !cJSON_IsNull(v)) {
-        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0)) { cfg_fail(err, path, "lora_alpha", "must be a positive number"); goto done; }
+        if (!cJSON_IsNumber(v) || !(v->valuedouble > 0 && v->valuedouble < 1e9)) { cfg_fail(err, path, "lora_alpha", "must be a positive number"); goto done; }
         cfg->alpha = v->valuedouble;
     }
     v = cJSON_GetObjectItemCaseSensitive(j, "lora_dropout");

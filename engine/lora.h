@@ -29,6 +29,7 @@ enum { LORA_INIT_KAIMING, LORA_INIT_GAUSSIAN, LORA_INIT_PISSA, LORA_INIT_RANDOM_
 #define LORA_MAX_TARGETS 320
 #define LORA_MAX_LAYERS 128
 #define LORA_MAX_PATTERNS 32
+#define LORA_MAX_RANK 8192
 
 typedef struct {
     char key[128];   // module-name suffix, e.g. "q" or "decoder.block.0.layer.0.SelfAttention.q"
@@ -107,6 +108,9 @@ int lora_save(const lora_adapter_t *a, const char *dir, lb_err_t *err);
 
 // Reads dir/adapter_config.json (ours or PEFT's) into cfg.
 int lora_read_config(const char *dir, lora_config_t *cfg, lb_err_t *err);
+
+// Parses adapter_config.json text (len bytes); path names it in messages.
+int lora_parse_config(const char *text, size_t len, const char *path, lora_config_t *cfg, lb_err_t *err);
 
 // Reads an adapter from dir for a model of shape s: the config, then every tensor; a file
 // whose tensors do not fit (missing, extra, wrong shape) is refused with the first

@@ -101,6 +101,7 @@ int st_parse(st_file_t *f, const uint8_t *buf, size_t size, const char *name, lb
             for (cJSON *m = it->child; m; m = m->next)
                 if (!cJSON_IsString(m)) { bad = it->string; snprintf(why, sizeof why, "value of \"%s\" must be a string", m->string ? m->string : ""); break; }
             if (bad) break;
+            free(f->metadata_json);  // a repeated key: the last one wins, as in JSON readers
             f->metadata_json = cJSON_PrintUnformatted(it);
             continue;
         }
@@ -146,9 +147,11 @@ int st_parse(st_file_t *f, const uint8_t *buf, size_t size, const char *name, lb
         t->begin = (size_t)b;
         t->end = (size_t)e;
     }
+    char bad_name[128];
+    if (bad) snprintf(bad_name, sizeof bad_name, "%s", bad);  // bad may point into root
     cJSON_Delete(root);
     if (bad) {
-        lb_err_set(err, LB_EFORMAT, "%s: tensor \"%s\": %s; the file is corrupt or not safetensors", name, bad, why);
+        lb_err_set(err, LB_EFORMAT, "%s: tensor \"%s\": %s; the file is corrupt or not safetensors", name, bad_name, why);
         free_tensors(f);
         return -1;
     }

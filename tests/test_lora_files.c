@@ -144,6 +144,12 @@ static void test_bad_adapter_files(void) {
     snprintf(cmd, sizeof cmd, "printf '{\"peft_type\": \"IA3\", \"r\": 4}' > %s/adapter_config.json", dir);
     EXPECT(system(cmd) == 0);
     EXPECT(lora_load(&a, dir, &gated_a, &err) != 0 && strstr(err.msg, "peft_type"));
+    // Found by the fuzzer: an r far past any real rank is refused, not converted.
+    lora_config_t cfg;
+    size_t len;
+    char *text = lb_read_file("tests/fixtures/fuzz/adapter_config-huge-r.json", &len, &err);
+    EXPECT(text && lora_parse_config(text, len, "huge-r", &cfg, &err) != 0 && strstr(err.msg, "\"r\""));
+    free(text);
     snprintf(cmd, sizeof cmd, "printf '{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"qq\"]}' > %s/adapter_config.json", dir);
     EXPECT(system(cmd) == 0);
     EXPECT(lora_load(&a, dir, &gated_a, &err) != 0 && strstr(err.msg, "\"qq\""));

@@ -136,6 +136,21 @@ static void test_malformed(void) {
     EXPECT(st_open(&sf, "/nonexistent/x.safetensors", &err) != 0 && strstr(err.msg, "/nonexistent/x.safetensors"));
 }
 
+// Inputs the fuzzer found (tests/fixtures/fuzz): each must be handled without a crash or
+// a leak (the suite also runs under ASan).
+static void test_fuzz_regressions(void) {
+    const char *files[] = {"tests/fixtures/fuzz/safetensors-dup-metadata.bin",
+                           "tests/fixtures/fuzz/safetensors-metadata-uaf.bin"};
+    for (int i = 0; i < 2; i++) {
+        st_file_t f;
+        lb_err_t err = {0};
+        int rc = st_open(&f, files[i], &err);
+        if (rc == 0) st_close(&f);
+        else EXPECTF(strstr(err.msg, files[i]) != NULL, "%s", err.msg);
+        EXPECT(rc == 0 || err.msg[0]);
+    }
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/lb_test_st_%d", (int)getpid());
     char cmd[300];
@@ -145,6 +160,7 @@ int main(void) {
     RUN(test_half_types);
     RUN(test_fixture_checkpoint);
     RUN(test_malformed);
+    RUN(test_fuzz_regressions);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) return 1;
     TH_DONE();

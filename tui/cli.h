@@ -3,4 +3,6 @@
 #ifndef LB_CLI_H
 #define LB_CLI_H
 
+int cmd_rouge(int argc, char **argv);
+
 #endif

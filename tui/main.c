@@ -18,6 +18,7 @@ static int cmd_version(int argc, char **argv) {
 }
 
 static const command_t commands[] = {
+    {"rouge", cmd_rouge, "ROUGE-1/2/L/Lsum of predictions (as rouge-score), Porter stems"},
     {"version", cmd_version, "print the version"},
 
 };
