@@ -15,10 +15,10 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 endif
 
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iengine -Istore \
+override CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iengine -Istore \
            -Iexperiments -Itui $(PKG_CFLAGS) $(SAN)
-LDLIBS  += $(PKG_LIBS) -lm -pthread
-LDFLAGS += $(SAN)
+override LDLIBS  += $(PKG_LIBS) -lm -pthread
+override LDFLAGS += $(SAN)
 
 ENGINE_SRC := $(sort $(wildcard engine/*.c))
 STORE_SRC  := $(sort $(wildcard store/*.c))

@@ -109,7 +109,8 @@ int data_parse_split_ratio(const char *s, double ratio[3], lb_err_t *err);
 // ---- tokenization -----------------------------------------------------------------------
 
 // Encodes text into *ids (malloc'ed, freed by the caller) / *n as the model sees it,
-// including the final </s> that the tokenizer's template appends. Returns 0 or -1 with err.
+// including the final </s> that the tokenizer's template appends. Returns 0, or -1 with err
+// and nothing for the caller to free.
 // Keeps engine/data independent of the tokenizer implementation.
 typedef int (*data_encode_fn)(void *ctx, const char *text, int **ids, int *n, lb_err_t *err);
 
