@@ -1,0 +1,1024 @@
+// The run store: connection set-up, migrations, transactions, and the write and read
+// paths of runs, metrics, evaluations, artifacts and sweeps.
+#include "store_internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+
+extern const char lb_schema_sql[];  // store/schema.sql, compiled in by the Makefile
+
+// Migrations of databases made by older builds: entry i brings user_version i+1 to i+2.
+// schema.sql always holds the newest schema, so fresh databases never run these. The
+// NULL entry only keeps the array non-empty while there is nothing to migrate.
+static const char *const migrations[] = {
+    NULL,
+};
+enum { N_MIGRATIONS = 0 };
+_Static_assert(N_MIGRATIONS + 1 == STORE_SCHEMA_VERSION,
+               "add a migration to store.c for every schema version after 1");
+
+// How often a BEGIN IMMEDIATE / COMMIT that still sees SQLITE_BUSY after the whole
+// busy_timeout is tried again before giving up (so about a minute in all).
+enum { BUSY_RETRIES = 6 };
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+double store_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int is_busy(int rc) {
+    return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+}
+
+int st_fail(store_t *st, const char *what, lb_err_t *err) {
+    int rc = sqlite3_extended_errcode(st->db);
+    const char *hint = "";
+    if ((rc & 0xff) == SQLITE_FULL) hint = "; free some disk space and try again";
+    else if ((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN ||
+             (rc & 0xff) == SQLITE_PERM)
+        hint = "; check that the workspace folder is writable";
+    else if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
+        hint = "; the file is damaged or not a lorabench database, move it away";
+    return lb_err_set(err, (rc & 0xff) == SQLITE_FULL ? LB_ENOSPC : LB_EIO,
+                      "%s: %s failed: %s%s", st->path, what, sqlite3_errmsg(st->db), hint);
+}
+
+int st_prepare(store_t *st, const char *sql, sqlite3_stmt **stmt, lb_err_t *err) {
+    *stmt = NULL;
+    for (int attempt = 0;; attempt++) {
+        int rc = sqlite3_prepare_v2(st->db, sql, -1, stmt, NULL);
+        if (rc == SQLITE_OK) return 0;
+        // Preparing reads the schema, which can be busy while another process migrates.
+        if (!is_busy(rc) || attempt >= BUSY_RETRIES) return st_fail(st, "preparing a query", err);
+        sleep_ms(50);
+    }
+}
+
+int st_step(store_t *st, sqlite3_stmt *stmt) {
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        rc = sqlite3_step(stmt);
+        if (!is_busy(rc) || attempt >= BUSY_RETRIES) break;
+        sqlite3_reset(stmt);
+        sleep_ms(20);
+    }
+    (void)st;
+    return rc;
+}
+
+static int exec_retry(store_t *st, const char *sql) {
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+        if (!is_busy(rc) || attempt >= BUSY_RETRIES) return rc;
+        sleep_ms(20);
+    }
+}
+
+int st_begin(store_t *st, lb_err_t *err) {
+    if (exec_retry(st, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return st_fail(st, "starting a write transaction", err);
+    return 0;
+}
+
+int st_commit(store_t *st, lb_err_t *err) {
+    if (exec_retry(st, "COMMIT") != SQLITE_OK) {
+        st_fail(st, "committing", err);
+        st_rollback(st);
+        return -1;
+    }
+    return 0;
+}
+
+void st_rollback(store_t *st) {
+    if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+void st_bind_text(sqlite3_stmt *s, int i, const char *v) {
+    if (v) sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_null(s, i);
+}
+
+void st_bind_real(sqlite3_stmt *s, int i, double v) {
+    if (isnan(v)) sqlite3_bind_null(s, i);
+    else sqlite3_bind_double(s, i, v);
+}
+
+void st_bind_int(sqlite3_stmt *s, int i, int64_t v) {
+    if (v < 0) sqlite3_bind_null(s, i);
+    else sqlite3_bind_int64(s, i, v);
+}
+
+double st_col_real(sqlite3_stmt *s, int i) {
+    return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
+}
+
+int64_t st_col_int(sqlite3_stmt *s, int i) {
+    return sqlite3_column_type(s, i) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, i);
+}
+
+char *st_col_str(sqlite3_stmt *s, int i) {
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? xstrdup((const char *)t) : NULL;
+}
+
+// Runs one prepared write statement in its own BEGIN IMMEDIATE transaction; *changes gets
+// the number of rows it changed. Finalizes the statement.
+static int write_one(store_t *st, sqlite3_stmt *s, const char *what, int *changes,
+                     lb_err_t *err) {
+    if (st_begin(st, err)) {
+        sqlite3_finalize(s);
+        return -1;
+    }
+    if (st_step(st, s) != SQLITE_DONE) {
+        st_fail(st, what, err);
+        sqlite3_finalize(s);
+        st_rollback(st);
+        return -1;
+    }
+    sqlite3_finalize(s);
+    if (changes) *changes = sqlite3_changes(st->db);
+    return st_commit(st, err);
+}
+
+// ---- open / migrate --------------------------------------------------------------------
+
+static int read_int_pragma(store_t *st, const char *sql, int64_t *v, lb_err_t *err) {
+    sqlite3_stmt *s;
+    if (st_prepare(st, sql, &s, err)) return -1;
+    int rc = st_step(st, s);
+    if (rc != SQLITE_ROW) {
+        st_fail(st, sql, err);
+        sqlite3_finalize(s);
+        return -1;
+    }
+    *v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return 0;
+}
+
+static int set_wal(store_t *st, lb_err_t *err) {
+    // Switching a fresh file to WAL needs a moment alone with it; when several processes
+    // open a new workspace together, the others wait here.
+    double deadline = store_now() + STORE_BUSY_TIMEOUT_MS / 1000.0;
+    for (;;) {
+        sqlite3_stmt *s;
+        if (st_prepare(st, "PRAGMA journal_mode=WAL", &s, err)) return -1;
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            const char *mode = (const char *)sqlite3_column_text(s, 0);
+            int ok = mode && !strcmp(mode, "wal");
+            sqlite3_finalize(s);
+            if (!ok)
+                return lb_err_set(err, LB_EIO,
+                                  "%s: the database cannot use WAL mode on this file system; "
+                                  "put the workspace on a local disk (--workspace DIR)",
+                                  st->path);
+            return 0;
+        }
+        sqlite3_finalize(s);
+        if (!is_busy(rc) || store_now() > deadline)
+            return st_fail(st, "switching to WAL mode", err);
+        sleep_ms(20);
+    }
+}
+
+static int migrate(store_t *st, lb_err_t *err) {
+    int64_t v;
+    if (read_int_pragma(st, "PRAGMA user_version", &v, err)) return -1;
+    if (v == STORE_SCHEMA_VERSION) return 0;  // the usual case: no write lock taken
+    if (v > STORE_SCHEMA_VERSION)
+        return lb_err_set(err, LB_EFORMAT,
+                          "%s: the database has schema version %lld, newer than this "
+                          "lorabench (version %d); update lorabench or use another workspace",
+                          st->path, (long long)v, STORE_SCHEMA_VERSION);
+    if (st_begin(st, err)) return -1;
+    // Another process may have migrated between our read and our lock: read again.
+    if (read_int_pragma(st, "PRAGMA user_version", &v, err)) goto fail;
+    if (v == 0) {
+        if (sqlite3_exec(st->db, lb_schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
+            st_fail(st, "creating the schema (is this a lorabench database?)", err);
+            goto fail;
+        }
+    } else {
+        for (int64_t from = v; from < STORE_SCHEMA_VERSION; from++) {
+            const char *sql = migrations[from - 1];
+            if (!sql || sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+                if (sql) st_fail(st, "migrating the schema", err);
+                else lb_err_set(err, LB_EFORMAT, "%s: no migration from schema version %lld",
+                                st->path, (long long)from);
+                goto fail;
+            }
+        }
+    }
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        st_fail(st, "setting the schema version", err);
+        goto fail;
+    }
+    return st_commit(st, err);
+fail:
+    st_rollback(st);
+    return -1;
+}
+
+int store_open(const char *path, store_t **out, lb_err_t *err) {
+    *out = NULL;
+    store_t *st = xcalloc(1, sizeof *st);
+    st->path = xstrdup(path);
+    int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        if (st->db) st_fail(st, "opening the database", err);
+        else lb_err_set(err, LB_ENOMEM, "%s: cannot open the database (out of memory)", path);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(st->db, 1);
+    sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+    if (set_wal(st, err)) goto fail;
+    // NORMAL is crash-safe in WAL mode (a killed worker never corrupts the file; only a
+    // power cut may lose the last commits) and avoids an fsync per metrics batch.
+    if (exec_retry(st, "PRAGMA synchronous=NORMAL") != SQLITE_OK ||
+        exec_retry(st, "PRAGMA foreign_keys=ON") != SQLITE_OK) {
+        st_fail(st, "configuring the connection", err);
+        goto fail;
+    }
+    if (migrate(st, err)) goto fail;
+    *out = st;
+    return 0;
+fail:
+    store_close(st);
+    return -1;
+}
+
+void store_close(store_t *st) {
+    if (!st) return;
+    if (st->db) sqlite3_close_v2(st->db);
+    free(st->path);
+    free(st);
+}
+
+int store_schema_version(store_t *st, int *version, lb_err_t *err) {
+    int64_t v;
+    if (read_int_pragma(st, "PRAGMA user_version", &v, err)) return -1;
+    *version = (int)v;
+    return 0;
+}
+
+int store_data_version(store_t *st, int64_t *version, lb_err_t *err) {
+    return read_int_pragma(st, "PRAGMA data_version", version, err);
+}
+
+// ---- runs ------------------------------------------------------------------------------
+
+static const char *const statuses[] = {"queued", "running", "done", "failed", "cancelled",
+                                       "interrupted"};
+static const char *const methods[] = {"none", "lora", "full", "partial"};
+
+static int in_list(const char *v, const char *const *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (v && !strcmp(v, list[i])) return 1;
+    return 0;
+}
+
+int store_run_create(store_t *st, const store_run_new_t *run, int64_t *id, lb_err_t *err) {
+    if (!run->name || !run->spec || !run->method)
+        return lb_err_set(err, LB_EARG, "store_run_create: a run needs a name, a spec and a method");
+    if (!in_list(run->method, methods, 4))
+        return lb_err_set(err, LB_EARG,
+                          "unknown method '%s' for run '%s'; use none, lora, full or partial",
+                          run->method, run->name);
+    sqlite3_stmt *s;
+    if (st_prepare(st,
+                   "INSERT INTO runs (name, spec, method, status, base_model, dataset, "
+                   "created_at, r, alpha, targets, total_steps, sweep_id, tags) "
+                   "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                   &s, err))
+        return -1;
+    st_bind_text(s, 1, run->name);
+    st_bind_text(s, 2, run->spec);
+    st_bind_text(s, 3, run->method);
+    st_bind_text(s, 4, run->base_model);
+    st_bind_text(s, 5, run->dataset);
+    sqlite3_bind_double(s, 6, store_now());
+    st_bind_int(s, 7, run->r);
+    st_bind_real(s, 8, run->alpha);
+    st_bind_text(s, 9, run->targets);
+    st_bind_int(s, 10, run->total_steps);
+    if (run->sweep_id > 0) sqlite3_bind_int64(s, 11, run->sweep_id);
+    else sqlite3_bind_null(s, 11);
+    st_bind_text(s, 12, run->tags);
+    if (st_begin(st, err)) {
+        sqlite3_finalize(s);
+        return -1;
+    }
+    if (st_step(st, s) != SQLITE_DONE) {
+        st_fail(st, "creating a run", err);
+        sqlite3_finalize(s);
+        st_rollback(st);
+        return -1;
+    }
+    sqlite3_finalize(s);
+    int64_t new_id = sqlite3_last_insert_rowid(st->db);
+    if (st_commit(st, err)) return -1;
+    *id = new_id;
+    return 0;
+}
+
+static int no_such_run(store_t *st, int64_t id, lb_err_t *err) {
+    return lb_err_set(err, LB_EARG, "%s: there is no run %lld; 'lorabench runs' lists them",
+                      st->path, (long long)id);
+}
+
+int store_run_set_status(store_t *st, int64_t id, const char *status, const char *error_text,
+                         lb_err_t *err) {
+    if (!in_list(status, statuses, 6))
+        return lb_err_set(err, LB_EARG,
+                          "unknown run status '%s'; use queued, running, done, failed, "
+                          "cancelled or interrupted",
+                          status ? status : "(null)");
+    sqlite3_stmt *s;
+    if (st_prepare(st,
+                   "UPDATE runs SET status = ?2,"
+                   " started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3)"
+                   "              ELSE started_at END,"
+                   " heartbeat = CASE WHEN ?2 = 'running' THEN ?3 ELSE heartbeat END,"
+                   " finished_at = CASE WHEN ?2 IN ('done', 'failed', 'cancelled', 'interrupted')"
+                   "               THEN ?3 ELSE NULL END,"
+                   " error = CASE WHEN ?2 IN ('failed', 'cancelled', 'interrupted') THEN ?4"
+                   "         ELSE NULL END "
+                   "WHERE id = ?1",
+                   &s, err))
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    st_bind_text(s, 2, status);
+    sqlite3_bind_double(s, 3, store_now());
+    st_bind_text(s, 4, error_text);
+    int changes = 0;
+    if (write_one(st, s, "setting a run's status", &changes, err)) return -1;
+    return changes ? 0 : no_such_run(st, id, err);
+}
+
+int store_run_heartbeat(store_t *st, int64_t id, int64_t pid, lb_err_t *err) {
+    sqlite3_stmt *s;
+    if (st_prepare(st, "UPDATE runs SET heartbeat = ?2, pid = ?3 WHERE id = ?1", &s, err))
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    sqlite3_bind_double(s, 2, store_now());
+    st_bind_int(s, 3, pid);
+    int changes = 0;
+    if (write_one(st, s, "recording a heartbeat", &changes, err)) return -1;
+    return changes ? 0 : no_such_run(st, id, err);
+}
+
+store_run_summary_t store_run_summary_unset(void) {
+    store_run_summary_t s = {-1, -1, -1, -1, NAN, NAN, NAN};
+    return s;
+}
+
+int store_run_update_summary(store_t *st, int64_t id, const store_run_summary_t *sm,
+                             lb_err_t *err) {
+    sqlite3_stmt *s;
+    if (st_prepare(st,
+                   "UPDATE runs SET trainable_params = COALESCE(?2, trainable_params),"
+                   " total_params = COALESCE(?3, total_params),"
+                   " total_steps = COALESCE(?4, total_steps),"
+                   " step = COALESCE(?5, step),"
+                   " final_loss = COALESCE(?6, final_loss),"
+                   " tokens_per_s = COALESCE(?7, tokens_per_s),"
+                   " peak_rss_mb = COALESCE(?8, peak_rss_mb) WHERE id = ?1",
+                   &s, err))
+        return -1;
+    sqlite3_bind_int64(s, 1, id);
+    st_bind_int(s, 2, sm->trainable_params);
+    st_bind_int(s, 3, sm->total_params);
+    st_bind_int(s, 4, sm->total_steps);
+    st_bind_int(s, 5, sm->step);
+    st_bind_real(s, 6, sm->final_loss);
+    st_bind_real(s, 7, sm->tokens_per_s);
+    st_bind_real(s, 8, sm->peak_rss_mb);
+    int changes = 0;
+    if (write_one(st, s, "updating a run's summary", &changes, err)) return -1;
+    return changes ? 0 : no_such_run(st, id, err);
+}
+
+static int set_text_column(store_t *st, int64_t id, const char *sql, const char *v,
+                           const char *what, lb_err_t *err) {
+    sqlite3_stmt *s;
+    if (st_prepare(st, sql, &s, err)) return -1;
+    sqlite3_bind_int64(s, 1, id);
+    st_bind_text(s, 2, v);
+    int changes = 0;
+    if (write_one(st, s, what, &changes, err)) return -1;
+    return changes ? 0 : no_such_run(st, id, err);
+}
+
+int store_run_set_tags(store_t *st, int64_t id, const char *tags, lb_err_t *err) {
+    return set_text_column(st, id, "UPDATE runs SET tags = ?2 WHERE id = ?1", tags,
+                           "setting tags", err);
+}
+
+int store_run_set_notes(store_t *st, int64_t id, const char *notes, lb_err_t *err) {
+    return set_text_column(st, id, "UPDATE runs SET notes = ?2 WHERE id = ?1", notes,
+                           "setting notes", err);
+}
+
+int store_run_set_pinned(store_t *st, int64_t id, int pinned, lb_err_t *err) {
+    sqlite3_stmt *a = NULL, *b = NULL;
+    if (st_prepare(st, "UPDATE runs SET pinned = 0 WHERE pinned = 1 AND id != ?1", &a, err) ||
+        st_prepare(st, "UPDATE runs SET pinned = ?2 WHERE id = ?1", &b, err))
+        goto fail_nolock;
+    sqlite3_bind_int64(a, 1, id);
+    sqlite3_bind_int64(b, 1, id);
+    sqlite3_bind_int(b, 2, pinned ? 1 : 0);
+    if (st_begin(st, err)) goto fail_nolock;
+    if ((pinned && st_step(st, a) != SQLITE_DONE) || st_step(st, b) != SQLITE_DONE) {
+        st_fail(st, "pinning a run", err);
+        goto fail;
+    }
+    if (!sqlite3_changes(st->db)) {
+        no_such_run(st, id, err);
+        goto fail;
+    }
+    sqlite3_finalize(a);
+    sqlite3_finalize(b);
+    return st_commit(st, err);
+fail:
+    st_rollback(st);
+fail_nolock:
+    sqlite3_finalize(a);
+    sqlite3_finalize(b);
+    return -1;
+}
+
+int store_run_delete(store_t *st, int64_t id, lb_err_t *err) {
+    sqlite3_stmt *s;
+    if (st_prepare(st, "DELETE FROM runs WHERE id = ?1", &s, err)) return -1;
+    sqlite3_bind_int64(s, 1, id);
+    int changes = 0;
+    if (write_one(st, s, "deleting a run", &changes, err)) return -1;
+    return changes ? 0 : no_such_run(st, id, err);
+}
+
+const char st_run_columns[] =
+    "id, name, spec, method, status, base_model, dataset, created_at, started_at, "
+    "finished_at, heartbeat, pid, trainable_params, total_params, r, alpha, targets, "
+    "total_steps, step, final_loss, tokens_per_s, peak_rss_mb, error, tags, notes, "
+    "sweep_id, pinned, rouge1, rouge2, rougeL, rougeLsum, eval_step, duration, trainable_pct";
+
+void st_read_run(sqlite3_stmt *s, store_run_t *r) {
+    memset(r, 0, sizeof *r);
+    int i = 0;
+    r->id = st_col_int(s, i++);
+    r->name = st_col_str(s, i++);
+    r->spec = st_col_str(s, i++);
+    r->method = st_col_str(s, i++);
+    r->status = st_col_str(s, i++);
+    r->base_model = st_col_str(s, i++);
+    r->dataset = st_col_str(s, i++);
+    r->created_at = st_col_real(s, i++);
+    r->started_at = st_col_real(s, i++);
+    r->finished_at = st_col_real(s, i++);
+    r->heartbeat = st_col_real(s, i++);
+    r->pid = st_col_int(s, i++);
+    r->trainable_params = st_col_int(s, i++);
+    r->total_params = st_col_int(s, i++);
+    r->r = st_col_int(s, i++);
+    r->alpha = st_col_real(s, i++);
+    r->targets = st_col_str(s, i++);
+    r->total_steps = st_col_int(s, i++);
+    r->step = st_col_int(s, i++);
+    r->final_loss = st_col_real(s, i++);
+    r->tokens_per_s = st_col_real(s, i++);
+    r->peak_rss_mb = st_col_real(s, i++);
+    r->error = st_col_str(s, i++);
+    r->tags = st_col_str(s, i++);
+    r->notes = st_col_str(s, i++);
+    r->sweep_id = st_col_int(s, i++);
+    if (r->sweep_id < 0) r->sweep_id = 0;
+    r->pinned = (int)st_col_int(s, i++) == 1;
+    r->rouge1 = st_col_real(s, i++);
+    r->rouge2 = st_col_real(s, i++);
+    r->rougeL = st_col_real(s, i++);
+    r->rougeLsum = st_col_real(s, i++);
+    r->eval_step = st_col_int(s, i++);
+    r->duration = st_col_real(s, i++);
+    r->trainable_pct = st_col_real(s, i++);
+}
+
+int store_run_get(store_t *st, int64_t id, store_run_t *run, lb_err_t *err) {
+    char sql[1024];
+    snprintf(sql, sizeof sql, "SELECT %s FROM runs_view WHERE id = ?1", st_run_columns);
+    sqlite3_stmt *s;
+    memset(run, 0, sizeof *run);
+    if (st_prepare(st, sql, &s, err)) return -1;
+    sqlite3_bind_int64(s, 1, id);
+    int rc = st_step(st, s);
+    if (rc == SQLITE_ROW) {
+        st_read_run(s, run);
+        sqlite3_finalize(s);
+        return 0;
+    }
+    if (rc == SQLITE_DONE) no_such_run(st, id, err);
+    else st_fail(st, "reading a run", err);
+    sqlite3_finalize(s);
+    return -1;
+}
+
+void store_run_clear(store_run_t *r) {
+    if (!r) return;
+    free(r->name);
+    free(r->spec);
+    free(r->method);
+    free(r->status);
+    free(r->base_model);
+    free(r->dataset);
+    free(r->targets);
+    free(r->error);
+    free(r->tags);
+    free(r->notes);
+    memset(r, 0, sizeof *r);
+}
+
+void store_runs_free(store_run_t *runs, size_t n) {
+    for (size_t i = 0; i < n; i++) store_run_clear(&runs[i]);
+    free(runs);
+}
+
+int store_pid_alive(int64_t pid, void *ctx) {
+    (void)ctx;
+    if (pid <= 0) return 0;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
+                                 store_pid_alive_fn pid_alive, void *ctx, int *n_marked,
+                                 lb_err_t *err) {
+    if (n_marked) *n_marked = 0;
+    if (!pid_alive) pid_alive = store_pid_alive;
+    // Find candidates without the write lock: the TUI calls this on every poll, and almost
+    // always nothing is stale.
+    sqlite3_stmt *s;
+    if (st_prepare(st,
+                   "SELECT id, pid, heartbeat FROM runs WHERE status = 'running' AND "
+                   "COALESCE(heartbeat, started_at, created_at) < ?1",
+                   &s, err))
+        return -1;
+    sqlite3_bind_double(s, 1, now - stale_seconds);
+    size_t n = 0, cap = 0;
+    struct cand { int64_t id, pid; double hb; } *c = NULL;
+    int rc;
+    while ((rc = n ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+        int64_t pid = st_col_int(s, 1);
+        if (pid > 0 && pid_alive(pid, ctx)) continue;  // slow but alive: leave it running
+        if (n == cap) c = xrealloc(c, (cap = cap ? 2 * cap : 8) * sizeof *c);
+        c[n].id = st_col_int(s, 0);
+        c[n].pid = pid;
+        c[n].hb = st_col_real(s, 2);
+        n++;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        free(c);
+        return st_fail(st, "looking for stale runs", err);
+    }
+    if (!n) return 0;
+    int marked = 0;
+    if (st_prepare(st,
+                   "UPDATE runs SET status = 'interrupted', "
+                   " finished_at = COALESCE(heartbeat, started_at, ?3), error = ?4 "
+                   "WHERE id = ?1 AND status = 'running' AND heartbeat IS ?2",
+                   &s, err)) {
+        free(c);
+        return -1;
+    }
+    if (st_begin(st, err)) goto fail_nolock;
+    for (size_t i = 0; i < n; i++) {
+        char msg[256];
+        if (c[i].pid > 0)
+            snprintf(msg, sizeof msg,
+                     "the worker (pid %lld) stopped without a final status; "
+                     "'lorabench resume %lld' continues from its last checkpoint",
+                     (long long)c[i].pid, (long long)c[i].id);
+        else
+            snprintf(msg, sizeof msg,
+                     "the run has no live worker; 'lorabench resume %lld' continues from "
+                     "its last checkpoint",
+                     (long long)c[i].id);
+        sqlite3_reset(s);
+        sqlite3_bind_int64(s, 1, c[i].id);
+        st_bind_real(s, 2, c[i].hb);  // unchanged since we looked: the worker did not revive
+        sqlite3_bind_double(s, 3, now);
+        st_bind_text(s, 4, msg);
+        if (st_step(st, s) != SQLITE_DONE) {
+            st_fail(st, "marking a stale run interrupted", err);
+            st_rollback(st);
+            goto fail_nolock;
+        }
+        marked += sqlite3_changes(st->db);
+    }
+    sqlite3_finalize(s);
+    free(c);
+    if (st_commit(st, err)) return -1;
+    if (n_marked) *n_marked = marked;
+    return 0;
+fail_nolock:
+    sqlite3_finalize(s);
+    free(c);
+    return -1;
+}
+
+// ---- metrics ---------------------------------------------------------------------------
+
+int store_metrics_insert_batch(store_t *st, int64_t run_id, const store_metric_t *rows,
+                               size_t n, lb_err_t *err) {
+    if (!n) return 0;
+    sqlite3_stmt *ins = NULL, *upd = NULL;
+    if (st_prepare(st,
+                   "INSERT OR REPLACE INTO metrics (run_id, step, epoch, loss, lr, grad_norm, "
+                   "tokens_per_s, step_ms, rss_mb, tokens, wall_s) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                   &ins, err) ||
+        st_prepare(st, "UPDATE runs SET step = MAX(step, ?2), heartbeat = ?3 WHERE id = ?1",
+                   &upd, err))
+        goto fail_nolock;
+    if (st_begin(st, err)) goto fail_nolock;
+    int64_t max_step = 0;
+    for (size_t i = 0; i < n; i++) {
+        const store_metric_t *m = &rows[i];
+        sqlite3_reset(ins);
+        sqlite3_bind_int64(ins, 1, run_id);
+        sqlite3_bind_int64(ins, 2, m->step);
+        st_bind_real(ins, 3, m->epoch);
+        st_bind_real(ins, 4, m->loss);
+        st_bind_real(ins, 5, m->lr);
+        st_bind_real(ins, 6, m->grad_norm);
+        st_bind_real(ins, 7, m->tokens_per_s);
+        st_bind_real(ins, 8, m->step_ms);
+        st_bind_real(ins, 9, m->rss_mb);
+        st_bind_int(ins, 10, m->tokens);
+        st_bind_real(ins, 11, m->wall_s);
+        int rc = sqlite3_step(ins);
+        if (rc != SQLITE_DONE) {
+            if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) no_such_run(st, run_id, err);
+            else st_fail(st, "writing metrics", err);
+            goto fail;
+        }
+        if (m->step > max_step) max_step = m->step;
+    }
+    sqlite3_bind_int64(upd, 1, run_id);
+    sqlite3_bind_int64(upd, 2, max_step);
+    sqlite3_bind_double(upd, 3, store_now());
+    if (sqlite3_step(upd) != SQLITE_DONE) {
+        st_fail(st, "updating a run's step", err);
+        goto fail;
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(upd);
+    return st_commit(st, err);
+fail:
+    st_rollback(st);
+fail_nolock:
+    sqlite3_finalize(ins);
+    sqlite3_finalize(upd);
+    return -1;
+}
+
+int store_metrics_since(store_t *st, int64_t run_id, int64_t after_step,
+                        store_metric_t **rows, size_t *n, lb_err_t *err) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    if (st_prepare(st,
+                   "SELECT step, epoch, loss, lr, grad_norm, tokens_per_s, step_ms, rss_mb, "
+                   "tokens, wall_s FROM metrics WHERE run_id = ?1 AND step > ?2 ORDER BY step",
+                   &s, err))
+        return -1;
+    sqlite3_bind_int64(s, 1, run_id);
+    sqlite3_bind_int64(s, 2, after_step);
+    size_t cap = 0, cnt = 0;
+    store_metric_t *out = NULL;
+    int rc;
+    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+        if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 64) * sizeof *out);
+        store_metric_t *m = &out[cnt++];
+        m->step = sqlite3_column_int64(s, 0);
+        m->epoch = st_col_real(s, 1);
+        m->loss = st_col_real(s, 2);
+        m->lr = st_col_real(s, 3);
+        m->grad_norm = st_col_real(s, 4);
+        m->tokens_per_s = st_col_real(s, 5);
+        m->step_ms = st_col_real(s, 6);
+        m->rss_mb = st_col_real(s, 7);
+        m->tokens = st_col_int(s, 8);
+        m->wall_s = st_col_real(s, 9);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        free(out);
+        return st_fail(st, "reading metrics", err);
+    }
+    *rows = out;
+    *n = cnt;
+    return 0;
+}
+
+int store_metrics_count(store_t *st, int64_t run_id, int64_t *count, lb_err_t *err) {
+    sqlite3_stmt *s;
+    if (st_prepare(st, "SELECT count(*) FROM metrics WHERE run_id = ?1", &s, err)) return -1;
+    sqlite3_bind_int64(s, 1, run_id);
+    if (st_step(st, s) != SQLITE_ROW) {
+        st_fail(st, "counting metrics", err);
+        sqlite3_finalize(s);
+        return -1;
+    }
+    *count = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return 0;
+}
+
+// ---- evaluations -----------------------------------------------------------------------
+
+int store_eval_insert(store_t *st, const store_eval_t *ev, const store_sample_t *samples,
+                      size_t n, int64_t *eval_id, lb_err_t *err) {
+    sqlite3_stmt *e = NULL, *sm = NULL;
+    if (st_prepare(st,
+                   "INSERT INTO evals (run_id, step, split, n, created_at, seconds, "
+                   "rouge1, rouge1_low, rouge1_high, rouge2, rouge2_low, rouge2_high, "
+                   "rougeL, rougeL_low, rougeL_high, rougeLsum, rougeLsum_low, rougeLsum_high, "
+                   "beams, max_new_tokens, length_penalty) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                   "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                   &e, err) ||
+        st_prepare(st,
+                   "INSERT OR REPLACE INTO samples (eval_id, idx, source, reference, "
+                   "prediction, rouge1, rouge2, rougeL) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                   &sm, err))
+        goto fail_nolock;
+    sqlite3_bind_int64(e, 1, ev->run_id);
+    sqlite3_bind_int64(e, 2, ev->step);
+    st_bind_text(e, 3, ev->split);
+    sqlite3_bind_int64(e, 4, ev->n);
+    sqlite3_bind_double(e, 5, store_now());
+    st_bind_real(e, 6, ev->seconds);
+    const double v[12] = {ev->rouge1,    ev->rouge1_low,    ev->rouge1_high, ev->rouge2,
+                          ev->rouge2_low, ev->rouge2_high,  ev->rougeL,      ev->rougeL_low,
+                          ev->rougeL_high, ev->rougeLsum,   ev->rougeLsum_low,
+                          ev->rougeLsum_high};
+    for (int i = 0; i < 12; i++) st_bind_real(e, 7 + i, v[i]);
+    st_bind_int(e, 19, ev->beams);
+    st_bind_int(e, 20, ev->max_new_tokens);
+    st_bind_real(e, 21, ev->length_penalty);
+    if (st_begin(st, err)) goto fail_nolock;
+    int rc = sqlite3_step(e);
+    if (rc != SQLITE_DONE) {
+        if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) no_such_run(st, ev->run_id, err);
+        else st_fail(st, "writing an evaluation", err);
+        goto fail;
+    }
+    int64_t id = sqlite3_last_insert_rowid(st->db);
+    for (size_t i = 0; i < n; i++) {
+        const store_sample_t *x = &samples[i];
+        sqlite3_reset(sm);
+        sqlite3_bind_int64(sm, 1, id);
+        sqlite3_bind_int64(sm, 2, x->idx);
+        st_bind_text(sm, 3, x->source);
+        st_bind_text(sm, 4, x->reference);
+        st_bind_text(sm, 5, x->prediction);
+        st_bind_real(sm, 6, x->rouge1);
+        st_bind_real(sm, 7, x->rouge2);
+        st_bind_real(sm, 8, x->rougeL);
+        if (sqlite3_step(sm) != SQLITE_DONE) {
+            st_fail(st, "writing samples", err);
+            goto fail;
+        }
+    }
+    sqlite3_finalize(e);
+    sqlite3_finalize(sm);
+    if (st_commit(st, err)) return -1;
+    if (eval_id) *eval_id = id;
+    return 0;
+fail:
+    st_rollback(st);
+fail_nolock:
+    sqlite3_finalize(e);
+    sqlite3_finalize(sm);
+    return -1;
+}
+
+int store_evals_list(store_t *st, int64_t run_id, store_eval_t **evals, size_t *n,
+                     lb_err_t *err) {
+    *evals = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    if (st_prepare(st,
+                   "SELECT id, run_id, step, split, n, created_at, seconds, "
+                   "rouge1, rouge1_low, rouge1_high, rouge2, rouge2_low, rouge2_high, "
+                   "rougeL, rougeL_low, rougeL_high, rougeLsum, rougeLsum_low, rougeLsum_high, "
+                   "beams, max_new_tokens, length_penalty FROM evals WHERE run_id = ?1 "
+                   "ORDER BY step, id",
+                   &s, err))
+        return -1;
+    sqlite3_bind_int64(s, 1, run_id);
+    size_t cap = 0, cnt = 0;
+    store_eval_t *out = NULL;
+    int rc;
+    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+        if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 8) * sizeof *out);
+        store_eval_t *e = &out[cnt++];
+        memset(e, 0, sizeof *e);
+        e->id = sqlite3_column_int64(s, 0);
+        e->run_id = sqlite3_column_int64(s, 1);
+        e->step = sqlite3_column_int64(s, 2);
+        const char *split = (const char *)sqlite3_column_text(s, 3);
+        snprintf(e->split, sizeof e->split, "%s", split ? split : "");
+        e->n = sqlite3_column_int64(s, 4);
+        e->created_at = st_col_real(s, 5);
+        e->seconds = st_col_real(s, 6);
+        double *dst[12] = {&e->rouge1,    &e->rouge1_low,    &e->rouge1_high,
+                           &e->rouge2,    &e->rouge2_low,    &e->rouge2_high,
+                           &e->rougeL,    &e->rougeL_low,    &e->rougeL_high,
+                           &e->rougeLsum, &e->rougeLsum_low, &e->rougeLsum_high};
+        for (int i = 0; i < 12; i++) *dst[i] = st_col_real(s, 7 + i);
+        e->beams = st_col_int(s, 19);
+        e->max_new_tokens = st_col_int(s, 20);
+        e->length_penalty = st_col_real(s, 21);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        free(out);
+        return st_fail(st, "reading evaluations", err);
+    }
+    *evals = out;
+    *n = cnt;
+    return 0;
+}
+
+int store_samples_list(store_t *st, int64_t eval_id, int64_t offset, int64_t limit,
+                       store_sample_row_t **rows, size_t *n, lb_err_t *err) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    if (st_prepare(st,
+                   "SELECT eval_id, idx, source, reference, prediction, rouge1, rouge2, rougeL "
+                   "FROM samples WHERE eval_id = ?1 ORDER BY idx LIMIT ?3 OFFSET ?2",
+                   &s, err))
+        return -1;
+    sqlite3_bind_int64(s, 1, eval_id);
+    sqlite3_bind_int64(s, 2, offset > 0 ? offset : 0);
+    sqlite3_bind_int64(s, 3, limit < 0 ? -1 : limit);
+    size_t cap = 0, cnt = 0;
+    store_sample_row_t *out = NULL;
+    int rc;
+    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+        if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 16) * sizeof *out);
+        store_sample_row_t *x = &out[cnt++];
+        x->eval_id = sqlite3_column_int64(s, 0);
+        x->idx = sqlite3_column_int64(s, 1);
+        x->source = st_col_str(s, 2);
+        x->reference = st_col_str(s, 3);
+        x->prediction = st_col_str(s, 4);
+        x->rouge1 = st_col_real(s, 5);
+        x->rouge2 = st_col_real(s, 6);
+        x->rougeL = st_col_real(s, 7);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        store_samples_free(out, cnt);
+        return st_fail(st, "reading samples", err);
+    }
+    *rows = out;
+    *n = cnt;
+    return 0;
+}
+
+void store_samples_free(store_sample_row_t *rows, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].source);
+        free(rows[i].reference);
+        free(rows[i].prediction);
+    }
+    free(rows);
+}
+
+// ---- artifacts and sweeps --------------------------------------------------------------
+
+int store_artifact_add(store_t *st, int64_t run_id, const char *kind, const char *path,
+                       int64_t bytes, const char *sha256, int64_t step, lb_err_t *err) {
+    if (!kind || !path)
+        return lb_err_set(err, LB_EARG, "store_artifact_add: an artifact needs a kind and a path");
+    sqlite3_stmt *s;
+    if (st_prepare(st,
+                   "INSERT INTO artifacts (run_id, kind, path, bytes, sha256, step, created_at) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (run_id, path) DO UPDATE "
+                   "SET kind = excluded.kind, bytes = excluded.bytes, sha256 = excluded.sha256, "
+                   "step = excluded.step, created_at = excluded.created_at",
+                   &s, err))
+        return -1;
+    sqlite3_bind_int64(s, 1, run_id);
+    st_bind_text(s, 2, kind);
+    st_bind_text(s, 3, path);
+    st_bind_int(s, 4, bytes);
+    st_bind_text(s, 5, sha256);
+    st_bind_int(s, 6, step);
+    sqlite3_bind_double(s, 7, store_now());
+    if (st_begin(st, err)) {
+        sqlite3_finalize(s);
+        return -1;
+    }
+    int rc = st_step(st, s);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) no_such_run(st, run_id, err);
+        else st_fail(st, "recording an artifact", err);
+        st_rollback(st);
+        return -1;
+    }
+    return st_commit(st, err);
+}
+
+int store_artifacts_list(store_t *st, int64_t run_id, const char *kind,
+                         store_artifact_t **rows, size_t *n, lb_err_t *err) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    if (st_prepare(st,
+                   "SELECT id, run_id, kind, path, sha256, bytes, step, created_at FROM artifacts "
+                   "WHERE run_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY created_at, id",
+                   &s, err))
+        return -1;
+    sqlite3_bind_int64(s, 1, run_id);
+    st_bind_text(s, 2, kind);
+    size_t cap = 0, cnt = 0;
+    store_artifact_t *out = NULL;
+    int rc;
+    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+        if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 8) * sizeof *out);
+        store_artifact_t *a = &out[cnt++];
+        a->id = sqlite3_column_int64(s, 0);
+        a->run_id = sqlite3_column_int64(s, 1);
+        a->kind = st_col_str(s, 2);
+        a->path = st_col_str(s, 3);
+        a->sha256 = st_col_str(s, 4);
+        a->bytes = st_col_int(s, 5);
+        a->step = st_col_int(s, 6);
+        a->created_at = st_col_real(s, 7);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        store_artifacts_free(out, cnt);
+        return st_fail(st, "reading artifacts", err);
+    }
+    *rows = out;
+    *n = cnt;
+    return 0;
+}
+
+void store_artifacts_free(store_artifact_t *rows, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].kind);
+        free(rows[i].path);
+        free(rows[i].sha256);
+    }
+    free(rows);
+}
+
+int store_sweep_create(store_t *st, const char *name, const char *spec, int64_t *id,
+                       lb_err_t *err) {
+    if (!name || !spec)
+        return lb_err_set(err, LB_EARG, "store_sweep_create: a sweep needs a name and a spec");
+    sqlite3_stmt *s;
+    if (st_prepare(st, "INSERT INTO sweeps (name, spec, created_at) VALUES (?1, ?2, ?3)", &s,
+                   err))
+        return -1;
+    st_bind_text(s, 1, name);
+    st_bind_text(s, 2, spec);
+    sqlite3_bind_double(s, 3, store_now());
+    if (st_begin(st, err)) {
+        sqlite3_finalize(s);
+        return -1;
+    }
+    if (st_step(st, s) != SQLITE_DONE) {
+        st_fail(st, "creating a sweep", err);
+        sqlite3_finalize(s);
+        st_rollback(st);
+        return -1;
+    }
+    sqlite3_finalize(s);
+    int64_t new_id = sqlite3_last_insert_rowid(st->db);
+    if (st_commit(st, err)) return -1;
+    *id = new_id;
+    return 0;
+}

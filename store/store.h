@@ -1,0 +1,301 @@
+// The run store: one SQLite database per workspace (WAL mode, busy_timeout, foreign keys)
+// holding runs, their metrics, evaluations with per-example samples, artifacts and sweeps.
+// It knows nothing of the engine: values go in and out as plain numbers and strings.
+//
+// Concurrency: any number of processes may open the same database. Every write runs in
+// its own `BEGIN IMMEDIATE` transaction that waits (busy_timeout, then retries) for the
+// write lock, so SQLITE_BUSY never reaches a caller in normal use; readers never block
+// writers (WAL). A store_t is one connection: use it from one thread at a time.
+//
+// Conventions: functions return 0 on success and -1 with one sentence in err on failure.
+// In rows read back, a missing REAL is NAN and a missing INTEGER is -1 (a missing string is
+// NULL). Times are Unix seconds. Arrays returned through pointer arguments are owned by the
+// caller and freed with the matching *_free function.
+#ifndef LB_STORE_H
+#define LB_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util.h"
+
+// The schema version this build writes (PRAGMA user_version). store/schema.sql is this
+// version; older databases are migrated at open.
+#define STORE_SCHEMA_VERSION 1
+
+// Milliseconds a writer waits for the write lock before retrying (busy_timeout).
+#define STORE_BUSY_TIMEOUT_MS 10000
+
+typedef struct store store_t;
+
+// ---- workspace -------------------------------------------------------------------------
+
+// The workspace folder: dir if not NULL/empty (from --workspace), else $LORABENCH_HOME,
+// else ~/.local/share/lorabench. Creates it and its runs/ folder when missing. *out is a
+// malloc'd path without a trailing slash.
+int store_workspace_resolve(const char *dir, char **out, lb_err_t *err);
+
+// "<workspace>/lorabench.db", malloc'd.
+char *store_workspace_db_path(const char *workspace);
+
+// "<workspace>/runs/<id>", malloc'd in *out; with create != 0 the folder is made too.
+int store_run_dir(const char *workspace, int64_t run_id, int create, char **out,
+                  lb_err_t *err);
+
+// Removes "<workspace>/runs/<id>" and everything under it (no error when it is absent).
+// Symbolic links inside are removed, never followed.
+int store_run_dir_remove(const char *workspace, int64_t run_id, lb_err_t *err);
+
+// ---- open / close ----------------------------------------------------------------------
+
+// Opens (creating if needed) the database at path: WAL, busy_timeout, foreign keys, and
+// the schema or its migrations applied in one transaction. Safe when several processes
+// open a fresh file at once. A database from a newer lorabench is refused.
+int store_open(const char *path, store_t **out, lb_err_t *err);
+
+// Closes the connection (NULL is fine).
+void store_close(store_t *st);
+
+// The schema version stored in the file (PRAGMA user_version).
+int store_schema_version(store_t *st, int *version, lb_err_t *err);
+
+// PRAGMA data_version: changes whenever ANOTHER connection commits. The TUI polls it
+// (every 250 ms) and re-reads only when it moved.
+int store_data_version(store_t *st, int64_t *version, lb_err_t *err);
+
+// ---- runs ------------------------------------------------------------------------------
+
+// Run statuses as stored in runs.status.
+#define STORE_STATUS_QUEUED "queued"
+#define STORE_STATUS_RUNNING "running"
+#define STORE_STATUS_DONE "done"
+#define STORE_STATUS_FAILED "failed"
+#define STORE_STATUS_CANCELLED "cancelled"
+#define STORE_STATUS_INTERRUPTED "interrupted"
+
+// What a new run is created with. Strings may be NULL except name, spec and method;
+// r < 0 / alpha NAN / total_steps < 0 / sweep_id <= 0 mean "none".
+typedef struct {
+    const char *name;
+    const char *spec;        // canonical JSON of the spec
+    const char *method;      // none | lora | full | partial
+    const char *base_model;
+    const char *dataset;
+    int64_t r;
+    double alpha;
+    const char *targets;     // e.g. "q,v"
+    int64_t total_steps;
+    int64_t sweep_id;
+    const char *tags;
+} store_run_new_t;
+
+// A run as the list and detail views show it (runs joined with its latest evaluation).
+typedef struct {
+    int64_t id;
+    char *name, *spec, *method, *status;
+    char *base_model, *dataset;
+    double created_at, started_at, finished_at, heartbeat;
+    int64_t pid;
+    int64_t trainable_params, total_params;
+    int64_t r;
+    double alpha;
+    char *targets;
+    int64_t total_steps, step;
+    double final_loss, tokens_per_s, peak_rss_mb;
+    char *error, *tags, *notes;
+    int64_t sweep_id;
+    int pinned;
+    // from the latest evaluation (NAN when none) and derived:
+    double rouge1, rouge2, rougeL, rougeLsum;
+    int64_t eval_step;
+    double duration;         // seconds from start to finish (or last heartbeat)
+    double trainable_pct;    // 100 * trainable / total
+} store_run_t;
+
+// Inserts a run with status queued and returns its id in *id.
+int store_run_create(store_t *st, const store_run_new_t *run, int64_t *id, lb_err_t *err);
+
+// Sets the status (one of STORE_STATUS_*). running: sets started_at (first time only),
+// clears finished_at and error; done/failed/cancelled/interrupted: sets finished_at.
+// error_text (may be NULL) is stored in runs.error for failed/cancelled/interrupted.
+// A run id that does not exist is an error.
+int store_run_set_status(store_t *st, int64_t id, const char *status, const char *error_text,
+                         lb_err_t *err);
+
+// Records that the worker (process pid) is alive now.
+int store_run_heartbeat(store_t *st, int64_t id, int64_t pid, lb_err_t *err);
+
+// Summary numbers of a run; a field left at its "unset" value keeps the stored one.
+typedef struct {
+    int64_t trainable_params, total_params;   // unset: -1
+    int64_t total_steps, step;                // unset: -1
+    double final_loss, tokens_per_s, peak_rss_mb;  // unset: NAN
+} store_run_summary_t;
+
+// A summary with every field unset.
+store_run_summary_t store_run_summary_unset(void);
+
+// Writes the set fields of s into run id (unset ones keep their stored values).
+int store_run_update_summary(store_t *st, int64_t id, const store_run_summary_t *s,
+                             lb_err_t *err);
+
+// Tags (comma-separated text), notes (free text) and the pinned baseline. Pinning a run
+// unpins every other one: there is one baseline to compare against.
+int store_run_set_tags(store_t *st, int64_t id, const char *tags, lb_err_t *err);
+int store_run_set_notes(store_t *st, int64_t id, const char *notes, lb_err_t *err);
+int store_run_set_pinned(store_t *st, int64_t id, int pinned, lb_err_t *err);
+
+// Deletes a run with its metrics, evals, samples and artifact rows (ON DELETE CASCADE).
+// Its folder is left to store_run_dir_remove. Deleting an unknown id is an error.
+int store_run_delete(store_t *st, int64_t id, lb_err_t *err);
+
+// Reads one run; an unknown id is an error naming it.
+int store_run_get(store_t *st, int64_t id, store_run_t *run, lb_err_t *err);
+
+// Frees the strings of one run (not the struct itself).
+void store_run_clear(store_run_t *run);
+
+// Frees an array of runs from store_runs_list.
+void store_runs_free(store_run_t *runs, size_t n);
+
+// Runs that are `running` with a heartbeat (or, without one, a start) older than
+// now - stale_seconds and whose worker process is gone (pid_alive returns 0, or the pid is
+// unknown) become `interrupted`, with an error text saying so. pid_alive may be NULL for
+// store_pid_alive. *n_marked (may be NULL) gets how many changed.
+typedef int (*store_pid_alive_fn)(int64_t pid, void *ctx);
+
+// See above; now is Unix seconds (store_now()), stale_seconds e.g. 30.
+int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
+                                 store_pid_alive_fn pid_alive, void *ctx, int *n_marked,
+                                 lb_err_t *err);
+
+// Whether a process with this id exists on this machine (kill(pid, 0)).
+int store_pid_alive(int64_t pid, void *ctx);
+
+// Current wall-clock time in Unix seconds.
+double store_now(void);
+
+// ---- listing and filtering -------------------------------------------------------------
+
+// The keys that `runs --sort` and `runs --filter` accept, e.g. "id, name, status, ...".
+const char *store_run_keys(void);
+
+// A parsed filter expression: a parameterised WHERE clause over runs_view.
+typedef struct store_filter store_filter_t;
+
+// Parses EXPR, a conjunction of `key OP value` terms separated by spaces, e.g.
+// `method=lora r>=8 rouge1>0.3 status=done name~qv`. OP is = != < <= > >= or ~ (substring,
+// case-insensitive; text keys only). Values with spaces are quoted ("..." or '...').
+// Numeric keys take numbers; status and method take their known values. NULL or an empty
+// expression matches every run. Errors name the term and list the valid keys/values.
+int store_filter_parse(const char *expr, store_filter_t **out, lb_err_t *err);
+
+// Frees a parsed filter (NULL is fine).
+void store_filter_free(store_filter_t *f);
+
+// The compiled WHERE clause ("1" when empty), with ?N placeholders, and its parameter
+// count; for tests and debugging.
+const char *store_filter_sql(const store_filter_t *f);
+int store_filter_nparams(const store_filter_t *f);
+
+// Lists runs matching filter_expr (NULL: all), sorted by sort_key (a key of
+// store_run_keys; NULL: id) ascending or descending, ties by id. Missing values sort last.
+int store_runs_list(store_t *st, const char *sort_key, int descending, const char *filter_expr,
+                    store_run_t **runs, size_t *n, lb_err_t *err);
+
+// ---- metrics ---------------------------------------------------------------------------
+
+// One optimizer step. Unset: NAN for reals, -1 for tokens.
+typedef struct {
+    int64_t step;
+    double epoch, loss, lr, grad_norm, tokens_per_s, step_ms, rss_mb;
+    int64_t tokens;
+    double wall_s;
+} store_metric_t;
+
+// Inserts n rows for one run in ONE `BEGIN IMMEDIATE` transaction, and in the same
+// transaction raises runs.step to the largest step written and refreshes the heartbeat.
+// A step already stored is replaced (a resumed run recomputes the steps after its
+// checkpoint).
+int store_metrics_insert_batch(store_t *st, int64_t run_id, const store_metric_t *rows,
+                               size_t n, lb_err_t *err);
+
+// Rows of a run with step > after_step in step order (after_step = -1: all of them).
+int store_metrics_since(store_t *st, int64_t run_id, int64_t after_step,
+                        store_metric_t **rows, size_t *n, lb_err_t *err);
+
+// Number of metric rows of a run.
+int store_metrics_count(store_t *st, int64_t run_id, int64_t *count, lb_err_t *err);
+
+// ---- evaluations -----------------------------------------------------------------------
+
+typedef struct {
+    int64_t idx;
+    const char *source, *reference, *prediction;   // input to insert
+    double rouge1, rouge2, rougeL;
+} store_sample_t;
+
+// A sample read back (strings malloc'd).
+typedef struct {
+    int64_t eval_id, idx;
+    char *source, *reference, *prediction;
+    double rouge1, rouge2, rougeL;
+} store_sample_row_t;
+
+typedef struct {
+    int64_t id;              // set when read back
+    int64_t run_id, step;
+    char split[32];
+    int64_t n;
+    double created_at, seconds;
+    double rouge1, rouge1_low, rouge1_high;
+    double rouge2, rouge2_low, rouge2_high;
+    double rougeL, rougeL_low, rougeL_high;
+    double rougeLsum, rougeLsum_low, rougeLsum_high;
+    int64_t beams, max_new_tokens;
+    double length_penalty;
+} store_eval_t;
+
+// Inserts an evaluation and its n samples in one transaction; *eval_id (may be NULL) gets
+// the new id. ev->id and ev->created_at are ignored (created_at = now).
+int store_eval_insert(store_t *st, const store_eval_t *ev, const store_sample_t *samples,
+                      size_t n, int64_t *eval_id, lb_err_t *err);
+
+// Evaluations of a run in (step, id) order.
+int store_evals_list(store_t *st, int64_t run_id, store_eval_t **evals, size_t *n,
+                     lb_err_t *err);
+
+// Samples of one evaluation in idx order, from offset, at most limit (limit < 0: all).
+int store_samples_list(store_t *st, int64_t eval_id, int64_t offset, int64_t limit,
+                       store_sample_row_t **rows, size_t *n, lb_err_t *err);
+
+// Frees samples from store_samples_list.
+void store_samples_free(store_sample_row_t *rows, size_t n);
+
+// ---- artifacts and sweeps --------------------------------------------------------------
+
+typedef struct {
+    int64_t id, run_id;
+    char *kind, *path, *sha256;
+    int64_t bytes, step;
+    double created_at;
+} store_artifact_t;
+
+// Records a file of a run (kind: adapter, model, checkpoint, log, ...). The same path
+// recorded again replaces the row (a checkpoint rewritten in place). step < 0: none;
+// sha256 is the hex digest or NULL.
+int store_artifact_add(store_t *st, int64_t run_id, const char *kind, const char *path,
+                       int64_t bytes, const char *sha256, int64_t step, lb_err_t *err);
+
+// Artifacts of a run, newest last; kind NULL: every kind.
+int store_artifacts_list(store_t *st, int64_t run_id, const char *kind,
+                         store_artifact_t **rows, size_t *n, lb_err_t *err);
+
+// Frees artifacts from store_artifacts_list.
+void store_artifacts_free(store_artifact_t *rows, size_t n);
+
+// Creates a sweep (a name and its base spec with the grid); *id gets its id.
+int store_sweep_create(store_t *st, const char *name, const char *spec, int64_t *id,
+                       lb_err_t *err);
+
+#endif

@@ -1,0 +1,761 @@
+// Store tests: open/migrate, runs, metrics batches, filter language, stale runs, cascade
+// deletes, and several processes writing while one polls (no SQLITE_BUSY, no lost rows).
+#include <errno.h>
+#include <ftw.h>
+#include <math.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "store.h"
+
+static char tmp_root[64];
+
+static int rm_entry(const char *p, const struct stat *sb, int t, struct FTW *f) {
+    (void)sb;
+    (void)t;
+    (void)f;
+    return remove(p);
+}
+
+static char *tmp_path(const char *name) {
+    static int counter;  // test-only: distinct file per call
+    char *p = malloc(256);
+    snprintf(p, 256, "%s/%d-%s", tmp_root, counter++, name);
+    return p;
+}
+
+// A raw connection for checks the API does not expose.
+static int64_t raw_int(const char *db_path, const char *sql) {
+    sqlite3 *db;
+    int64_t v = -999;
+    if (sqlite3_open(db_path, &db) != SQLITE_OK) return v;
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK) {
+        if (sqlite3_step(s) == SQLITE_ROW) v = sqlite3_column_int64(s, 0);
+        sqlite3_finalize(s);
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+static int raw_exec(const char *db_path, const char *sql) {
+    sqlite3 *db;
+    if (sqlite3_open(db_path, &db) != SQLITE_OK) return -1;
+    sqlite3_busy_timeout(db, 5000);
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+static char *raw_text(const char *db_path, const char *sql) {
+    sqlite3 *db;
+    char *v = NULL;
+    if (sqlite3_open(db_path, &db) != SQLITE_OK) return NULL;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK) {
+        if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+            v = strdup((const char *)sqlite3_column_text(s, 0));
+        sqlite3_finalize(s);
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+static store_run_new_t new_run(const char *name, const char *method, int64_t r) {
+    store_run_new_t n = {0};
+    n.name = name;
+    n.spec = "{\"name\":\"x\"}";
+    n.method = method;
+    n.base_model = "models/t5-tiny";
+    n.dataset = "data/debsum";
+    n.r = r;
+    n.alpha = r > 0 ? 2.0 * r : NAN;
+    n.targets = r > 0 ? "q,v" : NULL;
+    n.total_steps = 100;
+    n.sweep_id = 0;
+    return n;
+}
+
+static store_metric_t metric(int64_t step, double loss) {
+    store_metric_t m = {step, step / 10.0, loss, 1e-3, 0.5, 1000.0, 12.5, 300.0,
+                        step * 64, step * 0.1};
+    return m;
+}
+
+static void test_open_migrate_idempotent(void) {
+    char *path = tmp_path("a.db");
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    int v = -1;
+    EXPECT(st && store_schema_version(st, &v, &err) == 0 && v == STORE_SCHEMA_VERSION);
+    int64_t id = 0;
+    store_run_new_t nr = new_run("first", "lora", 8);
+    EXPECTF(store_run_create(st, &nr, &id, &err) == 0 && id == 1, "%s", err.msg);
+    store_close(st);
+    // Second open: nothing re-created, the run survives, version unchanged.
+    st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    EXPECT(st && store_schema_version(st, &v, &err) == 0 && v == STORE_SCHEMA_VERSION);
+    store_run_t run;
+    EXPECTF(st && store_run_get(st, 1, &run, &err) == 0, "%s", err.msg);
+    EXPECT(run.name && !strcmp(run.name, "first") && !strcmp(run.status, "queued"));
+    store_run_clear(&run);
+    store_close(st);
+    EXPECT(raw_int(path, "PRAGMA user_version") == STORE_SCHEMA_VERSION);
+    char *mode = raw_text(path, "PRAGMA journal_mode");
+    EXPECTF(mode && !strcmp(mode, "wal"), "journal_mode %s", mode ? mode : "(null)");
+    free(mode);
+    EXPECT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
+                         "('runs','metrics','evals','samples','artifacts','sweeps')") == 6);
+    EXPECT(raw_int(path, "SELECT count(*) FROM runs") == 1);
+    // Indexes that the TUI's queries rely on exist.
+    EXPECT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN "
+                         "('runs_by_created','runs_by_status','evals_by_run')") == 3);
+
+    // A database from a newer build is refused with a message naming the file.
+    EXPECT(raw_exec(path, "PRAGMA user_version = 99") == 0);
+    st = NULL;
+    EXPECT(store_open(path, &st, &err) == -1 && st == NULL);
+    EXPECTF(strstr(err.msg, "newer") && strstr(err.msg, path), "%s", err.msg);
+
+    // A file that is not a database.
+    char *junk = tmp_path("junk.db");
+    FILE *f = fopen(junk, "w");
+    fputs("this is not a database, just text that is long enough to fill a header page....", f);
+    fclose(f);
+    EXPECT(store_open(junk, &st, &err) == -1);
+    EXPECTF(strstr(err.msg, junk) != NULL, "%s", err.msg);
+    free(junk);
+    free(path);
+}
+
+static void test_run_lifecycle(void) {
+    char *path = tmp_path("b.db");
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    int64_t a = 0, b = 0;
+    store_run_new_t na = new_run("a", "lora", 4), nb = new_run("b", "full", -1);
+    EXPECT(store_run_create(st, &na, &a, &err) == 0);
+    EXPECT(store_run_create(st, &nb, &b, &err) == 0 && b == a + 1);
+    double t0 = store_now();
+    EXPECT(store_run_set_status(st, a, "running", NULL, &err) == 0);
+    EXPECT(store_run_heartbeat(st, a, 4242, &err) == 0);
+    store_run_summary_t sm = store_run_summary_unset();
+    sm.trainable_params = 1024;
+    sm.total_params = 4096;
+    sm.final_loss = 1.25;
+    EXPECT(store_run_update_summary(st, a, &sm, &err) == 0);
+    sm = store_run_summary_unset();
+    sm.tokens_per_s = 900;  // a second update leaves the first's fields alone
+    EXPECT(store_run_update_summary(st, a, &sm, &err) == 0);
+    store_run_t r;
+    EXPECT(store_run_get(st, a, &r, &err) == 0);
+    EXPECT(!strcmp(r.status, "running") && r.pid == 4242);
+    EXPECT(r.started_at >= t0 - 1 && r.started_at <= store_now() + 1 && isnan(r.finished_at));
+    EXPECT(r.trainable_params == 1024 && r.total_params == 4096 && r.final_loss == 1.25);
+    EXPECT(r.tokens_per_s == 900 && fabs(r.trainable_pct - 25.0) < 1e-9);
+    EXPECT(r.r == 4 && r.alpha == 8.0 && !strcmp(r.targets, "q,v") && isnan(r.rouge1));
+    EXPECT(r.eval_step == -1 && r.step == 0 && r.sweep_id == 0 && !r.pinned);
+    store_run_clear(&r);
+
+    EXPECT(store_run_set_status(st, a, "failed", "loss became NaN at step 3", &err) == 0);
+    EXPECT(store_run_get(st, a, &r, &err) == 0);
+    EXPECT(!strcmp(r.status, "failed") && r.error && strstr(r.error, "NaN") &&
+           !isnan(r.finished_at) && r.duration >= 0);
+    store_run_clear(&r);
+    // Back to running (resume): finish time and error are cleared, the start time kept.
+    EXPECT(store_run_set_status(st, a, "running", NULL, &err) == 0);
+    EXPECT(store_run_get(st, a, &r, &err) == 0);
+    EXPECT(isnan(r.finished_at) && r.error == NULL && r.started_at < store_now());
+    store_run_clear(&r);
+
+    EXPECT(store_run_set_status(st, a, "finished", NULL, &err) == -1);
+    EXPECTF(strstr(err.msg, "'finished'") && strstr(err.msg, "interrupted"), "%s", err.msg);
+    EXPECT(store_run_set_status(st, 999, "done", NULL, &err) == -1);
+    EXPECTF(strstr(err.msg, "no run 999"), "%s", err.msg);
+    EXPECT(store_run_heartbeat(st, 999, 1, &err) == -1);
+    store_run_new_t bad = new_run("c", "qlora", 4);
+    int64_t c;
+    EXPECT(store_run_create(st, &bad, &c, &err) == -1 && strstr(err.msg, "qlora"));
+
+    // Tags, notes, one pinned baseline.
+    EXPECT(store_run_set_tags(st, a, "rank,qv", &err) == 0);
+    EXPECT(store_run_set_notes(st, b, "baseline for the talk", &err) == 0);
+    EXPECT(store_run_set_pinned(st, a, 1, &err) == 0);
+    EXPECT(store_run_set_pinned(st, b, 1, &err) == 0);
+    EXPECT(store_run_set_pinned(st, 77, 1, &err) == -1);
+    EXPECT(raw_int(path, "SELECT group_concat(id) FROM runs WHERE pinned = 1") == b);
+    EXPECT(store_run_get(st, a, &r, &err) == 0 && !r.pinned && !strcmp(r.tags, "rank,qv"));
+    store_run_clear(&r);
+    EXPECT(store_run_get(st, b, &r, &err) == 0 && r.pinned && !strcmp(r.notes, "baseline for the talk"));
+    EXPECT(r.r == -1 && isnan(r.alpha) && r.targets == NULL);
+    store_run_clear(&r);
+    EXPECT(store_run_set_pinned(st, b, 0, &err) == 0);
+    EXPECT(raw_int(path, "SELECT count(*) FROM runs WHERE pinned = 1") == 0);
+
+    int64_t sw;
+    EXPECT(store_sweep_create(st, "rank-sweep", "{}", &sw, &err) == 0 && sw == 1);
+    store_run_new_t ns = new_run("sw-r8", "lora", 8);
+    ns.sweep_id = sw;
+    int64_t s1;
+    EXPECT(store_run_create(st, &ns, &s1, &err) == 0);
+    EXPECT(store_run_get(st, s1, &r, &err) == 0 && r.sweep_id == sw);
+    store_run_clear(&r);
+    // Deleting a sweep keeps its runs.
+    EXPECT(raw_exec(path, "PRAGMA foreign_keys=ON; DELETE FROM sweeps") == 0);
+    EXPECT(store_run_get(st, s1, &r, &err) == 0 && r.sweep_id == 0);
+    store_run_clear(&r);
+    store_close(st);
+    free(path);
+}
+
+static void test_metrics_batch_since(void) {
+    char *path = tmp_path("c.db");
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    int64_t id;
+    store_run_new_t nr = new_run("m", "lora", 8);
+    EXPECT(store_run_create(st, &nr, &id, &err) == 0);
+    store_metric_t rows[10];
+    for (int i = 0; i < 10; i++) rows[i] = metric(i + 1, 3.0 - 0.1 * i);
+    rows[3].grad_norm = NAN;  // not measured at this step
+    EXPECTF(store_metrics_insert_batch(st, id, rows, 10, &err) == 0, "%s", err.msg);
+    store_metric_t *got;
+    size_t n;
+    EXPECT(store_metrics_since(st, id, -1, &got, &n, &err) == 0 && n == 10);
+    for (size_t i = 0; i < n && n == 10; i++) {
+        EXPECT(got[i].step == (int64_t)i + 1);
+        EXPECT(fabs(got[i].loss - (3.0 - 0.1 * i)) < 1e-12);
+        EXPECT(got[i].tokens == (int64_t)(i + 1) * 64 && got[i].lr == 1e-3);
+    }
+    EXPECT(n == 10 && isnan(got[3].grad_norm) && got[4].grad_norm == 0.5);
+    free(got);
+    EXPECT(store_metrics_since(st, id, 5, &got, &n, &err) == 0 && n == 5);
+    EXPECT(n == 5 && got[0].step == 6 && got[4].step == 10);
+    free(got);
+    EXPECT(store_metrics_since(st, id, 10, &got, &n, &err) == 0 && n == 0 && got == NULL);
+    store_run_t r;
+    EXPECT(store_run_get(st, id, &r, &err) == 0 && r.step == 10 && !isnan(r.heartbeat));
+    store_run_clear(&r);
+    // A resumed run rewrites steps 9..12: 9 and 10 replaced, 11 and 12 added.
+    store_metric_t again[4] = {metric(9, 0.9), metric(10, 0.8), metric(11, 0.7), metric(12, 0.6)};
+    EXPECT(store_metrics_insert_batch(st, id, again, 4, &err) == 0);
+    int64_t cnt = 0;
+    EXPECT(store_metrics_count(st, id, &cnt, &err) == 0 && cnt == 12);
+    EXPECT(store_metrics_since(st, id, 8, &got, &n, &err) == 0 && n == 4);
+    EXPECT(n == 4 && got[0].loss == 0.9 && got[3].step == 12);
+    free(got);
+    // Writing metrics of a run that does not exist names the run; nothing is written.
+    EXPECT(store_metrics_insert_batch(st, 999, rows, 3, &err) == -1);
+    EXPECTF(strstr(err.msg, "no run 999"), "%s", err.msg);
+    EXPECT(raw_int(path, "SELECT count(*) FROM metrics") == 12);
+    // The batch is atomic: a failing row rolls back the rows before it.
+    EXPECT(raw_exec(path, "CREATE TRIGGER no13 BEFORE INSERT ON metrics WHEN NEW.step = 13 "
+                          "BEGIN SELECT RAISE(ABORT, 'step 13 refused'); END") == 0);
+    store_metric_t bad[3] = {metric(14, 1), metric(13, 1), metric(15, 1)};
+    EXPECT(store_metrics_insert_batch(st, id, bad, 3, &err) == -1 && strstr(err.msg, "13"));
+    EXPECT(store_metrics_count(st, id, &cnt, &err) == 0 && cnt == 12);
+    store_close(st);
+    free(path);
+}
+
+static int64_t add_eval(store_t *st, int64_t run, int64_t step, double r1) {
+    store_eval_t ev;
+    memset(&ev, 0, sizeof ev);
+    ev.run_id = run;
+    ev.step = step;
+    snprintf(ev.split, sizeof ev.split, "validation");
+    ev.n = 2;
+    ev.seconds = 1.5;
+    ev.rouge1 = r1, ev.rouge1_low = r1 - 0.02, ev.rouge1_high = r1 + 0.02;
+    ev.rouge2 = r1 / 2, ev.rouge2_low = NAN, ev.rouge2_high = NAN;
+    ev.rougeL = r1 * 0.9, ev.rougeL_low = NAN, ev.rougeL_high = NAN;
+    ev.rougeLsum = r1 * 0.95, ev.rougeLsum_low = NAN, ev.rougeLsum_high = NAN;
+    ev.beams = 4;
+    ev.max_new_tokens = 48;
+    ev.length_penalty = 1.0;
+    store_sample_t s[2] = {{0, "a long text", "short", "short one", 0.8, 0.5, 0.8},
+                           {1, "another text", "sum", "summary", 0.0, 0.0, 0.0}};
+    int64_t id = -1;
+    lb_err_t err = {0};
+    if (store_eval_insert(st, &ev, s, 2, &id, &err)) fprintf(stderr, "    eval: %s\n", err.msg);
+    return id;
+}
+
+static void test_filter_parser(void) {
+    lb_err_t err = {0};
+    store_filter_t *f = NULL;
+    EXPECTF(store_filter_parse("method=lora r>=8 rouge1>0.3 status=done name~qv", &f, &err) == 0,
+            "%s", err.msg);
+    if (f) {
+        EXPECTF(!strcmp(store_filter_sql(f),
+                        "(method = ?1 COLLATE NOCASE) AND (r >= ?2) AND (rouge1 > ?3) AND "
+                        "(status = ?4 COLLATE NOCASE) AND (instr(lower(name), lower(?5)) > 0)"),
+                "%s", store_filter_sql(f));
+        EXPECT(store_filter_nparams(f) == 5);
+    }
+    store_filter_free(f);
+    EXPECT(store_filter_parse("  ", &f, &err) == 0 && !strcmp(store_filter_sql(f), "1") &&
+           store_filter_nparams(f) == 0);
+    store_filter_free(f);
+    EXPECT(store_filter_parse("r!=4 and rougel<=0.5 notes=\"two words\"", &f, &err) == 0);
+    if (f) {
+        EXPECTF(!strcmp(store_filter_sql(f), "(r IS NOT ?1) AND (rougeL <= ?2) AND "
+                                             "(notes = ?3 COLLATE NOCASE)"),
+                "%s", store_filter_sql(f));
+    }
+    store_filter_free(f);
+
+    struct { const char *expr, *want1, *want2; } bad[] = {
+        {"rank>=8", "unknown filter key 'rank'", "valid keys: id, name, status, method, r,"},
+        {"r>=eight", "'r>=eight'", "r takes a number"},
+        {"r~8", "'r~8'", "text keys only"},
+        {"status=finished", "'status=finished'", "queued, running, done, failed, cancelled, interrupted"},
+        {"method=qlora", "method is one of none, lora, full, partial", "'method=qlora'"},
+        {"status>done", "status takes = != or ~", "'status>done'"},
+        {"rouge1", "'rouge1' is not KEY OP VALUE", "= != < <= > >= ~"},
+        {"method=lora r>=", "'r>=' has no value", ">="},
+        {"name~\"abc", "unterminated \" quote", "name~\"abc"},
+        {">=3", "is not KEY OP VALUE", "'>=3'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f = NULL;
+        err.msg[0] = 0;
+        int rc = store_filter_parse(bad[i].expr, &f, &err);
+        EXPECTF(rc == -1 && f == NULL && strstr(err.msg, bad[i].want1) &&
+                    strstr(err.msg, bad[i].want2),
+                "'%s' -> %s", bad[i].expr, err.msg);
+    }
+
+    // Against data: runs with ranks 4, 8, 16 (lora), a full fine-tune and a zero-shot run.
+    char *path = tmp_path("d.db");
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    int64_t id[5];
+    const char *names[5] = {"lora-r4-qv", "lora-r8-qv", "lora-r16-qkvo", "full-ft", "zero shot"};
+    const char *meth[5] = {"lora", "lora", "lora", "full", "none"};
+    int64_t ranks[5] = {4, 8, 16, -1, -1};
+    double r1[5] = {0.31, 0.35, 0.29, 0.40, -1};
+    for (int i = 0; i < 5; i++) {
+        store_run_new_t nr = new_run(names[i], meth[i], ranks[i]);
+        EXPECT(store_run_create(st, &nr, &id[i], &err) == 0);
+        if (r1[i] >= 0) {
+            add_eval(st, id[i], 10, r1[i] - 0.1);  // an earlier, worse eval
+            EXPECT(add_eval(st, id[i], 50, r1[i]) > 0);
+        }
+        EXPECT(store_run_set_status(st, id[i], i == 2 ? "failed" : "done", NULL, &err) == 0);
+    }
+    struct { const char *expr; int n; int64_t first; } cases[] = {
+        {"method=lora r>=8 rouge1>0.3 status=done name~qv", 1, 2},
+        {"method=lora", 3, 1},
+        {"r>=8", 2, 2},
+        {"rouge1>0.3", 3, 1},   // the latest eval counts, not the earlier one
+        {"rouge1>0.25", 4, 1},
+        {"status!=done", 1, 3},
+        {"name~R16", 1, 3},     // contains is case-insensitive
+        {"name='zero shot'", 1, 5},
+        {"METHOD=full", 1, 4},  // keys are case-insensitive
+        {"targets~qv", 0, 0},
+        {"targets=q,v r<8", 1, 1},
+        {"name~\"'; DROP TABLE runs; --\"", 0, 0},
+        {"", 5, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        store_run_t *rows = NULL;
+        size_t n = 0;
+        int rc = store_runs_list(st, NULL, 0, cases[i].expr, &rows, &n, &err);
+        EXPECTF(rc == 0 && (int)n == cases[i].n && (n == 0 || rows[0].id == cases[i].first),
+                "'%s': rc %d, %zu rows, first %lld (%s)", cases[i].expr, rc, n,
+                n ? (long long)rows[0].id : -1LL, rc ? err.msg : "");
+        store_runs_free(rows, n);
+    }
+    EXPECT(raw_int(path, "SELECT count(*) FROM runs") == 5);
+    // Sorting: by rouge1 descending with the unevaluated run last, in both directions.
+    store_run_t *rows = NULL;
+    size_t n = 0;
+    EXPECT(store_runs_list(st, "rouge1", 1, NULL, &rows, &n, &err) == 0 && n == 5);
+    if (n == 5) {
+        EXPECT(rows[0].id == 4 && rows[1].id == 2 && rows[2].id == 1 && rows[3].id == 3 &&
+               rows[4].id == 5);
+        EXPECT(fabs(rows[0].rouge1 - 0.40) < 1e-12 && rows[0].eval_step == 50);
+        EXPECT(fabs(rows[0].rougeL - 0.36) < 1e-12 && isnan(rows[4].rouge1));
+    }
+    store_runs_free(rows, n);
+    EXPECT(store_runs_list(st, "rouge1", 0, NULL, &rows, &n, &err) == 0 && n == 5);
+    if (n == 5) EXPECT(rows[0].id == 3 && rows[3].id == 4 && rows[4].id == 5);
+    store_runs_free(rows, n);
+    EXPECT(store_runs_list(st, "name", 0, "method=lora", &rows, &n, &err) == 0 && n == 3);
+    if (n == 3) EXPECT(!strcmp(rows[0].name, "lora-r16-qkvo") && !strcmp(rows[2].name, "lora-r8-qv"));
+    store_runs_free(rows, n);
+    EXPECT(store_runs_list(st, "rank", 0, NULL, &rows, &n, &err) == -1);
+    EXPECTF(strstr(err.msg, "unknown sort key 'rank'") && strstr(err.msg, "rouge1"), "%s",
+            err.msg);
+    EXPECT(store_runs_list(st, NULL, 0, "r=x", &rows, &n, &err) == -1 && rows == NULL);
+    // Every advertised key sorts and filters (so the list and the table agree).
+    char keys[512];
+    snprintf(keys, sizeof keys, "%s", store_run_keys());
+    int nkeys = 0;
+    for (char *k = strtok(keys, ", "); k; k = strtok(NULL, ", "), nkeys++) {
+        EXPECTF(store_runs_list(st, k, 1, NULL, &rows, &n, &err) == 0 && n == 5, "sort %s: %s",
+                k, err.msg);
+        store_runs_free(rows, n);
+        char expr[64];
+        snprintf(expr, sizeof expr, "%s!=12345", k);
+        if (!strcmp(k, "status") || !strcmp(k, "method"))
+            snprintf(expr, sizeof expr, "%s~o", k);
+        EXPECTF(store_runs_list(st, NULL, 0, expr, &rows, &n, &err) == 0, "%s: %s", expr,
+                err.msg);
+        store_runs_free(rows, n);
+    }
+    EXPECT(nkeys >= 25);
+    store_close(st);
+    free(path);
+}
+
+static int fake_alive(int64_t pid, void *ctx) {
+    (void)ctx;
+    return pid == 222;
+}
+
+static void test_stale_interrupted(void) {
+    char *path = tmp_path("e.db");
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    int64_t id[5];
+    for (int i = 0; i < 5; i++) {
+        store_run_new_t nr = new_run("s", "lora", 2);
+        EXPECT(store_run_create(st, &nr, &id[i], &err) == 0);
+    }
+    // 1: stale and dead; 2: stale but alive; 3: fresh and dead; 4: done long ago;
+    // 5: running with no pid recorded yet and a stale start.
+    for (int i = 0; i < 3; i++) {
+        EXPECT(store_run_set_status(st, id[i], "running", NULL, &err) == 0);
+        EXPECT(store_run_heartbeat(st, id[i], i == 1 ? 222 : 111, &err) == 0);
+    }
+    EXPECT(store_run_set_status(st, id[3], "done", NULL, &err) == 0);
+    EXPECT(store_run_set_status(st, id[4], "running", NULL, &err) == 0);
+    double now = store_now();
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE runs SET heartbeat = %.3f WHERE id IN (1, 2, 4); "
+             "UPDATE runs SET heartbeat = NULL, started_at = %.3f WHERE id = 5",
+             now - 120, now - 300);
+    EXPECT(raw_exec(path, sql) == 0);
+    int marked = -1;
+    EXPECTF(store_mark_stale_interrupted(st, now, 60, fake_alive, NULL, &marked, &err) == 0,
+            "%s", err.msg);
+    EXPECT(marked == 2);
+    const char *want[5] = {"interrupted", "running", "running", "done", "interrupted"};
+    for (int i = 0; i < 5; i++) {
+        store_run_t r;
+        EXPECT(store_run_get(st, id[i], &r, &err) == 0);
+        EXPECTF(!strcmp(r.status, want[i]), "run %d: %s", i + 1, r.status);
+        if (i == 0) {
+            EXPECTF(r.error && strstr(r.error, "pid 111") && strstr(r.error, "resume 1"), "%s",
+                    r.error ? r.error : "(null)");
+            // The run ended at its last sign of life, not when we noticed.
+            EXPECT(fabs(r.finished_at - (now - 120)) < 1e-3);
+        }
+        store_run_clear(&r);
+    }
+    // Nothing left to mark.
+    EXPECT(store_mark_stale_interrupted(st, now, 60, fake_alive, NULL, &marked, &err) == 0 &&
+           marked == 0);
+    // The default check uses real processes: we are alive, a reaped child is not.
+    EXPECT(store_pid_alive(getpid(), NULL) == 1);
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);
+    EXPECT(store_pid_alive(child, NULL) == 0);
+    EXPECT(store_pid_alive(0, NULL) == 0);
+    store_close(st);
+    free(path);
+}
+
+static void test_delete_cascades(void) {
+    char *path = tmp_path("f.db");
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    int64_t a, b;
+    store_run_new_t na = new_run("a", "lora", 8), nb = new_run("b", "lora", 8);
+    EXPECT(store_run_create(st, &na, &a, &err) == 0 && store_run_create(st, &nb, &b, &err) == 0);
+    store_metric_t rows[3] = {metric(1, 2), metric(2, 1.5), metric(3, 1.2)};
+    for (int i = 0; i < 2; i++) {
+        int64_t run = i ? b : a;
+        EXPECT(store_metrics_insert_batch(st, run, rows, 3, &err) == 0);
+        EXPECT(add_eval(st, run, 3, 0.3) > 0);
+        EXPECT(store_artifact_add(st, run, "adapter", "runs/x/adapter/adapter_model.safetensors",
+                                  1234, "ab12", 3, &err) == 0);
+    }
+    // Samples and artifacts read back before the delete.
+    store_eval_t *evs;
+    size_t ne;
+    EXPECT(store_evals_list(st, a, &evs, &ne, &err) == 0 && ne == 1);
+    if (ne == 1) {
+        EXPECT(evs[0].beams == 4 && !strcmp(evs[0].split, "validation") && evs[0].n == 2);
+        EXPECT(fabs(evs[0].rouge1_low - 0.28) < 1e-12 && isnan(evs[0].rouge2_low));
+        store_sample_row_t *sm;
+        size_t ns;
+        EXPECT(store_samples_list(st, evs[0].id, 1, 10, &sm, &ns, &err) == 0 && ns == 1);
+        if (ns == 1) EXPECT(sm[0].idx == 1 && !strcmp(sm[0].prediction, "summary"));
+        store_samples_free(sm, ns);
+        EXPECT(store_samples_list(st, evs[0].id, 0, -1, &sm, &ns, &err) == 0 && ns == 2);
+        if (ns == 2) EXPECT(sm[0].rouge1 == 0.8 && !strcmp(sm[0].source, "a long text"));
+        store_samples_free(sm, ns);
+    }
+    free(evs);
+    // An artifact recorded again at the same path replaces its row.
+    EXPECT(store_artifact_add(st, a, "checkpoint", "runs/1/ckpt.bin", 10, "aa", 2, &err) == 0);
+    EXPECT(store_artifact_add(st, a, "checkpoint", "runs/1/ckpt.bin", 20, "bb", 3, &err) == 0);
+    store_artifact_t *art;
+    size_t na_;
+    EXPECT(store_artifacts_list(st, a, "checkpoint", &art, &na_, &err) == 0 && na_ == 1);
+    if (na_ == 1) EXPECT(art[0].bytes == 20 && !strcmp(art[0].sha256, "bb") && art[0].step == 3);
+    store_artifacts_free(art, na_);
+    EXPECT(store_artifacts_list(st, a, NULL, &art, &na_, &err) == 0 && na_ == 2);
+    store_artifacts_free(art, na_);
+    EXPECT(store_artifact_add(st, 999, "adapter", "x", 1, NULL, -1, &err) == -1 &&
+           strstr(err.msg, "no run 999"));
+
+    EXPECTF(store_run_delete(st, a, &err) == 0, "%s", err.msg);
+    EXPECT(store_run_delete(st, a, &err) == -1 && strstr(err.msg, "no run 1"));
+    EXPECT(raw_int(path, "SELECT count(*) FROM metrics WHERE run_id = 1") == 0);
+    EXPECT(raw_int(path, "SELECT count(*) FROM evals WHERE run_id = 1") == 0);
+    EXPECT(raw_int(path, "SELECT count(*) FROM artifacts WHERE run_id = 1") == 0);
+    EXPECT(raw_int(path, "SELECT count(*) FROM samples") == 2);  // only run b's
+    EXPECT(raw_int(path, "SELECT count(*) FROM metrics") == 3);
+    EXPECT(raw_int(path, "SELECT count(*) FROM artifacts") == 1);
+    // Ids are never reused, so runs/<id>/ of a deleted run cannot be taken over.
+    int64_t c;
+    store_run_new_t nc = new_run("c", "lora", 8);
+    EXPECT(store_run_delete(st, b, &err) == 0);
+    EXPECT(store_run_create(st, &nc, &c, &err) == 0 && c == 3);
+    EXPECT(raw_int(path, "PRAGMA foreign_key_check") == -999);  // no violations: no rows
+    char *ic = raw_text(path, "PRAGMA integrity_check");
+    EXPECT(ic && !strcmp(ic, "ok"));
+    free(ic);
+    store_close(st);
+    free(path);
+}
+
+static void test_workspace(void) {
+    lb_err_t err = {0};
+    char *ws = NULL;
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/ws/deeper/", tmp_root);
+    EXPECTF(store_workspace_resolve(dir, &ws, &err) == 0, "%s", err.msg);
+    char want[256];
+    snprintf(want, sizeof want, "%s/ws/deeper", tmp_root);
+    EXPECT(ws && !strcmp(ws, want));
+    struct stat sb;
+    char runs[300];
+    snprintf(runs, sizeof runs, "%s/runs", want);
+    EXPECT(stat(runs, &sb) == 0 && S_ISDIR(sb.st_mode));
+    char *db = store_workspace_db_path(ws);
+    snprintf(runs, sizeof runs, "%s/lorabench.db", want);
+    EXPECT(!strcmp(db, runs));
+    free(db);
+
+    char *rd = NULL;
+    EXPECT(store_run_dir(ws, 12, 1, &rd, &err) == 0 && stat(rd, &sb) == 0 && S_ISDIR(sb.st_mode));
+    EXPECT(rd && strstr(rd, "/runs/12") && strlen(strstr(rd, "/runs/12")) == 8);
+    // Removal: nested files go, a symbolic link is removed without touching its target.
+    char p[400], outside[400];
+    snprintf(p, sizeof p, "%s/adapter", rd);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/adapter/adapter_model.safetensors", rd);
+    FILE *f = fopen(p, "w");
+    fputs("x", f);
+    fclose(f);
+    snprintf(outside, sizeof outside, "%s/keep.txt", tmp_root);
+    f = fopen(outside, "w");
+    fputs("keep", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/link", rd);
+    EXPECT(symlink(tmp_root, p) == 0);
+    EXPECTF(store_run_dir_remove(ws, 12, &err) == 0, "%s", err.msg);
+    EXPECT(lstat(rd, &sb) != 0 && errno == ENOENT);
+    EXPECT(stat(outside, &sb) == 0);
+    EXPECT(store_run_dir_remove(ws, 12, &err) == 0);  // already gone: fine
+    free(rd);
+    EXPECT(store_run_dir(ws, 0, 0, &rd, &err) == -1 && rd == NULL);
+    free(ws);
+
+    // $LORABENCH_HOME, then $HOME/.local/share/lorabench.
+    char env[256];
+    snprintf(env, sizeof env, "%s/envhome", tmp_root);
+    setenv("LORABENCH_HOME", env, 1);
+    EXPECT(store_workspace_resolve(NULL, &ws, &err) == 0 && ws && !strcmp(ws, env));
+    free(ws);
+    unsetenv("LORABENCH_HOME");
+    char *old_home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+    snprintf(env, sizeof env, "%s/home", tmp_root);
+    setenv("HOME", env, 1);
+    EXPECT(store_workspace_resolve("", &ws, &err) == 0 && ws && strstr(ws, "/home/.local/share/lorabench"));
+    snprintf(runs, sizeof runs, "%s/.local/share/lorabench/runs", env);
+    EXPECT(stat(runs, &sb) == 0);
+    free(ws);
+    if (old_home) setenv("HOME", old_home, 1);
+    free(old_home);
+    // A file where the workspace should be.
+    EXPECT(store_workspace_resolve(outside, &ws, &err) == -1 && strstr(err.msg, "keep.txt"));
+}
+
+// ---- concurrency -----------------------------------------------------------------------
+
+enum { WRITERS = 2, BATCHES = 40, PER_BATCH = 25 };
+
+// One worker process: opens the (possibly brand new) database itself, creates its run and
+// writes BATCHES batches with a heartbeat after each, like the runner does.
+static int writer_main(const char *path, int w) {
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    if (store_open(path, &st, &err)) {
+        fprintf(stderr, "    writer %d: %s\n", w, err.msg);
+        return 1;
+    }
+    char name[32];
+    snprintf(name, sizeof name, "writer-%d", w);
+    store_run_new_t nr = new_run(name, "lora", 8);
+    int64_t id;
+    if (store_run_create(st, &nr, &id, &err) ||
+        store_run_set_status(st, id, "running", NULL, &err))
+        goto fail;
+    for (int b = 0; b < BATCHES; b++) {
+        store_metric_t rows[PER_BATCH];
+        for (int i = 0; i < PER_BATCH; i++) rows[i] = metric(b * PER_BATCH + i + 1, 1.0 / (b + 1));
+        if (store_metrics_insert_batch(st, id, rows, PER_BATCH, &err) ||
+            store_run_heartbeat(st, id, getpid(), &err))
+            goto fail;
+        struct timespec ts = {0, 45 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (store_run_set_status(st, id, "done", NULL, &err)) goto fail;
+    store_close(st);
+    return 0;
+fail:
+    fprintf(stderr, "    writer %d: %s\n", w, err.msg);
+    store_close(st);
+    return 1;
+}
+
+static void test_concurrent_writers_and_poller(void) {
+    char *path = tmp_path("conc.db");
+    fflush(NULL);
+    pid_t kids[WRITERS];
+    for (int w = 0; w < WRITERS; w++) {
+        kids[w] = fork();
+        if (kids[w] == 0) _exit(writer_main(path, w));
+    }
+    // The reader opens the same fresh file at the same moment and polls at 4 Hz, reading
+    // only what is new, the way the TUI does.
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    int errors = 0, polls = 0, changes_seen = 0;
+    if (store_open(path, &st, &err)) {
+        fprintf(stderr, "    reader open: %s\n", err.msg);
+        errors++;
+    }
+    int64_t last_step[8] = {0}, seen[8] = {0}, last_dv = -1;
+    int done = 0;
+    double t_end = store_now() + 8;
+    while (st && store_now() < t_end) {
+        int64_t dv;
+        polls++;
+        if (store_data_version(st, &dv, &err)) {
+            fprintf(stderr, "    reader: %s\n", err.msg);
+            errors++;
+            break;
+        }
+        if (dv != last_dv) {
+            changes_seen++;
+            last_dv = dv;
+            store_run_t *runs;
+            size_t n;
+            if (store_runs_list(st, "id", 0, NULL, &runs, &n, &err)) {
+                fprintf(stderr, "    reader: %s\n", err.msg);
+                errors++;
+                break;
+            }
+            done = 0;
+            for (size_t i = 0; i < n; i++) {
+                int64_t id = runs[i].id;
+                if (id < 1 || id > 7) continue;
+                store_metric_t *m;
+                size_t nm;
+                if (store_metrics_since(st, id, last_step[id], &m, &nm, &err)) {
+                    fprintf(stderr, "    reader: %s\n", err.msg);
+                    errors++;
+                    break;
+                }
+                // Whole batches only: a transaction is seen entirely or not at all.
+                if (nm % PER_BATCH) errors++;
+                for (size_t j = 0; j < nm; j++)
+                    if (m[j].step != last_step[id] + 1 + (int64_t)j) errors++;
+                if (nm) last_step[id] = m[nm - 1].step;
+                seen[id] += (int64_t)nm;
+                free(m);
+                if (!strcmp(runs[i].status, "done")) done++;
+            }
+            store_runs_free(runs, n);
+        }
+        if (done == WRITERS && seen[1] + seen[2] == 2 * BATCHES * PER_BATCH) break;
+        struct timespec ts = {0, 250 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    int child_fail = 0;
+    for (int w = 0; w < WRITERS; w++) {
+        int status = 0;
+        waitpid(kids[w], &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) child_fail++;
+    }
+    EXPECT(child_fail == 0);
+    EXPECT(errors == 0);
+    EXPECTF(polls >= 6 && changes_seen >= 3, "polls %d, changes %d", polls, changes_seen);
+    EXPECTF(seen[1] == BATCHES * PER_BATCH && seen[2] == BATCHES * PER_BATCH,
+            "reader saw %lld and %lld rows", (long long)seen[1], (long long)seen[2]);
+    EXPECT(raw_int(path, "SELECT count(*) FROM metrics") == WRITERS * BATCHES * PER_BATCH);
+    EXPECT(raw_int(path, "SELECT count(*) FROM runs WHERE status = 'done' AND step = 1000") ==
+           WRITERS);
+    char *ic = raw_text(path, "PRAGMA integrity_check");
+    EXPECT(ic && !strcmp(ic, "ok"));
+    free(ic);
+    store_close(st);
+    free(path);
+}
+
+int main(void) {
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/lb_test_store_XXXXXX");
+    if (!mkdtemp(tmp_root)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    RUN(test_open_migrate_idempotent);
+    RUN(test_run_lifecycle);
+    RUN(test_metrics_batch_since);
+    RUN(test_filter_parser);
+    RUN(test_stale_interrupted);
+    RUN(test_delete_cascades);
+    RUN(test_workspace);
+    RUN(test_concurrent_writers_and_poller);
+    nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    TH_DONE();
+}
