@@ -18,6 +18,7 @@
 static const char *const method_names[] = {"none", "lora", "full", "partial"};
 static const char *const init_names[] = {"kaiming", "gaussian", "pissa"};
 static const char *const schedule_names[] = {"linear", "cosine", "constant"};
+static const char *const objective_names[] = {"summarize", "span_corruption"};
 static const char *const split_names[] = {"validation", "test", "train"};
 static const char *const part_stack_names[] = {"encoder", "decoder", "both"};
 static const char *const target_names[] = {"q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo",
@@ -34,6 +35,7 @@ static const char *name_at(const char *const *names, int n, int i) {
 const char *spec_method_name(spec_method_t m) { return name_at(method_names, 4, (int)m); }
 const char *spec_init_name(spec_init_t i) { return name_at(init_names, 3, (int)i); }
 const char *spec_schedule_name(spec_schedule_t s) { return name_at(schedule_names, 3, (int)s); }
+const char *spec_objective_name(spec_objective_t o) { return name_at(objective_names, 2, (int)o); }
 const char *spec_split_name(spec_split_t s) { return name_at(split_names, 3, (int)s); }
 const char *spec_part_stack_name(spec_part_stack_t s) {
     return name_at(part_stack_names, 3, (int)s);
@@ -131,6 +133,7 @@ static const field_t train_fields[] = {
     PLAIN("eval_every", F_INT, train.eval_every),
     PLAIN("checkpoint_every", F_INT, train.checkpoint_every),
     PLAIN("loraplus_ratio", F_NUM, train.loraplus_ratio),
+    ENUMF("objective", train.objective, objective_names, "objective"),
 };
 
 static const field_t eval_fields[] = {
@@ -673,6 +676,9 @@ int spec_problems(const spec_t *s, spec_problem_t *out, int max) {
     if (!(s->train.loraplus_ratio > 0))
         prob(&p, "train.loraplus_ratio", "must be a positive number (1 = plain LoRA, 16 as in "
                                          "the LoRA+ paper); got %g", s->train.loraplus_ratio);
+    if (s->train.objective == SPEC_OBJ_SPAN_CORRUPTION && s->method != SPEC_METHOD_FULL)
+        prob(&p, "train.objective", "span_corruption (pretraining) needs method \"full\"; got \"%s\"",
+             spec_method_name(s->method));
 
     check_int(&p, "eval.limit", s->eval.limit, 0, INT_MAX, "0 (all examples) or more");
     check_int(&p, "eval.beams", s->eval.beams, 1, 64, "between 1 (greedy) and 64");

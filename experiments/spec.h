@@ -35,6 +35,10 @@ typedef enum { SPEC_INIT_KAIMING, SPEC_INIT_GAUSSIAN, SPEC_INIT_PISSA } spec_ini
 
 typedef enum { SPEC_SCHEDULE_LINEAR, SPEC_SCHEDULE_COSINE, SPEC_SCHEDULE_CONSTANT } spec_schedule_t;
 
+// train.objective: summarization fine-tuning, or T5's span corruption (pretraining; with a
+// base_model folder that has no model.safetensors the weights start from T5's random init).
+typedef enum { SPEC_OBJ_SUMMARIZE, SPEC_OBJ_SPAN_CORRUPTION } spec_objective_t;
+
 typedef enum { SPEC_SPLIT_VALIDATION, SPEC_SPLIT_TEST, SPEC_SPLIT_TRAIN } spec_split_t;
 
 // partial.stack
@@ -100,6 +104,7 @@ typedef struct {
         double lr, weight_decay;
         double warmup;           // < 1: fraction of the steps; >= 1: steps
         spec_schedule_t schedule;
+        spec_objective_t objective;
         double max_grad_norm;    // 0 = no clipping
         int64_t seed;
         int eval_every;          // steps; 0 = only at the end
@@ -182,6 +187,7 @@ void spec_list_free(spec_t *specs, size_t n);
 const char *spec_method_name(spec_method_t m);
 const char *spec_init_name(spec_init_t i);
 const char *spec_schedule_name(spec_schedule_t s);
+const char *spec_objective_name(spec_objective_t o);
 const char *spec_split_name(spec_split_t s);
 const char *spec_part_stack_name(spec_part_stack_t s);
 const char *spec_target_name(int bit_index);
