@@ -1,0 +1,144 @@
+// T5 / FLAN-T5: weights under their Hugging Face names, the forward pass with teacher
+// forcing and its backward pass.
+//
+// Dimensions (one letter each, used in every shape comment of the engine):
+//   B batch, S source length, T target length, D d_model, H heads, K d_kv (H·K = the
+//   attention's inner width), F d_ff, V vocab, R LoRA rank, N rows of a matrix (B·S or B·T).
+//
+// Life cycle:
+//   t5_load            → weights memory-mapped (F32, aligned) or converted once; all frozen
+//   t5_set_trainable   → chosen parameters copied into one block [values | grads] that the
+//                        optimizer walks linearly; the rest keep no gradient at all
+//   linear_set_lora    → (optional) adapters attached to any linear (t5_find_linear)
+//   t5_acts_new        → the activation arena for a maximum (B, S, T)
+//   t5_forward         → loss (and logits, encoder output in the arena)
+//   t5_backward        → gradients added to every trainable parameter / adapter
+#ifndef LB_T5_H
+#define LB_T5_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "linear.h"
+#include "safetensors.h"
+#include "t5_config.h"
+#include "util.h"
+
+// One attention sublayer: T5LayerSelfAttention or T5LayerCrossAttention.
+typedef struct {
+    lb_param_t *ln;               // [D] layer_norm.weight
+    linear_t *q, *k, *v, *o;      // q,k,v: [H·K, D]; o: [D, H·K]
+} t5_attn_t;
+
+// One feed forward sublayer (T5LayerFF): plain (wi, wo) or gated (wi_0, wi_1, wo).
+typedef struct {
+    lb_param_t *ln;               // [D]
+    linear_t *wi, *wi_0, *wi_1;   // [F, D]; wi only when plain, wi_0/wi_1 only when gated
+    linear_t *wo;                 // [D, F]
+} t5_ff_t;
+
+typedef struct {
+    t5_attn_t self;
+    t5_attn_t cross;              // decoder blocks only (pointers NULL in the encoder)
+    t5_ff_t ff;
+} t5_block_t;
+
+typedef struct {
+    t5_config_t cfg;
+    int n_params;
+    lb_param_t *params;           // every parameter, in Hugging Face order
+    int n_lin;
+    linear_t *lin;                // every linear module, in Hugging Face order, then the head
+    t5_block_t *enc, *dec;        // [num_layers], [num_decoder_layers]
+    lb_param_t *shared;           // [V, D] shared.weight (embedding of both stacks)
+    lb_param_t *enc_rel, *dec_rel;// [buckets, H] relative_attention_bias of block 0
+    lb_param_t *enc_ln, *dec_ln;  // [D] final layer norms
+    linear_t *head;               // "lm_head": W = lm_head.weight, or shared.weight when tied
+    st_file_t st;                 // the mapped checkpoint
+    int st_open;
+    lb_real *block;               // trainable block: values [n_train] then grads [n_train]
+    size_t n_train;
+} t5_model_t;
+
+// Loads dir/config.json and dir/model.safetensors. A tensor missing or of the wrong shape
+// gives one message naming the file, the tensor and the expected shape.
+int t5_load(t5_model_t *m, const char *dir, lb_err_t *err);
+
+// Builds a model from a config with every parameter zero (tests, benchmarks, random init
+// by the caller through t5_find_param / the params array).
+int t5_init_empty(t5_model_t *m, const t5_config_t *cfg, lb_err_t *err);
+
+void t5_free(t5_model_t *m);
+
+// Makes the parameters for which pred(name, ctx) returns 1 trainable, every other one
+// frozen, and packs the trainable values and their gradients into m->block (values first,
+// grads second, parameters in m->params order). pred NULL with ctx NULL freezes everything;
+// use t5_pred_all for a full fine-tune. Values are preserved across repacks.
+void t5_set_trainable(t5_model_t *m, int (*pred)(const char *name, void *ctx), void *ctx);
+
+// Predicate that accepts every parameter (full fine-tuning).
+int t5_pred_all(const char *name, void *ctx);
+
+// The parameter of that Hugging Face name ("shared.weight", ...) or NULL. lm_head.weight
+// of a tied model resolves to shared.weight.
+lb_param_t *t5_find_param(t5_model_t *m, const char *name);
+
+// The linear module of that Hugging Face name ("encoder.block.0.layer.0.SelfAttention.q",
+// "lm_head") or NULL. LoRA adapters attach to it with linear_set_lora.
+linear_t *t5_find_linear(t5_model_t *m, const char *name);
+
+// Gives p private, writable storage (a frozen weight may point into the read-only
+// mapping); for merging adapters into W. Returns p->w.
+lb_real *t5_param_writable(t5_model_t *m, lb_param_t *p);
+
+// Sets every trainable gradient (model block) to zero. Adapter grads are the caller's.
+void t5_zero_grad(t5_model_t *m);
+
+// Number of parameters (base model, each tensor once).
+size_t t5_count_params(const t5_model_t *m);
+
+// One batch of token ids, row-major: input_ids/attention_mask [B, S], labels [B, T]
+// (-100 = ignored). The decoder input is labels shifted right.
+typedef struct {
+    int B, S, T;
+    const int32_t *input_ids;
+    const int32_t *attention_mask;
+    const int32_t *labels;
+} t5_batch_t;
+
+typedef struct t5_acts t5_acts_t;
+
+// The activation arena for batches of at most (B, S, T), for the model as it is now
+// (LoRA ranks included: attach adapters first). One allocation, reused by every step.
+t5_acts_t *t5_acts_new(const t5_model_t *m, int B, int S, int T);
+void t5_acts_free(t5_acts_t *a);
+// The maximum (B, S, T) the arena was made for.
+void t5_acts_capacity(const t5_acts_t *a, int *B, int *S, int *T);
+// Bytes held by the arena.
+size_t t5_acts_bytes(const t5_acts_t *a);
+
+// Teacher-forced forward: returns 0 and sets *loss (mean cross entropy over labels !=
+// -100). drop: NULL or training = 0 for evaluation. Invalid ids give an error.
+int t5_forward(const t5_model_t *m, t5_acts_t *a, const t5_batch_t *b, const lb_drop_t *drop,
+               float *loss, lb_err_t *err);
+
+// Backward of the last t5_forward (same drop): adds loss_scale·∂loss/∂p to every trainable
+// gradient. Overwrites the logits with their gradient. Runs only what a trainable
+// parameter needs: the encoder is skipped entirely when nothing in it (or the shared
+// embedding) is trainable.
+void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float loss_scale);
+
+// Results of the last forward, inside the arena (valid until the next call):
+const lb_real *t5_acts_logits(const t5_acts_t *a);       // [B, T, V]
+const lb_real *t5_acts_encoder_out(const t5_acts_t *a);  // [B, S, D], after the final norm
+// Number of labels that counted in the last loss.
+int t5_acts_n_tokens(const t5_acts_t *a);
+// Encoder blocks whose backward has run since the arena was made (for tests: 0 when only
+// the decoder is trained).
+long t5_acts_encoder_backward_count(const t5_acts_t *a);
+
+// T5's relative position bucket (transformers' _relative_position_bucket) for
+// relative_position = key position − query position.
+int t5_relative_bucket(int relative_position, int bidirectional, int num_buckets, int max_distance);
+
+#endif

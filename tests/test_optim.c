@@ -1,0 +1,82 @@
+// AdamW against hand-computed torch.optim.AdamW steps, LoRA+ ranges, clipping by global
+// norm and the transformers learning-rate schedules.
+#include <math.h>
+
+#include "harness.h"
+#include "optim.h"
+
+static void test_adamw_matches_torch_by_hand(void) {
+    // p = 1, grads 0.5, -0.25, 0.125; lr 0.1, wd 0.1, betas 0.9/0.999, eps 1e-8:
+    // torch gives 0.890000002, 0.8544662986878463, 0.8118787219097756
+    // (p -= lr·wd·p, then Adam with bias correction, eps after the square root).
+    float p = 1, g[3] = {0.5f, -0.25f, 0.125f};
+    double want[3] = {0.890000002, 0.8544662986878463, 0.8118787219097756};
+    adamw_t o;
+    adamw_init(&o, 1, 0.9f, 0.999f, 1e-8f, 0.1f);
+    for (int t = 0; t < 3; t++) {
+        adamw_step(&o, &p, &g[t], 0.1f, NULL, 0);
+        EXPECTF(fabs(p - want[t]) < 1e-6, "step %d: %.9f vs %.9f", t + 1, (double)p, want[t]);
+    }
+    EXPECT(o.t == 3);
+    adamw_free(&o);
+}
+
+static void test_adamw_first_step_is_sign_times_lr(void) {
+    // the first bias-corrected step moves each element by lr·g/(|g| + eps)
+    float p[4] = {0, 0, 0, 0}, g[4] = {3, -2e-3f, 1e-8f, 0};
+    adamw_t o;
+    adamw_init(&o, 4, 0.9f, 0.999f, 1e-8f, 0);
+    adamw_step(&o, p, g, 0.01f, NULL, 0);
+    EXPECT(fabsf(p[0] + 0.01f) < 1e-7f);
+    EXPECT(fabsf(p[1] - 0.01f) < 1e-7f);
+    EXPECT(fabsf(p[2] + 0.005f) < 1e-6f);  // |g| = eps: half a step
+    EXPECT(p[3] == 0);
+    adamw_free(&o);
+}
+
+static void test_adamw_ranges_lora_plus(void) {
+    // elements 2..3 (a B matrix) at 16× the learning rate and without weight decay
+    float p[4] = {1, 1, 1, 1}, g[4] = {1, 1, 1, 1};
+    optim_range_t r = {2, 2, 16.0f, 0.0f};
+    adamw_t o;
+    adamw_init(&o, 4, 0.9f, 0.999f, 1e-8f, 0.5f);
+    adamw_step(&o, p, g, 1e-3f, &r, 1);
+    float base = 1 * (1 - 1e-3f * 0.5f) - 1e-3f;
+    EXPECT(fabsf(p[0] - base) < 1e-6f && fabsf(p[1] - base) < 1e-6f);
+    EXPECT(fabsf(p[2] - (1 - 16e-3f)) < 1e-6f && fabsf(p[3] - (1 - 16e-3f)) < 1e-6f);
+    adamw_free(&o);
+}
+
+static void test_clip_global_norm(void) {
+    float a[2] = {3, 0}, b[1] = {4};
+    double n = sqrt(optim_sum_sq(a, 2) + optim_sum_sq(b, 1));
+    EXPECT(fabs(n - 5) < 1e-12);
+    optim_clip(a, 2, n, 1.0f);
+    optim_clip(b, 1, n, 1.0f);
+    EXPECT(fabsf(a[0] - 0.6f) < 1e-6f && fabsf(b[0] - 0.8f) < 1e-6f);
+    float c[1] = {0.5f};
+    optim_clip(c, 1, 0.5, 1.0f);  // below the limit: untouched
+    EXPECT(c[0] == 0.5f);
+}
+
+static void test_schedules(void) {
+    // warmup 10 of 110: 0 at the first step, peak at step 10, then down to 0 at 110
+    EXPECT(optim_lr_at(SCHED_LINEAR, 1.0f, 0, 10, 110) == 0.0f);
+    EXPECT(fabsf(optim_lr_at(SCHED_LINEAR, 1.0f, 5, 10, 110) - 0.5f) < 1e-7f);
+    EXPECT(fabsf(optim_lr_at(SCHED_LINEAR, 1.0f, 10, 10, 110) - 1.0f) < 1e-7f);
+    EXPECT(fabsf(optim_lr_at(SCHED_LINEAR, 1.0f, 60, 10, 110) - 0.5f) < 1e-7f);
+    EXPECT(optim_lr_at(SCHED_LINEAR, 1.0f, 110, 10, 110) == 0.0f);
+    EXPECT(fabsf(optim_lr_at(SCHED_COSINE, 2.0f, 60, 10, 110) - 1.0f) < 1e-6f);
+    EXPECT(fabsf(optim_lr_at(SCHED_COSINE, 2.0f, 35, 10, 110) - 2.0f * 0.5f * (1 + cosf(0.25f * 3.14159265f))) < 1e-5f);
+    EXPECT(optim_lr_at(SCHED_CONSTANT, 3.0f, 500, 0, 10) == 3.0f);
+    EXPECT(optim_sched_parse("cosine") == SCHED_COSINE && optim_sched_parse("warm") == -1);
+}
+
+int main(void) {
+    RUN(test_adamw_matches_torch_by_hand);
+    RUN(test_adamw_first_step_is_sign_times_lr);
+    RUN(test_adamw_ranges_lora_plus);
+    RUN(test_clip_global_norm);
+    RUN(test_schedules);
+    TH_DONE();
+}
