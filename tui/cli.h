@@ -4,5 +4,26 @@
 #define LB_CLI_H
 
 int cmd_rouge(int argc, char **argv);
+int cmd_data(int argc, char **argv);
+int cmd_data_build_debsum(int argc, char **argv);
+int cmd_tokenizer_from_spm(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+int cmd_runs(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_tensors(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+
+// The workbench (ncurses): no arguments, or only --workspace/--ascii.
+int tui_main(int argc, char **argv);
 
 #endif

@@ -1,5 +1,6 @@
 // lorabench entry point: no arguments opens the workbench; otherwise a subcommand.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -18,7 +19,24 @@ static int cmd_version(int argc, char **argv) {
 }
 
 static const command_t commands[] = {
+    {"train", cmd_train, "record a run from a spec and train it (--detach: in the background)"},
+    {"pretrain", cmd_pretrain, "pretrain with T5's span corruption (the bundled model's recipe)"},
+    {"sweep", cmd_sweep, "expand a spec's grid into runs and execute them"},
+    {"runs", cmd_runs, "list stored runs (--sort, --filter, --json)"},
+    {"show", cmd_show, "one run: spec, summary, evaluations, artifacts, samples"},
+    {"compare", cmd_compare, "runs side by side (configs and metrics)"},
+    {"export", cmd_export, "stored runs, metrics, evals or samples as CSV or JSON"},
+    {"resume", cmd_resume, "continue an interrupted or cancelled run from its checkpoint"},
+    {"cancel", cmd_cancel, "stop a running run after its current step"},
+    {"rm", cmd_rm, "delete a run and its files"},
+    {"worker", cmd_worker, "execute one recorded run (started by the workbench)"},
+    {"eval", cmd_eval, "generate and score ROUGE on a data split (model + optional adapter)"},
+    {"merge", cmd_merge, "merge an adapter into its base model and save a full checkpoint"},
+    {"tensors", cmd_tensors, "run a batch and write loss, logits, gradients (checks a checkpoint)"},
+    {"tokenize", cmd_tokenize, "encode/decode text with a tokenizer.json, one JSON value per line"},
+    {"data", cmd_data, "statistics of a data set; data build-debsum builds the bundled one"},
     {"rouge", cmd_rouge, "ROUGE-1/2/L/Lsum of predictions (as rouge-score), Porter stems"},
+    {"tokenizer-from-spm", cmd_tokenizer_from_spm, "convert a SentencePiece model to tokenizer.json"},
     {"version", cmd_version, "print the version"},
 
 };
@@ -31,10 +49,16 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        usage(stderr);
-        return 2;
+    // The global form `lorabench --workspace DIR COMMAND ...` passes DIR on as
+    // $LORABENCH_HOME, which every command (and the workers it starts) resolves.
+    if (argc >= 4 && !strcmp(argv[1], "--workspace") && argv[3][0] != '-') {
+        setenv("LORABENCH_HOME", argv[2], 1);
+        argv[2] = argv[0];
+        argc -= 2;
+        argv += 2;
     }
+    if (argc < 2 || (argv[1][0] == '-' && argv[1][1] == '-' && strcmp(argv[1], "--help")))
+        return tui_main(argc, argv);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;

@@ -1,0 +1,473 @@
+// Screen snapshots of the workbench at 80x24 and 160x48 against tests/golden/, from a
+// temporary store filled with synthetic runs through the store API, plus the behaviour of
+// keys (sort, filter, selection, pin, prompts, export). LB_UPDATE_GOLDEN=1 rewrites goldens.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "golden/tui_golden.h"
+#include "harness.h"
+#include "store.h"
+#include "store_internal.h"
+
+#define T0 1700000000.0
+
+static char ws[256];
+static store_t *st;
+
+static const char *spec_json(const char *name, const char *method, int r, const char *targets, double lr) {
+    static char buf[1024];
+    snprintf(buf, sizeof buf,
+             "{\"name\":\"%s\",\"base_model\":\"experiments/models/t5-tiny\",\"dataset\":{\"path\":"
+             "\"experiments/data/debsum\",\"prefix\":\"summarize: \"},\"method\":\"%s\",\"lora\":{\"r\":%d,"
+             "\"alpha\":%d,\"targets\":%s},\"train\":{\"lr\":%g,\"batch_size\":8,\"max_steps\":400},"
+             "\"eval\":{\"limit\":50}}",
+             name, method, r, 2 * r, targets, lr);
+    return buf;
+}
+
+static void sql(const char *q) {
+    char *e = NULL;
+    if (sqlite3_exec(st->db, q, NULL, NULL, &e) != SQLITE_OK) {
+        fprintf(stderr, "sql failed: %s: %s\n", q, e);
+        sqlite3_free(e);
+        exit(1);
+    }
+}
+
+// A run with metrics: loss decays from start to end with a deterministic wiggle.
+static int64_t add_run(const char *name, const char *method, int r, const char *targets, const char *targets_json,
+                       int steps, int total, double l0, double l1, double tps, double rss, int64_t trainable) {
+    lb_err_t err = {0};
+    store_run_new_t nr = {name, spec_json(name, method, r, targets_json, strcmp(method, "full") ? 1e-3 : 1e-4),
+                          method, "experiments/models/t5-tiny", "experiments/data/debsum", r > 0 ? r : -1,
+                          r > 0 ? 2.0 * r : NAN, targets, total, -1, NULL};
+    int64_t id = 0;
+    if (store_run_create(st, &nr, &id, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+    if (steps) {
+        store_metric_t *m = calloc((size_t)steps, sizeof *m);
+        for (int i = 0; i < steps; i++) {
+            double f = (double)i / (total - 1);
+            m[i].step = i + 1;
+            m[i].epoch = f;
+            m[i].loss = l1 + (l0 - l1) * exp(-5 * f) + 0.15 * sin(i * 1.7) * (1 - f);
+            m[i].lr = 1e-3 * (i < 20 ? (i + 1) / 20.0 : 1.0 - f);
+            m[i].grad_norm = 1.0 + 0.5 * cos(i * 0.3);
+            m[i].tokens_per_s = tps * (1 + 0.05 * sin(i));
+            m[i].step_ms = 8 * 304 / tps * 1000;
+            m[i].rss_mb = rss * (0.9 + 0.1 * f);
+            m[i].tokens = (int64_t)(i + 1) * 8 * 304;
+            m[i].wall_s = (i + 1) * m[i].step_ms / 1000;
+        }
+        if (store_metrics_insert_batch(st, id, m, (size_t)steps, &err)) {
+            fprintf(stderr, "%s\n", err.msg);
+            exit(1);
+        }
+        free(m);
+    }
+    store_run_summary_t s = store_run_summary_unset();
+    s.trainable_params = trainable;
+    s.total_params = 9700000;
+    s.tokens_per_s = tps;
+    s.peak_rss_mb = rss;
+    if (steps == total && steps) s.final_loss = l1 + (l0 - l1) * exp(-5.0);
+    store_run_update_summary(st, id, &s, &err);
+    return id;
+}
+
+static const char *sources[3] = {
+    "summarize: GNU Emacs is the extensible self-documenting text editor. This package contains the "
+    "architecture independent infrastructure that is shared by all flavors of Emacs.",
+    "summarize: The curl command line tool transfers data with URL syntax, supporting DICT, FILE, FTP, "
+    "FTPS, GOPHER, HTTP, HTTPS, IMAP and more.",
+    "summarize: This library provides fast JSON parsing and generation for C programs.",
+};
+static const char *refs[3] = {"GNU Emacs editor (shared, architecture independent infrastructure)",
+                              "command line tool for transferring data with URL syntax", "fast JSON library for C"};
+
+static void add_eval(int64_t run, int64_t step, double r1, double r2, double rl, const char *const preds[3]) {
+    store_eval_t ev = {0};
+    ev.run_id = run;
+    ev.step = step;
+    snprintf(ev.split, sizeof ev.split, "validation");
+    ev.n = 50;
+    ev.seconds = 12;
+    ev.rouge1 = r1;
+    ev.rouge1_low = r1 - 0.03;
+    ev.rouge1_high = r1 + 0.028;
+    ev.rouge2 = r2;
+    ev.rouge2_low = r2 - 0.02;
+    ev.rouge2_high = r2 + 0.02;
+    ev.rougeL = rl;
+    ev.rougeL_low = rl - 0.025;
+    ev.rougeL_high = rl + 0.024;
+    ev.rougeLsum = rl;
+    ev.rougeLsum_low = rl - 0.025;
+    ev.rougeLsum_high = rl + 0.024;
+    ev.beams = 1;
+    ev.max_new_tokens = 48;
+    ev.length_penalty = 1;
+    store_sample_t sm[3];
+    for (int i = 0; i < 3; i++)
+        sm[i] = (store_sample_t){i, sources[i], refs[i], preds[i], r1 + 0.1 * (i - 1), r2, rl};
+    lb_err_t err = {0};
+    if (store_eval_insert(st, &ev, sm, 3, NULL, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        exit(1);
+    }
+}
+
+static int64_t id_zs, id_r8, id_full, id_r64, id_fail, id_queued;
+
+static void fill_store(void) {
+    lb_err_t err = {0};
+    id_zs = add_run("zero-shot", "none", 0, NULL, "[]", 0, 0, 0, 0, NAN, 310, 0);
+    static const char *const p_zs[3] = {"emacs", "the curl command line tool transfers data", "this library provides fast"};
+    add_eval(id_zs, 0, 0.184, 0.052, 0.171, p_zs);
+    id_r8 = add_run("lora-r8-qv", "lora", 8, "q,v", "[\"q\",\"v\"]", 400, 400, 6.2, 1.9, 1850, 402, 65536);
+    static const char *const p_r8a[3] = {"GNU Emacs text editor", "tool for transferring data", "JSON library"};
+    static const char *const p_r8[3] = {"GNU Emacs editor (architecture independent files)",
+                                        "command line tool for transferring data with URLs", "fast JSON library for C"};
+    add_eval(id_r8, 200, 0.301, 0.122, 0.280, p_r8a);
+    add_eval(id_r8, 400, 0.352, 0.161, 0.331, p_r8);
+    id_full = add_run("full-finetune", "full", 0, NULL, "[]", 400, 400, 6.2, 1.6, 610, 880, 9700000);
+    static const char *const p_full[3] = {"GNU Emacs editor - shared infrastructure",
+                                          "command line tool for transferring data with URL syntax", "fast JSON parser for C"};
+    add_eval(id_full, 400, 0.384, 0.190, 0.362, p_full);
+    id_r64 = add_run("lora-r64-all-linear-with-a-long-name", "lora", 64, "q,k,v,o,wi_0,wi_1,wo",
+                     "[\"q\",\"k\",\"v\",\"o\",\"wi_0\",\"wi_1\",\"wo\"]", 120, 400, 6.2, 1.8, 1200, 505, 2621440);
+    id_fail = add_run("lora-r4-q", "lora", 4, "q", "[\"q\"]", 12, 400, 6.2, 2.0, 1900, 399, 16384);
+    id_queued = add_run("lora-r16-qv", "lora", 16, "q,v", "[\"q\",\"v\"]", 0, 400, 0, 0, NAN, NAN, 131072);
+    store_run_set_status(st, id_zs, "running", NULL, &err);
+    store_run_set_status(st, id_zs, "done", NULL, &err);
+    for (int64_t id = id_r8; id <= id_fail; id++) store_run_set_status(st, id, "running", NULL, &err);
+    store_run_set_status(st, id_r8, "done", NULL, &err);
+    store_run_set_status(st, id_full, "done", NULL, &err);
+    store_run_set_status(st, id_fail, "failed", "loss became NaN at step 12; lower the learning rate (train.lr)", &err);
+    store_run_set_pinned(st, id_zs, 1, &err);
+    store_run_set_tags(st, id_r8, "demo,qv", &err);
+    store_run_set_notes(st, id_r8, "the classic LoRA setting", &err);
+    store_run_set_tags(st, id_r64, "sweep", &err);
+    // fixed times so that durations and ETAs are the same on every machine
+    char q[512];
+    snprintf(q, sizeof q,
+             "UPDATE runs SET created_at = %.0f + id, started_at = %.0f + 10 * id,"
+             " finished_at = CASE WHEN status IN ('done','failed') THEN %.0f + 10 * id + 60 * id END,"
+             " heartbeat = %.0f + 900", T0, T0, T0, T0);
+    sql(q);
+    sql("UPDATE runs SET started_at = NULL, finished_at = NULL, heartbeat = NULL WHERE status = 'queued'");
+}
+
+static app_t *new_app(void) {
+    app_t *a = calloc(1, sizeof *a);
+    app_init(a, st, ws, 0);
+    // what the title shows and where presets are looked for must not depend on the machine
+    free(a->workspace);
+    a->workspace = xstrdup("/tmp/lorabench-test");
+    snprintf(a->presets_dir, sizeof a->presets_dir, "tests/fixtures/tui/no-presets");
+    a->now = T0 + 1000;
+    a->fixed_now = 1;
+    return a;
+}
+
+static void free_app(app_t *a) {
+    app_free(a);
+    free(a);
+}
+
+static void snap(app_t *a, const char *name, int w, int h, int ascii) {
+    grid_t *g = grid_new(w, h, ascii);
+    a->ascii = ascii;
+    app_draw(a, g);
+    char full[128];
+    snprintf(full, sizeof full, "%s_%dx%d%s", name, w, h, ascii ? "_ascii" : "");
+    tui_expect_golden(full, g);
+    grid_free(g);
+}
+
+static char *screen_text(app_t *a, int w, int h) {
+    grid_t *g = grid_new(w, h, 0);
+    app_draw(a, g);
+    char *t = grid_dump_text(g);
+    grid_free(g);
+    return t;
+}
+
+static int row_of(app_t *a, int64_t id) {
+    for (size_t i = 0; i < a->nruns; i++)
+        if (a->runs[i].id == id) return (int)i;
+    return -1;
+}
+
+static void goto_run(app_t *a, int64_t id) {
+    a->runs_view.cursor = row_of(a, id);
+}
+
+static void test_runs_screen(void) {
+    app_t *a = new_app();
+    EXPECT(a->nruns == 6);
+    EXPECT(a->pinned_id == id_zs);
+    // newest first: the queued run on top
+    EXPECT(a->runs[0].id == id_queued);
+    snap(a, "runs", 80, 24, 0);
+    snap(a, "runs", 160, 48, 0);
+    snap(a, "runs", 80, 24, 1);
+    char *t = screen_text(a, 160, 48);
+    // the running run shows its progress: 120 of 400 steps
+    EXPECTF(strstr(t, " 30%") != NULL, "%s", t);
+    EXPECT(strstr(t, "0.352"));  // lora-r8's latest ROUGE-1
+    EXPECT(strstr(t, "lora-r64-all-linear-w… "));  // truncated at the column's widest
+    free(t);
+    goto_run(a, id_fail);
+    t = screen_text(a, 80, 24);
+    EXPECT(strstr(t, "error: loss became NaN"));
+    free(t);
+    // help overlay from the key table
+    app_key(a, '?');
+    EXPECT(a->help);
+    snap(a, "runs_help", 80, 24, 0);
+    app_key(a, TK_ESC);
+    EXPECT(!a->help && !a->quit);
+    // too small
+    snap(a, "too_small", 60, 20, 0);
+    free_app(a);
+}
+
+static void test_sort_filter_select(void) {
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);  // D removes runs/<id> under it
+    // s moves the sort to the next column (name, ascending)
+    app_key(a, 's');
+    EXPECT(!strcmp(a->sort_key, "name") && !a->sort_desc);
+    EXPECT(!strcmp(a->runs[0].name, "full-finetune") && !strcmp(a->runs[5].name, "zero-shot"));
+    app_key(a, 'S');
+    EXPECT(a->sort_desc && !strcmp(a->runs[0].name, "zero-shot"));
+    // filter with the store's expressions
+    app_key(a, '/');
+    EXPECT(a->prompt == PROMPT_INPUT);
+    for (const char *p = "method=lora rouge1>0.3"; *p; p++) app_key(a, *p);
+    app_key(a, TK_ENTER);
+    EXPECTF(a->nruns == 1 && a->runs[0].id == id_r8, "%zu", a->nruns);
+    char *t = screen_text(a, 80, 24);
+    EXPECT(strstr(t, "filter: method=lora rouge1>0.3"));
+    free(t);
+    // a bad filter leaves the old one and says why
+    app_key(a, '/');
+    for (int i = 0; i < 40; i++) app_key(a, TK_BACKSPACE);
+    for (const char *p = "method=lora bogus=1"; *p; p++) app_key(a, *p);
+    app_key(a, TK_ENTER);
+    EXPECT(a->nruns == 1 && !strcmp(a->filter, "method=lora rouge1>0.3"));
+    EXPECTF(a->msg_style == ST_ERROR && strstr(a->msg, "bogus"), "%s", a->msg);
+    // Esc on the input cancels it; an empty filter shows everything
+    app_key(a, '/');
+    for (int i = 0; i < 40; i++) app_key(a, TK_BACKSPACE);
+    app_key(a, TK_ENTER);
+    EXPECT(a->nruns == 6);
+    // select two runs and compare them
+    app_key(a, 's');  // sort by status
+    a->sort_key = "id";
+    a->sort_desc = 0;
+    app_data_refresh(a, 1);
+    goto_run(a, id_r8);
+    app_key(a, ' ');
+    EXPECT(a->runs_view.cursor == row_of(a, id_full));  // Space moves down
+    app_key(a, ' ');
+    EXPECT(a->nselected == 2 && app_is_selected(a, id_r8) && app_is_selected(a, id_full));
+    app_key(a, 'c');
+    EXPECT(app_screen(a) == SCR_COMPARE && a->ncompare == 2);
+    app_key(a, TK_ESC);
+    EXPECT(app_screen(a) == SCR_RUNS);
+    // pin moves the baseline
+    goto_run(a, id_r8);
+    app_key(a, 'p');
+    EXPECT(a->pinned_id == id_r8);
+    app_key(a, 'p');
+    EXPECT(a->pinned_id == 0);
+    // delete asks first; n keeps the run, y deletes it
+    goto_run(a, id_fail);
+    app_key(a, 'D');
+    EXPECT(a->prompt == PROMPT_CONFIRM && strstr(a->prompt_text, "lora-r4-q"));
+    app_key(a, 'n');
+    EXPECT(a->nruns == 6);
+    goto_run(a, id_fail);
+    app_key(a, 'D');
+    app_key(a, 'y');
+    EXPECTF(a->nruns == 5 && row_of(a, id_fail) < 0, "%s", a->msg);
+    // a running run cannot be deleted
+    goto_run(a, id_r64);
+    app_key(a, 'D');
+    EXPECT(a->prompt == PROMPT_NONE && strstr(a->msg, "cancel it first"));
+    // tags through the input line
+    goto_run(a, id_full);
+    app_key(a, 't');
+    for (const char *p = "baseline"; *p; p++) app_key(a, *p);
+    app_key(a, TK_ENTER);
+    EXPECT(!strcmp(app_run_by_id(a, id_full)->tags, "baseline"));
+    free_app(a);
+}
+
+static void test_export(void) {
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    app_key(a, 'e');
+    EXPECTF(a->msg_style == ST_GOOD && strstr(a->msg, "/exports/runs-"), "%s", a->msg);
+    const char *p = strstr(a->msg, ws);
+    lb_err_t err = {0};
+    char *csv = p ? lb_read_file(p, NULL, &err) : NULL;
+    EXPECT(csv != NULL);
+    if (csv) {
+        EXPECT(!strncmp(csv, "id,name,status,method,r,alpha,targets,trainable,", 48));
+        EXPECTF(strstr(csv, ",lora-r8-qv,done,lora,8,16,\"q,v\",65536,") != NULL, "%s", csv);
+        int lines = 0;
+        for (char *c = csv; *c; c++) lines += *c == '\n';
+        EXPECT(lines == 7);
+    }
+    free(csv);
+    free_app(a);
+}
+
+static void test_monitor_screen(void) {
+    app_t *a = new_app();
+    goto_run(a, id_r64);
+    app_key(a, TK_ENTER);
+    EXPECT(app_screen(a) == SCR_MONITOR && a->monitor_id == id_r64);
+    snap(a, "monitor_running", 80, 24, 0);
+    snap(a, "monitor_running", 160, 48, 0);
+    char *t = screen_text(a, 80, 24);
+    // started at T0+40, now T0+1000: 960 s for 120 of 400 steps -> 2240 s left
+    EXPECTF(strstr(t, "step 120/400  elapsed 16m00s  ETA 37m20s") != NULL, "%s", t);
+    free(t);
+    // cancel asks first, and n leaves it running
+    app_key(a, 'K');
+    EXPECT(a->prompt == PROMPT_CONFIRM && strstr(a->prompt_text, "[y/N]"));
+    snap(a, "monitor_cancel_prompt", 80, 24, 0);
+    app_key(a, 'N');
+    EXPECT(a->prompt == PROMPT_NONE && strstr(a->msg, "nothing changed"));
+    app_key(a, TK_ESC);
+    goto_run(a, id_r8);
+    app_key(a, TK_ENTER);
+    snap(a, "monitor_done", 80, 24, 0);
+    snap(a, "monitor_done", 160, 48, 0);
+    app_key(a, 'l');  // log y, ASCII plot
+    snap(a, "monitor_done_logy", 80, 24, 1);
+    t = screen_text(a, 160, 48);
+    EXPECT(strstr(t, "R-1 0.352 [0.322, 0.380]"));
+    EXPECT(strstr(t, "fast JSON library for C"));
+    free(t);
+    free_app(a);
+}
+
+static void test_compare_screen(void) {
+    app_t *a = new_app();
+    a->sort_key = "id";
+    a->sort_desc = 0;
+    app_data_refresh(a, 1);
+    goto_run(a, id_r8);
+    app_key(a, ' ');
+    app_key(a, ' ');
+    goto_run(a, id_r64);
+    app_key(a, ' ');
+    app_key(a, 'c');
+    EXPECT(app_screen(a) == SCR_COMPARE && a->ncompare == 3);
+    snap(a, "compare_metrics", 80, 24, 0);
+    snap(a, "compare_metrics", 160, 48, 0);
+    char *t = screen_text(a, 160, 48);
+    // Δ against the pinned zero-shot run (ROUGE-1 0.184): +0.168 and +0.200, with signs
+    EXPECTF(strstr(t, "+0.168") && strstr(t, "+0.200"), "%s", t);
+    EXPECT(strstr(t, "pinned baseline"));
+    free(t);
+    app_key(a, '2');
+    snap(a, "compare_config", 80, 24, 0);
+    app_key(a, 'd');
+    EXPECT(a->cmp_diff_only);
+    snap(a, "compare_config_diff", 160, 48, 0);
+    t = screen_text(a, 160, 48);
+    EXPECT(strstr(t, "lora.r") && strstr(t, "method") && !strstr(t, "dataset.path"));
+    free(t);
+    app_key(a, '3');
+    snap(a, "compare_curves", 80, 24, 0);
+    app_key(a, '+');
+    app_key(a, 'x');
+    EXPECT(a->cmp_xaxis == XAXIS_TOKENS && fabs(a->smooth - 0.7) < 1e-9);
+    snap(a, "compare_curves_tokens", 160, 48, 0);
+    app_key(a, '4');
+    snap(a, "compare_samples", 80, 24, 0);
+    app_key(a, TK_RIGHT);
+    snap(a, "compare_samples_2", 160, 48, 0);
+    free_app(a);
+}
+
+static void test_new_run_screen(void) {
+    app_t *a = new_app();
+    app_key(a, 'n');
+    EXPECT(app_screen(a) == SCR_NEW);
+    // type a name containing q (a form takes keys before the shortcuts)
+    for (const char *p = "qv-test"; *p; p++) app_key(a, *p);
+    EXPECT(!a->quit);
+    // point the model field at the fixture's config.json
+    app_key(a, TK_DOWN);
+    for (int i = 0; i < 40; i++) app_key(a, TK_BACKSPACE);
+    for (const char *p = "tests/fixtures/hf/t5-gated-a"; *p; p++) app_key(a, *p);
+    EXPECTF(strstr(a->form_info[0], "trainable 12,288 of 275,456 (4.461%) in 12 modules") != NULL, "%s", a->form_info[0]);
+    EXPECTF(!strcmp(a->form_info[1], "q: 64×64 W → 8·(64+64) = 1,024 trainable, 75% fewer"), "%s", a->form_info[1]);
+    snap(a, "new_run", 80, 24, 0);
+    snap(a, "new_run", 160, 48, 0);
+    free_app(a);
+}
+
+static void test_sweep_screen(void) {
+    lb_err_t err = {0};
+    int64_t sw = 0;
+    EXPECT(store_sweep_create(st, "rank-sweep", "{\"grid\":{\"lora.r\":[4,8]}}", &sw, &err) == 0);
+    char q[256];
+    snprintf(q, sizeof q, "UPDATE runs SET sweep_id = %lld WHERE id IN (%lld, %lld, %lld)", (long long)sw,
+             (long long)id_r8, (long long)id_r64, (long long)id_queued);
+    sql(q);
+    app_t *a = new_app();
+    app_key(a, 'w');
+    EXPECT(app_screen(a) == SCR_SWEEP);
+    snap(a, "sweep", 80, 24, 0);
+    snap(a, "sweep", 160, 48, 0);
+    char *t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "3 runs, 1 queued, 1 running, 1 done") != NULL, "%s", t);
+    free(t);
+    free_app(a);
+}
+
+int main(void) {
+    snprintf(ws, sizeof ws, "/tmp/lb-tui-test-%d", (int)getpid());
+    lb_err_t err = {0};
+    char *w = NULL;
+    if (store_workspace_resolve(ws, &w, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    char *db = store_workspace_db_path(w);
+    if (store_open(db, &st, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    free(db);
+    free(w);
+    fill_store();
+    RUN(test_runs_screen);
+    RUN(test_monitor_screen);
+    RUN(test_compare_screen);
+    RUN(test_new_run_screen);
+    RUN(test_export);
+    RUN(test_sort_filter_select);
+    RUN(test_sweep_screen);
+    store_close(st);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", ws);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", ws);
+    TH_DONE();
+}

@@ -1,0 +1,337 @@
+// The workbench: frame layout, key dispatch, prompts, the help overlay and the main loop.
+#include "app.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "app_params.h"
+#include "term.h"
+
+static const screen_t *const screens[SCR_COUNT] = {
+    [SCR_RUNS] = &screen_runs,
+    [SCR_NEW] = &screen_new,
+    [SCR_MONITOR] = &screen_monitor,
+    [SCR_COMPARE] = &screen_compare,
+    [SCR_SWEEP] = &screen_sweep,
+};
+
+// Keys every screen shares; listed after the screen's own keys in help and in the bar.
+static const key_binding_t global_keys[] = {
+    {TK_F1, '?', ACT_HELP, "F1/?", "help: the keys of this screen", "Help"},
+    {'e', 0, ACT_EXPORT, "e", "export what is shown (CSV or Markdown; the path is shown)", NULL},
+    {TK_ESC, 0, ACT_BACK, "Esc", "back to the previous screen", NULL},
+    {'q', TK_F10, ACT_QUIT, "q/F10", "quit", "Quit"},
+};
+enum { N_GLOBAL = sizeof global_keys / sizeof global_keys[0] };
+
+void app_init(app_t *a, store_t *st, const char *workspace, int ascii) {
+    memset(a, 0, sizeof *a);
+    a->st = st;
+    a->workspace = xstrdup(workspace ? workspace : ".");
+    a->ascii = ascii;
+    a->now = store_now();
+    a->sort_key = "id";
+    a->sort_desc = 1;
+    a->smooth = 0.6;
+    a->cmp_logy = 0;
+    a->data_version = -1;
+    snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
+    a->stack[0] = SCR_RUNS;
+    a->depth = 1;
+    ssize_t n = readlink("/proc/self/exe", a->exe, sizeof a->exe - 1);
+    if (n > 0) a->exe[n] = 0;
+    else snprintf(a->exe, sizeof a->exe, "lorabench");
+    app_data_refresh(a, 1);
+}
+
+void app_free(app_t *a) {
+    store_runs_free(a->runs, a->nruns);
+    for (size_t i = 0; i < a->nseries; i++) {
+        free(a->series[i].m);
+        free(a->series[i].evals);
+        store_samples_free(a->series[i].samples, a->series[i].nsamples);
+    }
+    free(a->series);
+    free(a->workspace);
+    memset(a, 0, sizeof *a);
+}
+
+screen_id_t app_screen(const app_t *a) {
+    return a->stack[a->depth - 1];
+}
+
+void app_push(app_t *a, screen_id_t s) {
+    if (a->depth < (int)(sizeof a->stack / sizeof a->stack[0])) a->stack[a->depth++] = s;
+    else a->stack[a->depth - 1] = s;
+    a->help = 0;
+}
+
+void app_pop(app_t *a) {
+    if (a->depth > 1) a->depth--;
+}
+
+void app_msg(app_t *a, int style, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->msg, sizeof a->msg, fmt, ap);
+    va_end(ap);
+    a->msg_style = style;
+}
+
+void app_confirm(app_t *a, int action, int64_t run, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->prompt_text, sizeof a->prompt_text, fmt, ap);
+    va_end(ap);
+    a->prompt = PROMPT_CONFIRM;
+    a->prompt_action = action;
+    a->prompt_run = run;
+}
+
+void app_input(app_t *a, int action, int64_t run, const char *label, const char *initial) {
+    snprintf(a->prompt_text, sizeof a->prompt_text, "%s", label);
+    snprintf(a->prompt_input, sizeof a->prompt_input, "%s", initial ? initial : "");
+    a->prompt = PROMPT_INPUT;
+    a->prompt_action = action;
+    a->prompt_run = run;
+}
+
+// ---- drawing ----
+
+static void draw_help(app_t *a, grid_t *g, const screen_t *s) {
+    int w = g->w < 76 ? g->w - 4 : 72;
+    int lines = s->nkeys + N_GLOBAL + 3;
+    int h = lines + 2 > g->h - 4 ? g->h - 4 : lines + 2;
+    int x = (g->w - w) / 2, y = 2;
+    grid_fill(g, x, y, w, h, ' ', ST_NORMAL);
+    char title[96];
+    snprintf(title, sizeof title, "Keys: %s", s->title);
+    grid_box(g, x, y, w, h, title, ST_BOLD);
+    int row = 0, max = h - 2;
+    if (a->help_scroll > lines - max) a->help_scroll = lines - max > 0 ? lines - max : 0;
+    // one list: the screen's keys, a gap, then the shared ones
+    for (int i = 0; i < lines; i++) {
+        const key_binding_t *b = NULL;
+        const char *heading = NULL;
+        if (i < s->nkeys) b = &s->keys[i];
+        else if (i == s->nkeys) continue;
+        else if (i == s->nkeys + 1) heading = "On every screen";
+        else if (i - s->nkeys - 2 < N_GLOBAL) b = &global_keys[i - s->nkeys - 2];
+        else heading = "Esc or ? closes this help; arrows scroll it.";
+        int r = i - a->help_scroll;
+        if (r < 0 || r >= max) continue;
+        if (heading) grid_text_trunc(g, x + 2, y + 1 + r, w - 4, heading, ST_DIM);
+        else {
+            grid_text_trunc(g, x + 2, y + 1 + r, 12, b->name, ST_KEY);
+            grid_text_trunc(g, x + 15, y + 1 + r, w - 17, b->help, ST_NORMAL);
+        }
+        row++;
+    }
+}
+
+static void draw_message_line(app_t *a, grid_t *g, int y) {
+    grid_fill(g, 0, y, g->w, 1, ' ', ST_NORMAL);
+    if (a->prompt == PROMPT_CONFIRM) {
+        grid_text_trunc(g, 0, y, g->w, a->prompt_text, ST_WARN);
+    } else if (a->prompt == PROMPT_INPUT) {
+        int n = grid_text(g, 0, y, g->w / 2, a->prompt_text, ST_BOLD);
+        int room = g->w - n - 1;
+        const char *v = a->prompt_input;
+        int len = grid_strwidth(v);
+        while (len > room - 1 && *v) {
+            grid_utf8_next(&v);
+            len--;
+        }
+        grid_text(g, n, y, room, v, ST_ACCENT);
+        grid_put(g, n + len, y, '_', ST_CURSOR);
+    } else if (a->msg[0]) {
+        grid_text_trunc(g, 0, y, g->w, a->msg, a->msg_style);
+    }
+}
+
+void app_draw(app_t *a, grid_t *g) {
+    grid_clear(g);
+    if (g->w < APP_MIN_W || g->h < APP_MIN_H) {
+        widget_too_small(g, APP_MIN_W, APP_MIN_H);
+        return;
+    }
+    const screen_t *s = screens[app_screen(a)];
+    grid_fill(g, 0, 0, g->w, 1, ' ', ST_TITLE);
+    char title[256];
+    snprintf(title, sizeof title, " lorabench %s %s", a->ascii ? "|" : "│", s->title);
+    int tw = grid_text(g, 0, 0, g->w, title, ST_TITLE);
+    char right[600];
+    snprintf(right, sizeof right, "%s ", a->workspace);
+    int room = g->w - tw - 2;
+    if (room > 10) grid_text_right(g, g->w, 0, room < 40 ? room : 40, right, ST_TITLE);
+    a->body_y = 1;
+    a->body_h = g->h - 3;
+    s->draw(a, g, a->body_y, a->body_h);
+    draw_message_line(a, g, g->h - 2);
+    const key_binding_t *tables[2] = {s->keys, global_keys};
+    int ns[2] = {s->nkeys, N_GLOBAL};
+    widget_keybar(g, g->h - 1, tables, ns, 2);
+    if (a->help) draw_help(a, g, s);
+}
+
+// ---- keys ----
+
+static void prompt_key(app_t *a, int key) {
+    const screen_t *s = screens[app_screen(a)];
+    if (a->prompt == PROMPT_CONFIRM) {
+        a->prompt = PROMPT_NONE;
+        if (key == 'y' || key == 'Y') s->action(a, a->prompt_action, key);
+        else app_msg(a, ST_DIM, "cancelled: nothing changed");
+        return;
+    }
+    size_t len = strlen(a->prompt_input);
+    if (key == TK_ESC) {
+        a->prompt = PROMPT_NONE;
+        app_msg(a, ST_DIM, "cancelled: nothing changed");
+    } else if (key == TK_ENTER) {
+        a->prompt = PROMPT_NONE;
+        s->action(a, a->prompt_action, key);
+    } else if (key == TK_BACKSPACE || key == 8) {
+        while (len > 0 && ((unsigned char)a->prompt_input[len - 1] & 0xC0) == 0x80) len--;
+        if (len > 0) len--;
+        a->prompt_input[len] = 0;
+    } else if (key >= 0x20 && key < TK_UP && key != 0x7f) {
+        char enc[4];
+        int n = grid_utf8_put((uint32_t)key, enc);
+        if (len + (size_t)n < sizeof a->prompt_input) {
+            memcpy(a->prompt_input + len, enc, (size_t)n);
+            a->prompt_input[len + n] = 0;
+        }
+    }
+}
+
+void app_key(app_t *a, int key) {
+    if (key == TK_NONE || key == TK_RESIZE) return;
+    if (a->prompt != PROMPT_NONE) {
+        prompt_key(a, key);
+        return;
+    }
+    const screen_t *s = screens[app_screen(a)];
+    if (a->help) {
+        if (key == TK_UP || key == 'k') { if (a->help_scroll > 0) a->help_scroll--; }
+        else if (key == TK_DOWN || key == 'j') a->help_scroll++;
+        else if (key == 'q' || key == TK_F10) a->quit = 1;
+        else a->help = 0;
+        return;
+    }
+    // a form takes printable keys before the tables (typing 'q' into a name)
+    if (s->key && s->key(a, key)) return;
+    const key_binding_t *b = keys_find(s->keys, s->nkeys, key);
+    if (b) {
+        a->msg[0] = 0;
+        s->action(a, b->action, key);
+        return;
+    }
+    b = keys_find(global_keys, N_GLOBAL, key);
+    if (!b) return;
+    switch (b->action) {
+    case ACT_QUIT: a->quit = 1; break;
+    case ACT_HELP: a->help = 1; a->help_scroll = 0; break;
+    case ACT_BACK: a->msg[0] = 0; app_pop(a); break;
+    case ACT_EXPORT: s->action(a, ACT_EXPORT, key); break;
+    }
+}
+
+// ---- the loop ----
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: lorabench [--workspace DIR] [--ascii]\n"
+               "Opens the workbench: runs, new run, monitor, compare, sweep. ? shows the keys.\n"
+               "  --workspace DIR  runs and database folder (default $LORABENCH_HOME,\n"
+               "                   else ~/.local/share/lorabench)\n"
+               "  --ascii          no braille or box drawing (also when the locale is not UTF-8)\n"
+               "NO_COLOR=1 or TERM=dumb: attributes instead of colours.\n");
+}
+
+int tui_main(int argc, char **argv) {
+    const char *wsarg = NULL;
+    int ascii = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--workspace") && i + 1 < argc) wsarg = argv[++i];
+        else if (!strncmp(argv[i], "--workspace=", 12)) wsarg = argv[i] + 12;
+        else if (!strcmp(argv[i], "--ascii")) ascii = 1;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "lorabench: unknown option '%s'; 'lorabench --help' lists the options\n", argv[i]);
+            return 2;
+        }
+    }
+    lb_err_t err = {0};
+    char *ws = NULL;
+    store_t *st = NULL;
+    if (store_workspace_resolve(wsarg, &ws, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        return 1;
+    }
+    char *db = store_workspace_db_path(ws);
+    int rc = store_open(db, &st, &err);
+    free(db);
+    if (rc) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        free(ws);
+        return 1;
+    }
+    term_info_t ti;
+    if (term_start(&ti)) {
+        store_close(st);
+        free(ws);
+        return 1;
+    }
+    app_t *a = xcalloc(1, sizeof *a);
+    app_init(a, st, ws, ascii || !ti.utf8);
+    int w, h;
+    term_size(&w, &h);
+    grid_t *g = grid_new(w, h, a->ascii);
+    double last_stale = 0;
+    while (!a->quit) {
+        a->now = store_now();
+        // reap finished helper processes (train --detach, cancel, resume)
+        while (waitpid(-1, NULL, WNOHANG) > 0) {}
+        if (a->now - last_stale > 5) {
+            // a worker that died without a word shows as interrupted
+            int marked = 0;
+            store_mark_stale_interrupted(st, a->now, 30, NULL, NULL, &marked, &err);
+            last_stale = a->now;
+            if (marked) app_data_refresh(a, 1);
+        }
+        app_data_refresh(a, 0);
+        term_size(&w, &h);
+        if (w != g->w || h != g->h) grid_resize(g, w, h);
+        app_draw(a, g);
+        term_present(g);
+        int key = term_read_key(APP_POLL_MS, &a->mouse_x, &a->mouse_y);
+        if (key == TK_CLICK) {
+            // a click on a row moves the cursor there; the screen decides what a row is
+            if (app_screen(a) == SCR_RUNS && a->mouse_y >= a->body_y + 1) {
+                a->runs_view.cursor = a->runs_view.top + (a->mouse_y - a->body_y - 1);
+                if (a->runs_view.cursor >= (int)a->nruns) a->runs_view.cursor = (int)a->nruns - 1;
+                if (a->runs_view.cursor < 0) a->runs_view.cursor = 0;
+            }
+            continue;
+        }
+        if (g->w < APP_MIN_W || g->h < APP_MIN_H) {
+            if (key == 'q' || key == TK_F10) a->quit = 1;
+            continue;
+        }
+        app_key(a, key);
+    }
+    term_stop();
+    grid_free(g);
+    app_free(a);
+    free(a);
+    store_close(st);
+    free(ws);
+    return 0;
+}

@@ -1,0 +1,194 @@
+// The workbench application: its state, the screens and the loop that ties them to the
+// terminal. Everything here works on a grid_t, so tests build an app_t on a temporary store,
+// feed it keys with app_key and compare app_draw's grid with golden files. Only tui/term.c
+// touches the terminal; only tui/app_data.c talks to the store.
+#ifndef LB_APP_H
+#define LB_APP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "grid.h"
+#include "keys.h"
+#include "store.h"
+#include "widgets.h"
+
+#define APP_MIN_W 80
+#define APP_MIN_H 24
+#define APP_POLL_MS 250
+
+typedef enum { SCR_RUNS, SCR_NEW, SCR_MONITOR, SCR_COMPARE, SCR_SWEEP, SCR_COUNT } screen_id_t;
+
+// The metrics, evaluations and first samples of one run, read incrementally.
+typedef struct {
+    int64_t run_id;
+    store_metric_t *m;
+    size_t n, cap;
+    store_eval_t *evals;
+    size_t nevals;
+    store_sample_row_t *samples;  // of the latest evaluation
+    size_t nsamples;
+    int64_t samples_eval_id;
+    int64_t evals_version;        // data version at which evals were read (-1: never)
+    int used;                     // seen in the last refresh (else dropped)
+} app_series_t;
+
+// A line of text the user is typing (filter, tags, note) or a y/N question.
+typedef enum { PROMPT_NONE, PROMPT_CONFIRM, PROMPT_INPUT } prompt_kind_t;
+
+typedef struct app app_t;
+
+// Compare screen tabs.
+enum { CMP_METRICS, CMP_CONFIG, CMP_CURVES, CMP_SAMPLES, CMP_NTABS };
+// X axis of loss plots.
+enum { XAXIS_STEP, XAXIS_TOKENS, XAXIS_TIME, XAXIS_N };
+
+#define APP_MAX_COMPARE 6
+#define APP_FORM_MAX 32
+
+struct app {
+    // environment
+    store_t *st;
+    char *workspace;
+    char exe[4096];            // the lorabench binary used to start workers
+    int ascii;                 // no braille / box drawing
+    double now;                // wall clock of the current frame (tests fix it)
+    int fixed_now;             // 1: tests set now, the loop leaves it alone
+
+    // data from the store
+    store_run_t *runs;         // the run list as filtered and sorted
+    size_t nruns;
+    app_series_t *series;
+    size_t nseries;
+    int64_t data_version;
+    int64_t pinned_id;         // the baseline run (0 = none)
+    char filter[256];
+    char filter_error[256];
+    const char *sort_key;      // a store_run_keys key
+    int sort_desc;
+
+    // selection (by run id)
+    int64_t selected[64];
+    int nselected;
+
+    // screens
+    screen_id_t stack[8];
+    int depth;
+    table_view_t runs_view;
+    int64_t monitor_id;
+    int monitor_scroll;
+    int64_t compare_ids[APP_MAX_COMPARE];
+    int ncompare;
+    int cmp_tab, cmp_diff_only, cmp_xaxis, cmp_logy, cmp_scroll, cmp_sample;
+    double smooth;             // EMA factor 0..0.999 for loss curves
+
+    // new-run form
+    form_field_t form[APP_FORM_MAX];
+    int nform, form_focus, form_ready;
+    char form_info[8][160];    // the live arithmetic lines
+    int nform_info;
+    char presets[16][128];     // preset names from <presets_dir>/*.json
+    int npresets;
+    const char *preset_names[16];  // pointers into presets, for the form's choice field
+    char presets_dir[256];     // experiments/presets (tests point it elsewhere)
+
+    // sweep screen
+    table_view_t sweep_view;
+    int64_t sweep_id;          // 0: the most recent sweep
+
+    // overlays and messages
+    int help;
+    int help_scroll;
+    prompt_kind_t prompt;
+    char prompt_text[256];
+    char prompt_input[256];
+    int prompt_action;         // the action to run on yes / Enter
+    int64_t prompt_run;
+    char msg[512];
+    int msg_style;
+    int quit;
+    int mouse_x, mouse_y;
+    int body_y, body_h;        // where the current screen's body was drawn
+};
+
+// A screen: its key table (the dispatcher and the help overlay both read it), its drawing
+// function for the body rows [y, y+h), and its action handler (returns 1 when handled).
+// key gets raw keys first (forms) and returns 1 when it used them.
+typedef struct {
+    const char *title;
+    const key_binding_t *keys;
+    int nkeys;
+    void (*draw)(app_t *a, grid_t *g, int y, int h);
+    int (*action)(app_t *a, int action, int key);
+    int (*key)(app_t *a, int key);
+} screen_t;
+
+extern const screen_t screen_runs, screen_new, screen_monitor, screen_compare, screen_sweep;
+
+// Actions shared by every screen (app.c's global key table).
+enum {
+    ACT_NONE, ACT_QUIT, ACT_HELP, ACT_BACK, ACT_EXPORT,
+    // screen-specific actions start here
+    ACT_SCREEN = 100
+};
+
+// ---- app.c ----
+
+// Sets up an app on an open store (not owned) and workspace; reads the first data.
+void app_init(app_t *a, store_t *st, const char *workspace, int ascii);
+void app_free(app_t *a);
+// Draws the whole frame (title, current screen, message line, key bar, overlays).
+void app_draw(app_t *a, grid_t *g);
+// Handles one key; sets a->quit when the user quits.
+void app_key(app_t *a, int key);
+// The current screen.
+screen_id_t app_screen(const app_t *a);
+void app_push(app_t *a, screen_id_t s);
+void app_pop(app_t *a);
+// Sets the message line.
+void app_msg(app_t *a, int style, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+// Asks a y/N question; on yes the screen's action handler gets action again with
+// a->prompt_run set to run.
+void app_confirm(app_t *a, int action, int64_t run, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+// Opens a one-line input with an initial value; Enter runs action (the text is in
+// a->prompt_input).
+void app_input(app_t *a, int action, int64_t run, const char *label, const char *initial);
+// The opened workbench (see tui/main.c): --workspace DIR, --ascii.
+int tui_main(int argc, char **argv);
+
+// ---- app_data.c: everything the screens read from or write to the store ----
+
+// Re-reads the run list (filter, sort) and the series of the runs on screen when the
+// store changed or force is set. Returns 1 when something changed.
+int app_data_refresh(app_t *a, int force);
+// The run with this id in the current list, or NULL.
+store_run_t *app_run_by_id(app_t *a, int64_t id);
+// The series of a run (metrics read up to now), reading what is new; never NULL.
+app_series_t *app_series(app_t *a, int64_t run_id);
+// The latest evaluation of a series, or NULL.
+const store_eval_t *app_series_last_eval(const app_series_t *s);
+// Whether a run is selected; toggles selection.
+int app_is_selected(const app_t *a, int64_t id);
+void app_toggle_selected(app_t *a, int64_t id);
+// Starts `lorabench ARGS...` detached (posix_spawn, output to runs/ui-spawn.log);
+// returns 0 or -1 with a message in err.
+int app_spawn(app_t *a, const char *const *args, lb_err_t *err);
+// Writes text to "<workspace>/exports/<stem>-<time>.<ext>"; *path gets the file name.
+int app_export(app_t *a, const char *stem, const char *ext, const char *text, char *path,
+               size_t cap, lb_err_t *err);
+// The x value of metric row k for an XAXIS_* choice (NAN when unknown).
+double app_metric_x(const store_metric_t *m, int xaxis);
+// The loss-plot x axis name.
+const char *app_xaxis_name(int xaxis);
+
+// A growing text buffer for exports.
+typedef struct {
+    char *s;
+    size_t len, cap;
+} app_buf_t;
+void app_buf_printf(app_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Appends a CSV field (quoted when needed) followed by sep (',' or '\n').
+void app_buf_csv(app_buf_t *b, const char *field, char sep);
+
+#endif

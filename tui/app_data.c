@@ -1,0 +1,249 @@
+// The workbench's data access: the one file of tui/ that reads and writes the store, starts
+// helper processes and writes exports.
+#include "app.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define APP_SAMPLES 40
+
+static app_series_t *series_find(app_t *a, int64_t id) {
+    for (size_t i = 0; i < a->nseries; i++)
+        if (a->series[i].run_id == id) return &a->series[i];
+    return NULL;
+}
+
+// Appends the metric rows after the last one read.
+static void series_read_metrics(app_t *a, app_series_t *s) {
+    int64_t after = s->n ? s->m[s->n - 1].step : -1;
+    store_metric_t *rows = NULL;
+    size_t n = 0;
+    lb_err_t err = {0};
+    if (store_metrics_since(a->st, s->run_id, after, &rows, &n, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return;
+    }
+    if (s->n + n > s->cap) {
+        s->cap = (s->n + n) * 2 + 16;
+        s->m = xrealloc(s->m, s->cap * sizeof *s->m);
+    }
+    if (n) memcpy(s->m + s->n, rows, n * sizeof *rows);
+    s->n += n;
+    free(rows);
+}
+
+static void series_read_evals(app_t *a, app_series_t *s) {
+    lb_err_t err = {0};
+    store_eval_t *ev = NULL;
+    size_t n = 0;
+    if (store_evals_list(a->st, s->run_id, &ev, &n, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return;
+    }
+    free(s->evals);
+    s->evals = ev;
+    s->nevals = n;
+    s->evals_version = a->data_version;
+    const store_eval_t *last = app_series_last_eval(s);
+    if (last && last->id != s->samples_eval_id) {
+        store_samples_free(s->samples, s->nsamples);
+        s->samples = NULL;
+        s->nsamples = 0;
+        if (store_samples_list(a->st, last->id, 0, APP_SAMPLES, &s->samples, &s->nsamples, &err))
+            app_msg(a, ST_ERROR, "%s", err.msg);
+        s->samples_eval_id = last->id;
+    }
+}
+
+app_series_t *app_series(app_t *a, int64_t run_id) {
+    app_series_t *s = series_find(a, run_id);
+    if (!s) {
+        a->series = xrealloc(a->series, (a->nseries + 1) * sizeof *a->series);
+        s = &a->series[a->nseries++];
+        memset(s, 0, sizeof *s);
+        s->run_id = run_id;
+        s->evals_version = -1;
+        series_read_metrics(a, s);
+    }
+    if (s->evals_version != a->data_version) series_read_evals(a, s);
+    s->used = 1;
+    return s;
+}
+
+const store_eval_t *app_series_last_eval(const app_series_t *s) {
+    return s->nevals ? &s->evals[s->nevals - 1] : NULL;
+}
+
+static int in_compare(const app_t *a, int64_t id) {
+    for (int i = 0; i < a->ncompare; i++)
+        if (a->compare_ids[i] == id) return 1;
+    return 0;
+}
+
+int app_data_refresh(app_t *a, int force) {
+    lb_err_t err = {0};
+    int64_t v = 0;
+    if (store_data_version(a->st, &v, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return 0;
+    }
+    if (v == a->data_version && !force) return 0;
+    a->data_version = v;
+    store_run_t *runs = NULL;
+    size_t n = 0;
+    if (store_runs_list(a->st, a->sort_key, a->sort_desc, a->filter[0] ? a->filter : NULL, &runs, &n, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return 0;
+    }
+    store_runs_free(a->runs, a->nruns);
+    a->runs = runs;
+    a->nruns = n;
+    a->pinned_id = 0;
+    for (size_t i = 0; i < n; i++)
+        if (runs[i].pinned) a->pinned_id = runs[i].id;
+    // keep the series of the runs listed or open in a screen; read what is new
+    for (size_t i = 0; i < a->nseries; i++) a->series[i].used = 0;
+    for (size_t i = 0; i < n; i++) {
+        app_series_t *s = series_find(a, runs[i].id);
+        if (!s) s = app_series(a, runs[i].id);
+        else series_read_metrics(a, s);
+        s->used = 1;
+    }
+    for (int i = 0; i < a->ncompare; i++) app_series(a, a->compare_ids[i]);
+    if (a->monitor_id) app_series(a, a->monitor_id);
+    if (a->pinned_id) app_series(a, a->pinned_id);
+    size_t k = 0;
+    for (size_t i = 0; i < a->nseries; i++) {
+        app_series_t *s = &a->series[i];
+        if (s->used || in_compare(a, s->run_id) || s->run_id == a->monitor_id) {
+            a->series[k++] = *s;
+        } else {
+            free(s->m);
+            free(s->evals);
+            store_samples_free(s->samples, s->nsamples);
+        }
+    }
+    a->nseries = k;
+    return 1;
+}
+
+store_run_t *app_run_by_id(app_t *a, int64_t id) {
+    for (size_t i = 0; i < a->nruns; i++)
+        if (a->runs[i].id == id) return &a->runs[i];
+    return NULL;
+}
+
+int app_is_selected(const app_t *a, int64_t id) {
+    for (int i = 0; i < a->nselected; i++)
+        if (a->selected[i] == id) return 1;
+    return 0;
+}
+
+void app_toggle_selected(app_t *a, int64_t id) {
+    for (int i = 0; i < a->nselected; i++)
+        if (a->selected[i] == id) {
+            memmove(&a->selected[i], &a->selected[i + 1], (size_t)(a->nselected - i - 1) * sizeof *a->selected);
+            a->nselected--;
+            return;
+        }
+    if (a->nselected < (int)(sizeof a->selected / sizeof a->selected[0])) a->selected[a->nselected++] = id;
+}
+
+int app_spawn(app_t *a, const char *const *args, lb_err_t *err) {
+    const char *argv[32];
+    int n = 0;
+    argv[n++] = a->exe;
+    for (int i = 0; args[i] && n < 28; i++) argv[n++] = args[i];
+    argv[n++] = "--workspace";
+    argv[n++] = a->workspace;
+    argv[n] = NULL;
+    char log[4200];
+    snprintf(log, sizeof log, "%s/runs/ui-spawn.log", a->workspace);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    // its own process group: a Ctrl-C in the workbench must not reach a training worker
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&at, 0);
+    pid_t pid;
+    int rc = posix_spawn(&pid, a->exe, &fa, &at, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (rc)
+        return lb_err_set(err, LB_EIO, "cannot start %s %s: %s; check that the binary exists", a->exe,
+                          args[0] ? args[0] : "", strerror(rc));
+    return 0;
+}
+
+int app_export(app_t *a, const char *stem, const char *ext, const char *text, char *path,
+               size_t cap, lb_err_t *err) {
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/exports", a->workspace);
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return lb_err_set(err, LB_EIO, "cannot create %s: %s", dir, strerror(errno));
+    time_t t = (time_t)a->now;
+    struct tm tm;
+    localtime_r(&t, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+    snprintf(path, cap, "%s/%s-%s.%s", dir, stem, stamp, ext);
+    return lb_write_file_atomic(path, text, strlen(text), err);
+}
+
+double app_metric_x(const store_metric_t *m, int xaxis) {
+    switch (xaxis) {
+    case XAXIS_TOKENS: return m->tokens >= 0 ? (double)m->tokens : NAN;
+    case XAXIS_TIME: return m->wall_s;
+    default: return (double)m->step;
+    }
+}
+
+const char *app_xaxis_name(int xaxis) {
+    switch (xaxis) {
+    case XAXIS_TOKENS: return "tokens";
+    case XAXIS_TIME: return "seconds";
+    default: return "step";
+    }
+}
+
+void app_buf_printf(app_buf_t *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if (b->len + (size_t)n + 1 > b->cap) {
+        b->cap = (b->len + (size_t)n + 1) * 2;
+        b->s = xrealloc(b->s, b->cap);
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void app_buf_csv(app_buf_t *b, const char *field, char sep) {
+    const char *f = field ? field : "";
+    if (strpbrk(f, ",\"\n\r")) {
+        app_buf_printf(b, "\"");
+        for (const char *p = f; *p; p++) app_buf_printf(b, *p == '"' ? "\"\"" : "%c", *p);
+        app_buf_printf(b, "\"%c", sep);
+    } else {
+        app_buf_printf(b, "%s%c", f, sep);
+    }
+}

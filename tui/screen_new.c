@@ -1,0 +1,410 @@
+// The New-run screen: a form for a spec with the live arithmetic of what it trains
+// (parameters, adapter size, memory and time estimates); presets load into it; Start writes
+// the spec to a file and spawns `lorabench train FILE --detach`.
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "app_params.h"
+#include "spec.h"
+
+enum { A_START = ACT_SCREEN, A_NEXT, A_PREV, A_PRESET };
+
+static const key_binding_t keys[] = {
+    {TK_DOWN, TK_TAB, A_NEXT, "Down/Tab", "next field", NULL},
+    {TK_UP, TK_BTAB, A_PREV, "Up/S-Tab", "previous field", NULL},
+    {TK_ENTER, 0, A_START, "Enter", "on Start: start the run; on Preset: load the preset", "Start"},
+    {TK_F1 + 4, 0, A_PRESET, "F5", "load the preset shown in the Preset field", "Preset"},
+    {TK_LEFT, TK_RIGHT, ACT_NONE, "Left/Right", "change a choice; move in a row of boxes", NULL},
+    {' ', 0, ACT_NONE, "Space", "tick / untick a box", NULL},
+};
+
+enum { F_PRESET, F_NAME, F_MODEL, F_DATA, F_METHOD, F_R, F_ALPHA, F_DROPOUT, F_RSLORA, F_TARGETS,
+       F_STACKS, F_ATTN, F_LAYERS, F_LR, F_BATCH, F_STEPS, F_EPOCHS, F_EVAL_LIMIT, F_BEAMS, F_START, F_N };
+
+static const char *const methods[] = {"none", "lora", "full", "partial"};
+static const char *const target_cols[] = {"q", "k", "v", "o", "wi", "wo", "head"};
+static const char *const stack_cols[] = {"enc", "dec"};
+static const char *const attn_cols[] = {"self", "cross"};
+static const char *const one_row[] = {""};
+
+static void set_text(form_field_t *f, field_kind_t kind, const char *label, const char *value, const char *hint) {
+    memset(f, 0, sizeof *f);
+    f->kind = kind;
+    f->label = label;
+    f->hint = hint;
+    snprintf(f->value, sizeof f->value, "%s", value);
+}
+
+static void set_grid(form_field_t *f, const char *label, const char *const *cols, int ncols, uint64_t bits,
+                     const char *hint) {
+    memset(f, 0, sizeof *f);
+    f->kind = FIELD_CHECKGRID;
+    f->label = label;
+    f->hint = hint;
+    f->row_names = one_row;
+    f->col_names = cols;
+    f->rows = 1;
+    f->cols = ncols;
+    f->bits = bits;
+}
+
+static void list_presets(app_t *a) {
+    a->npresets = 0;
+    DIR *d = opendir(a->presets_dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) && a->npresets < 16) {
+        size_t n = strlen(e->d_name);
+        if (n > 5 && !strcmp(e->d_name + n - 5, ".json") && n - 5 < sizeof a->presets[0])
+            snprintf(a->presets[a->npresets++], sizeof a->presets[0], "%.*s", (int)(n - 5), e->d_name);
+    }
+    closedir(d);
+    // stable order for people and tests
+    qsort(a->presets, (size_t)a->npresets, sizeof a->presets[0], (int (*)(const void *, const void *))strcmp);
+}
+
+static void form_from_spec(app_t *a, const spec_t *s) {
+    form_field_t *f = a->form;
+    char b[64];
+    snprintf(f[F_NAME].value, sizeof f[F_NAME].value, "%s", s->name_auto || !s->name ? "" : s->name);
+    if (s->base_model) snprintf(f[F_MODEL].value, sizeof f[F_MODEL].value, "%s", s->base_model);
+    if (s->dataset.path) snprintf(f[F_DATA].value, sizeof f[F_DATA].value, "%s", s->dataset.path);
+    f[F_METHOD].choice = (int)s->method;
+    snprintf(f[F_R].value, sizeof f[F_R].value, "%d", s->lora.r);
+    snprintf(f[F_ALPHA].value, sizeof f[F_ALPHA].value, "%g", s->lora.alpha);
+    snprintf(f[F_DROPOUT].value, sizeof f[F_DROPOUT].value, "%g", s->lora.dropout);
+    f[F_RSLORA].checked = s->lora.rslora;
+    unsigned t = s->lora.targets;
+    uint64_t bits = 0;
+    if (t & SPEC_T_Q) bits |= 1;
+    if (t & SPEC_T_K) bits |= 2;
+    if (t & SPEC_T_V) bits |= 4;
+    if (t & SPEC_T_O) bits |= 8;
+    if (t & (SPEC_T_WI | SPEC_T_WI_0 | SPEC_T_WI_1)) bits |= 16;
+    if (t & SPEC_T_WO) bits |= 32;
+    if (t & SPEC_T_LM_HEAD) bits |= 64;
+    f[F_TARGETS].bits = bits;
+    f[F_STACKS].bits = s->lora.stacks ? s->lora.stacks : 3;
+    f[F_ATTN].bits = s->lora.attention ? s->lora.attention : 3;
+    if (s->lora.n_layers) {
+        int n = 0;
+        char *v = f[F_LAYERS].value;
+        v[0] = 0;
+        for (int i = 0; i < s->lora.n_layers && n < 200; i++)
+            n += snprintf(v + n, sizeof f[F_LAYERS].value - (size_t)n, "%s%d", i ? "," : "", s->lora.layers[i]);
+    } else {
+        snprintf(f[F_LAYERS].value, sizeof f[F_LAYERS].value, "all");
+    }
+    snprintf(b, sizeof b, "%g", s->train.lr);
+    snprintf(f[F_LR].value, sizeof f[F_LR].value, "%s", b);
+    snprintf(f[F_BATCH].value, sizeof f[F_BATCH].value, "%d", s->train.batch_size);
+    snprintf(f[F_STEPS].value, sizeof f[F_STEPS].value, "%d", s->train.max_steps);
+    snprintf(f[F_EPOCHS].value, sizeof f[F_EPOCHS].value, "%d", s->train.epochs);
+    snprintf(f[F_EVAL_LIMIT].value, sizeof f[F_EVAL_LIMIT].value, "%d", s->eval.limit);
+    snprintf(f[F_BEAMS].value, sizeof f[F_BEAMS].value, "%d", s->eval.beams);
+}
+
+static void form_setup(app_t *a) {
+    form_field_t *f = a->form;
+    list_presets(a);
+    for (int i = 0; i < a->npresets; i++) a->preset_names[i] = a->presets[i];
+    set_text(&f[F_PRESET], FIELD_CHOICE, "Preset", "", "Left/Right choose a preset, Enter or F5 loads it into the form");
+    f[F_PRESET].choices = a->preset_names;
+    f[F_PRESET].nchoices = a->npresets;
+    if (!a->npresets) f[F_PRESET].disabled = 1;
+    set_text(&f[F_NAME], FIELD_TEXT, "Name", "", "empty: made from the settings, e.g. lora-r8-qv");
+    set_text(&f[F_MODEL], FIELD_TEXT, "Base model", "experiments/models/t5-tiny", "a Hugging Face T5 folder (config.json, model.safetensors, tokenizer.json)");
+    set_text(&f[F_DATA], FIELD_TEXT, "Data set", "experiments/data/debsum", "a folder with train/validation/test files, or one file");
+    set_text(&f[F_METHOD], FIELD_CHOICE, "Method", "", "none: zero-shot; lora: adapters; full: every weight; partial: the top blocks");
+    f[F_METHOD].choices = methods;
+    f[F_METHOD].nchoices = 4;
+    f[F_METHOD].choice = 1;
+    set_text(&f[F_R], FIELD_NUMBER, "Rank r", "8", "the rank of A [r, in] and B [out, r]");
+    set_text(&f[F_ALPHA], FIELD_NUMBER, "Alpha", "16", "the update is scaled by alpha / r (alpha / sqrt(r) with rsLoRA)");
+    set_text(&f[F_DROPOUT], FIELD_NUMBER, "Dropout", "0.05", "dropout on the LoRA input only");
+    set_text(&f[F_RSLORA], FIELD_CHECK, "rsLoRA", "", "scale by alpha / sqrt(r): steadier at high ranks");
+    set_grid(&f[F_TARGETS], "Targets", target_cols, 7, 1 | 4, "modules that get adapters; wi means wi_0 and wi_1 on gated models");
+    set_grid(&f[F_STACKS], "Stacks", stack_cols, 2, 3, "encoder and/or decoder blocks");
+    set_grid(&f[F_ATTN], "Attention", attn_cols, 2, 3, "self- and/or cross-attention (q k v o only)");
+    set_text(&f[F_LAYERS], FIELD_TEXT, "Layers", "all", "all, or block numbers like 0,1,2");
+    set_text(&f[F_LR], FIELD_NUMBER, "Learning rate", "0.001", "AdamW peak learning rate");
+    set_text(&f[F_BATCH], FIELD_NUMBER, "Batch size", "8", "examples per step");
+    set_text(&f[F_STEPS], FIELD_NUMBER, "Max steps", "0", "0: train for the epochs below");
+    set_text(&f[F_EPOCHS], FIELD_NUMBER, "Epochs", "1", "passes over the training split");
+    set_text(&f[F_EVAL_LIMIT], FIELD_NUMBER, "Eval examples", "200", "validation examples scored with ROUGE (0: all)");
+    set_text(&f[F_BEAMS], FIELD_NUMBER, "Eval beams", "1", "1: greedy decoding");
+    set_text(&f[F_START], FIELD_BUTTON, "Start", "", "Enter starts the run in the background");
+    a->nform = F_N;
+    a->form_focus = F_NAME;
+    a->form_ready = 1;
+}
+
+static unsigned spec_targets_from_form(const form_field_t *f, int gated) {
+    unsigned t = 0, b = (unsigned)f[F_TARGETS].bits;
+    if (b & 1) t |= SPEC_T_Q;
+    if (b & 2) t |= SPEC_T_K;
+    if (b & 4) t |= SPEC_T_V;
+    if (b & 8) t |= SPEC_T_O;
+    if (b & 16) t |= gated ? SPEC_T_WI_0 | SPEC_T_WI_1 : SPEC_T_WI;
+    if (b & 32) t |= SPEC_T_WO;
+    if (b & 64) t |= SPEC_T_LM_HEAD;
+    return t;
+}
+
+// Recomputes the arithmetic lines from the form.
+static void form_info(app_t *a) {
+    form_field_t *f = a->form;
+    a->nform_info = 0;
+    app_model_shape_t sh;
+    lb_err_t err = {0};
+    if (app_model_shape_read(f[F_MODEL].value, &sh, &err)) {
+        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "%.150s", err.msg);
+        return;
+    }
+    int r = atoi(f[F_R].value);
+    int method = f[F_METHOD].choice;
+    int batch = atoi(f[F_BATCH].value);
+    if (batch < 1) batch = 1;
+    app_param_count_t c;
+    unsigned mask[LOC_N] = {0};
+    unsigned t = (unsigned)f[F_TARGETS].bits, st = (unsigned)f[F_STACKS].bits, at = (unsigned)f[F_ATTN].bits;
+    unsigned attn = t & 15, ffn = ((t & 16) ? MOD_WI : 0) | ((t & 32) ? MOD_WO : 0);
+    if ((st & 1) && (at & 1)) mask[LOC_ENC_SELF] = attn;
+    if ((st & 2) && (at & 1)) mask[LOC_DEC_SELF] = attn;
+    if ((st & 2) && (at & 2)) mask[LOC_DEC_CROSS] = attn;
+    if (st & 1) mask[LOC_ENC_FFN] = ffn;
+    if (st & 2) mask[LOC_DEC_FFN] = ffn;
+    app_lora_count(&sh, r > 0 ? r : 0, mask, (t & 64) != 0, &c);
+    char n1[32], n2[32], n3[32], n4[32], n5[32];
+    int64_t trainable = method == 1 ? c.trainable : method == 2 ? c.total : 0;
+    const char *what = method == 0 ? "zero-shot: nothing is trained"
+                     : method == 3 ? "partial: the top blocks (as the spec's partial section says)" : NULL;
+    if (what) snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "%s", what);
+    else
+        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "trainable %s of %s (%.3f%%) in %d module%s",
+                 fmt_int(n1, trainable), fmt_int(n2, c.total), 100.0 * (double)trainable / (double)c.total,
+                 method == 2 ? 0 : c.modules, c.modules == 1 ? "" : "s");
+    if (method == 1) {
+        app_lora_explain(&c, r, a->ascii, a->form_info[a->nform_info], sizeof a->form_info[0]);
+        a->nform_info++;
+    }
+    // fp32 everywhere: weights, and per trainable parameter a gradient and two AdamW moments
+    double adapter = method == 1 ? (double)c.trainable * 4 + 1024 : method == 2 ? (double)c.total * 4 : 0;
+    double weights = (double)c.total * 4, optim = (double)trainable * 12;
+    int S = 256, T = 48, L = sh.num_layers + sh.num_decoder_layers;
+    double act = (double)batch * (S + T) * L * (10.0 * sh.d_model + 2.0 * sh.d_ff) * 4;
+    snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "adapter on disk %s; memory about %s (weights %s, optimizer %s, activations %s)",
+             method == 0 ? "-" : fmt_bytes(n1, adapter), fmt_bytes(n2, weights + optim + act), fmt_bytes(n3, weights),
+             fmt_bytes(n4, optim), fmt_bytes(n5, act));
+    // about 6 flops per parameter and token for a full step, 4 when only adapters learn,
+    // at an assumed 20 GFLOP/s on two cores
+    double flops = (method == 2 ? 6.0 : method == 1 ? 4.0 : 2.0) * (double)c.total * batch * (S + T) * 0.5;
+    snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "step time about %.1f s at batch %d (a rough estimate)",
+             flops / 20e9, batch);
+}
+
+// Builds a spec from the form; 0 or -1 with the first problem in err.
+static int form_to_spec(app_t *a, spec_t *s, lb_err_t *err) {
+    form_field_t *f = a->form;
+    spec_init_defaults(s);
+    app_model_shape_t sh = {0};
+    lb_err_t ignore = {0};
+    app_model_shape_read(f[F_MODEL].value, &sh, &ignore);
+    char v[600];
+    char targets[160] = "[";
+    unsigned t = spec_targets_from_form(f, sh.gated);
+    for (int i = 0; i < SPEC_N_TARGETS; i++)
+        if (t & (1u << i))
+            snprintf(targets + strlen(targets), sizeof targets - strlen(targets), "%s\"%s\"", targets[1] ? "," : "",
+                     spec_target_name(i));
+    strcat(targets, "]");
+    char stacks[64], attn[64];
+    snprintf(stacks, sizeof stacks, "[%s%s%s]", (f[F_STACKS].bits & 1) ? "\"encoder\"" : "",
+             (f[F_STACKS].bits & 3) == 3 ? "," : "", (f[F_STACKS].bits & 2) ? "\"decoder\"" : "");
+    snprintf(attn, sizeof attn, "[%s%s%s]", (f[F_ATTN].bits & 1) ? "\"self\"" : "", (f[F_ATTN].bits & 3) == 3 ? "," : "",
+             (f[F_ATTN].bits & 2) ? "\"cross\"" : "");
+    struct { const char *path; const char *val; int quote; } sets[] = {
+        {"base_model", f[F_MODEL].value, 1},
+        {"dataset.path", f[F_DATA].value, 1},
+        {"method", methods[f[F_METHOD].choice], 1},
+        {"lora.r", f[F_R].value, 0},
+        {"lora.alpha", f[F_ALPHA].value, 0},
+        {"lora.dropout", f[F_DROPOUT].value, 0},
+        {"lora.rslora", f[F_RSLORA].checked ? "true" : "false", 0},
+        {"lora.targets", targets, 0},
+        {"lora.stacks", stacks, 0},
+        {"lora.attention", attn, 0},
+        {"lora.layers", f[F_LAYERS].value, 2},
+        {"train.lr", f[F_LR].value, 0},
+        {"train.batch_size", f[F_BATCH].value, 0},
+        {"train.max_steps", f[F_STEPS].value, 0},
+        {"train.epochs", f[F_EPOCHS].value, 0},
+        {"eval.limit", f[F_EVAL_LIMIT].value, 0},
+        {"eval.beams", f[F_BEAMS].value, 0},
+        {"name", f[F_NAME].value, 1},
+    };
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+        if (!strcmp(sets[i].path, "name") && !sets[i].val[0]) continue;
+        if (f[F_METHOD].choice != 1 && !strncmp(sets[i].path, "lora.", 5)) continue;
+        if (sets[i].quote == 2) {
+            if (!strcmp(sets[i].val, "all") || !sets[i].val[0]) snprintf(v, sizeof v, "\"all\"");
+            else snprintf(v, sizeof v, "[%s]", sets[i].val);
+        } else if (sets[i].quote) {
+            // a JSON string: escape quotes and backslashes
+            size_t k = 0;
+            v[k++] = '"';
+            for (const char *p = sets[i].val; *p && k < sizeof v - 3; p++) {
+                if (*p == '"' || *p == '\\') v[k++] = '\\';
+                v[k++] = *p;
+            }
+            v[k++] = '"';
+            v[k] = 0;
+        } else {
+            snprintf(v, sizeof v, "%s", sets[i].val[0] ? sets[i].val : "null");
+        }
+        if (spec_set(s, sets[i].path, v, err)) {
+            spec_free(s);
+            return -1;
+        }
+    }
+    return spec_check(s, err) ? (spec_free(s), -1) : 0;
+}
+
+static void start_run(app_t *a) {
+    spec_t s;
+    lb_err_t err = {0};
+    if (form_to_spec(a, &s, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return;
+    }
+    char *json = spec_to_json(&s, 1);
+    spec_free(&s);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/runs/ui-spec-XXXXXX.json", a->workspace);
+    int fd = mkstemps(path, 5);
+    if (fd < 0) {
+        app_msg(a, ST_ERROR, "cannot write a spec file under %s/runs; check that the folder is writable", a->workspace);
+        free(json);
+        return;
+    }
+    close(fd);
+    if (lb_write_file_atomic(path, json, strlen(json), &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        free(json);
+        return;
+    }
+    free(json);
+    const char *args[] = {"train", path, "--detach", NULL};
+    if (app_spawn(a, args, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return;
+    }
+    app_pop(a);
+    app_msg(a, ST_GOOD, "starting the run (spec %s); it appears in the list in a moment", path);
+}
+
+static void load_preset(app_t *a) {
+    form_field_t *f = &a->form[F_PRESET];
+    if (!a->npresets) return;
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s.json", a->presets_dir, a->presets[f->choice]);
+    spec_t s;
+    lb_err_t err = {0};
+    if (spec_load_file(path, &s, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return;
+    }
+    form_from_spec(a, &s);
+    int grid = s.grid_json != NULL;
+    spec_free(&s);
+    form_info(a);
+    app_msg(a, ST_GOOD, "loaded preset %s%s", a->presets[f->choice], grid ? " (its grid runs from the Sweep screen)" : "");
+}
+
+static void draw(app_t *a, grid_t *g, int y, int h) {
+    if (!a->form_ready) {
+        form_setup(a);
+        form_info(a);
+    }
+    int fw = g->w >= 120 ? g->w / 2 : g->w - 2;
+    int labelw = 16;
+    // fields scroll so that the focused one stays visible
+    int infoh = a->nform_info + 2;
+    int avail = h - infoh - 1;
+    int top = 0, need = 0;
+    for (int i = 0; i <= a->form_focus; i++) need += field_height(&a->form[i]);
+    while (need > avail && top < a->form_focus) need -= field_height(&a->form[top++]);
+    int yy = y;
+    for (int i = top; i < a->nform && yy < y + avail; i++) {
+        form_field_t *f = &a->form[i];
+        int lora_only = i >= F_R && i <= F_LAYERS;
+        f->disabled = (lora_only && a->form[F_METHOD].choice != 1) || (i == F_PRESET && !a->npresets);
+        if (yy + field_height(f) > y + avail) break;
+        field_draw(g, 1, yy, labelw, fw, f, i == a->form_focus);
+        yy += field_height(f);
+    }
+    const form_field_t *cur = &a->form[a->form_focus];
+    if (cur->hint) grid_text_trunc(g, 1, y + avail, g->w - 2, cur->hint, ST_DIM);
+    int iy = y + h - infoh + 1;
+    grid_hline(g, 0, iy - 1, g->w, ST_DIM);
+    for (int i = 0; i < a->nform_info; i++)
+        grid_text_trunc(g, 1, iy + i, g->w - 2, a->form_info[i], i == 0 ? ST_BOLD : ST_NORMAL);
+}
+
+static int key(app_t *a, int k) {
+    if (!a->form_ready) {
+        form_setup(a);
+        form_info(a);
+    }
+    form_field_t *f = &a->form[a->form_focus];
+    if (f->kind == FIELD_CHECKGRID && (k == TK_UP || k == TK_DOWN)) return 0;
+    if ((f->kind == FIELD_TEXT || f->kind == FIELD_NUMBER) && (k == TK_LEFT || k == TK_RIGHT)) return 1;
+    int r = field_key(f, k);
+    if (r == 2) form_info(a);
+    return r != 0;
+}
+
+static int action(app_t *a, int act, int k) {
+    (void)k;
+    switch (act) {
+    case A_NEXT:
+    case A_PREV: {
+        int d = act == A_NEXT ? 1 : -1, i = a->form_focus;
+        for (int tries = 0; tries < a->nform; tries++) {
+            i = (i + d + a->nform) % a->nform;
+            if (!a->form[i].disabled) break;
+        }
+        a->form_focus = i;
+        return 1;
+    }
+    case A_START:
+        if (a->form_focus == F_PRESET) load_preset(a);
+        else start_run(a);
+        return 1;
+    case A_PRESET:
+        load_preset(a);
+        return 1;
+    case ACT_EXPORT: {
+        spec_t s;
+        lb_err_t err = {0};
+        if (form_to_spec(a, &s, &err)) {
+            app_msg(a, ST_ERROR, "%s", err.msg);
+            return 1;
+        }
+        char *json = spec_to_json(&s, 1), path[4400];
+        spec_free(&s);
+        if (app_export(a, "spec", "json", json, path, sizeof path, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
+        else app_msg(a, ST_GOOD, "exported the spec to %s", path);
+        free(json);
+        return 1;
+    }
+    }
+    return 0;
+}
+
+const screen_t screen_new = {"New run", keys, sizeof keys / sizeof keys[0], draw, action, key};
