@@ -333,6 +333,77 @@ static int targets_are_plain_leaves(const lora_config_t *c) {
 
 static int cmp_str(const void *x, const void *y) { return strcmp(*(char *const *)x, *(char *const *)y); }
 
+typedef struct {
+    char *s;
+    size_t n, cap;
+} out_t;
+
+static void out_put(out_t *o, const char *s) {
+    size_t l = strlen(s);
+    if (o->n + l + 1 > o->cap) {
+        while (o->n + l + 1 > o->cap) o->cap = o->cap ? 2 * o->cap : 1024;
+        o->s = xrealloc(o->s, o->cap);
+    }
+    memcpy(o->s + o->n, s, l + 1);
+    o->n += l;
+}
+
+static int cmp_item(const void *x, const void *y) {
+    return strcmp((*(cJSON *const *)x)->string, (*(cJSON *const *)y)->string);
+}
+
+// Writes j as Python's json.dumps(obj, indent=2, sort_keys=True) does, which is how PEFT
+// saves adapter_config.json. Numbers listed in float_keys print as Python floats (0.0).
+static void dump_py(out_t *o, const cJSON *j, int depth, int as_float) {
+    char buf[64];
+    if (cJSON_IsNull(j)) out_put(o, "null");
+    else if (cJSON_IsTrue(j)) out_put(o, "true");
+    else if (cJSON_IsFalse(j)) out_put(o, "false");
+    else if (cJSON_IsNumber(j)) {
+        double v = j->valuedouble;
+        if (!as_float && v == floor(v) && fabs(v) < 1e15) snprintf(buf, sizeof buf, "%.0f", v);
+        else {
+            for (int p = 1; p <= 17; p++) {  // the shortest text that reads back the same, as repr()
+                snprintf(buf, sizeof buf, "%.*g", p, v);
+                if (strtod(buf, NULL) == v) break;
+            }
+            if (!strpbrk(buf, ".eEn")) strcat(buf, ".0");
+        }
+        out_put(o, buf);
+    } else if (cJSON_IsString(j)) {
+        char *t = cJSON_PrintUnformatted(j);
+        out_put(o, t);
+        cJSON_free(t);
+    } else {
+        int obj = cJSON_IsObject(j), n = cJSON_GetArraySize(j);
+        if (n == 0) {
+            out_put(o, obj ? "{}" : "[]");
+            return;
+        }
+        cJSON **items = xmalloc(sizeof(cJSON *) * (size_t)n);
+        int k = 0;
+        for (cJSON *it = j->child; it; it = it->next) items[k++] = it;
+        if (obj) qsort(items, (size_t)n, sizeof *items, cmp_item);
+        out_put(o, obj ? "{\n" : "[\n");
+        for (int i = 0; i < n; i++) {
+            for (int d = 0; d < 2 * (depth + 1); d++) out_put(o, " ");
+            if (obj) {
+                cJSON *key = cJSON_CreateString(items[i]->string);
+                char *t = cJSON_PrintUnformatted(key);
+                out_put(o, t);
+                out_put(o, ": ");
+                cJSON_free(t);
+                cJSON_Delete(key);
+            }
+            dump_py(o, items[i], depth + 1, obj && !strcmp(items[i]->string, "lora_dropout"));
+            out_put(o, i + 1 < n ? ",\n" : "\n");
+        }
+        for (int d = 0; d < 2 * depth; d++) out_put(o, " ");
+        out_put(o, obj ? "}" : "]");
+        free(items);
+    }
+}
+
 int lora_save(const lora_adapter_t *a, const char *dir, lb_err_t *err) {
     const lora_config_t *c = &a->cfg;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
@@ -381,12 +452,14 @@ int lora_save(const lora_adapter_t *a, const char *dir, lb_err_t *err) {
     cJSON_AddFalseToObject(j, "use_dora");
     cJSON_AddFalseToObject(j, "use_qalora");
     cJSON_AddBoolToObject(j, "use_rslora", c->rslora);
-    char *text = cJSON_Print(j);
+    out_t text = {0};
+    dump_py(&text, j, 0, 0);
+    out_put(&text, "\n");
     cJSON_Delete(j);
     char path[4096];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    int rc = lb_write_file_atomic(path, text, strlen(text), err);
-    cJSON_free(text);
+    int rc = lb_write_file_atomic(path, text.s, text.n, err);
+    free(text.s);
     if (rc) return -1;
     st_out_t *ts = xcalloc((size_t)a->n * 2, sizeof(st_out_t));
     char (*tn)[160] = xcalloc((size_t)a->n * 2, 160);

@@ -1,0 +1,691 @@
+#include "runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "data.h"
+#include "evaluate.h"
+#include "lora.h"
+#include "lora_t5.h"
+#include "optim.h"
+#include "safetensors.h"
+#include "sha256.h"
+#include "spancorrupt.h"
+#include "t5.h"
+#include "t5_init.h"
+#include "t5_save.h"
+#include "tokenizer.h"
+
+extern char **environ;
+
+// Everything one run holds while it executes.
+typedef struct {
+    spec_t spec;
+    char *run_dir;
+    t5_model_t model;
+    int model_loaded;
+    tokenizer_t *tok;
+    data_set_t ds;
+    int ds_loaded;
+    data_tokenized_t train;
+    int train_loaded;
+    lora_adapter_t lora;
+    int has_lora;
+    float *lora_grads;
+    float *params, *grads;       // the block the optimizer walks (adapter or model)
+    size_t n_train;
+    adamw_t opt;
+    int opt_ready;
+    optim_range_t *ranges;
+    int n_ranges;
+    t5_acts_t *acts;
+    int max_s, max_t;
+    long total_steps, steps_per_epoch, batches_per_epoch;
+    // position: the next optimizer step and where in the data it starts
+    long step;
+    int epoch, batch;
+    long tokens_seen;
+    double last_loss;
+    int span;                    // objective span_corruption (pretraining)
+    int sentinels[100];
+    int n_sentinels;
+} session_t;
+
+static int encode_cb(void *ctx, const char *text, int **ids, int *n, lb_err_t *err) {
+    return tokenizer_encode(ctx, text, 1, ids, n, err);
+}
+
+// Without the template's </s>: span corruption appends it after corrupting.
+static int encode_plain_cb(void *ctx, const char *text, int **ids, int *n, lb_err_t *err) {
+    return tokenizer_encode(ctx, text, 0, ids, n, err);
+}
+
+static void session_free(session_t *s) {
+    if (s->acts) t5_acts_free(s->acts);
+    if (s->opt_ready) adamw_free(&s->opt);
+    free(s->ranges);
+    if (s->has_lora) lora_free(&s->lora);
+    free(s->lora_grads);
+    if (s->train_loaded) data_tokenized_free(&s->train);
+    if (s->ds_loaded) data_set_free(&s->ds);
+    if (s->tok) tokenizer_free(s->tok);
+    if (s->model_loaded) t5_free(&s->model);
+    spec_free(&s->spec);
+    free(s->run_dir);
+    memset(s, 0, sizeof *s);
+}
+
+int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t *id, lb_err_t *err) {
+    if (spec_check(spec, err)) return -1;
+    char *json = spec_to_json(spec, 0);
+    char targets[128] = "";
+    if (spec->method == SPEC_METHOD_LORA) spec_targets_string(spec->lora.targets, targets, sizeof targets);
+    store_run_new_t r = {
+        .name = spec->name,
+        .spec = json,
+        .method = spec_method_name(spec->method),
+        .base_model = spec->base_model,
+        .dataset = spec->dataset.path,
+        .r = spec->method == SPEC_METHOD_LORA ? spec->lora.r : -1,
+        .alpha = spec->method == SPEC_METHOD_LORA ? spec->lora.alpha : NAN,
+        .targets = spec->method == SPEC_METHOD_LORA ? targets : NULL,
+        .total_steps = spec->train.max_steps > 0 ? spec->train.max_steps : -1,
+        .sweep_id = sweep_id,
+    };
+    int rc = store_run_create(st, &r, id, err);
+    free(json);
+    return rc;
+}
+
+// ---- setting a run up ------------------------------------------------------------------
+
+static int pred_partial(const char *name, void *ctx) {
+    const session_t *s = ctx;
+    const spec_t *sp = &s->spec;
+    int enc = !strncmp(name, "encoder.", 8), dec = !strncmp(name, "decoder.", 8);
+    if (!enc && !dec) return 0;  // shared embedding and head stay frozen
+    if (enc && sp->partial.stack == SPEC_PART_DECODER) return 0;
+    if (dec && sp->partial.stack == SPEC_PART_ENCODER) return 0;
+    int n_blocks = enc ? s->model.cfg.num_layers : s->model.cfg.num_decoder_layers;
+    const char *b = strstr(name, ".block.");
+    int is_norm = strstr(name, "layer_norm") != NULL;
+    if (!b) return is_norm;  // the stack's final_layer_norm belongs to its top
+    int idx = atoi(b + 7);
+    if (sp->partial.top_blocks > 0 && idx < n_blocks - sp->partial.top_blocks) return 0;
+    if (sp->partial.norms_only) return is_norm;
+    return 1;
+}
+
+static void lora_config_from_spec(const spec_t *sp, lora_config_t *c) {
+    lora_config_default(c);
+    c->r = sp->lora.r;
+    c->alpha = sp->lora.alpha;
+    c->dropout = sp->lora.dropout;
+    c->rslora = sp->lora.rslora;
+    c->init = sp->lora.init == SPEC_INIT_GAUSSIAN ? LORA_INIT_GAUSSIAN
+              : sp->lora.init == SPEC_INIT_PISSA  ? LORA_INIT_PISSA
+                                                  : LORA_INIT_KAIMING;
+    c->n_targets = 0;
+    for (int i = 0; i < SPEC_N_TARGETS; i++)
+        if (sp->lora.targets & (1u << i)) snprintf(c->targets[c->n_targets++], sizeof c->targets[0], "%s", spec_target_name(i));
+    c->stacks = (int)sp->lora.stacks == (SPEC_STACK_ENCODER | SPEC_STACK_DECODER) ? 0 : (int)sp->lora.stacks;
+    c->attention = (int)sp->lora.attention == (SPEC_ATTN_SELF | SPEC_ATTN_CROSS) ? 0 : (int)sp->lora.attention;
+    c->n_layers = sp->lora.n_layers < LORA_MAX_LAYERS ? sp->lora.n_layers : LORA_MAX_LAYERS;
+    for (int i = 0; i < c->n_layers; i++) c->layers[i] = sp->lora.layers[i];
+    c->n_rank_pattern = sp->lora.n_rank_pattern;
+    for (int i = 0; i < c->n_rank_pattern && i < LORA_MAX_PATTERNS; i++) {
+        snprintf(c->rank_pattern[i].key, sizeof c->rank_pattern[i].key, "%s", sp->lora.rank_pattern[i].key);
+        c->rank_pattern[i].value = sp->lora.rank_pattern[i].value;
+    }
+    c->n_alpha_pattern = sp->lora.n_alpha_pattern;
+    for (int i = 0; i < c->n_alpha_pattern && i < LORA_MAX_PATTERNS; i++) {
+        snprintf(c->alpha_pattern[i].key, sizeof c->alpha_pattern[i].key, "%s", sp->lora.alpha_pattern[i].key);
+        c->alpha_pattern[i].value = sp->lora.alpha_pattern[i].value;
+    }
+    snprintf(c->base_model, sizeof c->base_model, "%s", sp->base_model ? sp->base_model : "");
+}
+
+// Loads the model, tokenizer and data and makes the chosen parameters trainable.
+static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int64_t id, lb_err_t *err) {
+    spec_t *sp = &s->spec;
+    lb_set_threads(sp->threads);
+    char path[4096];
+    int fresh = 0;
+    s->span = sp->train.objective == SPEC_OBJ_SPAN_CORRUPTION;
+    if (s->span ? t5_load_or_init(&s->model, sp->base_model, (uint64_t)sp->train.seed, &fresh, err)
+                : t5_load(&s->model, sp->base_model, err))
+        return -1;
+    s->model_loaded = 1;
+    snprintf(path, sizeof path, "%s/tokenizer.json", sp->base_model);
+    s->tok = tokenizer_load(path, err);
+    if (!s->tok) return -1;
+    data_options_t dopt = {
+        .source_field = sp->dataset.source,
+        .target_field = sp->dataset.target,
+        .prefix = sp->dataset.prefix && sp->dataset.prefix[0] ? sp->dataset.prefix : NULL,
+        .template_text = sp->dataset.template_text && sp->dataset.template_text[0] ? sp->dataset.template_text : NULL,
+        .seed = (uint64_t)sp->train.seed,
+    };
+    struct stat sb;
+    if (stat(sp->dataset.path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        double r = sp->dataset.split_ratio > 0 && sp->dataset.split_ratio < 1 ? sp->dataset.split_ratio : 0.9;
+        dopt.split_ratio[0] = r;
+        dopt.split_ratio[1] = (1 - r) / 2;
+        dopt.split_ratio[2] = 1 - r - dopt.split_ratio[1];
+    }
+    if (data_set_load(sp->dataset.path, &dopt, &s->ds, err)) return -1;
+    s->ds_loaded = 1;
+    int eos = tokenizer_eos_id(s->tok);
+    if (sp->method != SPEC_METHOD_NONE) {
+        const data_split_t *tr = data_set_split(&s->ds, "train", err);
+        if (!tr) return -1;
+        data_split_t limited = *tr;
+        if (sp->dataset.limit > 0 && sp->dataset.limit < limited.n) limited.n = sp->dataset.limit;
+        if (s->span) {
+            for (int k = 0; k < 100; k++) {
+                char piece[32];
+                snprintf(piece, sizeof piece, "<extra_id_%d>", k);
+                int id_k = tokenizer_piece_to_id(s->tok, piece);
+                if (id_k < 0) break;
+                s->sentinels[s->n_sentinels++] = id_k;
+            }
+            if (s->n_sentinels == 0)
+                return lb_err_set(err, LB_EARG, "train.objective span_corruption needs <extra_id_N> sentinel tokens, which %s/tokenizer.json lacks",
+                                  sp->base_model);
+        }
+        int max_src = sp->dataset.max_source_tokens - (s->span ? 1 : 0);
+        if (data_tokenize_split(&limited, s->span ? encode_plain_cb : encode_cb, s->tok, max_src,
+                                sp->dataset.max_target_tokens, s->span ? -1 : eos, &s->train, err))
+            return -1;
+        s->train_loaded = 1;
+        for (int i = 0; i < s->train.n; i++) {
+            if (s->train.ex[i].n_src > s->max_s) s->max_s = s->train.ex[i].n_src;
+            if (s->train.ex[i].n_tgt > s->max_t) s->max_t = s->train.ex[i].n_tgt;
+        }
+        if (s->span) {  // corrupted input: at most the text + </s>; target: 2 tokens per noise token + </s>
+            s->max_s += 1;
+            s->max_t = 2 * (int)(0.15 * s->max_s + 1) + 2;
+        }
+        int B = sp->train.batch_size;
+        s->batches_per_epoch = (s->train.n + B - 1) / B;
+        s->steps_per_epoch = (s->batches_per_epoch + sp->train.grad_accum - 1) / sp->train.grad_accum;
+        s->total_steps = sp->train.max_steps > 0 ? sp->train.max_steps : (long)sp->train.epochs * s->steps_per_epoch;
+        if (s->total_steps < 1) s->total_steps = 1;
+    }
+    // Trainable parameters.
+    lora_shape_t shape;
+    lora_shape_from_t5(&s->model.cfg, &shape);
+    size_t base_params = t5_count_params(&s->model), trainable = 0;
+    if (sp->method == SPEC_METHOD_LORA) {
+        lora_config_t lc;
+        lora_config_from_spec(sp, &lc);
+        if (lora_create(&s->lora, &lc, &shape, err)) return -1;
+        s->has_lora = 1;
+        t5_set_trainable(&s->model, NULL, NULL);
+        if (lora_init(&s->lora, (uint64_t)sp->train.seed, lora_t5_weight, &s->model, err)) return -1;
+        s->lora_grads = xcalloc(s->lora.n_params, sizeof(float));
+        if (lora_attach(&s->lora, &s->model, s->lora_grads, err)) return -1;
+        s->params = s->lora.params;
+        s->grads = s->lora_grads;
+        s->n_train = s->lora.n_params;
+        if (sp->train.loraplus_ratio != 1.0) {  // LoRA+: B learns faster than A
+            s->ranges = xcalloc((size_t)s->lora.n, sizeof(optim_range_t));
+            for (int i = 0; i < s->lora.n; i++) {
+                const lora_module_t *m = &s->lora.m[i];
+                s->ranges[i] = (optim_range_t){(size_t)(m->B - s->lora.params), (size_t)m->out * (size_t)m->r,
+                                               (float)sp->train.loraplus_ratio, 1.0f};
+            }
+            s->n_ranges = s->lora.n;
+        }
+        trainable = s->lora.n_params;
+        base_params += trainable;  // PEFT counts the adapter in "all params"
+    } else if (sp->method == SPEC_METHOD_FULL || sp->method == SPEC_METHOD_PARTIAL) {
+        if (sp->method == SPEC_METHOD_FULL) t5_set_trainable(&s->model, t5_pred_all, NULL);
+        else t5_set_trainable(&s->model, pred_partial, s);
+        if (s->model.n_train == 0)
+            return lb_err_set(err, LB_EARG, "partial: the chosen blocks hold no parameter; raise partial.top_blocks or change partial.stack");
+        s->params = s->model.block;
+        s->grads = s->model.block + s->model.n_train;
+        s->n_train = s->model.n_train;
+        trainable = s->n_train;
+    } else {
+        t5_set_trainable(&s->model, NULL, NULL);
+    }
+    if (s->n_train) {
+        adamw_init(&s->opt, s->n_train, 0.9f, 0.999f, 1e-8f, (float)sp->train.weight_decay);
+        s->opt_ready = 1;
+        s->acts = t5_acts_new(&s->model, sp->train.batch_size, s->max_s, s->max_t);
+    }
+    store_run_summary_t sum = store_run_summary_unset();
+    sum.trainable_params = (int64_t)trainable;
+    sum.total_params = (int64_t)base_params;
+    sum.total_steps = sp->method == SPEC_METHOD_NONE ? 0 : s->total_steps;
+    if (store_run_update_summary(st, id, &sum, err)) return -1;
+    (void)o;
+    return 0;
+}
+
+// ---- checkpoints -----------------------------------------------------------------------
+
+static int checkpoint_write(session_t *s, lb_err_t *err) {
+    char path[4096], meta[512];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", s->run_dir);
+    snprintf(meta, sizeof meta,
+             "{\"step\":\"%ld\",\"epoch\":\"%d\",\"batch\":\"%d\",\"adam_t\":\"%ld\",\"tokens\":\"%ld\",\"loss\":\"%.9g\"}",
+             s->step, s->epoch, s->batch, s->opt.t, s->tokens_seen, s->last_loss);
+    st_out_t ts[3] = {{"params", s->params, 1, {(int64_t)s->n_train}},
+                      {"adam_m", s->opt.m, 1, {(int64_t)s->n_train}},
+                      {"adam_v", s->opt.v, 1, {(int64_t)s->n_train}}};
+    return st_write(path, ts, 3, meta, err);
+}
+
+static long meta_long(const char *json, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    const char *p = json ? strstr(json, pat) : NULL;
+    return p ? strtol(p + strlen(pat), NULL, 10) : 0;
+}
+
+// Restores a checkpoint when the run has one; *resumed = 1 then.
+static int checkpoint_read(session_t *s, int *resumed, lb_err_t *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", s->run_dir);
+    *resumed = 0;
+    if (access(path, F_OK) != 0) return 0;
+    st_file_t f;
+    if (st_open(&f, path, err)) return -1;
+    int64_t n = (int64_t)s->n_train;
+    int rc = st_load_f32(&f, "params", 1, &n, s->params, err);
+    if (!rc) rc = st_load_f32(&f, "adam_m", 1, &n, s->opt.m, err);
+    if (!rc) rc = st_load_f32(&f, "adam_v", 1, &n, s->opt.v, err);
+    if (!rc) {
+        s->step = meta_long(f.metadata_json, "step");
+        s->epoch = (int)meta_long(f.metadata_json, "epoch");
+        s->batch = (int)meta_long(f.metadata_json, "batch");
+        s->opt.t = meta_long(f.metadata_json, "adam_t");
+        s->tokens_seen = meta_long(f.metadata_json, "tokens");
+        const char *lp = f.metadata_json ? strstr(f.metadata_json, "\"loss\":\"") : NULL;
+        s->last_loss = lp ? strtod(lp + 8, NULL) : NAN;
+        *resumed = 1;
+    }
+    st_close(&f);
+    return rc;
+}
+
+// ---- saving results --------------------------------------------------------------------
+
+static int record_artifact(store_t *st, int64_t id, const char *kind, const char *path, long step, lb_err_t *err) {
+    char hex[65];
+    size_t bytes;
+    if (sha256_file(path, hex, &bytes, err)) return -1;
+    return store_artifact_add(st, id, kind, path, (int64_t)bytes, hex, step, err);
+}
+
+static int save_result(session_t *s, store_t *st, int64_t id, lb_err_t *err) {
+    char dir[4096], path[4200];
+    if (s->has_lora) {
+        snprintf(dir, sizeof dir, "%s/adapter", s->run_dir);
+        if (lora_save(&s->lora, dir, err)) return -1;
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+        if (record_artifact(st, id, "adapter", path, s->step, err)) return -1;
+        snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+        return record_artifact(st, id, "adapter_config", path, s->step, err);
+    }
+    if (s->n_train) {
+        snprintf(dir, sizeof dir, "%s/model", s->run_dir);
+        if (t5_save(&s->model, s->spec.base_model, dir, err)) return -1;
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        return record_artifact(st, id, "model", path, s->step, err);
+    }
+    return 0;
+}
+
+// ---- evaluation ------------------------------------------------------------------------
+
+static int run_eval(session_t *s, store_t *st, int64_t id, const runner_opts_t *o, lb_err_t *err) {
+    const spec_t *sp = &s->spec;
+    const data_split_t *split = data_set_split(&s->ds, spec_split_name(sp->eval.split), err);
+    if (!split) return -1;
+    eval_opts_t eo = {
+        .limit = sp->eval.limit,
+        .beams = sp->eval.beams,
+        .max_new_tokens = sp->eval.max_new_tokens,
+        .length_penalty = sp->eval.length_penalty,
+        .no_repeat_ngram_size = sp->eval.no_repeat_ngram_size,
+        .stem = sp->eval.stemmer,
+        .max_source_tokens = sp->dataset.max_source_tokens,
+        .batch_size = sp->train.batch_size > 0 ? sp->train.batch_size : 8,
+        .seed = (uint64_t)sp->train.seed,
+    };
+    eval_result_t res;
+    double t0 = lb_now();
+    if (evaluate_split(&s->model, s->tok, split, &eo, &res, err)) return -1;
+    store_eval_t ev = {0};
+    ev.run_id = id;
+    ev.step = s->step;
+    snprintf(ev.split, sizeof ev.split, "%s", split->name);
+    ev.n = res.n;
+    ev.seconds = lb_now() - t0;
+    ev.rouge1 = res.agg.r1.f.mean, ev.rouge1_low = res.agg.r1.f.low, ev.rouge1_high = res.agg.r1.f.high;
+    ev.rouge2 = res.agg.r2.f.mean, ev.rouge2_low = res.agg.r2.f.low, ev.rouge2_high = res.agg.r2.f.high;
+    ev.rougeL = res.agg.rl.f.mean, ev.rougeL_low = res.agg.rl.f.low, ev.rougeL_high = res.agg.rl.f.high;
+    ev.rougeLsum = res.agg.rlsum.f.mean, ev.rougeLsum_low = res.agg.rlsum.f.low, ev.rougeLsum_high = res.agg.rlsum.f.high;
+    ev.beams = sp->eval.beams;
+    ev.max_new_tokens = sp->eval.max_new_tokens;
+    ev.length_penalty = sp->eval.length_penalty;
+    store_sample_t *samples = xcalloc((size_t)res.n + 1, sizeof(store_sample_t));
+    for (int i = 0; i < res.n; i++) {
+        samples[i] = (store_sample_t){i, split->ex[i].source, split->ex[i].refs[0], res.predictions[i],
+                                      res.per[i].r1.f, res.per[i].r2.f, res.per[i].rl.f};
+    }
+    int rc = store_eval_insert(st, &ev, samples, (size_t)res.n, NULL, err);
+    free(samples);
+    evaluate_result_free(&res);
+    if (o->progress) {
+        runner_progress_t p = {.run_id = id, .step = s->step, .total_steps = s->total_steps, .phase = "eval",
+                               .eval_done = ev.n, .eval_total = ev.n};
+        o->progress(o->ctx, &p);
+    }
+    return rc;
+}
+
+// ---- training --------------------------------------------------------------------------
+
+typedef struct {
+    store_metric_t rows[64];
+    int n;
+    double last_flush;
+} metric_buf_t;
+
+static int flush_metrics(metric_buf_t *mb, store_t *st, int64_t id, lb_err_t *err) {
+    if (mb->n == 0) return 0;
+    int rc = store_metrics_insert_batch(st, id, mb->rows, (size_t)mb->n, err);
+    mb->n = 0;
+    mb->last_flush = lb_now();
+    return rc;
+}
+
+// A span-corrupted batch of the examples idx[0..n): inputs and labels drawn afresh for
+// every step from (seed, micro-step, example), so a resumed run sees the same batches.
+static int span_batch_make(const session_t *s, const int *idx, int n, uint64_t micro_step, data_batch_t *b,
+                           lb_err_t *err) {
+    span_corrupt_t sc = {0.15, 3.0, s->sentinels, s->n_sentinels, s->model.cfg.eos_token_id};
+    int **in = xcalloc((size_t)n, sizeof(int *)), **tg = xcalloc((size_t)n, sizeof(int *));
+    int *ni = xcalloc((size_t)n, sizeof(int)), *nt = xcalloc((size_t)n, sizeof(int));
+    int S = 1, T = 1, rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        const data_tokens_t *e = &s->train.ex[idx[i]];
+        uint64_t rng = data_seed_mix((uint64_t)s->spec.train.seed ^ (micro_step * 0x9e3779b97f4a7c15ull), (uint64_t)idx[i]);
+        if (e->n_src < 2) {  // too short to corrupt: learn to copy it
+            in[i] = xmalloc(sizeof(int) * 2);
+            tg[i] = xmalloc(sizeof(int) * 2);
+            in[i][0] = e->n_src ? e->src[0] : sc.eos_id;
+            in[i][1] = sc.eos_id;
+            tg[i][0] = in[i][0];
+            tg[i][1] = sc.eos_id;
+            ni[i] = nt[i] = 2;
+        } else {
+            rc = span_corrupt(&sc, e->src, e->n_src, &rng, &in[i], &ni[i], &tg[i], &nt[i], err);
+        }
+        if (ni[i] > S) S = ni[i];
+        if (nt[i] > T) T = nt[i];
+    }
+    if (!rc) {
+        memset(b, 0, sizeof *b);
+        b->B = n, b->S = S, b->T = T;
+        b->input_ids = xcalloc((size_t)n * S, sizeof(int));
+        b->attention_mask = xcalloc((size_t)n * S, sizeof(int));
+        b->labels = xmalloc(sizeof(int) * (size_t)n * T);
+        b->decoder_input_ids = xcalloc((size_t)n * T, sizeof(int));
+        b->index = xmalloc(sizeof(int) * (size_t)n);
+        for (int i = 0; i < n; i++) {
+            b->index[i] = idx[i];
+            for (int k = 0; k < S; k++) {
+                b->input_ids[i * S + k] = k < ni[i] ? in[i][k] : s->model.cfg.pad_token_id;
+                b->attention_mask[i * S + k] = k < ni[i];
+            }
+            for (int k = 0; k < T; k++) b->labels[i * T + k] = k < nt[i] ? tg[i][k] : -100;
+        }
+    }
+    for (int i = 0; i < n; i++) free(in[i]), free(tg[i]);
+    free(in), free(tg), free(ni), free(nt);
+    return rc;
+}
+
+// Trains from the session's position to total_steps, or until asked to stop.
+// Returns 0 (finished), 1 (stopped on request), 2 (killed by the test hook), -1 (error).
+static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t *o, lb_err_t *err) {
+    const spec_t *sp = &s->spec;
+    int pad = s->model.cfg.pad_token_id, start_id = s->model.cfg.decoder_start_token_id;
+    metric_buf_t mb = {.last_flush = lb_now()};
+    data_plan_t plan = {0};
+    int plan_epoch = -1;
+    long warmup = spec_warmup_steps(sp, (int)s->total_steps), done_here = 0;
+    optim_sched_t sched = sp->train.schedule == SPEC_SCHEDULE_COSINE   ? SCHED_COSINE
+                          : sp->train.schedule == SPEC_SCHEDULE_LINEAR ? SCHED_LINEAR
+                                                                       : SCHED_CONSTANT;
+    double t_start = lb_now();
+    long tokens_start = s->tokens_seen;
+    int rc = 0;
+    while (s->step < s->total_steps) {
+        if (o->stop && *o->stop) {
+            rc = 1;
+            break;
+        }
+        double t0 = lb_now();
+        double loss_sum = 0;
+        int n_micro = 0;
+        long step_tokens = 0;
+        memset(s->grads, 0, sizeof(float) * s->n_train);
+        for (int micro = 0; micro < sp->train.grad_accum; micro++) {
+            if (plan_epoch != s->epoch) {
+                data_plan_free(&plan);
+                if (data_plan_batches(&s->train, sp->train.batch_size, 50,
+                                      data_seed_mix((uint64_t)sp->train.seed, (uint64_t)s->epoch), &plan, err)) {
+                    rc = -1;
+                    goto out;
+                }
+                plan_epoch = s->epoch;
+            }
+            data_batch_t b;
+            int *idx = plan.order + plan.start[s->batch];
+            int nb = plan.start[s->batch + 1] - plan.start[s->batch];
+            if (s->span ? span_batch_make(s, idx, nb, (uint64_t)(s->step * sp->train.grad_accum + micro), &b, err)
+                        : data_batch_make(&s->train, idx, nb, pad, start_id, &b, err)) {
+                rc = -1;
+                goto out;
+            }
+            t5_batch_t tb = {b.B, b.S, b.T, b.input_ids, b.attention_mask, b.labels};
+            lb_drop_t drop = {(uint64_t)sp->train.seed, (uint64_t)(s->step * sp->train.grad_accum + micro), 1};
+            float loss;
+            if (t5_forward(&s->model, s->acts, &tb, &drop, &loss, err)) {
+                data_batch_free(&b);
+                rc = -1;
+                goto out;
+            }
+            if (!isfinite(loss)) {
+                data_batch_free(&b);
+                rc = -1;
+                lb_err_set(err, LB_ENAN, "the loss became %s at step %ld; lower train.lr or set train.max_grad_norm, then start a new run",
+                           isnan(loss) ? "NaN" : "infinite", s->step + 1);
+                goto out;
+            }
+            t5_backward(&s->model, s->acts, &drop, 1.0f / (float)sp->train.grad_accum);
+            for (int i = 0; i < b.B * b.S; i++) step_tokens += b.attention_mask[i];
+            for (int i = 0; i < b.B * b.T; i++) step_tokens += b.labels[i] != -100;
+            data_batch_free(&b);
+            loss_sum += loss;
+            n_micro++;
+            if (++s->batch >= plan.n_batches) {
+                s->batch = 0;
+                s->epoch++;
+            }
+        }
+        double gnorm = sqrt(optim_sum_sq(s->grads, s->n_train));
+        if (!isfinite(gnorm)) {
+            rc = -1;
+            lb_err_set(err, LB_ENAN, "the gradient became NaN or infinite at step %ld; lower train.lr or set train.max_grad_norm",
+                       s->step + 1);
+            goto out;
+        }
+        if (sp->train.max_grad_norm > 0) optim_clip(s->grads, s->n_train, gnorm, (float)sp->train.max_grad_norm);
+        float lr = optim_lr_at(sched, (float)sp->train.lr, s->step, warmup, s->total_steps);
+        adamw_step(&s->opt, s->params, s->grads, lr, s->ranges, s->n_ranges);
+        s->step++;
+        s->tokens_seen += step_tokens;
+        s->last_loss = loss_sum / n_micro;
+        double now = lb_now(), dt = now - t0;
+        store_metric_t *m = &mb.rows[mb.n++];
+        *m = (store_metric_t){.step = s->step,
+                              .epoch = (double)s->epoch + (double)s->batch / (plan.n_batches ? plan.n_batches : 1),
+                              .loss = s->last_loss,
+                              .lr = lr,
+                              .grad_norm = gnorm,
+                              .tokens_per_s = step_tokens / (dt > 0 ? dt : 1e-9),
+                              .step_ms = dt * 1000,
+                              .rss_mb = (double)lb_peak_rss() / 1048576.0,
+                              .tokens = s->tokens_seen,
+                              .wall_s = now - t_start};
+        if (mb.n == 64 || now - mb.last_flush >= 1.0 || s->step == s->total_steps) {
+            if (flush_metrics(&mb, st, id, err)) {
+                rc = -1;
+                goto out;
+            }
+        }
+        if (o->progress) {
+            double el = now - t_start, per = el / (double)(++done_here);
+            runner_progress_t p = {.run_id = id, .step = s->step, .total_steps = s->total_steps, .loss = s->last_loss,
+                                   .lr = lr, .grad_norm = gnorm,
+                                   .tokens_per_s = (s->tokens_seen - tokens_start) / (el > 0 ? el : 1e-9),
+                                   .eta_s = per * (double)(s->total_steps - s->step), .elapsed_s = el, .phase = "train"};
+            o->progress(o->ctx, &p);
+        } else {
+            done_here++;
+        }
+        if (o->step_delay_ms > 0) usleep((useconds_t)o->step_delay_ms * 1000);
+        if (o->die_after_steps > 0 && done_here >= o->die_after_steps) {
+            flush_metrics(&mb, st, id, err);
+            rc = 2;
+            goto out;
+        }
+        if (sp->train.checkpoint_every > 0 && s->step % sp->train.checkpoint_every == 0 && s->step < s->total_steps) {
+            if (flush_metrics(&mb, st, id, err) || checkpoint_write(s, err)) {
+                rc = -1;
+                goto out;
+            }
+        }
+        if (sp->train.eval_every > 0 && s->step % sp->train.eval_every == 0 && s->step < s->total_steps) {
+            if (flush_metrics(&mb, st, id, err) || run_eval(s, st, id, o, err)) {
+                rc = -1;
+                goto out;
+            }
+        }
+    }
+out:
+    if (rc != -1 && flush_metrics(&mb, st, id, err)) rc = -1;
+    data_plan_free(&plan);
+    if (rc == 0 || rc == 1) {
+        double el = lb_now() - t_start;
+        store_run_summary_t sum = store_run_summary_unset();
+        sum.step = s->step;
+        sum.final_loss = s->last_loss;
+        if (el > 0 && done_here > 0) sum.tokens_per_s = (double)(s->tokens_seen - tokens_start) / el;
+        sum.peak_rss_mb = (double)lb_peak_rss() / 1048576.0;
+        lb_err_t e2;
+        store_run_update_summary(st, id, &sum, &e2);
+    }
+    return rc;
+}
+
+int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
+    char *dbp = store_workspace_db_path(o->workspace);
+    store_t *st = NULL;
+    int rc = store_open(dbp, &st, err);
+    free(dbp);
+    if (rc) return -1;
+    session_t s = {0};
+    store_run_t run = {0};
+    lb_err_t e2;
+    if (store_run_get(st, id, &run, err)) goto fail_nostatus;
+    if (spec_parse(run.spec, "runs.spec", &s.spec, err)) goto fail;
+    if (store_run_dir(o->workspace, id, 1, &s.run_dir, err)) goto fail;
+    // The pid first, so that nobody takes the run for one whose worker is gone.
+    store_run_heartbeat(st, id, (int64_t)getpid(), &e2);
+    if (store_run_set_status(st, id, STORE_STATUS_RUNNING, NULL, err)) goto fail;
+    store_run_heartbeat(st, id, (int64_t)getpid(), &e2);
+    if (o->progress) {
+        runner_progress_t p = {.run_id = id, .phase = "load"};
+        o->progress(o->ctx, &p);
+    }
+    if (session_setup(&s, o, st, id, err)) goto fail;
+    int resumed = 0;
+    if (s.n_train && checkpoint_read(&s, &resumed, err)) goto fail;
+    int trc = 0;
+    if (s.n_train) {
+        trc = train_loop(&s, st, id, o, err);
+        if (trc < 0) goto fail;
+        if (trc == 2) {  // test hook: vanish like a killed worker
+            store_run_clear(&run);
+            session_free(&s);
+            store_close(st);
+            return 0;
+        }
+        if (trc == 1) {
+            if (checkpoint_write(&s, err)) goto fail;
+            store_run_set_status(st, id, STORE_STATUS_CANCELLED, "cancelled at the user's request; `lorabench resume` continues it", &e2);
+            goto done;
+        }
+        if (checkpoint_write(&s, err)) goto fail;
+        if (save_result(&s, st, id, err)) goto fail;
+    }
+    if (o->stop && *o->stop) {
+        store_run_set_status(st, id, STORE_STATUS_CANCELLED, "cancelled at the user's request", &e2);
+        goto done;
+    }
+    if (!s.span && run_eval(&s, st, id, o, err)) goto fail;  // pretraining has no summaries to score
+    store_run_set_status(st, id, STORE_STATUS_DONE, NULL, &e2);
+done:
+    store_run_clear(&run);
+    session_free(&s);
+    store_close(st);
+    return 0;
+fail:
+    store_run_set_status(st, id, STORE_STATUS_FAILED, err->msg, &e2);
+fail_nostatus:
+    store_run_clear(&run);
+    session_free(&s);
+    store_close(st);
+    return -1;
+}
+
+int runner_spawn_worker(const char *exe, const char *workspace, int64_t id, int64_t *pid, lb_err_t *err) {
+    char *dir = NULL;
+    if (store_run_dir(workspace, id, 1, &dir, err)) return -1;
+    char log[4200], idbuf[32];
+    snprintf(log, sizeof log, "%s/worker.log", dir);
+    free(dir);
+    snprintf(idbuf, sizeof idbuf, "%lld", (long long)id);
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID);
+    char *argv[] = {(char *)exe, "worker", "--workspace", (char *)workspace, "--run", idbuf, NULL};
+    pid_t p;
+    int e = posix_spawn(&p, exe, &fa, &at, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (e != 0) return lb_err_set(err, LB_EIO, "cannot start the worker %s: %s", exe, strerror(e));
+    *pid = p;
+    return 0;
+}

@@ -1,0 +1,57 @@
+// The runner: turns a spec into engine calls and store rows. One run = one worker process
+// (`lorabench worker --workspace DIR --run ID`) executing runner_execute; the TUI and
+// `train --detach` start workers with posix_spawn.
+//
+// A run's folder (runs/<id>/) holds: adapter/ (PEFT files) or model/ (a full fine-tune),
+// checkpoint/ (trainable weights, optimizer moments, position; rewritten atomically) and
+// worker.log. Metrics go to the store in batches; the heartbeat proves the worker alive.
+#ifndef LB_RUNNER_H
+#define LB_RUNNER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "spec.h"
+#include "store.h"
+#include "util.h"
+
+// What the foreground `train` shows on its progress line.
+typedef struct {
+    int64_t run_id;
+    long step, total_steps;
+    double loss, lr, grad_norm, tokens_per_s, eta_s, elapsed_s;
+    const char *phase;        // "load", "train", "eval", "save"
+    int eval_done, eval_total;
+} runner_progress_t;
+
+typedef struct {
+    const char *workspace;
+    // Set (by a SIGTERM/SIGINT handler of the caller) to ask for a clean stop: the step in
+    // progress finishes, a checkpoint is written and the run becomes `cancelled`.
+    volatile sig_atomic_t *stop;
+    void (*progress)(void *ctx, const runner_progress_t *p);
+    void *ctx;
+    // Test hook: after this many optimizer steps of this process, stop as if killed
+    // (no status change, no checkpoint). 0 = off.
+    long die_after_steps;
+    // Test hook: sleep this long after every optimizer step, so that a test can kill the
+    // worker in the middle of training. 0 = off.
+    int step_delay_ms;
+} runner_opts_t;
+
+// Validates spec and records a new queued run; *id gets its id. Paths in the spec must
+// already be resolved (spec_load_file does it).
+int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t *id,
+                      lb_err_t *err);
+
+// Executes run `id` in this process: from its last checkpoint if it has one (resume),
+// else from the start. Sets the run's status (running, then done / failed / cancelled) and
+// its error text; returns 0 when the run finished or was cancelled cleanly.
+int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err);
+
+// Starts `exe worker --workspace W --run ID` as a detached process (posix_spawn, new
+// session, output to runs/<id>/worker.log); *pid gets its process id.
+int runner_spawn_worker(const char *exe, const char *workspace, int64_t id, int64_t *pid,
+                        lb_err_t *err);
+
+#endif

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End to end through the command line: a short LoRA run on the fixture model trains, is
+# evaluated and stored (metrics, an eval with ROUGE, samples, an adapter whose sha256 is
+# in artifacts); bad specs give field-named messages; a worker killed with SIGKILL leaves
+# the database intact and the run interrupted, and resume finishes it with the same final
+# loss as an uninterrupted run.
+set -u
+B="$1/lorabench"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $1"; fi; }
+W="$T/ws"
+M="$PWD/tests/fixtures/hf/t5-gated-a"
+mkdir -p "$T/data"
+head -n 48 experiments/data/debsum/train.jsonl > "$T/data/train.jsonl"
+head -n 6 experiments/data/debsum/validation.jsonl > "$T/data/validation.jsonl"
+spec() {  # name method steps extra-json
+    cat > "$T/$1.json" <<JSON
+{ "name": "$1", "base_model": "$M", "method": "$2",
+  "dataset": { "path": "$T/data", "prefix": "summarize: ", "max_source_tokens": 40, "max_target_tokens": 14 },
+  "lora": { "r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q", "v"] },
+  "train": { "max_steps": $3, "batch_size": 4, "lr": 0.003, "seed": 7, "checkpoint_every": 2 $4 },
+  "eval": { "limit": 6, "max_new_tokens": 8 },
+  "threads": 1 }
+JSON
+}
+
+# 1. A LoRA run, foreground.
+spec lora lora 6 ""
+"$B" train "$T/lora.json" --workspace "$W" > "$T/out" 2> "$T/err"; rc=$?
+check "train exits 0" '[ $rc -eq 0 ]'
+check "run done" 'grep -q "run 1 lora: done" "$T/out"'
+"$B" runs --json --workspace "$W" > "$T/runs.json"
+check "runs --json has the run" 'grep -q "\"status\":\"done\"" "$T/runs.json" && grep -q "\"steps\":6" "$T/runs.json"'
+check "ROUGE stored" 'grep -q "\"rouge1\":0\.[0-9]" "$T/runs.json" || grep -q "\"rouge1\":0," "$T/runs.json"'
+check "trainable = PEFT count" 'grep -q "\"trainable\":6144" "$T/runs.json"'
+"$B" export --what metrics --format csv --workspace "$W" > "$T/metrics.csv"
+check "6 metric rows" '[ $(grep -c "^1," "$T/metrics.csv") -eq 6 ]'
+"$B" export --what samples --format json --workspace "$W" > "$T/samples.json"
+check "6 samples" '[ $(grep -o "\"idx\"" "$T/samples.json" | wc -l) -eq 6 ]'
+"$B" show 1 --workspace "$W" > "$T/show"
+adapter=$(grep "artifact adapter " "$T/show" | awk '{print $3}')
+stored=$(grep "artifact adapter " "$T/show" | sed 's/.*sha256 \([0-9a-f]*\)).*/\1/')
+check "adapter file exists" '[ -f "$adapter" ]'
+check "adapter sha256 matches artifacts" '[ "$(sha256sum "$adapter" | cut -d" " -f1)" = "$stored" ]'
+check "adapter_config is PEFT's" 'grep -q "\"peft_type\": \"LORA\"" "$(dirname "$adapter")/adapter_config.json"'
+
+# 2. The stored adapter evaluates through eval and merges.
+"$B" eval --model "$M" --adapter "$(dirname "$adapter")" --dataset "$T/data" --prefix "summarize: " --limit 6 \
+    --max-new-tokens 8 --json > "$T/eval.json" 2>/dev/null
+check "eval --adapter prints ROUGE" 'grep -q "\"rouge1\":{\"f\":" "$T/eval.json"'
+"$B" merge --model "$M" --adapter "$(dirname "$adapter")" --out "$T/merged" > /dev/null
+check "merge writes a checkpoint" '[ -f "$T/merged/model.safetensors" ] && [ -f "$T/merged/config.json" ] && [ -f "$T/merged/tokenizer.json" ]'
+
+# 3. Bad specs: one message naming the field.
+bad() {  # name json needle
+    printf '%s' "$2" > "$T/bad.json"
+    "$B" train "$T/bad.json" --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
+    needle=$3
+    check "bad spec: $1" '[ $rc -ne 0 ] && grep -q -- "$needle" "$T/err"'
+}
+bad "unknown method" "{\"base_model\":\"$M\",\"dataset\":{\"path\":\"$T/data\"},\"method\":\"qlora\"}" "method"
+bad "rank 0" "{\"base_model\":\"$M\",\"dataset\":{\"path\":\"$T/data\"},\"lora\":{\"r\":0}}" "lora.r"
+bad "negative lr" "{\"base_model\":\"$M\",\"dataset\":{\"path\":\"$T/data\"},\"train\":{\"lr\":-1}}" "train.lr"
+bad "unknown key" "{\"base_model\":\"$M\",\"dataset\":{\"path\":\"$T/data\"},\"lora\":{\"rank\":8}}" "lora.rank"
+bad "missing model" "{\"base_model\":\"$T/nope\",\"dataset\":{\"path\":\"$T/data\"}}" "base_model"
+bad "target not in model" "{\"base_model\":\"$M\",\"dataset\":{\"path\":\"$T/data\"},\"lora\":{\"targets\":[\"wi\"]}}" "wi"
+
+# 4. Crash and resume: the reference, then 5 runs killed at random steps and resumed.
+spec full full 8 ""
+"$B" train "$T/full.json" --workspace "$W" --json > "$T/ref.json" 2>/dev/null
+ref=$("$B" runs --json --filter "name=full" --workspace "$W" | sed 's/.*"loss":\([^,]*\),.*/\1/')
+check "reference run done" 'grep -q "\"status\":\"done\"" "$T/ref.json"'
+killed=0
+for trial in 1 2 3 4 5; do
+    id=$(LORABENCH_TEST_STEP_DELAY_MS=60 "$B" train "$T/full.json" --detach --workspace "$W")
+    want=$(( (RANDOM % 6) + 1 ))
+    for _ in $(seq 1 600); do  # until the worker reached the step (or finished)
+        s=$("$B" runs --json --filter "id=$id" --workspace "$W")
+        steps=$(printf '%s' "$s" | sed 's/.*"steps":\([0-9]*\).*/\1/')
+        case "$steps" in ''|*[!0-9]*) steps=0 ;; esac
+        [ "$steps" -ge "$want" ] && break
+        printf '%s' "$s" | grep -q '"status":"done"' && break
+        sleep 0.05
+    done
+    pid=$(printf '%s' "$s" | sed 's/.*"pid":\([0-9]*\).*/\1/')
+    kill -9 "$pid" 2>/dev/null
+    sleep 2.5
+    st=$("$B" runs --json --filter "id=$id" --workspace "$W")
+    if printf '%s' "$st" | grep -q '"status":"done"'; then
+        check "trial $trial: finished before the kill" 'true'
+    else
+        killed=$((killed + 1))
+        check "trial $trial: killed run interrupted" 'printf "%s" "$st" | grep -q "\"status\":\"interrupted\""'
+        check "trial $trial: integrity_check ok" '[ "$(sqlite3 "$W/lorabench.db" "PRAGMA integrity_check")" = ok ]'
+        "$B" resume "$id" --workspace "$W" > /dev/null 2>&1
+    fi
+    got=$("$B" runs --json --filter "id=$id" --workspace "$W" | sed 's/.*"loss":\([^,]*\),.*/\1/')
+    check "trial $trial: resumed loss $got = $ref" 'awk -v a="$got" -v b="$ref" "BEGIN{d=a-b; if(d<0)d=-d; exit !(d<=1e-6*(b<0?-b:b)+1e-9)}"'
+done
+check "at least 4 of 5 workers were killed mid-run ($killed)" '[ $killed -ge 4 ]'
+check "integrity_check ok" '[ "$(sqlite3 "$W/lorabench.db" "PRAGMA integrity_check")" = ok ]'
+echo "$pass passed, $fail failed"

@@ -1,0 +1,432 @@
+// train, worker, resume, cancel and sweep: starting and stopping runs.
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cli_common.h"
+#include "runner.h"
+#include "spec.h"
+#include "store.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+static void fmt_dur(char *out, size_t n, double s) {
+    if (!(s >= 0) || s > 1e7) snprintf(out, n, "--");
+    else if (s < 60) snprintf(out, n, "%.0fs", s);
+    else if (s < 3600) snprintf(out, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else snprintf(out, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+// The foreground progress line on stderr.
+static void progress_line(void *ctx, const runner_progress_t *p) {
+    (void)ctx;
+    if (!strcmp(p->phase, "train")) {
+        char eta[32];
+        fmt_dur(eta, sizeof eta, p->eta_s);
+        fprintf(stderr, "\rrun %lld  step %ld/%ld  loss %.4f  lr %.2e  %.0f tok/s  ETA %s   ",
+                (long long)p->run_id, p->step, p->total_steps, p->loss, p->lr, p->tokens_per_s, eta);
+    } else if (!strcmp(p->phase, "eval")) {
+        fprintf(stderr, "\rrun %lld  evaluated %d examples at step %ld%*s\n", (long long)p->run_id, p->eval_done, p->step, 20, "");
+    } else {
+        fprintf(stderr, "run %lld: loading model, tokenizer and data...\n", (long long)p->run_id);
+    }
+    fflush(stderr);
+}
+
+static void print_run_result(store_t *st, int64_t id, int json) {
+    store_run_t r;
+    lb_err_t err;
+    if (store_run_get(st, id, &r, &err)) return;
+    if (json) {
+        printf("{\"id\":%lld,\"name\":", (long long)id);
+        cli_json_string(stdout, r.name);
+        printf(",\"status\":\"%s\",\"loss\":%s%.6g%s,\"rouge1\":%.6g,\"rouge2\":%.6g,\"rougeL\":%.6g}\n", r.status,
+               "", isnan(r.final_loss) ? -1.0 : r.final_loss, "", isnan(r.rouge1) ? -1.0 : r.rouge1,
+               isnan(r.rouge2) ? -1.0 : r.rouge2, isnan(r.rougeL) ? -1.0 : r.rougeL);
+    } else {
+        printf("run %lld %s: %s", (long long)id, r.name, r.status);
+        if (!isnan(r.final_loss)) printf("  loss %.4f", r.final_loss);
+        if (!isnan(r.rouge1)) printf("  ROUGE-1 %.4f  ROUGE-2 %.4f  ROUGE-L %.4f", r.rouge1, r.rouge2, r.rougeL);
+        printf("\n");
+        if (r.error && strcmp(r.status, "done")) printf("  %s\n", r.error);
+    }
+    store_run_clear(&r);
+}
+
+static int execute_foreground(const char *ws, store_t *st, int64_t id, int json) {
+    install_stop_handlers();
+    runner_opts_t o = {.workspace = ws, .stop = &stop_requested, .progress = json ? NULL : progress_line};
+    const char *die = getenv("LORABENCH_TEST_DIE_AFTER");  // crash tests: vanish after N steps
+    if (die) o.die_after_steps = atol(die);
+    const char *delay = getenv("LORABENCH_TEST_STEP_DELAY_MS");  // crash tests: slow steps down
+    if (delay) o.step_delay_ms = atoi(delay);
+    lb_err_t err = {0};
+    int rc = runner_execute(&o, id, &err);
+    if (!json) fprintf(stderr, "\n");
+    if (rc) fprintf(stderr, "lorabench: run %lld failed: %s\n", (long long)id, err.msg);
+    print_run_result(st, id, json);
+    return rc ? 1 : 0;
+}
+
+static int spawn_detached(const char *ws, int64_t id) {
+    int64_t pid;
+    lb_err_t err = {0};
+    if (runner_spawn_worker(cli_self_exe(), ws, id, &pid, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n, const char *name,
+                           const char *base_json, int parallel, int detach, int json);
+
+static int train_or_pretrain(int argc, char **argv, int pretrain) {
+    const char *ws = NULL, *spec_path = NULL;
+    int detach = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i]) && pretrain) {
+            printf("usage: lorabench pretrain SPEC.json [--detach] [--json] [--workspace DIR]\n\n"
+                   "Pretrains with T5's span-corruption objective (15%% noise, mean span 3, <extra_id_N>\n"
+                   "sentinels) on the data set's source texts: method full, train.objective span_corruption.\n"
+                   "A base_model folder with config.json and tokenizer.json but no model.safetensors starts\n"
+                   "from T5's random initialisation. Progress, checkpoints, resume and the loss curve work as\n"
+                   "for any run; the result is runs/<id>/model/, a Hugging Face model folder.\n");
+            return 0;
+        } else if (cli_is_help(argv[i])) {
+            printf("usage: lorabench train SPEC.json [--detach] [--json] [--workspace DIR]\n\n"
+                   "Records a run from SPEC (see README: spec format) and trains it. In the foreground a\n"
+                   "progress line shows step/total, loss, tokens/s and ETA; Ctrl-C stops after the step,\n"
+                   "writes a checkpoint and marks the run cancelled (resume continues it). --detach\n"
+                   "starts a worker process, prints the run id and returns at once. A spec with a\n"
+                   "\"grid\" runs as a sweep.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--detach")) detach = 1;
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "lorabench train: unknown option %s; see --help\n", argv[i]);
+            return 2;
+        } else spec_path = argv[i];
+    }
+    if (!spec_path) {
+        fprintf(stderr, "lorabench train: give a spec file, e.g. lorabench train experiments/presets/quick-demo.json\n");
+        return 2;
+    }
+    spec_t spec;
+    lb_err_t err = {0};
+    if (spec_load_file(spec_path, &spec, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        return 1;
+    }
+    if (pretrain) {
+        spec.method = SPEC_METHOD_FULL;
+        spec.train.objective = SPEC_OBJ_SPAN_CORRUPTION;
+    }
+    char *wsdir;
+    store_t *st;
+    if (cli_open_store(ws, &wsdir, &st)) {
+        spec_free(&spec);
+        return 1;
+    }
+    int rc = 0;
+    if (spec.grid_json) {
+        spec_t *specs;
+        size_t n;
+        if (spec_expand_grid(&spec, &specs, &n, &err)) {
+            fprintf(stderr, "lorabench: %s\n", err.msg);
+            rc = 1;
+        } else {
+            char *base = spec_to_json(&spec, 0);
+            rc = run_sweep_specs(wsdir, st, specs, n, spec.name, base, 1, detach, json);
+            free(base);
+            spec_list_free(specs, n);
+        }
+    } else {
+        int64_t id;
+        if (runner_create_run(st, &spec, -1, &id, &err)) {
+            fprintf(stderr, "lorabench: %s\n", err.msg);
+            rc = 1;
+        } else if (detach) {
+            rc = spawn_detached(wsdir, id) ? 1 : 0;
+            if (!rc) printf("%lld\n", (long long)id);
+        } else {
+            rc = execute_foreground(wsdir, st, id, json);
+        }
+    }
+    spec_free(&spec);
+    store_close(st);
+    free(wsdir);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv) { return train_or_pretrain(argc, argv, 0); }
+
+int cmd_pretrain(int argc, char **argv) { return train_or_pretrain(argc, argv, 1); }
+
+int cmd_worker(int argc, char **argv) {
+    const char *ws = NULL;
+    int64_t id = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: lorabench worker --workspace DIR --run ID\n\nExecutes one recorded run (started by the "
+                   "workbench or train --detach). SIGTERM: finish the step, checkpoint, mark cancelled.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
+        else if (!strcmp(argv[i], "--run") && i + 1 < argc) {
+            if (cli_parse_id(argv[++i], &id)) return 2;
+        } else {
+            fprintf(stderr, "lorabench worker: unknown argument %s; see --help\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!id) {
+        fprintf(stderr, "lorabench worker: --run ID is required\n");
+        return 2;
+    }
+    char *wsdir;
+    lb_err_t err = {0};
+    if (store_workspace_resolve(ws, &wsdir, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        return 1;
+    }
+    install_stop_handlers();
+    runner_opts_t o = {.workspace = wsdir, .stop = &stop_requested};
+    const char *die = getenv("LORABENCH_TEST_DIE_AFTER");
+    if (die) o.die_after_steps = atol(die);
+    const char *delay = getenv("LORABENCH_TEST_STEP_DELAY_MS");
+    if (delay) o.step_delay_ms = atoi(delay);
+    int rc = runner_execute(&o, id, &err);
+    if (rc) fprintf(stderr, "lorabench worker: run %lld failed: %s\n", (long long)id, err.msg);
+    free(wsdir);
+    return rc ? 1 : 0;
+}
+
+int cmd_resume(int argc, char **argv) {
+    const char *ws = NULL;
+    int64_t id = 0;
+    int detach = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: lorabench resume ID [--detach] [--json] [--workspace DIR]\n\nContinues an interrupted, "
+                   "cancelled or failed run from its last checkpoint.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--detach")) detach = 1;
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
+        else if (cli_parse_id(argv[i], &id)) return 2;
+    }
+    if (!id) {
+        fprintf(stderr, "lorabench resume: give the run id ('lorabench runs' lists them)\n");
+        return 2;
+    }
+    char *wsdir;
+    store_t *st;
+    if (cli_open_store(ws, &wsdir, &st)) return 1;
+    lb_err_t err = {0};
+    store_mark_stale_interrupted(st, store_now(), LB_STALE_SECONDS, NULL, NULL, NULL, &err);
+    store_run_t r;
+    int rc = 1;
+    if (store_run_get(st, id, &r, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+    } else {
+        if (!strcmp(r.status, "running") || !strcmp(r.status, "done")) {
+            fprintf(stderr, "lorabench: run %lld is %s; only interrupted, cancelled, failed or queued runs can be resumed\n",
+                    (long long)id, r.status);
+        } else if (store_run_set_status(st, id, STORE_STATUS_QUEUED, NULL, &err)) {
+            fprintf(stderr, "lorabench: %s\n", err.msg);
+        } else if (detach) {
+            rc = spawn_detached(wsdir, id) ? 1 : 0;
+            if (!rc) printf("%lld\n", (long long)id);
+        } else {
+            rc = execute_foreground(wsdir, st, id, json);
+        }
+        store_run_clear(&r);
+    }
+    store_close(st);
+    free(wsdir);
+    return rc;
+}
+
+int cmd_cancel(int argc, char **argv) {
+    const char *ws = NULL;
+    int64_t id = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: lorabench cancel ID [--workspace DIR]\n\nAsks the run's worker to stop after its "
+                   "current step (it checkpoints and becomes cancelled); a queued run is cancelled at once.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
+        else if (cli_parse_id(argv[i], &id)) return 2;
+    }
+    if (!id) {
+        fprintf(stderr, "lorabench cancel: give the run id\n");
+        return 2;
+    }
+    store_t *st;
+    if (cli_open_store(ws, NULL, &st)) return 1;
+    store_run_t r;
+    lb_err_t err = {0};
+    int rc = 1;
+    if (store_run_get(st, id, &r, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+    } else if (!strcmp(r.status, "queued")) {
+        rc = store_run_set_status(st, id, STORE_STATUS_CANCELLED, "cancelled before it started", &err) ? 1 : 0;
+        if (!rc) printf("run %lld cancelled\n", (long long)id);
+        store_run_clear(&r);
+    } else if (!strcmp(r.status, "running") && r.pid > 0 && kill((pid_t)r.pid, SIGTERM) == 0) {
+        printf("run %lld: asked worker %lld to stop after its current step\n", (long long)id, (long long)r.pid);
+        rc = 0;
+        store_run_clear(&r);
+    } else {
+        fprintf(stderr, "lorabench: run %lld is %s with no live worker; nothing to cancel\n", (long long)id, r.status);
+        store_run_clear(&r);
+    }
+    store_close(st);
+    return rc;
+}
+
+// Runs the sweep's specs: records every run as queued, then executes them as worker
+// processes, `parallel` at a time (detach: start them all in the background instead).
+static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n, const char *name,
+                           const char *base_json, int parallel, int detach, int json) {
+    lb_err_t err = {0};
+    int64_t sweep_id;
+    if (store_sweep_create(st, name ? name : "sweep", base_json, &sweep_id, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        return 1;
+    }
+    int64_t *ids = calloc(n, sizeof(int64_t));
+    for (size_t i = 0; i < n; i++) {
+        if (runner_create_run(st, &specs[i], sweep_id, &ids[i], &err)) {
+            fprintf(stderr, "lorabench: sweep point %zu (%s): %s\n", i + 1, specs[i].name, err.msg);
+            free(ids);
+            return 1;
+        }
+    }
+    fprintf(stderr, "sweep %lld: %zu runs queued\n", (long long)sweep_id, n);
+    if (detach) {
+        // One background process works through the queue so detach returns at once.
+        for (size_t i = 0; i < n; i++) printf("%lld\n", (long long)ids[i]);
+        pid_t p = fork();
+        if (p == 0) {
+            setsid();
+            for (size_t i = 0; i < n; i++) {
+                int64_t pid;
+                if (runner_spawn_worker(cli_self_exe(), ws, ids[i], &pid, &err) == 0) waitpid((pid_t)pid, NULL, 0);
+            }
+            _exit(0);
+        }
+        free(ids);
+        return p < 0 ? 1 : 0;
+    }
+    install_stop_handlers();
+    size_t next = 0, running = 0;
+    int failed = 0;
+    pid_t *pids = calloc(n, sizeof(pid_t));
+    while ((next < n || running > 0) && !(stop_requested && running == 0)) {
+        while (!stop_requested && next < n && running < (size_t)(parallel > 0 ? parallel : 1)) {
+            int64_t pid;
+            if (runner_spawn_worker(cli_self_exe(), ws, ids[next], &pid, &err)) {
+                fprintf(stderr, "lorabench: %s\n", err.msg);
+                failed++;
+                next++;
+                continue;
+            }
+            pids[next] = (pid_t)pid;
+            fprintf(stderr, "run %lld (%s) started\n", (long long)ids[next], specs[next].name);
+            next++;
+            running++;
+        }
+        int status;
+        pid_t done = waitpid(-1, &status, 0);
+        if (done < 0) {
+            if (errno == EINTR) {
+                for (size_t i = 0; i < n; i++)
+                    if (pids[i] > 0) kill(pids[i], SIGTERM);
+                continue;
+            }
+            break;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (pids[i] == done) {
+                pids[i] = 0;
+                running--;
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed++;
+                print_run_result(st, ids[i], json);
+            }
+    }
+    free(pids);
+    free(ids);
+    return failed ? 1 : 0;
+}
+
+int cmd_sweep(int argc, char **argv) {
+    const char *ws = NULL, *path = NULL;
+    int parallel = 1, detach = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: lorabench sweep SPEC.json [--parallel N] [--detach] [--json] [--workspace DIR]\n\n"
+                   "Expands the spec's \"grid\" (e.g. {\"lora.r\": [4, 8, 16]}) into queued runs and executes\n"
+                   "them one after another, or N at a time with --parallel.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--parallel") && i + 1 < argc) parallel = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--detach")) detach = 1;
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "lorabench sweep: unknown option %s; see --help\n", argv[i]);
+            return 2;
+        } else path = argv[i];
+    }
+    if (!path || parallel < 1) {
+        fprintf(stderr, "lorabench sweep: give a spec file with a \"grid\" (and --parallel N >= 1)\n");
+        return 2;
+    }
+    spec_t spec;
+    lb_err_t err = {0};
+    if (spec_load_file(path, &spec, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        return 1;
+    }
+    spec_t *specs;
+    size_t n;
+    if (spec_expand_grid(&spec, &specs, &n, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        spec_free(&spec);
+        return 1;
+    }
+    char *wsdir;
+    store_t *st;
+    int rc = 1;
+    if (!cli_open_store(ws, &wsdir, &st)) {
+        char *base = spec_to_json(&spec, 0);
+        rc = run_sweep_specs(wsdir, st, specs, n, spec.name, base, parallel, detach, json);
+        free(base);
+        store_close(st);
+        free(wsdir);
+    }
+    spec_list_free(specs, n);
+    spec_free(&spec);
+    return rc;
+}
