@@ -334,6 +334,22 @@ static void sb_json_string(sbuf_t *b, const char *s) {
 }
 
 int st_write(const char *path, const st_out_t *ts, int n, const char *metadata_json, lb_err_t *err) {
+    return st_write_dtype(path, ts, n, metadata_json, ST_F32, err);
+}
+
+static uint16_t float_to_bf16(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40);  // NaN stays NaN
+    b += 0x7fffu + ((b >> 16) & 1);  // round to nearest, ties to even
+    return (uint16_t)(b >> 16);
+}
+
+int st_write_dtype(const char *path, const st_out_t *ts, int n, const char *metadata_json, st_dtype_t dtype,
+                   lb_err_t *err) {
+    if (dtype != ST_F32 && dtype != ST_BF16)
+        return lb_err_set(err, LB_EARG, "writing %s: only F32 and BF16 tensors can be written", path);
+    size_t esz = dtype == ST_BF16 ? 2 : 4;
     sbuf_t h = {0};
     sb_str(&h, "{\"__metadata__\":{\"format\":\"pt\"");
     if (metadata_json) {
@@ -366,14 +382,14 @@ int st_write(const char *path, const st_out_t *ts, int n, const char *metadata_j
         for (int d = 0; d < ts[i].ndim; d++) numel *= (size_t)ts[i].shape[d];
         sb_str(&h, ",");
         sb_json_string(&h, ts[i].name);
-        sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        sb_str(&h, dtype == ST_BF16 ? ":{\"dtype\":\"BF16\",\"shape\":[" : ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < ts[i].ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)ts[i].shape[d]);
             sb_str(&h, num);
         }
-        snprintf(num, sizeof num, "],\"data_offsets\":[%zu,%zu]}", off, off + numel * 4);
+        snprintf(num, sizeof num, "],\"data_offsets\":[%zu,%zu]}", off, off + numel * esz);
         sb_str(&h, num);
-        off += numel * 4;
+        off += numel * esz;
     }
     sb_str(&h, "}");
     while (h.n % 8) sb_str(&h, " ");
@@ -386,8 +402,16 @@ int st_write(const char *path, const st_out_t *ts, int n, const char *metadata_j
     for (int i = 0; i < n; i++) {
         size_t numel = 1;
         for (int d = 0; d < ts[i].ndim; d++) numel *= (size_t)ts[i].shape[d];
-        if (numel) memcpy(buf + pos, ts[i].data, numel * 4);
-        pos += numel * 4;
+        if (esz == 4) {
+            if (numel) memcpy(buf + pos, ts[i].data, numel * 4);
+        } else {
+            for (size_t k = 0; k < numel; k++) {
+                uint16_t v = float_to_bf16(ts[i].data[k]);
+                buf[pos + 2 * k] = (uint8_t)v;
+                buf[pos + 2 * k + 1] = (uint8_t)(v >> 8);
+            }
+        }
+        pos += numel * esz;
     }
     free(h.s);
     int rc = lb_write_file_atomic(path, buf, total, err);

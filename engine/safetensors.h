@@ -73,4 +73,9 @@ typedef struct {
 int st_write(const char *path, const st_out_t *tensors, int n, const char *metadata_json,
              lb_err_t *err);
 
+// The same, storing every tensor as dtype (ST_F32, or ST_BF16 rounded to nearest even,
+// which halves the file).
+int st_write_dtype(const char *path, const st_out_t *tensors, int n, const char *metadata_json,
+                   st_dtype_t dtype, lb_err_t *err);
+
 #endif

@@ -39,7 +39,8 @@ void t5_init_random(t5_model_t *m, uint64_t seed) {
         else if (strstr(n, "relative_attention_bias")) sd = 1 / sqrt(D);
         else if (strstr(n, ".wi")) sd = 1 / sqrt(D);
         else if (ends_with(n, "wo.weight")) sd = 1 / sqrt(F);
-        else sd = 1.0;  // shared.weight, lm_head.weight
+        else if (!strcmp(n, "lm_head.weight")) sd = 1 / sqrt(D);  // Mesh TensorFlow's T5 v1.1 (transformers: 1)
+        else sd = 1.0;  // shared.weight
         uint64_t st = seed * 0x9e3779b97f4a7c15ull + (uint64_t)i;
         for (size_t j = 0; j < p->numel; j++) p->w[j] = (lb_real)(sd * normal(&st));
     }

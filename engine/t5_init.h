@@ -1,5 +1,6 @@
 // T5's random initialisation (transformers' T5PreTrainedModel._init_weights with
-// initializer_factor 1): embeddings and head N(0, 1), q N(0, (D·K)^-1/2), k and v
+// initializer_factor 1): embedding N(0, 1), an untied head N(0, D^-1/2) as Mesh
+// TensorFlow's T5 v1.1 (transformers uses 1, which starts the loss near 50, not log V), q N(0, (D·K)^-1/2), k and v
 // N(0, D^-1/2), o N(0, (H·K)^-1/2), relative bias N(0, D^-1/2), wi N(0, D^-1/2),
 // wo N(0, F^-1/2), layer norms 1. For pretraining the bundled model from scratch.
 #ifndef LB_T5_INIT_H

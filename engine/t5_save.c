@@ -17,6 +17,10 @@ int lb_copy_file(const char *src, const char *dst, lb_err_t *err) {
 }
 
 int t5_save(const t5_model_t *m, const char *src_dir, const char *out_dir, lb_err_t *err) {
+    return t5_save_dtype(m, src_dir, out_dir, ST_F32, err);
+}
+
+int t5_save_dtype(const t5_model_t *m, const char *src_dir, const char *out_dir, st_dtype_t dtype, lb_err_t *err) {
     if (mkdir(out_dir, 0755) != 0 && errno != EEXIST)
         return lb_err_set(err, LB_EIO, "cannot create the model folder %s: %s", out_dir, strerror(errno));
     char src[4096], dst[4096];
@@ -41,7 +45,7 @@ int t5_save(const t5_model_t *m, const char *src_dir, const char *out_dir, lb_er
         ts[i].shape[1] = p->shape[1];
     }
     snprintf(dst, sizeof dst, "%s/model.safetensors", out_dir);
-    int rc = st_write(dst, ts, m->n_params, NULL, err);
+    int rc = st_write_dtype(dst, ts, m->n_params, NULL, dtype, err);
     free(ts);
     return rc;
 }

@@ -166,12 +166,21 @@ out:
 
 int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *out = NULL;
+    st_dtype_t dtype = ST_F32;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: lorabench merge --model DIR --adapter DIR --out DIR\n\n"
+            printf("usage: lorabench merge --model DIR [--adapter DIR] --out DIR [--dtype f32|bf16]\n\n"
                    "Writes W + s·B·A for every adapted module as a full Hugging Face checkpoint\n"
-                   "(config.json, model.safetensors, tokenizer files) that transformers loads.\n");
+                   "(config.json, model.safetensors, tokenizer files) that transformers loads.\n"
+                   "Without --adapter it re-saves the model (e.g. --dtype bf16 halves the file).\n");
             return 0;
+        } else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
+            const char *d = argv[++i];
+            if (!strcmp(d, "bf16")) dtype = ST_BF16;
+            else if (strcmp(d, "f32")) {
+                fprintf(stderr, "lorabench merge: --dtype must be f32 or bf16\n");
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--adapter") && i + 1 < argc) adapter = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
@@ -180,8 +189,8 @@ int cmd_merge(int argc, char **argv) {
             return 2;
         }
     }
-    if (!model || !adapter || !out) {
-        fprintf(stderr, "lorabench merge: --model, --adapter and --out are required\n");
+    if (!model || !out) {
+        fprintf(stderr, "lorabench merge: --model and --out are required\n");
         return 2;
     }
     t5_model_t m;
@@ -189,14 +198,15 @@ int cmd_merge(int argc, char **argv) {
     int has;
     if (load_model_adapter(model, adapter, 1, &m, &a, &has)) return 1;
     lb_err_t err = {0};
-    int rc = t5_save(&m, model, out, &err);
+    int rc = t5_save_dtype(&m, model, out, dtype, &err);
     if (rc) fprintf(stderr, "lorabench: %s\n", err.msg);
+    else if (!has) printf("saved %s to %s (%s)\n", model, out, dtype == ST_BF16 ? "bf16" : "f32");
     else {
         char line[200];
         lora_format_trainable(line, sizeof line, a.n_params, t5_count_params(&m) + a.n_params);
         printf("merged %d modules of %s into %s\n%s\n", a.n, adapter, out, line);
     }
-    lora_free(&a);
+    if (has) lora_free(&a);
     t5_free(&m);
     return rc ? 1 : 0;
 }
