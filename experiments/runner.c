@@ -637,8 +637,8 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
             store_close(st);
             return 0;
         }
-        if (trc == 1) {
-            if (checkpoint_write(&s, err)) goto fail;
+        if (trc == 1) {  // keep what was trained so far: checkpoint and the adapter/model
+            if (checkpoint_write(&s, err) || save_result(&s, st, id, err)) goto fail;
             store_run_set_status(st, id, STORE_STATUS_CANCELLED, "cancelled at the user's request; `lorabench resume` continues it", &e2);
             goto done;
         }
