@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "linear.h"
+#include "lora.h"
+#include "lora_t5.h"
 #include "optim.h"
 #include "safetensors.h"
 #include "t5.h"
@@ -13,14 +15,16 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lorabench tensors --model DIR --batch FILE.json --out FILE.safetensors\n"
+            "usage: lorabench tensors --model DIR [--adapter DIR] --batch FILE.json --out FILE.safetensors\n"
             "                         [--grads] [--step [--lr X] [--weight-decay Y]] [--threads N]\n\n"
             "Runs the batch (input_ids, attention_mask, labels as in batch.json) through the\n"
             "Hugging Face T5 checkpoint in DIR with teacher forcing, dropout off, and writes:\n"
             "  loss [1], logits [B, T, V], encoder_out [B, S, D] (after the final norm);\n"
             "  --grads  grad.<name> for every parameter (all trainable);\n"
             "  --step   step1.<name>: every parameter after one AdamW step from those gradients\n"
-            "           (betas 0.9/0.999, eps 1e-8; --lr default 1e-3, --weight-decay default 0).\n");
+            "           (betas 0.9/0.999, eps 1e-8; --lr default 1e-3, --weight-decay default 0).\n"
+            "With --adapter (a PEFT adapter folder) the adapter is active, only its A and B are\n"
+            "trainable, and --grads writes grad.base_model.model.<module>.lora_A.weight / lora_B.weight.\n");
 }
 
 static int fail(const char *msg) {
@@ -29,7 +33,7 @@ static int fail(const char *msg) {
 }
 
 int cmd_tensors(int argc, char **argv) {
-    const char *model_dir = NULL, *batch_path = NULL, *out = NULL;
+    const char *model_dir = NULL, *batch_path = NULL, *out = NULL, *adapter_dir = NULL;
     int grads = 0, step = 0, threads = 0;
     double lr = 1e-3, wd = 0;
     for (int i = 1; i < argc; i++) {
@@ -42,6 +46,9 @@ int cmd_tensors(int argc, char **argv) {
             grads = 1;
         } else if (!strcmp(a, "--step")) {
             step = 1;
+        } else if (!strcmp(a, "--adapter") && v) {
+            adapter_dir = v;
+            i++;
         } else if (!strcmp(a, "--model") || !strcmp(a, "--batch") || !strcmp(a, "--out") ||
                    !strcmp(a, "--lr") || !strcmp(a, "--weight-decay") || !strcmp(a, "--threads")) {
             if (!v) {
@@ -80,13 +87,38 @@ int cmd_tensors(int argc, char **argv) {
         return fail(err.msg);
     }
     int rc = 1;
-    if (grads) t5_set_trainable(&m, t5_pred_all, NULL);
+    lora_adapter_t ad;
+    float *ad_grads = NULL;
+    int has_ad = 0;
+    if (adapter_dir) {
+        lora_shape_t shape;
+        lora_shape_from_t5(&m.cfg, &shape);
+        if (lora_load(&ad, adapter_dir, &shape, &err)) {
+            train_batch_free(&tb);
+            t5_free(&m);
+            return fail(err.msg);
+        }
+        has_ad = 1;
+        ad_grads = calloc(ad.n_params + 1, sizeof(float));
+        t5_set_trainable(&m, NULL, NULL);
+        if (lora_attach(&ad, &m, grads ? ad_grads : NULL, &err)) {
+            fail(err.msg);
+            lora_free(&ad);
+            free(ad_grads);
+            train_batch_free(&tb);
+            t5_free(&m);
+            return 1;
+        }
+    } else if (grads) {
+        t5_set_trainable(&m, t5_pred_all, NULL);
+    }
     const t5_batch_t *b = &tb.b;
     const t5_config_t *c = &m.cfg;
     t5_acts_t *a = t5_acts_new(&m, b->B, b->S, b->T);
     size_t nl = (size_t)b->B * b->T * c->vocab_size;
     float *logits = malloc(nl * sizeof(float));
-    int n_out = 3 + (grads ? m.n_params : 0) + (step ? m.n_params : 0);
+    int n_grad = has_ad ? 2 * ad.n : m.n_params;
+    int n_out = 3 + (grads ? n_grad : 0) + (step ? n_grad : 0);
     st_out_t *o = calloc((size_t)n_out, sizeof *o);
     char **names = calloc((size_t)n_out, sizeof *names);
     float *after = NULL;
@@ -104,7 +136,19 @@ int cmd_tensors(int argc, char **argv) {
     o[k++] = (st_out_t){"loss", &loss, 1, {1}};
     o[k++] = (st_out_t){"logits", logits, 3, {b->B, b->T, c->vocab_size}};
     o[k++] = (st_out_t){"encoder_out", t5_acts_encoder_out(a), 3, {b->B, b->S, c->d_model}};
-    if (grads) {
+    if (grads && has_ad) {
+        t5_backward(&m, a, NULL, 1.0f);
+        for (int i = 0; i < ad.n; i++) {
+            const lora_module_t *md = &ad.m[i];
+            for (int ab = 0; ab < 2; ab++) {
+                names[k] = malloc(strlen(md->name) + 64);
+                sprintf(names[k], "grad.base_model.model.%s.lora_%c.weight", md->name, ab ? 'B' : 'A');
+                float *g = ad_grads + ((ab ? md->B : md->A) - ad.params);
+                o[k] = ab ? (st_out_t){names[k], g, 2, {md->out, md->r}} : (st_out_t){names[k], g, 2, {md->r, md->in}};
+                k++;
+            }
+        }
+    } else if (grads) {
         t5_zero_grad(&m);
         t5_backward(&m, a, NULL, 1.0f);
         for (int i = 0; i < m.n_params; i++) {
@@ -114,7 +158,24 @@ int cmd_tensors(int argc, char **argv) {
             o[k++] = (st_out_t){names[k - 1], p->g, p->ndim, {p->shape[0], p->shape[1]}};
         }
     }
-    if (step) {
+    if (step && has_ad) {
+        after = malloc(ad.n_params * sizeof(float) + 1);
+        memcpy(after, ad.params, ad.n_params * sizeof(float));
+        adamw_t opt;
+        adamw_init(&opt, ad.n_params, 0.9f, 0.999f, 1e-8f, (float)wd);
+        adamw_step(&opt, after, ad_grads, (float)lr, NULL, 0);
+        adamw_free(&opt);
+        for (int i = 0; i < ad.n; i++) {
+            const lora_module_t *md = &ad.m[i];
+            for (int ab = 0; ab < 2; ab++) {
+                names[k] = malloc(strlen(md->name) + 64);
+                sprintf(names[k], "step1.base_model.model.%s.lora_%c.weight", md->name, ab ? 'B' : 'A');
+                float *p = after + ((ab ? md->B : md->A) - ad.params);
+                o[k] = ab ? (st_out_t){names[k], p, 2, {md->out, md->r}} : (st_out_t){names[k], p, 2, {md->r, md->in}};
+                k++;
+            }
+        }
+    } else if (step) {
         after = malloc(m.n_train * 2 * sizeof(float));
         memcpy(after, m.block, m.n_train * 2 * sizeof(float));
         adamw_t opt;
@@ -135,6 +196,10 @@ int cmd_tensors(int argc, char **argv) {
     printf("loss %.6f over %d labels; wrote %d tensors to %s\n", (double)loss, t5_acts_n_tokens(a), k, out);
     rc = 0;
 done:
+    if (has_ad) {
+        lora_free(&ad);
+        free(ad_grads);
+    }
     for (int i = 0; names && i < n_out; i++) free(names[i]);
     free(names);
     free(o);
