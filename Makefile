@@ -31,6 +31,7 @@ LIBS  := $(BUILD)/libtui.a $(BUILD)/libexperiments.a $(BUILD)/libstore.a $(BUILD
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
 .PHONY: all deps run test asan bench fuzz fuzz-build clean
+.SECONDARY:
 
 ifneq ($(HAVE_PKGS),yes)
 # Libraries are missing: install them, then make the same goal again (pkg-config is asked

@@ -454,10 +454,17 @@ static int check_grid_keys(const cJSON *v, const char *path, lb_err_t *err) {
         if (!strcmp(e->string, "name"))
             return field_err(err, epath, "the name cannot be varied; each grid point is named "
                                          "after its values");
-        if (!find_leaf(e->string))
-            return field_err(err, epath, "unknown field '%s'; grid keys are dotted paths of "
-                                         "spec fields, e.g. lora.r, lora.targets, train.lr",
-                             e->string);
+        for (const char *p = e->string; *p;) {  // "a.b+c.d" varies fields together
+            size_t kl = strcspn(p, "+");
+            char sub[128];
+            snprintf(sub, sizeof sub, "%.*s", (int)(kl < 127 ? kl : 127), p);
+            if (!find_leaf(sub) || !strcmp(sub, "name"))
+                return field_err(err, epath, "unknown field '%s'; grid keys are dotted paths of "
+                                             "spec fields, e.g. lora.r, lora.targets, train.lr, "
+                                             "joined by '+' to vary them together",
+                                 sub);
+            p += kl + (p[kl] == '+');
+        }
         for (const cJSON *d = v->child; d != e; d = d->next)
             if (!strcmp(d->string, e->string)) return field_err(err, epath, "given twice");
         if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) == 0)
@@ -966,7 +973,23 @@ static int check_grid_values(const spec_t *s, lb_err_t *err) {
         int i = 0;
         for (const cJSON *v = k->child; v && !rc; v = v->next, i++) {
             cJSON *t = cJSON_Duplicate(base, 1);
-            tree_set(t, k->string, cJSON_Duplicate(v, 1));
+            int parts = 1;
+            for (const char *c = k->string; *c; c++) parts += *c == '+';
+            if (parts > 1 && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != parts)) {
+                lb_err_set(err, LB_EARG, "grid.%s[%d]: must be a list of %d values, one per field joined by '+'",
+                           k->string, i, parts);
+                cJSON_Delete(t);
+                rc = -1;
+                break;
+            }
+            const char *p = k->string;
+            for (int q = 0; q < parts; q++) {
+                size_t kl = strcspn(p, "+");
+                char sub[128];
+                snprintf(sub, sizeof sub, "%.*s", (int)(kl < 127 ? kl : 127), p);
+                tree_set(t, sub, cJSON_Duplicate(parts > 1 ? cJSON_GetArrayItem(v, q) : v, 1));
+                p += kl + (p[kl] == '+');
+            }
             spec_t tmp;
             lb_err_t inner = {0};
             if (spec_from_cjson(t, &tmp, 0, &inner)) {
@@ -1054,13 +1077,35 @@ int spec_expand_grid(const spec_t *base, spec_t **out, size_t *n, lb_err_t *err)
             if (j < 64) digit[j] = (int)(rem % (size_t)len[j]);
             rem /= (size_t)len[j];
         }
-        for (int j = 0; j < nk && j < 64; j++) {
+        for (int j = 0; j < nk && j < 64 && !rc; j++) {
             const cJSON *v = cJSON_GetArrayItem(keys[j], digit[j]);
-            tree_set(t, keys[j]->string, cJSON_Duplicate(v, 1));
-            char label[128];
-            grid_label(keys[j]->string, v, label, sizeof label);
-            if (nl < sizeof name)
-                nl += (size_t)snprintf(name + nl, sizeof name - nl, "-%s", label);
+            // "a.b+c.d": [[va, vc], ...] varies several fields together (zipped), e.g.
+            // targets with the rank that keeps the trainable budget equal.
+            const char *key = keys[j]->string;
+            int parts = 1;
+            for (const char *c = key; *c; c++) parts += *c == '+';
+            if (parts > 1 && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != parts)) {
+                lb_err_set(err, LB_EARG, "grid.%s[%d]: must be a list of %d values, one per field joined by '+'", key,
+                           digit[j], parts);
+                rc = -1;
+                break;
+            }
+            const char *p = key;
+            for (int q = 0; q < parts; q++) {
+                size_t kl = strcspn(p, "+");
+                char sub[128];
+                snprintf(sub, sizeof sub, "%.*s", (int)kl, p);
+                const cJSON *sv = parts > 1 ? cJSON_GetArrayItem(v, q) : v;
+                tree_set(t, sub, cJSON_Duplicate(sv, 1));
+                char label[300];
+                grid_label(sub, sv, label, sizeof label);
+                if (nl < sizeof name) nl += (size_t)snprintf(name + nl, sizeof name - nl, "-%s", label);
+                p += kl + (p[kl] == '+');
+            }
+        }
+        if (rc) {
+            cJSON_Delete(t);
+            break;
         }
         tree_set(t, "name", cJSON_CreateString(name));
         lb_err_t inner = {0};

@@ -518,6 +518,31 @@ static void test_helpers(void) {
            !strcmp(spec_target_name(8), "lm_head") && !strcmp(spec_target_name(9), "?"));
 }
 
+// "a+b" grid keys vary fields together: targets with the rank that keeps the budget.
+static void test_grid_zipped(void) {
+    spec_t s, *pts = NULL;
+    size_t n = 0;
+    lb_err_t err = {0};
+    const char *j = "{\"name\":\"tm\",\"base_model\":\"m\",\"dataset\":{\"path\":\"d\"},"
+                    "\"grid\":{\"lora.targets+lora.r\":[[[\"q\"],8],[[\"q\",\"v\"],4]],\"train.lr\":[0.001,0.002]}}";
+    EXPECTF(spec_parse(j, "zip", &s, &err) == 0, "%s", err.msg);
+    EXPECTF(spec_expand_grid(&s, &pts, &n, &err) == 0, "%s", err.msg);
+    EXPECT(n == 4);
+    if (n == 4) {
+        EXPECTF(!strcmp(pts[0].name, "tm-q-r8-lr0.001"), "%s", pts[0].name);
+        EXPECT(pts[0].lora.r == 8 && pts[0].lora.targets == SPEC_T_Q);
+        EXPECT(pts[3].lora.r == 4 && pts[3].lora.targets == (SPEC_T_Q | SPEC_T_V) && pts[3].train.lr == 0.002);
+    }
+    spec_list_free(pts, n);
+    spec_free(&s);
+    const char *bad = "{\"base_model\":\"m\",\"dataset\":{\"path\":\"d\"},"
+                      "\"grid\":{\"lora.targets+lora.r\":[[[\"q\"]]]}}";
+    EXPECT(spec_parse(bad, "zip", &s, &err) != 0 && strstr(err.msg, "grid.lora.targets+lora.r[0]") &&
+           strstr(err.msg, "2 values"));
+    const char *bad2 = "{\"base_model\":\"m\",\"dataset\":{\"path\":\"d\"},\"grid\":{\"lora.r+lora.rank\":[[1,2]]}}";
+    EXPECT(spec_parse(bad2, "zip", &s, &err) != 0 && strstr(err.msg, "'lora.rank'"));
+}
+
 int main(void) {
     RUN(test_defaults);
     RUN(test_architecture_example);
@@ -526,6 +551,7 @@ int main(void) {
     RUN(test_canonical_round_trip);
     RUN(test_set_and_copy);
     RUN(test_grid_expansion);
+    RUN(test_grid_zipped);
     RUN(test_paths);
     RUN(test_helpers);
     TH_DONE();
