@@ -1,6 +1,8 @@
 #include "linear.h"
 
 #include <cblas.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +14,9 @@
 void lb_gemm(int ta, int tb, int M, int N, int K, lb_real alpha, const lb_real *A, int lda,
              const lb_real *B, int ldb, lb_real beta, lb_real *C, int ldc) {
     if (M <= 0 || N <= 0) return;
+#ifdef LB_GEMM_HOOK  // tests that include this file count the products actually run
+    LB_GEMM_HOOK(M, N, K);
+#endif
     if (K <= 0) {  // BLAS leaves C untouched when K = 0 only if beta = 1; be explicit
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] *= beta;
@@ -34,12 +39,218 @@ void lb_set_threads(int n) {
 #endif
 }
 
-void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, float p) {
-    lb_real s = (lb_real)(1.0 / (1.0 - (double)p));
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n > 65536)
+#if !defined(LB_REAL_DOUBLE) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LB_DROP_VEC 1
+// a·b mod 2^64 per 64-bit lane (AVX2 has no 64-bit multiply).
+__attribute__((target("avx2"))) static inline __m256i mul64(__m256i a, __m256i b) {
+    __m256i lo = _mm256_mul_epu32(a, b);
+    __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), b),
+                                     _mm256_mul_epu32(a, _mm256_srli_epi64(b, 32)));
+    return _mm256_add_epi64(lo, _mm256_slli_epi64(cross, 32));
+}
+
+// lb_drop_keep's hash for 4 consecutive indices; returns z >> 40 per lane.
+__attribute__((target("avx2"))) static inline __m256i drop_bits4(__m256i z) {
+    z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), _mm256_set1_epi64x((long long)0xBF58476D1CE4E5B9ull));
+    z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), _mm256_set1_epi64x((long long)0x94D049BB133111EBull));
+    z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
+    return _mm256_srli_epi64(z, 40);
+}
+
+// The same masks as the scalar loop, 8 elements at a time: keep ⟺ (z >> 40)·2^-24 >= p
+// ⟺ (z >> 40) >= ⌈p·2^24⌉ (both sides exact).
+__attribute__((target("avx2"))) static size_t drop_avx2(float *x, size_t n, uint64_t base, float p) {
+    double thr_d = ceil((double)p * 16777216.0);
+    __m256i thr = _mm256_set1_epi32((int)thr_d - 1);  // keep ⟺ k > thr − 1
+    __m256 sc = _mm256_set1_ps((float)(1.0 / (1.0 - (double)p)));
+    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    __m256i idx = _mm256_add_epi64(_mm256_set1_epi64x((long long)base), _mm256_setr_epi64x(0, 1, 2, 3));
+    const __m256i four = _mm256_set1_epi64x(4);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i k0 = drop_bits4(idx);
+        idx = _mm256_add_epi64(idx, four);
+        __m256i k1 = drop_bits4(idx);
+        idx = _mm256_add_epi64(idx, four);
+        // low dwords of the 64-bit lanes into one vector of 8 (k < 2^24 fits)
+        __m128i a = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(k0, pick));
+        __m128i b = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(k1, pick));
+        __m256i k = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
+        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(k, thr));
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), sc);
+        _mm256_storeu_ps(x + i, _mm256_and_ps(v, keep));
+    }
+    return i;
+}
 #endif
-    for (size_t i = 0; i < n; i++) x[i] = lb_drop_keep(d, site, i, p) ? x[i] * s : 0;
+
+void lb_dropout_apply_at(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p) {
+    lb_real s = (lb_real)(1.0 / (1.0 - (double)p));
+    size_t i = 0;
+#ifdef LB_DROP_VEC
+    if (p > 0 && p < 1 && __builtin_cpu_supports("avx2")) {
+        uint64_t base = d->seed * 0x9E3779B97F4A7C15ull + d->step * 0xBF58476D1CE4E5B9ull +
+                        site * 0x94D049BB133111EBull + off;
+        i = drop_avx2(x, n, base, p);
+    }
+#endif
+    for (; i < n; i++) x[i] = lb_drop_keep(d, site, off + i, p) ? x[i] * s : 0;
+}
+
+void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, float p) {
+    lb_dropout_apply_at(x, n, d, site, 0, p);
+}
+
+// ---- thread pool ----------------------------------------------------------------------
+// Workers sleep on a condition variable between loops: spinning would steal the cores
+// from OpenBLAS, whose own threads run the matrix products in between.
+
+#define LB_POOL_MAX 64
+
+struct lb_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    int n_workers;              // started threads (the caller is thread 0)
+    pthread_t th[LB_POOL_MAX];
+    long gen;                   // incremented for each loop
+    int active;                 // threads taking part in the current loop (caller included)
+    int pending;                // workers not finished with the current loop
+    int stop;
+    long n;
+    void (*fn)(void *, long, long, int);
+    void *ctx;
+};
+
+typedef struct {
+    lb_pool_t *p;
+    int tid;
+} lb_worker_arg_t;
+
+static void chunk(long n, int parts, int t, long *lo, long *hi) {
+    long q = n / parts, r = n % parts;
+    *lo = t * q + (t < r ? t : r);
+    *hi = *lo + q + (t < r);
+}
+
+static void *pool_main(void *arg) {
+    lb_worker_arg_t wa = *(lb_worker_arg_t *)arg;
+    free(arg);
+    lb_pool_t *p = wa.p;
+    long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->gen == seen) pthread_cond_wait(&p->go, &p->mu);
+        if (p->stop) break;
+        seen = p->gen;
+        if (wa.tid >= p->active) continue;
+        long n = p->n, lo, hi;
+        int active = p->active;
+        void (*fn)(void *, long, long, int) = p->fn;
+        void *ctx = p->ctx;
+        pthread_mutex_unlock(&p->mu);
+        chunk(n, active, wa.tid, &lo, &hi);
+        if (hi > lo) fn(ctx, lo, hi, wa.tid);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+lb_pool_t *lb_pool_new(void) {
+    lb_pool_t *p = xcalloc(1, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->go, NULL);
+    pthread_cond_init(&p->done, NULL);
+    return p;
+}
+
+void lb_pool_free(lb_pool_t *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_workers; i++) pthread_join(p->th[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->done);
+    free(p);
+}
+
+int lb_pool_threads(void) {
+    int n = openblas_get_num_threads();
+    return n < 1 ? 1 : n > LB_POOL_MAX ? LB_POOL_MAX : n;
+}
+
+static void lb_pool_run_n(lb_pool_t *p, int nt, long n, void (*fn)(void *, long, long, int), void *ctx) {
+    if (nt > n) nt = (int)n;
+    if (!p || nt <= 1) {
+        if (n > 0) fn(ctx, 0, n, 0);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    while (p->n_workers < nt - 1) {  // grow on demand (threads raised by lb_set_threads)
+        lb_worker_arg_t *wa = xmalloc(sizeof *wa);
+        wa->p = p;
+        wa->tid = p->n_workers + 1;
+        if (pthread_create(&p->th[p->n_workers], NULL, pool_main, wa)) {
+            free(wa);
+            nt = p->n_workers + 1;
+            break;
+        }
+        p->n_workers++;
+    }
+    p->n = n;
+    p->fn = fn;
+    p->ctx = ctx;
+    p->active = nt;
+    p->pending = nt - 1;
+    p->gen++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    long lo, hi;
+    chunk(n, nt, 0, &lo, &hi);
+    if (hi > lo) fn(ctx, lo, hi, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void lb_pool_run(lb_pool_t *p, long n, void (*fn)(void *ctx, long lo, long hi, int tid), void *ctx) {
+    lb_pool_run_n(p, lb_pool_threads(), n, fn, ctx);
+}
+
+void lb_pool_run_gemms(lb_pool_t *p, long n, void (*fn)(void *ctx, long lo, long hi, int tid),
+                       void *ctx) {
+    int nt = lb_pool_threads();
+    if (!p || nt <= 1 || n < 2) {
+        if (n > 0) fn(ctx, 0, n, 0);
+        return;
+    }
+    openblas_set_num_threads(1);
+    lb_pool_run_n(p, nt, n, fn, ctx);
+    openblas_set_num_threads(nt);
+}
+
+typedef struct {
+    lb_real *x;
+    const lb_drop_t *d;
+    uint64_t site;
+    float p;
+} drop_job_t;
+
+static void drop_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const drop_job_t *j = ctx;
+    lb_dropout_apply_at(j->x + lo, (size_t)(hi - lo), j->d, j->site, (uint64_t)lo, j->p);
+}
+
+void lb_dropout_apply_par(lb_pool_t *p, lb_real *x, size_t n, const lb_drop_t *d, uint64_t site,
+                          float p_drop) {
+    drop_job_t j = {x, d, site, p_drop};
+    lb_pool_run(n > 32768 ? p : NULL, (long)n, drop_job, &j);
 }
 
 int linear_trainable(const linear_t *l) {
@@ -75,6 +286,25 @@ void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_r
         lb_gemm(0, 1, N, l->r, l->in, 1, xd, l->in, l->A, l->in, 0, xa, l->r);     // [N, R]
         lb_gemm(0, 1, N, l->out, l->r, l->scale, xa, l->r, l->B, l->r, 1, y, l->out);
     }
+}
+
+double linear_forward_flops(const linear_t *l, int N) {
+    double f = 2.0 * N * l->in * l->out;
+    if (l->r > 0) f += 2.0 * N * l->r * ((double)l->in + l->out);
+    return f;
+}
+
+double linear_backward_flops(const linear_t *l, int N, int has_dx) {
+    double one = 2.0 * N * l->in * l->out, f = 0;
+    if (l->W->g) f += one;
+    if (has_dx) f += one;
+    if (l->r <= 0 || (!has_dx && !l->dA && !l->dB)) return f;
+    if (l->dB) f += 2.0 * N * l->out * l->r;
+    if (!has_dx && !l->dA) return f;
+    f += 2.0 * N * l->out * l->r;                  // dxa
+    if (l->dA) f += 2.0 * N * l->r * l->in;
+    if (has_dx) f += 2.0 * N * l->r * l->in;
+    return f;
 }
 
 void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *xa,

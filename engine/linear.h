@@ -81,6 +81,12 @@ void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *
                      const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
                      const lb_drop_t *drop, uint64_t site);
 
+// Matrix-product FLOPs (2·M·N·K per product) that linear_forward / linear_backward run
+// for N rows; has_dx says whether the backward was given dx. Kept next to the functions
+// they describe so that the count follows the code.
+double linear_forward_flops(const linear_t *l, int N);
+double linear_backward_flops(const linear_t *l, int N, int has_dx);
+
 // C [M, N] = alpha·op(A)·op(B) + beta·C, row-major; ta/tb = 1 transposes. The engine's
 // other matrix products (attention) go through here so cblas lives in this file only.
 void lb_gemm(int ta, int tb, int M, int N, int K, lb_real alpha, const lb_real *A, int lda,
@@ -89,6 +95,30 @@ void lb_gemm(int ta, int tb, int M, int N, int K, lb_real alpha, const lb_real *
 // Sets the threads of OpenBLAS and of the engine's own parallel loops (process-wide, as
 // OpenBLAS's own setting is). n <= 0 leaves the defaults.
 void lb_set_threads(int n);
+
+// A small pool of worker threads for the engine's own parallel loops (attention heads,
+// softmax, norms, activations, dropout). It belongs to its owner (the activation arena),
+// not to the process; the number of threads follows lb_set_threads (OpenBLAS's count).
+typedef struct lb_pool lb_pool_t;
+lb_pool_t *lb_pool_new(void);
+void lb_pool_free(lb_pool_t *p);
+// Threads a parallel loop would use now (>= 1).
+int lb_pool_threads(void);
+// Runs fn(ctx, lo, hi, tid) over [0, n) split into contiguous chunks, one per thread, and
+// returns when all are done. The split depends only on n and the thread count, and every
+// engine loop run this way writes disjoint outputs, so results do not depend on it.
+// p NULL, n small or one thread: runs fn(ctx, 0, n, 0) on the caller.
+void lb_pool_run(lb_pool_t *p, long n, void (*fn)(void *ctx, long lo, long hi, int tid), void *ctx);
+
+// lb_pool_run for loops whose items call lb_gemm (attention per batch row and head): the
+// products inside run single-threaded, one per pool thread, instead of each asking the
+// BLAS for all threads.
+void lb_pool_run_gemms(lb_pool_t *p, long n, void (*fn)(void *ctx, long lo, long hi, int tid),
+                       void *ctx);
+
+// lb_dropout_apply spread over the pool.
+void lb_dropout_apply_par(lb_pool_t *p, lb_real *x, size_t n, const lb_drop_t *d, uint64_t site,
+                          float p_drop);
 
 // Inverted-dropout keep test for element i of a site: 1 = keep (scale by 1/(1-p)).
 static inline int lb_drop_keep(const lb_drop_t *d, uint64_t site, uint64_t i, float p) {
@@ -107,5 +137,9 @@ static inline int lb_drop_on(const lb_drop_t *d, float p) {
 
 // x[i] = keep ? x[i] / (1 - p) : 0 for i < n (forward and backward are the same map).
 void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, float p);
+
+// The same for a slice: x[i] gets the mask of element off + i of the site (AVX2 when the
+// CPU has it, bit for bit the masks of lb_drop_keep).
+void lb_dropout_apply_at(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p);
 
 #endif

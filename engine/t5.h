@@ -109,7 +109,10 @@ typedef struct {
 typedef struct t5_acts t5_acts_t;
 
 // The activation arena for batches of at most (B, S, T), for the model as it is now
-// (LoRA ranks included: attach adapters first). One allocation, reused by every step.
+// (LoRA ranks and what is trainable included: attach adapters and call t5_set_trainable
+// first). One allocation, reused by every step. A frozen encoder keeps no activations and
+// a fully frozen model (evaluation) none at all, so their arenas are much smaller; making
+// something trainable afterwards makes t5_forward ask for a new arena.
 t5_acts_t *t5_acts_new(const t5_model_t *m, int B, int S, int T);
 void t5_acts_free(t5_acts_t *a);
 // The maximum (B, S, T) the arena was made for.
@@ -121,6 +124,27 @@ size_t t5_acts_bytes(const t5_acts_t *a);
 // -100). drop: NULL or training = 0 for evaluation. Invalid ids give an error.
 int t5_forward(const t5_model_t *m, t5_acts_t *a, const t5_batch_t *b, const lb_drop_t *drop,
                float *loss, lb_err_t *err);
+
+// 1 when nothing in the encoder is trainable (no encoder weight, norm, relative bias or
+// adapter with a gradient, and no trainable shared embedding): the encoder then needs no
+// backward, its activations are not kept (an arena made now holds one encoder block's
+// buffers, reused by every block), and its output can be computed once per example and
+// reused across epochs with t5_forward_with_encoder.
+int t5_encoder_frozen(const t5_model_t *m);
+
+// Runs only the encoder on input_ids/attention_mask of b (labels and T are ignored),
+// without dropout, and copies its output (after the final norm) to enc_out [B, S, D]
+// when not NULL. This is what a runner caches per example for a frozen encoder; compute it
+// the same way in the first epoch so that results do not depend on the cache.
+int t5_forward_encoder(const t5_model_t *m, t5_acts_t *a, const t5_batch_t *b, lb_real *enc_out,
+                       lb_err_t *err);
+
+// t5_forward with the encoder output given (enc_out [B, S, D], as t5_forward_encoder made
+// it; rows of padded positions are used as given): runs the decoder, the head and the loss
+// only; t5_backward then works as after t5_forward. The attention mask of b still masks
+// the cross attention. Refused when the encoder has anything trainable.
+int t5_forward_with_encoder(const t5_model_t *m, t5_acts_t *a, const t5_batch_t *b,
+                            const lb_real *enc_out, const lb_drop_t *drop, float *loss, lb_err_t *err);
 
 // Backward of the last t5_forward (same drop): adds loss_scale·∂loss/∂p to every trainable
 // gradient. Overwrites the logits with their gradient. Runs only what a trainable
@@ -136,6 +160,14 @@ int t5_acts_n_tokens(const t5_acts_t *a);
 // Encoder blocks whose backward has run since the arena was made (for tests: 0 when only
 // the decoder is trained).
 long t5_acts_encoder_backward_count(const t5_acts_t *a);
+
+// Floating-point operations of the matrix products (2·M·N·K each) that the last
+// t5_forward (backward = 0) or t5_backward (backward = 1) actually ran: every linear
+// (with its LoRA products), q·kᵀ and P·v over the full Tq×Tk score matrices (the causal
+// half included, as it is computed), and in the backward only the products that ran
+// (no dW for frozen weights, no dx below the lowest trainable layer). Element-wise work
+// (norms, softmax, activations, dropout, optimizer) is not counted.
+double t5_acts_flops(const t5_acts_t *a, int backward);
 
 // T5's relative position bucket (transformers' _relative_position_bucket) for
 // relative_position = key position − query position.

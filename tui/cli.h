@@ -22,6 +22,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_tensors(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 
 // The workbench (ncurses): no arguments, or only --workspace/--ascii.

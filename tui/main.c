@@ -32,6 +32,7 @@ static const command_t commands[] = {
     {"worker", cmd_worker, "execute one recorded run (started by the workbench)"},
     {"eval", cmd_eval, "generate and score ROUGE on a data split (model + optional adapter)"},
     {"merge", cmd_merge, "merge an adapter into its base model and save a full checkpoint"},
+    {"bench", cmd_bench, "time and memory of a training step (--table: the standard table)"},
     {"generate", cmd_generate, "greedy / beam-search generation (transformers semantics), KV cache"},
     {"tensors", cmd_tensors, "run a batch and write loss, logits, gradients (checks a checkpoint)"},
     {"tokenize", cmd_tokenize, "encode/decode text with a tokenizer.json, one JSON value per line"},

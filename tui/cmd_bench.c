@@ -1,0 +1,464 @@
+// `lorabench bench`: speed and memory of one training (or forward-only) configuration on
+// a FLAN-T5 shape with random weights, or on a real checkpoint, against the machine's own
+// matrix-product rate measured in the same process. `--table` runs the standard four
+// configurations, each in its own process so that peak RSS is per configuration.
+#include <cJSON.h>
+#include <cblas.h>
+#include <errno.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "linear.h"
+#include "lora.h"
+#include "lora_t5.h"
+#include "t5.h"
+#include "t5_init.h"
+#include "train.h"
+
+extern char **environ;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: lorabench bench [--shape flan-t5-small|flan-t5-base|DIR] [--method none|lora|full|partial]\n"
+            "                       [--rank R] [--targets q,v|all|LIST] [--top-blocks K]\n"
+            "                       [--stack both|encoder|decoder] [--batch B] [--src S] [--tgt T]\n"
+            "                       [--steps N] [--warmup W] [--threads N] [--no-dropout]\n"
+            "                       [--cached-encoder] [--json]\n"
+            "       lorabench bench --table [--threads N] [--steps N]\n\n"
+            "Runs W warm-up steps (default 1) and N timed steps (default 3) of one configuration\n"
+            "on random weights of the named shape (or the checkpoint in DIR) and prints:\n"
+            "  s/step       median wall time of one step (forward, backward, AdamW)\n"
+            "  tokens/s     B·(S+T) / (s/step)\n"
+            "  GFLOP        matrix-product work of one step, counted by the engine as it runs:\n"
+            "               2·M·N·K for every product of the forward (each linear and its LoRA\n"
+            "               products, q·kᵀ and P·v over the full score matrices, the causal half\n"
+            "               included because it is computed) and of the backward products that\n"
+            "               actually run (no weight gradient for frozen weights, no input gradient\n"
+            "               below the lowest trainable layer); norms, softmax, activations,\n"
+            "               dropout and the optimizer are not counted\n"
+            "  GFLOP/s      GFLOP / (s/step)\n"
+            "  peak         cblas_sgemm GFLOP/s on 2048×2048×2048 in this process, same threads\n"
+            "               (best of 3 before and 3 after the steps)\n"
+            "  ratio        GFLOP/s / peak\n"
+            "  RSS          peak resident memory of the process (before the peak measurement)\n\n"
+            "Defaults: flan-t5-small, lora r=8 on q,v, batch 8, source 256, target 64, 2 threads.\n"
+            "--method none runs the forward only (no dropout); lora trains an adapter (lora_dropout\n"
+            "0, alpha 16); full trains every parameter with AdamW; partial the top K blocks\n"
+            "(--top-blocks, default 2) of --stack (default both) and the final norms.\n"
+            "--cached-encoder (decoder-only training) computes the encoder output once and times\n"
+            "steps on it, as the runner does from the second epoch. --table prints forward / LoRA r=8 q,v / LoRA r=8 all linear / full\n"
+            "for FLAN-T5-small, batch 8, source 256, target 64 (what `make bench` runs).\n");
+}
+
+static const char *SMALL_JSON =
+    "{\"vocab_size\":32128,\"d_model\":512,\"d_kv\":64,\"d_ff\":1024,\"num_layers\":8,"
+    "\"num_decoder_layers\":8,\"num_heads\":6,\"relative_attention_num_buckets\":32,"
+    "\"relative_attention_max_distance\":128,\"feed_forward_proj\":\"gated-gelu\","
+    "\"layer_norm_epsilon\":1e-6,\"tie_word_embeddings\":false,\"dropout_rate\":0.1,"
+    "\"pad_token_id\":0,\"eos_token_id\":1,\"decoder_start_token_id\":0}";
+static const char *BASE_JSON =
+    "{\"vocab_size\":32128,\"d_model\":768,\"d_kv\":64,\"d_ff\":2048,\"num_layers\":12,"
+    "\"num_decoder_layers\":12,\"num_heads\":12,\"relative_attention_num_buckets\":32,"
+    "\"relative_attention_max_distance\":128,\"feed_forward_proj\":\"gated-gelu\","
+    "\"layer_norm_epsilon\":1e-6,\"tie_word_embeddings\":false,\"dropout_rate\":0.1,"
+    "\"pad_token_id\":0,\"eos_token_id\":1,\"decoder_start_token_id\":0}";
+
+typedef struct {
+    const char *shape, *method, *targets, *stack;
+    int rank, top_blocks, B, S, T, steps, warmup, threads, dropout, cached, json;
+} bench_opts_t;
+
+typedef struct {
+    double s_step, tok_s, gflop, gflops, peak, ratio;
+    double rss_mb;
+    double fwd_gflop, bwd_gflop;
+    size_t trainable;
+    float loss;
+} bench_res_t;
+
+static int fail(const char *msg) {
+    fprintf(stderr, "lorabench bench: %s\n", msg);
+    return 1;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+// cblas_sgemm GFLOP/s on 2048³ at the current thread count: best of three after one
+// warm-up, as the machine's practical peak for the same kind of work.
+static double sgemm_peak(void) {
+    const int n = 2048;
+    size_t nn = (size_t)n * n;
+    float *A = xmalloc(nn * sizeof(float)), *Bm = xmalloc(nn * sizeof(float)), *C = xmalloc(nn * sizeof(float));
+    for (size_t i = 0; i < nn; i++) {
+        A[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+        Bm[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    }
+    double best = 1e30;
+    for (int r = 0; r < 4; r++) {
+        double t0 = lb_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, A, n, Bm, n, 0, C, n);
+        double dt = lb_now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    free(A); free(Bm); free(C);
+    return 2.0 * n * n * (double)n / best / 1e9;
+}
+
+static int targets_parse(lora_config_t *lc, const char *spec, const t5_config_t *c) {
+    lc->n_targets = 0;
+    if (!strcmp(spec, "all")) {
+        const char *g[] = {"q", "k", "v", "o", "wi_0", "wi_1", "wo"};
+        const char *p[] = {"q", "k", "v", "o", "wi", "wo"};
+        int n = c->gated ? 7 : 6;
+        for (int i = 0; i < n; i++) snprintf(lc->targets[lc->n_targets++], sizeof lc->targets[0], "%s", c->gated ? g[i] : p[i]);
+        return 0;
+    }
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", spec);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (lc->n_targets >= LORA_MAX_TARGETS) return -1;
+        snprintf(lc->targets[lc->n_targets++], sizeof lc->targets[0], "%s", t);
+    }
+    return lc->n_targets ? 0 : -1;
+}
+
+typedef struct {
+    int top, n_enc, n_dec, enc, dec;
+} partial_t;
+
+// Same rule as the runner's partial method: the top K blocks of the chosen stacks and
+// their final norms; embedding and head stay frozen.
+static int pred_partial(const char *name, void *ctx) {
+    const partial_t *p = ctx;
+    int enc = !strncmp(name, "encoder.", 8), dec = !strncmp(name, "decoder.", 8);
+    if ((!enc || !p->enc) && (!dec || !p->dec)) return 0;
+    const char *b = strstr(name, ".block.");
+    if (!b) return strstr(name, "layer_norm") != NULL;
+    int idx = atoi(b + 7), n = enc ? p->n_enc : p->n_dec;
+    return idx >= n - p->top;
+}
+
+static int run_one(const bench_opts_t *o, bench_res_t *r) {
+    lb_err_t err = {0};
+    t5_model_t m;
+    t5_config_t cfg;
+    int rc = 1;
+    lora_adapter_t ad;
+    int have_ad = 0;
+    float *ad_grads = NULL;
+    t5_acts_t *a = NULL;
+    int32_t *ids = NULL;
+    train_t tr;
+    int have_tr = 0;
+    memset(r, 0, sizeof *r);
+    lb_set_threads(o->threads);
+    if (!strcmp(o->shape, "flan-t5-small") || !strcmp(o->shape, "flan-t5-base")) {
+        if (t5_config_parse(&cfg, !strcmp(o->shape, "flan-t5-small") ? SMALL_JSON : BASE_JSON, o->shape, &err) ||
+            t5_init_empty(&m, &cfg, &err))
+            return fail(err.msg);
+        t5_init_random(&m, 1);
+    } else if (t5_load(&m, o->shape, &err)) {
+        return fail(err.msg);
+    }
+    const t5_config_t *c = &m.cfg;
+    int method_none = !strcmp(o->method, "none"), method_lora = !strcmp(o->method, "lora");
+    if (method_lora) {
+        lora_config_t lc;
+        lora_config_default(&lc);
+        lc.r = o->rank;
+        lc.alpha = 2.0 * o->rank;
+        lc.dropout = 0;
+        if (targets_parse(&lc, o->targets, c)) {
+            fail("--targets must be q,v, all, or a comma-separated list of module kinds");
+            goto out;
+        }
+        if (!strcmp(o->stack, "encoder")) lc.stacks = 1;
+        else if (!strcmp(o->stack, "decoder")) lc.stacks = 2;
+        lora_shape_t sh;
+        lora_shape_from_t5(c, &sh);
+        t5_set_trainable(&m, NULL, NULL);
+        if (lora_create(&ad, &lc, &sh, &err)) { fail(err.msg); goto out; }
+        have_ad = 1;
+        if (lora_init(&ad, 7, lora_t5_weight, &m, &err)) { fail(err.msg); goto out; }
+        ad_grads = xcalloc(ad.n_params, sizeof(float));
+        if (lora_attach(&ad, &m, ad_grads, &err)) { fail(err.msg); goto out; }
+        r->trainable = ad.n_params;
+    } else if (!strcmp(o->method, "full")) {
+        t5_set_trainable(&m, t5_pred_all, NULL);
+        r->trainable = m.n_train;
+    } else if (!strcmp(o->method, "partial")) {
+        partial_t p = {o->top_blocks, c->num_layers, c->num_decoder_layers, strcmp(o->stack, "decoder") != 0,
+                       strcmp(o->stack, "encoder") != 0};
+        t5_set_trainable(&m, pred_partial, &p);
+        r->trainable = m.n_train;
+        if (!m.n_train) { fail("partial: the chosen blocks hold no parameter; raise --top-blocks"); goto out; }
+    } else if (method_none) {
+        t5_set_trainable(&m, NULL, NULL);
+    } else {
+        fail("--method must be none, lora, full or partial");
+        goto out;
+    }
+    a = t5_acts_new(&m, o->B, o->S, o->T);
+    // a deterministic batch: ids spread over the vocabulary, no padding
+    int B = o->B, S = o->S, T = o->T;
+    ids = xmalloc(sizeof(int32_t) * (size_t)B * (2 * S + T));
+    int32_t *mask = ids + (size_t)B * S, *lab = mask + (size_t)B * S;
+    uint64_t st = 12345;
+    for (int i = 0; i < B * S; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = 3 + (int32_t)((st >> 33) % (uint64_t)(c->vocab_size - 3));
+        mask[i] = 1;
+    }
+    for (int i = 0; i < B * T; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        lab[i] = 3 + (int32_t)((st >> 33) % (uint64_t)(c->vocab_size - 3));
+    }
+    t5_batch_t bt = {B, S, T, ids, mask, lab};
+    train_opts_t to;
+    train_opts_default(&to);
+    to.dropout = o->dropout;
+    to.max_grad_norm = 1.0f;
+    if (!method_none) {
+        if (train_init(&tr, &m, a, &to, &err)) { fail(err.msg); goto out; }
+        have_tr = 1;
+        if (have_ad) {
+            train_block_t blk = {ad.params, ad_grads, ad.n_params, NULL, 0};
+            if (train_add_block(&tr, &blk, &err)) { fail(err.msg); goto out; }
+        }
+    }
+    if (o->cached && (method_none || !t5_encoder_frozen(&m))) {
+        fail("--cached-encoder needs training that leaves the encoder frozen (--stack decoder)");
+        goto out;
+    }
+    lb_real *enc_cache = NULL;
+    if (o->cached) {  // what the runner keeps per example after the first epoch
+        enc_cache = xmalloc(sizeof(lb_real) * (size_t)B * S * c->d_model);
+        if (t5_forward_encoder(&m, a, &bt, enc_cache, &err)) { free(enc_cache); fail(err.msg); goto out; }
+    }
+    double peak_pre = sgemm_peak();
+    int total = o->warmup + o->steps;
+    double *times = xcalloc((size_t)total, sizeof(double));
+    for (int s = 0; s < total; s++) {
+        double t0 = lb_now();
+        int e;
+        if (method_none) {
+            e = t5_forward(&m, a, &bt, NULL, &r->loss, &err);
+        } else if (o->cached) {
+            lb_drop_t drop = {to.seed, (uint64_t)s, to.dropout};
+            for (int i = 0; i < tr.n_blocks; i++) memset(tr.blocks[i].g, 0, tr.blocks[i].n * sizeof(lb_real));
+            e = t5_forward_with_encoder(&m, a, &bt, enc_cache, &drop, &r->loss, &err);
+            if (!e) {
+                t5_backward(&m, a, &drop, 1.0f);
+                float lr = optim_lr_at(to.schedule, to.lr, s, 0, to.total_steps);
+                for (int i = 0; i < tr.n_blocks; i++)
+                    adamw_step(&tr.opt[i], tr.blocks[i].p, tr.blocks[i].g, lr, NULL, 0);
+            }
+        } else {
+            e = train_step(&tr, &bt, 1, &r->loss, &err);
+        }
+        if (e) { free(times); free(enc_cache); fail(err.msg); goto out; }
+        times[s] = lb_now() - t0;
+    }
+    free(enc_cache);
+    r->fwd_gflop = t5_acts_flops(a, 0) / 1e9;
+    r->bwd_gflop = method_none ? 0 : t5_acts_flops(a, 1) / 1e9;
+    qsort(times + o->warmup, (size_t)o->steps, sizeof(double), cmp_d);
+    double *tt = times + o->warmup;
+    r->s_step = o->steps % 2 ? tt[o->steps / 2] : 0.5 * (tt[o->steps / 2 - 1] + tt[o->steps / 2]);
+    free(times);
+    r->rss_mb = (double)lb_peak_rss() / (1024.0 * 1024.0);
+    r->tok_s = (double)B * (S + T) / r->s_step;
+    r->gflop = r->fwd_gflop + r->bwd_gflop;
+    r->gflops = r->gflop / r->s_step;
+    // other load on a shared machine only lowers the rate: the better of the two
+    // measurements (before and after the steps) is the machine's practical peak
+    double peak_post = sgemm_peak();
+    r->peak = peak_pre > peak_post ? peak_pre : peak_post;
+    r->ratio = r->gflops / r->peak;
+    rc = 0;
+out:
+    free(ids);
+    if (have_tr) train_free(&tr);
+    if (a) t5_acts_free(a);
+    if (have_ad) lora_free(&ad);
+    free(ad_grads);
+    t5_free(&m);
+    return rc;
+}
+
+static const char *label_of(const bench_opts_t *o, char *buf, size_t n) {
+    if (!strcmp(o->method, "lora")) snprintf(buf, n, "lora r=%d %s%s%s", o->rank, o->targets,
+                                             strcmp(o->stack, "both") ? " " : "", strcmp(o->stack, "both") ? o->stack : "");
+    else if (!strcmp(o->method, "partial")) snprintf(buf, n, "partial top %d %s", o->top_blocks, o->stack);
+    else if (!strcmp(o->method, "none")) snprintf(buf, n, "forward");
+    else snprintf(buf, n, "%s", o->method);
+    if (o->cached) snprintf(buf + strlen(buf), n - strlen(buf), " (cached encoder)");
+    return buf;
+}
+
+static void print_json(const bench_opts_t *o, const bench_res_t *r) {
+    char lab[128];
+    printf("{\"impl\":\"lorabench\",\"config\":\"%s\",\"shape\":\"%s\",\"method\":\"%s\",\"rank\":%d,"
+           "\"targets\":\"%s\",\"batch\":%d,\"src\":%d,\"tgt\":%d,\"threads\":%d,\"steps\":%d,"
+           "\"s_per_step\":%.4f,\"tokens_per_s\":%.1f,\"gflop\":%.2f,\"fwd_gflop\":%.2f,"
+           "\"bwd_gflop\":%.2f,\"gflops\":%.2f,\"peak_gflops\":%.2f,\"ratio\":%.3f,"
+           "\"peak_rss_mb\":%.0f,\"trainable\":%zu,\"loss\":%.4f}\n",
+           label_of(o, lab, sizeof lab), o->shape, o->method, o->rank, o->targets, o->B, o->S, o->T,
+           o->threads, o->steps, r->s_step, r->tok_s, r->gflop, r->fwd_gflop, r->bwd_gflop, r->gflops,
+           r->peak, r->ratio, r->rss_mb, r->trainable, (double)r->loss);
+}
+
+static void print_header(void) {
+    printf("%-28s %8s %9s %8s %8s %8s %6s %8s\n", "configuration", "s/step", "tokens/s", "GFLOP",
+           "GFLOP/s", "peak", "ratio", "RSS MB");
+}
+
+static void print_row(const char *label, const bench_res_t *r) {
+    printf("%-28s %8.3f %9.0f %8.1f %8.1f %8.1f %6.2f %8.0f\n", label, r->s_step, r->tok_s, r->gflop,
+           r->gflops, r->peak, r->ratio, r->rss_mb);
+}
+
+// Runs this program again with args + --json and reads its one JSON line into r.
+static int run_child(char *const *args, bench_res_t *r) {
+    int fd[2];
+    if (pipe(fd)) return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&fa, fd[0]);
+    pid_t pid;
+    int e = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, args, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd[1]);
+    if (e) {
+        close(fd[0]);
+        return -1;
+    }
+    char buf[4096];
+    size_t len = 0;
+    ssize_t k;
+    while ((k = read(fd[0], buf + len, sizeof buf - 1 - len)) > 0) len += (size_t)k;
+    close(fd[0]);
+    buf[len] = 0;
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (!WIFEXITED(status) || WEXITSTATUS(status)) return -1;
+    cJSON *j = cJSON_Parse(buf);
+    if (!j) return -1;
+    memset(r, 0, sizeof *r);
+#define GET(f, k) do { const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, k); if (cJSON_IsNumber(x)) r->f = x->valuedouble; } while (0)
+    GET(s_step, "s_per_step"); GET(tok_s, "tokens_per_s"); GET(gflop, "gflop"); GET(gflops, "gflops");
+    GET(peak, "peak_gflops"); GET(ratio, "ratio"); GET(rss_mb, "peak_rss_mb");
+#undef GET
+    cJSON_Delete(j);
+    return 0;
+}
+
+static int run_table(const bench_opts_t *o) {
+    static const struct { const char *label, *method, *targets; } rows[] = {
+        {"forward", "none", "q,v"},
+        {"lora r=8 q,v", "lora", "q,v"},
+        {"lora r=8 all linear", "lora", "all"},
+        {"full fine-tune (AdamW)", "full", "q,v"},
+    };
+    printf("FLAN-T5-small shape (random weights), batch 8, source 256, target 64, fp32, %d thread%s, median of %d steps\n",
+           o->threads, o->threads == 1 ? "" : "s", o->steps);
+    print_header();
+    int rc = 0;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char th[16], steps[16];
+        snprintf(th, sizeof th, "%d", o->threads);
+        snprintf(steps, sizeof steps, "%d", o->steps);
+        char *args[] = {"lorabench", "bench", "--shape", "flan-t5-small", "--method", (char *)rows[i].method,
+                        "--rank", "8", "--targets", (char *)rows[i].targets, "--batch", "8", "--src", "256",
+                        "--tgt", "64", "--steps", steps, "--threads", th, "--json", NULL};
+        bench_res_t r;
+        fflush(stdout);
+        if (run_child(args, &r)) {
+            fprintf(stderr, "lorabench bench: the %s configuration failed; run it alone with --method %s to see why\n",
+                    rows[i].label, rows[i].method);
+            rc = 1;
+            continue;
+        }
+        print_row(rows[i].label, &r);
+        fflush(stdout);
+    }
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv) {
+    bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0};
+    int table = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            o.json = 1;
+        } else if (!strcmp(a, "--table")) {
+            table = 1;
+        } else if (!strcmp(a, "--no-dropout")) {
+            o.dropout = 0;
+        } else if (!strcmp(a, "--cached-encoder")) {
+            o.cached = 1;
+        } else if (!strcmp(a, "--shape") || !strcmp(a, "--method") || !strcmp(a, "--targets") ||
+                   !strcmp(a, "--stack")) {
+            if (!v) {
+                fprintf(stderr, "lorabench bench: %s needs a value; see --help\n", a);
+                return 2;
+            }
+            if (!strcmp(a, "--shape")) o.shape = v;
+            else if (!strcmp(a, "--method")) o.method = v;
+            else if (!strcmp(a, "--targets")) o.targets = v;
+            else o.stack = v;
+            i++;
+        } else if (!strcmp(a, "--rank") || !strcmp(a, "--top-blocks") || !strcmp(a, "--batch") ||
+                   !strcmp(a, "--src") || !strcmp(a, "--tgt") || !strcmp(a, "--steps") ||
+                   !strcmp(a, "--warmup") || !strcmp(a, "--threads")) {
+            char *end = NULL;
+            long x = v ? strtol(v, &end, 10) : 0;
+            int min = !strcmp(a, "--warmup") ? 0 : 1;
+            if (!v || *end || end == v || x < min || x > 1000000) {
+                fprintf(stderr, "lorabench bench: %s expects an integer >= %d, not '%s'\n", a, min, v ? v : "");
+                return 2;
+            }
+            int *dst = !strcmp(a, "--rank") ? &o.rank : !strcmp(a, "--top-blocks") ? &o.top_blocks
+                     : !strcmp(a, "--batch") ? &o.B : !strcmp(a, "--src") ? &o.S : !strcmp(a, "--tgt") ? &o.T
+                     : !strcmp(a, "--steps") ? &o.steps : !strcmp(a, "--warmup") ? &o.warmup : &o.threads;
+            *dst = (int)x;
+            i++;
+        } else {
+            fprintf(stderr, "lorabench bench: unknown option '%s'; see --help\n", a);
+            return 2;
+        }
+    }
+    if (strcmp(o.stack, "both") && strcmp(o.stack, "encoder") && strcmp(o.stack, "decoder")) {
+        fprintf(stderr, "lorabench bench: --stack must be both, encoder or decoder\n");
+        return 2;
+    }
+    if (strcmp(o.method, "none") && strcmp(o.method, "lora") && strcmp(o.method, "full") && strcmp(o.method, "partial")) {
+        fprintf(stderr, "lorabench bench: --method must be none, lora, full or partial\n");
+        return 2;
+    }
+    if (table) return run_table(&o);
+    bench_res_t r;
+    if (run_one(&o, &r)) return 1;
+    if (o.json) {
+        print_json(&o, &r);
+    } else {
+        char lab[128];
+        print_header();
+        print_row(label_of(&o, lab, sizeof lab), &r);
+        printf("forward %.1f GFLOP, backward %.1f GFLOP; %zu trainable parameters; loss %.4f\n", r.fwd_gflop,
+               r.bwd_gflop, r.trainable, (double)r.loss);
+    }
+    return 0;
+}
