@@ -132,6 +132,18 @@ int t5_config_parse(t5_config_t *c, const char *json, const char *name, lb_err_t
         snprintf(c->feed_forward_proj, sizeof c->feed_forward_proj, "%s", ff->valuestring);
     }
     if (parse_act(c, c->feed_forward_proj, name, err)) goto out;
+    // engine/t5 sizes its tables and the attention width (H·K) in int; far beyond any T5
+    // (t5-11b: 24 layers, H·K = 16384), a hostile config must not overflow them.
+    if (c->num_layers > 4096 || c->num_decoder_layers > 4096) {
+        lb_err_set(err, LB_EFORMAT, "%s: num_layers and num_decoder_layers must be at most 4096 (got %d and %d)",
+                   name, c->num_layers, c->num_decoder_layers);
+        goto out;
+    }
+    if ((long long)c->num_heads * c->d_kv > (1LL << 24)) {
+        lb_err_set(err, LB_EFORMAT, "%s: num_heads x d_kv (%d x %d) must be at most 16777216",
+                   name, c->num_heads, c->d_kv);
+        goto out;
+    }
     if (c->pad_token_id >= c->vocab_size || c->eos_token_id >= c->vocab_size ||
         c->decoder_start_token_id >= c->vocab_size) {
         lb_err_set(err, LB_EFORMAT, "%s: pad_token_id, eos_token_id and decoder_start_token_id must be below vocab_size (%d)",

@@ -290,7 +290,8 @@ static int cm_transform(const charsmap_t *cm, const unsigned char *key, size_t n
         if ((unit >> 8) & 1) {
             if (node >= cm->n_units) return 0;
             size_t v = cm->units[node] & ((1u << 31) - 1);
-            if (v >= cm->n_pool) return 0;
+            // A replacement starting inside a character (or past the pool) is no match.
+            if (v >= cm->n_pool || ((unsigned char)cm->pool[v] & 0xC0) == 0x80) return 0;
             *rep = cm->pool + v;
             *rep_len = strnlen(cm->pool + v, cm->n_pool - v);
             return 1;
@@ -331,6 +332,18 @@ static charsmap_t *cm_load(const char *b64, const char *name, lb_err_t *err) {
                            (uint32_t)q[3] << 24;
         }
         cm->n_pool = len - 4 - trie_size;
+        // tokenizers reads the replacement pool as a Rust String: it must be UTF-8.
+        size_t bad = lb_utf8_invalid_at((const char *)raw + 4 + trie_size, cm->n_pool);
+        if (bad != (size_t)-1) {
+            free(raw);
+            free(cm->units);
+            free(cm);
+            lb_err_set(err, LB_EFORMAT,
+                       "%s: normalizer Precompiled has a precompiled_charsmap whose replacement "
+                       "text is not UTF-8 (pool byte %zu); re-export the tokenizer",
+                       name, bad);
+            return NULL;
+        }
         cm->pool = xmalloc(cm->n_pool + 1);
         memcpy(cm->pool, raw + 4 + trie_size, cm->n_pool);
         cm->pool[cm->n_pool] = 0;
@@ -594,6 +607,9 @@ static int unigram_word(const tokenizer_t *t, const char *s, size_t n, viterbi_t
     size_t pos = 0;
     while (pos < n) {
         size_t mblen = utf8_len_of((unsigned char)s[pos]);
+        // A lead byte of damaged text (a charsmap or Replace content that is not UTF-8) must
+        // not claim bytes past the word: lattice nodes exist only up to n.
+        if (mblen > n - pos) mblen = n - pos;
         double base = score[pos];
         int has_single = 0;
         int32_t node = 0;
@@ -1396,10 +1412,13 @@ static int load_added(tokenizer_t *t, const cJSON *list, const char *name, lb_er
     cJSON_ArrayForEach(it, list) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
         const char *content = jstr(it, "content");
-        if (!cJSON_IsNumber(id) || id->valueint < 0 || !content)
+        // The id sizes the embedding (tokenizer_vocab_size) and the id -> token table: a
+        // whole number below 2^24 (real vocabularies stay under 300k).
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= (1 << 24) ||
+            id->valuedouble != (double)id->valueint || !content)
             return lb_err_set(err, LB_EFORMAT,
-                              "%s: added_tokens entry %d needs a non-negative \"id\" and a "
-                              "\"content\" string",
+                              "%s: added_tokens entry %d needs an \"id\" (a whole number from 0 "
+                              "to 16777215) and a \"content\" string",
                               name, t->n_added);
         added_t *a = &t->added[t->n_added++];
         a->id = id->valueint;
@@ -1508,6 +1527,16 @@ static int line_of(const char *s, size_t off) {
 }
 
 tokenizer_t *tokenizer_load_json(const char *json, size_t len, const char *name, lb_err_t *err) {
+    // JSON text is UTF-8 (RFC 8259), and the tokenizers library refuses anything else; cJSON
+    // would pass raw invalid bytes through into pieces and normalizer strings.
+    size_t bad = lb_utf8_invalid_at(json, len);
+    if (bad != (size_t)-1) {
+        lb_err_set(err, LB_EFORMAT,
+                   "%s: the file is not valid UTF-8 (byte %zu); re-download or re-export the "
+                   "tokenizer.json",
+                   name, bad);
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
