@@ -2,6 +2,7 @@
 #include "app.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,8 @@ void app_init(app_t *a, store_t *st, const char *workspace, int ascii) {
     a->cmp_logy = 0;
     a->data_version = -1;
     snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
+    snprintf(a->default_model, sizeof a->default_model, "experiments/models/t5-tiny");
+    snprintf(a->default_dataset, sizeof a->default_dataset, "experiments/data/debsum");
     a->stack[0] = SCR_RUNS;
     a->depth = 1;
     ssize_t n = readlink("/proc/self/exe", a->exe, sizeof a->exe - 1);
@@ -58,6 +61,7 @@ void app_free(app_t *a) {
     }
     free(a->series);
     free(a->workspace);
+    free(a->form_base);
     memset(a, 0, sizeof *a);
 }
 
@@ -99,6 +103,22 @@ void app_input(app_t *a, int action, int64_t run, const char *label, const char 
     a->prompt = PROMPT_INPUT;
     a->prompt_action = action;
     a->prompt_run = run;
+}
+
+double app_smooth_step(double smooth, int dir) {
+    static const double ladder[] = {0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999};
+    const int n = (int)(sizeof ladder / sizeof ladder[0]);
+    // the rung at or just below the current value (which may be off the ladder)
+    int k = 0;
+    while (k + 1 < n && ladder[k + 1] <= smooth + 1e-9) k++;
+    if (dir > 0) return ladder[k + 1 < n ? k + 1 : n - 1];
+    if (ladder[k] < smooth - 1e-9) return ladder[k];
+    return ladder[k > 0 ? k - 1 : 0];
+}
+
+int app_smooth_digits(double smooth) {
+    double hundredths = smooth * 100;
+    return fabs(hundredths - round(hundredths)) < 1e-6 ? 2 : 3;
 }
 
 // ---- drawing ----
@@ -245,20 +265,47 @@ void app_key(app_t *a, int key) {
 // ---- the loop ----
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: lorabench [--workspace DIR] [--ascii]\n"
+    fprintf(f, "usage: lorabench [--workspace DIR] [--model DIR] [--dataset PATH] [--ascii]\n"
                "Opens the workbench: runs, new run, monitor, compare, sweep. ? shows the keys.\n"
                "  --workspace DIR  runs and database folder (default $LORABENCH_HOME,\n"
                "                   else ~/.local/share/lorabench)\n"
+               "  --model DIR      the new-run form's base model (default $LORABENCH_DEFAULT_MODEL,\n"
+               "                   else the bundled experiments/models/t5-tiny)\n"
+               "  --dataset PATH   the new-run form's data set (default $LORABENCH_DEFAULT_DATASET,\n"
+               "                   else the bundled experiments/data/debsum)\n"
                "  --ascii          no braille or box drawing (also when the locale is not UTF-8)\n"
                "NO_COLOR=1 or TERM=dumb: attributes instead of colours.\n");
 }
 
+// A bundled path (experiments/...) as given when it exists from the current folder, else
+// next to the binary (build/lorabench -> ../experiments/...), so that the workbench finds
+// its model, data and presets from any folder.
+static void bundled_path(const char *exe, const char *rel, char *out, size_t cap) {
+    snprintf(out, cap, "%s", rel);
+    if (!access(rel, F_OK)) return;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", exe);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return;
+    *slash = 0;
+    char cand[8300];
+    snprintf(cand, sizeof cand, "%s/../%s", dir, rel);
+    char *r = realpath(cand, NULL);
+    if (r && strlen(r) < cap) snprintf(out, cap, "%s", r);
+    free(r);
+}
+
 int tui_main(int argc, char **argv) {
-    const char *wsarg = NULL;
+    const char *wsarg = NULL, *model = getenv("LORABENCH_DEFAULT_MODEL"),
+               *dataset = getenv("LORABENCH_DEFAULT_DATASET");
     int ascii = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--workspace") && i + 1 < argc) wsarg = argv[++i];
         else if (!strncmp(argv[i], "--workspace=", 12)) wsarg = argv[i] + 12;
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
+        else if (!strncmp(argv[i], "--model=", 8)) model = argv[i] + 8;
+        else if (!strcmp(argv[i], "--dataset") && i + 1 < argc) dataset = argv[++i];
+        else if (!strncmp(argv[i], "--dataset=", 10)) dataset = argv[i] + 10;
         else if (!strcmp(argv[i], "--ascii")) ascii = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -291,6 +338,11 @@ int tui_main(int argc, char **argv) {
     }
     app_t *a = xcalloc(1, sizeof *a);
     app_init(a, st, ws, ascii || !ti.utf8);
+    if (model && *model) snprintf(a->default_model, sizeof a->default_model, "%s", model);
+    else bundled_path(a->exe, "experiments/models/t5-tiny", a->default_model, sizeof a->default_model);
+    if (dataset && *dataset) snprintf(a->default_dataset, sizeof a->default_dataset, "%s", dataset);
+    else bundled_path(a->exe, "experiments/data/debsum", a->default_dataset, sizeof a->default_dataset);
+    bundled_path(a->exe, "experiments/presets", a->presets_dir, sizeof a->presets_dir);
     int w, h;
     term_size(&w, &h);
     grid_t *g = grid_new(w, h, a->ascii);
@@ -298,7 +350,10 @@ int tui_main(int argc, char **argv) {
     while (!a->quit) {
         a->now = store_now();
         // reap finished helper processes (train --detach, cancel, resume)
-        while (waitpid(-1, NULL, WNOHANG) > 0) {}
+        int wst;
+        pid_t done;
+        while ((done = waitpid(-1, &wst, WNOHANG)) > 0)
+            app_helper_exited(a, (int)done, !WIFEXITED(wst) || WEXITSTATUS(wst) != 0);
         if (a->now - last_stale > 5) {
             // a worker that died without a word shows as interrupted
             int marked = 0;

@@ -86,11 +86,16 @@ struct app {
     form_field_t form[APP_FORM_MAX];
     int nform, form_focus, form_ready;
     char form_info[8][160];    // the live arithmetic lines
+    int form_src_tokens, form_tgt_tokens;  // the spec's token limits, for the estimates
     int nform_info;
     char presets[16][128];     // preset names from <presets_dir>/*.json
     int npresets;
     const char *preset_names[16];  // pointers into presets, for the form's choice field
-    char presets_dir[256];     // experiments/presets (tests point it elsewhere)
+    char presets_dir[1024];    // experiments/presets (tests point it elsewhere)
+    char default_model[1024];  // the form's base model and data set until a preset or the
+    char default_dataset[1024];//   user changes them (--model/--dataset, environment, bundled)
+    char *form_base;           // spec JSON the form starts from (the loaded preset's fields
+                               //   it does not show: prefix, token limits, warmup...); NULL: defaults
 
     // sweep screen
     table_view_t sweep_view;
@@ -106,6 +111,9 @@ struct app {
     int64_t prompt_run;
     char msg[512];
     int msg_style;
+    // helper processes (train --detach, cancel, resume, sweep): a failure shows its message
+    struct { int pid; long log_off; char what[32]; } helpers[8];
+    int nhelpers;
     int quit;
     int mouse_x, mouse_y;
     int body_y, body_h;        // where the current screen's body was drawn
@@ -154,8 +162,20 @@ void app_confirm(app_t *a, int action, int64_t run, const char *fmt, ...)
 // Opens a one-line input with an initial value; Enter runs action (the text is in
 // a->prompt_input).
 void app_input(app_t *a, int action, int64_t run, const char *label, const char *initial);
+// The next EMA smoothing factor up (dir 1) or down (-1) on a fixed ladder
+// 0, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999: small steps where they
+// matter.
+double app_smooth_step(double smooth, int dir);
+// Decimals that show a smoothing factor exactly (2, or 3 for 0.995 and 0.999).
+int app_smooth_digits(double smooth);
 // The opened workbench (see tui/main.c): --workspace DIR, --ascii.
 int tui_main(int argc, char **argv);
+
+// ---- screen_new.c ----
+
+// Opens the new-run form: filled in on first use (the first preset, then the session's
+// model and data set); later it keeps the last values, with the focus back on Name.
+void app_form_open(app_t *a);
 
 // ---- app_data.c: everything the screens read from or write to the store ----
 
@@ -172,8 +192,15 @@ const store_eval_t *app_series_last_eval(const app_series_t *s);
 int app_is_selected(const app_t *a, int64_t id);
 void app_toggle_selected(app_t *a, int64_t id);
 // Starts `lorabench ARGS...` detached (posix_spawn, output to runs/ui-spawn.log);
-// returns 0 or -1 with a message in err.
+// returns 0 or -1 with a message in err. The helper is watched: app_helper_exited shows
+// its last line of output when it fails.
 int app_spawn(app_t *a, const char *const *args, lb_err_t *err);
+// Called by the loop for a reaped child: a helper that failed puts its error (the last
+// line it wrote to runs/ui-spawn.log) on the message line. Returns 1 when pid was a helper.
+int app_helper_exited(app_t *a, int pid, int failed);
+// Fills a->presets with the names of <presets_dir>/*.json: quick-demo first (the newcomer's
+// demo), the rest alphabetically.
+void app_list_presets(app_t *a);
 // Writes text to "<workspace>/exports/<stem>-<time>.<ext>"; *path gets the file name.
 int app_export(app_t *a, const char *stem, const char *ext, const char *text, char *path,
                size_t cap, lb_err_t *err);

@@ -2,6 +2,7 @@
 // helper processes and writes exports.
 #include "app.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -106,9 +107,18 @@ int app_data_refresh(app_t *a, int force) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return 0;
     }
+    // the cursor stays on its run when rows come and go above it (a new run is listed first)
+    int64_t cur_id = a->runs_view.cursor >= 0 && (size_t)a->runs_view.cursor < a->nruns ? a->runs[a->runs_view.cursor].id : 0;
     store_runs_free(a->runs, a->nruns);
     a->runs = runs;
     a->nruns = n;
+    for (size_t i = 0; cur_id && i < n; i++)
+        if (runs[i].id == cur_id) {
+            a->runs_view.top += (int)i - a->runs_view.cursor;
+            if (a->runs_view.top < 0) a->runs_view.top = 0;
+            a->runs_view.cursor = (int)i;
+            break;
+        }
     a->pinned_id = 0;
     for (size_t i = 0; i < n; i++)
         if (runs[i].pinned) a->pinned_id = runs[i].id;
@@ -180,6 +190,9 @@ int app_spawn(app_t *a, const char *const *args, lb_err_t *err) {
     // its own process group: a Ctrl-C in the workbench must not reach a training worker
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&at, 0);
+    // where this helper's output starts in the shared log, to quote it if it fails
+    struct stat sb;
+    long off = stat(log, &sb) ? 0 : (long)sb.st_size;
     pid_t pid;
     int rc = posix_spawn(&pid, a->exe, &fa, &at, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -187,7 +200,69 @@ int app_spawn(app_t *a, const char *const *args, lb_err_t *err) {
     if (rc)
         return lb_err_set(err, LB_EIO, "cannot start %s %s: %s; check that the binary exists", a->exe,
                           args[0] ? args[0] : "", strerror(rc));
+    int n_h = (int)(sizeof a->helpers / sizeof a->helpers[0]);
+    if (a->nhelpers == n_h) {  // forget the oldest
+        memmove(&a->helpers[0], &a->helpers[1], (size_t)(n_h - 1) * sizeof a->helpers[0]);
+        a->nhelpers--;
+    }
+    a->helpers[a->nhelpers].pid = (int)pid;
+    a->helpers[a->nhelpers].log_off = off;
+    snprintf(a->helpers[a->nhelpers].what, sizeof a->helpers[0].what, "%s", args[0] ? args[0] : "");
+    a->nhelpers++;
     return 0;
+}
+
+int app_helper_exited(app_t *a, int pid, int failed) {
+    int k = 0;
+    while (k < a->nhelpers && a->helpers[k].pid != pid) k++;
+    if (k == a->nhelpers) return 0;
+    long off = a->helpers[k].log_off;
+    char what[32];
+    snprintf(what, sizeof what, "%s", a->helpers[k].what);
+    memmove(&a->helpers[k], &a->helpers[k + 1], (size_t)(a->nhelpers - k - 1) * sizeof a->helpers[0]);
+    a->nhelpers--;
+    if (!failed) return 1;
+    // the helper's last line of output is its one-sentence error
+    char log[4200], last[400] = "";
+    snprintf(log, sizeof log, "%s/runs/ui-spawn.log", a->workspace);
+    FILE *f = fopen(log, "r");
+    if (f) {
+        char line[400];
+        if (fseek(f, off, SEEK_SET)) rewind(f);
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = 0;
+            if (line[0]) snprintf(last, sizeof last, "%s", line);
+        }
+        fclose(f);
+    }
+    if (last[0]) app_msg(a, ST_ERROR, "%s failed: %s", what, last);
+    else app_msg(a, ST_ERROR, "%s failed; see %s", what, log);
+    a->data_version = -1;  // the run list may have changed
+    return 1;
+}
+
+// quick-demo first: it is what a newcomer should start from
+static int preset_cmp(const void *x, const void *y) {
+    const char *p = x, *q = y;
+    int px = !strcmp(p, "quick-demo"), qy = !strcmp(q, "quick-demo");
+    if (px != qy) return qy - px;
+    return strcmp(p, q);
+}
+
+void app_list_presets(app_t *a) {
+    a->npresets = 0;
+    DIR *d = opendir(a->presets_dir);
+    if (!d) return;
+    struct dirent *e;
+    int cap = (int)(sizeof a->presets / sizeof a->presets[0]);
+    while ((e = readdir(d)) && a->npresets < cap) {
+        size_t n = strlen(e->d_name);
+        if (n > 5 && !strcmp(e->d_name + n - 5, ".json") && n - 5 < sizeof a->presets[0])
+            snprintf(a->presets[a->npresets++], sizeof a->presets[0], "%.*s", (int)(n - 5), e->d_name);
+    }
+    closedir(d);
+    qsort(a->presets, (size_t)a->npresets, sizeof a->presets[0], preset_cmp);
+    for (int i = 0; i < a->npresets; i++) a->preset_names[i] = a->presets[i];
 }
 
 int app_export(app_t *a, const char *stem, const char *ext, const char *text, char *path,

@@ -66,6 +66,29 @@ int64_t app_model_total_params(const app_model_shape_t *s) {
     return emb + (s->tied ? 0 : emb) + enc + dec + 2 * bias + 2 * D;  // + final norms
 }
 
+int64_t app_partial_count(const app_model_shape_t *s, int top_blocks, unsigned stacks) {
+    int64_t D = s->d_model, I = (int64_t)s->num_heads * s->d_kv, F = s->d_ff;
+    int64_t attn = 4 * D * I, ffn = (s->gated ? 3 : 2) * D * F, bias = (int64_t)s->buckets * s->num_heads;
+    int64_t total = 0;
+    for (int st = 0; st < 2; st++) {
+        if (!(stacks & (1u << st))) continue;
+        int64_t n = st == 0 ? s->num_layers : s->num_decoder_layers;
+        int64_t k = top_blocks > 0 && top_blocks < n ? top_blocks : n;
+        int64_t block = st == 0 ? attn + ffn + 2 * D : 2 * attn + ffn + 3 * D;
+        total += k * block + D + (k == n ? bias : 0);
+    }
+    return total;
+}
+
+double app_forward_gflop(const app_model_shape_t *s, int B, int S, int T) {
+    double D = s->d_model, I = (double)s->num_heads * s->d_kv, F = s->d_ff, V = s->vocab_size;
+    double attn = 4 * D * I, ffn = (s->gated ? 3 : 2) * D * F;
+    double Le = s->num_layers, Ld = s->num_decoder_layers;
+    double lin = 2 * B * (S * Le * (attn + ffn) + T * Ld * (2 * attn + ffn) + T * V * D);
+    double scores = 4.0 * B * I * (Le * S * S + Ld * (T * T + T * S));
+    return (lin + scores) / 1e9;
+}
+
 typedef struct {
     app_param_count_t *c;
     int r;

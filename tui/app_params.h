@@ -43,6 +43,19 @@ int64_t app_model_total_params(const app_model_shape_t *s);
 void app_lora_count(const app_model_shape_t *s, int r, const unsigned mask[LOC_N], int lm_head,
                     app_param_count_t *out);
 
+// Parameters that the partial method trains: every weight of the top top_blocks blocks
+// (0: all blocks) of the chosen stacks (bit 1 encoder, bit 2 decoder) plus each chosen
+// stack's final layer norm, as the runner selects them; the relative position bias counts
+// when block 0 is among them.
+int64_t app_partial_count(const app_model_shape_t *s, int top_blocks, unsigned stacks);
+
+// GFLOP of one forward pass over a batch of B examples with S source and T target tokens:
+// 2 per weight and token in every linear (encoder weights see S tokens, decoder weights and
+// the head T), plus the attention products (q·kᵀ and P·v). A training step costs about 2×
+// this with adapters (no weight gradients for the frozen base) and 3× for a full fine-tune
+// (BENCHMARKS.md measured 2.06× and 3.0× on FLAN-T5-small).
+double app_forward_gflop(const app_model_shape_t *s, int B, int S, int T);
+
 // Formats the arithmetic line, e.g. "512×384 W → 8·(512+384) = 7,168 trainable, 98% fewer"
 // (ASCII: "512x384 W -> 8*(512+384) = ..."), into buf.
 void app_lora_explain(const app_param_count_t *c, int r, int ascii, char *buf, size_t cap);

@@ -13,7 +13,7 @@ enum { A_TAB = ACT_SCREEN, A_BTAB, A_TAB1, A_TAB2, A_TAB3, A_TAB4, A_DIFF, A_SMO
        A_LOGY, A_XAXIS, A_DOWN, A_UP, A_NEXT, A_PREV };
 
 static const key_binding_t keys[] = {
-    {TK_TAB, 0, A_TAB, "Tab", "next tab: metrics, config, curves, samples (1-4 jump)", "Tab"},
+    {TK_TAB, 0, A_TAB, "Tab", "next tab: metrics, config, curves, samples (1-4 jump)", "Tabs"},
     {TK_BTAB, 0, A_BTAB, "S-Tab", "previous tab", NULL},
     {'1', 0, A_TAB1, "1", "metrics: values, Δ to the baseline, ROUGE / speed / memory bars", NULL},
     {'2', 0, A_TAB2, "2", "config side by side", NULL},
@@ -193,7 +193,7 @@ static void draw_curves(app_t *a, grid_t *g, int x, int y, int w, int h, const s
         ps[i] = (plot_series_t){runs[i]->name, xs, ys, (int)s->n, run_style(i), run_letter(i)};
     }
     char title[96];
-    snprintf(title, sizeof title, "loss, EMA %.2f%s", a->smooth, a->cmp_logy ? ", log y" : "");
+    snprintf(title, sizeof title, "loss, EMA %.*f%s", app_smooth_digits(a->smooth), a->smooth, a->cmp_logy ? ", log y" : "");
     grid_box(g, x, y, w, h, title, ST_DIM);
     plot_opts_t po = {a->cmp_logy, a->ascii, 1, app_xaxis_name(a->cmp_xaxis)};
     widget_plot(g, x + 1, y + 1, w - 2, h - 2, ps, n, &po);
@@ -283,7 +283,15 @@ static void cfg_build(cfg_t *c, const store_run_t **runs, int n) {
     memset(c, 0, sizeof *c);
     for (int i = 0; i < n; i++) {
         cJSON *j = cJSON_Parse(runs[i]->spec ? runs[i]->spec : "");
-        if (j && cJSON_IsObject(j)) cfg_flatten(c, j, "", i);
+        if (j && cJSON_IsObject(j)) {
+            // a spec carries every section with its defaults; a full fine-tune's "lora.r 8"
+            // would read as if it had used one, so sections of other methods show as "-"
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "method");
+            const char *method = cJSON_IsString(m) ? m->valuestring : "";
+            if (strcmp(method, "lora")) cJSON_DeleteItemFromObjectCaseSensitive(j, "lora");
+            if (strcmp(method, "partial")) cJSON_DeleteItemFromObjectCaseSensitive(j, "partial");
+            cfg_flatten(c, j, "", i);
+        }
         else cfg_row(c, "spec")->val[i] = xstrdup("(unreadable JSON)");
         cJSON_Delete(j);
     }
@@ -464,12 +472,10 @@ static int action(app_t *a, int act, int key) {
         if (a->cmp_tab != CMP_CONFIG) a->cmp_tab = CMP_CONFIG;
         return 1;
     case A_SMOOTH_UP:
-        a->smooth = a->smooth >= 0.9 ? a->smooth + 0.03 : a->smooth + 0.1;
-        if (a->smooth > 0.999) a->smooth = 0.999;
+        a->smooth = app_smooth_step(a->smooth, 1);
         return 1;
     case A_SMOOTH_DOWN:
-        a->smooth = a->smooth > 0.9 ? a->smooth - 0.03 : a->smooth - 0.1;
-        if (a->smooth < 0.001) a->smooth = 0;
+        a->smooth = app_smooth_step(a->smooth, -1);
         return 1;
     case A_LOGY: a->cmp_logy = !a->cmp_logy; return 1;
     case A_XAXIS: a->cmp_xaxis = (a->cmp_xaxis + 1) % XAXIS_N; return 1;

@@ -113,7 +113,7 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     int ph = h - 3 - 1 - samples_h;
     int pwid = g->w >= 120 ? g->w * 2 / 3 : g->w;
     char title[128];
-    snprintf(title, sizeof title, "loss (EMA %.2f)", a->smooth);
+    snprintf(title, sizeof title, "loss (EMA %.*f)", app_smooth_digits(a->smooth), a->smooth);
     grid_box(g, 0, y + 3, pwid, ph, title, ST_DIM);
     plot_series_t ps[2] = {
         {"raw", c.x, c.loss, c.n, ST_DIM, 0},
@@ -203,12 +203,10 @@ static int action(app_t *a, int act, int key) {
     switch (act) {
     case ACT_EXPORT: export_metrics(a); return 1;
     case A_SMOOTH_UP:
-        a->smooth = a->smooth >= 0.9 ? fmin(0.999, a->smooth + 0.03) : a->smooth + 0.1;
-        if (a->smooth > 0.999) a->smooth = 0.999;
+        a->smooth = app_smooth_step(a->smooth, 1);
         return 1;
     case A_SMOOTH_DOWN:
-        a->smooth = a->smooth > 0.9 ? a->smooth - 0.03 : a->smooth - 0.1;
-        if (a->smooth < 0.001) a->smooth = 0;
+        a->smooth = app_smooth_step(a->smooth, -1);
         return 1;
     case A_LOGY: a->cmp_logy = !a->cmp_logy; return 1;
     case A_XAXIS: a->cmp_xaxis = (a->cmp_xaxis + 1) % XAXIS_N; return 1;

@@ -1,7 +1,7 @@
 // The New-run screen: a form for a spec with the live arithmetic of what it trains
 // (parameters, adapter size, memory and time estimates); presets load into it; Start writes
 // the spec to a file and spawns `lorabench train FILE --detach`.
-#include <dirent.h>
+#include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,13 +18,13 @@ static const key_binding_t keys[] = {
     {TK_DOWN, TK_TAB, A_NEXT, "Down/Tab", "next field", NULL},
     {TK_UP, TK_BTAB, A_PREV, "Up/S-Tab", "previous field", NULL},
     {TK_ENTER, 0, A_START, "Enter", "on Start: start the run; on Preset: load the preset", "Start"},
-    {TK_F1 + 4, 0, A_PRESET, "F5", "load the preset shown in the Preset field", "Preset"},
+    {TK_F1 + 4, 0, A_PRESET, "F5", "load the preset shown in the Preset field (every field)", "Preset"},
     {TK_LEFT, TK_RIGHT, ACT_NONE, "Left/Right", "change a choice; move in a row of boxes", NULL},
     {' ', 0, ACT_NONE, "Space", "tick / untick a box", NULL},
 };
 
 enum { F_PRESET, F_NAME, F_MODEL, F_DATA, F_METHOD, F_R, F_ALPHA, F_DROPOUT, F_RSLORA, F_TARGETS,
-       F_STACKS, F_ATTN, F_LAYERS, F_LR, F_BATCH, F_STEPS, F_EPOCHS, F_EVAL_LIMIT, F_BEAMS, F_START, F_N };
+       F_STACKS, F_ATTN, F_LAYERS, F_TOP, F_LR, F_BATCH, F_STEPS, F_EPOCHS, F_EVAL_LIMIT, F_BEAMS, F_START, F_N };
 
 static const char *const methods[] = {"none", "lora", "full", "partial"};
 static const char *const target_cols[] = {"q", "k", "v", "o", "wi", "wo", "head"};
@@ -51,21 +51,6 @@ static void set_grid(form_field_t *f, const char *label, const char *const *cols
     f->rows = 1;
     f->cols = ncols;
     f->bits = bits;
-}
-
-static void list_presets(app_t *a) {
-    a->npresets = 0;
-    DIR *d = opendir(a->presets_dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d)) && a->npresets < 16) {
-        size_t n = strlen(e->d_name);
-        if (n > 5 && !strcmp(e->d_name + n - 5, ".json") && n - 5 < sizeof a->presets[0])
-            snprintf(a->presets[a->npresets++], sizeof a->presets[0], "%.*s", (int)(n - 5), e->d_name);
-    }
-    closedir(d);
-    // stable order for people and tests
-    qsort(a->presets, (size_t)a->npresets, sizeof a->presets[0], (int (*)(const void *, const void *))strcmp);
 }
 
 static void form_from_spec(app_t *a, const spec_t *s) {
@@ -105,21 +90,35 @@ static void form_from_spec(app_t *a, const spec_t *s) {
     snprintf(f[F_BATCH].value, sizeof f[F_BATCH].value, "%d", s->train.batch_size);
     snprintf(f[F_STEPS].value, sizeof f[F_STEPS].value, "%d", s->train.max_steps);
     snprintf(f[F_EPOCHS].value, sizeof f[F_EPOCHS].value, "%d", s->train.epochs);
+    snprintf(f[F_TOP].value, sizeof f[F_TOP].value, "%d", s->partial.top_blocks);
     snprintf(f[F_EVAL_LIMIT].value, sizeof f[F_EVAL_LIMIT].value, "%d", s->eval.limit);
     snprintf(f[F_BEAMS].value, sizeof f[F_BEAMS].value, "%d", s->eval.beams);
 }
 
+static void load_preset(app_t *a, int quiet);
+static void form_info(app_t *a);
+
+// Which fields apply to the chosen method (the others are dimmed and skipped by focus).
+static void form_update_disabled(app_t *a) {
+    int m = a->form[F_METHOD].choice;
+    for (int i = 0; i < a->nform; i++) {
+        form_field_t *f = &a->form[i];
+        // the Stacks boxes also choose partial's stack
+        f->disabled = (i >= F_R && i <= F_LAYERS && m != SPEC_METHOD_LORA && !(i == F_STACKS && m == SPEC_METHOD_PARTIAL)) ||
+                      (i == F_TOP && m != SPEC_METHOD_PARTIAL) || (i == F_PRESET && !a->npresets);
+    }
+}
+
 static void form_setup(app_t *a) {
     form_field_t *f = a->form;
-    list_presets(a);
-    for (int i = 0; i < a->npresets; i++) a->preset_names[i] = a->presets[i];
-    set_text(&f[F_PRESET], FIELD_CHOICE, "Preset", "", "Left/Right choose a preset, Enter or F5 loads it into the form");
+    app_list_presets(a);
+    set_text(&f[F_PRESET], FIELD_CHOICE, "Preset", "", "Left/Right choose a preset; Enter or F5 loads it (every field, model and data included)");
     f[F_PRESET].choices = a->preset_names;
     f[F_PRESET].nchoices = a->npresets;
     if (!a->npresets) f[F_PRESET].disabled = 1;
     set_text(&f[F_NAME], FIELD_TEXT, "Name", "", "empty: made from the settings, e.g. lora-r8-qv");
-    set_text(&f[F_MODEL], FIELD_TEXT, "Base model", "experiments/models/t5-tiny", "a Hugging Face T5 folder (config.json, model.safetensors, tokenizer.json)");
-    set_text(&f[F_DATA], FIELD_TEXT, "Data set", "experiments/data/debsum", "a folder with train/validation/test files, or one file");
+    set_text(&f[F_MODEL], FIELD_TEXT, "Base model", a->default_model, "a Hugging Face T5 folder (config.json, model.safetensors, tokenizer.json)");
+    set_text(&f[F_DATA], FIELD_TEXT, "Data set", a->default_dataset, "a folder with train/validation/test .jsonl/.json/.csv/.tsv files, or one file");
     set_text(&f[F_METHOD], FIELD_CHOICE, "Method", "", "none: zero-shot; lora: adapters; full: every weight; partial: the top blocks");
     f[F_METHOD].choices = methods;
     f[F_METHOD].nchoices = 4;
@@ -132,6 +131,7 @@ static void form_setup(app_t *a) {
     set_grid(&f[F_STACKS], "Stacks", stack_cols, 2, 3, "encoder and/or decoder blocks");
     set_grid(&f[F_ATTN], "Attention", attn_cols, 2, 3, "self- and/or cross-attention (q k v o only)");
     set_text(&f[F_LAYERS], FIELD_TEXT, "Layers", "all", "all, or block numbers like 0,1,2");
+    set_text(&f[F_TOP], FIELD_NUMBER, "Top blocks", "2", "partial: train the top N blocks of each stack (0: every block)");
     set_text(&f[F_LR], FIELD_NUMBER, "Learning rate", "0.001", "AdamW peak learning rate");
     set_text(&f[F_BATCH], FIELD_NUMBER, "Batch size", "8", "examples per step");
     set_text(&f[F_STEPS], FIELD_NUMBER, "Max steps", "0", "0: train for the epochs below");
@@ -142,6 +142,22 @@ static void form_setup(app_t *a) {
     a->nform = F_N;
     a->form_focus = F_NAME;
     a->form_ready = 1;
+    spec_t d;
+    spec_init_defaults(&d);
+    a->form_src_tokens = d.dataset.max_source_tokens;
+    a->form_tgt_tokens = d.dataset.max_target_tokens;
+    spec_free(&d);
+    free(a->form_base);
+    a->form_base = NULL;
+    if (a->npresets) {
+        // the first preset (quick-demo) gives sensible sizes for a first run; the model and
+        // data chosen for this session (--model, --dataset, bundled) stay
+        load_preset(a, 1);
+        snprintf(f[F_MODEL].value, sizeof f[F_MODEL].value, "%s", a->default_model);
+        snprintf(f[F_DATA].value, sizeof f[F_DATA].value, "%s", a->default_dataset);
+    }
+    form_update_disabled(a);
+    form_info(a);
 }
 
 static unsigned spec_targets_from_form(const form_field_t *f, int gated) {
@@ -181,37 +197,64 @@ static void form_info(app_t *a) {
     if (st & 2) mask[LOC_DEC_FFN] = ffn;
     app_lora_count(&sh, r > 0 ? r : 0, mask, (t & 64) != 0, &c);
     char n1[32], n2[32], n3[32], n4[32], n5[32];
-    int64_t trainable = method == 1 ? c.trainable : method == 2 ? c.total : 0;
-    const char *what = method == 0 ? "zero-shot: nothing is trained"
-                     : method == 3 ? "partial: the top blocks (as the spec's partial section says)" : NULL;
-    if (what) snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "%s", what);
+    int top = atoi(f[F_TOP].value);
+    int64_t trainable = method == SPEC_METHOD_LORA ? c.trainable : method == SPEC_METHOD_FULL ? c.total
+                      : method == SPEC_METHOD_PARTIAL ? app_partial_count(&sh, top, st) : 0;
+    double pct = 100.0 * (double)trainable / (double)c.total;
+    if (method == SPEC_METHOD_NONE)
+        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "zero-shot: nothing is trained, the base model is evaluated");
+    else if (method == SPEC_METHOD_PARTIAL)
+        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "trainable %s of %s (%.3f%%): the top %s of the %s",
+                 fmt_int(n1, trainable), fmt_int(n2, c.total), pct, top > 0 ? (snprintf(n3, sizeof n3, "%d blocks", top), n3) : "every block",
+                 (st & 3) == 3 ? "encoder and decoder" : (st & 1) ? "encoder" : (st & 2) ? "decoder" : "(no stack ticked)");
     else
         snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "trainable %s of %s (%.3f%%) in %d module%s",
-                 fmt_int(n1, trainable), fmt_int(n2, c.total), 100.0 * (double)trainable / (double)c.total,
-                 method == 2 ? 0 : c.modules, c.modules == 1 ? "" : "s");
-    if (method == 1) {
+                 fmt_int(n1, trainable), fmt_int(n2, c.total), pct,
+                 method == SPEC_METHOD_FULL ? 0 : c.modules, c.modules == 1 ? "" : "s");
+    if (method == SPEC_METHOD_LORA) {
         app_lora_explain(&c, r, a->ascii, a->form_info[a->nform_info], sizeof a->form_info[0]);
         a->nform_info++;
     }
     // fp32 everywhere: weights, and per trainable parameter a gradient and two AdamW moments
-    double adapter = method == 1 ? (double)c.trainable * 4 + 1024 : method == 2 ? (double)c.total * 4 : 0;
+    double adapter = method == SPEC_METHOD_LORA ? (double)c.trainable * 4 + 1024
+                   : method == SPEC_METHOD_NONE ? 0 : (double)c.total * 4;
     double weights = (double)c.total * 4, optim = (double)trainable * 12;
-    int S = 256, T = 48, L = sh.num_layers + sh.num_decoder_layers;
+    int S = a->form_src_tokens, T = a->form_tgt_tokens, L = sh.num_layers + sh.num_decoder_layers;
     double act = (double)batch * (S + T) * L * (10.0 * sh.d_model + 2.0 * sh.d_ff) * 4;
-    snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "adapter on disk %s; memory about %s (weights %s, optimizer %s, activations %s)",
-             method == 0 ? "-" : fmt_bytes(n1, adapter), fmt_bytes(n2, weights + optim + act), fmt_bytes(n3, weights),
-             fmt_bytes(n4, optim), fmt_bytes(n5, act));
-    // about 6 flops per parameter and token for a full step, 4 when only adapters learn,
-    // at an assumed 20 GFLOP/s on two cores
-    double flops = (method == 2 ? 6.0 : method == 1 ? 4.0 : 2.0) * (double)c.total * batch * (S + T) * 0.5;
-    snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "step time about %.1f s at batch %d (a rough estimate)",
-             flops / 20e9, batch);
+    snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "%s on disk %s; memory about %s (weights %s, optimizer %s, activations %s)",
+             method == SPEC_METHOD_LORA ? "adapter" : "model", method == SPEC_METHOD_NONE ? "-" : fmt_bytes(n1, adapter),
+             fmt_bytes(n2, weights + optim + act), fmt_bytes(n3, weights), fmt_bytes(n4, optim), fmt_bytes(n5, act));
+    // measured: the engine reaches about 50 GFLOP/s on two cores (BENCHMARKS.md)
+    double fwd = app_forward_gflop(&sh, batch, S, T);
+    double step = fwd * (method == SPEC_METHOD_FULL ? 3.0 : method == SPEC_METHOD_NONE ? 1.0 : 2.0 + (method == SPEC_METHOD_PARTIAL));
+    if (method == SPEC_METHOD_NONE)
+        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "no training steps; a forward pass of batch %d: %.1f GFLOP",
+                 batch, fwd);
+    else
+        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0],
+                 "step time about %.2g s: %.1f GFLOP at batch %d, %d+%d tokens, ~50 GFLOP/s", step / 50.0, step, batch, S, T);
+    // a model folder without weights (t5-tiny while its pretraining runs) cannot be trained
+    char w[1200];
+    snprintf(w, sizeof w, "%s/model.safetensors", f[F_MODEL].value);
+    if (access(w, R_OK))
+        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0],
+                 "warning: %.60s has no model.safetensors yet; choose a model folder with weights", f[F_MODEL].value);
+}
+
+// The spec the form starts from: the loaded preset without its name and grid (so that the
+// name is made from the settings unless one is typed), else the defaults.
+static int form_base_spec(app_t *a, spec_t *s, lb_err_t *err) {
+    if (!a->form_base) {
+        spec_init_defaults(s);
+        return 0;
+    }
+    return spec_parse(a->form_base, "the loaded preset", s, err);
 }
 
 // Builds a spec from the form; 0 or -1 with the first problem in err.
 static int form_to_spec(app_t *a, spec_t *s, lb_err_t *err) {
     form_field_t *f = a->form;
-    spec_init_defaults(s);
+    if (form_base_spec(a, s, err)) return -1;
     app_model_shape_t sh = {0};
     lb_err_t ignore = {0};
     app_model_shape_read(f[F_MODEL].value, &sh, &ignore);
@@ -224,33 +267,38 @@ static int form_to_spec(app_t *a, spec_t *s, lb_err_t *err) {
                      spec_target_name(i));
     strcat(targets, "]");
     char stacks[64], attn[64];
-    snprintf(stacks, sizeof stacks, "[%s%s%s]", (f[F_STACKS].bits & 1) ? "\"encoder\"" : "",
-             (f[F_STACKS].bits & 3) == 3 ? "," : "", (f[F_STACKS].bits & 2) ? "\"decoder\"" : "");
+    unsigned sb = (unsigned)f[F_STACKS].bits;
+    snprintf(stacks, sizeof stacks, "[%s%s%s]", (sb & 1) ? "\"encoder\"" : "", (sb & 3) == 3 ? "," : "",
+             (sb & 2) ? "\"decoder\"" : "");
     snprintf(attn, sizeof attn, "[%s%s%s]", (f[F_ATTN].bits & 1) ? "\"self\"" : "", (f[F_ATTN].bits & 3) == 3 ? "," : "",
              (f[F_ATTN].bits & 2) ? "\"cross\"" : "");
-    struct { const char *path; const char *val; int quote; } sets[] = {
-        {"base_model", f[F_MODEL].value, 1},
-        {"dataset.path", f[F_DATA].value, 1},
-        {"method", methods[f[F_METHOD].choice], 1},
-        {"lora.r", f[F_R].value, 0},
-        {"lora.alpha", f[F_ALPHA].value, 0},
-        {"lora.dropout", f[F_DROPOUT].value, 0},
-        {"lora.rslora", f[F_RSLORA].checked ? "true" : "false", 0},
-        {"lora.targets", targets, 0},
-        {"lora.stacks", stacks, 0},
-        {"lora.attention", attn, 0},
-        {"lora.layers", f[F_LAYERS].value, 2},
-        {"train.lr", f[F_LR].value, 0},
-        {"train.batch_size", f[F_BATCH].value, 0},
-        {"train.max_steps", f[F_STEPS].value, 0},
-        {"train.epochs", f[F_EPOCHS].value, 0},
-        {"eval.limit", f[F_EVAL_LIMIT].value, 0},
-        {"eval.beams", f[F_BEAMS].value, 0},
-        {"name", f[F_NAME].value, 1},
+    const char *part_stack = (sb & 3) == 3 ? "\"both\"" : (sb & 1) ? "\"encoder\"" : (sb & 2) ? "\"decoder\"" : "\"none\"";
+    int m = f[F_METHOD].choice;
+    struct { const char *path; const char *val; int quote; int method; } sets[] = {
+        {"base_model", f[F_MODEL].value, 1, -1},
+        {"dataset.path", f[F_DATA].value, 1, -1},
+        {"method", methods[m], 1, -1},
+        {"lora.r", f[F_R].value, 0, SPEC_METHOD_LORA},
+        {"lora.alpha", f[F_ALPHA].value, 0, SPEC_METHOD_LORA},
+        {"lora.dropout", f[F_DROPOUT].value, 0, SPEC_METHOD_LORA},
+        {"lora.rslora", f[F_RSLORA].checked ? "true" : "false", 0, SPEC_METHOD_LORA},
+        {"lora.targets", targets, 0, SPEC_METHOD_LORA},
+        {"lora.stacks", stacks, 0, SPEC_METHOD_LORA},
+        {"lora.attention", attn, 0, SPEC_METHOD_LORA},
+        {"lora.layers", f[F_LAYERS].value, 2, SPEC_METHOD_LORA},
+        {"partial.top_blocks", f[F_TOP].value, 0, SPEC_METHOD_PARTIAL},
+        {"partial.stack", part_stack, 0, SPEC_METHOD_PARTIAL},
+        {"train.lr", f[F_LR].value, 0, -1},
+        {"train.batch_size", f[F_BATCH].value, 0, -1},
+        {"train.max_steps", f[F_STEPS].value, 0, -1},
+        {"train.epochs", f[F_EPOCHS].value, 0, -1},
+        {"eval.limit", f[F_EVAL_LIMIT].value, 0, -1},
+        {"eval.beams", f[F_BEAMS].value, 0, -1},
+        {"name", f[F_NAME].value, 1, -1},
     };
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
         if (!strcmp(sets[i].path, "name") && !sets[i].val[0]) continue;
-        if (f[F_METHOD].choice != 1 && !strncmp(sets[i].path, "lora.", 5)) continue;
+        if (sets[i].method >= 0 && sets[i].method != m) continue;
         if (sets[i].quote == 2) {
             if (!strcmp(sets[i].val, "all") || !sets[i].val[0]) snprintf(v, sizeof v, "\"all\"");
             else snprintf(v, sizeof v, "[%s]", sets[i].val);
@@ -275,6 +323,22 @@ static int form_to_spec(app_t *a, spec_t *s, lb_err_t *err) {
     return spec_check(s, err) ? (spec_free(s), -1) : 0;
 }
 
+// The checks `train` would make before it records a run, done here so that a mistake shows
+// at once in the form: paths exist (made absolute, so the spec file works from anywhere),
+// the model folder holds weights and a tokenizer.
+static int form_check_paths(spec_t *s, lb_err_t *err) {
+    if (spec_resolve_paths(s, NULL, err)) return -1;
+    static const char *const need[] = {"config.json", "model.safetensors", "tokenizer.json"};
+    for (int i = 0; i < 3; i++) {
+        char p[4200];
+        snprintf(p, sizeof p, "%s/%s", s->base_model, need[i]);
+        if (access(p, R_OK))
+            return lb_err_set(err, LB_EARG, "base_model: %s has no %s; choose a T5 folder that has one", s->base_model,
+                              need[i]);
+    }
+    return 0;
+}
+
 static void start_run(app_t *a) {
     spec_t s;
     lb_err_t err = {0};
@@ -282,7 +346,14 @@ static void start_run(app_t *a) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return;
     }
+    if (form_check_paths(&s, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        spec_free(&s);
+        return;
+    }
     char *json = spec_to_json(&s, 1);
+    char name[128];
+    snprintf(name, sizeof name, "%s", s.name ? s.name : "");
     spec_free(&s);
     char path[4200];
     snprintf(path, sizeof path, "%s/runs/ui-spec-XXXXXX.json", a->workspace);
@@ -305,13 +376,16 @@ static void start_run(app_t *a) {
         return;
     }
     app_pop(a);
-    app_msg(a, ST_GOOD, "starting the run (spec %s); it appears in the list in a moment", path);
+    app_msg(a, ST_GOOD, "starting %s (spec %s); it appears in the list in a moment", name, path);
 }
 
-static void load_preset(app_t *a) {
+// Loads the preset under the Preset field into every field; quiet: no message (the form's
+// first fill).
+static void load_preset(app_t *a, int quiet) {
     form_field_t *f = &a->form[F_PRESET];
     if (!a->npresets) return;
-    char path[600];
+    if (f->choice < 0 || f->choice >= a->npresets) f->choice = 0;
+    char path[1200];
     snprintf(path, sizeof path, "%s/%s.json", a->presets_dir, a->presets[f->choice]);
     spec_t s;
     lb_err_t err = {0};
@@ -319,18 +393,35 @@ static void load_preset(app_t *a) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return;
     }
-    form_from_spec(a, &s);
     int grid = s.grid_json != NULL;
+    if (grid) s.name_auto = true;  // a sweep's name would be every run's name
+    form_from_spec(a, &s);
+    a->form_src_tokens = s.dataset.max_source_tokens;
+    a->form_tgt_tokens = s.dataset.max_target_tokens;
+    // keep what the form does not show; the name and the grid are the form's business
+    char *json = spec_to_json(&s, 0);
+    cJSON *root = cJSON_Parse(json);
+    free(json);
     spec_free(&s);
+    if (root) {
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "name");
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "grid");
+        char *t = cJSON_PrintUnformatted(root);
+        free(a->form_base);
+        a->form_base = t ? xstrdup(t) : NULL;
+        cJSON_free(t);
+        cJSON_Delete(root);
+    }
+    form_update_disabled(a);
     form_info(a);
-    app_msg(a, ST_GOOD, "loaded preset %s%s", a->presets[f->choice], grid ? " (its grid runs from the Sweep screen)" : "");
+    if (!quiet)
+        app_msg(a, ST_GOOD, "loaded preset %s%s", a->presets[f->choice],
+                grid ? " (one run from the form; s on the Sweep screen (w) runs its whole grid)" : "");
 }
 
 static void draw(app_t *a, grid_t *g, int y, int h) {
-    if (!a->form_ready) {
-        form_setup(a);
-        form_info(a);
-    }
+    if (!a->form_ready) form_setup(a);
+    form_update_disabled(a);
     int fw = g->w >= 120 ? g->w / 2 : g->w - 2;
     int labelw = 16;
     // fields scroll so that the focused one stays visible
@@ -342,8 +433,6 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     int yy = y;
     for (int i = top; i < a->nform && yy < y + avail; i++) {
         form_field_t *f = &a->form[i];
-        int lora_only = i >= F_R && i <= F_LAYERS;
-        f->disabled = (lora_only && a->form[F_METHOD].choice != 1) || (i == F_PRESET && !a->npresets);
         if (yy + field_height(f) > y + avail) break;
         field_draw(g, 1, yy, labelw, fw, f, i == a->form_focus);
         yy += field_height(f);
@@ -357,15 +446,15 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
 }
 
 static int key(app_t *a, int k) {
-    if (!a->form_ready) {
-        form_setup(a);
-        form_info(a);
-    }
+    if (!a->form_ready) form_setup(a);
     form_field_t *f = &a->form[a->form_focus];
     if (f->kind == FIELD_CHECKGRID && (k == TK_UP || k == TK_DOWN)) return 0;
     if ((f->kind == FIELD_TEXT || f->kind == FIELD_NUMBER) && (k == TK_LEFT || k == TK_RIGHT)) return 1;
     int r = field_key(f, k);
-    if (r == 2) form_info(a);
+    if (r == 2) {
+        form_update_disabled(a);
+        form_info(a);
+    }
     return r != 0;
 }
 
@@ -383,11 +472,11 @@ static int action(app_t *a, int act, int k) {
         return 1;
     }
     case A_START:
-        if (a->form_focus == F_PRESET) load_preset(a);
+        if (a->form_focus == F_PRESET) load_preset(a, 0);
         else start_run(a);
         return 1;
     case A_PRESET:
-        load_preset(a);
+        load_preset(a, 0);
         return 1;
     case ACT_EXPORT: {
         spec_t s;
@@ -405,6 +494,12 @@ static int action(app_t *a, int act, int k) {
     }
     }
     return 0;
+}
+
+void app_form_open(app_t *a) {
+    if (!a->form_ready) form_setup(a);
+    a->form_focus = F_NAME;
+    app_push(a, SCR_NEW);
 }
 
 const screen_t screen_new = {"New run", keys, sizeof keys / sizeof keys[0], draw, action, key};

@@ -32,28 +32,33 @@ static const key_binding_t keys[] = {
     {'u', 0, A_CLEAR_SEL, "u", "clear the selection", NULL},
     {TK_UP, 'k', ACT_NONE, "Up/k", "previous run", NULL},
     {TK_DOWN, 'j', ACT_NONE, "Down/j", "next run", NULL},
-    {TK_PGUP, TK_PGDN, ACT_NONE, "PgUp/PgDn", "a page up / down (g/G: first / last)", NULL},
+    {TK_PGUP, TK_PGDN, ACT_NONE, "PgUp/PgDn", "a page up / down", NULL},
+    {TK_HOME, 'g', ACT_NONE, "Home/g", "first run", NULL},
+    {TK_END, 'G', ACT_NONE, "End/G", "last run", NULL},
 };
 
 // Columns, with the store key each sorts by.
 enum { C_ID, C_NAME, C_STATUS, C_METHOD, C_R, C_ALPHA, C_TARGETS, C_TRAIN, C_PCT, C_STEPS,
        C_LOSS, C_CURVE, C_R1, C_R2, C_RL, C_TOKS, C_MEM, C_TIME, C_TAGS, C_N };
 
+// Minimum widths keep every title whole (a squeezed "met…" or "trai…" reads badly);
+// when they do not fit, the columns with the highest drop are hidden instead: at 120
+// columns tags, alpha, % and R-2 go, the loss sparkline and targets stay.
 static const table_col_t cols[C_N] = {
     [C_ID] = {"id", 3, 0, 1, 0},
     [C_NAME] = {"name", 12, 22, 0, 0},
     [C_STATUS] = {"status", 9, 14, 0, 0},
-    [C_METHOD] = {"method", 4, 0, 0, 2},
+    [C_METHOD] = {"method", 7, 0, 0, 2},
     [C_R] = {"r", 2, 0, 1, 2},
-    [C_ALPHA] = {"alpha", 3, 0, 1, 7},
-    [C_TARGETS] = {"targets", 4, 12, 0, 6},
-    [C_TRAIN] = {"trainable", 5, 0, 1, 1},
-    [C_PCT] = {"%", 4, 0, 1, 6},
+    [C_ALPHA] = {"alpha", 5, 0, 1, 8},
+    [C_TARGETS] = {"targets", 7, 12, 0, 4},
+    [C_TRAIN] = {"trainable", 9, 0, 1, 1},
+    [C_PCT] = {"%", 4, 0, 1, 7},
     [C_STEPS] = {"steps", 7, 0, 1, 3},
     [C_LOSS] = {"loss", 5, 0, 1, 0},
-    [C_CURVE] = {"curve", 6, 10, 0, 8},
+    [C_CURVE] = {"curve", 6, 10, 0, 5},
     [C_R1] = {"R-1", 5, 0, 1, 0},
-    [C_R2] = {"R-2", 5, 0, 1, 5},
+    [C_R2] = {"R-2", 5, 0, 1, 6},
     [C_RL] = {"R-L", 5, 0, 1, 1},
     [C_TOKS] = {"tok/s", 5, 0, 1, 4},
     [C_MEM] = {"mem", 6, 0, 1, 5},
@@ -115,8 +120,17 @@ static const char *cell(void *ctx, int row, int col, char *buf, size_t cap, int 
     case C_R1: return fmt_num(buf, r->rouge1, 3);
     case C_R2: return fmt_num(buf, r->rouge2, 3);
     case C_RL: return fmt_num(buf, r->rougeL, 3);
-    case C_TOKS: return isnan(r->tokens_per_s) ? "-" : fmt_count(buf, r->tokens_per_s);
-    case C_MEM: return isnan(r->peak_rss_mb) ? "-" : fmt_bytes(buf, r->peak_rss_mb * 1048576.0);
+    case C_TOKS:
+    case C_MEM: {
+        double v = col == C_TOKS ? r->tokens_per_s : r->peak_rss_mb;
+        if (isnan(v)) {
+            // a running run shows its latest step's speed and memory
+            app_series_t *s = app_series(a, r->id);
+            if (s->n) v = col == C_TOKS ? s->m[s->n - 1].tokens_per_s : s->m[s->n - 1].rss_mb;
+        }
+        if (isnan(v)) return "-";
+        return col == C_TOKS ? fmt_count(buf, v) : fmt_bytes(buf, v * 1048576.0);
+    }
     case C_TIME: return fmt_duration(buf, run_duration(a, r));
     case C_TAGS: return r->tags ? r->tags : "";
     }
@@ -288,7 +302,7 @@ static int action(app_t *a, int act, int key) {
         app_data_refresh(a, 1);
         return 1;
     case A_NEW:
-        app_push(a, SCR_NEW);
+        app_form_open(a);
         return 1;
     case A_SWEEP:
         a->sweep_view.cursor = a->sweep_view.top = 0;

@@ -1,7 +1,6 @@
 // The Sweep screen: the runs of one sweep (queued, running, done) and a results table that
 // fills in as they finish (rank and targets against ROUGE and trainable parameters).
 // Left/Right pick the sweep; s starts a preset's sweep in the background.
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,17 +108,7 @@ static int draw_cell(void *ctx, grid_t *g, int row, int col, int x, int y, int w
 static void draw(app_t *a, grid_t *g, int y, int h) {
     int64_t sw = current_sweep(a);
     char line[512];
-    if (a->npresets == 0) {
-        DIR *d = opendir(a->presets_dir);
-        struct dirent *e;
-        while (d && (e = readdir(d)) && a->npresets < 16) {
-            size_t n = strlen(e->d_name);
-            if (n > 5 && !strcmp(e->d_name + n - 5, ".json") && n - 5 < sizeof a->presets[0])
-                snprintf(a->presets[a->npresets++], sizeof a->presets[0], "%.*s", (int)(n - 5), e->d_name);
-        }
-        if (d) closedir(d);
-        qsort(a->presets, (size_t)a->npresets, sizeof a->presets[0], (int (*)(const void *, const void *))strcmp);
-    }
+    if (a->npresets == 0) app_list_presets(a);
     const char *preset = a->npresets ? a->presets[a->form[0].choice % a->npresets] : "(no presets in experiments/presets)";
     if (!sw) {
         grid_text(g, 1, y, g->w - 2, "No sweep yet.", ST_BOLD);
@@ -195,7 +184,7 @@ static int action(app_t *a, int act, int key) {
                     a->presets[a->form[0].choice % a->npresets]);
         return 1;
     case A_START_YES: {
-        char path[600];
+        char path[1200];
         snprintf(path, sizeof path, "%s/%s.json", a->presets_dir, a->presets[a->form[0].choice % a->npresets]);
         const char *args[] = {"sweep", path, NULL};
         if (app_spawn(a, args, &err)) app_msg(a, ST_ERROR, "%s", err.msg);

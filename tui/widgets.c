@@ -365,7 +365,9 @@ void widget_plot(grid_t *g, int x, int y, int w, int h, const plot_series_t *s, 
             int px = (int)lround((xv - xmin) / (xmax - xmin) * rx);
             int py = (int)lround((ymax - yv) / (ymax - ymin) * ry);
             char letter = ascii && s[i].style != ST_DIM ? s[i].letter : 0;
-            if (have) canvas_line(&c, px0, py0, px, py, s[i].style, letter);
+            // a raw curve is dots only: joined up, a noisy loss becomes a solid band that
+            // hides the smoothed line drawn over it
+            if (have && s[i].style != ST_DIM) canvas_line(&c, px0, py0, px, py, s[i].style, letter);
             else canvas_set(&c, px, py, s[i].style, letter);
             px0 = px;
             py0 = py;

@@ -127,7 +127,7 @@ typedef struct {
     field_kind_t kind;
     const char *label;
     const char *hint;           // one line shown when focused
-    char value[256];            // TEXT and NUMBER: the text being edited
+    char value[1024];           // TEXT and NUMBER: the text being edited (paths)
     const char *const *choices; // CHOICE
     int nchoices, choice;
     int checked;                // CHECK

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# End to end through the workbench: the real binary in a private tmux server (120x40) on a
+# temporary workspace, driven with keys and checked with capture-pane. From the new-run
+# form (model and data set preselected through LORABENCH_DEFAULT_MODEL/_DATASET) a LoRA
+# run starts and reaches done in the runs table; a second one with another rank follows;
+# compare shows both names with their ROUGE-1; the Start path also works for the methods
+# none, full and partial; a broken model path is refused in the form with a message;
+# a run whose worker fails shows as failed with its error; ? opens help, q quits and the
+# terminal is back in its normal mode.
+set -u
+B="$1/lorabench"
+case "$B" in /*) ;; *) B="$PWD/$B" ;; esac
+T=$(mktemp -d)
+SOCK="lbtui-$$-$RANDOM"
+cleanup() {
+    tmux -L "$SOCK" kill-server 2>/dev/null
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$SOCK"  # the server leaves its socket file
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $1"; fi; }
+if ! command -v tmux > /dev/null; then
+    echo "FAIL tmux is not installed (make deps installs it)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+W="$T/ws"
+M="$PWD/tests/fixtures/hf/t5-gated-a"
+mkdir -p "$T/data"
+head -n 16 experiments/data/debsum/train.jsonl > "$T/data/train.jsonl"
+head -n 4 experiments/data/debsum/validation.jsonl > "$T/data/validation.jsonl"
+
+tm() { tmux -L "$SOCK" "$@"; }
+keys() { tm send-keys -t lb "$@"; }
+# n times the same key
+repeat() { local n=$1 k=$2 i; for ((i = 0; i < n; i++)); do keys "$k"; done; }
+# wait_for REGEX [SECONDS]: polls the pane until a line matches (the pane is left in
+# $T/screen); no fixed sleeps anywhere.
+wait_for() {
+    local end=$(($(date +%s%N) / 1000000 + ${2:-10} * 1000))
+    while :; do
+        tm capture-pane -p -t lb > "$T/screen" 2>/dev/null
+        grep -qE -- "$1" "$T/screen" && return 0
+        [ $(($(date +%s%N) / 1000000)) -ge $end ] && {
+            echo "  (timed out waiting for /$1/; the screen was:)"
+            sed 's/^/  | /' "$T/screen"
+            return 1
+        }
+        sleep 0.1
+    done
+}
+on_screen() { grep -qE -- "$1" "$T/screen"; }
+# wait_done ID NAME [MORE]: the run's row reaches an end state, which must be done (a
+# failed run ends the wait at once)
+wait_done() {
+    wait_for "^ +$1 $2 +(done|failed|interrupted|cancelled)" 60 && on_screen "^ +$1 $2 +done +${3:-}"
+}
+
+# The pane runs the workbench, then reports how it ended and the terminal's mode.
+tm -f /dev/null new-session -d -s lb -x 120 -y 40 \
+    "cd '$PWD' && LORABENCH_DEFAULT_MODEL='$M' LORABENCH_DEFAULT_DATASET='$T/data' '$B' --workspace '$W'; \
+     echo \"EXITED rc=\$?\"; stty -a | tr ' ;' '\n\n' | grep -Ex -- '-?(icanon|echo)' | tr '\n' ' '; echo; sleep 120"
+
+check "workbench opens on an empty workspace" 'wait_for "No runs yet" 10'
+if [ "$fail" -ne 0 ]; then  # nothing else can work
+    echo "$pass passed, $fail failed"
+    exit 1
+fi
+
+# --- the new-run form: preselected model and data set, presets loaded (quick-demo first)
+keys n
+check "form opens" 'wait_for "Base model" 5'
+check "form: base model from LORABENCH_DEFAULT_MODEL" 'on_screen "Base model +$M"'
+check "form: data set from LORABENCH_DEFAULT_DATASET" 'on_screen "Data set +$T/data"'
+check "form: quick-demo is the first preset" 'on_screen "Preset .*quick-demo"'
+check "form: live trainable count" 'on_screen "trainable 12,288 of 275,456"'
+
+# Fills the form from the Name field: name, rank (for lora), max steps; then Start.
+# Fields from Name down: Model, Data, Method, Rank, Alpha, Dropout, rsLoRA, Targets,
+# Stacks, Attention, Layers, (Top blocks: partial only), Learning rate, Batch, Max steps.
+start_lora() {  # name rank
+    repeat 12 BSpace; keys "$1"
+    repeat 4 Down; repeat 4 BSpace; keys "$2"
+    repeat 10 Down; repeat 4 BSpace; keys 8
+    repeat 4 Down  # Epochs, Eval examples, Eval beams, Start
+    wait_for "Enter starts the run in the background" 5 && wait_for "Max steps +8$" 1 &&
+        wait_for "Rank r +$2$" 1 && keys Enter
+}
+check "first run started from the form" 'start_lora tui-r4 4 && wait_for "starting tui-r4" 5'
+check "first run reaches done" 'wait_done 1 tui-r4'
+check "first run: 8 of 8 steps, ROUGE-1 shown" 'on_screen "tui-r4 +done +lora +4 .* 8/8 .*[0-9]\.[0-9]{3} +[0-9]\.[0-9]{3}"'
+
+keys n
+check "form reopens on Name with the last values" 'wait_for "Name +tui-r4_" 5'
+check "second run (rank 2) started" 'start_lora tui-r2 2 && wait_for "starting tui-r2" 5'
+check "second run reaches done" 'wait_done 2 tui-r2'
+
+# --- compare both: select the two rows with Space (from the first row, g), then c
+keys g Space Space c
+check "compare opens" 'wait_for "1 Metrics" 5'
+json=$("$B" runs --json --workspace "$W")
+r1() { printf '%s' "$json" | tr '{' '\n' | grep "\"name\":\"$1\"" | sed 's/.*"rouge1":\([^,]*\),.*/\1/'; }
+r1a=$(printf '%.3f' "$(r1 tui-r4)"); r1b=$(printf '%.3f' "$(r1 tui-r2)")
+check "compare shows both names" 'on_screen "tui-r4" && on_screen "tui-r2"'
+check "compare shows tui-r4 with its ROUGE-1 $r1a" 'on_screen "tui-r4.* $r1a"'
+check "compare shows tui-r2 with its ROUGE-1 $r1b" 'on_screen "tui-r2.* $r1b"'
+check "compare shows the ROUGE-1 bars" 'on_screen "ROUGE-1 with 95% interval"'
+keys Escape
+check "Esc goes back to the runs" 'wait_for "2 runs, 0 running" 5'
+
+# --- the other methods through the same Start path (method: Name, Model, Data, Method)
+start_method() {  # name keys-that-change-the-method...
+    keys n
+    wait_for "Name +[a-z0-9-]*_" 5 || return 1
+    repeat 12 BSpace; keys "$1"; shift
+    repeat 3 Down; keys "$@"
+    repeat 3 Up; repeat 2 Up  # Name, then Preset, then round to Start
+    wait_for "Enter starts the run in the background" 5 && keys Enter
+}
+check "method none started" 'start_method tui-none Left && wait_for "starting tui-none" 5'
+check "method none reaches done" 'wait_done 3 tui-none none'
+check "method full started" 'start_method tui-full Right Right && wait_for "starting tui-full" 5'
+check "method full reaches done" 'wait_done 4 tui-full full'
+check "method partial started" 'start_method tui-partial Right && wait_for "starting tui-partial" 5'
+check "method partial reaches done" 'wait_done 5 tui-partial partial'
+methods=$("$B" runs --json --workspace "$W" | tr '{' '\n' | sed -n 's/.*"name":"\(tui-[a-z0-9]*\)","status":"\([a-z]*\)","method":"\([a-z]*\)".*/\1 \2 \3/p' | sort | tr '\n' ' ')
+check "store: five runs done with their methods ($methods)" \
+    '[ "$methods" = "tui-full done full tui-none done none tui-partial done partial tui-r2 done lora tui-r4 done lora " ]'
+
+# --- a model folder without weights is refused in the form, nothing is recorded
+mkdir -p "$T/noweights" && cp "$M/config.json" "$M/tokenizer.json" "$T/noweights/"
+keys n
+wait_for "Name +[a-z0-9-]*_" 5
+keys Down; repeat 80 BSpace; keys "$T/noweights"
+check "form warns about the missing weights" 'wait_for "warning: .*has no model.safetensors" 5'
+keys Up Up Up
+wait_for "Enter starts the run in the background" 5 && keys Enter
+check "Start refuses it with a message naming base_model" 'wait_for "base_model: .*noweights has no model.safetensors" 5'
+check "still on the form" 'on_screen "New run"'
+keys Escape
+check "nothing was recorded" 'wait_for "5 runs, 0 running" 5'
+
+# --- a run whose worker fails (an empty data folder) shows as failed with its error
+mkdir -p "$T/empty"
+keys n
+wait_for "Name +[a-z0-9-]*_" 5
+repeat 12 BSpace; keys tui-bad Down; repeat 80 BSpace; keys "$M" Down; repeat 80 BSpace; keys "$T/empty"
+keys Up Up Up Up
+wait_for "Enter starts the run in the background" 5 && keys Enter
+check "failing run shows as failed" 'wait_for "^ +6 tui-bad +failed" 30'
+check "the cursor stayed on its run (tui-r4) while runs were added" 'on_screen "^ #1 tui-r4 "'
+keys g
+check "its error is shown under the table" 'wait_for "^ error: .*$T/empty" 5'
+
+# --- help and quit
+keys '?'
+check "? opens the help of the runs screen" 'wait_for "Keys: Runs" 5 && on_screen "On every screen"'
+keys q
+check "q quits with status 0" 'wait_for "EXITED rc=0" 10'
+check "terminal restored (icanon echo)" 'wait_for "^icanon echo" 5'
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
