@@ -3,7 +3,7 @@
 
 PKGS      := openblas libcjson ncursesw sqlite3
 DEB_PKGS  := build-essential pkg-config libopenblas-dev libcjson-dev libncurses-dev \
-             libsqlite3-dev tmux clang
+             libsqlite3-dev tmux clang sqlite3 valgrind util-linux
 BUILD     ?= build
 CC        ?= cc
 SAN       ?=
@@ -30,7 +30,7 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 LIBS  := $(BUILD)/libtui.a $(BUILD)/libexperiments.a $(BUILD)/libstore.a $(BUILD)/libengine.a
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all deps run test asan bench fuzz fuzz-build clean
+.PHONY: all deps run test tests asan bench fuzz fuzz-build clean
 .SECONDARY:
 
 ifneq ($(HAVE_PKGS),yes)
@@ -83,6 +83,8 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIBS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 ifeq ($(HAVE_PKGS),yes)
+tests: all $(TESTS)
+
 test: all $(TESTS)
 	@bash tests/run.sh $(BUILD)/tests
 

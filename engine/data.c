@@ -469,9 +469,10 @@ static int load_json_array(mapper_t *m, const char *text, size_t len, lb_err_t *
         return bad_json(m, line, col, t, end, hint, err);
     }
     if (!cJSON_IsArray(root)) {
+        const char *kind = json_kind(root);  // before the delete: it reads root
         cJSON_Delete(root);
         return lb_err_set(err, LB_EFORMAT, "%s line %d: expected a JSON array of objects, found %s",
-                          m->path, line_of(text, s, NULL), json_kind(root));
+                          m->path, line_of(text, s, NULL), kind);
     }
     // cJSON keeps no positions: find the line where each top-level element starts by a scan
     // that follows strings and nesting (the text is known to be valid JSON here).

@@ -1,5 +1,6 @@
 #include "runner.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -459,6 +460,11 @@ static int span_batch_make(const session_t *s, const int *idx, int n, uint64_t m
     return rc;
 }
 
+// What to change after a NaN: clipping only helps where it is off.
+static const char *nan_hint(const spec_t *sp) {
+    return sp->train.max_grad_norm > 0 ? "lower train.lr" : "lower train.lr or set train.max_grad_norm (e.g. 1.0)";
+}
+
 // Trains from the session's position to total_steps, or until asked to stop.
 // Returns 0 (finished), 1 (stopped on request), 2 (killed by the test hook), -1 (error).
 static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t *o, lb_err_t *err) {
@@ -513,8 +519,8 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
             if (!isfinite(loss)) {
                 data_batch_free(&b);
                 rc = -1;
-                lb_err_set(err, LB_ENAN, "the loss became %s at step %ld; lower train.lr or set train.max_grad_norm, then start a new run",
-                           isnan(loss) ? "NaN" : "infinite", s->step + 1);
+                lb_err_set(err, LB_ENAN, "the loss became %s at step %ld; %s, then start a new run",
+                           isnan(loss) ? "NaN" : "infinite", s->step + 1, nan_hint(sp));
                 goto out;
             }
             t5_backward(&s->model, s->acts, &drop, 1.0f / (float)sp->train.grad_accum);
@@ -531,8 +537,8 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
         double gnorm = sqrt(optim_sum_sq(s->grads, s->n_train));
         if (!isfinite(gnorm)) {
             rc = -1;
-            lb_err_set(err, LB_ENAN, "the gradient became NaN or infinite at step %ld; lower train.lr or set train.max_grad_norm",
-                       s->step + 1);
+            lb_err_set(err, LB_ENAN, "the gradient became NaN or infinite at step %ld; %s, then start a new run",
+                       s->step + 1, nan_hint(sp));
             goto out;
         }
         if (sp->train.max_grad_norm > 0) optim_clip(s->grads, s->n_train, gnorm, (float)sp->train.max_grad_norm);
@@ -589,7 +595,12 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
         }
     }
 out:
-    if (rc != -1 && flush_metrics(&mb, st, id, err)) rc = -1;
+    if (rc == -1) {  // keep the finished steps' rows: they show how a NaN or failure came about
+        lb_err_t e3;
+        flush_metrics(&mb, st, id, &e3);
+    } else if (flush_metrics(&mb, st, id, err)) {
+        rc = -1;
+    }
     data_plan_free(&plan);
     if (rc == 0 || rc == 1) {
         double el = lb_now() - t_start;
@@ -604,6 +615,26 @@ out:
     return rc;
 }
 
+// A worker killed while writing a file leaves its temporary (NAME.tmp.PID, from
+// lb_write_file_atomic) behind. Only one worker executes a run at a time, so the next one
+// removes them from the run's folder.
+static void remove_stale_temps(const char *run_dir) {
+    static const char *const subdirs[] = {"", "/adapter", "/model"};
+    for (size_t k = 0; k < sizeof subdirs / sizeof subdirs[0]; k++) {
+        char dir[4200], path[4500];
+        snprintf(dir, sizeof dir, "%s%s", run_dir, subdirs[k]);
+        DIR *d = opendir(dir);
+        if (!d) continue;
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strstr(e->d_name, ".tmp.")) {
+                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+                unlink(path);
+            }
+        closedir(d);
+    }
+}
+
 int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
     char *dbp = store_workspace_db_path(o->workspace);
     store_t *st = NULL;
@@ -616,6 +647,7 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
     if (store_run_get(st, id, &run, err)) goto fail_nostatus;
     if (spec_parse(run.spec, "runs.spec", &s.spec, err)) goto fail;
     if (store_run_dir(o->workspace, id, 1, &s.run_dir, err)) goto fail;
+    remove_stale_temps(s.run_dir);
     // The pid first, so that nobody takes the run for one whose worker is gone.
     store_run_heartbeat(st, id, (int64_t)getpid(), &e2);
     if (store_run_set_status(st, id, STORE_STATUS_RUNNING, NULL, err)) goto fail;

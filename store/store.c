@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -23,8 +26,10 @@ enum { N_MIGRATIONS = 0 };
 _Static_assert(N_MIGRATIONS + 1 == STORE_SCHEMA_VERSION,
                "add a migration to store.c for every schema version after 1");
 
-// How often a BEGIN IMMEDIATE / COMMIT that still sees SQLITE_BUSY after the whole
-// busy_timeout is tried again before giving up (so about a minute in all).
+// SQLITE_BUSY can come back at once, without the busy handler waiting (a WAL being
+// recovered or reset by another connection), so busy calls are tried again, but only
+// until the connection's busy_timeout has passed since the first try: a workspace locked
+// by another process gives a clear error after busy_timeout, never a hang of several.
 enum { BUSY_RETRIES = 6 };
 
 static void sleep_ms(int ms) {
@@ -43,47 +48,88 @@ static int is_busy(int rc) {
     return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
 }
 
+// 1 when a call that returned rc should be tried again: it was busy, fewer than
+// BUSY_RETRIES retries were made, and busy_timeout has not passed since t0.
+static int retry_busy(const store_t *st, int rc, int attempt, double t0) {
+    return is_busy(rc) && attempt < BUSY_RETRIES && store_now() - t0 < st->busy_ms / 1000.0;
+}
+
+static long path_size(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long)sb.st_size : 0;
+}
+
+// After a failed write: 1 when the reason is space, i.e. the file system is (nearly) full
+// or the database or its WAL reached the process's file-size limit (RLIMIT_FSIZE). SQLite
+// says SQLITE_FULL only for ENOSPC and keeps the errno of a failed WAL write to itself, so
+// EFBIG (a file-size limit) reaches us as a bare SQLITE_IOERR_WRITE.
+static int out_of_space(const store_t *st) {
+    size_t n = strlen(st->path);
+    char *dir = xmalloc(n + 8), *wal = xmalloc(n + 8);
+    snprintf(dir, n + 8, "%s", st->path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else snprintf(dir, n + 8, ".");
+    snprintf(wal, n + 8, "%s-wal", st->path);
+    struct statvfs vfs;
+    int full = statvfs(dir, &vfs) == 0 && (double)vfs.f_bavail * (double)vfs.f_frsize < 1048576.0;
+    struct rlimit rl;
+    long biggest = path_size(st->path) > path_size(wal) ? path_size(st->path) : path_size(wal);
+    if (!full && getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        full = (double)biggest + 65536.0 > (double)rl.rlim_cur;
+    free(dir);
+    free(wal);
+    return full;
+}
+
 int st_fail(store_t *st, const char *what, lb_err_t *err) {
     int rc = sqlite3_extended_errcode(st->db);
+    if ((rc & 0xff) == SQLITE_FULL || (rc == SQLITE_IOERR_WRITE && out_of_space(st)))
+        return lb_err_set(err, LB_ENOSPC, "no space left writing %s (%s failed); free some disk space and try again",
+                          st->path, what);
     const char *hint = "";
-    if ((rc & 0xff) == SQLITE_FULL) hint = "; free some disk space and try again";
-    else if ((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN ||
-             (rc & 0xff) == SQLITE_PERM)
+    if ((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_PERM)
         hint = "; check that the workspace folder is writable";
     else if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
         hint = "; the file is damaged or not a lorabench database, move it away";
-    return lb_err_set(err, (rc & 0xff) == SQLITE_FULL ? LB_ENOSPC : LB_EIO,
-                      "%s: %s failed: %s%s", st->path, what, sqlite3_errmsg(st->db), hint);
+    else if ((rc & 0xff) == SQLITE_IOERR)
+        hint = "; check the disk, its free space and quota";
+    else if (is_busy(rc))
+        hint = "; another process (a lorabench worker or an sqlite3 shell) holds its write lock, "
+               "wait for it to finish or close it and retry";
+    return lb_err_set(err, LB_EIO, "%s: %s failed: %s%s", st->path, what, sqlite3_errmsg(st->db), hint);
 }
 
 int st_prepare(store_t *st, const char *sql, sqlite3_stmt **stmt, lb_err_t *err) {
     *stmt = NULL;
+    double t0 = store_now();
     for (int attempt = 0;; attempt++) {
         int rc = sqlite3_prepare_v2(st->db, sql, -1, stmt, NULL);
         if (rc == SQLITE_OK) return 0;
         // Preparing reads the schema, which can be busy while another process migrates.
-        if (!is_busy(rc) || attempt >= BUSY_RETRIES) return st_fail(st, "preparing a query", err);
+        if (!retry_busy(st, rc, attempt, t0)) return st_fail(st, "preparing a query", err);
         sleep_ms(50);
     }
 }
 
 int st_step(store_t *st, sqlite3_stmt *stmt) {
     int rc;
+    double t0 = store_now();
     for (int attempt = 0;; attempt++) {
         rc = sqlite3_step(stmt);
-        if (!is_busy(rc) || attempt >= BUSY_RETRIES) break;
+        if (!retry_busy(st, rc, attempt, t0)) break;
         sqlite3_reset(stmt);
         sleep_ms(20);
     }
-    (void)st;
     return rc;
 }
 
 static int exec_retry(store_t *st, const char *sql) {
     int rc;
+    double t0 = store_now();
     for (int attempt = 0;; attempt++) {
         rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
-        if (!is_busy(rc) || attempt >= BUSY_RETRIES) return rc;
+        if (!retry_busy(st, rc, attempt, t0)) return rc;
         sleep_ms(20);
     }
 }
@@ -173,7 +219,7 @@ static int read_int_pragma(store_t *st, const char *sql, int64_t *v, lb_err_t *e
 static int set_wal(store_t *st, lb_err_t *err) {
     // Switching a fresh file to WAL needs a moment alone with it; when several processes
     // open a new workspace together, the others wait here.
-    double deadline = store_now() + STORE_BUSY_TIMEOUT_MS / 1000.0;
+    double deadline = store_now() + st->busy_ms / 1000.0;
     for (;;) {
         sqlite3_stmt *s;
         if (st_prepare(st, "PRAGMA journal_mode=WAL", &s, err)) return -1;
@@ -246,8 +292,20 @@ int store_open(const char *path, store_t **out, lb_err_t *err) {
         else lb_err_set(err, LB_ENOMEM, "%s: cannot open the database (out of memory)", path);
         goto fail;
     }
+    // SQLite quietly falls back to read-only when the file is write-protected; every later
+    // write would fail with a puzzling message, so say now what is wrong.
+    if (sqlite3_db_readonly(st->db, "main") == 1) {
+        lb_err_set(err, LB_EIO,
+                   "%s is read-only for this user; make the workspace folder and its database "
+                   "writable, or pick another --workspace",
+                   path);
+        goto fail;
+    }
     sqlite3_extended_result_codes(st->db, 1);
-    sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+    st->busy_ms = STORE_BUSY_TIMEOUT_MS;
+    const char *bt = getenv("LORABENCH_BUSY_TIMEOUT_MS");  // tests shorten the wait
+    if (bt && atoi(bt) > 0) st->busy_ms = atoi(bt);
+    sqlite3_busy_timeout(st->db, st->busy_ms);
     if (set_wal(st, err)) goto fail;
     // NORMAL is crash-safe in WAL mode (a killed worker never corrupts the file; only a
     // power cut may lose the last commits) and avoids an fsync per metrics batch.

@@ -3,9 +3,10 @@
 // It knows nothing of the engine: values go in and out as plain numbers and strings.
 //
 // Concurrency: any number of processes may open the same database. Every write runs in
-// its own `BEGIN IMMEDIATE` transaction that waits (busy_timeout, then retries) for the
-// write lock, so SQLITE_BUSY never reaches a caller in normal use; readers never block
-// writers (WAL). A store_t is one connection: use it from one thread at a time.
+// its own `BEGIN IMMEDIATE` transaction that waits (busy_timeout) for the write lock, so
+// SQLITE_BUSY never reaches a caller in normal use; readers never block writers (WAL). A
+// lock held longer than busy_timeout (another process in a long transaction) gives an error
+// saying so. A store_t is one connection: use it from one thread at a time.
 //
 // Conventions: functions return 0 on success and -1 with one sentence in err on failure.
 // In rows read back, a missing REAL is NAN and a missing INTEGER is -1 (a missing string is
@@ -23,7 +24,9 @@
 // version; older databases are migrated at open.
 #define STORE_SCHEMA_VERSION 1
 
-// Milliseconds a writer waits for the write lock before retrying (busy_timeout).
+// Milliseconds a call waits for another process's lock before it fails (busy_timeout).
+// The environment variable LORABENCH_BUSY_TIMEOUT_MS, when set to a positive number,
+// replaces it at store_open (the fault tests use a short wait).
 #define STORE_BUSY_TIMEOUT_MS 10000
 
 typedef struct store store_t;

@@ -9,13 +9,14 @@
 struct store {
     sqlite3 *db;
     char *path;  // for messages
+    int busy_ms;  // busy_timeout: how long a call waits for another process's lock
 };
 
 // Prepares sql; on failure fills err naming the database file.
 int st_prepare(store_t *st, const char *sql, sqlite3_stmt **stmt, lb_err_t *err);
 
-// sqlite3_step that retries SQLITE_BUSY a few times beyond busy_timeout (only valid for a
-// statement that has not returned a row yet).
+// sqlite3_step that retries an SQLITE_BUSY returned without waiting, within busy_timeout
+// (only valid for a statement that has not returned a row yet).
 int st_step(store_t *st, sqlite3_stmt *stmt);
 
 // Fills err from the connection's last error, naming the file and what was being done.

@@ -1,6 +1,7 @@
 // eval and merge: scoring a model (with an optional adapter) on a data split, and writing
 // an adapter merged into its base model as a full Hugging Face checkpoint.
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,7 @@ int cmd_merge(int argc, char **argv) {
         fprintf(stderr, "lorabench merge: --model and --out are required\n");
         return 2;
     }
+    signal(SIGXFSZ, SIG_IGN);  // past a file-size limit: "no space left" from the write, not a kill
     t5_model_t m;
     lora_adapter_t a;
     int has;

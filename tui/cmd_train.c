@@ -28,6 +28,10 @@ static void install_stop_handlers(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    // Past a file-size limit (RLIMIT_FSIZE) write() must fail with EFBIG, which the run
+    // reports as "no space left" with the path and status failed; the default action of
+    // SIGXFSZ would kill the worker silently instead.
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 static void fmt_dur(char *out, size_t n, double s) {
