@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "lora_t5.h"
 #include "t5.h"
 #include "t5_init.h"
+#include "t5_save.h"
 #include "train.h"
 
 extern char **environ;
@@ -27,6 +29,7 @@ static void usage(FILE *f) {
             "                       [--rank R] [--targets q,v|all|LIST] [--top-blocks K]\n"
             "                       [--stack both|encoder|decoder] [--batch B] [--src S] [--tgt T]\n"
             "                       [--steps N] [--warmup W] [--threads N] [--no-dropout]\n"
+            "                       [--save DIR: write the random checkpoint of the shape and stop]\n"
             "                       [--cached-encoder] [--json]\n"
             "       lorabench bench --table [--threads N] [--steps N]\n\n"
             "Runs W warm-up steps (default 1) and N timed steps (default 3) of one configuration\n"
@@ -68,7 +71,7 @@ static const char *BASE_JSON =
     "\"pad_token_id\":0,\"eos_token_id\":1,\"decoder_start_token_id\":0}";
 
 typedef struct {
-    const char *shape, *method, *targets, *stack;
+    const char *shape, *method, *targets, *stack, *save;
     int rank, top_blocks, B, S, T, steps, warmup, threads, dropout, cached, json;
 } bench_opts_t;
 
@@ -164,6 +167,18 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
             t5_init_empty(&m, &cfg, &err))
             return fail(err.msg);
         t5_init_random(&m, 1);
+        if (o->save) {  // the random checkpoint, written by our writer, for --shape DIR
+            char p[4096];
+            snprintf(p, sizeof p, "%s/config.json", o->save);
+            const char *js = !strcmp(o->shape, "flan-t5-small") ? SMALL_JSON : BASE_JSON;
+            mkdir(o->save, 0755);
+            int bad = lb_write_file_atomic(p, js, strlen(js), &err) || t5_save(&m, o->save, o->save, &err);
+            t5_free(&m);
+            if (bad) return fail(err.msg);
+            printf("wrote a random %s checkpoint to %s\n", o->shape, o->save);
+            exit(0);  // --save only writes the checkpoint: nothing to measure or print
+
+        }
     } else if (t5_load(&m, o->shape, &err)) {
         return fail(err.msg);
     }
@@ -394,7 +409,7 @@ static int run_table(const bench_opts_t *o) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0};
+    bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", NULL, 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0};
     int table = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -410,7 +425,7 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "--cached-encoder")) {
             o.cached = 1;
         } else if (!strcmp(a, "--shape") || !strcmp(a, "--method") || !strcmp(a, "--targets") ||
-                   !strcmp(a, "--stack")) {
+                   !strcmp(a, "--stack") || !strcmp(a, "--save")) {
             if (!v) {
                 fprintf(stderr, "lorabench bench: %s needs a value; see --help\n", a);
                 return 2;
@@ -418,6 +433,7 @@ int cmd_bench(int argc, char **argv) {
             if (!strcmp(a, "--shape")) o.shape = v;
             else if (!strcmp(a, "--method")) o.method = v;
             else if (!strcmp(a, "--targets")) o.targets = v;
+            else if (!strcmp(a, "--save")) o.save = v;
             else o.stack = v;
             i++;
         } else if (!strcmp(a, "--rank") || !strcmp(a, "--top-blocks") || !strcmp(a, "--batch") ||
