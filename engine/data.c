@@ -16,12 +16,7 @@
 
 // ---- randomness --------------------------------------------------------------------------
 
-uint64_t data_rng_next(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+uint64_t data_rng_next(uint64_t *state) { return lb_rng_next(state); }
 
 uint32_t data_rng_below(uint64_t *state, uint32_t n) {
     if (n <= 1) return 0;

@@ -212,22 +212,6 @@ lora_module_t *lora_find(const lora_adapter_t *a, const char *module) {
     return NULL;
 }
 
-// splitmix64: a small, well-mixed generator; the state is the caller's.
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
-
-static double rng_normal(uint64_t *s) {
-    double u1 = rng_uniform(s), u2 = rng_uniform(s);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-}
-
 static int pissa_module(lora_module_t *m, float *W, lb_err_t *err) {
     int in = m->in, out = m->out, k = in < out ? in : out, info = 0, lwork = -1;
     if (m->r > k) return lb_err_set(err, LB_EARG, "pissa: rank %d of %s exceeds min(in, out) = %d", m->r, m->name, k);
@@ -265,18 +249,18 @@ int lora_init(lora_adapter_t *a, uint64_t seed, lora_weight_fn get_weight, void 
         switch (a->cfg.init) {
         case LORA_INIT_KAIMING: {  // kaiming_uniform(a=√5): U(±1/√in), as PEFT
             double bound = 1.0 / sqrt((double)m->in);
-            for (size_t j = 0; j < na; j++) m->A[j] = (float)((2 * rng_uniform(&st) - 1) * bound);
+            for (size_t j = 0; j < na; j++) m->A[j] = (float)((2 * lb_rng_uniform(&st) - 1) * bound);
             memset(m->B, 0, nb * sizeof(float));
             break;
         }
         case LORA_INIT_GAUSSIAN:  // the paper: N(0, 1/r²)
-            for (size_t j = 0; j < na; j++) m->A[j] = (float)(rng_normal(&st) / m->r);
+            for (size_t j = 0; j < na; j++) m->A[j] = (float)(lb_rng_normal(&st) / m->r);
             memset(m->B, 0, nb * sizeof(float));
             break;
         case LORA_INIT_RANDOM_BOTH: {  // PEFT's init_lora_weights=False: both random
             double ba = 1.0 / sqrt((double)m->in), bb = 1.0 / sqrt((double)m->r);
-            for (size_t j = 0; j < na; j++) m->A[j] = (float)((2 * rng_uniform(&st) - 1) * ba);
-            for (size_t j = 0; j < nb; j++) m->B[j] = (float)((2 * rng_uniform(&st) - 1) * bb);
+            for (size_t j = 0; j < na; j++) m->A[j] = (float)((2 * lb_rng_uniform(&st) - 1) * ba);
+            for (size_t j = 0; j < nb; j++) m->B[j] = (float)((2 * lb_rng_uniform(&st) - 1) * bb);
             break;
         }
         case LORA_INIT_PISSA: {

@@ -4,20 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 // Splits n_items into n_segments non-empty segments at random (lengths into len[]), as
 // T5's _random_segmentation: a shuffled indicator of segment starts.
 static void random_segmentation(int n_items, int n_segments, uint64_t *rng, int *len) {
     int *mark = xcalloc((size_t)n_items, sizeof(int));
     for (int i = 0; i < n_segments - 1; i++) mark[i] = 1;
     for (int i = n_items - 2; i > 0; i--) {  // shuffle the first n_items-1 slots
-        int j = (int)(rng_next(rng) % (uint64_t)(i + 1));
+        int j = (int)(lb_rng_next(rng) % (uint64_t)(i + 1));
         int t = mark[i];
         mark[i] = mark[j];
         mark[j] = t;

@@ -5,18 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static uint64_t next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double normal(uint64_t *s) {
-    double u1 = ((double)(next(s) >> 11) + 0.5) / 9007199254740992.0, u2 = (double)(next(s) >> 11) / 9007199254740992.0;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
 static int ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
@@ -42,7 +30,7 @@ void t5_init_random(t5_model_t *m, uint64_t seed) {
         else if (!strcmp(n, "lm_head.weight")) sd = 1 / sqrt(D);  // Mesh TensorFlow's T5 v1.1 (transformers: 1)
         else sd = 1.0;  // shared.weight
         uint64_t st = seed * 0x9e3779b97f4a7c15ull + (uint64_t)i;
-        for (size_t j = 0; j < p->numel; j++) p->w[j] = (lb_real)(sd * normal(&st));
+        for (size_t j = 0; j < p->numel; j++) p->w[j] = (lb_real)(sd * lb_rng_normal(&st));
     }
 }
 

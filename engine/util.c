@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +128,21 @@ int lb_write_file_atomic(const char *path, const void *data, size_t len, lb_err_
     }
     free(tmp);
     return 0;
+}
+
+uint64_t lb_rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double lb_rng_uniform(uint64_t *s) { return (double)(lb_rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+
+double lb_rng_normal(uint64_t *s) {
+    // u1 in (0, 1): never log(0).
+    double u1 = ((double)(lb_rng_next(s) >> 11) + 0.5) / 9007199254740992.0, u2 = lb_rng_uniform(s);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 double lb_now(void) {

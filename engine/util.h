@@ -34,6 +34,13 @@ char *lb_read_file(const char *path, size_t *len, lb_err_t *err);
 // A full disk gives LB_ENOSPC with "no space left" and the path in the message.
 int lb_write_file_atomic(const char *path, const void *data, size_t len, lb_err_t *err);
 
+// splitmix64 (Steele, Lea, Flood 2014): the engine's one random generator; the state is
+// the caller's, so nothing random is global. lb_rng_uniform is in [0, 1), lb_rng_normal
+// is N(0, 1) by Box-Muller.
+uint64_t lb_rng_next(uint64_t *state);
+double lb_rng_uniform(uint64_t *state);
+double lb_rng_normal(uint64_t *state);
+
 // Monotonic time in seconds.
 double lb_now(void);
 
