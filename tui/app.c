@@ -390,3 +390,23 @@ int tui_main(int argc, char **argv) {
     free(ws);
     return 0;
 }
+
+void app_ask_cancel(app_t *a, const store_run_t *r, int confirm_action) {
+    if (!r) return;
+    if (strcmp(r->status, "running") && strcmp(r->status, "queued")) {
+        app_msg(a, ST_WARN, "run #%lld is %s: only a queued or running run can be cancelled", (long long)r->id, r->status);
+        return;
+    }
+    app_confirm(a, confirm_action, r->id, "Cancel run #%lld %s? It stops after its current step. [y/N]", (long long)r->id,
+                r->name);
+}
+
+void app_ask_resume(app_t *a, const store_run_t *r, int confirm_action) {
+    if (!r) return;
+    if (strcmp(r->status, "interrupted") && strcmp(r->status, "cancelled") && strcmp(r->status, "failed")) {
+        app_msg(a, ST_WARN, "run #%lld is %s: only an interrupted, cancelled or failed run can be resumed", (long long)r->id,
+                r->status);
+        return;
+    }
+    app_confirm(a, confirm_action, r->id, "Resume run #%lld %s from its last checkpoint? [y/N]", (long long)r->id, r->name);
+}

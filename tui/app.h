@@ -159,6 +159,11 @@ void app_msg(app_t *a, int style, const char *fmt, ...) __attribute__((format(pr
 // a->prompt_run set to run.
 void app_confirm(app_t *a, int action, int64_t run, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+// Asks "cancel run?" (confirm_action on yes) when r is queued or running, else says why
+// not. Shared by every screen that offers K.
+void app_ask_cancel(app_t *a, const store_run_t *r, int confirm_action);
+// The same for resume (r): only interrupted, cancelled or failed runs.
+void app_ask_resume(app_t *a, const store_run_t *r, int confirm_action);
 // Opens a one-line input with an initial value; Enter runs action (the text is in
 // a->prompt_input).
 void app_input(app_t *a, int action, int64_t run, const char *label, const char *initial);

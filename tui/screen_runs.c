@@ -355,22 +355,10 @@ static int action(app_t *a, int act, int key) {
         app_data_refresh(a, 1);
         return 1;
     case A_CANCEL:
-        if (!r) return 1;
-        if (strcmp(r->status, "running") && strcmp(r->status, "queued")) {
-            app_msg(a, ST_WARN, "run #%lld is %s: only a queued or running run can be cancelled", (long long)r->id, r->status);
-            return 1;
-        }
-        app_confirm(a, A_CANCEL_YES, r->id, "Cancel run #%lld %s? It stops after its current step. [y/N]",
-                    (long long)r->id, r->name);
+        app_ask_cancel(a, r, A_CANCEL_YES);
         return 1;
     case A_RESUME:
-        if (!r) return 1;
-        if (strcmp(r->status, "interrupted") && strcmp(r->status, "cancelled") && strcmp(r->status, "failed")) {
-            app_msg(a, ST_WARN, "run #%lld is %s: only an interrupted, cancelled or failed run can be resumed",
-                    (long long)r->id, r->status);
-            return 1;
-        }
-        app_confirm(a, A_RESUME_YES, r->id, "Resume run #%lld %s from its last checkpoint? [y/N]", (long long)r->id, r->name);
+        app_ask_resume(a, r, A_RESUME_YES);
         return 1;
     case A_DELETE:
         if (!r) return 1;
