@@ -15,6 +15,12 @@ void lora_shape_from_t5(const t5_config_t *c, lora_shape_t *s) {
     s->buckets = c->relative_attention_num_buckets;
 }
 
+int lora_load_t5(lora_adapter_t *a, const char *dir, const t5_model_t *m, lb_err_t *err) {
+    lora_shape_t s;
+    lora_shape_from_t5(&m->cfg, &s);
+    return lora_load(a, dir, &s, err);
+}
+
 int lora_attach(lora_adapter_t *a, t5_model_t *m, float *grads, lb_err_t *err) {
     for (int i = 0; i < a->n; i++) {
         if (!t5_find_linear(m, a->m[i].name))

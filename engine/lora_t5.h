@@ -10,6 +10,9 @@
 // The shape lora_create needs, from a T5 configuration.
 void lora_shape_from_t5(const t5_config_t *c, lora_shape_t *s);
 
+// lora_load for this model: its shape comes from m's configuration.
+int lora_load_t5(lora_adapter_t *a, const char *dir, const t5_model_t *m, lb_err_t *err);
+
 // Points every adapted linear of m at the adapter's A and B. grads, when not NULL, has the
 // layout of a->params (every A then B) and receives their gradients in the backward pass;
 // NULL attaches for inference only. Several adapters may be loaded; the one attached last is

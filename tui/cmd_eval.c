@@ -33,9 +33,7 @@ static int load_model_adapter(const char *model_dir, const char *adapter_dir, in
     }
     t5_set_trainable(m, NULL, NULL);
     if (!adapter_dir) return 0;
-    lora_shape_t s;
-    lora_shape_from_t5(&m->cfg, &s);
-    if (lora_load(a, adapter_dir, &s, &err) ||
+    if (lora_load_t5(a, adapter_dir, m, &err) ||
         (merge ? lora_merge_into_model(a, m, +1, &err) : lora_attach(a, m, NULL, &err))) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
         t5_free(m);

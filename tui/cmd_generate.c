@@ -418,9 +418,7 @@ int cmd_generate(int argc, char **argv) {
     lora_adapter_t ad;
     int have_ad = 0;
     if (adapter) {
-        lora_shape_t sh;
-        lora_shape_from_t5(&g.m.cfg, &sh);
-        if (lora_load(&ad, adapter, &sh, &err)) {
+        if (lora_load_t5(&ad, adapter, &g.m, &err)) {
             fprintf(stderr, "lorabench generate: %s\n", err.msg);
             goto free_tok;
         }

@@ -91,9 +91,7 @@ int cmd_tensors(int argc, char **argv) {
     float *ad_grads = NULL;
     int has_ad = 0;
     if (adapter_dir) {
-        lora_shape_t shape;
-        lora_shape_from_t5(&m.cfg, &shape);
-        if (lora_load(&ad, adapter_dir, &shape, &err)) {
+        if (lora_load_t5(&ad, adapter_dir, &m, &err)) {
             train_batch_free(&tb);
             t5_free(&m);
             return fail(err.msg);
