@@ -73,10 +73,10 @@ fi
 # --- the new-run form: preselected model and data set, presets loaded (quick-demo first)
 keys n
 check "form opens" 'wait_for "Base model" 5'
-check "form: base model from LORABENCH_DEFAULT_MODEL" 'on_screen "Base model +$M"'
-check "form: data set from LORABENCH_DEFAULT_DATASET" 'on_screen "Data set +$T/data"'
-check "form: quick-demo is the first preset" 'on_screen "Preset .*quick-demo"'
-check "form: live trainable count" 'on_screen "trainable 12,288 of 275,456"'
+check "form: base model from LORABENCH_DEFAULT_MODEL" 'wait_for "Base model +$M" 3'
+check "form: data set from LORABENCH_DEFAULT_DATASET" 'wait_for "Data set +$T/data" 3'
+check "form: quick-demo is the first preset" 'wait_for "Preset .*quick-demo" 3'
+check "form: live trainable count" 'wait_for "trainable 12,288 of 275,456" 3'
 
 # Fills the form from the Name field: name, rank (for lora), max steps; then Start.
 # Fields from Name down: Model, Data, Method, Rank, Alpha, Dropout, rsLoRA, Targets,
@@ -91,7 +91,7 @@ start_lora() {  # name rank
 }
 check "first run started from the form" 'start_lora tui-r4 4 && wait_for "starting tui-r4" 5'
 check "first run reaches done" 'wait_done 1 tui-r4'
-check "first run: 8 of 8 steps, ROUGE-1 shown" 'on_screen "tui-r4 +done +lora +4 .* 8/8 .*[0-9]\.[0-9]{3} +[0-9]\.[0-9]{3}"'
+check "first run: 8 of 8 steps, ROUGE-1 shown" 'wait_for "tui-r4 +done +lora +4 .* 8/8 .*[0-9]\.[0-9]{3} +[0-9]\.[0-9]{3}" 3'
 
 keys n
 check "form reopens on Name with the last values" 'wait_for "Name +tui-r4_" 5'
@@ -104,10 +104,10 @@ check "compare opens" 'wait_for "1 Metrics" 5'
 json=$("$B" runs --json --workspace "$W")
 r1() { printf '%s' "$json" | tr '{' '\n' | grep "\"name\":\"$1\"" | sed 's/.*"rouge1":\([^,]*\),.*/\1/'; }
 r1a=$(printf '%.3f' "$(r1 tui-r4)"); r1b=$(printf '%.3f' "$(r1 tui-r2)")
-check "compare shows both names" 'on_screen "tui-r4" && on_screen "tui-r2"'
-check "compare shows tui-r4 with its ROUGE-1 $r1a" 'on_screen "tui-r4.* $r1a"'
-check "compare shows tui-r2 with its ROUGE-1 $r1b" 'on_screen "tui-r2.* $r1b"'
-check "compare shows the ROUGE-1 bars" 'on_screen "ROUGE-1 with 95% interval"'
+check "compare shows both names" 'wait_for "tui-r4" 3 && wait_for "tui-r2" 3'
+check "compare shows tui-r4 with its ROUGE-1 $r1a" 'wait_for "tui-r4.* $r1a" 3'
+check "compare shows tui-r2 with its ROUGE-1 $r1b" 'wait_for "tui-r2.* $r1b" 3'
+check "compare shows the ROUGE-1 bars" 'wait_for "ROUGE-1 with 95% interval" 3'
 keys Escape
 check "Esc goes back to the runs" 'wait_for "2 runs, 0 running" 5'
 
@@ -139,7 +139,7 @@ check "form warns about the missing weights" 'wait_for "warning: .*has no model.
 keys Up Up Up
 wait_for "Enter starts the run in the background" 5 && keys Enter
 check "Start refuses it with a message naming base_model" 'wait_for "base_model: .*noweights has no model.safetensors" 5'
-check "still on the form" 'on_screen "New run"'
+check "still on the form" 'wait_for "New run" 3'
 keys Escape
 check "nothing was recorded" 'wait_for "5 runs, 0 running" 5'
 
@@ -151,13 +151,13 @@ repeat 12 BSpace; keys tui-bad Down; repeat 80 BSpace; keys "$M" Down; repeat 80
 keys Up Up Up Up
 wait_for "Enter starts the run in the background" 5 && keys Enter
 check "failing run shows as failed" 'wait_for "^ +6 tui-bad +failed" 30'
-check "the cursor stayed on its run (tui-r4) while runs were added" 'on_screen "^ #1 tui-r4 "'
+check "the cursor stayed on its run (tui-r4) while runs were added" 'wait_for "^ #1 tui-r4 " 3'
 keys g
 check "its error is shown under the table" 'wait_for "^ error: .*$T/empty" 5'
 
 # --- help and quit
 keys '?'
-check "? opens the help of the runs screen" 'wait_for "Keys: Runs" 5 && on_screen "On every screen"'
+check "? opens the help of the runs screen" 'wait_for "Keys: Runs" 5 && wait_for "On every screen" 3'
 keys q
 check "q quits with status 0" 'wait_for "EXITED rc=0" 10'
 check "terminal restored (icanon echo)" 'wait_for "^icanon echo" 5'
