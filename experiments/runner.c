@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,19 @@
 #include "tokenizer.h"
 
 extern char **environ;
+
+// Encoder outputs of the training examples (train.cache_encoder). When nothing in the
+// encoder trains, each example's output rows [n_src, D] are computed once, without
+// dropout, and reused by every later epoch; examples past the budget are recomputed.
+typedef struct {
+    int on, D;
+    float **rows;         // [n_rows] (one per training example), NULL until computed
+    int n_rows;
+    size_t bytes, budget;
+    long computed, reused;  // example encodings computed / taken from the cache
+    int over_budget;      // some example did not fit
+    float *batch;         // [B, S, D]: the current batch's encoder output
+} enc_cache_t;
 
 // Everything one run holds while it executes.
 typedef struct {
@@ -57,6 +71,7 @@ typedef struct {
     int span;                    // objective span_corruption (pretraining)
     int sentinels[100];
     int n_sentinels;
+    enc_cache_t enc;
 } session_t;
 
 static int encode_cb(void *ctx, const char *text, int **ids, int *n, lb_err_t *err) {
@@ -68,7 +83,26 @@ static int encode_plain_cb(void *ctx, const char *text, int **ids, int *n, lb_er
     return tokenizer_encode(ctx, text, 0, ids, n, err);
 }
 
+// Bytes the encoder cache may hold: LORABENCH_ENCODER_CACHE_MB (a whole number of MiB,
+// 0 = cache nothing) or 2 GiB.
+static size_t encoder_cache_budget(void) {
+    const char *v = getenv("LORABENCH_ENCODER_CACHE_MB");
+    char *end;
+    long mb = v ? strtol(v, &end, 10) : -1;
+    if (!v || end == v || *end || mb < 0 || mb > (1L << 30)) mb = 2048;
+    return (size_t)mb << 20;
+}
+
+static void enc_cache_free(enc_cache_t *c) {
+    if (c->rows)
+        for (int i = 0; i < c->n_rows; i++) free(c->rows[i]);
+    free(c->rows);
+    free(c->batch);
+    memset(c, 0, sizeof *c);
+}
+
 static void session_free(session_t *s) {
+    enc_cache_free(&s->enc);
     if (s->acts) t5_acts_free(s->acts);
     if (s->opt_ready) adamw_free(&s->opt);
     free(s->ranges);
@@ -263,6 +297,15 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
         adamw_init(&s->opt, s->n_train, 0.9f, 0.999f, 1e-8f, (float)sp->train.weight_decay);
         s->opt_ready = 1;
         s->acts = t5_acts_new(&s->model, sp->train.batch_size, s->max_s, s->max_t);
+        if (sp->train.cache_encoder && !s->span && t5_encoder_frozen(&s->model)) {
+            enc_cache_t *c = &s->enc;
+            c->on = 1;
+            c->D = s->model.cfg.d_model;
+            c->n_rows = s->train.n;
+            c->rows = xcalloc((size_t)c->n_rows, sizeof(float *));
+            c->budget = encoder_cache_budget();
+            c->batch = xmalloc(sizeof(float) * (size_t)sp->train.batch_size * (size_t)s->max_s * (size_t)c->D);
+        }
     }
     store_run_summary_t sum = store_run_summary_unset();
     sum.trainable_params = (int64_t)trainable;
@@ -460,6 +503,60 @@ static int span_batch_make(const session_t *s, const int *idx, int n, uint64_t m
     return rc;
 }
 
+// Forward of one training batch (idx: its examples). With the encoder cache, the encoder
+// runs (without dropout) only when some example of the batch has no cached output, and the
+// decoder works from the cached rows; padded rows are masked out by the cross attention.
+static int forward_batch(session_t *s, const t5_batch_t *tb, const int *idx, const lb_drop_t *drop,
+                         float *loss, lb_err_t *err) {
+    enc_cache_t *c = &s->enc;
+    if (!c->on) return t5_forward(&s->model, s->acts, tb, drop, loss, err);
+    size_t S = (size_t)tb->S, D = (size_t)c->D;
+    int cached = 1;
+    for (int i = 0; i < tb->B && cached; i++) cached = c->rows[idx[i]] != NULL;
+    if (cached) {
+        memset(c->batch, 0, sizeof(float) * (size_t)tb->B * S * D);
+        for (int i = 0; i < tb->B; i++) {
+            size_t n = 0;
+            while (n < S && tb->attention_mask[(size_t)i * S + n]) n++;
+            memcpy(c->batch + (size_t)i * S * D, c->rows[idx[i]], sizeof(float) * n * D);
+        }
+        c->reused += tb->B;
+    } else {
+        if (t5_forward_encoder(&s->model, s->acts, tb, c->batch, err)) return -1;
+        c->computed += tb->B;
+        for (int i = 0; i < tb->B; i++) {
+            size_t n = 0;
+            while (n < S && tb->attention_mask[(size_t)i * S + n]) n++;
+            size_t sz = sizeof(float) * n * D;
+            if (c->rows[idx[i]] || n == 0) continue;
+            if (c->bytes + sz > c->budget) {
+                c->over_budget = 1;
+                continue;
+            }
+            c->rows[idx[i]] = xmalloc(sz);
+            memcpy(c->rows[idx[i]], c->batch + (size_t)i * S * D, sz);
+            c->bytes += sz;
+        }
+    }
+    return t5_forward_with_encoder(&s->model, s->acts, tb, c->batch, drop, loss, err);
+}
+
+// A line for the person running the training (the foreground progress, or worker.log).
+static void runner_note(const runner_opts_t *o, int64_t id, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (o->progress) {
+        runner_progress_t p = {.run_id = id, .phase = "note", .note = msg};
+        o->progress(o->ctx, &p);
+    } else {
+        printf("run %lld: %s\n", (long long)id, msg);
+        fflush(stdout);
+    }
+}
+
 // What to change after a NaN: clipping only helps where it is off.
 static const char *nan_hint(const spec_t *sp) {
     return sp->train.max_grad_norm > 0 ? "lower train.lr" : "lower train.lr or set train.max_grad_norm (e.g. 1.0)";
@@ -511,7 +608,7 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
             t5_batch_t tb = {b.B, b.S, b.T, b.input_ids, b.attention_mask, b.labels};
             lb_drop_t drop = {(uint64_t)sp->train.seed, (uint64_t)(s->step * sp->train.grad_accum + micro), 1};
             float loss;
-            if (t5_forward(&s->model, s->acts, &tb, &drop, &loss, err)) {
+            if (forward_batch(s, &tb, idx, &drop, &loss, err)) {
                 data_batch_free(&b);
                 rc = -1;
                 goto out;
@@ -602,6 +699,10 @@ out:
         rc = -1;
     }
     data_plan_free(&plan);
+    if ((rc == 0 || rc == 1) && s->enc.on)
+        runner_note(o, id, "the encoder is frozen: %ld example encodings computed, %ld taken from the cache (%.1f MB%s; train.cache_encoder)",
+                    s->enc.computed, s->enc.reused, (double)s->enc.bytes / 1048576.0,
+                    s->enc.over_budget ? ", full: the rest are recomputed; LORABENCH_ENCODER_CACHE_MB raises it" : "");
     if (rc == 0 || rc == 1) {
         double el = lb_now() - t_start;
         store_run_summary_t sum = store_run_summary_unset();

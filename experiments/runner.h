@@ -20,7 +20,8 @@ typedef struct {
     int64_t run_id;
     long step, total_steps;
     double loss, lr, grad_norm, tokens_per_s, eta_s, elapsed_s;
-    const char *phase;        // "load", "train", "eval", "save"
+    const char *phase;        // "load", "train", "eval", "save", "note"
+    const char *note;         // phase "note": one line of information about the run
     int eval_done, eval_total;
 } runner_progress_t;
 

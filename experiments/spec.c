@@ -134,6 +134,7 @@ static const field_t train_fields[] = {
     PLAIN("checkpoint_every", F_INT, train.checkpoint_every),
     PLAIN("loraplus_ratio", F_NUM, train.loraplus_ratio),
     ENUMF("objective", train.objective, objective_names, "objective"),
+    PLAIN("cache_encoder", F_BOOL, train.cache_encoder),
 };
 
 static const field_t eval_fields[] = {
@@ -225,6 +226,7 @@ void spec_init_defaults(spec_t *s) {
     s->train.seed = 42;
     s->train.checkpoint_every = 100;
     s->train.loraplus_ratio = 1.0;
+    s->train.cache_encoder = true;
     s->eval.split = SPEC_SPLIT_VALIDATION;
     s->eval.limit = 200;
     s->eval.beams = 1;

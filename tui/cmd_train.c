@@ -51,6 +51,8 @@ static void progress_line(void *ctx, const runner_progress_t *p) {
                 (long long)p->run_id, p->step, p->total_steps, p->loss, p->lr, p->tokens_per_s, eta);
     } else if (!strcmp(p->phase, "eval")) {
         fprintf(stderr, "\rrun %lld  evaluated %d examples at step %ld%*s\n", (long long)p->run_id, p->eval_done, p->step, 20, "");
+    } else if (!strcmp(p->phase, "note")) {
+        fprintf(stderr, "\rrun %lld: %s\n", (long long)p->run_id, p->note);
     } else {
         fprintf(stderr, "run %lld: loading model, tokenizer and data...\n", (long long)p->run_id);
     }
