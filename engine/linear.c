@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "util.h"
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -284,10 +287,73 @@ static const lb_real *lora_input(const linear_t *l, int N, const lb_real *x, lb_
     return tmp;
 }
 
+// ---- bf16 weights ----------------------------------------------------------------------
+// W [O, I] held in bf16 is used a block of rows at a time: the block is converted to fp32
+// in a buffer of this call (so that concurrent calls share nothing) and multiplied by
+// lb_gemm exactly as the same rows of an fp32 W would be.
+
+// Rows of W per block: LINEAR_BF16_BLOCK values, or an eighth of that for the forward of
+// a few rows (small = 1). Blocks of rows leave each output of the forward one sum over I;
+// in dx they split the sum over O, which is why the backward never uses the small blocks:
+// every T5-small weight but the head is then one block, the fp32 path's very call.
+static int bf16_block_rows(const linear_t *l, int small) {
+    size_t vals = small ? LINEAR_BF16_BLOCK / 8 : LINEAR_BF16_BLOCK;
+    size_t rows = vals / (size_t)l->in;
+    if (rows < 1) rows = 1;
+    if (rows > (size_t)l->out) rows = (size_t)l->out;
+    return (int)rows;
+}
+
+void lb_bf16_to_real(const uint16_t *src, size_t n, lb_real *dst) {
+#ifdef LB_REAL_DOUBLE
+    for (size_t i = 0; i < n; i++) dst[i] = lb_bf16_to_f32(src[i]);
+#else
+    uint32_t *d = (uint32_t *)(void *)dst;
+    size_t i = 0;
+#ifdef __SSE2__
+    // 8 at a time: interleaving zeros below each bf16 gives its float's bits (the scalar
+    // loop is not vectorized at -O2 and would cost as much as a matrix-vector product)
+    const __m128i z = _mm_setzero_si128();
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
+        _mm_storeu_si128((__m128i *)(void *)(d + i), _mm_unpacklo_epi16(z, h));
+        _mm_storeu_si128((__m128i *)(void *)(d + i + 4), _mm_unpackhi_epi16(z, h));
+    }
+#endif
+    for (; i < n; i++) d[i] = (uint32_t)src[i] << 16;
+#endif
+}
+
+// y [N, O] = x [N, I]·Wᵀ, W in bf16: y[:, o0:o0+ob] = x·W[o0:o0+ob]ᵀ per block.
+static void gemm_x_wt_bf16(const linear_t *l, int N, const lb_real *x, lb_real *y) {
+    int rb = bf16_block_rows(l, N <= 16);
+    lb_real *wb = xmalloc(sizeof(lb_real) * (size_t)rb * l->in);  // [rb, I]
+    for (int o0 = 0; o0 < l->out; o0 += rb) {
+        int ob = l->out - o0 < rb ? l->out - o0 : rb;
+        lb_bf16_to_real(l->W->w16 + (size_t)o0 * l->in, (size_t)ob * l->in, wb);
+        lb_gemm(0, 1, N, ob, l->in, 1, x, l->in, wb, l->in, 0, y + o0, l->out);
+    }
+    free(wb);
+}
+
+// dx [N, I] (+)= dy [N, O]·W, W in bf16: dx += dy[:, o0:o0+ob]·W[o0:o0+ob] per block (the
+// first block overwrites when accum = 0).
+static void gemm_dy_w_bf16(const linear_t *l, int N, const lb_real *dy, lb_real *dx, int accum) {
+    int rb = bf16_block_rows(l, 0);
+    lb_real *wb = xmalloc(sizeof(lb_real) * (size_t)rb * l->in);  // [rb, I]
+    for (int o0 = 0; o0 < l->out; o0 += rb) {
+        int ob = l->out - o0 < rb ? l->out - o0 : rb;
+        lb_bf16_to_real(l->W->w16 + (size_t)o0 * l->in, (size_t)ob * l->in, wb);
+        lb_gemm(0, 0, N, l->in, ob, 1, dy + o0, l->out, wb, l->in, accum || o0 > 0 ? 1 : 0, dx, l->in);
+    }
+    free(wb);
+}
+
 void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_real *xa,
                     lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
     // y [N, O] = x [N, I]·Wᵀ
-    lb_gemm(0, 1, N, l->out, l->in, 1, x, l->in, l->W->w, l->in, 0, y, l->out);
+    if (l->W->w16) gemm_x_wt_bf16(l, N, x, y);
+    else lb_gemm(0, 1, N, l->out, l->in, 1, x, l->in, l->W->w, l->in, 0, y, l->out);
     if (l->r > 0) {
         const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
         lb_gemm(0, 1, N, l->r, l->in, 1, xd, l->in, l->A, l->in, 0, xa, l->r);     // [N, R]
@@ -319,7 +385,9 @@ void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *
                      const lb_drop_t *drop, uint64_t site) {
     if (l->W->g)  // dW [O, I] += dyᵀ·x
         lb_gemm(1, 0, l->out, l->in, N, 1, dy, l->out, x, l->in, 1, l->W->g, l->in);
-    if (dx)  // dx [N, I] (+)= dy·W
+    if (dx && l->W->w16)  // dx [N, I] (+)= dy·W
+        gemm_dy_w_bf16(l, N, dy, dx, dx_accum);
+    else if (dx)
         lb_gemm(0, 0, N, l->in, l->out, 1, dy, l->out, l->W->w, l->in, dx_accum ? 1 : 0, dx,
                 l->in);
     if (l->r <= 0 || (!dx && !l->dA && !l->dB)) return;

@@ -27,16 +27,24 @@ typedef float lb_real;
 // A named parameter tensor. w points to its values (the memory-mapped file, a private
 // copy, or the trainable block); g to its gradient inside the trainable block, or NULL
 // when the parameter is frozen (no gradient and no optimizer state exist for it).
+//
+// A frozen linear weight may instead be held in bfloat16 (t5_frozen_weights_bf16,
+// t5_load_bf16): then w16 points to its values (a private copy, own16, or the BF16 tensor
+// in the mapped file) and w is NULL. Exactly one of w and w16 is set. linear_forward and
+// linear_backward read either; code that needs fp32 values calls t5_param_writable, which
+// converts back (exactly), and t5_set_trainable / t5_save convert too.
 typedef struct {
     char name[112];       // Hugging Face name, e.g. "shared.weight"
     int ndim;             // 1 or 2
     int64_t shape[2];
     size_t numel;
-    lb_real *w;
+    lb_real *w;           // fp32 values, or NULL when held in bf16
     lb_real *g;
     int trainable;
     size_t off;           // offset inside the trainable block when trainable
     lb_real *own;         // private copy owned by the model (freed with it), or NULL
+    const uint16_t *w16;  // bf16 values when w is NULL (frozen weights only), else NULL
+    uint16_t *own16;      // private bf16 copy owned by the model, or NULL (w16 in the file)
 } lb_param_t;
 
 // One linear layer without bias, with an optional LoRA adapter.
@@ -62,6 +70,14 @@ typedef struct {
     int training;
 } lb_drop_t;
 
+// Largest block of a bf16 W converted to fp32 at once, in values (4 MiB of fp32); the
+// forward of few rows (N <= 16, a generation step) uses blocks of 1/8 of that, so that
+// a block is still in cache when the matrix-vector product reads it.
+#define LINEAR_BF16_BLOCK ((size_t)1 << 20)
+
+// dst [n] = src [n] for bf16 values (exact: a bf16 value is the top half of a float).
+void lb_bf16_to_real(const uint16_t *src, size_t n, lb_real *dst);
+
 // 1 when the layer owns something trainable (W or the adapter).
 int linear_trainable(const linear_t *l);
 
@@ -71,12 +87,20 @@ void linear_set_lora(linear_t *l, int r, lb_real scale, float dropout, lb_real *
 
 // y [N, O] = x [N, I]·Wᵀ (+ LoRA). xa [N, R] receives drop(x)·Aᵀ, kept for the backward;
 // tmp [N, I] is scratch used only when the LoRA dropout is on. site numbers the mask.
+// A W held in bf16 (W->w16) is converted to fp32 a block of rows at a time (at most
+// LINEAR_BF16_BLOCK values, in a buffer of the call's own, so calls on different threads
+// are independent) and each block multiplied as the fp32 W would be: the result is the
+// fp32 product of the same values up to float rounding (OpenBLAS may order a sum
+// differently for a block of rows than for the whole W: ~1e-7 relative; on the test
+// fixture it is bit for bit the same).
 void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_real *xa,
                     lb_real *tmp, const lb_drop_t *drop, uint64_t site);
 
 // Backward of linear_forward given dy [N, O]: dW += dyᵀ·x only when W is trainable,
 // dA/dB only when set, and dx [N, I] only when dx != NULL (dx_accum = 1 adds to it,
-// 0 overwrites it). tmp [N, I] is scratch for the LoRA dropout.
+// 0 overwrites it). tmp [N, I] is scratch for the LoRA dropout. A bf16 W (never
+// trainable) is converted by blocks as in linear_forward; dx is the fp32 path's bit for
+// bit when W fits one block (the same call), else its sum over O is taken block by block.
 void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *xa,
                      const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
                      const lb_drop_t *drop, uint64_t site);

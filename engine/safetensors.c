@@ -337,14 +337,6 @@ int st_write(const char *path, const st_out_t *ts, int n, const char *metadata_j
     return st_write_dtype(path, ts, n, metadata_json, ST_F32, err);
 }
 
-static uint16_t float_to_bf16(float f) {
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40);  // NaN stays NaN
-    b += 0x7fffu + ((b >> 16) & 1);  // round to nearest, ties to even
-    return (uint16_t)(b >> 16);
-}
-
 int st_write_dtype(const char *path, const st_out_t *ts, int n, const char *metadata_json, st_dtype_t dtype,
                    lb_err_t *err) {
     if (dtype != ST_F32 && dtype != ST_BF16)
@@ -406,7 +398,7 @@ int st_write_dtype(const char *path, const st_out_t *ts, int n, const char *meta
             if (numel) memcpy(buf + pos, ts[i].data, numel * 4);
         } else {
             for (size_t k = 0; k < numel; k++) {
-                uint16_t v = float_to_bf16(ts[i].data[k]);
+                uint16_t v = lb_f32_to_bf16(ts[i].data[k]);
                 buf[pos + 2 * k] = (uint8_t)v;
                 buf[pos + 2 * k + 1] = (uint8_t)(v >> 8);
             }

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <tgmath.h>
+#include <unistd.h>
 
 #define R(c) ((lb_real)(c))
 
@@ -153,7 +155,8 @@ static void shape_str(char *out, size_t n, const int64_t *shape, int ndim) {
     if (k < n) snprintf(out + k, n - k, "]");
 }
 
-static int load_param(t5_model_t *m, lb_param_t *p, lb_err_t *err) {
+// keep_bf16: a BF16 tensor is used in place as bf16 (w16 into the mapping, no fp32 copy).
+static int load_param(t5_model_t *m, lb_param_t *p, int keep_bf16, lb_err_t *err) {
     const st_tensor_t *t = st_find(&m->st, p->name);
     if (!t && p == m->shared) {  // older checkpoints name the embedding per stack
         t = st_find(&m->st, "encoder.embed_tokens.weight");
@@ -172,6 +175,11 @@ static int load_param(t5_model_t *m, lb_param_t *p, lb_err_t *err) {
                           m->st.path, t->name, got, want);
     }
 #ifndef LB_REAL_DOUBLE
+    if (keep_bf16 && t->dtype == ST_BF16 && ((uintptr_t)t->data % sizeof(uint16_t)) == 0) {
+        p->w16 = (const uint16_t *)(const void *)t->data;  // read-only mapping; never written
+        p->w = NULL;
+        return 0;
+    }
     if (t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
         p->w = (lb_real *)(uintptr_t)t->data;  // read-only mapping; never written
         return 0;
@@ -180,6 +188,7 @@ static int load_param(t5_model_t *m, lb_param_t *p, lb_err_t *err) {
     p->w = p->own;
     return st_to_f32(t, p->own, err);
 #else
+    (void)keep_bf16;
     float *tmp = xmalloc(p->numel * sizeof(float));
     int rc = st_to_f32(t, tmp, err);
     p->own = xmalloc(p->numel * sizeof(lb_real));
@@ -190,7 +199,7 @@ static int load_param(t5_model_t *m, lb_param_t *p, lb_err_t *err) {
 #endif
 }
 
-int t5_load(t5_model_t *m, const char *dir, lb_err_t *err) {
+static int load_dir(t5_model_t *m, const char *dir, int keep_bf16, lb_err_t *err) {
     t5_config_t cfg;
     memset(m, 0, sizeof *m);
     char path[4096];
@@ -203,17 +212,33 @@ int t5_load(t5_model_t *m, const char *dir, lb_err_t *err) {
     build(m, &cfg, tied);
     m->st = st;
     m->st_open = 1;
+    char *lin_w = xcalloc((size_t)m->n_params, 1);  // 1 = the weight of a linear (not shared)
+    for (int i = 0; keep_bf16 && i < m->n_lin; i++)
+        if (m->lin[i].W != m->shared) lin_w[m->lin[i].W - m->params] = 1;
     for (int i = 0; i < m->n_params; i++)
-        if (load_param(m, &m->params[i], err)) {
+        if (load_param(m, &m->params[i], lin_w[i], err)) {
+            free(lin_w);
             t5_free(m);
             return -1;
         }
+    free(lin_w);
     return 0;
+}
+
+int t5_load(t5_model_t *m, const char *dir, lb_err_t *err) {
+    return load_dir(m, dir, 0, err);
+}
+
+int t5_load_bf16(t5_model_t *m, const char *dir, lb_err_t *err) {
+    return load_dir(m, dir, 1, err);
 }
 
 void t5_free(t5_model_t *m) {
     if (!m->params) return;
-    for (int i = 0; i < m->n_params; i++) free(m->params[i].own);
+    for (int i = 0; i < m->n_params; i++) {
+        free(m->params[i].own);
+        free(m->params[i].own16);
+    }
     free(m->params);
     free(m->lin);
     free(m->enc);
@@ -241,7 +266,14 @@ void t5_set_trainable(t5_model_t *m, int (*pred)(const char *name, void *ctx), v
     for (int i = 0; i < m->n_params; i++) {
         lb_param_t *p = &m->params[i];
         if (want[i]) {
-            memcpy(block + off, p->w, p->numel * sizeof(lb_real));
+            if (p->w16) {  // a bf16-held weight trains in fp32: its values, exactly
+                lb_bf16_to_real(p->w16, p->numel, block + off);
+                free(p->own16);
+                p->own16 = NULL;
+                p->w16 = NULL;
+            } else {
+                memcpy(block + off, p->w, p->numel * sizeof(lb_real));
+            }
             free(p->own);
             p->own = NULL;
             p->w = block + off;
@@ -282,11 +314,84 @@ linear_t *t5_find_linear(t5_model_t *m, const char *name) {
 
 lb_real *t5_param_writable(t5_model_t *m, lb_param_t *p) {
     (void)m;
+    if (p->w16) {  // back to fp32: the same values, now writable
+        p->own = xmalloc(p->numel * sizeof(lb_real));
+        lb_bf16_to_real(p->w16, p->numel, p->own);
+        free(p->own16);
+        p->own16 = NULL;
+        p->w16 = NULL;
+        p->w = p->own;
+        return p->w;
+    }
     if (p->g || p->own) return p->w;
     p->own = xmalloc(p->numel * sizeof(lb_real));
     memcpy(p->own, p->w, p->numel * sizeof(lb_real));
     p->w = p->own;
     return p->w;
+}
+
+// Drops this process's pages of [ptr, ptr + n) when they lie in the mapped checkpoint
+// (whole pages inside the range only): the values are no longer read, and a clean page of
+// a read-only file mapping left resident would still count in RSS.
+static void drop_mapped_pages(const t5_model_t *m, const void *ptr, size_t n) {
+    if (!m->st_open || !m->st.mapped) return;
+    uintptr_t a = (uintptr_t)ptr, lo = (uintptr_t)m->st.map, hi = lo + m->st.size;
+    if (a < lo || a + n > hi) return;
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t s = (a + pg - 1) / pg * pg, e = (a + n) / pg * pg;
+    if (e > s) madvise((void *)s, e - s, MADV_DONTNEED);
+}
+
+// Holds p (frozen, fp32) in bf16: the file's own BF16 bytes when p's values are exactly
+// them, else a private copy rounded to nearest even; the fp32 storage is released.
+static void param_to_bf16(t5_model_t *m, lb_param_t *p) {
+    const uint16_t *file16 = NULL;
+#ifndef LB_REAL_DOUBLE
+    const st_tensor_t *t = m->st_open ? st_find(&m->st, p->name) : NULL;
+    if (t && t->dtype == ST_BF16 && t->numel == p->numel && (uintptr_t)t->data % sizeof(uint16_t) == 0) {
+        const uint16_t *f = (const uint16_t *)(const void *)t->data;
+        const uint32_t *w = (const uint32_t *)(const void *)p->w;
+        size_t k = 0;
+        while (k < p->numel && w[k] == (uint32_t)f[k] << 16) k++;
+        if (k == p->numel) file16 = f;  // unchanged since loading: no copy needed
+    }
+#endif
+    if (file16) {
+        p->w16 = file16;
+    } else {
+        p->own16 = xmalloc(p->numel * sizeof(uint16_t));
+        for (size_t k = 0; k < p->numel; k++) p->own16[k] = lb_f32_to_bf16((float)p->w[k]);
+        p->w16 = p->own16;
+    }
+    if (p->own) {
+        free(p->own);
+        p->own = NULL;
+    } else {
+        drop_mapped_pages(m, p->w, p->numel * sizeof(lb_real));
+    }
+    p->w = NULL;
+}
+
+int t5_frozen_weights_bf16(t5_model_t *m, lb_err_t *err) {
+    if (!m->params)
+        return lb_err_set(err, LB_EARG, "t5_frozen_weights_bf16: the model is not loaded; call t5_load or t5_init_empty first");
+    for (int i = 0; i < m->n_lin; i++) {
+        lb_param_t *p = m->lin[i].W;
+        if (p == m->shared || p->g || p->w16) continue;
+        param_to_bf16(m, p);
+    }
+    return 0;
+}
+
+size_t t5_weight_bytes(const t5_model_t *m, size_t *bf16_bytes) {
+    size_t n = 0, h = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const lb_param_t *p = &m->params[i];
+        if (p->w16) h += p->numel * sizeof(uint16_t);
+        else n += p->numel * sizeof(lb_real);
+    }
+    if (bf16_bytes) *bf16_bytes = h;
+    return n + h;
 }
 
 void t5_zero_grad(t5_model_t *m) {

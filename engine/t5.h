@@ -10,6 +10,7 @@
 //   t5_set_trainable   → chosen parameters copied into one block [values | grads] that the
 //                        optimizer walks linearly; the rest keep no gradient at all
 //   linear_set_lora    → (optional) adapters attached to any linear (t5_find_linear)
+//   t5_frozen_weights_bf16 → (optional) frozen linear weights held in bf16, half the memory
 //   t5_acts_new        → the activation arena for a maximum (B, S, T)
 //   t5_forward         → loss (and logits, encoder output in the arena)
 //   t5_backward        → gradients added to every trainable parameter / adapter
@@ -64,6 +65,13 @@ typedef struct {
 // gives one message naming the file, the tensor and the expected shape.
 int t5_load(t5_model_t *m, const char *dir, lb_err_t *err);
 
+// t5_load, except that the linear weights (not the shared embedding) stored as BF16 in
+// the file are used in place from the mapping as bf16 (lb_param_t.w16), never converted
+// to fp32: with a bf16 checkpoint the fp32 copies never exist, so peak memory stays at
+// the bf16 size. Call t5_frozen_weights_bf16 after t5_set_trainable for the rest. Every
+// engine function accepts such a model (see t5_frozen_weights_bf16).
+int t5_load_bf16(t5_model_t *m, const char *dir, lb_err_t *err);
+
 // Builds a model from a config with every parameter zero (tests, benchmarks, random init
 // by the caller through t5_find_param / the params array).
 int t5_init_empty(t5_model_t *m, const t5_config_t *cfg, lb_err_t *err);
@@ -87,8 +95,30 @@ lb_param_t *t5_find_param(t5_model_t *m, const char *name);
 // "lm_head") or NULL. LoRA adapters attach to it with linear_set_lora.
 linear_t *t5_find_linear(t5_model_t *m, const char *name);
 
+// Holds every frozen linear weight (W->g == NULL: every q k v o wi wi_0 wi_1 wo, and an
+// untied frozen lm_head) in bfloat16, which halves the memory they take; the shared
+// embedding, the layer norms and the relative biases stay fp32, as do trainable weights.
+// Call it after t5_set_trainable and attaching adapters (LoRA A/B are the caller's and stay
+// fp32). Values are rounded to nearest even (a no-op for a bf16 checkpoint, whose mapped
+// bytes are then used directly); the fp32 private copies are freed and the pages of
+// mapped fp32 tensors dropped from memory. The products convert blocks of rows back to
+// fp32 on the fly (linear_forward), so results are those of the fp32 path on the rounded
+// weights; for training, evaluation and generation.
+// Everything else converts back exactly where it needs fp32: t5_param_writable (merge,
+// pissa) gives that one weight fp32 storage again, t5_set_trainable trains a bf16 weight
+// from its bf16 values, t5_save writes the bf16 values. Code outside the engine must not
+// read W->w (it is NULL) without t5_param_writable. Calling it again converts what has
+// become frozen since. Fails only for a model that was never loaded.
+int t5_frozen_weights_bf16(t5_model_t *m, lb_err_t *err);
+
+// Bytes the parameter values take (each tensor once; fp32 or bf16 as held, mapped or
+// private, trainable values included, gradients and optimizer state not); *bf16_bytes
+// (when not NULL) gets the part held in bf16.
+size_t t5_weight_bytes(const t5_model_t *m, size_t *bf16_bytes);
+
 // Gives p private, writable storage (a frozen weight may point into the read-only
-// mapping); for merging adapters into W. Returns p->w.
+// mapping, or be held in bf16: converted back to fp32, exactly); for merging adapters
+// into W. Returns p->w.
 lb_real *t5_param_writable(t5_model_t *m, lb_param_t *p);
 
 // Sets every trainable gradient (model block) to zero. Adapter grads are the caller's.

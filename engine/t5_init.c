@@ -17,7 +17,7 @@ void t5_init_random(t5_model_t *m, uint64_t seed) {
         lb_param_t *p = &m->params[i];
         const char *n = p->name;
         double sd;
-        if (strstr(n, "layer_norm")) {
+        if (strstr(n, "layer_norm")) {  // never bf16: only linear weights are
             for (size_t j = 0; j < p->numel; j++) p->w[j] = 1;
             continue;
         }
@@ -30,6 +30,12 @@ void t5_init_random(t5_model_t *m, uint64_t seed) {
         else if (!strcmp(n, "lm_head.weight")) sd = 1 / sqrt(D);  // Mesh TensorFlow's T5 v1.1 (transformers: 1)
         else sd = 1.0;  // shared.weight
         uint64_t st = seed * 0x9e3779b97f4a7c15ull + (uint64_t)i;
+        if (p->w16) {  // held in bf16 (t5_frozen_weights_bf16): the same draws, rounded
+            if (!p->own16) p->own16 = xmalloc(p->numel * sizeof(uint16_t));  // not the mapped file
+            for (size_t j = 0; j < p->numel; j++) p->own16[j] = lb_f32_to_bf16((float)(sd * lb_rng_normal(&st)));
+            p->w16 = p->own16;
+            continue;
+        }
         for (size_t j = 0; j < p->numel; j++) p->w[j] = (lb_real)(sd * lb_rng_normal(&st));
     }
 }

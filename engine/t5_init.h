@@ -10,6 +10,7 @@
 
 #include "t5.h"
 
+// Weights held in bf16 (t5_frozen_weights_bf16) get the same draws rounded to bf16.
 void t5_init_random(t5_model_t *m, uint64_t seed);
 
 // Loads dir as t5_load does, or, when dir has a config.json but no model.safetensors,

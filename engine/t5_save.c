@@ -36,16 +36,24 @@ int t5_save_dtype(const t5_model_t *m, const char *src_dir, const char *out_dir,
         if (lb_copy_file(src, dst, err)) return -1;
     }
     st_out_t *ts = xcalloc((size_t)m->n_params, sizeof(st_out_t));
+    float **tmp = xcalloc((size_t)m->n_params, sizeof(float *));  // fp32 of bf16-held weights
     for (int i = 0; i < m->n_params; i++) {
         const lb_param_t *p = &m->params[i];
         ts[i].name = p->name;
         ts[i].data = p->w;
+        if (p->w16) {  // its bf16 values, exactly (and exactly again when written as BF16)
+            tmp[i] = xmalloc(p->numel * sizeof(float));
+            for (size_t k = 0; k < p->numel; k++) tmp[i][k] = lb_bf16_to_f32(p->w16[k]);
+            ts[i].data = tmp[i];
+        }
         ts[i].ndim = p->ndim;
         ts[i].shape[0] = p->shape[0];
         ts[i].shape[1] = p->shape[1];
     }
     snprintf(dst, sizeof dst, "%s/model.safetensors", out_dir);
     int rc = st_write_dtype(dst, ts, m->n_params, NULL, dtype, err);
+    for (int i = 0; i < m->n_params; i++) free(tmp[i]);
+    free(tmp);
     free(ts);
     return rc;
 }

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct {
     int code;        // 0 = no error; otherwise an LB_E* value
@@ -46,5 +47,23 @@ double lb_now(void);
 
 // Peak resident set size of this process in bytes (from getrusage).
 size_t lb_peak_rss(void);
+
+// bfloat16 (the top half of a float32): the value of one, exactly.
+static inline float lb_bf16_to_f32(uint16_t h) {
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+// float32 to bfloat16, rounded to nearest, ties to even (as PyTorch's .to(bfloat16));
+// a NaN stays a NaN (quiet).
+static inline uint16_t lb_f32_to_bf16(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40);
+    b += 0x7fffu + ((b >> 16) & 1);
+    return (uint16_t)(b >> 16);
+}
 
 #endif
