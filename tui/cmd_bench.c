@@ -30,8 +30,8 @@ static void usage(FILE *f) {
             "                       [--stack both|encoder|decoder] [--batch B] [--src S] [--tgt T]\n"
             "                       [--steps N] [--warmup W] [--threads N] [--no-dropout]\n"
             "                       [--save DIR: write the random checkpoint of the shape and stop]\n"
-            "                       [--cached-encoder] [--json]\n"
-            "       lorabench bench --table [--threads N] [--steps N]\n\n"
+            "                       [--cached-encoder] [--bf16-weights] [--json]\n"
+            "       lorabench bench --table [--threads N] [--steps N] [--bf16-weights]\n\n"
             "Runs W warm-up steps (default 1) and N timed steps (default 3) of one configuration\n"
             "on random weights of the named shape (or the checkpoint in DIR) and prints:\n"
             "  s/step       median wall time of one step (forward, backward, AdamW)\n"
@@ -47,13 +47,19 @@ static void usage(FILE *f) {
             "  peak         cblas_sgemm GFLOP/s on 2048×2048×2048 in this process, same threads\n"
             "               (best of 3 before and 3 after the steps)\n"
             "  ratio        GFLOP/s / peak\n"
-            "  RSS          peak resident memory of the process (before the peak measurement)\n\n"
+            "  RSS          peak resident memory of the process (before the peak measurement)\n"
+            "  weights      what the parameter values take (fp32, or bf16 where held so)\n\n"
             "Defaults: flan-t5-small, lora r=8 on q,v, batch 8, source 256, target 64, 2 threads.\n"
             "--method none runs the forward only (no dropout); lora trains an adapter (lora_dropout\n"
             "0, alpha 16); full trains every parameter with AdamW; partial the top K blocks\n"
             "(--top-blocks, default 2) of --stack (default both) and the final norms.\n"
             "--cached-encoder (decoder-only training) computes the encoder output once and times\n"
-            "steps on it, as the runner does from the second epoch. --table prints forward / LoRA r=8 q,v / LoRA r=8 all linear / full\n"
+            "steps on it, as the runner does from the second epoch. --bf16-weights holds every frozen\n"
+            "linear weight (attention, feed forward, an untied frozen head) in bfloat16, half the\n"
+            "memory, converted to fp32 block by block inside each product; the embedding, norms,\n"
+            "relative biases, adapters and trainable weights stay fp32 (a DIR checkpoint in BF16 is\n"
+            "used in place; random weights are drawn after the conversion, so they never exist in fp32).\n"
+            "--table prints forward / LoRA r=8 q,v / LoRA r=8 all linear / full\n"
             "for FLAN-T5-small, batch 8, source 256, target 64 (what `make bench` runs).\n");
 }
 
@@ -72,12 +78,13 @@ static const char *BASE_JSON =
 
 typedef struct {
     const char *shape, *method, *targets, *stack, *save;
-    int rank, top_blocks, B, S, T, steps, warmup, threads, dropout, cached, json;
+    int rank, top_blocks, B, S, T, steps, warmup, threads, dropout, cached, json, bf16;
 } bench_opts_t;
 
 typedef struct {
     double s_step, tok_s, gflop, gflops, peak, ratio;
     double rss_mb;
+    double weight_mb, bf16_mb;  // parameter values, and the part held in bf16
     double fwd_gflop, bwd_gflop;
     size_t trainable;
     float loss;
@@ -162,12 +169,14 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
     int have_tr = 0;
     memset(r, 0, sizeof *r);
     lb_set_threads(o->threads);
+    int draw_random = 0;  // weights drawn once trainable/bf16 storage is settled (below)
     if (!strcmp(o->shape, "flan-t5-small") || !strcmp(o->shape, "flan-t5-base")) {
         if (t5_config_parse(&cfg, !strcmp(o->shape, "flan-t5-small") ? SMALL_JSON : BASE_JSON, o->shape, &err) ||
             t5_init_empty(&m, &cfg, &err))
             return fail(err.msg);
-        t5_init_random(&m, 1);
-        if (o->save) {  // the random checkpoint, written by our writer, for --shape DIR
+        draw_random = 1;
+        if (o->save) {
+            t5_init_random(&m, 1);  // the random checkpoint, written by our writer, for --shape DIR
             char p[4096];
             snprintf(p, sizeof p, "%s/config.json", o->save);
             const char *js = !strcmp(o->shape, "flan-t5-small") ? SMALL_JSON : BASE_JSON;
@@ -179,7 +188,7 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
             exit(0);  // --save only writes the checkpoint: nothing to measure or print
 
         }
-    } else if (t5_load(&m, o->shape, &err)) {
+    } else if (o->bf16 ? t5_load_bf16(&m, o->shape, &err) : t5_load(&m, o->shape, &err)) {
         return fail(err.msg);
     }
     const t5_config_t *c = &m.cfg;
@@ -220,6 +229,14 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
         fail("--method must be none, lora, full or partial");
         goto out;
     }
+    if (o->bf16 && t5_frozen_weights_bf16(&m, &err)) { fail(err.msg); goto out; }
+    // Drawn now (the same values as drawn before t5_set_trainable: one stream per tensor),
+    // into the block, fp32 copies or bf16 storage as each tensor is held: with
+    // --bf16-weights the frozen weights never exist in fp32, as with a mapped checkpoint.
+    if (draw_random) t5_init_random(&m, 1);
+    size_t bf16_bytes, wbytes = t5_weight_bytes(&m, &bf16_bytes);
+    r->weight_mb = (double)wbytes / (1024.0 * 1024.0);
+    r->bf16_mb = (double)bf16_bytes / (1024.0 * 1024.0);
     a = t5_acts_new(&m, o->B, o->S, o->T);
     // a deterministic batch: ids spread over the vocabulary, no padding
     int B = o->B, S = o->S, T = o->T;
@@ -324,10 +341,12 @@ static void print_json(const bench_opts_t *o, const bench_res_t *r) {
            "\"targets\":\"%s\",\"batch\":%d,\"src\":%d,\"tgt\":%d,\"threads\":%d,\"steps\":%d,"
            "\"s_per_step\":%.4f,\"tokens_per_s\":%.1f,\"gflop\":%.2f,\"fwd_gflop\":%.2f,"
            "\"bwd_gflop\":%.2f,\"gflops\":%.2f,\"peak_gflops\":%.2f,\"ratio\":%.3f,"
-           "\"peak_rss_mb\":%.0f,\"trainable\":%zu,\"loss\":%.4f}\n",
+           "\"peak_rss_mb\":%.0f,\"frozen_weights\":\"%s\",\"weights_mb\":%.1f,\"bf16_weights_mb\":%.1f,"
+           "\"trainable\":%zu,\"loss\":%.4f}\n",
            label_of(o, lab, sizeof lab), o->shape, o->method, o->rank, o->targets, o->B, o->S, o->T,
            o->threads, o->steps, r->s_step, r->tok_s, r->gflop, r->fwd_gflop, r->bwd_gflop, r->gflops,
-           r->peak, r->ratio, r->rss_mb, r->trainable, (double)r->loss);
+           r->peak, r->ratio, r->rss_mb, o->bf16 ? "bf16" : "fp32", r->weight_mb, r->bf16_mb, r->trainable,
+           (double)r->loss);
 }
 
 static void print_header(void) {
@@ -371,6 +390,7 @@ static int run_child(char *const *args, bench_res_t *r) {
 #define GET(f, k) do { const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, k); if (cJSON_IsNumber(x)) r->f = x->valuedouble; } while (0)
     GET(s_step, "s_per_step"); GET(tok_s, "tokens_per_s"); GET(gflop, "gflop"); GET(gflops, "gflops");
     GET(peak, "peak_gflops"); GET(ratio, "ratio"); GET(rss_mb, "peak_rss_mb");
+    GET(weight_mb, "weights_mb"); GET(bf16_mb, "bf16_weights_mb");
 #undef GET
     cJSON_Delete(j);
     return 0;
@@ -383,8 +403,8 @@ static int run_table(const bench_opts_t *o) {
         {"lora r=8 all linear", "lora", "all"},
         {"full fine-tune (AdamW)", "full", "q,v"},
     };
-    printf("FLAN-T5-small shape (random weights), batch 8, source 256, target 64, fp32, %d thread%s, median of %d steps\n",
-           o->threads, o->threads == 1 ? "" : "s", o->steps);
+    printf("FLAN-T5-small shape (random weights), batch 8, source 256, target 64, %s, %d thread%s, median of %d steps\n",
+           o->bf16 ? "frozen linear weights in bf16" : "fp32", o->threads, o->threads == 1 ? "" : "s", o->steps);
     print_header();
     int rc = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -393,7 +413,8 @@ static int run_table(const bench_opts_t *o) {
         snprintf(steps, sizeof steps, "%d", o->steps);
         char *args[] = {"lorabench", "bench", "--shape", "flan-t5-small", "--method", (char *)rows[i].method,
                         "--rank", "8", "--targets", (char *)rows[i].targets, "--batch", "8", "--src", "256",
-                        "--tgt", "64", "--steps", steps, "--threads", th, "--json", NULL};
+                        "--tgt", "64", "--steps", steps, "--threads", th, "--json",
+                        o->bf16 ? "--bf16-weights" : NULL, NULL};
         bench_res_t r;
         fflush(stdout);
         if (run_child(args, &r)) {
@@ -409,7 +430,7 @@ static int run_table(const bench_opts_t *o) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", NULL, 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0};
+    bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", NULL, 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0, 0};
     int table = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -424,6 +445,8 @@ int cmd_bench(int argc, char **argv) {
             o.dropout = 0;
         } else if (!strcmp(a, "--cached-encoder")) {
             o.cached = 1;
+        } else if (!strcmp(a, "--bf16-weights")) {
+            o.bf16 = 1;
         } else if (!strcmp(a, "--shape") || !strcmp(a, "--method") || !strcmp(a, "--targets") ||
                    !strcmp(a, "--stack") || !strcmp(a, "--save")) {
             if (!v) {
@@ -475,6 +498,11 @@ int cmd_bench(int argc, char **argv) {
         print_row(label_of(&o, lab, sizeof lab), &r);
         printf("forward %.1f GFLOP, backward %.1f GFLOP; %zu trainable parameters; loss %.4f\n", r.fwd_gflop,
                r.bwd_gflop, r.trainable, (double)r.loss);
+        if (o.bf16)
+            printf("weights %.0f MB: frozen linear weights held in bf16 (%.0f MB, %.0f MB in fp32), the rest fp32\n",
+                   r.weight_mb, r.bf16_mb, 2 * r.bf16_mb);
+        else
+            printf("weights %.0f MB, all fp32\n", r.weight_mb);
     }
     return 0;
 }
