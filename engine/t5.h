@@ -98,12 +98,13 @@ linear_t *t5_find_linear(t5_model_t *m, const char *name);
 // Holds every frozen linear weight (W->g == NULL: every q k v o wi wi_0 wi_1 wo, and an
 // untied frozen lm_head) in bfloat16, which halves the memory they take; the shared
 // embedding, the layer norms and the relative biases stay fp32, as do trainable weights.
-// Call it after t5_set_trainable and attaching adapters (LoRA A/B are the caller's and stay
-// fp32). Values are rounded to nearest even (a no-op for a bf16 checkpoint, whose mapped
-// bytes are then used directly); the fp32 private copies are freed and the pages of
-// mapped fp32 tensors dropped from memory. The products convert blocks of rows back to
-// fp32 on the fly (linear_forward), so results are those of the fp32 path on the rounded
-// weights; for training, evaluation and generation.
+// Call it after t5_set_trainable and lora_init/lora_attach (LoRA A/B are the caller's and
+// stay fp32; a pissa residual is rounded like any weight). Values are rounded to nearest
+// even (a no-op for a bf16 checkpoint, whose mapped bytes are then used directly); the
+// fp32 private copies are freed and the pages of mapped fp32 tensors dropped from memory.
+// The products convert blocks of rows back to fp32 on the fly (linear_forward), so results
+// are those of the fp32 path on the rounded weights, up to the order of float sums; for
+// training, evaluation and generation.
 // Everything else converts back exactly where it needs fp32: t5_param_writable (merge,
 // pissa) gives that one weight fp32 storage again, t5_set_trainable trains a bf16 weight
 // from its bf16 values, t5_save writes the bf16 values. Code outside the engine must not
