@@ -195,7 +195,8 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
     int fresh = 0;
     s->span = sp->train.objective == SPEC_OBJ_SPAN_CORRUPTION;
     if (s->span ? t5_load_or_init(&s->model, sp->base_model, (uint64_t)sp->train.seed, &fresh, err)
-                : t5_load(&s->model, sp->base_model, err))
+                : sp->train.frozen_weights_bf16 ? t5_load_bf16(&s->model, sp->base_model, err)
+                                                : t5_load(&s->model, sp->base_model, err))
         return -1;
     s->model_loaded = 1;
     snprintf(path, sizeof path, "%s/tokenizer.json", sp->base_model);
@@ -293,6 +294,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
     } else {
         t5_set_trainable(&s->model, NULL, NULL);
     }
+    if (sp->train.frozen_weights_bf16 && t5_frozen_weights_bf16(&s->model, err)) return -1;
     if (s->n_train) {
         adamw_init(&s->opt, s->n_train, 0.9f, 0.999f, 1e-8f, (float)sp->train.weight_decay);
         s->opt_ready = 1;

@@ -135,6 +135,7 @@ static const field_t train_fields[] = {
     PLAIN("loraplus_ratio", F_NUM, train.loraplus_ratio),
     ENUMF("objective", train.objective, objective_names, "objective"),
     PLAIN("cache_encoder", F_BOOL, train.cache_encoder),
+    PLAIN("frozen_weights_bf16", F_BOOL, train.frozen_weights_bf16),
 };
 
 static const field_t eval_fields[] = {

@@ -14,7 +14,7 @@
 //     "partial": {top_blocks, stack: encoder|decoder|both, norms_only},
 //     "train": {epochs, max_steps, batch_size, grad_accum, lr, weight_decay, warmup,
 //               schedule: linear|cosine|constant, max_grad_norm, seed, eval_every,
-//               checkpoint_every, loraplus_ratio, objective, cache_encoder},
+//               checkpoint_every, loraplus_ratio, objective, cache_encoder, frozen_weights_bf16},
 //     "eval": {split: validation|test|train, limit, beams, max_new_tokens, length_penalty,
 //              no_repeat_ngram_size, stemmer},
 //     "threads",
@@ -112,6 +112,8 @@ typedef struct {
         double loraplus_ratio;   // learning rate of B over that of A (LoRA+); 1 = plain
         bool cache_encoder;      // when nothing in the encoder trains, compute its output
                                  // once per example (without dropout) and reuse it
+        bool frozen_weights_bf16;  // hold the frozen linear weights in bf16 (half their
+                                   // memory; rounds fp32 checkpoints' weights)
     } train;
     struct {
         spec_split_t split;

@@ -134,4 +134,13 @@ same_losses() {
 }
 check "cached losses equal uncached ones (every step, 1e-5)" 'same_losses 1 2'
 check "budget-0 losses equal uncached ones" 'same_losses 3 2'
+
+# 6. Frozen weights in bf16: the run trains and is evaluated like the fp32 one; the fixture's
+# fp32 weights are rounded, so its losses are close to those of run 2, not equal.
+cache_spec bf16 ', "cache_encoder": false, "frozen_weights_bf16": true'
+"$B" train "$T/bf16.json" --workspace "$W5" > "$T/out6" 2>&1
+check "bf16 run done with ROUGE" 'grep -q "run 4 bf16: done .*ROUGE-1" "$T/out6"'
+"$B" export --what metrics --format csv --workspace "$W5" > "$T/m5.csv"
+check "bf16 losses within 1% of the fp32 run's, and not all equal" \
+    'paste -d" " <(losses 4) <(losses 2) | awk "{ d = \$1 - \$2; if (d < 0) d = -d; if (d > 0.01 * \$2) bad++; if (d > 0) diff++ } END { exit !(NR == 36 && !bad && diff) }"'
 echo "$pass passed, $fail failed"
