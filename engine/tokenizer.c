@@ -210,6 +210,8 @@ struct tokenizer {
     double *scores;
     double min_score;
     int unk_id;  // -1: none
+    int empty_id;  // the piece "" (valid JSON, kept by the library's token map; the trie
+                   // has no empty key), -1: none
     int byte_fallback;
     int byte_ids[256];  // ids of "<0xXX>" pieces, -1 when missing
     trie_t vocab;
@@ -1047,7 +1049,7 @@ int tokenizer_vocab_size(const tokenizer_t *t) {
 int tokenizer_piece_to_id(const tokenizer_t *t, const char *piece) {
     for (int i = 0; i < t->n_added; i++)
         if (!strcmp(t->added[i].content, piece)) return t->added[i].id;
-    return trie_find(&t->vocab, piece, strlen(piece));
+    return *piece ? trie_find(&t->vocab, piece, strlen(piece)) : t->empty_id;
 }
 
 int tokenizer_eos_id(const tokenizer_t *t) { return t->eos_id; }
@@ -1379,6 +1381,9 @@ static int load_model(tokenizer_t *t, const cJSON *m, const char *name, lb_err_t
     trie_init(&t->vocab);
     // A later duplicate wins, as in the library's token -> id map.
     for (i = 0; i < nv; i++) trie_insert(&t->vocab, t->pieces[i], strlen(t->pieces[i]), i, 1);
+    t->empty_id = -1;
+    for (i = 0; i < nv; i++)
+        if (!t->pieces[i][0]) t->empty_id = i;
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(m, "unk_id");
     t->unk_id = -1;
     if (cJSON_IsNumber(unk)) {
@@ -1526,6 +1531,26 @@ static int line_of(const char *s, size_t off) {
     return line;
 }
 
+// Offset of the first raw control character (below 0x20) inside a JSON string, or -1.
+// JSON requires them escaped, and the tokenizers library (serde_json) refuses them; cJSON
+// takes them, and a raw NUL would cut a piece short in the middle of its text.
+static size_t json_raw_control_at(const char *s, size_t n) {
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!in_str) {
+            if (c == '"') in_str = 1;
+        } else if (c == '\\') {
+            i++;  // the escaped character, whatever it is
+        } else if (c == '"') {
+            in_str = 0;
+        } else if (c < 0x20) {
+            return i;
+        }
+    }
+    return (size_t)-1;
+}
+
 tokenizer_t *tokenizer_load_json(const char *json, size_t len, const char *name, lb_err_t *err) {
     // JSON text is UTF-8 (RFC 8259), and the tokenizers library refuses anything else; cJSON
     // would pass raw invalid bytes through into pieces and normalizer strings.
@@ -1535,6 +1560,14 @@ tokenizer_t *tokenizer_load_json(const char *json, size_t len, const char *name,
                    "%s: the file is not valid UTF-8 (byte %zu); re-download or re-export the "
                    "tokenizer.json",
                    name, bad);
+        return NULL;
+    }
+    bad = json_raw_control_at(json, len);
+    if (bad != (size_t)-1) {
+        lb_err_set(err, LB_EFORMAT,
+                   "%s: invalid JSON near line %d (byte %zu): a control character (0x%02X) inside a "
+                   "string must be escaped; re-download or re-export the tokenizer.json",
+                   name, line_of(json, bad), bad, (unsigned char)json[bad]);
         return NULL;
     }
     const char *end = NULL;

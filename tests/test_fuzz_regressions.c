@@ -191,6 +191,30 @@ static void test_tokenizer_added_ids(void) {
     }
 }
 
+// tokenizer-raw-nul-in-piece.json (found by fuzz_tokenizer in its 10-minute run): raw NUL
+// bytes inside a vocabulary piece's JSON string. cJSON took them and cut the piece to "",
+// which tokenizer_piece_to_id could not find again. JSON requires control characters
+// escaped and the tokenizers library refuses them: so does the loader now, naming the line.
+// tokenizer-empty-piece.json (made by hand): the piece "" written properly is valid; the
+// library's token map finds it, and so does tokenizer_piece_to_id.
+static void test_tokenizer_nul_and_empty_piece(void) {
+    lb_err_t err = {0};
+    tokenizer_t *tok = load_fixture("tokenizer-raw-nul-in-piece.json", &err);
+    EXPECTF(tok == NULL, "accepted a raw NUL inside a string");
+    EXPECTF(strstr(err.msg, "tokenizer-raw-nul-in-piece.json") && strstr(err.msg, "control character (0x00)") &&
+                strstr(err.msg, "line "),
+            "%s", err.msg);
+    tokenizer_free(tok);
+    tok = load_fixture("tokenizer-empty-piece.json", &err);
+    EXPECTF(tok != NULL, "%s", err.msg);
+    if (!tok) return;
+    EXPECT(tokenizer_piece_to_id(tok, "") == 3);
+    const char *p = tokenizer_id_to_piece(tok, 3);
+    EXPECT(p && !*p);
+    expect_ids(tok, "a", (const int[]){4}, 1);
+    tokenizer_free(tok);
+}
+
 // config-huge-heads.json, config-huge-layers.json (review of the fuzz_config invariants:
 // engine/t5 computes H·K and its parameter-table size in int): 65536 heads of 65536 and a
 // billion layers overflowed them. Refused, naming the fields; t5-11b's sizes still load.
@@ -217,6 +241,7 @@ int main(void) {
     RUN(test_tokenizer_charsmap_pool);
     RUN(test_tokenizer_charsmap_mid_char);
     RUN(test_tokenizer_added_ids);
+    RUN(test_tokenizer_nul_and_empty_piece);
     RUN(test_config_limits);
     RUN(test_replay_findings);
     RUN(test_replay_seeds);
