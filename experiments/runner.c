@@ -395,8 +395,12 @@ static int save_result(session_t *s, store_t *st, int64_t id, lb_err_t *err) {
 
 // ---- evaluation ------------------------------------------------------------------------
 
-static int run_eval(session_t *s, store_t *st, int64_t id, const runner_opts_t *o, lb_err_t *err) {
+// Evaluates the model as it is now. The last evaluation of a LoRA run (last = 1) first
+// merges the adapter into the weights, so that generation runs at the base model's speed;
+// the model is not trained afterwards. Evaluations during training keep it attached.
+static int run_eval(session_t *s, store_t *st, int64_t id, const runner_opts_t *o, int last, lb_err_t *err) {
     const spec_t *sp = &s->spec;
+    if (last && s->has_lora && lora_merge_into_model(&s->lora, &s->model, +1, err)) return -1;
     const data_split_t *split = data_set_split(&s->ds, spec_split_name(sp->eval.split), err);
     if (!split) return -1;
     eval_opts_t eo = {
@@ -687,7 +691,7 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
             }
         }
         if (sp->train.eval_every > 0 && s->step % sp->train.eval_every == 0 && s->step < s->total_steps) {
-            if (flush_metrics(&mb, st, id, err) || run_eval(s, st, id, o, err)) {
+            if (flush_metrics(&mb, st, id, err) || run_eval(s, st, id, o, 0, err)) {
                 rc = -1;
                 goto out;
             }
@@ -784,7 +788,7 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
         store_run_set_status(st, id, STORE_STATUS_CANCELLED, "cancelled at the user's request", &e2);
         goto done;
     }
-    if (!s.span && run_eval(&s, st, id, o, err)) goto fail;  // pretraining has no summaries to score
+    if (!s.span && run_eval(&s, st, id, o, 1, err)) goto fail;  // pretraining has no summaries to score
     store_run_set_status(st, id, STORE_STATUS_DONE, NULL, &e2);
 done:
     store_run_clear(&run);
