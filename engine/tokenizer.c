@@ -1508,8 +1508,20 @@ static int load_post(tokenizer_t *t, const cJSON *pp, const char *name, lb_err_t
                                   "its special_tokens map lacks",
                                   name, id ? id : "?");
             }
+            // The ids go into the model as they are: each must be a token of this vocabulary.
             const cJSON *x;
-            cJSON_ArrayForEach(x, ids) ivec_push(&v, x->valueint);
+            int vs = tokenizer_vocab_size(t);
+            cJSON_ArrayForEach(x, ids) {
+                if (!cJSON_IsNumber(x) || x->valuedouble != (double)x->valueint || x->valueint < 0 ||
+                    x->valueint >= vs) {
+                    free(v.v);
+                    return lb_err_set(err, LB_EFORMAT,
+                                      "%s: post_processor special token \"%s\" has id %g, which is not an id "
+                                      "of the vocabulary (0 to %d); re-export the tokenizer",
+                                      name, id, cJSON_IsNumber(x) ? x->valuedouble : -1.0, vs - 1);
+                }
+                ivec_push(&v, x->valueint);
+            }
         } else {
             free(v.v);
             return lb_err_set(err, LB_EFORMAT,

@@ -215,6 +215,19 @@ static void test_tokenizer_nul_and_empty_piece(void) {
     tokenizer_free(tok);
 }
 
+// tokenizer-template-id-outside.json (found by fuzz_tokenizer in its second 10-minute run):
+// the post_processor's </s> has ids [607, 1] in a vocabulary of 5, so every encoding with
+// special tokens ended in id 607, which the embedding does not have. Refused at load now.
+static void test_tokenizer_template_ids(void) {
+    lb_err_t err = {0};
+    tokenizer_t *tok = load_fixture("tokenizer-template-id-outside.json", &err);
+    EXPECTF(tok == NULL, "accepted a template id outside the vocabulary");
+    EXPECTF(strstr(err.msg, "tokenizer-template-id-outside.json") && strstr(err.msg, "post_processor") &&
+                strstr(err.msg, "607") && strstr(err.msg, "0 to 4"),
+            "%s", err.msg);
+    tokenizer_free(tok);
+}
+
 // config-huge-heads.json, config-huge-layers.json (review of the fuzz_config invariants:
 // engine/t5 computes H·K and its parameter-table size in int): 65536 heads of 65536 and a
 // billion layers overflowed them. Refused, naming the fields; t5-11b's sizes still load.
@@ -242,6 +255,7 @@ int main(void) {
     RUN(test_tokenizer_charsmap_mid_char);
     RUN(test_tokenizer_added_ids);
     RUN(test_tokenizer_nul_and_empty_piece);
+    RUN(test_tokenizer_template_ids);
     RUN(test_config_limits);
     RUN(test_replay_findings);
     RUN(test_replay_seeds);
