@@ -509,6 +509,13 @@ static int span_batch_make(const session_t *s, const int *idx, int n, uint64_t m
     return rc;
 }
 
+// Source tokens of row i of a batch (its attention mask is a prefix of ones).
+static size_t batch_row_len(const t5_batch_t *tb, int i) {
+    size_t n = 0, S = (size_t)tb->S;
+    while (n < S && tb->attention_mask[(size_t)i * S + n]) n++;
+    return n;
+}
+
 // Forward of one training batch (idx: its examples). With the encoder cache, the encoder
 // runs (without dropout) only when some example of the batch has no cached output, and the
 // decoder works from the cached rows; padded rows are masked out by the cross attention.
@@ -521,20 +528,15 @@ static int forward_batch(session_t *s, const t5_batch_t *tb, const int *idx, con
     for (int i = 0; i < tb->B && cached; i++) cached = c->rows[idx[i]] != NULL;
     if (cached) {
         memset(c->batch, 0, sizeof(float) * (size_t)tb->B * S * D);
-        for (int i = 0; i < tb->B; i++) {
-            size_t n = 0;
-            while (n < S && tb->attention_mask[(size_t)i * S + n]) n++;
-            memcpy(c->batch + (size_t)i * S * D, c->rows[idx[i]], sizeof(float) * n * D);
-        }
+        for (int i = 0; i < tb->B; i++)
+            memcpy(c->batch + (size_t)i * S * D, c->rows[idx[i]], sizeof(float) * batch_row_len(tb, i) * D);
         c->reused += tb->B;
     } else {
         if (t5_forward_encoder(&s->model, s->acts, tb, c->batch, err)) return -1;
         c->computed += tb->B;
         for (int i = 0; i < tb->B; i++) {
-            size_t n = 0;
-            while (n < S && tb->attention_mask[(size_t)i * S + n]) n++;
-            size_t sz = sizeof(float) * n * D;
-            if (c->rows[idx[i]] || n == 0) continue;
+            size_t sz = sizeof(float) * batch_row_len(tb, i) * D;
+            if (c->rows[idx[i]] || sz == 0) continue;
             if (c->bytes + sz > c->budget) {
                 c->over_budget = 1;
                 continue;
