@@ -39,6 +39,13 @@ static void test_grid_utf8_and_dump(void) {
     t = grid_dump_text(g);
     EXPECTF(!strncmp(t, "a?b\n", 4), "%s", t);
     free(t);
+    // the tail form keeps the end: for paths
+    grid_clear(g);
+    EXPECT(grid_text_tail(g, 0, 0, 5, "abcdefgh", ST_NORMAL) == 5);
+    EXPECT(grid_text_tail(g, 0, 1, 9, "abcdefgh", ST_NORMAL) == 8);
+    t = grid_dump_text(g);
+    EXPECTF(!strncmp(t, "~efgh\nabcdefgh\n", 15), "%s", t);
+    free(t);
     grid_free(g);
 }
 
@@ -174,6 +181,21 @@ static void test_fields(void) {
     EXPECT(field_key(&f, '1') == 2 && field_key(&f, 'x') == 0 && field_key(&f, '6') == 2);
     EXPECT(!strcmp(f.value, "16"));
     EXPECT(field_key(&f, TK_BACKSPACE) == 2 && !strcmp(f.value, "1"));
+    EXPECT(field_key(&f, 0x15) == 2 && f.value[0] == 0);  // Ctrl-U clears
+    EXPECT(field_key(&f, 0x15) == 1);
+    // a text field too long for its cells shows its end after an ellipsis when not
+    // focused, and the end with the cursor when focused
+    grid_t *g = grid_new(24, 2, 0);
+    form_field_t p = {0};
+    p.kind = FIELD_TEXT;
+    p.label = "Model";
+    snprintf(p.value, sizeof p.value, "/a/very/deep/checkout/models/t5-small");
+    field_draw(g, 0, 0, 6, 24, &p, 0);
+    field_draw(g, 0, 1, 6, 24, &p, 1);
+    char *t = grid_dump_text(g);
+    EXPECTF(!strcmp(t, "Model …/models/t5-small\nModel /models/t5-small_\n"), "%s", t);
+    free(t);
+    grid_free(g);
     form_field_t c = {0};
     static const char *const ch[] = {"none", "lora", "full"};
     c.kind = FIELD_CHOICE;

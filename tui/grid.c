@@ -147,6 +147,15 @@ int grid_text_trunc(grid_t *g, int x, int y, int maxw, const char *s, int style)
     return n + 1;
 }
 
+int grid_text_tail(grid_t *g, int x, int y, int maxw, const char *s, int style) {
+    if (!s || maxw <= 0) return 0;
+    int w = grid_strwidth(s);
+    if (w <= maxw) return grid_text(g, x, y, maxw, s, style);
+    for (; *s && w > maxw - 1; w--) grid_utf8_next(&s);
+    grid_put(g, x, y, g->ascii ? '~' : 0x2026, style);
+    return 1 + grid_text(g, x + 1, y, maxw - 1, s, style);
+}
+
 int grid_textf(grid_t *g, int x, int y, int maxw, int style, const char *fmt, ...) {
     char buf[1024];
     va_list ap;

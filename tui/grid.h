@@ -68,6 +68,9 @@ void grid_fill(grid_t *g, int x, int y, int w, int h, uint32_t ch, int style);
 int grid_text(grid_t *g, int x, int y, int maxw, const char *s, int style);
 // As grid_text, but text longer than maxw ends in an ellipsis ('~' in ASCII mode).
 int grid_text_trunc(grid_t *g, int x, int y, int maxw, const char *s, int style);
+// As grid_text_trunc, but keeps the end of the text after a leading ellipsis (for paths,
+// whose last folder names matter most).
+int grid_text_tail(grid_t *g, int x, int y, int maxw, const char *s, int style);
 // printf-style text, truncated with an ellipsis at maxw.
 int grid_textf(grid_t *g, int x, int y, int maxw, int style, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));

@@ -21,6 +21,7 @@ static const key_binding_t keys[] = {
     {TK_F1 + 4, 0, A_PRESET, "F5", "load the preset shown in the Preset field (every field)", "Preset"},
     {TK_LEFT, TK_RIGHT, ACT_NONE, "Left/Right", "change a choice; move in a row of boxes", NULL},
     {' ', 0, ACT_NONE, "Space", "tick / untick a box", NULL},
+    {0x15, 0, ACT_NONE, "Ctrl-U", "clear a text field", NULL},
 };
 
 enum { F_PRESET, F_NAME, F_MODEL, F_DATA, F_METHOD, F_R, F_ALPHA, F_DROPOUT, F_RSLORA, F_TARGETS,
@@ -434,7 +435,9 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     for (int i = top; i < a->nform && yy < y + avail; i++) {
         form_field_t *f = &a->form[i];
         if (yy + field_height(f) > y + avail) break;
-        field_draw(g, 1, yy, labelw, fw, f, i == a->form_focus);
+        // text fields (paths, names) take the whole width; the rest stay in the left half
+        int w = f->kind == FIELD_TEXT ? g->w - 2 : fw;
+        field_draw(g, 1, yy, labelw, w, f, i == a->form_focus);
         yy += field_height(f);
     }
     const form_field_t *cur = &a->form[a->form_focus];

@@ -571,8 +571,9 @@ void field_draw(grid_t *g, int x, int y, int labelw, int w, const form_field_t *
             grid_utf8_next(&v);
             len--;
         }
+        // a long value shows its end (a path's folder name), after an ellipsis
         if (focused) grid_text(g, vx, y, fw, v, vst);
-        else grid_text_trunc(g, vx, y, fw, v, vst);
+        else grid_text_tail(g, vx, y, fw, v, vst);
         if (focused && len < fw) grid_put(g, vx + len, y, '_', ST_CURSOR);
         break;
     }
@@ -616,6 +617,11 @@ int field_key(form_field_t *f, int key) {
     case FIELD_TEXT:
     case FIELD_NUMBER: {
         size_t len = strlen(f->value);
+        if (key == 0x15) {  // Ctrl-U clears the field, as in a shell
+            if (!len) return 1;
+            f->value[0] = 0;
+            return 2;
+        }
         if (key == TK_BACKSPACE || key == 8) {
             if (!len) return 1;
             // remove one UTF-8 code point
