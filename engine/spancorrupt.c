@@ -49,6 +49,10 @@ int span_corrupt(const span_corrupt_t *sc, const int *ids, int n, uint64_t *rng,
         for (int k = 0; k < noise_len[s]; k++) tg[nt++] = ids[pos++];
     }
     in[ni++] = sc->eos_id;
+    if (sc->whole_target) {
+        memcpy(tg, ids, sizeof(int) * (size_t)n);
+        nt = n;
+    }
     tg[nt++] = sc->eos_id;
     free(noise_len);
     free(keep_len);

@@ -15,6 +15,9 @@ typedef struct {
     const int *sentinels;      // sentinel ids: sentinels[0] is <extra_id_0>
     int n_sentinels;
     int eos_id;
+    int whole_target;          // 1: the target is the whole uncorrupted text and </s>
+                               // (denoising, as BART: the decoder learns to copy what the
+                               // encoder sees); 0: T5's sentinel-and-span target
 } span_corrupt_t;
 
 // Corrupts ids[0..n) (without a trailing </s>). *inp / *tgt are malloc'd id arrays ending

@@ -248,6 +248,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
         if (s->span) {  // corrupted input: at most the text + </s>; target: 2 tokens per noise token + </s>
             s->max_s += 1;
             s->max_t = 2 * (int)(0.15 * s->max_s + 1) + 2;
+            if (sp->train.denoise_fraction > 0 && s->max_s > s->max_t) s->max_t = s->max_s;  // the whole text
         }
         int B = sp->train.batch_size;
         s->batches_per_epoch = (s->train.n + B - 1) / B;
@@ -466,13 +467,14 @@ static int flush_metrics(metric_buf_t *mb, store_t *st, int64_t id, lb_err_t *er
 // every step from (seed, micro-step, example), so a resumed run sees the same batches.
 static int span_batch_make(const session_t *s, const int *idx, int n, uint64_t micro_step, data_batch_t *b,
                            lb_err_t *err) {
-    span_corrupt_t sc = {0.15, 3.0, s->sentinels, s->n_sentinels, s->model.cfg.eos_token_id};
+    span_corrupt_t sc = {0.15, 3.0, s->sentinels, s->n_sentinels, s->model.cfg.eos_token_id, 0};
     int **in = xcalloc((size_t)n, sizeof(int *)), **tg = xcalloc((size_t)n, sizeof(int *));
     int *ni = xcalloc((size_t)n, sizeof(int)), *nt = xcalloc((size_t)n, sizeof(int));
     int S = 1, T = 1, rc = 0;
     for (int i = 0; i < n && !rc; i++) {
         const data_tokens_t *e = &s->train.ex[idx[i]];
         uint64_t rng = data_seed_mix((uint64_t)s->spec.train.seed ^ (micro_step * 0x9e3779b97f4a7c15ull), (uint64_t)idx[i]);
+        sc.whole_target = s->spec.train.denoise_fraction > 0 && lb_rng_uniform(&rng) < s->spec.train.denoise_fraction;
         if (e->n_src < 2) {  // too short to corrupt: learn to copy it
             in[i] = xmalloc(sizeof(int) * 2);
             tg[i] = xmalloc(sizeof(int) * 2);

@@ -134,6 +134,7 @@ static const field_t train_fields[] = {
     PLAIN("checkpoint_every", F_INT, train.checkpoint_every),
     PLAIN("loraplus_ratio", F_NUM, train.loraplus_ratio),
     ENUMF("objective", train.objective, objective_names, "objective"),
+    PLAIN("denoise_fraction", F_NUM, train.denoise_fraction),
     PLAIN("cache_encoder", F_BOOL, train.cache_encoder),
     PLAIN("frozen_weights_bf16", F_BOOL, train.frozen_weights_bf16),
 };
@@ -686,6 +687,13 @@ int spec_problems(const spec_t *s, spec_problem_t *out, int max) {
     if (!(s->train.loraplus_ratio > 0))
         prob(&p, "train.loraplus_ratio", "must be a positive number (1 = plain LoRA, 16 as in "
                                          "the LoRA+ paper); got %g", s->train.loraplus_ratio);
+    if (!(s->train.denoise_fraction >= 0 && s->train.denoise_fraction <= 1))
+        prob(&p, "train.denoise_fraction", "must be between 0 and 1 (the share of pretraining "
+                                           "examples whose target is the whole text); got %g",
+             s->train.denoise_fraction);
+    else if (s->train.denoise_fraction > 0 && s->train.objective != SPEC_OBJ_SPAN_CORRUPTION)
+        prob(&p, "train.denoise_fraction", "applies to the span_corruption objective (pretraining); "
+                                           "set it to 0 or set train.objective to \"span_corruption\"");
     if (s->train.objective == SPEC_OBJ_SPAN_CORRUPTION && s->method != SPEC_METHOD_FULL)
         prob(&p, "train.objective", "span_corruption (pretraining) needs method \"full\"; got \"%s\"",
              spec_method_name(s->method));

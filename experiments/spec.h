@@ -14,7 +14,8 @@
 //     "partial": {top_blocks, stack: encoder|decoder|both, norms_only},
 //     "train": {epochs, max_steps, batch_size, grad_accum, lr, weight_decay, warmup,
 //               schedule: linear|cosine|constant, max_grad_norm, seed, eval_every,
-//               checkpoint_every, loraplus_ratio, objective, cache_encoder, frozen_weights_bf16},
+//               checkpoint_every, loraplus_ratio, objective, denoise_fraction,
+//               cache_encoder, frozen_weights_bf16},
 //     "eval": {split: validation|test|train, limit, beams, max_new_tokens, length_penalty,
 //              no_repeat_ngram_size, stemmer},
 //     "threads",
@@ -105,6 +106,8 @@ typedef struct {
         double warmup;           // < 1: fraction of the steps; >= 1: steps
         spec_schedule_t schedule;
         spec_objective_t objective;
+        double denoise_fraction;  // span_corruption: the share of examples whose target is
+                                  // the whole text (denoising) instead of the hidden spans
         double max_grad_norm;    // 0 = no clipping
         int64_t seed;
         int eval_every;          // steps; 0 = only at the end

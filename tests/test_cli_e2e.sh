@@ -143,4 +143,29 @@ check "bf16 run done with ROUGE" 'grep -q "run 4 bf16: done .*ROUGE-1" "$T/out6"
 "$B" export --what metrics --format csv --workspace "$W5" > "$T/m5.csv"
 check "bf16 losses within 1% of the fp32 run's, and not all equal" \
     'paste -d" " <(losses 4) <(losses 2) | awk "{ d = \$1 - \$2; if (d < 0) d = -d; if (d > 0.01 * \$2) bad++; if (d > 0) diff++ } END { exit !(NR == 36 && !bad && diff) }"'
+# 7. Pretraining from T5's random initialisation (a folder with no weights): span corruption,
+# then the same with every target the whole text (train.denoise_fraction 1), whose steps
+# carry the full descriptions as targets; fraction 0 is plain span corruption, draw for draw.
+W7="$T/ws7"
+mkdir -p "$T/fresh" && cp "$M/config.json" "$M/tokenizer.json" "$T/fresh/"
+pt_spec() {  # name extra-train-json
+    cat > "$T/$1.json" <<JSON
+{ "name": "$1", "base_model": "$T/fresh", "method": "full",
+  "dataset": { "path": "$T/data", "max_source_tokens": 40, "max_target_tokens": 14 },
+  "train": { "max_steps": 3, "batch_size": 4, "lr": 0.003, "seed": 7, "checkpoint_every": 0,
+             "objective": "span_corruption" $2 },
+  "threads": 1 }
+JSON
+}
+pt_spec span ""
+pt_spec denoise ', "denoise_fraction": 1'
+pt_spec zero ', "denoise_fraction": 0'
+for n in span denoise zero; do "$B" pretrain "$T/$n.json" --workspace "$W7" > "$T/out7$n" 2>&1; done
+check "pretraining from a random init is done" 'grep -q "run 1 span: done  loss" "$T/out7span" && [ -f "$W7/runs/1/model/model.safetensors" ]'
+check "denoising pretraining is done" 'grep -q "run 2 denoise: done  loss" "$T/out7denoise"'
+"$B" export --what metrics --format csv --workspace "$W7" > "$T/m7.csv"
+col() { awk -F, -v r="$1" -v c="$2" '$1 == r { print $c }' "$T/m7.csv"; }  # run, column
+check "denoising steps carry whole texts (tokens at least 1.5x those of span corruption)" \
+    'paste -d" " <(col 2 10) <(col 1 10) | awk "{ if (\$1 < 1.5 * \$2) bad++ } END { exit !(NR == 3 && !bad) }"'
+check "denoise_fraction 0 is plain span corruption (same losses)" '[ "$(col 3 4)" = "$(col 1 4)" ] && [ -n "$(col 1 4)" ]'
 echo "$pass passed, $fail failed"

@@ -6,7 +6,7 @@
 static void test_partition(void) {
     int sent[100];
     for (int i = 0; i < 100; i++) sent[i] = 1000 - i;  // <extra_id_0> has the largest id
-    span_corrupt_t sc = {0.15, 3.0, sent, 100, 1};
+    span_corrupt_t sc = {0.15, 3.0, sent, 100, 1, 0};
     int ids[200];
     for (int i = 0; i < 200; i++) ids[i] = 10 + i;
     uint64_t rng = 42;
@@ -43,10 +43,28 @@ static void test_partition(void) {
     }
 }
 
+// Denoising (whole_target): the same corrupted input as span corruption from the same seed,
+// and the target is the whole text and </s>.
+static void test_whole_target(void) {
+    int sent[4] = {99, 98, 97, 96}, ids[40];
+    for (int i = 0; i < 40; i++) ids[i] = i + 2;
+    span_corrupt_t sc = {0.15, 3.0, sent, 4, 1, 0}, wc = sc;
+    wc.whole_target = 1;
+    uint64_t a = 11, b = 11;
+    int *i1, *t1, *i2, *t2, n1, m1, n2, m2;
+    lb_err_t err;
+    EXPECT(span_corrupt(&sc, ids, 40, &a, &i1, &n1, &t1, &m1, &err) == 0);
+    EXPECT(span_corrupt(&wc, ids, 40, &b, &i2, &n2, &t2, &m2, &err) == 0);
+    EXPECT(n1 == n2 && memcmp(i1, i2, sizeof(int) * (size_t)n1) == 0);
+    EXPECTF(m2 == 41 && memcmp(t2, ids, sizeof ids) == 0 && t2[40] == 1, "target of %d tokens", m2);
+    EXPECT(m1 < m2);
+    free(i1), free(t1), free(i2), free(t2);
+}
+
 static void test_seeded(void) {
     int sent[4] = {99, 98, 97, 96}, ids[40];
     for (int i = 0; i < 40; i++) ids[i] = i + 2;
-    span_corrupt_t sc = {0.15, 3.0, sent, 4, 1};
+    span_corrupt_t sc = {0.15, 3.0, sent, 4, 1, 0};
     uint64_t a = 7, b = 7, c = 8;
     int *i1, *t1, *i2, *t2, *i3, *t3, n1, m1, n2, m2, n3, m3;
     lb_err_t err;
@@ -62,5 +80,6 @@ static void test_seeded(void) {
 int main(void) {
     RUN(test_partition);
     RUN(test_seeded);
+    RUN(test_whole_target);
     TH_DONE();
 }
