@@ -84,13 +84,6 @@ int train_step(train_t *t, const t5_batch_t *micro, int n_micro, float *loss, lb
     return 0;
 }
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 int train_epoch(train_t *t, const train_pair_t *pairs, int n, int batch_size, long max_steps,
                 lb_err_t *err) {
     if (n <= 0 || batch_size <= 0) return lb_err_set(err, LB_EARG, "an epoch needs at least one pair and a batch size >= 1");
@@ -98,7 +91,7 @@ int train_epoch(train_t *t, const train_pair_t *pairs, int n, int batch_size, lo
     for (int i = 0; i < n; i++) order[i] = i;
     uint64_t s = t->o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)t->epoch;
     for (int i = n - 1; i > 0; i--) {  // Fisher–Yates
-        int j = (int)(splitmix(&s) % (uint64_t)(i + 1));
+        int j = (int)(lb_rng_next(&s) % (uint64_t)(i + 1));
         int x = order[i]; order[i] = order[j]; order[j] = x;
     }
     int acc = t->o.grad_accum, per_step = batch_size * acc, rc = 0;
