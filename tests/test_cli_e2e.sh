@@ -8,13 +8,7 @@ set -u
 B="$1/lorabench"
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $1"; fi; }
-W="$T/ws"
-M="$PWD/tests/fixtures/hf/t5-gated-a"
-mkdir -p "$T/data"
-head -n 48 experiments/data/debsum/train.jsonl > "$T/data/train.jsonl"
-head -n 6 experiments/data/debsum/validation.jsonl > "$T/data/validation.jsonl"
+. tests/e2e_common.sh
 spec() {  # name method steps extra-json
     cat > "$T/$1.json" <<JSON
 { "name": "$1", "base_model": "$M", "method": "$2",

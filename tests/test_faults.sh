@@ -21,13 +21,7 @@ cleanup() {
     rm -rf "$T"
 }
 trap cleanup EXIT
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $1"; fi; }
-W="$T/ws"
-M="$PWD/tests/fixtures/hf/t5-gated-a"
-mkdir -p "$T/data"
-head -n 48 experiments/data/debsum/train.jsonl > "$T/data/train.jsonl"
-head -n 6 experiments/data/debsum/validation.jsonl > "$T/data/validation.jsonl"
+. tests/e2e_common.sh
 SMALL_LORA='{ "r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q", "v"] }'
 spec() {  # file model steps extra-train-json [lora-json]; $LR overrides the learning rate
     cat > "$T/$1.json" <<JSON
