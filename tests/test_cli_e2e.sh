@@ -128,6 +128,13 @@ same_losses() {
 }
 check "cached losses equal uncached ones (every step, 1e-5)" 'same_losses 1 2'
 check "budget-0 losses equal uncached ones" 'same_losses 3 2'
+"$B" show 1 --workspace "$W5" > "$T/show5"
+check "show has one line per epoch (steps 1–12, 13–24, 25–36)" \
+    '[ "$(grep -Ec "^  epoch [123] +steps (1–12|13–24|25–36)  mean loss [0-9.]+  [0-9.]+ ms/step" "$T/show5")" -eq 3 ]'
+ep2=$(losses 1 | sed -n 13,24p | awk '{ s += $1 } END { printf "%.4f", s / NR }')
+shown2=$(sed -n 's/^  epoch 2 .* mean loss \([0-9.]*\) .*/\1/p' "$T/show5")
+check "epoch 2's mean loss ($shown2) is the mean of its steps ($ep2)" \
+    'awk -v a="$shown2" -v b="$ep2" "BEGIN { d = a - b; exit !(a != \"\" && d < 2e-4 && d > -2e-4) }"'
 
 # 6. Frozen weights in bf16: the run trains and is evaluated like the fp32 one; the fixture's
 # fp32 weights are rounded, so its losses are close to those of run 2, not equal.

@@ -145,6 +145,39 @@ int cmd_runs(int argc, char **argv) {
     return 0;
 }
 
+// One line per epoch of the run's stored steps: the step range, the mean loss, the mean
+// time per step and the throughput (an epoch's step counts it when its progress, stored
+// as a fraction of epochs, is at most the epoch's number).
+static void print_epochs(store_t *st, int64_t id) {
+    store_metric_t *m = NULL;
+    size_t n = 0;
+    lb_err_t err = {0};
+    if (store_metrics_since(st, id, -1, &m, &n, &err) || !n) {
+        free(m);
+        return;
+    }
+    for (size_t i = 0; i < n;) {
+        long ep = (long)ceil(m[i].epoch - 1e-9);
+        if (ep < 1) ep = 1;
+        size_t j = i;
+        double loss = 0, ms = 0;
+        long nl = 0, nms = 0;
+        int64_t tokens = 0;
+        for (; j < n && (j == i || (long)ceil(m[j].epoch - 1e-9) <= ep); j++) {
+            if (!isnan(m[j].loss)) loss += m[j].loss, nl++;
+            if (!isnan(m[j].step_ms)) ms += m[j].step_ms, nms++;
+            if (m[j].tokens > 0) tokens += m[j].tokens;
+        }
+        printf("  epoch %-3ld steps %lld–%lld", ep, (long long)m[i].step, (long long)m[j - 1].step);
+        if (nl) printf("  mean loss %.4f", loss / (double)nl);
+        if (nms) printf("  %.1f ms/step", ms / (double)nms);
+        if (nms && ms > 0 && tokens > 0) printf("  %.0f tokens/s", (double)tokens / (ms / 1000.0));
+        printf("\n");
+        i = j;
+    }
+    free(m);
+}
+
 int cmd_show(int argc, char **argv) {
     const char *ws = NULL;
     int64_t id = 0;
@@ -193,6 +226,7 @@ int cmd_show(int argc, char **argv) {
         if (!isnan(r.tokens_per_s)) printf("  %.0f tokens/s", r.tokens_per_s);
         if (!isnan(r.peak_rss_mb)) printf("  peak RSS %.0f MB", r.peak_rss_mb);
         printf("\n  model    %s\n  data     %s\n", r.base_model ? r.base_model : "", r.dataset ? r.dataset : "");
+        print_epochs(st, id);
         for (size_t i = 0; i < nev; i++)
             printf("  eval     step %lld %s n=%lld  ROUGE-1 %.4f [%.4f, %.4f]  ROUGE-2 %.4f  ROUGE-L %.4f  ROUGE-Lsum %.4f\n",
                    (long long)ev[i].step, ev[i].split, (long long)ev[i].n, ev[i].rouge1, ev[i].rouge1_low,
