@@ -212,7 +212,7 @@ int store_runs_list(store_t *st, const char *sort_key, int descending, const cha
 typedef struct {
     int64_t step;
     double epoch, loss, lr, grad_norm, tokens_per_s, step_ms, rss_mb;
-    int64_t tokens;
+    int64_t tokens;             // the run's running total of tokens (inputs and targets)
     double wall_s;
 } store_metric_t;
 

@@ -132,6 +132,12 @@ check "budget-0 losses equal uncached ones" 'same_losses 3 2'
 check "show has one line per epoch (steps 1–12, 13–24, 25–36)" \
     '[ "$(grep -Ec "^  epoch [123] +steps (1–12|13–24|25–36)  mean loss [0-9.]+  [0-9.]+ ms/step" "$T/show5")" -eq 3 ]'
 ep2=$(losses 1 | sed -n 13,24p | awk '{ s += $1 } END { printf "%.4f", s / NR }')
+# tokens are a running total: epoch 1's tokens/s times its steps' time is the total at step 12
+tok12=$(awk -F, '$1 == 1 && $2 == 12 { print $10 }' "$T/m5.csv")
+ms12=$(awk -F, '$1 == 1 && $2 <= 12 { s += $8 } END { print s }' "$T/m5.csv")
+tps1=$(sed -n 's/^  epoch 1 .*  \([0-9]*\) tokens\/s$/\1/p' "$T/show5")
+check "epoch 1's tokens/s ($tps1) covers its $tok12 tokens" \
+    'awk -v t="$tok12" -v ms="$ms12" -v r="$tps1" "BEGIN { e = r * ms / 1000; exit !(t > 0 && e > 0.99 * t && e < 1.01 * t) }"'
 shown2=$(sed -n 's/^  epoch 2 .* mean loss \([0-9.]*\) .*/\1/p' "$T/show5")
 check "epoch 2's mean loss ($shown2) is the mean of its steps ($ep2)" \
     'awk -v a="$shown2" -v b="$ep2" "BEGIN { d = a - b; exit !(a != \"\" && d < 2e-4 && d > -2e-4) }"'

@@ -162,16 +162,16 @@ static void print_epochs(store_t *st, int64_t id) {
         size_t j = i;
         double loss = 0, ms = 0;
         long nl = 0, nms = 0;
-        int64_t tokens = 0;
         for (; j < n && (j == i || (long)ceil(m[j].epoch - 1e-9) <= ep); j++) {
             if (!isnan(m[j].loss)) loss += m[j].loss, nl++;
             if (!isnan(m[j].step_ms)) ms += m[j].step_ms, nms++;
-            if (m[j].tokens > 0) tokens += m[j].tokens;
         }
+        // tokens are stored as the running total of the run
+        int64_t tokens = m[j - 1].tokens - (i > 0 && m[i - 1].tokens > 0 ? m[i - 1].tokens : 0);
         printf("  epoch %-3ld steps %lld–%lld", ep, (long long)m[i].step, (long long)m[j - 1].step);
         if (nl) printf("  mean loss %.4f", loss / (double)nl);
         if (nms) printf("  %.1f ms/step", ms / (double)nms);
-        if (nms && ms > 0 && tokens > 0) printf("  %.0f tokens/s", (double)tokens / (ms / 1000.0));
+        if (nms && ms > 0 && m[j - 1].tokens > 0 && tokens > 0) printf("  %.0f tokens/s", (double)tokens / (ms / 1000.0));
         printf("\n");
         i = j;
     }
