@@ -175,4 +175,18 @@ col() { awk -F, -v r="$1" -v c="$2" '$1 == r { print $c }' "$T/m7.csv"; }  # run
 check "denoising steps carry whole texts (tokens at least 1.5x those of span corruption)" \
     'paste -d" " <(col 2 10) <(col 1 10) | awk "{ if (\$1 < 1.5 * \$2) bad++ } END { exit !(NR == 3 && !bad) }"'
 check "denoise_fraction 0 is plain span corruption (same losses)" '[ "$(col 3 4)" = "$(col 1 4)" ] && [ -n "$(col 1 4)" ]'
+# 8. A rebuild during a sweep: the driver's binary is deleted after it started, and every
+# run of the grid still starts (from the driver's own program) and finishes.
+W8="$T/ws8"
+cp "$B" "$T/lb-copy"
+spec grid lora 4 ""
+sed -i 's/"threads": 1 }/"threads": 1, "grid": { "lora.r": [1, 2, 3] } }/' "$T/grid.json"
+"$T/lb-copy" sweep "$T/grid.json" --workspace "$W8" > "$T/out8" 2>&1 &
+sweep_pid=$!
+for _ in $(seq 100); do grep -q "runs queued" "$T/out8" && break; sleep 0.1; done
+rm -f "$T/lb-copy"
+wait "$sweep_pid"; rc=$?
+check "sweep with its binary deleted exits 0" '[ $rc -eq 0 ]'
+check "all three runs of that sweep are done" \
+    '[ "$("$B" runs --json --workspace "$W8" | grep -o "\"status\":\"done\"" | wc -l)" -eq 3 ]'
 echo "$pass passed, $fail failed"

@@ -1,6 +1,7 @@
 // The workbench's data access: the one file of tui/ that reads and writes the store, starts
 // helper processes and writes exports.
 #include "app.h"
+#include "cli_common.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -194,7 +195,7 @@ int app_spawn(app_t *a, const char *const *args, lb_err_t *err) {
     struct stat sb;
     long off = stat(log, &sb) ? 0 : (long)sb.st_size;
     pid_t pid;
-    int rc = posix_spawn(&pid, a->exe, &fa, &at, (char *const *)argv, environ);
+    int rc = posix_spawn(&pid, cli_self_exe(), &fa, &at, (char *const *)argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     if (rc)

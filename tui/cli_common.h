@@ -26,7 +26,8 @@ void cli_json_string(FILE *f, const char *s);
 // 1 when arg is --help or -h.
 int cli_is_help(const char *arg);
 
-// The path of this executable (/proc/self/exe), for spawning workers.
+// The path that starts this program again, for spawning workers: its file, or
+// "/proc/self/exe" when the file was deleted or replaced since this process started.
 const char *cli_self_exe(void);
 
 #endif
