@@ -254,6 +254,19 @@ int t5_pred_all(const char *name, void *ctx) {
     return 1;
 }
 
+int t5_position_bias_ranges(const t5_model_t *m, float lr_mult, optim_range_t out[2]) {
+    const lb_param_t *rel[2] = {m->enc_rel, m->dec_rel};
+    if (rel[0] && rel[1] && rel[1]->off < rel[0]->off) {
+        const lb_param_t *t = rel[0];
+        rel[0] = rel[1];
+        rel[1] = t;
+    }
+    int n = 0;
+    for (int i = 0; i < 2; i++)
+        if (rel[i] && rel[i]->trainable) out[n++] = (optim_range_t){rel[i]->off, rel[i]->numel, lr_mult, 1.0f};
+    return n;
+}
+
 void t5_set_trainable(t5_model_t *m, int (*pred)(const char *name, void *ctx), void *ctx) {
     size_t n = 0;
     char *want = xcalloc((size_t)m->n_params, 1);

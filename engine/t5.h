@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "linear.h"
+#include "optim.h"
 #include "safetensors.h"
 #include "t5_config.h"
 #include "util.h"
@@ -86,6 +87,13 @@ void t5_set_trainable(t5_model_t *m, int (*pred)(const char *name, void *ctx), v
 
 // Predicate that accepts every parameter (full fine-tuning).
 int t5_pred_all(const char *name, void *ctx);
+
+// The trainable relative position bias tables (encoder's, decoder's) as ranges of m->block
+// with learning-rate multiplier lr_mult, in block order, for adamw_step. Returns how many
+// (0 to 2: a frozen table has none). T5's only position signal is one scalar per bucket
+// and head; Adam moves each by about lr a step, so sharp positional attention (what
+// copying from the source needs) takes thousands of steps unless these learn faster.
+int t5_position_bias_ranges(const t5_model_t *m, float lr_mult, optim_range_t out[2]);
 
 // The parameter of that Hugging Face name ("shared.weight", ...) or NULL. lm_head.weight
 // of a tied model resolves to shared.weight.

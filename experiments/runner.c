@@ -295,6 +295,10 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
     } else {
         t5_set_trainable(&s->model, NULL, NULL);
     }
+    if (sp->train.position_bias_lr_ratio != 1.0 && !s->has_lora) {  // see t5_position_bias_ranges
+        s->ranges = xcalloc(2, sizeof(optim_range_t));
+        s->n_ranges = t5_position_bias_ranges(&s->model, (float)sp->train.position_bias_lr_ratio, s->ranges);
+    }
     if (sp->train.frozen_weights_bf16 && t5_frozen_weights_bf16(&s->model, err)) return -1;
     if (s->n_train) {
         adamw_init(&s->opt, s->n_train, 0.9f, 0.999f, 1e-8f, (float)sp->train.weight_decay);

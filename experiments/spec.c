@@ -133,6 +133,7 @@ static const field_t train_fields[] = {
     PLAIN("eval_every", F_INT, train.eval_every),
     PLAIN("checkpoint_every", F_INT, train.checkpoint_every),
     PLAIN("loraplus_ratio", F_NUM, train.loraplus_ratio),
+    PLAIN("position_bias_lr_ratio", F_NUM, train.position_bias_lr_ratio),
     ENUMF("objective", train.objective, objective_names, "objective"),
     PLAIN("denoise_fraction", F_NUM, train.denoise_fraction),
     PLAIN("cache_encoder", F_BOOL, train.cache_encoder),
@@ -228,6 +229,7 @@ void spec_init_defaults(spec_t *s) {
     s->train.seed = 42;
     s->train.checkpoint_every = 100;
     s->train.loraplus_ratio = 1.0;
+    s->train.position_bias_lr_ratio = 1.0;
     s->train.cache_encoder = true;
     s->eval.split = SPEC_SPLIT_VALIDATION;
     s->eval.limit = 200;
@@ -687,6 +689,14 @@ int spec_problems(const spec_t *s, spec_problem_t *out, int max) {
     if (!(s->train.loraplus_ratio > 0))
         prob(&p, "train.loraplus_ratio", "must be a positive number (1 = plain LoRA, 16 as in "
                                          "the LoRA+ paper); got %g", s->train.loraplus_ratio);
+    if (!(s->train.position_bias_lr_ratio > 0))
+        prob(&p, "train.position_bias_lr_ratio", "must be a positive number (1 = one learning rate "
+                                                 "for all parameters); got %g", s->train.position_bias_lr_ratio);
+    else if (s->train.position_bias_lr_ratio != 1.0 && s->method != SPEC_METHOD_FULL &&
+             s->method != SPEC_METHOD_PARTIAL)
+        prob(&p, "train.position_bias_lr_ratio", "applies when the position biases train (method \"full\" "
+                                                 "or \"partial\"); set it to 1 for method \"%s\"",
+             spec_method_name(s->method));
     if (!(s->train.denoise_fraction >= 0 && s->train.denoise_fraction <= 1))
         prob(&p, "train.denoise_fraction", "must be between 0 and 1 (the share of pretraining "
                                            "examples whose target is the whole text); got %g",

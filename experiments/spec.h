@@ -14,8 +14,8 @@
 //     "partial": {top_blocks, stack: encoder|decoder|both, norms_only},
 //     "train": {epochs, max_steps, batch_size, grad_accum, lr, weight_decay, warmup,
 //               schedule: linear|cosine|constant, max_grad_norm, seed, eval_every,
-//               checkpoint_every, loraplus_ratio, objective, denoise_fraction,
-//               cache_encoder, frozen_weights_bf16},
+//               checkpoint_every, loraplus_ratio, position_bias_lr_ratio, objective,
+//               denoise_fraction, cache_encoder, frozen_weights_bf16},
 //     "eval": {split: validation|test|train, limit, beams, max_new_tokens, length_penalty,
 //              no_repeat_ngram_size, stemmer},
 //     "threads",
@@ -113,6 +113,8 @@ typedef struct {
         int eval_every;          // steps; 0 = only at the end
         int checkpoint_every;    // steps; 0 = only at the end and on SIGTERM
         double loraplus_ratio;   // learning rate of B over that of A (LoRA+); 1 = plain
+        double position_bias_lr_ratio;  // learning rate of the relative position biases
+                                 // over the rest (full, partial); 1 = one rate for all
         bool cache_encoder;      // when nothing in the encoder trains, compute its output
                                  // once per example (without dropout) and reuse it
         bool frozen_weights_bf16;  // hold the frozen linear weights in bf16 (half their

@@ -422,6 +422,54 @@ static void test_grad_accumulation(void) {
     t5_set_trainable(&model, NULL, NULL);
 }
 
+static int pred_last_decoder_block(const char *name, void *ctx) {
+    (void)ctx;
+    return strstr(name, "decoder.block.1.") != NULL;
+}
+
+static void test_position_bias_lr_ratio(void) {
+    // full fine-tuning: both bias tables are ranges of the block at the given multiplier, and
+    // Adam's first step (sign(g)·lr) moves them by lr·ratio and everything else by lr
+    t5_set_trainable(&model, t5_pred_all, NULL);
+    optim_range_t r[2];
+    int n = t5_position_bias_ranges(&model, 30.0f, r);
+    EXPECT(n == 2);
+    if (n != 2) return;
+    EXPECT(r[0].off < r[1].off && r[0].off + r[0].n <= r[1].off);
+    const lb_param_t *e = model.enc_rel, *d = model.dec_rel;
+    EXPECT(strstr(e->name, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias") &&
+           strstr(d->name, "decoder.block.0.layer.0.SelfAttention.relative_attention_bias"));
+    for (int i = 0; i < 2; i++) {
+        const lb_param_t *p = model.block + r[i].off == e->w ? e : d;
+        EXPECT(model.block + r[i].off == p->w && r[i].n == p->numel && r[i].lr_mult == 30.0f &&
+               r[i].wd_mult == 1.0f);
+    }
+    size_t nt = model.n_train;
+    lb_real *before = malloc(nt * sizeof(lb_real)), *g = malloc(nt * sizeof(lb_real));
+    memcpy(before, model.block, nt * sizeof(lb_real));
+    for (size_t j = 0; j < nt; j++) g[j] = (j % 3) ? 0.5f : -2.0f;
+    adamw_t o;
+    adamw_init(&o, nt, 0.9f, 0.999f, 1e-8f, 0);
+    adamw_step(&o, model.block, g, 1e-3f, r, n);
+    size_t bad = 0, in_bias = 0;
+    for (size_t j = 0; j < nt; j++) {
+        int b = (j >= r[0].off && j < r[0].off + r[0].n) || (j >= r[1].off && j < r[1].off + r[1].n);
+        in_bias += (size_t)b;
+        double want = (g[j] > 0 ? -1e-3 : 1e-3) * (b ? 30 : 1);
+        if (fabs((model.block[j] - before[j]) - want) > 2e-6 * (1 + fabs(before[j]))) bad++;
+    }
+    EXPECTF(bad == 0, "%zu of %zu elements moved by the wrong amount", bad, nt);
+    EXPECT(in_bias == e->numel + d->numel);
+    memcpy(model.block, before, nt * sizeof(lb_real));  // the fixture's values for later tests
+    adamw_free(&o);
+    free(before);
+    free(g);
+    // a partial fine-tune of the last decoder block trains no bias table: no range
+    t5_set_trainable(&model, pred_last_decoder_block, NULL);
+    EXPECT(model.n_train > 0 && t5_position_bias_ranges(&model, 30.0f, r) == 0);
+    t5_set_trainable(&model, NULL, NULL);
+}
+
 int main(void) {
     setup();
     RUN(test_forward_matches_hf);
@@ -432,6 +480,7 @@ int main(void) {
     RUN(test_decoder_lora_skips_encoder);
     RUN(test_grad_accumulation);
     RUN(test_training_converges_and_repeats);
+    RUN(test_position_bias_lr_ratio);
     t5_free(&model);
     train_batch_free(&batch);
     st_close(&ref);
