@@ -827,7 +827,7 @@ int runner_spawn_worker(const char *exe, const char *workspace, int64_t id, int6
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
     posix_spawnattr_init(&at);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID);
-    char *argv[] = {(char *)exe, "worker", "--workspace", (char *)workspace, "--run", idbuf, NULL};
+    char *argv[] = {"lorabench", "worker", "--workspace", (char *)workspace, "--run", idbuf, NULL};
     pid_t p;
     int e = posix_spawn(&p, exe, &fa, &at, argv, environ);
     posix_spawn_file_actions_destroy(&fa);

@@ -167,7 +167,8 @@ JSON
 pt_spec span ""
 pt_spec denoise ', "denoise_fraction": 1'
 pt_spec zero ', "denoise_fraction": 0'
-for n in span denoise zero; do "$B" pretrain "$T/$n.json" --workspace "$W7" > "$T/out7$n" 2>&1; done
+pt_spec fastbias ', "position_bias_lr_ratio": 100'
+for n in span denoise zero fastbias; do "$B" pretrain "$T/$n.json" --workspace "$W7" > "$T/out7$n" 2>&1; done
 check "pretraining from a random init is done" 'grep -q "run 1 span: done  loss" "$T/out7span" && [ -f "$W7/runs/1/model/model.safetensors" ]'
 check "denoising pretraining is done" 'grep -q "run 2 denoise: done  loss" "$T/out7denoise"'
 "$B" export --what metrics --format csv --workspace "$W7" > "$T/m7.csv"
@@ -175,6 +176,10 @@ col() { awk -F, -v r="$1" -v c="$2" '$1 == r { print $c }' "$T/m7.csv"; }  # run
 check "denoising steps carry whole texts (tokens at least 1.5x those of span corruption)" \
     'paste -d" " <(col 2 10) <(col 1 10) | awk "{ if (\$1 < 1.5 * \$2) bad++ } END { exit !(NR == 3 && !bad) }"'
 check "denoise_fraction 0 is plain span corruption (same losses)" '[ "$(col 3 4)" = "$(col 1 4)" ] && [ -n "$(col 1 4)" ]'
+# position_bias_lr_ratio: the same first loss (same init and batch), then other losses as
+# the position biases take 100 times larger steps
+check "position_bias_lr_ratio 100 trains the biases faster (same first loss, then different)" \
+    '[ "$(col 4 4 | head -1)" = "$(col 1 4 | head -1)" ] && [ "$(col 4 4 | tail -n +2)" != "$(col 1 4 | tail -n +2)" ] && [ "$(col 4 4 | wc -l)" = 3 ]'
 # 8. A rebuild during a sweep: the driver's binary is deleted after it started, and every
 # run of the grid still starts (from the driver's own program) and finishes.
 W8="$T/ws8"

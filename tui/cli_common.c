@@ -62,14 +62,10 @@ void cli_json_string(FILE *f, const char *s) {
 int cli_is_help(const char *arg) { return arg && (!strcmp(arg, "--help") || !strcmp(arg, "-h")); }
 
 const char *cli_self_exe(void) {
-    static char path[PATH_MAX];
-    static const char deleted[] = " (deleted)";
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
-    if (n <= 0) return "lorabench";
-    path[n] = 0;
-    size_t dl = sizeof deleted - 1;
-    // the file was removed or replaced (a rebuild while a sweep runs): /proc/self/exe still
-    // starts this process's own program, so workers speak the driver's protocol
-    if ((size_t)n > dl && !strcmp(path + n - dl, deleted)) return "/proc/self/exe";
-    return path;
+    // /proc/self/exe starts this process's own program even when its file was removed or
+    // replaced (a rebuild while a sweep runs), so workers speak the driver's protocol.
+    // Always this path, never the file's name read from it: the file can go between that
+    // reading and the spawn.
+    if (access("/proc/self/exe", X_OK) == 0) return "/proc/self/exe";
+    return "lorabench";
 }

@@ -26,8 +26,9 @@ void cli_json_string(FILE *f, const char *s);
 // 1 when arg is --help or -h.
 int cli_is_help(const char *arg);
 
-// The path that starts this program again, for spawning workers: its file, or
-// "/proc/self/exe" when the file was deleted or replaced since this process started.
+// The path that starts this program again, for spawning workers: "/proc/self/exe", which
+// stays valid when the file was deleted or replaced since this process started ("lorabench"
+// from PATH where there is no /proc).
 const char *cli_self_exe(void);
 
 #endif
