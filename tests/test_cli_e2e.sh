@@ -141,6 +141,19 @@ check "epoch 1's tokens/s ($tps1) covers its $tok12 tokens" \
 shown2=$(sed -n 's/^  epoch 2 .* mean loss \([0-9.]*\) .*/\1/p' "$T/show5")
 check "epoch 2's mean loss ($shown2) is the mean of its steps ($ep2)" \
     'awk -v a="$shown2" -v b="$ep2" "BEGIN { d = a - b; exit !(a != \"\" && d < 2e-4 && d > -2e-4) }"'
+# a run of 25 one-step epochs is shown in 9 lines of 3 epochs (the last of 1)
+cat > "$T/long.json" <<JSON
+{ "name": "long", "base_model": "$M", "method": "lora",
+  "dataset": { "path": "$T/data", "prefix": "summarize: ", "max_source_tokens": 24, "max_target_tokens": 8 },
+  "lora": { "r": 2, "alpha": 4, "targets": ["q"] },
+  "train": { "epochs": 25, "batch_size": 48, "lr": 0.003, "seed": 7, "checkpoint_every": 0 },
+  "eval": { "limit": 1, "max_new_tokens": 2 },
+  "threads": 1 }
+JSON
+"$B" train "$T/long.json" --workspace "$T/ws5l" > /dev/null 2>&1
+"$B" show 1 --workspace "$T/ws5l" > "$T/show5long"
+check "show groups 25 epochs into 9 lines (1–3, ..., 22–24, 25)" \
+    '[ "$(grep -Ec "^  epochs? [0-9]" "$T/show5long")" -eq 9 ] && grep -Eq "^  epochs 1–3  steps 1–3  mean loss" "$T/show5long" && grep -Eq "^  epochs 22–24  steps 22–24  mean loss" "$T/show5long" && grep -Eq "^  epoch 25 +steps 25–25  mean loss" "$T/show5long"'
 
 # 6. Frozen weights in bf16: the run trains and is evaluated like the fp32 one; the fixture's
 # fp32 weights are rounded, so its losses are close to those of run 2, not equal.

@@ -147,7 +147,8 @@ int cmd_runs(int argc, char **argv) {
 
 // One line per epoch of the run's stored steps: the step range, the mean loss, the mean
 // time per step and the throughput (an epoch's step counts it when its progress, stored
-// as a fraction of epochs, is at most the epoch's number).
+// as a fraction of epochs, is at most the epoch's number). A run of more than 12 epochs
+// gets at most 10 lines, each over as many whole epochs as that takes.
 static void print_epochs(store_t *st, int64_t id) {
     store_metric_t *m = NULL;
     size_t n = 0;
@@ -156,25 +157,39 @@ static void print_epochs(store_t *st, int64_t id) {
         free(m);
         return;
     }
+    size_t *first = xmalloc((n + 1) * sizeof(size_t));  // first stored step of each epoch
+    long *num = xmalloc(n * sizeof(long));
+    size_t ne = 0;
     for (size_t i = 0; i < n;) {
         long ep = (long)ceil(m[i].epoch - 1e-9);
         if (ep < 1) ep = 1;
-        size_t j = i;
+        size_t j = i + 1;
+        while (j < n && (long)ceil(m[j].epoch - 1e-9) <= ep) j++;
+        first[ne] = i;
+        num[ne++] = ep;
+        i = j;
+    }
+    first[ne] = n;
+    size_t per = ne > 12 ? (ne + 9) / 10 : 1;
+    for (size_t e = 0; e < ne; e += per) {
+        size_t e2 = e + per < ne ? e + per : ne, i = first[e], j = first[e2];
         double loss = 0, ms = 0;
         long nl = 0, nms = 0;
-        for (; j < n && (j == i || (long)ceil(m[j].epoch - 1e-9) <= ep); j++) {
-            if (!isnan(m[j].loss)) loss += m[j].loss, nl++;
-            if (!isnan(m[j].step_ms)) ms += m[j].step_ms, nms++;
+        for (size_t k = i; k < j; k++) {
+            if (!isnan(m[k].loss)) loss += m[k].loss, nl++;
+            if (!isnan(m[k].step_ms)) ms += m[k].step_ms, nms++;
         }
         // tokens are stored as the running total of the run
         int64_t tokens = m[j - 1].tokens - (i > 0 && m[i - 1].tokens > 0 ? m[i - 1].tokens : 0);
-        printf("  epoch %-3ld steps %lld–%lld", ep, (long long)m[i].step, (long long)m[j - 1].step);
+        if (e2 - e == 1) printf("  epoch %-3ld steps %lld–%lld", num[e], (long long)m[i].step, (long long)m[j - 1].step);
+        else printf("  epochs %ld–%ld  steps %lld–%lld", num[e], num[e2 - 1], (long long)m[i].step, (long long)m[j - 1].step);
         if (nl) printf("  mean loss %.4f", loss / (double)nl);
         if (nms) printf("  %.1f ms/step", ms / (double)nms);
         if (nms && ms > 0 && m[j - 1].tokens > 0 && tokens > 0) printf("  %.0f tokens/s", (double)tokens / (ms / 1000.0));
         printf("\n");
-        i = j;
     }
+    free(first);
+    free(num);
     free(m);
 }
 
