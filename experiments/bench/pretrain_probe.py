@@ -1,0 +1,147 @@
+"""The pretraining probe of experiments/models/t5-tiny/README.md (stage 3): continue
+pretraining t5-tiny in transformers + PyTorch on a GPU with a given recipe, watch the
+denoising ("copy") loss on 256 validation descriptions, then fine-tune a copy of the model
+for one epoch on 8,000 debsum pairs (batch 32, lr 1e-3, as the lora-vs-full preset) and
+score greedy outputs on the 500 test examples with `lorabench rouge --stem`. It only
+chooses a recipe in minutes of GPU time; the bundled weights are trained by lorabench.
+
+  LB=build/lorabench python3 experiments/bench/pretrain_probe.py STEPS,LR,DENOISE,BATCH,INIT[,BIAS_RATIO] ...
+
+INIT is `base` (the shipped weights) or `rand` (lorabench's initialisation); BIAS_RATIO is
+train.position_bias_lr_ratio. EVAL_AT=1000,2000 also fine-tunes copies at those steps;
+BIGFT=1 adds a fine-tune of 2 epochs over all 20,000 pairs at the end. Run from the
+repository root; predictions go to /tmp/pred_*.jsonl.
+"""
+import json, math, os, random, subprocess, sys, time
+import numpy as np, torch
+from tokenizers import Tokenizer
+from transformers import T5ForConditionalGeneration
+
+M = "experiments/models/t5-tiny"; D = "experiments/data/debsum"; OUT = os.environ.get("OUT", "/tmp")
+dev = "cuda"
+tok = Tokenizer.from_file(f"{M}/tokenizer.json")
+def enc(t, n):
+    ids = tok.encode(t).ids
+    if ids and ids[-1] == 1: ids = ids[:-1]
+    return ids[: n - 1] + [1]
+def rd(s): return [json.loads(l) for l in open(f"{D}/{s}.jsonl")]
+train, test, val = rd("train"), rd("test"), rd("validation")
+descs = [enc(r["description"], 128) for r in train]
+vdescs = [enc(r["description"], 128) for r in val[:256]]
+SENT = 8099  # <extra_id_0> is the last id below 8100: ids 8000..8099 are extra_id_99..0
+def sent(i): return 8099 - i
+
+def noise_mask(n, rng, dens=0.15, mspan=3.0):
+    nn = max(1, min(n - 1, round(n * dens))); ns = max(1, round(nn / mspan)); nk = n - nn
+    def seg(total, k):
+        cuts = np.sort(rng.choice(np.arange(1, total), k - 1, replace=False)) if k > 1 else np.array([], int)
+        return np.diff(np.concatenate([[0], cuts, [total]]))
+    ns = min(ns, nn, nk)
+    nl, kl = seg(nn, ns), seg(nk, ns)
+    m = []
+    for a, b in zip(kl, nl): m += [0] * a + [1] * b
+    return np.array(m, bool)
+
+def corrupt(ids, rng, denoise):
+    body = ids[:-1]; n = len(body)
+    if n < 2: return ids, ids
+    m = noise_mask(n, rng)
+    inp, tgt, s, prev = [], [], 0, False
+    for t, x in zip(body, m):
+        if x:
+            if not prev: inp.append(sent(s)); tgt.append(sent(s)); s += 1
+            tgt.append(t)
+        else: inp.append(t)
+        prev = x
+    inp.append(1); tgt.append(1)
+    return inp, (ids if denoise else tgt)
+
+def pad(seqs, v=0):
+    L = max(len(s) for s in seqs); return torch.tensor([s + [v] * (L - len(s)) for s in seqs])
+
+def step_batch(model, srcs, tgts):
+    x = pad(srcs).to(dev); y = pad(tgts, -100).to(dev)
+    return model(input_ids=x, attention_mask=(x != 0).long(), labels=y).loss
+
+def sched(opt, lr, warm, total, i):
+    f = min(1.0, (i + 1) / max(1, warm)) if i < warm else max(0.0, (total - i) / max(1, total - warm))
+    for g in opt.param_groups: g["lr"] = lr * f * g.get("mult", 1.0)
+
+def groups(model, mult):
+    rb = [p for n, p in model.named_parameters() if "relative_attention_bias" in n]
+    rest = [p for n, p in model.named_parameters() if "relative_attention_bias" not in n]
+    return [{"params": rest, "mult": 1.0}, {"params": rb, "mult": mult}]
+
+def pretrain(model, steps, lr, denoise, bs, seed, mult):
+    rng = np.random.default_rng(seed); random.seed(seed)
+    opt = torch.optim.AdamW(groups(model, mult), lr=lr, weight_decay=0.0)
+    model.train(); order = list(range(len(descs))); pos = len(order); acc = []
+    for i in range(steps):
+        sched(opt, lr, min(100, steps // 10), steps, i)
+        if pos + bs > len(order): random.shuffle(order); pos = 0
+        idx = order[pos:pos + bs]; pos += bs
+        pairs = [corrupt(descs[j], rng, rng.random() < denoise) for j in idx]
+        loss = step_batch(model, [p[0] for p in pairs], [p[1] for p in pairs])
+        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
+        acc.append(loss.item())
+        if (i + 1) in EVAL_AT:
+            import copy
+            finetune_eval(copy.deepcopy(model), f"at{i+1}"); model.train()
+        if (i + 1) % max(1, steps // 8) == 0:
+            print(f"  pt step {i+1} loss {np.mean(acc):.3f} copy-loss {copy_loss(model):.3f}", flush=True); acc = []
+            model.train()
+
+@torch.no_grad()
+def copy_loss(model):
+    model.eval(); rng = np.random.default_rng(7)
+    pairs = [corrupt(d, rng, True) for d in vdescs]
+    return float(np.mean([step_batch(model, [p[0] for p in pairs[k:k+64]], [p[1] for p in pairs[k:k+64]]).item() for k in range(0, 256, 64)]))
+
+def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0):
+    random.seed(42)
+    src = [enc("summarize: " + r["description"], 128) for r in train[:n]]
+    tgt = [enc(r["synopsis"], 32) for r in train[:n]]
+    opt = torch.optim.AdamW(groups(model, mult), lr=lr, weight_decay=0.0)
+    total = epochs * (n // bs); model.train(); i = 0; acc = []
+    for e in range(epochs):
+        order = list(range(n)); random.shuffle(order)
+        for k in range(0, n - bs + 1, bs):
+            sched(opt, lr, int(0.06 * total), total, i); i += 1
+            b = order[k:k + bs]
+            loss = step_batch(model, [src[j] for j in b], [tgt[j] for j in b])
+            opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
+            acc.append(loss.item())
+    model.eval(); preds = []
+    with torch.no_grad():
+        for k in range(0, 500, 100):
+            xs = pad([enc("summarize: " + r["description"], 128) for r in test[k:k+100]]).to(dev)
+            out = model.generate(input_ids=xs, attention_mask=(xs != 0).long(), max_new_tokens=32, num_beams=1, do_sample=False)
+            preds += [tok.decode([t for t in o.tolist() if t > 2]) for o in out]
+    fn = f"/tmp/pred_{tag}.jsonl"
+    with open(fn, "w") as f:
+        for p, r in zip(preds, test[:500]): f.write(json.dumps({"prediction": p, "target": r["synopsis"]}) + "\n")
+    res = subprocess.run([os.environ["LB"], "rouge", "--jsonl", fn, "--stem", "--resamples", "200"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    r1 = json.loads(res)["aggregate"]["rouge1"]["mean"][2]
+    print(f"  [{tag} n={n} epochs={epochs}] ft loss(last 50) {np.mean(acc[-50:]):.3f}  ROUGE-1 {r1:.4f}  e.g. {preds[0]!r} | {preds[1]!r}", flush=True)
+    return r1
+
+EVAL_AT = {int(x) for x in os.environ.get("EVAL_AT", "").split(",") if x}
+for cfg in sys.argv[1:]:
+    steps, lr, den, bs, init, mult = (cfg.split(",") + ["1"])[:6]; mult = float(mult)
+    steps, lr, den, bs = int(steps), float(lr), float(den), int(bs)
+    torch.manual_seed(0); t0 = time.time()
+    model = T5ForConditionalGeneration.from_pretrained(M, torch_dtype=torch.float32).to(dev)
+    if init == "rand":
+        model = T5ForConditionalGeneration(model.config).to(dev)
+        with torch.no_grad():  # lorabench's init (Mesh TF T5 v1.1), not transformers' head std 1
+            model.lm_head.weight.normal_(0, model.config.d_model ** -0.5)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "relative_attention_bias" in n:
+                print(f"  {n}: max |b| {p.abs().max().item():.3f}  std over buckets {p.std(0).mean().item():.3f}")
+    print(f"== {cfg}: copy-loss at start {copy_loss(model):.3f}", flush=True)
+    if steps: pretrain(model, steps, lr, den, bs, 3, mult)
+    import copy
+    finetune_eval(copy.deepcopy(model), cfg.replace(",", "_"))
+    if os.environ.get("BIGFT"): finetune_eval(model, "big", n=20000, epochs=2)
+    print(f"  ({time.time()-t0:.0f} s)", flush=True)
