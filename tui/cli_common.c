@@ -1,7 +1,6 @@
 #include "cli_common.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -17,7 +17,7 @@ import numpy as np, torch
 from tokenizers import Tokenizer
 from transformers import T5ForConditionalGeneration
 
-M = "experiments/models/t5-tiny"; D = "experiments/data/debsum"; OUT = os.environ.get("OUT", "/tmp")
+M = "experiments/models/t5-tiny"; D = "experiments/data/debsum"
 dev = "cuda"
 tok = Tokenizer.from_file(f"{M}/tokenizer.json")
 def enc(t, n):
@@ -28,7 +28,7 @@ def rd(s): return [json.loads(l) for l in open(f"{D}/{s}.jsonl")]
 train, test, val = rd("train"), rd("test"), rd("validation")
 descs = [enc(r["description"], 128) for r in train]
 vdescs = [enc(r["description"], 128) for r in val[:256]]
-SENT = 8099  # <extra_id_0> is the last id below 8100: ids 8000..8099 are extra_id_99..0
+# ids 8000..8099 are <extra_id_99>..<extra_id_0>
 def sent(i): return 8099 - i
 
 def noise_mask(n, rng, dens=0.15, mspan=3.0):
