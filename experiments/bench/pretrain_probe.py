@@ -1,4 +1,4 @@
-"""The pretraining probe of experiments/models/t5-tiny/README.md (stage 3): continue
+"""The pretraining probe of experiments/models/t5-tiny/README.md (stages 3-5): continue
 pretraining t5-tiny in transformers + PyTorch on a GPU with a given recipe, watch the
 denoising ("copy") loss on 256 validation descriptions, then fine-tune a copy of the model
 for one epoch on 8,000 debsum pairs (batch 32, lr 1e-3, as the lora-vs-full preset) and
@@ -8,9 +8,10 @@ chooses a recipe in minutes of GPU time; the bundled weights are trained by lora
   LB=build/lorabench python3 experiments/bench/pretrain_probe.py STEPS,LR,DENOISE,BATCH,INIT[,BIAS_RATIO] ...
 
 INIT is `base` (the shipped weights) or `rand` (lorabench's initialisation); BIAS_RATIO is
-train.position_bias_lr_ratio. EVAL_AT=1000,2000 also fine-tunes copies at those steps;
-BIGFT=1 adds a fine-tune of 2 epochs over all 20,000 pairs at the end. Run from the
-repository root; predictions go to /tmp/pred_*.jsonl.
+train.position_bias_lr_ratio. EVAL_AT=1000,2000 also fine-tunes copies at those steps.
+FTS lists the fine-tunes, each N:EPOCHS:LR:LORA_R (LORA_R 0: a full fine-tune; otherwise
+PEFT LoRA on q,v with alpha 16), e.g. FTS=8000:1:1e-3:0,20000:2:1e-3:8; the default is
+8000:1:1e-3:0. Run from the repository root; predictions go to /tmp/pred_*.jsonl.
 """
 import json, math, os, random, subprocess, sys, time
 import numpy as np, torch
@@ -85,8 +86,7 @@ def pretrain(model, steps, lr, denoise, bs, seed, mult):
         opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
         acc.append(loss.item())
         if (i + 1) in EVAL_AT:
-            import copy
-            finetune_eval(copy.deepcopy(model), f"at{i+1}"); model.train()
+            fine_tunes(model, f"at{i+1}"); model.train()
         if (i + 1) % max(1, steps // 8) == 0:
             print(f"  pt step {i+1} loss {np.mean(acc):.3f} copy-loss {copy_loss(model):.3f}", flush=True); acc = []
             model.train()
@@ -97,11 +97,16 @@ def copy_loss(model):
     pairs = [corrupt(d, rng, True) for d in vdescs]
     return float(np.mean([step_batch(model, [p[0] for p in pairs[k:k+64]], [p[1] for p in pairs[k:k+64]]).item() for k in range(0, 256, 64)]))
 
-def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0):
+def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0, lora_r=0):
     random.seed(42)
+    if lora_r:  # PEFT LoRA on q,v, alpha 16, dropout 0.05, as the rank-sweep preset
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=16, lora_dropout=0.05,
+                                                 target_modules=["q", "v"]))
     src = [enc("summarize: " + r["description"], 128) for r in train[:n]]
     tgt = [enc(r["synopsis"], 32) for r in train[:n]]
-    opt = torch.optim.AdamW(groups(model, mult), lr=lr, weight_decay=0.0)
+    params = [{"params": [p for p in model.parameters() if p.requires_grad], "mult": 1.0}]
+    opt = torch.optim.AdamW(params if lora_r else groups(model, mult), lr=lr, weight_decay=0.0)
     total = epochs * (n // bs); model.train(); i = 0; acc = []
     for e in range(epochs):
         order = list(range(n)); random.shuffle(order)
@@ -122,8 +127,15 @@ def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0):
         for p, r in zip(preds, test[:500]): f.write(json.dumps({"prediction": p, "target": r["synopsis"]}) + "\n")
     res = subprocess.run([os.environ["LB"], "rouge", "--jsonl", fn, "--stem", "--resamples", "200"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
     r1 = json.loads(res)["aggregate"]["rouge1"]["mean"][2]
-    print(f"  [{tag} n={n} epochs={epochs}] ft loss(last 50) {np.mean(acc[-50:]):.3f}  ROUGE-1 {r1:.4f}  e.g. {preds[0]!r} | {preds[1]!r}", flush=True)
+    print(f"  [{tag} n={n} epochs={epochs} lr={lr} lora_r={lora_r}] ft loss(last 50) {np.mean(acc[-50:]):.3f}  ROUGE-1 {r1:.4f}  e.g. {preds[0]!r} | {preds[1]!r}", flush=True)
     return r1
+
+def fine_tunes(model, tag):
+    import copy
+    for v in os.environ.get("FTS", "8000:1:1e-3:0").split(","):
+        n, ep, lr, r = v.split(":")
+        finetune_eval(copy.deepcopy(model), tag, n=int(n), epochs=int(ep), lr=float(lr), lora_r=int(r))
+
 
 EVAL_AT = {int(x) for x in os.environ.get("EVAL_AT", "").split(",") if x}
 for cfg in sys.argv[1:]:
@@ -141,7 +153,5 @@ for cfg in sys.argv[1:]:
                 print(f"  {n}: max |b| {p.abs().max().item():.3f}  std over buckets {p.std(0).mean().item():.3f}")
     print(f"== {cfg}: copy-loss at start {copy_loss(model):.3f}", flush=True)
     if steps: pretrain(model, steps, lr, den, bs, 3, mult)
-    import copy
-    finetune_eval(copy.deepcopy(model), cfg.replace(",", "_"))
-    if os.environ.get("BIGFT"): finetune_eval(model, "big", n=20000, epochs=2)
+    fine_tunes(model, cfg.replace(",", "_"))
     print(f"  ({time.time()-t0:.0f} s)", flush=True)
