@@ -11,9 +11,9 @@ INIT is `base` (the shipped weights) or `rand` (lorabench's initialisation); BIA
 train.position_bias_lr_ratio. EVAL_AT=1000,2000 also fine-tunes copies at those steps.
 FTS lists the fine-tunes, each N:EPOCHS:LR:LORA_R (LORA_R 0: a full fine-tune; otherwise
 PEFT LoRA on q,v with alpha 16), e.g. FTS=8000:1:1e-3:0,20000:2:1e-3:8; the default is
-8000:1:1e-3:0. Run from the repository root; predictions go to /tmp/pred_*.jsonl.
+8000:1:1e-3:0; FT_SEED (42) seeds their shuffling. Run from the repository root; predictions go to $OUT (or /tmp)/pred_*.jsonl.
 """
-import json, math, os, random, subprocess, sys, time
+import json, math, os, random, re, subprocess, sys, time
 import numpy as np, torch
 from tokenizers import Tokenizer
 from transformers import T5ForConditionalGeneration
@@ -57,6 +57,30 @@ def corrupt(ids, rng, denoise):
     inp.append(1); tgt.append(1)
     return inp, (ids if denoise else tgt)
 
+def words(t): return re.findall(r"\w+", t.lower())
+
+def gap_sentence(text):
+    """PEGASUS's gap-sentence objective on one description: the sentence with the best
+    unigram F1 against the rest is replaced by <extra_id_0> in the input and becomes the
+    target. None for a description of one sentence."""
+    ss = [x for x in re.split(r"(?<=[.!?])\s+", text.strip()) if x]
+    if len(ss) < 2: return None
+    def f1(i):
+        a = set(words(ss[i])); b = set(w for k, x in enumerate(ss) if k != i for w in words(x))
+        c = len(a & b); return 0.0 if not c else 2 * c / (len(a) + len(b))
+    i = max(range(len(ss)), key=f1)
+    part = lambda t: enc(t, 200)[:-1] if t else []
+    inp = part(" ".join(ss[:i])) + [sent(0)] + part(" ".join(ss[i + 1:]))
+    return inp[:127] + [1], enc(ss[i], 48)
+
+GSG = float(os.environ.get("GSG", "0"))
+gsgs = [gap_sentence(r["description"]) for r in train] if GSG else []
+if GSG:
+    ok = [g for g in gsgs if g]
+    first = sum(1 for r, g in zip(train, gsgs)
+                if g and g[1] == enc(re.split(r"(?<=[.!?])\s+", r["description"].strip())[0], 48))
+    print(f"gap sentences: {len(ok)} of {len(gsgs)} descriptions; the first sentence in {first}")
+
 def pad(seqs, v=0):
     L = max(len(s) for s in seqs); return torch.tensor([s + [v] * (L - len(s)) for s in seqs])
 
@@ -81,7 +105,8 @@ def pretrain(model, steps, lr, denoise, bs, seed, mult):
         sched(opt, lr, min(100, steps // 10), steps, i)
         if pos + bs > len(order): random.shuffle(order); pos = 0
         idx = order[pos:pos + bs]; pos += bs
-        pairs = [corrupt(descs[j], rng, rng.random() < denoise) for j in idx]
+        pairs = [gsgs[j] if GSG and gsgs[j] and rng.random() < GSG else
+                 corrupt(descs[j], rng, rng.random() < denoise) for j in idx]
         loss = step_batch(model, [p[0] for p in pairs], [p[1] for p in pairs])
         opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
         acc.append(loss.item())
@@ -98,7 +123,7 @@ def copy_loss(model):
     return float(np.mean([step_batch(model, [p[0] for p in pairs[k:k+64]], [p[1] for p in pairs[k:k+64]]).item() for k in range(0, 256, 64)]))
 
 def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0, lora_r=0):
-    random.seed(42)
+    seed = int(os.environ.get("FT_SEED", "42")); random.seed(seed); torch.manual_seed(seed)
     if lora_r:  # PEFT LoRA on q,v, alpha 16, dropout 0.05, as the rank-sweep preset
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=16, lora_dropout=0.05,
@@ -122,12 +147,13 @@ def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0, lora_r
             xs = pad([enc("summarize: " + r["description"], 128) for r in test[k:k+100]]).to(dev)
             out = model.generate(input_ids=xs, attention_mask=(xs != 0).long(), max_new_tokens=32, num_beams=1, do_sample=False)
             preds += [tok.decode([t for t in o.tolist() if t > 2]) for o in out]
-    fn = f"/tmp/pred_{tag}.jsonl"
+    fn = f"{os.environ.get('OUT', '/tmp')}/pred_{tag}_{n}x{epochs}_lr{lr}_r{lora_r}.jsonl"
     with open(fn, "w") as f:
         for p, r in zip(preds, test[:500]): f.write(json.dumps({"prediction": p, "target": r["synopsis"]}) + "\n")
     res = subprocess.run([os.environ["LB"], "rouge", "--jsonl", fn, "--stem", "--resamples", "200"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
     r1 = json.loads(res)["aggregate"]["rouge1"]["mean"][2]
-    print(f"  [{tag} n={n} epochs={epochs} lr={lr} lora_r={lora_r}] ft loss(last 50) {np.mean(acc[-50:]):.3f}  ROUGE-1 {r1:.4f}  e.g. {preds[0]!r} | {preds[1]!r}", flush=True)
+    words = np.mean([len(p.split()) for p in preds]) / np.mean([len(r["synopsis"].split()) for r in test[:500]])
+    print(f"  [{tag} n={n} epochs={epochs} lr={lr} lora_r={lora_r}] ft loss(last 50) {np.mean(acc[-50:]):.3f}  ROUGE-1 {r1:.4f}  words/reference {words:.2f}  e.g. {preds[0]!r} | {preds[1]!r}", flush=True)
     return r1
 
 def fine_tunes(model, tag):
