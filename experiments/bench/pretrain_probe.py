@@ -11,7 +11,7 @@ INIT is `base` (the shipped weights) or `rand` (lorabench's initialisation); BIA
 train.position_bias_lr_ratio. EVAL_AT=1000,2000 also fine-tunes copies at those steps.
 FTS lists the fine-tunes, each N:EPOCHS:LR:LORA_R (LORA_R 0: a full fine-tune; otherwise
 PEFT LoRA on q,v with alpha 16), e.g. FTS=8000:1:1e-3:0,20000:2:1e-3:8; the default is
-8000:1:1e-3:0; FT_SEED (42) seeds their shuffling. Run from the repository root; predictions go to $OUT (or /tmp)/pred_*.jsonl.
+8000:1:1e-3:0; FT_SEED (42) seeds their shuffling; LORAPLUS=16 gives LoRA's B matrices 16 times the rate (LoRA+). Run from the repository root; predictions go to $OUT (or /tmp)/pred_*.jsonl.
 """
 import json, math, os, random, re, subprocess, sys, time
 import numpy as np, torch
@@ -130,7 +130,9 @@ def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0, lora_r
                                                  target_modules=["q", "v"]))
     src = [enc("summarize: " + r["description"], 128) for r in train[:n]]
     tgt = [enc(r["synopsis"], 32) for r in train[:n]]
-    params = [{"params": [p for p in model.parameters() if p.requires_grad], "mult": 1.0}]
+    plus = float(os.environ.get("LORAPLUS", "1"))  # LoRA+: B learns at this multiple of A's rate
+    params = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" not in n], "mult": 1.0},
+              {"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n], "mult": plus}]
     opt = torch.optim.AdamW(params if lora_r else groups(model, mult), lr=lr, weight_decay=0.0)
     total = epochs * (n // bs); model.train(); i = 0; acc = []
     for e in range(epochs):
