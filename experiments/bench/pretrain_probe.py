@@ -11,7 +11,9 @@ INIT is `base` (the shipped weights) or `rand` (lorabench's initialisation); BIA
 train.position_bias_lr_ratio. EVAL_AT=1000,2000 also fine-tunes copies at those steps.
 FTS lists the fine-tunes, each N:EPOCHS:LR:LORA_R (LORA_R 0: a full fine-tune; otherwise
 PEFT LoRA on q,v with alpha 16), e.g. FTS=8000:1:1e-3:0,20000:2:1e-3:8; the default is
-8000:1:1e-3:0; FT_SEED (42) seeds their shuffling; LORAPLUS=16 gives LoRA's B matrices 16 times the rate (LoRA+). Run from the repository root; predictions go to $OUT (or /tmp)/pred_*.jsonl.
+8000:1:1e-3:0. FT_SEED (42) seeds their shuffling; LORAPLUS=16 gives LoRA's B matrices 16
+times the rate (LoRA+); GSG=0.5 makes half of the pretraining examples PEGASUS's gap
+sentences. Run from the repository root; predictions go to $OUT (or /tmp)/pred_*.jsonl.
 """
 import json, math, os, random, re, subprocess, sys, time
 import numpy as np, torch
@@ -59,11 +61,13 @@ def corrupt(ids, rng, denoise):
 
 def words(t): return re.findall(r"\w+", t.lower())
 
+def sentences(text): return [x for x in re.split(r"(?<=[.!?])\s+", text.strip()) if x]
+
 def gap_sentence(text):
     """PEGASUS's gap-sentence objective on one description: the sentence with the best
     unigram F1 against the rest is replaced by <extra_id_0> in the input and becomes the
     target. None for a description of one sentence."""
-    ss = [x for x in re.split(r"(?<=[.!?])\s+", text.strip()) if x]
+    ss = sentences(text)
     if len(ss) < 2: return None
     def f1(i):
         a = set(words(ss[i])); b = set(w for k, x in enumerate(ss) if k != i for w in words(x))
@@ -78,7 +82,7 @@ gsgs = [gap_sentence(r["description"]) for r in train] if GSG else []
 if GSG:
     ok = [g for g in gsgs if g]
     first = sum(1 for r, g in zip(train, gsgs)
-                if g and g[1] == enc(re.split(r"(?<=[.!?])\s+", r["description"].strip())[0], 48))
+                if g and g[1] == enc(sentences(r["description"])[0], 48))
     print(f"gap sentences: {len(ok)} of {len(gsgs)} descriptions; the first sentence in {first}")
 
 def pad(seqs, v=0):
@@ -154,8 +158,8 @@ def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0, lora_r
         for p, r in zip(preds, test[:500]): f.write(json.dumps({"prediction": p, "target": r["synopsis"]}) + "\n")
     res = subprocess.run([os.environ["LB"], "rouge", "--jsonl", fn, "--stem", "--resamples", "200"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
     r1 = json.loads(res)["aggregate"]["rouge1"]["mean"][2]
-    words = np.mean([len(p.split()) for p in preds]) / np.mean([len(r["synopsis"].split()) for r in test[:500]])
-    print(f"  [{tag} n={n} epochs={epochs} lr={lr} lora_r={lora_r}] ft loss(last 50) {np.mean(acc[-50:]):.3f}  ROUGE-1 {r1:.4f}  words/reference {words:.2f}  e.g. {preds[0]!r} | {preds[1]!r}", flush=True)
+    ratio = np.mean([len(p.split()) for p in preds]) / np.mean([len(r["synopsis"].split()) for r in test[:500]])
+    print(f"  [{tag} n={n} epochs={epochs} lr={lr} lora_r={lora_r}] ft loss(last 50) {np.mean(acc[-50:]):.3f}  ROUGE-1 {r1:.4f}  words/reference {ratio:.2f}  e.g. {preds[0]!r} | {preds[1]!r}", flush=True)
     return r1
 
 def fine_tunes(model, tag):
