@@ -10,10 +10,14 @@ chooses a recipe in minutes of GPU time; the bundled weights are trained by lora
 INIT is `base` (the shipped weights) or `rand` (lorabench's initialisation); BIAS_RATIO is
 train.position_bias_lr_ratio. EVAL_AT=1000,2000 also fine-tunes copies at those steps.
 FTS lists the fine-tunes, each N:EPOCHS:LR:LORA_R (LORA_R 0: a full fine-tune; otherwise
-PEFT LoRA on q,v with alpha 16), e.g. FTS=8000:1:1e-3:0,20000:2:1e-3:8; the default is
+PEFT LoRA on q,v with alpha 16, or LORA_ALPHA), e.g. FTS=8000:1:1e-3:0,20000:2:1e-3:8; the default is
 8000:1:1e-3:0. FT_SEED (42) seeds their shuffling; LORAPLUS=16 gives LoRA's B matrices 16
 times the rate (LoRA+); GSG=0.5 makes half of the pretraining examples PEGASUS's gap
-sentences. Run from the repository root; predictions go to $OUT (or /tmp)/pred_*.jsonl.
+sentences. MAXSRC (128) cuts the fine-tunes' inputs to that many tokens; FT_DROPOUT sets
+the dropout of the fine-tunes; GEN_MIN=0,6 scores greedy outputs held to at least that many
+new tokens, on the validation and the test split; GEN_NR=3 blocks repeated 3-grams; PKG=1
+puts the package name before the description; DESCS=FILE pretrains on other descriptions
+(pretraining_text()). Run from the repository root; predictions go to $OUT (or /tmp)/pred_*.jsonl.
 """
 import json, math, os, random, re, subprocess, sys, time
 import numpy as np, torch
@@ -29,7 +33,18 @@ def enc(t, n):
     return ids[: n - 1] + [1]
 def rd(s): return [json.loads(l) for l in open(f"{D}/{s}.jsonl")]
 train, test, val = rd("train"), rd("test"), rd("validation")
-descs = [enc(r["description"], 128) for r in train]
+def pretraining_text():
+    """The descriptions to pretrain on: the training split's, or DESCS=FILE (.jsonl, or
+    .jsonl.xz) of rows with a "description", e.g. a larger train split that
+    `lorabench data build-debsum --train N` writes from the same families."""
+    f = os.environ.get("DESCS")
+    if not f: return [r["description"] for r in train]
+    import lzma
+    with (lzma.open(f, "rt") if f.endswith(".xz") else open(f)) as fh:
+        return [json.loads(l)["description"] for l in fh]
+texts = pretraining_text()
+descs = [enc(d, 128) for d in texts]
+print(f"pretraining text: {len(descs)} descriptions")
 vdescs = [enc(r["description"], 128) for r in val[:256]]
 # ids 8000..8099 are <extra_id_99>..<extra_id_0>
 def sent(i): return 8099 - i
@@ -78,11 +93,10 @@ def gap_sentence(text):
     return inp[:127] + [1], enc(ss[i], 48)
 
 GSG = float(os.environ.get("GSG", "0"))
-gsgs = [gap_sentence(r["description"]) for r in train] if GSG else []
+gsgs = [gap_sentence(d) for d in texts] if GSG else []
 if GSG:
     ok = [g for g in gsgs if g]
-    first = sum(1 for r, g in zip(train, gsgs)
-                if g and g[1] == enc(sentences(r["description"])[0], 48))
+    first = sum(1 for d, g in zip(texts, gsgs) if g and g[1] == enc(sentences(d)[0], 48))
     print(f"gap sentences: {len(ok)} of {len(gsgs)} descriptions; the first sentence in {first}")
 
 def pad(seqs, v=0):
@@ -128,12 +142,18 @@ def copy_loss(model):
 
 def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0, lora_r=0):
     seed = int(os.environ.get("FT_SEED", "42")); random.seed(seed); torch.manual_seed(seed)
-    if lora_r:  # PEFT LoRA on q,v, alpha 16, dropout 0.05, as the rank-sweep preset
+    if lora_r:  # PEFT LoRA on q,v, alpha 16 (LORA_ALPHA), dropout 0.05, as the rank-sweep preset
         from peft import LoraConfig, get_peft_model
-        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=16, lora_dropout=0.05,
+        alpha = int(os.environ.get("LORA_ALPHA", "16"))
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=alpha, lora_dropout=0.05,
                                                  target_modules=["q", "v"]))
-    src = [enc("summarize: " + r["description"], 128) for r in train[:n]]
+    src_len = int(os.environ.get("MAXSRC", "128"))
+    src = [enc(source(r), src_len) for r in train[:n]]
     tgt = [enc(r["synopsis"], 32) for r in train[:n]]
+    drop = os.environ.get("FT_DROPOUT")
+    if drop is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout): m.p = float(drop)
     plus = float(os.environ.get("LORAPLUS", "1"))  # LoRA+: B learns at this multiple of A's rate
     params = [{"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" not in n], "mult": 1.0},
               {"params": [p for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n], "mult": plus}]
@@ -147,20 +167,36 @@ def finetune_eval(model, tag, n=8000, epochs=1, lr=1e-3, bs=32, mult=1.0, lora_r
             loss = step_batch(model, [src[j] for j in b], [tgt[j] for j in b])
             opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
             acc.append(loss.item())
+    tag = f"{tag}_{n}x{epochs}_lr{lr}_r{lora_r}"
+    per = n // bs  # the mean loss of each epoch, as `lorabench show` prints it
+    means = " ".join(f"{np.mean(acc[e * per:(e + 1) * per]):.3f}" for e in range(epochs))
+    print(f"  [{tag}] ft loss(last 50) {np.mean(acc[-50:]):.3f}  per epoch {means}", flush=True)
+    for m in GEN_MIN:
+        for split, rows in (("validation", val), ("test", test)):
+            score(model, rows, src_len, m, f"{tag}_{split}_min{m}")
+
+def source(r):
+    """The fine-tune's input: the description, or with PKG=1 the package name before it."""
+    return f"summarize: {r['package']}: {r['description']}" if PKG else "summarize: " + r["description"]
+
+@torch.no_grad()
+def score(model, rows, src_len, min_new, tag):
+    """Greedy outputs for 500 rows, scored with `lorabench rouge --stem`; min_new > 0 holds
+    back the end of sequence for that many tokens (transformers' min_new_tokens)."""
     model.eval(); preds = []
-    with torch.no_grad():
-        for k in range(0, 500, 100):
-            xs = pad([enc("summarize: " + r["description"], 128) for r in test[k:k+100]]).to(dev)
-            out = model.generate(input_ids=xs, attention_mask=(xs != 0).long(), max_new_tokens=32, num_beams=1, do_sample=False)
-            preds += [tok.decode([t for t in o.tolist() if t > 2]) for o in out]
-    fn = f"{os.environ.get('OUT', '/tmp')}/pred_{tag}_{n}x{epochs}_lr{lr}_r{lora_r}.jsonl"
+    for k in range(0, 500, 100):
+        xs = pad([enc(source(r), src_len) for r in rows[k:k+100]]).to(dev)
+        out = model.generate(input_ids=xs, attention_mask=(xs != 0).long(), max_new_tokens=32,
+                             min_new_tokens=min_new, no_repeat_ngram_size=GEN_NR,
+                             num_beams=1, do_sample=False)
+        preds += [tok.decode([t for t in o.tolist() if t > 2]) for o in out]
+    fn = f"{os.environ.get('OUT', '/tmp')}/pred_{tag}.jsonl"
     with open(fn, "w") as f:
-        for p, r in zip(preds, test[:500]): f.write(json.dumps({"prediction": p, "target": r["synopsis"]}) + "\n")
+        for p, r in zip(preds, rows[:500]): f.write(json.dumps({"prediction": p, "target": r["synopsis"]}) + "\n")
     res = subprocess.run([os.environ["LB"], "rouge", "--jsonl", fn, "--stem", "--resamples", "200"], capture_output=True, text=True).stdout.strip().splitlines()[-1]
     r1 = json.loads(res)["aggregate"]["rouge1"]["mean"][2]
-    ratio = np.mean([len(p.split()) for p in preds]) / np.mean([len(r["synopsis"].split()) for r in test[:500]])
-    print(f"  [{tag} n={n} epochs={epochs} lr={lr} lora_r={lora_r}] ft loss(last 50) {np.mean(acc[-50:]):.3f}  ROUGE-1 {r1:.4f}  words/reference {ratio:.2f}  e.g. {preds[0]!r} | {preds[1]!r}", flush=True)
-    return r1
+    ratio = np.mean([len(p.split()) for p in preds]) / np.mean([len(r["synopsis"].split()) for r in rows[:500]])
+    print(f"    {tag}: ROUGE-1 {r1:.4f}  words/reference {ratio:.2f}  e.g. {preds[0]!r} | {preds[1]!r}", flush=True)
 
 def fine_tunes(model, tag):
     import copy
@@ -169,6 +205,9 @@ def fine_tunes(model, tag):
         finetune_eval(copy.deepcopy(model), tag, n=int(n), epochs=int(ep), lr=float(lr), lora_r=int(r))
 
 
+GEN_NR = int(os.environ.get("GEN_NR", "0"))
+PKG = os.environ.get("PKG", "0") == "1"
+GEN_MIN = [int(x) for x in os.environ.get("GEN_MIN", "0").split(",")]
 EVAL_AT = {int(x) for x in os.environ.get("EVAL_AT", "").split(",") if x}
 for cfg in sys.argv[1:]:
     steps, lr, den, bs, init, mult = (cfg.split(",") + ["1"])[:6]; mult = float(mult)
