@@ -15,15 +15,17 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 endif
 
 CFLAGS  ?= -O2 -g
-override CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread -Iengine -Istore \
-           -Iexperiments -Itui $(PKG_CFLAGS) $(SAN)
+# One folder per concern (ARCHITECTURE.md); every folder that holds headers is on the include path.
+SRC_DIRS := $(sort $(dir $(wildcard engine/*/*.h experiments/*/*.h store/*.h tui/*/*.h tui/*.h)))
+INCLUDES := $(patsubst %/,-I%,$(SRC_DIRS))
+override CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread $(INCLUDES) $(PKG_CFLAGS) $(SAN)
 override LDLIBS  += $(PKG_LIBS) -lm -pthread
 override LDFLAGS += $(SAN)
 
-ENGINE_SRC := $(sort $(wildcard engine/*.c))
+ENGINE_SRC := $(sort $(wildcard engine/*/*.c))
 STORE_SRC  := $(sort $(wildcard store/*.c))
-EXP_SRC    := $(sort $(wildcard experiments/*.c))
-TUI_SRC    := $(sort $(filter-out tui/main.c,$(wildcard tui/*.c)))
+EXP_SRC    := $(sort $(wildcard experiments/*/*.c))
+TUI_SRC    := $(sort $(wildcard tui/*/*.c))
 TEST_SRC   := $(sort $(wildcard tests/test_*.c))
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
@@ -103,8 +105,8 @@ endif
 # FUZZ_SECONDS; a corpus per target lives in build-fuzz/corpus/<target>.
 FUZZ_SECONDS ?= 60
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
-FUZZ_LIB_SRC := $(ENGINE_SRC) $(wildcard experiments/spec.c)
-FUZZ_FLAGS := -std=c11 -O1 -g -D_GNU_SOURCE -Iengine -Istore -Iexperiments $(PKG_CFLAGS) \
+FUZZ_LIB_SRC := $(ENGINE_SRC) $(wildcard experiments/run/spec.c)
+FUZZ_FLAGS := -std=c11 -O1 -g -D_GNU_SOURCE $(INCLUDES) $(PKG_CFLAGS) \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 build-fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p build-fuzz

@@ -4,8 +4,8 @@
 // with central differences whose error is ~1e-10. Each check would fail if any term of a
 // backward were dropped.
 #define LB_REAL_DOUBLE
-#include "../engine/linear.c"
-#include "../engine/t5.c"
+#include "../engine/kernels/linear.c"
+#include "../engine/model/t5.c"
 
 #include "harness.h"
 

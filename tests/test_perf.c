@@ -5,8 +5,8 @@
 // loss and gradients as running the encoder, with a smaller arena.
 static double gemm_flops;
 #define LB_GEMM_HOOK(M, N, K) (gemm_flops += 2.0 * (double)(M) * (double)(N) * (double)(K))
-#include "../engine/linear.c"
-#include "../engine/t5.c"
+#include "../engine/kernels/linear.c"
+#include "../engine/model/t5.c"
 
 #include "harness.h"
 #include "lora.h"
