@@ -302,7 +302,7 @@ static void test_decoder_lora_skips_encoder(void) {
 }
 
 // A small model trained on 64 fixed pairs (reverse a sequence of 6 tokens).
-static void make_pairs(int32_t *src, int32_t *tgt, train_pair_t *pairs, int n) {
+static void make_pairs(int32_t *src, int32_t *tgt, data_tokens_t *pairs, int n) {
     uint64_t s = 7;
     for (int i = 0; i < n; i++) {
         for (int j = 0; j < 6; j++) {
@@ -312,7 +312,7 @@ static void make_pairs(int32_t *src, int32_t *tgt, train_pair_t *pairs, int n) {
         src[i * 7 + 6] = 1;
         for (int j = 0; j < 6; j++) tgt[i * 7 + j] = src[i * 7 + 5 - j];
         tgt[i * 7 + 6] = 1;
-        pairs[i] = (train_pair_t){src + i * 7, 7, tgt + i * 7, 7};
+        pairs[i] = (data_tokens_t){src + i * 7, tgt + i * 7, 7, 7, 7, 7};
     }
 }
 
@@ -327,15 +327,6 @@ static void init_random(t5_model_t *m, uint64_t seed) {
             p->w[j] = is_ln ? 1.0f : (float)(u * sc * 1.7);
         }
     }
-}
-
-typedef struct {
-    float *losses;
-    int n, cap;
-} rec_t;
-static void record(const train_progress_t *p, void *u) {
-    rec_t *r = u;
-    if (r->n < r->cap) r->losses[r->n++] = p->loss;
 }
 
 // Trains a 2+2-layer model from a fixed init on the 64 pairs, batch 16, with dropout;
@@ -353,10 +344,14 @@ static int train_tiny(float *losses, int steps, int threads, const char *dropout
     t5_model_t m;
     t5_init_empty(&m, &c, &err);
     init_random(&m, 1);
-    t5_set_trainable(&m, t5_pred_all, NULL);
+    train_method_opts_t mo;
+    train_method_opts_default(&mo, TRAIN_METHOD_FULL);
+    train_params_t tp;
+    train_params_setup(&tp, &m, &mo, &err);
     int32_t src[64 * 7], tgt[64 * 7];
-    train_pair_t pairs[64];
+    data_tokens_t pairs[64];
     make_pairs(src, tgt, pairs, 64);
+    data_tokenized_t data = {pairs, 64, 0, 0};
     t5_acts_t *a = t5_acts_new(&m, 16, 7, 7);
     train_opts_t o;
     train_opts_default(&o);
@@ -366,19 +361,25 @@ static int train_tiny(float *losses, int steps, int threads, const char *dropout
     o.total_steps = steps;
     o.seed = seed;
     train_t t;
-    rec_t rec = {losses, 0, steps};
-    train_init(&t, &m, a, &o, &err);
-    t.cb = record;
-    t.user = &rec;
-    while (t.step < steps)
-        if (train_epoch(&t, pairs, 64, 16, steps, &err)) {
+    train_init(&t, &m, a, &tp, &o);
+    train_data_feed_t df;
+    train_data_feed_init(&df, &data, 16, seed, 0, 0);
+    train_feed_t feed = {train_data_feed_next, NULL, &df};
+    int n = 0;
+    while (t.step < steps) {
+        train_result_t r;
+        if (train_step(&t, &feed, &r, &err)) {
             fprintf(stderr, "    %s\n", err.msg);
             break;
         }
+        losses[n++] = r.loss;
+    }
+    train_data_feed_free(&df);
     train_free(&t);
+    train_params_free(&tp);
     t5_acts_free(a);
     t5_free(&m);
-    return rec.n;
+    return n;
 }
 
 static void test_training_converges_and_repeats(void) {
@@ -397,28 +398,46 @@ static void test_training_converges_and_repeats(void) {
     EXPECT(memcmp(d1, d3, sizeof d1) != 0);
 }
 
-// Gradient accumulation: the same batch as two micro batches gives the gradient of one.
+static int same_batch(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err) {
+    (void)micro;
+    (void)err;
+    *b = *(const t5_batch_t *)ctx;
+    return 0;
+}
+
+// Gradient accumulation in the training step: the same batch as two micro batches gives
+// the gradient of one, and the step reports the mean loss.
 static void test_grad_accumulation(void) {
     EXPECT(model_ok);
     if (!model_ok) return;
-    t5_set_trainable(&model, t5_pred_all, NULL);
-    t5_acts_t *a = t5_acts_new(&model, batch.b.B, batch.b.S, batch.b.T);
+    train_method_opts_t mo;
+    train_method_opts_default(&mo, TRAIN_METHOD_FULL);
+    train_params_t tp;
     lb_err_t err;
-    float loss;
-    t5_zero_grad(&model);
-    t5_forward(&model, a, &batch.b, NULL, &loss, &err);
-    t5_backward(&model, a, NULL, 1.0f);
-    size_t n = model.n_train;
+    EXPECT(train_params_setup(&tp, &model, &mo, &err) == 0);
+    t5_acts_t *a = t5_acts_new(&model, batch.b.B, batch.b.S, batch.b.T);
+    train_feed_t feed = {same_batch, NULL, &batch.b};
+    train_opts_t o;
+    train_opts_default(&o);
+    o.dropout = 0;
+    train_t t;
+    train_result_t r1, r2;
+    train_init(&t, &model, a, &tp, &o);
+    EXPECT(train_gradients(&t, &feed, &r1, &err) == 0);
+    train_free(&t);
+    size_t n = tp.n;
     float *g1 = malloc(n * sizeof(float));
-    memcpy(g1, model.block + n, n * sizeof(float));
-    t5_zero_grad(&model);
-    for (int k = 0; k < 2; k++) {
-        t5_forward(&model, a, &batch.b, NULL, &loss, &err);
-        t5_backward(&model, a, NULL, 0.5f);
-    }
-    EXPECT_CLOSE("accumulated grads", model.block + n, g1, n, 1e-6);
+    memcpy(g1, tp.grads, n * sizeof(float));
+    o.grad_accum = 2;
+    train_init(&t, &model, a, &tp, &o);
+    EXPECT(train_gradients(&t, &feed, &r2, &err) == 0);
+    train_free(&t);
+    EXPECT_CLOSE("accumulated grads", tp.grads, g1, n, 1e-6);
+    EXPECT(fabsf(r1.loss - r2.loss) <= 1e-6f * fabsf(r1.loss));
+    EXPECT(r1.tokens > 0 && r2.tokens == 2 * r1.tokens);
     free(g1);
     t5_acts_free(a);
+    train_params_free(&tp);
     t5_set_trainable(&model, NULL, NULL);
 }
 

@@ -254,6 +254,18 @@ int t5_pred_all(const char *name, void *ctx) {
     return 1;
 }
 
+int t5_pred_partial(const char *name, void *ctx) {
+    const t5_partial_t *p = ctx;
+    int enc = !strncmp(name, "encoder.", 8), dec = !strncmp(name, "decoder.", 8);
+    if (!(enc && (p->stacks & T5_STACK_ENCODER)) && !(dec && (p->stacks & T5_STACK_DECODER))) return 0;
+    const char *b = strstr(name, ".block.");
+    int is_norm = strstr(name, "layer_norm") != NULL;
+    if (!b) return is_norm;  // the stack's final_layer_norm belongs to its top
+    int idx = atoi(b + 7), n = enc ? p->n_enc : p->n_dec;
+    if (p->top_blocks > 0 && idx < n - p->top_blocks) return 0;
+    return p->norms_only ? is_norm : 1;
+}
+
 int t5_position_bias_ranges(const t5_model_t *m, float lr_mult, optim_range_t out[2]) {
     const lb_param_t *rel[2] = {m->enc_rel, m->dec_rel};
     if (rel[0] && rel[1] && rel[1]->off < rel[0]->off) {

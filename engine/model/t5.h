@@ -88,6 +88,21 @@ void t5_set_trainable(t5_model_t *m, int (*pred)(const char *name, void *ctx), v
 // Predicate that accepts every parameter (full fine-tuning).
 int t5_pred_all(const char *name, void *ctx);
 
+// The partial method: the top top_blocks blocks (0: every block) of the chosen stacks and
+// each chosen stack's final layer norm; with norms_only, only the layer norms among them.
+// The shared embedding and the head stay frozen.
+enum { T5_STACK_ENCODER = 1, T5_STACK_DECODER = 2 };
+typedef struct {
+    int top_blocks;
+    unsigned stacks;         // T5_STACK_* bits
+    int norms_only;
+    int n_enc, n_dec;        // blocks per stack (the model's num_layers, num_decoder_layers)
+} t5_partial_t;
+
+// Predicate for t5_set_trainable (ctx: a t5_partial_t), also used to count what a partial
+// run would train without building it.
+int t5_pred_partial(const char *name, void *ctx);
+
 // The trainable relative position bias tables (encoder's, decoder's) as ranges of m->block
 // with learning-rate multiplier lr_mult, in block order, for adamw_step. Returns how many
 // (0 to 2: a frozen table has none). T5's only position signal is one scalar per bucket

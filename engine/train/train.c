@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lora_t5.h"
+
 void train_opts_default(train_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->lr = 1e-3f;
@@ -19,120 +21,210 @@ void train_opts_default(train_opts_t *o) {
     o->dropout = 1;
 }
 
-int train_add_block(train_t *t, const train_block_t *b, lb_err_t *err) {
-    if (t->n_blocks >= TRAIN_MAX_BLOCKS)
-        return lb_err_set(err, LB_EARG, "too many trainable blocks (at most %d)", TRAIN_MAX_BLOCKS);
-    t->blocks[t->n_blocks] = *b;
-    adamw_init(&t->opt[t->n_blocks], b->n, t->o.beta1, t->o.beta2, t->o.eps, t->o.weight_decay);
-    t->n_blocks++;
+// ---- what a run trains ------------------------------------------------------------------
+
+void train_method_opts_default(train_method_opts_t *o, train_method_t method) {
+    memset(o, 0, sizeof *o);
+    o->method = method;
+    lora_config_default(&o->lora);
+    o->partial = (t5_partial_t){2, T5_STACK_ENCODER | T5_STACK_DECODER, 0, 0, 0};
+    o->seed = 42;
+    o->loraplus_ratio = 1.0;
+    o->position_bias_lr_ratio = 1.0;
+}
+
+int train_method_trains(const train_method_opts_t *o, const t5_config_t *cfg, const char *name) {
+    if (o->method == TRAIN_METHOD_FULL) return 1;
+    if (o->method != TRAIN_METHOD_PARTIAL) return 0;
+    t5_partial_t p = o->partial;
+    p.n_enc = cfg->num_layers;
+    p.n_dec = cfg->num_decoder_layers;
+    return t5_pred_partial(name, &p);
+}
+
+typedef struct {
+    const train_method_opts_t *o;
+    const t5_config_t *cfg;
+} method_pred_t;
+
+static int method_pred(const char *name, void *ctx) {
+    const method_pred_t *p = ctx;
+    return train_method_trains(p->o, p->cfg, name);
+}
+
+// LoRA+: every B matrix at lr·ratio.
+static void loraplus_ranges(train_params_t *tp, double ratio) {
+    if (ratio == 1.0) return;
+    tp->ranges = xcalloc((size_t)tp->lora.n, sizeof(optim_range_t));
+    for (int i = 0; i < tp->lora.n; i++) {
+        const lora_module_t *md = &tp->lora.m[i];
+        tp->ranges[i] = (optim_range_t){(size_t)(md->B - tp->lora.params), (size_t)md->out * (size_t)md->r,
+                                        (float)ratio, 1.0f};
+    }
+    tp->n_ranges = tp->lora.n;
+}
+
+int train_params_adopt_lora(train_params_t *tp, t5_model_t *m, lora_adapter_t *ad, lb_err_t *err) {
+    memset(tp, 0, sizeof *tp);
+    tp->method = TRAIN_METHOD_LORA;
+    tp->lora = *ad;
+    memset(ad, 0, sizeof *ad);
+    tp->has_lora = 1;
+    t5_set_trainable(m, NULL, NULL);
+    tp->lora_grads = xcalloc(tp->lora.n_params + 1, sizeof(lb_real));
+    if (lora_attach(&tp->lora, m, tp->lora_grads, err)) return -1;
+    tp->params = tp->lora.params;
+    tp->grads = tp->lora_grads;
+    tp->n = tp->lora.n_params;
     return 0;
 }
 
-int train_init(train_t *t, t5_model_t *m, t5_acts_t *a, const train_opts_t *o, lb_err_t *err) {
+int train_params_setup(train_params_t *tp, t5_model_t *m, const train_method_opts_t *o, lb_err_t *err) {
+    memset(tp, 0, sizeof *tp);
+    tp->method = o->method;
+    if (o->method == TRAIN_METHOD_LORA) {
+        lora_shape_t shape;
+        lora_shape_from_t5(&m->cfg, &shape);
+        lora_adapter_t ad;
+        t5_set_trainable(m, NULL, NULL);
+        if (lora_create(&ad, &o->lora, &shape, err)) return -1;
+        if (lora_init(&ad, o->seed, lora_t5_weight, m, err)) {
+            lora_free(&ad);
+            return -1;
+        }
+        if (train_params_adopt_lora(tp, m, &ad, err)) return -1;
+        loraplus_ranges(tp, o->loraplus_ratio);
+        return 0;
+    }
+    method_pred_t mp = {o, &m->cfg};
+    t5_set_trainable(m, o->method == TRAIN_METHOD_NONE ? NULL : method_pred, o->method == TRAIN_METHOD_NONE ? NULL : &mp);
+    if (o->method == TRAIN_METHOD_NONE) return 0;
+    if (m->n_train == 0)
+        return lb_err_set(err, LB_EARG, "partial: the chosen blocks hold no parameter; raise partial.top_blocks or change partial.stack");
+    tp->params = m->block;
+    tp->grads = m->block + m->n_train;
+    tp->n = m->n_train;
+    if (o->position_bias_lr_ratio != 1.0) {  // see t5_position_bias_ranges
+        tp->ranges = xcalloc(2, sizeof(optim_range_t));
+        tp->n_ranges = t5_position_bias_ranges(m, (float)o->position_bias_lr_ratio, tp->ranges);
+    }
+    return 0;
+}
+
+void train_params_free(train_params_t *tp) {
+    if (tp->has_lora) lora_free(&tp->lora);
+    free(tp->lora_grads);
+    free(tp->ranges);
+    memset(tp, 0, sizeof *tp);
+}
+
+// ---- the training step -----------------------------------------------------------------
+
+void train_init(train_t *t, t5_model_t *m, t5_acts_t *a, train_params_t *tp, const train_opts_t *o) {
     memset(t, 0, sizeof *t);
     t->o = *o;
     if (t->o.grad_accum < 1) t->o.grad_accum = 1;
     t->m = m;
     t->a = a;
-    if (m->n_train) {
-        train_block_t b = {m->block, m->block + m->n_train, m->n_train, NULL, 0};
-        return train_add_block(t, &b, err);
-    }
-    return 0;
+    t->tp = tp;
+    adamw_init(&t->opt, tp->n, t->o.beta1, t->o.beta2, t->o.eps, t->o.weight_decay);
 }
 
 void train_free(train_t *t) {
-    for (int i = 0; i < t->n_blocks; i++) adamw_free(&t->opt[i]);
+    adamw_free(&t->opt);
     memset(t, 0, sizeof *t);
 }
 
-int train_step(train_t *t, const t5_batch_t *micro, int n_micro, float *loss, lb_err_t *err) {
+int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err) {
     double t0 = lb_now();
-    for (int i = 0; i < t->n_blocks; i++) memset(t->blocks[i].g, 0, t->blocks[i].n * sizeof(lb_real));
-    lb_drop_t drop = {t->o.seed, 0, t->o.dropout};
-    double sum = 0, tokens = 0;
+    int n_micro = t->o.grad_accum;
+    memset(r, 0, sizeof *r);
+    memset(t->tp->grads, 0, t->tp->n * sizeof(lb_real));
+    double sum = 0;
     for (int k = 0; k < n_micro; k++) {
-        // every micro batch gets its own masks: step counts micro batches
-        drop.step = (uint64_t)(t->step * n_micro + k);
+        // every micro batch gets its own dropout masks
+        uint64_t micro = (uint64_t)t->step * (uint64_t)n_micro + (uint64_t)k;
+        lb_drop_t drop = {t->o.seed, micro, t->o.dropout};
+        t5_batch_t b;
+        if (feed->next(feed->ctx, micro, &b, err)) return -1;
         float l;
-        if (t5_forward(t->m, t->a, &micro[k], &drop, &l, err)) return -1;
+        if (feed->forward ? feed->forward(feed->ctx, t->m, t->a, &b, &drop, &l, err)
+                          : t5_forward(t->m, t->a, &b, &drop, &l, err))
+            return -1;
         if (!isfinite(l))
-            return lb_err_set(err, LB_ENAN, "the loss became %g at step %ld; lower the learning rate or enable gradient clipping",
-                              (double)l, t->step + 1);
+            return lb_err_set(err, LB_ENAN, "the loss became %s at step %ld", isnan(l) ? "NaN" : "infinite",
+                              t->step + 1);
         t5_backward(t->m, t->a, &drop, 1.0f / (float)n_micro);
         sum += l;
-        tokens += (double)micro[k].B * (micro[k].S + micro[k].T);
+        for (int i = 0; i < b.B * b.S; i++) r->tokens += b.attention_mask[i] != 0;
+        for (int i = 0; i < b.B * b.T; i++) r->tokens += b.labels[i] != -100;
     }
-    double ss = 0;
-    for (int i = 0; i < t->n_blocks; i++) ss += optim_sum_sq(t->blocks[i].g, t->blocks[i].n);
-    double norm = sqrt(ss);
-    if (t->o.max_grad_norm > 0)
-        for (int i = 0; i < t->n_blocks; i++)
-            optim_clip(t->blocks[i].g, t->blocks[i].n, norm, t->o.max_grad_norm);
-    float lr = optim_lr_at(t->o.schedule, t->o.lr, t->step, t->o.warmup_steps, t->o.total_steps);
-    for (int i = 0; i < t->n_blocks; i++)
-        adamw_step(&t->opt[i], t->blocks[i].p, t->blocks[i].g, lr, t->blocks[i].ranges,
-                   t->blocks[i].n_ranges);
-    t->step++;
-    float mean = n_micro ? (float)(sum / n_micro) : 0;
-    if (loss) *loss = mean;
-    if (t->cb) {
-        double dt = lb_now() - t0;
-        train_progress_t p = {t->step, t->epoch, mean, lr, (float)norm, dt > 0 ? tokens / dt : 0, dt};
-        t->cb(&p, t->user);
-    }
+    r->grad_norm = sqrt(optim_sum_sq(t->tp->grads, t->tp->n));
+    if (!isfinite(r->grad_norm))
+        return lb_err_set(err, LB_ENAN, "the gradient became NaN or infinite at step %ld", t->step + 1);
+    r->loss = (float)(sum / n_micro);
+    r->step = t->step;
+    r->seconds = lb_now() - t0;
     return 0;
 }
 
-int train_epoch(train_t *t, const train_pair_t *pairs, int n, int batch_size, long max_steps,
-                lb_err_t *err) {
-    if (n <= 0 || batch_size <= 0) return lb_err_set(err, LB_EARG, "an epoch needs at least one pair and a batch size >= 1");
-    int *order = xmalloc(sizeof(int) * (size_t)n);
-    for (int i = 0; i < n; i++) order[i] = i;
-    uint64_t s = t->o.seed * 0x9E3779B97F4A7C15ull + (uint64_t)t->epoch;
-    for (int i = n - 1; i > 0; i--) {  // Fisher–Yates
-        int j = (int)(lb_rng_next(&s) % (uint64_t)(i + 1));
-        int x = order[i]; order[i] = order[j]; order[j] = x;
+int train_step(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err) {
+    double t0 = lb_now();
+    if (train_gradients(t, feed, r, err)) return -1;
+    if (t->o.max_grad_norm > 0) optim_clip(t->tp->grads, t->tp->n, r->grad_norm, t->o.max_grad_norm);
+    r->lr = optim_lr_at(t->o.schedule, t->o.lr, t->step, t->o.warmup_steps, t->o.total_steps);
+    adamw_step(&t->opt, t->tp->params, t->tp->grads, r->lr, t->tp->ranges, t->tp->n_ranges);
+    r->step = ++t->step;
+    r->seconds = lb_now() - t0;
+    return 0;
+}
+
+// ---- the data feed ----------------------------------------------------------------------
+
+void train_data_feed_init(train_data_feed_t *f, const data_tokenized_t *data, int batch_size, uint64_t seed,
+                          int pad_id, int start_id) {
+    memset(f, 0, sizeof *f);
+    f->data = data;
+    f->batch_size = batch_size;
+    f->seed = seed;
+    f->pad_id = pad_id;
+    f->start_id = start_id;
+    f->plan_epoch = -1;
+}
+
+void train_data_feed_free(train_data_feed_t *f) {
+    data_plan_free(&f->plan);
+    if (f->have_cur) data_batch_free(&f->cur);
+    memset(f, 0, sizeof *f);
+}
+
+int train_data_feed_batches(train_data_feed_t *f, lb_err_t *err) {
+    if (f->plan_epoch != f->epoch) {
+        data_plan_free(&f->plan);
+        if (data_plan_batches(f->data, f->batch_size, 50, data_seed_mix(f->seed, (uint64_t)f->epoch), &f->plan, err))
+            return -1;
+        f->plan_epoch = f->epoch;
     }
-    int acc = t->o.grad_accum, per_step = batch_size * acc, rc = 0;
-    t5_batch_t *mb = xcalloc((size_t)acc, sizeof *mb);
-    int32_t **mem = xcalloc((size_t)acc, sizeof *mem);
-    for (int start = 0; start < n && rc == 0; start += per_step) {
-        if (max_steps > 0 && t->step >= max_steps) break;
-        int nm = 0;
-        for (int k = 0; k < acc && start + k * batch_size < n; k++, nm++) {
-            int b0 = start + k * batch_size, B = n - b0 < batch_size ? n - b0 : batch_size;
-            int S = 1, T = 1, Bc, Sc, Tc;
-            t5_acts_capacity(t->a, &Bc, &Sc, &Tc);
-            if (B > Bc) B = Bc;
-            for (int i = 0; i < B; i++) {
-                const train_pair_t *p = &pairs[order[b0 + i]];
-                if (p->n_src > S) S = p->n_src;
-                if (p->n_tgt > T) T = p->n_tgt;
-            }
-            S = S < Sc ? S : Sc;
-            T = T < Tc ? T : Tc;
-            free(mem[k]);
-            mem[k] = xcalloc((size_t)B * (2 * S + T), sizeof(int32_t));
-            int32_t *ids = mem[k], *mask = ids + B * S, *lab = mask + B * S;
-            for (int i = 0; i < B; i++) {
-                const train_pair_t *p = &pairs[order[b0 + i]];
-                for (int j = 0; j < S; j++) {
-                    ids[i * S + j] = j < p->n_src && j < S ? p->src[j] : t->m->cfg.pad_token_id;
-                    mask[i * S + j] = j < p->n_src;
-                }
-                for (int j = 0; j < T; j++) lab[i * T + j] = j < p->n_tgt ? p->tgt[j] : -100;
-            }
-            mb[k] = (t5_batch_t){B, S, T, ids, mask, lab};
-        }
-        rc = train_step(t, mb, nm, NULL, err);
+    return f->plan.n_batches;
+}
+
+int train_data_feed_next(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err) {
+    train_data_feed_t *f = ctx;
+    if (f->have_cur) data_batch_free(&f->cur);
+    f->have_cur = 0;
+    if (train_data_feed_batches(f, err) < 0) return -1;
+    const int *idx = f->plan.order + f->plan.start[f->batch];
+    int n = f->plan.start[f->batch + 1] - f->plan.start[f->batch];
+    if (f->make ? f->make(f->make_ctx, idx, n, micro, &f->cur, err)
+                : data_batch_make(f->data, idx, n, f->pad_id, f->start_id, &f->cur, err))
+        return -1;
+    f->have_cur = 1;
+    if (++f->batch >= f->plan.n_batches) {
+        f->batch = 0;
+        f->epoch++;
     }
-    for (int k = 0; k < acc; k++) free(mem[k]);
-    free(mem);
-    free(mb);
-    free(order);
-    t->epoch++;
-    return rc;
+    *b = (t5_batch_t){f->cur.B, f->cur.S, f->cur.T, f->cur.input_ids, f->cur.attention_mask, f->cur.labels};
+    return 0;
 }
 
 // A [rows][cols] integer matrix from field of root; *rows/*cols checked when > 0.

@@ -1,26 +1,64 @@
-// Training: one optimizer step over a batch (with gradient accumulation over micro
-// batches), an epoch over token-id pairs, and the batch file of `lorabench tensors`.
-// Progress goes to a callback so the engine keeps no I/O policy.
+// Training: what a method trains (train_params_setup), the one optimizer step every caller
+// uses (train_step: the runner, `bench`, `tensors`, pretraining), the feed of micro batches
+// over tokenized data, and the batch file of `lorabench tensors`. The engine keeps no I/O
+// policy: callers get a train_result_t per step and report it as they like.
 #ifndef LB_TRAIN_H
 #define LB_TRAIN_H
 
 #include <stdint.h>
 
+#include "data.h"
+#include "lora.h"
 #include "optim.h"
 #include "t5.h"
 #include "util.h"
 
-typedef struct {
-    long step;            // optimizer steps done (1 after the first)
-    int epoch;
-    float loss;           // mean loss of the step's micro batches
-    float lr;             // learning rate used by this step
-    float grad_norm;      // global norm before clipping
-    double tokens_per_s;  // (source + target tokens) / wall time of the step
-    double step_s;        // wall time of the step
-} train_progress_t;
+// ---- what a run trains ------------------------------------------------------------------
 
-typedef void (*train_progress_fn)(const train_progress_t *p, void *user);
+typedef enum { TRAIN_METHOD_NONE, TRAIN_METHOD_LORA, TRAIN_METHOD_FULL, TRAIN_METHOD_PARTIAL } train_method_t;
+
+typedef struct {
+    train_method_t method;
+    lora_config_t lora;             // TRAIN_METHOD_LORA
+    t5_partial_t partial;           // TRAIN_METHOD_PARTIAL (n_enc, n_dec: filled from the model)
+    uint64_t seed;                  // LoRA initialisation
+    double loraplus_ratio;          // LoRA+: B matrices at lr·ratio (1: off)
+    double position_bias_lr_ratio;  // full/partial: relative position biases at lr·ratio (1: off)
+} train_method_opts_t;
+
+// Sets o to method with its defaults: LoRA as lora_config_default, partial the top 2 blocks
+// of both stacks, seed 42, both ratios 1.
+void train_method_opts_default(train_method_opts_t *o, train_method_t method);
+
+// Whether the base parameter `name` (Hugging Face name) of a model with cfg's shape is
+// trained by the method (LoRA and none train no base parameter). The one rule that the
+// setup below applies and that parameter counts without a model use.
+int train_method_trains(const train_method_opts_t *o, const t5_config_t *cfg, const char *name);
+
+// What a run trains, as one contiguous run of values and gradients the optimizer walks:
+// the adapter's A and B (LoRA) or the model's trainable block (full, partial).
+typedef struct {
+    train_method_t method;
+    lora_adapter_t lora;     // TRAIN_METHOD_LORA: created, initialised and attached
+    int has_lora;
+    lb_real *params, *grads; // [n] each
+    size_t n;
+    optim_range_t *ranges;   // learning-rate groups (LoRA+, position biases), may be NULL
+    int n_ranges;
+    lb_real *lora_grads;     // owned by this struct
+} train_params_t;
+
+// Makes m's parameters trainable as o says (a LoRA adapter is created from o->lora, drawn
+// from o->seed and attached; a loaded adapter is attached with train_params_adopt_lora).
+// A partial choice that holds no parameter is an error naming the fix.
+int train_params_setup(train_params_t *tp, t5_model_t *m, const train_method_opts_t *o, lb_err_t *err);
+
+// Takes an adapter already made (e.g. lora_load_t5): freezes m, attaches it, trains its A
+// and B. The adapter is owned by tp afterwards.
+int train_params_adopt_lora(train_params_t *tp, t5_model_t *m, lora_adapter_t *ad, lb_err_t *err);
+void train_params_free(train_params_t *tp);
+
+// ---- the training step -----------------------------------------------------------------
 
 typedef struct {
     float lr;                 // peak learning rate
@@ -31,7 +69,7 @@ typedef struct {
     long warmup_steps;
     long total_steps;         // for the schedule
     int grad_accum;           // micro batches per optimizer step (>= 1)
-    uint64_t seed;            // dropout masks and shuffling
+    uint64_t seed;            // dropout masks
     int dropout;              // 1: dropout as config.json says; 0: off
 } train_opts_t;
 
@@ -39,54 +77,78 @@ typedef struct {
 // warmup over 1000 steps, no accumulation, seed 42, dropout on.
 void train_opts_default(train_opts_t *o);
 
-// A contiguous run of trainable values and their gradients that the optimizer walks.
+// Where a step's micro batches come from, and (optionally) how one is run forward.
 typedef struct {
-    lb_real *p, *g;
-    size_t n;
-    const optim_range_t *ranges;  // lr multipliers (LoRA+), may be NULL
-    int n_ranges;
-} train_block_t;
+    // Micro batch number `micro` of the whole run (step·grad_accum + k): fills *b, which
+    // stays valid until the next call. Required.
+    int (*next)(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err);
+    // The forward of the batch just returned by next, in place of t5_forward (the
+    // runner's encoder-output cache). NULL: t5_forward.
+    int (*forward)(void *ctx, t5_model_t *m, t5_acts_t *a, const t5_batch_t *b, const lb_drop_t *drop,
+                   float *loss, lb_err_t *err);
+    void *ctx;
+} train_feed_t;
 
-#define TRAIN_MAX_BLOCKS 8
+// What one step did.
+typedef struct {
+    long step;           // optimizer steps done (1 after the first)
+    float loss;          // mean loss of the step's micro batches
+    float lr;            // learning rate used by this step
+    double grad_norm;    // global norm before clipping
+    long tokens;         // source + target tokens that are not padding
+    double seconds;      // wall time of the step
+} train_result_t;
 
 typedef struct {
     train_opts_t o;
     t5_model_t *m;
     t5_acts_t *a;
-    int n_blocks;
-    train_block_t blocks[TRAIN_MAX_BLOCKS];
-    adamw_t opt[TRAIN_MAX_BLOCKS];
-    long step;
-    int epoch;
-    train_progress_fn cb;
-    void *user;
+    train_params_t *tp;
+    adamw_t opt;         // moments of tp's values; opt.t steps taken (restored on resume)
+    long step;           // optimizer steps done
 } train_t;
 
-// Prepares training of m with activations a. The model's own trainable block (see
-// t5_set_trainable) is added automatically when not empty; adapters add theirs with
-// train_add_block.
-int train_init(train_t *t, t5_model_t *m, t5_acts_t *a, const train_opts_t *o, lb_err_t *err);
-int train_add_block(train_t *t, const train_block_t *b, lb_err_t *err);
+// Prepares training of tp's values on m with activations a.
+void train_init(train_t *t, t5_model_t *m, t5_acts_t *a, train_params_t *tp, const train_opts_t *o);
 void train_free(train_t *t);
 
-// One optimizer step: zero gradients, forward + backward of each micro batch (loss scaled
-// by 1/n), global-norm clipping, learning rate from the schedule, AdamW. *loss gets the
-// mean loss. The progress callback is called once.
-int train_step(train_t *t, const t5_batch_t *micro, int n_micro, float *loss, lb_err_t *err);
+// The gradients of one step without the update: zero them, then forward + backward of
+// o.grad_accum micro batches from feed (loss scaled by 1/grad_accum, dropout masks from
+// (seed, micro)); the loss and the global gradient norm are checked for NaN/inf (LB_ENAN,
+// naming the step). r gets the mean loss, norm and tokens.
+int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err);
 
-// One source/target pair of token ids (targets end with </s>).
+// One optimizer step: train_gradients, clipping by the global norm, the learning rate of
+// the schedule, AdamW with tp's learning-rate groups. The only caller of adamw_step.
+int train_step(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err);
+
+// ---- the data feed ----------------------------------------------------------------------
+
+// Micro batches of tokenized examples, epoch after epoch: each epoch's batches planned by
+// data_plan_batches from (seed, epoch), padded by data_batch_make. The position (epoch,
+// batch: the next batch to hand out) is what a checkpoint saves. With `make` set, a batch's
+// tensors come from it instead (span corruption draws inputs and labels per micro batch).
 typedef struct {
-    const int32_t *src;
-    int n_src;
-    const int32_t *tgt;
-    int n_tgt;
-} train_pair_t;
+    const data_tokenized_t *data;
+    int batch_size;
+    uint64_t seed;
+    int pad_id, start_id;
+    int epoch, batch;     // position
+    int (*make)(void *ctx, const int *idx, int n, uint64_t micro, data_batch_t *b, lb_err_t *err);
+    void *make_ctx;
+    data_plan_t plan;
+    int plan_epoch;       // the epoch `plan` belongs to (-1: none)
+    data_batch_t cur;     // the batch handed out last (cur.index: its examples)
+    int have_cur;
+} train_data_feed_t;
 
-// One epoch over pairs in an order shuffled from (seed, epoch), batch_size pairs per micro
-// batch (padded to the longest, truncated to the arena's S and T), grad_accum micro
-// batches per step. Stops early after max_steps optimizer steps in total when > 0.
-int train_epoch(train_t *t, const train_pair_t *pairs, int n, int batch_size, long max_steps,
-                lb_err_t *err);
+void train_data_feed_init(train_data_feed_t *f, const data_tokenized_t *data, int batch_size, uint64_t seed,
+                          int pad_id, int start_id);
+void train_data_feed_free(train_data_feed_t *f);
+// The feed's `next`, for train_feed_t (ctx: a train_data_feed_t).
+int train_data_feed_next(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err);
+// Batches in the current epoch (its plan is made when needed), or -1 with err.
+int train_data_feed_batches(train_data_feed_t *f, lb_err_t *err);
 
 // A batch with its own storage.
 typedef struct {

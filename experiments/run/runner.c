@@ -24,6 +24,7 @@
 #include "t5_init.h"
 #include "t5_save.h"
 #include "tokenizer.h"
+#include "train.h"
 
 extern char **environ;
 
@@ -51,21 +52,14 @@ typedef struct {
     int ds_loaded;
     data_tokenized_t train;
     int train_loaded;
-    lora_adapter_t lora;
-    int has_lora;
-    float *lora_grads;
-    float *params, *grads;       // the block the optimizer walks (adapter or model)
-    size_t n_train;
-    adamw_t opt;
-    int opt_ready;
-    optim_range_t *ranges;
-    int n_ranges;
+    train_params_t tp;           // what the method trains (adapter or the model's block)
+    train_t tr;                  // optimizer state; tr.step: optimizer steps done
+    int tr_ready;
+    train_data_feed_t feed;      // micro batches; feed.epoch, feed.batch: where the next starts
+    int feed_ready;
     t5_acts_t *acts;
     int max_s, max_t;
     long total_steps, steps_per_epoch, batches_per_epoch;
-    // position: the next optimizer step and where in the data it starts
-    long step;
-    int epoch, batch;
     long tokens_seen;
     double last_loss;
     int span;                    // objective span_corruption (pretraining)
@@ -104,10 +98,9 @@ static void enc_cache_free(enc_cache_t *c) {
 static void session_free(session_t *s) {
     enc_cache_free(&s->enc);
     if (s->acts) t5_acts_free(s->acts);
-    if (s->opt_ready) adamw_free(&s->opt);
-    free(s->ranges);
-    if (s->has_lora) lora_free(&s->lora);
-    free(s->lora_grads);
+    if (s->feed_ready) train_data_feed_free(&s->feed);
+    if (s->tr_ready) train_free(&s->tr);
+    train_params_free(&s->tp);
     if (s->train_loaded) data_tokenized_free(&s->train);
     if (s->ds_loaded) data_set_free(&s->ds);
     if (s->tok) tokenizer_free(s->tok);
@@ -141,23 +134,6 @@ int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t
 
 // ---- setting a run up ------------------------------------------------------------------
 
-static int pred_partial(const char *name, void *ctx) {
-    const session_t *s = ctx;
-    const spec_t *sp = &s->spec;
-    int enc = !strncmp(name, "encoder.", 8), dec = !strncmp(name, "decoder.", 8);
-    if (!enc && !dec) return 0;  // shared embedding and head stay frozen
-    if (enc && sp->partial.stack == SPEC_PART_DECODER) return 0;
-    if (dec && sp->partial.stack == SPEC_PART_ENCODER) return 0;
-    int n_blocks = enc ? s->model.cfg.num_layers : s->model.cfg.num_decoder_layers;
-    const char *b = strstr(name, ".block.");
-    int is_norm = strstr(name, "layer_norm") != NULL;
-    if (!b) return is_norm;  // the stack's final_layer_norm belongs to its top
-    int idx = atoi(b + 7);
-    if (sp->partial.top_blocks > 0 && idx < n_blocks - sp->partial.top_blocks) return 0;
-    if (sp->partial.norms_only) return is_norm;
-    return 1;
-}
-
 static void lora_config_from_spec(const spec_t *sp, lora_config_t *c) {
     lora_config_default(c);
     c->r = sp->lora.r;
@@ -186,6 +162,24 @@ static void lora_config_from_spec(const spec_t *sp, lora_config_t *c) {
     }
     snprintf(c->base_model, sizeof c->base_model, "%s", sp->base_model ? sp->base_model : "");
 }
+
+// The spec's method in the engine's terms (train_params_setup).
+static void method_opts_from_spec(const spec_t *sp, train_method_opts_t *o) {
+    static const train_method_t methods[] = {[SPEC_METHOD_NONE] = TRAIN_METHOD_NONE, [SPEC_METHOD_LORA] = TRAIN_METHOD_LORA,
+                                             [SPEC_METHOD_FULL] = TRAIN_METHOD_FULL, [SPEC_METHOD_PARTIAL] = TRAIN_METHOD_PARTIAL};
+    train_method_opts_default(o, methods[sp->method]);
+    lora_config_from_spec(sp, &o->lora);
+    o->partial.top_blocks = sp->partial.top_blocks;
+    o->partial.stacks = sp->partial.stack == SPEC_PART_ENCODER   ? T5_STACK_ENCODER
+                        : sp->partial.stack == SPEC_PART_DECODER ? T5_STACK_DECODER
+                                                                 : T5_STACK_ENCODER | T5_STACK_DECODER;
+    o->partial.norms_only = sp->partial.norms_only;
+    o->seed = (uint64_t)sp->train.seed;
+    o->loraplus_ratio = sp->train.loraplus_ratio;
+    o->position_bias_lr_ratio = sp->train.position_bias_lr_ratio;
+}
+
+static int span_batch_make(void *ctx, const int *idx, int n, uint64_t micro, data_batch_t *b, lb_err_t *err);
 
 // Loads the model, tokenizer and data and makes the chosen parameters trainable.
 static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int64_t id, lb_err_t *err) {
@@ -257,53 +251,36 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
         if (s->total_steps < 1) s->total_steps = 1;
     }
     // Trainable parameters.
-    lora_shape_t shape;
-    lora_shape_from_t5(&s->model.cfg, &shape);
-    size_t base_params = t5_count_params(&s->model), trainable = 0;
-    if (sp->method == SPEC_METHOD_LORA) {
-        lora_config_t lc;
-        lora_config_from_spec(sp, &lc);
-        if (lora_create(&s->lora, &lc, &shape, err)) return -1;
-        s->has_lora = 1;
-        t5_set_trainable(&s->model, NULL, NULL);
-        if (lora_init(&s->lora, (uint64_t)sp->train.seed, lora_t5_weight, &s->model, err)) return -1;
-        s->lora_grads = xcalloc(s->lora.n_params, sizeof(float));
-        if (lora_attach(&s->lora, &s->model, s->lora_grads, err)) return -1;
-        s->params = s->lora.params;
-        s->grads = s->lora_grads;
-        s->n_train = s->lora.n_params;
-        if (sp->train.loraplus_ratio != 1.0) {  // LoRA+: B learns faster than A
-            s->ranges = xcalloc((size_t)s->lora.n, sizeof(optim_range_t));
-            for (int i = 0; i < s->lora.n; i++) {
-                const lora_module_t *m = &s->lora.m[i];
-                s->ranges[i] = (optim_range_t){(size_t)(m->B - s->lora.params), (size_t)m->out * (size_t)m->r,
-                                               (float)sp->train.loraplus_ratio, 1.0f};
-            }
-            s->n_ranges = s->lora.n;
-        }
-        trainable = s->lora.n_params;
-        base_params += trainable;  // PEFT counts the adapter in "all params"
-    } else if (sp->method == SPEC_METHOD_FULL || sp->method == SPEC_METHOD_PARTIAL) {
-        if (sp->method == SPEC_METHOD_FULL) t5_set_trainable(&s->model, t5_pred_all, NULL);
-        else t5_set_trainable(&s->model, pred_partial, s);
-        if (s->model.n_train == 0)
-            return lb_err_set(err, LB_EARG, "partial: the chosen blocks hold no parameter; raise partial.top_blocks or change partial.stack");
-        s->params = s->model.block;
-        s->grads = s->model.block + s->model.n_train;
-        s->n_train = s->model.n_train;
-        trainable = s->n_train;
-    } else {
-        t5_set_trainable(&s->model, NULL, NULL);
-    }
-    if (sp->train.position_bias_lr_ratio != 1.0 && !s->has_lora) {  // see t5_position_bias_ranges
-        s->ranges = xcalloc(2, sizeof(optim_range_t));
-        s->n_ranges = t5_position_bias_ranges(&s->model, (float)sp->train.position_bias_lr_ratio, s->ranges);
-    }
+    size_t base_params = t5_count_params(&s->model);
+    train_method_opts_t mo;
+    method_opts_from_spec(sp, &mo);
+    if (train_params_setup(&s->tp, &s->model, &mo, err)) return -1;
+    if (s->tp.has_lora) base_params += s->tp.n;  // PEFT counts the adapter in "all params"
     if (sp->train.frozen_weights_bf16 && t5_frozen_weights_bf16(&s->model, err)) return -1;
-    if (s->n_train) {
-        adamw_init(&s->opt, s->n_train, 0.9f, 0.999f, 1e-8f, (float)sp->train.weight_decay);
-        s->opt_ready = 1;
+    if (s->tp.n) {
+        train_opts_t to;
+        train_opts_default(&to);
+        to.lr = (float)sp->train.lr;
+        to.weight_decay = (float)sp->train.weight_decay;
+        to.max_grad_norm = (float)sp->train.max_grad_norm;
+        to.schedule = sp->train.schedule == SPEC_SCHEDULE_COSINE   ? SCHED_COSINE
+                      : sp->train.schedule == SPEC_SCHEDULE_LINEAR ? SCHED_LINEAR
+                                                                   : SCHED_CONSTANT;
+        to.warmup_steps = spec_warmup_steps(sp, (int)s->total_steps);
+        to.total_steps = s->total_steps;
+        to.grad_accum = sp->train.grad_accum;
+        to.seed = (uint64_t)sp->train.seed;
+        to.dropout = 1;
         s->acts = t5_acts_new(&s->model, sp->train.batch_size, s->max_s, s->max_t);
+        train_init(&s->tr, &s->model, s->acts, &s->tp, &to);
+        s->tr_ready = 1;
+        train_data_feed_init(&s->feed, &s->train, sp->train.batch_size, (uint64_t)sp->train.seed,
+                             s->model.cfg.pad_token_id, s->model.cfg.decoder_start_token_id);
+        if (s->span) {
+            s->feed.make = span_batch_make;
+            s->feed.make_ctx = s;
+        }
+        s->feed_ready = 1;
         if (sp->train.cache_encoder && !s->span && t5_encoder_frozen(&s->model)) {
             enc_cache_t *c = &s->enc;
             c->on = 1;
@@ -315,7 +292,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
         }
     }
     store_run_summary_t sum = store_run_summary_unset();
-    sum.trainable_params = (int64_t)trainable;
+    sum.trainable_params = (int64_t)s->tp.n;
     sum.total_params = (int64_t)base_params;
     sum.total_steps = sp->method == SPEC_METHOD_NONE ? 0 : s->total_steps;
     if (store_run_update_summary(st, id, &sum, err)) return -1;
@@ -330,10 +307,10 @@ static int checkpoint_write(session_t *s, lb_err_t *err) {
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", s->run_dir);
     snprintf(meta, sizeof meta,
              "{\"step\":\"%ld\",\"epoch\":\"%d\",\"batch\":\"%d\",\"adam_t\":\"%ld\",\"tokens\":\"%ld\",\"loss\":\"%.9g\"}",
-             s->step, s->epoch, s->batch, s->opt.t, s->tokens_seen, s->last_loss);
-    st_out_t ts[3] = {{"params", s->params, 1, {(int64_t)s->n_train}},
-                      {"adam_m", s->opt.m, 1, {(int64_t)s->n_train}},
-                      {"adam_v", s->opt.v, 1, {(int64_t)s->n_train}}};
+             s->tr.step, s->feed.epoch, s->feed.batch, s->tr.opt.t, s->tokens_seen, s->last_loss);
+    st_out_t ts[3] = {{"params", s->tp.params, 1, {(int64_t)s->tp.n}},
+                      {"adam_m", s->tr.opt.m, 1, {(int64_t)s->tp.n}},
+                      {"adam_v", s->tr.opt.v, 1, {(int64_t)s->tp.n}}};
     return st_write(path, ts, 3, meta, err);
 }
 
@@ -352,15 +329,15 @@ static int checkpoint_read(session_t *s, int *resumed, lb_err_t *err) {
     if (access(path, F_OK) != 0) return 0;
     st_file_t f;
     if (st_open(&f, path, err)) return -1;
-    int64_t n = (int64_t)s->n_train;
-    int rc = st_load_f32(&f, "params", 1, &n, s->params, err);
-    if (!rc) rc = st_load_f32(&f, "adam_m", 1, &n, s->opt.m, err);
-    if (!rc) rc = st_load_f32(&f, "adam_v", 1, &n, s->opt.v, err);
+    int64_t n = (int64_t)s->tp.n;
+    int rc = st_load_f32(&f, "params", 1, &n, s->tp.params, err);
+    if (!rc) rc = st_load_f32(&f, "adam_m", 1, &n, s->tr.opt.m, err);
+    if (!rc) rc = st_load_f32(&f, "adam_v", 1, &n, s->tr.opt.v, err);
     if (!rc) {
-        s->step = meta_long(f.metadata_json, "step");
-        s->epoch = (int)meta_long(f.metadata_json, "epoch");
-        s->batch = (int)meta_long(f.metadata_json, "batch");
-        s->opt.t = meta_long(f.metadata_json, "adam_t");
+        s->tr.step = meta_long(f.metadata_json, "step");
+        s->feed.epoch = (int)meta_long(f.metadata_json, "epoch");
+        s->feed.batch = (int)meta_long(f.metadata_json, "batch");
+        s->tr.opt.t = meta_long(f.metadata_json, "adam_t");
         s->tokens_seen = meta_long(f.metadata_json, "tokens");
         const char *lp = f.metadata_json ? strstr(f.metadata_json, "\"loss\":\"") : NULL;
         s->last_loss = lp ? strtod(lp + 8, NULL) : NAN;
@@ -381,19 +358,19 @@ static int record_artifact(store_t *st, int64_t id, const char *kind, const char
 
 static int save_result(session_t *s, store_t *st, int64_t id, lb_err_t *err) {
     char dir[4096], path[4200];
-    if (s->has_lora) {
+    if (s->tp.has_lora) {
         snprintf(dir, sizeof dir, "%s/adapter", s->run_dir);
-        if (lora_save(&s->lora, dir, err)) return -1;
+        if (lora_save(&s->tp.lora, dir, err)) return -1;
         snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-        if (record_artifact(st, id, "adapter", path, s->step, err)) return -1;
+        if (record_artifact(st, id, "adapter", path, s->tr.step, err)) return -1;
         snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-        return record_artifact(st, id, "adapter_config", path, s->step, err);
+        return record_artifact(st, id, "adapter_config", path, s->tr.step, err);
     }
-    if (s->n_train) {
+    if (s->tp.n) {
         snprintf(dir, sizeof dir, "%s/model", s->run_dir);
         if (t5_save(&s->model, s->spec.base_model, dir, err)) return -1;
         snprintf(path, sizeof path, "%s/model.safetensors", dir);
-        return record_artifact(st, id, "model", path, s->step, err);
+        return record_artifact(st, id, "model", path, s->tr.step, err);
     }
     return 0;
 }
@@ -405,7 +382,7 @@ static int save_result(session_t *s, store_t *st, int64_t id, lb_err_t *err) {
 // the model is not trained afterwards. Evaluations during training keep it attached.
 static int run_eval(session_t *s, store_t *st, int64_t id, const runner_opts_t *o, int last, lb_err_t *err) {
     const spec_t *sp = &s->spec;
-    if (last && s->has_lora && lora_merge_into_model(&s->lora, &s->model, +1, err)) return -1;
+    if (last && s->tp.has_lora && lora_merge_into_model(&s->tp.lora, &s->model, +1, err)) return -1;
     const data_split_t *split = data_set_split(&s->ds, spec_split_name(sp->eval.split), err);
     if (!split) return -1;
     eval_opts_t eo = {
@@ -424,7 +401,7 @@ static int run_eval(session_t *s, store_t *st, int64_t id, const runner_opts_t *
     if (evaluate_split(&s->model, s->tok, split, &eo, &res, err)) return -1;
     store_eval_t ev = {0};
     ev.run_id = id;
-    ev.step = s->step;
+    ev.step = s->tr.step;
     snprintf(ev.split, sizeof ev.split, "%s", split->name);
     ev.n = res.n;
     ev.seconds = lb_now() - t0;
@@ -444,7 +421,7 @@ static int run_eval(session_t *s, store_t *st, int64_t id, const runner_opts_t *
     free(samples);
     evaluate_result_free(&res);
     if (o->progress) {
-        runner_progress_t p = {.run_id = id, .step = s->step, .total_steps = s->total_steps, .phase = "eval",
+        runner_progress_t p = {.run_id = id, .step = s->tr.step, .total_steps = s->total_steps, .phase = "eval",
                                .eval_done = ev.n, .eval_total = ev.n};
         o->progress(o->ctx, &p);
     }
@@ -467,51 +444,37 @@ static int flush_metrics(metric_buf_t *mb, store_t *st, int64_t id, lb_err_t *er
     return rc;
 }
 
-// A span-corrupted batch of the examples idx[0..n): inputs and labels drawn afresh for
-// every step from (seed, micro-step, example), so a resumed run sees the same batches.
-static int span_batch_make(const session_t *s, const int *idx, int n, uint64_t micro_step, data_batch_t *b,
-                           lb_err_t *err) {
+// A span-corrupted batch of the examples idx[0..n) (the data feed's `make`): inputs and
+// labels drawn afresh for every micro batch from (seed, micro, example), so a resumed run
+// sees the same batches; padded by data_batch_make like every other batch.
+static int span_batch_make(void *ctx, const int *idx, int n, uint64_t micro, data_batch_t *b, lb_err_t *err) {
+    const session_t *s = ctx;
     span_corrupt_t sc = {0.15, 3.0, s->sentinels, s->n_sentinels, s->model.cfg.eos_token_id, 0};
-    int **in = xcalloc((size_t)n, sizeof(int *)), **tg = xcalloc((size_t)n, sizeof(int *));
-    int *ni = xcalloc((size_t)n, sizeof(int)), *nt = xcalloc((size_t)n, sizeof(int));
-    int S = 1, T = 1, rc = 0;
+    data_tokenized_t cor = {xcalloc((size_t)n, sizeof(data_tokens_t)), n, 0, 0};
+    int rc = 0;
     for (int i = 0; i < n && !rc; i++) {
         const data_tokens_t *e = &s->train.ex[idx[i]];
-        uint64_t rng = data_seed_mix((uint64_t)s->spec.train.seed ^ (micro_step * 0x9e3779b97f4a7c15ull), (uint64_t)idx[i]);
+        data_tokens_t *c = &cor.ex[i];
+        uint64_t rng = data_seed_mix((uint64_t)s->spec.train.seed ^ (micro * 0x9e3779b97f4a7c15ull), (uint64_t)idx[i]);
         sc.whole_target = s->spec.train.denoise_fraction > 0 && lb_rng_uniform(&rng) < s->spec.train.denoise_fraction;
         if (e->n_src < 2) {  // too short to corrupt: learn to copy it
-            in[i] = xmalloc(sizeof(int) * 2);
-            tg[i] = xmalloc(sizeof(int) * 2);
-            in[i][0] = e->n_src ? e->src[0] : sc.eos_id;
-            in[i][1] = sc.eos_id;
-            tg[i][0] = in[i][0];
-            tg[i][1] = sc.eos_id;
-            ni[i] = nt[i] = 2;
+            c->src = xmalloc(sizeof(int) * 2);
+            c->tgt = xmalloc(sizeof(int) * 2);
+            c->src[0] = c->tgt[0] = e->n_src ? e->src[0] : sc.eos_id;
+            c->src[1] = c->tgt[1] = sc.eos_id;
+            c->n_src = c->n_tgt = 2;
         } else {
-            rc = span_corrupt(&sc, e->src, e->n_src, &rng, &in[i], &ni[i], &tg[i], &nt[i], err);
+            rc = span_corrupt(&sc, e->src, e->n_src, &rng, &c->src, &c->n_src, &c->tgt, &c->n_tgt, err);
         }
-        if (ni[i] > S) S = ni[i];
-        if (nt[i] > T) T = nt[i];
     }
     if (!rc) {
-        memset(b, 0, sizeof *b);
-        b->B = n, b->S = S, b->T = T;
-        b->input_ids = xcalloc((size_t)n * S, sizeof(int));
-        b->attention_mask = xcalloc((size_t)n * S, sizeof(int));
-        b->labels = xmalloc(sizeof(int) * (size_t)n * T);
-        b->decoder_input_ids = xcalloc((size_t)n * T, sizeof(int));
-        b->index = xmalloc(sizeof(int) * (size_t)n);
-        for (int i = 0; i < n; i++) {
-            b->index[i] = idx[i];
-            for (int k = 0; k < S; k++) {
-                b->input_ids[i * S + k] = k < ni[i] ? in[i][k] : s->model.cfg.pad_token_id;
-                b->attention_mask[i * S + k] = k < ni[i];
-            }
-            for (int k = 0; k < T; k++) b->labels[i * T + k] = k < nt[i] ? tg[i][k] : -100;
-        }
+        int *order = xmalloc(sizeof(int) * (size_t)n);
+        for (int i = 0; i < n; i++) order[i] = i;
+        rc = data_batch_make(&cor, order, n, s->model.cfg.pad_token_id, s->model.cfg.decoder_start_token_id, b, err);
+        for (int i = 0; !rc && i < n; i++) b->index[i] = idx[i];
+        free(order);
     }
-    for (int i = 0; i < n; i++) free(in[i]), free(tg[i]);
-    free(in), free(tg), free(ni), free(nt);
+    data_tokenized_free(&cor);
     return rc;
 }
 
@@ -522,13 +485,16 @@ static size_t batch_row_len(const t5_batch_t *tb, int i) {
     return n;
 }
 
-// Forward of one training batch (idx: its examples). With the encoder cache, the encoder
-// runs (without dropout) only when some example of the batch has no cached output, and the
-// decoder works from the cached rows; padded rows are masked out by the cross attention.
-static int forward_batch(session_t *s, const t5_batch_t *tb, const int *idx, const lb_drop_t *drop,
+// The training step's forward hook (train_feed_t.forward) for the batch the data feed handed
+// out last. With the encoder cache, the encoder runs (without dropout) only when some
+// example of the batch has no cached output, and the decoder works from the cached rows;
+// padded rows are masked out by the cross attention.
+static int forward_batch(void *ctx, t5_model_t *m, t5_acts_t *a, const t5_batch_t *tb, const lb_drop_t *drop,
                          float *loss, lb_err_t *err) {
+    session_t *s = ctx;
     enc_cache_t *c = &s->enc;
-    if (!c->on) return t5_forward(&s->model, s->acts, tb, drop, loss, err);
+    const int *idx = s->feed.cur.index;
+    if (!c->on) return t5_forward(m, a, tb, drop, loss, err);
     size_t S = (size_t)tb->S, D = (size_t)c->D;
     int cached = 1;
     for (int i = 0; i < tb->B && cached; i++) cached = c->rows[idx[i]] != NULL;
@@ -538,7 +504,7 @@ static int forward_batch(session_t *s, const t5_batch_t *tb, const int *idx, con
             memcpy(c->batch + (size_t)i * S * D, c->rows[idx[i]], sizeof(float) * batch_row_len(tb, i) * D);
         c->reused += tb->B;
     } else {
-        if (t5_forward_encoder(&s->model, s->acts, tb, c->batch, err)) return -1;
+        if (t5_forward_encoder(m, a, tb, c->batch, err)) return -1;
         c->computed += tb->B;
         for (int i = 0; i < tb->B; i++) {
             size_t sz = sizeof(float) * batch_row_len(tb, i) * D;
@@ -552,7 +518,7 @@ static int forward_batch(session_t *s, const t5_batch_t *tb, const int *idx, con
             c->bytes += sz;
         }
     }
-    return t5_forward_with_encoder(&s->model, s->acts, tb, c->batch, drop, loss, err);
+    return t5_forward_with_encoder(m, a, tb, c->batch, drop, loss, err);
 }
 
 // A line for the person running the training (the foreground progress, or worker.log).
@@ -576,101 +542,55 @@ static const char *nan_hint(const spec_t *sp) {
     return sp->train.max_grad_norm > 0 ? "lower train.lr" : "lower train.lr or set train.max_grad_norm (e.g. 1.0)";
 }
 
+// The training step's `next` (train_feed_t): the session's data feed.
+static int session_next_batch(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err) {
+    session_t *s = ctx;
+    return train_data_feed_next(&s->feed, micro, b, err);
+}
+
 // Trains from the session's position to total_steps, or until asked to stop.
 // Returns 0 (finished), 1 (stopped on request), 2 (killed by the test hook), -1 (error).
 static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t *o, lb_err_t *err) {
     const spec_t *sp = &s->spec;
-    int pad = s->model.cfg.pad_token_id, start_id = s->model.cfg.decoder_start_token_id;
     metric_buf_t mb = {.last_flush = lb_now()};
-    data_plan_t plan = {0};
-    int plan_epoch = -1;
-    long warmup = spec_warmup_steps(sp, (int)s->total_steps), done_here = 0;
-    optim_sched_t sched = sp->train.schedule == SPEC_SCHEDULE_COSINE   ? SCHED_COSINE
-                          : sp->train.schedule == SPEC_SCHEDULE_LINEAR ? SCHED_LINEAR
-                                                                       : SCHED_CONSTANT;
+    train_feed_t feed = {session_next_batch, forward_batch, s};
+    long done_here = 0;
     double t_start = lb_now();
     long tokens_start = s->tokens_seen;
     int rc = 0;
-    while (s->step < s->total_steps) {
+    while (s->tr.step < s->total_steps) {
         if (o->stop && *o->stop) {
             rc = 1;
             break;
         }
-        double t0 = lb_now();
-        double loss_sum = 0;
-        int n_micro = 0;
-        long step_tokens = 0;
-        memset(s->grads, 0, sizeof(float) * s->n_train);
-        for (int micro = 0; micro < sp->train.grad_accum; micro++) {
-            if (plan_epoch != s->epoch) {
-                data_plan_free(&plan);
-                if (data_plan_batches(&s->train, sp->train.batch_size, 50,
-                                      data_seed_mix((uint64_t)sp->train.seed, (uint64_t)s->epoch), &plan, err)) {
-                    rc = -1;
-                    goto out;
-                }
-                plan_epoch = s->epoch;
-            }
-            data_batch_t b;
-            int *idx = plan.order + plan.start[s->batch];
-            int nb = plan.start[s->batch + 1] - plan.start[s->batch];
-            if (s->span ? span_batch_make(s, idx, nb, (uint64_t)(s->step * sp->train.grad_accum + micro), &b, err)
-                        : data_batch_make(&s->train, idx, nb, pad, start_id, &b, err)) {
-                rc = -1;
-                goto out;
-            }
-            t5_batch_t tb = {b.B, b.S, b.T, b.input_ids, b.attention_mask, b.labels};
-            lb_drop_t drop = {(uint64_t)sp->train.seed, (uint64_t)(s->step * sp->train.grad_accum + micro), 1};
-            float loss;
-            if (forward_batch(s, &tb, idx, &drop, &loss, err)) {
-                data_batch_free(&b);
-                rc = -1;
-                goto out;
-            }
-            if (!isfinite(loss)) {
-                data_batch_free(&b);
-                rc = -1;
-                lb_err_set(err, LB_ENAN, "the loss became %s at step %ld; %s, then start a new run",
-                           isnan(loss) ? "NaN" : "infinite", s->step + 1, nan_hint(sp));
-                goto out;
-            }
-            t5_backward(&s->model, s->acts, &drop, 1.0f / (float)sp->train.grad_accum);
-            for (int i = 0; i < b.B * b.S; i++) step_tokens += b.attention_mask[i];
-            for (int i = 0; i < b.B * b.T; i++) step_tokens += b.labels[i] != -100;
-            data_batch_free(&b);
-            loss_sum += loss;
-            n_micro++;
-            if (++s->batch >= plan.n_batches) {
-                s->batch = 0;
-                s->epoch++;
-            }
-        }
-        double gnorm = sqrt(optim_sum_sq(s->grads, s->n_train));
-        if (!isfinite(gnorm)) {
+        train_result_t r;
+        if (train_step(&s->tr, &feed, &r, err)) {
+            if (err->code == LB_ENAN)
+                snprintf(err->msg + strlen(err->msg), sizeof err->msg - strlen(err->msg), "; %s, then start a new run",
+                         nan_hint(sp));
             rc = -1;
-            lb_err_set(err, LB_ENAN, "the gradient became NaN or infinite at step %ld; %s, then start a new run",
-                       s->step + 1, nan_hint(sp));
             goto out;
         }
-        if (sp->train.max_grad_norm > 0) optim_clip(s->grads, s->n_train, gnorm, (float)sp->train.max_grad_norm);
-        float lr = optim_lr_at(sched, (float)sp->train.lr, s->step, warmup, s->total_steps);
-        adamw_step(&s->opt, s->params, s->grads, lr, s->ranges, s->n_ranges);
-        s->step++;
-        s->tokens_seen += step_tokens;
-        s->last_loss = loss_sum / n_micro;
-        double now = lb_now(), dt = now - t0;
+        s->tokens_seen += r.tokens;
+        s->last_loss = r.loss;
+        int n_batches = train_data_feed_batches(&s->feed, err);
+        if (n_batches < 0) {
+            rc = -1;
+            goto out;
+        }
+        double now = lb_now(), dt = r.seconds;
         store_metric_t *m = &mb.rows[mb.n++];
-        *m = (store_metric_t){.step = s->step,
-                              .epoch = (double)s->epoch + (double)s->batch / (plan.n_batches ? plan.n_batches : 1),
+        *m = (store_metric_t){.step = s->tr.step,
+                              .epoch = (double)s->feed.epoch + (double)s->feed.batch / (n_batches ? n_batches : 1),
                               .loss = s->last_loss,
-                              .lr = lr,
-                              .grad_norm = gnorm,
-                              .tokens_per_s = step_tokens / (dt > 0 ? dt : 1e-9),
+                              .lr = r.lr,
+                              .grad_norm = r.grad_norm,
+                              .tokens_per_s = (double)r.tokens / (dt > 0 ? dt : 1e-9),
                               .step_ms = dt * 1000,
                               .rss_mb = (double)lb_peak_rss() / 1048576.0,
                               .tokens = s->tokens_seen,
                               .wall_s = now - t_start};
-        if (mb.n == 64 || now - mb.last_flush >= 1.0 || s->step == s->total_steps) {
+        if (mb.n == 64 || now - mb.last_flush >= 1.0 || s->tr.step == s->total_steps) {
             if (flush_metrics(&mb, st, id, err)) {
                 rc = -1;
                 goto out;
@@ -678,10 +598,10 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
         }
         if (o->progress) {
             double el = now - t_start, per = el / (double)(++done_here);
-            runner_progress_t p = {.run_id = id, .step = s->step, .total_steps = s->total_steps, .loss = s->last_loss,
-                                   .lr = lr, .grad_norm = gnorm,
+            runner_progress_t p = {.run_id = id, .step = s->tr.step, .total_steps = s->total_steps, .loss = s->last_loss,
+                                   .lr = r.lr, .grad_norm = r.grad_norm,
                                    .tokens_per_s = (s->tokens_seen - tokens_start) / (el > 0 ? el : 1e-9),
-                                   .eta_s = per * (double)(s->total_steps - s->step), .elapsed_s = el, .phase = "train"};
+                                   .eta_s = per * (double)(s->total_steps - s->tr.step), .elapsed_s = el, .phase = "train"};
             o->progress(o->ctx, &p);
         } else {
             done_here++;
@@ -692,13 +612,13 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
             rc = 2;
             goto out;
         }
-        if (sp->train.checkpoint_every > 0 && s->step % sp->train.checkpoint_every == 0 && s->step < s->total_steps) {
+        if (sp->train.checkpoint_every > 0 && s->tr.step % sp->train.checkpoint_every == 0 && s->tr.step < s->total_steps) {
             if (flush_metrics(&mb, st, id, err) || checkpoint_write(s, err)) {
                 rc = -1;
                 goto out;
             }
         }
-        if (sp->train.eval_every > 0 && s->step % sp->train.eval_every == 0 && s->step < s->total_steps) {
+        if (sp->train.eval_every > 0 && s->tr.step % sp->train.eval_every == 0 && s->tr.step < s->total_steps) {
             if (flush_metrics(&mb, st, id, err) || run_eval(s, st, id, o, 0, err)) {
                 rc = -1;
                 goto out;
@@ -712,7 +632,6 @@ out:
     } else if (flush_metrics(&mb, st, id, err)) {
         rc = -1;
     }
-    data_plan_free(&plan);
     if ((rc == 0 || rc == 1) && s->enc.on)
         runner_note(o, id, "the encoder is frozen: %ld example encodings computed, %ld taken from the cache (%.1f MB%s; train.cache_encoder)",
                     s->enc.computed, s->enc.reused, (double)s->enc.bytes / 1048576.0,
@@ -720,7 +639,7 @@ out:
     if (rc == 0 || rc == 1) {
         double el = lb_now() - t_start;
         store_run_summary_t sum = store_run_summary_unset();
-        sum.step = s->step;
+        sum.step = s->tr.step;
         sum.final_loss = s->last_loss;
         if (el > 0 && done_here > 0) sum.tokens_per_s = (double)(s->tokens_seen - tokens_start) / el;
         sum.peak_rss_mb = (double)lb_peak_rss() / 1048576.0;
@@ -773,9 +692,9 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
     }
     if (session_setup(&s, o, st, id, err)) goto fail;
     int resumed = 0;
-    if (s.n_train && checkpoint_read(&s, &resumed, err)) goto fail;
+    if (s.tp.n && checkpoint_read(&s, &resumed, err)) goto fail;
     int trc = 0;
-    if (s.n_train) {
+    if (s.tp.n) {
         trc = train_loop(&s, st, id, o, err);
         if (trc < 0) goto fail;
         if (trc == 2) {  // test hook: vanish like a killed worker

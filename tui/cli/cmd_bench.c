@@ -15,7 +15,6 @@
 
 #include "linear.h"
 #include "lora.h"
-#include "lora_t5.h"
 #include "t5.h"
 #include "t5_init.h"
 #include "t5_save.h"
@@ -139,20 +138,63 @@ static int targets_parse(lora_config_t *lc, const char *spec, const t5_config_t 
     return lc->n_targets ? 0 : -1;
 }
 
-typedef struct {
-    int top, n_enc, n_dec, enc, dec;
-} partial_t;
+// The checkpoint of a named shape with random weights, written by our writer (--save), for
+// --shape DIR.
+static int save_random(const char *shape, const char *dir) {
+    lb_err_t err = {0};
+    t5_config_t cfg;
+    t5_model_t m;
+    const char *js = !strcmp(shape, "flan-t5-small") ? SMALL_JSON : BASE_JSON;
+    if (t5_config_parse(&cfg, js, shape, &err) || t5_init_empty(&m, &cfg, &err)) return fail(err.msg);
+    t5_init_random(&m, 1);
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    mkdir(dir, 0755);
+    int bad = lb_write_file_atomic(p, js, strlen(js), &err) || t5_save(&m, dir, dir, &err);
+    t5_free(&m);
+    if (bad) return fail(err.msg);
+    printf("wrote a random %s checkpoint to %s\n", shape, dir);
+    return 0;
+}
 
-// Same rule as the runner's partial method: the top K blocks of the chosen stacks and
-// their final norms; embedding and head stay frozen.
-static int pred_partial(const char *name, void *ctx) {
-    const partial_t *p = ctx;
-    int enc = !strncmp(name, "encoder.", 8), dec = !strncmp(name, "decoder.", 8);
-    if ((!enc || !p->enc) && (!dec || !p->dec)) return 0;
-    const char *b = strstr(name, ".block.");
-    if (!b) return strstr(name, "layer_norm") != NULL;
-    int idx = atoi(b + 7), n = enc ? p->n_enc : p->n_dec;
-    return idx >= n - p->top;
+// The training step's feed: the same batch every step; with --cached-encoder the decoder
+// runs on the encoder output computed once, as the runner's cache serves it after the
+// first epoch.
+typedef struct {
+    t5_batch_t b;
+    lb_real *enc;  // [B, S, D] or NULL
+} bench_feed_t;
+
+static int bench_next(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err) {
+    (void)micro;
+    (void)err;
+    *b = ((const bench_feed_t *)ctx)->b;
+    return 0;
+}
+
+static int bench_forward_cached(void *ctx, t5_model_t *m, t5_acts_t *a, const t5_batch_t *b, const lb_drop_t *drop,
+                                float *loss, lb_err_t *err) {
+    return t5_forward_with_encoder(m, a, b, ((const bench_feed_t *)ctx)->enc, drop, loss, err);
+}
+
+// The bench's options as the engine's method (train_params_setup, as a run does).
+static int method_opts(const bench_opts_t *o, const t5_config_t *c, train_method_opts_t *mo) {
+    train_method_t method = !strcmp(o->method, "lora")   ? TRAIN_METHOD_LORA
+                            : !strcmp(o->method, "full") ? TRAIN_METHOD_FULL
+                            : !strcmp(o->method, "partial") ? TRAIN_METHOD_PARTIAL
+                                                            : TRAIN_METHOD_NONE;
+    train_method_opts_default(mo, method);
+    unsigned stacks = !strcmp(o->stack, "encoder")   ? T5_STACK_ENCODER
+                      : !strcmp(o->stack, "decoder") ? T5_STACK_DECODER
+                                                     : T5_STACK_ENCODER | T5_STACK_DECODER;
+    mo->seed = 7;
+    mo->lora.r = o->rank;
+    mo->lora.alpha = 2.0 * o->rank;
+    mo->lora.dropout = 0;
+    mo->lora.stacks = stacks == (T5_STACK_ENCODER | T5_STACK_DECODER) ? 0 : (int)stacks;
+    mo->partial.top_blocks = o->top_blocks;
+    mo->partial.stacks = stacks;
+    return method == TRAIN_METHOD_LORA ? targets_parse(&mo->lora, o->targets, c) : 0;
 }
 
 static int run_one(const bench_opts_t *o, bench_res_t *r) {
@@ -160,13 +202,13 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
     t5_model_t m;
     t5_config_t cfg;
     int rc = 1;
-    lora_adapter_t ad;
-    int have_ad = 0;
-    float *ad_grads = NULL;
+    train_params_t tp = {0};
     t5_acts_t *a = NULL;
     int32_t *ids = NULL;
+    double *times = NULL;
     train_t tr;
     int have_tr = 0;
+    bench_feed_t bf = {0};
     memset(r, 0, sizeof *r);
     lb_set_threads(o->threads);
     int draw_random = 0;  // weights drawn once trainable/bf16 storage is settled (below)
@@ -175,60 +217,21 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
             t5_init_empty(&m, &cfg, &err))
             return fail(err.msg);
         draw_random = 1;
-        if (o->save) {
-            t5_init_random(&m, 1);  // the random checkpoint, written by our writer, for --shape DIR
-            char p[4096];
-            snprintf(p, sizeof p, "%s/config.json", o->save);
-            const char *js = !strcmp(o->shape, "flan-t5-small") ? SMALL_JSON : BASE_JSON;
-            mkdir(o->save, 0755);
-            int bad = lb_write_file_atomic(p, js, strlen(js), &err) || t5_save(&m, o->save, o->save, &err);
-            t5_free(&m);
-            if (bad) return fail(err.msg);
-            printf("wrote a random %s checkpoint to %s\n", o->shape, o->save);
-            exit(0);  // --save only writes the checkpoint: nothing to measure or print
-
-        }
     } else if (o->bf16 ? t5_load_bf16(&m, o->shape, &err) : t5_load(&m, o->shape, &err)) {
         return fail(err.msg);
     }
     const t5_config_t *c = &m.cfg;
-    int method_none = !strcmp(o->method, "none"), method_lora = !strcmp(o->method, "lora");
-    if (method_lora) {
-        lora_config_t lc;
-        lora_config_default(&lc);
-        lc.r = o->rank;
-        lc.alpha = 2.0 * o->rank;
-        lc.dropout = 0;
-        if (targets_parse(&lc, o->targets, c)) {
-            fail("--targets must be q,v, all, or a comma-separated list of module kinds");
-            goto out;
-        }
-        if (!strcmp(o->stack, "encoder")) lc.stacks = 1;
-        else if (!strcmp(o->stack, "decoder")) lc.stacks = 2;
-        lora_shape_t sh;
-        lora_shape_from_t5(c, &sh);
-        t5_set_trainable(&m, NULL, NULL);
-        if (lora_create(&ad, &lc, &sh, &err)) { fail(err.msg); goto out; }
-        have_ad = 1;
-        if (lora_init(&ad, 7, lora_t5_weight, &m, &err)) { fail(err.msg); goto out; }
-        ad_grads = xcalloc(ad.n_params, sizeof(float));
-        if (lora_attach(&ad, &m, ad_grads, &err)) { fail(err.msg); goto out; }
-        r->trainable = ad.n_params;
-    } else if (!strcmp(o->method, "full")) {
-        t5_set_trainable(&m, t5_pred_all, NULL);
-        r->trainable = m.n_train;
-    } else if (!strcmp(o->method, "partial")) {
-        partial_t p = {o->top_blocks, c->num_layers, c->num_decoder_layers, strcmp(o->stack, "decoder") != 0,
-                       strcmp(o->stack, "encoder") != 0};
-        t5_set_trainable(&m, pred_partial, &p);
-        r->trainable = m.n_train;
-        if (!m.n_train) { fail("partial: the chosen blocks hold no parameter; raise --top-blocks"); goto out; }
-    } else if (method_none) {
-        t5_set_trainable(&m, NULL, NULL);
-    } else {
-        fail("--method must be none, lora, full or partial");
+    int method_none = !strcmp(o->method, "none");
+    train_method_opts_t mo;
+    if (method_opts(o, c, &mo)) {
+        fail("--targets must be q,v, all, or a comma-separated list of module kinds");
         goto out;
     }
+    if (train_params_setup(&tp, &m, &mo, &err)) {
+        fail(err.msg);
+        goto out;
+    }
+    r->trainable = tp.n;
     if (o->bf16 && t5_frozen_weights_bf16(&m, &err)) { fail(err.msg); goto out; }
     // Drawn now (the same values as drawn before t5_set_trainable: one stream per tensor),
     // into the block, fp32 copies or bf16 storage as each tensor is held: with
@@ -252,59 +255,41 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
         st = st * 6364136223846793005ull + 1442695040888963407ull;
         lab[i] = 3 + (int32_t)((st >> 33) % (uint64_t)(c->vocab_size - 3));
     }
-    t5_batch_t bt = {B, S, T, ids, mask, lab};
+    bf.b = (t5_batch_t){B, S, T, ids, mask, lab};
+    train_feed_t feed = {bench_next, NULL, &bf};
     train_opts_t to;
     train_opts_default(&to);
     to.dropout = o->dropout;
     to.max_grad_norm = 1.0f;
     if (!method_none) {
-        if (train_init(&tr, &m, a, &to, &err)) { fail(err.msg); goto out; }
+        train_init(&tr, &m, a, &tp, &to);
         have_tr = 1;
-        if (have_ad) {
-            train_block_t blk = {ad.params, ad_grads, ad.n_params, NULL, 0};
-            if (train_add_block(&tr, &blk, &err)) { fail(err.msg); goto out; }
-        }
     }
     if (o->cached && (method_none || !t5_encoder_frozen(&m))) {
         fail("--cached-encoder needs training that leaves the encoder frozen (--stack decoder)");
         goto out;
     }
-    lb_real *enc_cache = NULL;
     if (o->cached) {  // what the runner keeps per example after the first epoch
-        enc_cache = xmalloc(sizeof(lb_real) * (size_t)B * S * c->d_model);
-        if (t5_forward_encoder(&m, a, &bt, enc_cache, &err)) { free(enc_cache); fail(err.msg); goto out; }
+        bf.enc = xmalloc(sizeof(lb_real) * (size_t)B * S * c->d_model);
+        if (t5_forward_encoder(&m, a, &bf.b, bf.enc, &err)) { fail(err.msg); goto out; }
+        feed.forward = bench_forward_cached;
     }
     double peak_pre = sgemm_peak();
     int total = o->warmup + o->steps;
-    double *times = xcalloc((size_t)total, sizeof(double));
+    times = xcalloc((size_t)total, sizeof(double));
     for (int s = 0; s < total; s++) {
         double t0 = lb_now();
-        int e;
-        if (method_none) {
-            e = t5_forward(&m, a, &bt, NULL, &r->loss, &err);
-        } else if (o->cached) {
-            lb_drop_t drop = {to.seed, (uint64_t)s, to.dropout};
-            for (int i = 0; i < tr.n_blocks; i++) memset(tr.blocks[i].g, 0, tr.blocks[i].n * sizeof(lb_real));
-            e = t5_forward_with_encoder(&m, a, &bt, enc_cache, &drop, &r->loss, &err);
-            if (!e) {
-                t5_backward(&m, a, &drop, 1.0f);
-                float lr = optim_lr_at(to.schedule, to.lr, s, 0, to.total_steps);
-                for (int i = 0; i < tr.n_blocks; i++)
-                    adamw_step(&tr.opt[i], tr.blocks[i].p, tr.blocks[i].g, lr, NULL, 0);
-            }
-        } else {
-            e = train_step(&tr, &bt, 1, &r->loss, &err);
-        }
-        if (e) { free(times); free(enc_cache); fail(err.msg); goto out; }
+        train_result_t res;
+        int e = method_none ? t5_forward(&m, a, &bf.b, NULL, &r->loss, &err) : train_step(&tr, &feed, &res, &err);
+        if (e) { fail(err.msg); goto out; }
+        if (!method_none) r->loss = res.loss;
         times[s] = lb_now() - t0;
     }
-    free(enc_cache);
     r->fwd_gflop = t5_acts_flops(a, 0) / 1e9;
     r->bwd_gflop = method_none ? 0 : t5_acts_flops(a, 1) / 1e9;
     qsort(times + o->warmup, (size_t)o->steps, sizeof(double), cmp_d);
     double *tt = times + o->warmup;
     r->s_step = o->steps % 2 ? tt[o->steps / 2] : 0.5 * (tt[o->steps / 2 - 1] + tt[o->steps / 2]);
-    free(times);
     r->rss_mb = (double)lb_peak_rss() / (1024.0 * 1024.0);
     r->tok_s = (double)B * (S + T) / r->s_step;
     r->gflop = r->fwd_gflop + r->bwd_gflop;
@@ -316,11 +301,12 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
     r->ratio = r->gflops / r->peak;
     rc = 0;
 out:
+    free(times);
+    free(bf.enc);
     free(ids);
     if (have_tr) train_free(&tr);
     if (a) t5_acts_free(a);
-    if (have_ad) lora_free(&ad);
-    free(ad_grads);
+    train_params_free(&tp);
     t5_free(&m);
     return rc;
 }
@@ -486,6 +472,13 @@ int cmd_bench(int argc, char **argv) {
     if (strcmp(o.method, "none") && strcmp(o.method, "lora") && strcmp(o.method, "full") && strcmp(o.method, "partial")) {
         fprintf(stderr, "lorabench bench: --method must be none, lora, full or partial\n");
         return 2;
+    }
+    if (o.save) {
+        if (strcmp(o.shape, "flan-t5-small") && strcmp(o.shape, "flan-t5-base")) {
+            fprintf(stderr, "lorabench bench: --save writes a random flan-t5-small or flan-t5-base checkpoint; --shape names one\n");
+            return 2;
+        }
+        return save_random(o.shape, o.save);
     }
     if (table) return run_table(&o);
     bench_res_t r;

@@ -8,7 +8,6 @@
 #include "linear.h"
 #include "lora.h"
 #include "lora_t5.h"
-#include "optim.h"
 #include "safetensors.h"
 #include "t5.h"
 #include "train.h"
@@ -30,6 +29,44 @@ static void usage(FILE *f) {
 static int fail(const char *msg) {
     fprintf(stderr, "lorabench tensors: %s\n", msg);
     return 1;
+}
+
+// The training step's feed: the batch file, every micro batch.
+static int batch_next(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err) {
+    (void)micro;
+    (void)err;
+    *b = ((const train_batch_t *)ctx)->b;
+    return 0;
+}
+
+// Appends one tensor per trainable parameter, named prefix + its name (the adapter's
+// PEFT names, or the model's), holding values at the same offsets of vals (a copy laid
+// out like tp's values or gradients). Returns the new count.
+static int add_tensors(const train_params_t *tp, const t5_model_t *m, const char *prefix, const lb_real *vals,
+                       st_out_t *o, char **names, int k) {
+    if (tp->has_lora) {
+        for (int i = 0; i < tp->lora.n; i++) {
+            const lora_module_t *md = &tp->lora.m[i];
+            for (int ab = 0; ab < 2; ab++) {
+                size_t len = strlen(prefix) + strlen(md->name) + 64;
+                names[k] = xmalloc(len);
+                snprintf(names[k], len, "%sbase_model.model.%s.lora_%c.weight", prefix, md->name, ab ? 'B' : 'A');
+                const lb_real *v = vals + ((ab ? md->B : md->A) - tp->lora.params);
+                o[k] = ab ? (st_out_t){names[k], v, 2, {md->out, md->r}} : (st_out_t){names[k], v, 2, {md->r, md->in}};
+                k++;
+            }
+        }
+        return k;
+    }
+    for (int i = 0; i < m->n_params; i++) {
+        const lb_param_t *p = &m->params[i];
+        size_t len = strlen(prefix) + strlen(p->name) + 1;
+        names[k] = xmalloc(len);
+        snprintf(names[k], len, "%s%s", prefix, p->name);
+        o[k] = (st_out_t){names[k], vals + p->off, p->ndim, {p->shape[0], p->shape[1]}};
+        k++;
+    }
+    return k;
 }
 
 int cmd_tensors(int argc, char **argv) {
@@ -87,105 +124,72 @@ int cmd_tensors(int argc, char **argv) {
         return fail(err.msg);
     }
     int rc = 1;
-    lora_adapter_t ad;
-    float *ad_grads = NULL;
-    int has_ad = 0;
-    if (adapter_dir) {
-        if (lora_load_t5(&ad, adapter_dir, &m, &err)) {
+    train_params_t tp = {0};
+    if (adapter_dir) {  // the adapter is active; with --grads only its A and B train
+        lora_adapter_t ad;
+        if (lora_load_t5(&ad, adapter_dir, &m, &err) || train_params_adopt_lora(&tp, &m, &ad, &err)) {
             train_batch_free(&tb);
             t5_free(&m);
             return fail(err.msg);
         }
-        has_ad = 1;
-        ad_grads = calloc(ad.n_params + 1, sizeof(float));
-        t5_set_trainable(&m, NULL, NULL);
-        if (lora_attach(&ad, &m, grads ? ad_grads : NULL, &err)) {
-            fail(err.msg);
-            lora_free(&ad);
-            free(ad_grads);
+    } else if (grads) {
+        train_method_opts_t mo;
+        train_method_opts_default(&mo, TRAIN_METHOD_FULL);
+        if (train_params_setup(&tp, &m, &mo, &err)) {
             train_batch_free(&tb);
             t5_free(&m);
-            return 1;
+            return fail(err.msg);
         }
-    } else if (grads) {
-        t5_set_trainable(&m, t5_pred_all, NULL);
     }
     const t5_batch_t *b = &tb.b;
     const t5_config_t *c = &m.cfg;
     t5_acts_t *a = t5_acts_new(&m, b->B, b->S, b->T);
     size_t nl = (size_t)b->B * b->T * c->vocab_size;
-    float *logits = malloc(nl * sizeof(float));
-    int n_grad = has_ad ? 2 * ad.n : m.n_params;
-    int n_out = 3 + (grads ? n_grad : 0) + (step ? n_grad : 0);
-    st_out_t *o = calloc((size_t)n_out, sizeof *o);
-    char **names = calloc((size_t)n_out, sizeof *names);
-    float *after = NULL;
+    lb_real *logits = xmalloc(nl * sizeof(lb_real)), *enc_out = xmalloc((size_t)b->B * b->S * c->d_model * sizeof(lb_real));
+    lb_real *grad_copy = NULL;
+    int n_grad = tp.has_lora ? 2 * tp.lora.n : m.n_params;
+    int n_out = 3 + (grads ? n_grad : 0) + (step ? n_grad : 0), k = 0;
+    st_out_t *o = xcalloc((size_t)n_out, sizeof *o);
+    char **names = xcalloc((size_t)n_out, sizeof *names);
     float loss;
-    if (!logits || !o || !names) {
-        fprintf(stderr, "lorabench tensors: out of memory; use a smaller batch\n");
-        goto done;
-    }
+    // the logits and encoder output first: the backward pass reuses their buffers
     if (t5_forward(&m, a, b, NULL, &loss, &err)) {
         fail(err.msg);
         goto done;
     }
-    memcpy(logits, t5_acts_logits(a), nl * sizeof(float));
-    int k = 0;
+    memcpy(logits, t5_acts_logits(a), nl * sizeof(lb_real));
+    memcpy(enc_out, t5_acts_encoder_out(a), (size_t)b->B * b->S * c->d_model * sizeof(lb_real));
     o[k++] = (st_out_t){"loss", &loss, 1, {1}};
     o[k++] = (st_out_t){"logits", logits, 3, {b->B, b->T, c->vocab_size}};
-    o[k++] = (st_out_t){"encoder_out", t5_acts_encoder_out(a), 3, {b->B, b->S, c->d_model}};
-    if (grads && has_ad) {
-        t5_backward(&m, a, NULL, 1.0f);
-        for (int i = 0; i < ad.n; i++) {
-            const lora_module_t *md = &ad.m[i];
-            for (int ab = 0; ab < 2; ab++) {
-                names[k] = malloc(strlen(md->name) + 64);
-                sprintf(names[k], "grad.base_model.model.%s.lora_%c.weight", md->name, ab ? 'B' : 'A');
-                float *g = ad_grads + ((ab ? md->B : md->A) - ad.params);
-                o[k] = ab ? (st_out_t){names[k], g, 2, {md->out, md->r}} : (st_out_t){names[k], g, 2, {md->r, md->in}};
-                k++;
-            }
+    o[k++] = (st_out_t){"encoder_out", enc_out, 3, {b->B, b->S, c->d_model}};
+    if (grads) {
+        // the training step a run takes, on this one batch: dropout off, no clipping, a
+        // constant learning rate (the fixtures' single AdamW step)
+        train_opts_t to;
+        train_opts_default(&to);
+        to.lr = (float)lr;
+        to.weight_decay = (float)wd;
+        to.max_grad_norm = 0;
+        to.schedule = SCHED_CONSTANT;
+        to.dropout = 0;
+        train_t tr;
+        train_init(&tr, &m, a, &tp, &to);
+        train_feed_t feed = {batch_next, NULL, &tb};
+        train_result_t res;
+        int e = train_gradients(&tr, &feed, &res, &err);
+        if (!e && step) {  // the gradients as they were before the step
+            grad_copy = xmalloc(tp.n * sizeof(lb_real) + 1);
+            memcpy(grad_copy, tp.grads, tp.n * sizeof(lb_real));
+            e = train_step(&tr, &feed, &res, &err);
         }
-    } else if (grads) {
-        t5_zero_grad(&m);
-        t5_backward(&m, a, NULL, 1.0f);
-        for (int i = 0; i < m.n_params; i++) {
-            lb_param_t *p = &m.params[i];
-            names[k] = malloc(strlen(p->name) + 8);
-            sprintf(names[k], "grad.%s", p->name);
-            o[k++] = (st_out_t){names[k - 1], p->g, p->ndim, {p->shape[0], p->shape[1]}};
+        train_free(&tr);
+        if (e) {
+            fail(err.msg);
+            goto done;
         }
-    }
-    if (step && has_ad) {
-        after = malloc(ad.n_params * sizeof(float) + 1);
-        memcpy(after, ad.params, ad.n_params * sizeof(float));
-        adamw_t opt;
-        adamw_init(&opt, ad.n_params, 0.9f, 0.999f, 1e-8f, (float)wd);
-        adamw_step(&opt, after, ad_grads, (float)lr, NULL, 0);
-        adamw_free(&opt);
-        for (int i = 0; i < ad.n; i++) {
-            const lora_module_t *md = &ad.m[i];
-            for (int ab = 0; ab < 2; ab++) {
-                names[k] = malloc(strlen(md->name) + 64);
-                sprintf(names[k], "step1.base_model.model.%s.lora_%c.weight", md->name, ab ? 'B' : 'A');
-                float *p = after + ((ab ? md->B : md->A) - ad.params);
-                o[k] = ab ? (st_out_t){names[k], p, 2, {md->out, md->r}} : (st_out_t){names[k], p, 2, {md->r, md->in}};
-                k++;
-            }
-        }
-    } else if (step) {
-        after = malloc(m.n_train * 2 * sizeof(float));
-        memcpy(after, m.block, m.n_train * 2 * sizeof(float));
-        adamw_t opt;
-        adamw_init(&opt, m.n_train, 0.9f, 0.999f, 1e-8f, (float)wd);
-        adamw_step(&opt, after, after + m.n_train, (float)lr, NULL, 0);
-        adamw_free(&opt);
-        for (int i = 0; i < m.n_params; i++) {
-            lb_param_t *p = &m.params[i];
-            names[k] = malloc(strlen(p->name) + 8);
-            sprintf(names[k], "step1.%s", p->name);
-            o[k++] = (st_out_t){names[k - 1], after + p->off, p->ndim, {p->shape[0], p->shape[1]}};
-        }
+        const lb_real *g = grad_copy ? grad_copy : tp.grads;
+        k = add_tensors(&tp, &m, "grad.", g, o, names, k);
+        if (step) k = add_tensors(&tp, &m, "step1.", tp.params, o, names, k);
     }
     if (st_write(out, o, k, NULL, &err)) {
         fail(err.msg);
@@ -194,16 +198,14 @@ int cmd_tensors(int argc, char **argv) {
     printf("loss %.6f over %d labels; wrote %d tensors to %s\n", (double)loss, t5_acts_n_tokens(a), k, out);
     rc = 0;
 done:
-    if (has_ad) {
-        lora_free(&ad);
-        free(ad_grads);
-    }
-    for (int i = 0; names && i < n_out; i++) free(names[i]);
+    for (int i = 0; i < n_out; i++) free(names[i]);
     free(names);
     free(o);
-    free(after);
+    free(grad_copy);
+    free(enc_out);
     free(logits);
     t5_acts_free(a);
+    train_params_free(&tp);
     train_batch_free(&tb);
     t5_free(&m);
     return rc;
