@@ -1230,3 +1230,49 @@ int spec_load_file(const char *path, spec_t *out, lb_err_t *err) {
     }
     return 0;
 }
+
+// ---- the spec in the engine's terms ----------------------------------------------------
+
+static void lora_config_from_spec(const spec_t *sp, lora_config_t *c) {
+    lora_config_default(c);
+    c->r = sp->lora.r;
+    c->alpha = sp->lora.alpha;
+    c->dropout = sp->lora.dropout;
+    c->rslora = sp->lora.rslora;
+    c->init = sp->lora.init == SPEC_INIT_GAUSSIAN ? LORA_INIT_GAUSSIAN
+              : sp->lora.init == SPEC_INIT_PISSA  ? LORA_INIT_PISSA
+                                                  : LORA_INIT_KAIMING;
+    c->n_targets = 0;
+    for (int i = 0; i < SPEC_N_TARGETS; i++)
+        if (sp->lora.targets & (1u << i)) snprintf(c->targets[c->n_targets++], sizeof c->targets[0], "%s", spec_target_name(i));
+    c->stacks = (int)sp->lora.stacks == (SPEC_STACK_ENCODER | SPEC_STACK_DECODER) ? 0 : (int)sp->lora.stacks;
+    c->attention = (int)sp->lora.attention == (SPEC_ATTN_SELF | SPEC_ATTN_CROSS) ? 0 : (int)sp->lora.attention;
+    c->n_layers = sp->lora.n_layers < LORA_MAX_LAYERS ? sp->lora.n_layers : LORA_MAX_LAYERS;
+    for (int i = 0; i < c->n_layers; i++) c->layers[i] = sp->lora.layers[i];
+    c->n_rank_pattern = sp->lora.n_rank_pattern;
+    for (int i = 0; i < c->n_rank_pattern && i < LORA_MAX_PATTERNS; i++) {
+        snprintf(c->rank_pattern[i].key, sizeof c->rank_pattern[i].key, "%s", sp->lora.rank_pattern[i].key);
+        c->rank_pattern[i].value = sp->lora.rank_pattern[i].value;
+    }
+    c->n_alpha_pattern = sp->lora.n_alpha_pattern;
+    for (int i = 0; i < c->n_alpha_pattern && i < LORA_MAX_PATTERNS; i++) {
+        snprintf(c->alpha_pattern[i].key, sizeof c->alpha_pattern[i].key, "%s", sp->lora.alpha_pattern[i].key);
+        c->alpha_pattern[i].value = sp->lora.alpha_pattern[i].value;
+    }
+    snprintf(c->base_model, sizeof c->base_model, "%s", sp->base_model ? sp->base_model : "");
+}
+
+void spec_method_opts(const spec_t *sp, train_method_opts_t *o) {
+    static const train_method_t methods[] = {[SPEC_METHOD_NONE] = TRAIN_METHOD_NONE, [SPEC_METHOD_LORA] = TRAIN_METHOD_LORA,
+                                             [SPEC_METHOD_FULL] = TRAIN_METHOD_FULL, [SPEC_METHOD_PARTIAL] = TRAIN_METHOD_PARTIAL};
+    train_method_opts_default(o, methods[sp->method]);
+    lora_config_from_spec(sp, &o->lora);
+    o->partial.top_blocks = sp->partial.top_blocks;
+    o->partial.stacks = sp->partial.stack == SPEC_PART_ENCODER   ? T5_STACK_ENCODER
+                        : sp->partial.stack == SPEC_PART_DECODER ? T5_STACK_DECODER
+                                                                 : T5_STACK_ENCODER | T5_STACK_DECODER;
+    o->partial.norms_only = sp->partial.norms_only;
+    o->seed = (uint64_t)sp->train.seed;
+    o->loraplus_ratio = sp->train.loraplus_ratio;
+    o->position_bias_lr_ratio = sp->train.position_bias_lr_ratio;
+}

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "train.h"
 #include "util.h"
 
 typedef enum { SPEC_METHOD_NONE, SPEC_METHOD_LORA, SPEC_METHOD_FULL, SPEC_METHOD_PARTIAL } spec_method_t;
@@ -206,5 +207,10 @@ void spec_targets_string(unsigned targets, char *buf, size_t size);
 
 // Warmup in steps for a run of total_steps: a fraction below 1 is rounded up.
 int spec_warmup_steps(const spec_t *s, int total_steps);
+
+// The spec's method, LoRA configuration, partial choice and learning-rate groups in the
+// engine's terms: what train_params_setup makes trainable, and what parameter counts
+// without a model (the new-run form) count.
+void spec_method_opts(const spec_t *sp, train_method_opts_t *o);
 
 #endif
