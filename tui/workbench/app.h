@@ -1,7 +1,8 @@
 // The workbench application: its state, the screens and the loop that ties them to the
 // terminal. Everything here works on a grid_t, so tests build an app_t on a temporary store,
-// feed it keys with app_key and compare app_draw's grid with golden files. Only tui/term.c
-// touches the terminal; only tui/app_data.c talks to the store.
+// feed it keys with app_key and compare app_draw's grid with golden files. Only
+// tui/workbench/term.c touches the terminal; app.c opens and closes the store, and only
+// tui/workbench/app_data.c reads or writes it.
 #ifndef LB_APP_H
 #define LB_APP_H
 
@@ -187,6 +188,12 @@ void app_form_open(app_t *a);
 // Re-reads the run list (filter, sort) and the series of the runs on screen when the
 // store changed or force is set. Returns 1 when something changed.
 int app_data_refresh(app_t *a, int force);
+
+// Pins run id as the baseline (pin = 1) or unpins it, then refreshes; -1 with err.
+int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err);
+
+// Checks a filter expression (the runs list's `/`); -1 with err naming what is wrong.
+int app_filter_check(const char *text, lb_err_t *err);
 // The run with this id in the current list, or NULL.
 store_run_t *app_run_by_id(app_t *a, int64_t id);
 // The series of a run (metrics read up to now), reading what is new; never NULL.

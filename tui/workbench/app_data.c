@@ -149,6 +149,19 @@ int app_data_refresh(app_t *a, int force) {
     return 1;
 }
 
+int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err) {
+    if (store_run_set_pinned(a->st, id, pin, err)) return -1;
+    app_data_refresh(a, 1);
+    return 0;
+}
+
+int app_filter_check(const char *text, lb_err_t *err) {
+    store_filter_t *f = NULL;
+    if (store_filter_parse(text, &f, err)) return -1;
+    store_filter_free(f);
+    return 0;
+}
+
 store_run_t *app_run_by_id(app_t *a, int64_t id) {
     for (size_t i = 0; i < a->nruns; i++)
         if (a->runs[i].id == id) return &a->runs[i];

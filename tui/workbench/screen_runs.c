@@ -296,11 +296,13 @@ static int action(app_t *a, int act, int key) {
     }
     case A_PIN:
         if (!r) return 1;
-        if (store_run_set_pinned(a->st, r->id, r->id != a->pinned_id, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
-        else app_msg(a, ST_NORMAL, r->id != a->pinned_id ? "run #%lld is the baseline now" : "baseline unpinned (#%lld)",
-                     (long long)r->id);
-        app_data_refresh(a, 1);
+    {
+        int64_t id = r->id;  // r goes with the refresh
+        int pin = id != a->pinned_id;
+        if (app_pin_run(a, id, pin, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
+        else app_msg(a, ST_NORMAL, pin ? "run #%lld is the baseline now" : "baseline unpinned (#%lld)", (long long)id);
         return 1;
+    }
     case A_NEW:
         app_form_open(a);
         return 1;
@@ -312,12 +314,10 @@ static int action(app_t *a, int act, int key) {
         app_input(a, A_FILTER_SET, 0, "filter: ", a->filter);
         return 1;
     case A_FILTER_SET: {
-        store_filter_t *f = NULL;
-        if (store_filter_parse(a->prompt_input, &f, &err)) {
+        if (app_filter_check(a->prompt_input, &err)) {
             app_msg(a, ST_ERROR, "%s", err.msg);
             return 1;
         }
-        store_filter_free(f);
         snprintf(a->filter, sizeof a->filter, "%s", a->prompt_input);
         a->runs_view.cursor = a->runs_view.top = 0;
         app_data_refresh(a, 1);
