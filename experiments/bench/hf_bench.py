@@ -12,7 +12,13 @@ Configurations: forward (model.eval(), torch.no_grad()), lora-qv (r=8, alpha=16,
 lora-all (r=8 on q,k,v,o,wi_0,wi_1,wo), full (AdamW on every parameter). Training runs in
 model.train() (dropout 0.1 as FLAN-T5's config) with AdamW lr 1e-3 and gradient clipping at
 1.0, the same work as lorabench's train_step.
+
+--autocast bf16 runs the forward (and so the backward) under
+torch.autocast("cpu", dtype=torch.bfloat16): PyTorch's mixed precision on the CPU, the
+peer of lorabench's `--precision bf16` (parameters, gradients and optimizer stay fp32).
+Its lines say "impl": "hf-bf16".
 """
+import contextlib
 import argparse
 import json
 import os
@@ -72,12 +78,18 @@ def run_one(args):
     else:
         model.eval()
 
+    def amp():
+        if args.autocast == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step():
         if opt is None:
-            with torch.no_grad():
+            with torch.no_grad(), amp():
                 return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        with amp():
+            out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
@@ -93,7 +105,7 @@ def run_one(args):
             times.append(dt)
     s = statistics.median(times)
     print(json.dumps({
-        "impl": "hf", "config": args.config, "shape": args.shape, "batch": B, "src": S, "tgt": T,
+        "impl": "hf-bf16" if args.autocast == "bf16" else "hf", "config": args.config, "shape": args.shape, "batch": B, "src": S, "tgt": T,
         "threads": args.threads, "steps": args.steps, "s_per_step": round(s, 4),
         "tokens_per_s": round(B * (S + T) / s, 1), "peak_rss_mb": round(peak_rss_mb()),
         "trainable": trainable, "loss": round(float(loss), 4),
@@ -113,6 +125,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--autocast", choices=["none", "bf16"], default="none",
+                    help="bf16: torch.autocast(\"cpu\", dtype=torch.bfloat16) around the forward")
     args = ap.parse_args()
     if args.config:
         run_one(args)
@@ -120,7 +134,7 @@ def main():
     rc = 0
     for c in CONFIGS:  # one subprocess each: peak RSS per configuration
         cmd = [sys.executable, os.path.abspath(__file__), "--config", c]
-        for k in ("shape", "rank", "batch", "src", "tgt", "steps", "warmup", "threads"):
+        for k in ("shape", "rank", "batch", "src", "tgt", "steps", "warmup", "threads", "autocast"):
             cmd += ["--" + k, str(getattr(args, k))]
         r = subprocess.run(cmd)
         if r.returncode:
