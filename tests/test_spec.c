@@ -306,7 +306,7 @@ static void test_canonical_round_trip(void) {
                 "\"train\":{\"epochs\":1,\"max_steps\":0,\"batch_size\":8,\"grad_accum\":1,"
                 "\"lr\":0.001,\"weight_decay\":0,\"warmup\":0.06,\"schedule\":\"linear\","
                 "\"max_grad_norm\":1,\"seed\":42,\"eval_every\":0,\"checkpoint_every\":100,"
-                "\"loraplus_ratio\":1,\"position_bias_lr_ratio\":1,\"objective\":\"summarize\",\"denoise_fraction\":0,\"cache_encoder\":true,\"frozen_weights_bf16\":false},\"eval\":{\"split\":\"validation\",\"limit\":200,"
+                "\"loraplus_ratio\":1,\"position_bias_lr_ratio\":1,\"objective\":\"summarize\",\"denoise_fraction\":0,\"cache_encoder\":true,\"frozen_weights_bf16\":false,\"precision\":\"auto\"},\"eval\":{\"split\":\"validation\",\"limit\":200,"
                 "\"beams\":1,\"max_new_tokens\":48,\"length_penalty\":1,"
                 "\"no_repeat_ngram_size\":0,\"stemmer\":true},\"threads\":2}"),
                 "%s", j1);

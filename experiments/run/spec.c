@@ -18,6 +18,7 @@
 static const char *const method_names[] = {"none", "lora", "full", "partial"};
 static const char *const init_names[] = {"kaiming", "gaussian", "pissa"};
 static const char *const schedule_names[] = {"linear", "cosine", "constant"};
+static const char *const precision_names[] = {"auto", "fp32", "bf16"};
 static const char *const objective_names[] = {"summarize", "span_corruption"};
 static const char *const split_names[] = {"validation", "test", "train"};
 static const char *const part_stack_names[] = {"encoder", "decoder", "both"};
@@ -35,6 +36,7 @@ static const char *name_at(const char *const *names, int n, int i) {
 const char *spec_method_name(spec_method_t m) { return name_at(method_names, 4, (int)m); }
 const char *spec_init_name(spec_init_t i) { return name_at(init_names, 3, (int)i); }
 const char *spec_schedule_name(spec_schedule_t s) { return name_at(schedule_names, 3, (int)s); }
+const char *spec_precision_name(spec_precision_t p) { return name_at(precision_names, 3, (int)p); }
 const char *spec_objective_name(spec_objective_t o) { return name_at(objective_names, 2, (int)o); }
 const char *spec_split_name(spec_split_t s) { return name_at(split_names, 3, (int)s); }
 const char *spec_part_stack_name(spec_part_stack_t s) {
@@ -138,6 +140,7 @@ static const field_t train_fields[] = {
     PLAIN("denoise_fraction", F_NUM, train.denoise_fraction),
     PLAIN("cache_encoder", F_BOOL, train.cache_encoder),
     PLAIN("frozen_weights_bf16", F_BOOL, train.frozen_weights_bf16),
+    ENUMF("precision", train.precision, precision_names, "precision"),
 };
 
 static const field_t eval_fields[] = {
@@ -231,6 +234,7 @@ void spec_init_defaults(spec_t *s) {
     s->train.loraplus_ratio = 1.0;
     s->train.position_bias_lr_ratio = 1.0;
     s->train.cache_encoder = true;
+    s->train.precision = SPEC_PRECISION_AUTO;
     s->eval.split = SPEC_SPLIT_VALIDATION;
     s->eval.limit = 200;
     s->eval.beams = 1;
