@@ -229,15 +229,17 @@ static void export_runs(app_t *a) {
         const store_run_t *r = &a->runs[i];
         char v[20][64];
         snprintf(v[0], 64, "%lld", (long long)r->id);
-        snprintf(v[4], 64, r->r >= 0 ? "%lld" : "", (long long)r->r);
-        snprintf(v[5], 64, isnan(r->alpha) ? "" : "%g", r->alpha);
-        snprintf(v[7], 64, r->trainable_params >= 0 ? "%lld" : "", (long long)r->trainable_params);
-        snprintf(v[8], 64, isnan(r->trainable_pct) ? "" : "%.4f", r->trainable_pct);
+        for (int k = 0; k < 20; k++) v[k][0] = 0;  // a missing value (negative, NaN) stays empty
+        if (r->r >= 0) snprintf(v[4], 64, "%lld", (long long)r->r);
+        if (!isnan(r->alpha)) snprintf(v[5], 64, "%g", r->alpha);
+        if (r->trainable_params >= 0) snprintf(v[7], 64, "%lld", (long long)r->trainable_params);
+        if (!isnan(r->trainable_pct)) snprintf(v[8], 64, "%.4f", r->trainable_pct);
         snprintf(v[9], 64, "%lld", (long long)r->step);
-        snprintf(v[10], 64, r->total_steps >= 0 ? "%lld" : "", (long long)r->total_steps);
+        if (r->total_steps >= 0) snprintf(v[10], 64, "%lld", (long long)r->total_steps);
         double nums[7] = {r->final_loss, r->rouge1, r->rouge2, r->rougeL, r->tokens_per_s, r->peak_rss_mb,
                           run_duration(a, r)};
-        for (int k = 0; k < 7; k++) snprintf(v[11 + k], 64, isnan(nums[k]) ? "" : "%.6g", nums[k]);
+        for (int k = 0; k < 7; k++)
+            if (!isnan(nums[k])) snprintf(v[11 + k], 64, "%.6g", nums[k]);
         const char *f[20] = {v[0], r->name, r->status, r->method, v[4], v[5], r->targets, v[7], v[8],
                              v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16], v[17], r->tags, r->notes};
         for (int k = 0; k < 20; k++) app_buf_csv(&b, f[k], k < 19 ? ',' : '\n');
