@@ -7,12 +7,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "data.h"
 #include "tokenizer.h"
 
-// Implemented in tui/cmd_debsum.c. A strong reference on purpose: a weak one would not pull
-// that object out of libtui.a, and the subcommand would silently vanish from the binary.
-extern int cmd_data_build_debsum(int argc, char **argv);
+// cmd_data_build_debsum (cli.h) is implemented in tui/cli/cmd_debsum.c and called by a strong
+// reference on purpose: a weak one would not pull that object out of libtui.a, and the
+// subcommand would silently vanish from the binary.
 
 static void usage(FILE *f) {
     fprintf(f,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "tokenizer.h"
 
 static void tokenize_usage(FILE *f) {
