@@ -261,7 +261,7 @@ static int migrate(store_t *st, lb_err_t *err) {
         }
     } else {
         for (int64_t from = v; from < STORE_SCHEMA_VERSION; from++) {
-            const char *sql = migrations[from - 1];
+            const char *sql = from >= 1 ? migrations[from - 1] : NULL;  // user_version may be < 0
             if (!sql || sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
                 if (sql) st_fail(st, "migrating the schema", err);
                 else lb_err_set(err, LB_EFORMAT, "%s: no migration from schema version %lld",

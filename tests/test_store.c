@@ -125,6 +125,11 @@ static void test_open_migrate_idempotent(void) {
     st = NULL;
     EXPECT(store_open(path, &st, &err) == -1 && st == NULL);
     EXPECTF(strstr(err.msg, "newer") && strstr(err.msg, path), "%s", err.msg);
+    // A negative user_version (not one lorabench writes) is refused, not used as an index.
+    EXPECT(raw_exec(path, "PRAGMA user_version = -3") == 0);
+    st = NULL;
+    EXPECT(store_open(path, &st, &err) == -1 && st == NULL);
+    EXPECTF(strstr(err.msg, "no migration from schema version -3") && strstr(err.msg, path), "%s", err.msg);
 
     // A file that is not a database.
     char *junk = tmp_path("junk.db");

@@ -470,6 +470,7 @@ static void log_softmax_row(const lb_real *x, float *out, int V) {
         if (x[v] > mx) mx = (float)x[v];
     double s = 0;
     for (int v = 0; v < V; v++) s += exp((double)((float)x[v] - mx));
+    // cppcheck-suppress invalidFunctionArg ; s >= 1 when V > 0: the max adds exp(0)
     float ls = (float)log(s);
     for (int v = 0; v < V; v++) out[v] = ((float)x[v] - mx) - ls;
 }

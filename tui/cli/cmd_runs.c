@@ -338,7 +338,7 @@ int cmd_compare(int argc, char **argv) {
     } else {
         // Rows: config keys (flattened specs), then metrics.
         static char keys[CMP_MAX_KEYS][64], vals[32][CMP_MAX_KEYS][128];
-        int nk[32];
+        int nk[32] = {0};
         for (int i = 0; i < n_ids; i++) {
             cJSON *j = cJSON_Parse(runs[i].spec);
             nk[i] = 0;
