@@ -3,7 +3,7 @@
 
 PKGS      := openblas libcjson ncursesw sqlite3
 DEB_PKGS  := build-essential pkg-config libopenblas-dev libcjson-dev libncurses-dev \
-             libsqlite3-dev tmux clang sqlite3 valgrind util-linux
+             libsqlite3-dev tmux clang cppcheck sqlite3 valgrind util-linux
 BUILD     ?= build
 CC        ?= cc
 SAN       ?=
