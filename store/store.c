@@ -342,8 +342,20 @@ int store_data_version(store_t *st, int64_t *version, lb_err_t *err) {
 
 // ---- runs ------------------------------------------------------------------------------
 
-static const char *const statuses[] = {"queued", "running", "done", "failed", "cancelled",
-                                       "interrupted"};
+static const char *const statuses[STORE_N_STATUSES] = {
+    STORE_STATUS_QUEUED, STORE_STATUS_RUNNING,   STORE_STATUS_DONE,
+    STORE_STATUS_FAILED, STORE_STATUS_CANCELLED, STORE_STATUS_INTERRUPTED};
+
+const char *store_status_name(store_status_t s) {
+    return s >= 0 && s < STORE_N_STATUSES ? statuses[s] : NULL;
+}
+
+store_status_t store_status_parse(const char *name) {
+    for (int i = 0; name && i < STORE_N_STATUSES; i++)
+        if (!strcmp(name, statuses[i])) return (store_status_t)i;
+    return STORE_RUN_UNKNOWN;
+}
+
 static const char *const methods[] = {"none", "lora", "full", "partial"};
 
 static int in_list(const char *v, const char *const *list, size_t n) {
@@ -403,7 +415,7 @@ static int no_such_run(store_t *st, int64_t id, lb_err_t *err) {
 
 int store_run_set_status(store_t *st, int64_t id, const char *status, const char *error_text,
                          lb_err_t *err) {
-    if (!in_list(status, statuses, 6))
+    if (store_status_parse(status) == STORE_RUN_UNKNOWN)
         return lb_err_set(err, LB_EARG,
                           "unknown run status '%s'; use queued, running, done, failed, "
                           "cancelled or interrupted",

@@ -55,8 +55,6 @@ static const char key_list[] =
     "total_steps, loss, rouge1, rouge2, rougeL, rougeLsum, tokens_per_s, peak_rss_mb, "
     "duration, created, base_model, dataset, tags, notes, error, sweep, pinned";
 
-static const char *const status_values[] = {"queued", "running", "done", "failed", "cancelled",
-                                            "interrupted"};
 static const char *const method_values[] = {"none", "lora", "full", "partial"};
 
 const char *store_run_keys(void) { return key_list; }
@@ -217,8 +215,10 @@ int store_filter_parse(const char *expr, store_filter_t **out, lb_err_t *err) {
             prm.is_num = 1;
         } else {
             if (key->kind == K_STATUS || key->kind == K_METHOD) {
+                const char *status_values[STORE_N_STATUSES];
+                for (int i = 0; i < STORE_N_STATUSES; i++) status_values[i] = store_status_name((store_status_t)i);
                 const char *const *vals = key->kind == K_STATUS ? status_values : method_values;
-                int nv = key->kind == K_STATUS ? 6 : 4;
+                int nv = key->kind == K_STATUS ? STORE_N_STATUSES : 4;
                 char list[128];
                 join_values(list, sizeof list, vals, nv);
                 if (strcmp(op, "=") && strcmp(op, "!=") && strcmp(op, "~")) {

@@ -603,7 +603,7 @@ int cmd_rm(int argc, char **argv) {
     if (store_run_get(st, id, &r, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
     } else {
-        if (!strcmp(r.status, "running") && r.pid > 0 && store_pid_alive(r.pid, NULL))
+        if (store_status_parse(r.status) == STORE_RUN_RUNNING && r.pid > 0 && store_pid_alive(r.pid, NULL))
             fprintf(stderr, "lorabench: run %lld is running (worker %lld); cancel it first with 'lorabench cancel %lld'\n",
                     (long long)id, (long long)r.pid, (long long)id);
         else if (store_run_delete(st, id, &err) || store_run_dir_remove(wsdir, id, &err))

@@ -74,7 +74,7 @@ static void print_run_result(store_t *st, int64_t id, int json) {
         if (!isnan(r.final_loss)) printf("  loss %.4f", r.final_loss);
         if (!isnan(r.rouge1)) printf("  ROUGE-1 %.4f  ROUGE-2 %.4f  ROUGE-L %.4f", r.rouge1, r.rouge2, r.rougeL);
         printf("\n");
-        if (r.error && strcmp(r.status, "done")) printf("  %s\n", r.error);
+        if (r.error && store_status_parse(r.status) != STORE_RUN_DONE) printf("  %s\n", r.error);
     }
     store_run_clear(&r);
 }
@@ -256,7 +256,8 @@ int cmd_resume(int argc, char **argv) {
     if (store_run_get(st, id, &r, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
     } else {
-        if (!strcmp(r.status, "running") || !strcmp(r.status, "done")) {
+        store_status_t status = store_status_parse(r.status);
+        if (status == STORE_RUN_RUNNING || status == STORE_RUN_DONE) {
             fprintf(stderr, "lorabench: run %lld is %s; only interrupted, cancelled, failed or queued runs can be resumed\n",
                     (long long)id, r.status);
         } else if (store_run_set_status(st, id, STORE_STATUS_QUEUED, NULL, &err)) {
@@ -296,11 +297,11 @@ int cmd_cancel(int argc, char **argv) {
     int rc = 1;
     if (store_run_get(st, id, &r, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
-    } else if (!strcmp(r.status, "queued")) {
+    } else if (store_status_parse(r.status) == STORE_RUN_QUEUED) {
         rc = store_run_set_status(st, id, STORE_STATUS_CANCELLED, "cancelled before it started", &err) ? 1 : 0;
         if (!rc) printf("run %lld cancelled\n", (long long)id);
         store_run_clear(&r);
-    } else if (!strcmp(r.status, "running") && r.pid > 0 && kill((pid_t)r.pid, SIGTERM) == 0) {
+    } else if (store_status_parse(r.status) == STORE_RUN_RUNNING && r.pid > 0 && kill((pid_t)r.pid, SIGTERM) == 0) {
         printf("run %lld: asked worker %lld to stop after its current step\n", (long long)id, (long long)r.pid);
         rc = 0;
         store_run_clear(&r);
