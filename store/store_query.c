@@ -274,14 +274,14 @@ int store_runs_list(store_t *st, const char *sort_key, int descending, const cha
     store_filter_t *f;
     if (store_filter_parse(filter_expr, &f, err)) return -1;
     const char *dir = descending ? "DESC" : "ASC";
-    size_t size = strlen(st_run_columns) + strlen(store_filter_sql(f)) + 256;
+    size_t size = strlen(stmt_run_columns) + strlen(store_filter_sql(f)) + 256;
     char *sql = xmalloc(size);
     // Missing values (a run not evaluated yet) sort last in both directions.
     snprintf(sql, size, "SELECT %s FROM runs_view WHERE %s ORDER BY (%s IS NULL), %s%s %s, id %s",
-             st_run_columns, store_filter_sql(f), key->col, key->col,
+             stmt_run_columns, store_filter_sql(f), key->col, key->col,
              key->kind == K_NUM ? "" : " COLLATE NOCASE", dir, dir);
     sqlite3_stmt *s;
-    int prc = st_prepare(st, sql, &s, err);
+    int prc = stmt_prepare(st, sql, &s, err);
     free(sql);
     if (prc) {
         store_filter_free(f);
@@ -295,14 +295,14 @@ int store_runs_list(store_t *st, const char *sort_key, int descending, const cha
     size_t cap = 0, cnt = 0;
     store_run_t *out = NULL;
     int rc;
-    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+    while ((rc = cnt ? sqlite3_step(s) : stmt_step(st, s)) == SQLITE_ROW) {
         if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 16) * sizeof *out);
-        st_read_run(s, &out[cnt++]);
+        stmt_read_run(s, &out[cnt++]);
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         store_runs_free(out, cnt);
-        return st_fail(st, "listing runs", err);
+        return db_fail(st, "listing runs", err);
     }
     *runs = out;
     *n = cnt;
