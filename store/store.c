@@ -134,13 +134,18 @@ static int exec_retry(store_t *st, const char *sql) {
     }
 }
 
-int db_begin(store_t *st, lb_err_t *err) {
+// BEGIN IMMEDIATE with retries / COMMIT with retries / ROLLBACK (never fails loudly).
+static void db_rollback(store_t *st) {
+    if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int db_begin(store_t *st, lb_err_t *err) {
     if (exec_retry(st, "BEGIN IMMEDIATE") != SQLITE_OK)
         return db_fail(st, "starting a write transaction", err);
     return 0;
 }
 
-int db_commit(store_t *st, lb_err_t *err) {
+static int db_commit(store_t *st, lb_err_t *err) {
     if (exec_retry(st, "COMMIT") != SQLITE_OK) {
         db_fail(st, "committing", err);
         db_rollback(st);
@@ -149,34 +154,32 @@ int db_commit(store_t *st, lb_err_t *err) {
     return 0;
 }
 
-void db_rollback(store_t *st) {
-    if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-}
-
-void stmt_bind_text(sqlite3_stmt *s, int i, const char *v) {
+// Binding helpers: NULL string, NAN real, negative integer bind SQL NULL.
+static void stmt_bind_text(sqlite3_stmt *s, int i, const char *v) {
     if (v) sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
     else sqlite3_bind_null(s, i);
 }
 
-void stmt_bind_real(sqlite3_stmt *s, int i, double v) {
+static void stmt_bind_real(sqlite3_stmt *s, int i, double v) {
     if (isnan(v)) sqlite3_bind_null(s, i);
     else sqlite3_bind_double(s, i, v);
 }
 
-void stmt_bind_int(sqlite3_stmt *s, int i, int64_t v) {
+static void stmt_bind_int(sqlite3_stmt *s, int i, int64_t v) {  // v < 0 -> NULL
     if (v < 0) sqlite3_bind_null(s, i);
     else sqlite3_bind_int64(s, i, v);
 }
 
-double stmt_col_real(sqlite3_stmt *s, int i) {
+// Column helpers: SQL NULL reads as NAN / -1 / NULL.
+static double stmt_col_real(sqlite3_stmt *s, int i) {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
 }
 
-int64_t stmt_col_int(sqlite3_stmt *s, int i) {
+static int64_t stmt_col_int(sqlite3_stmt *s, int i) {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, i);
 }
 
-char *stmt_col_str(sqlite3_stmt *s, int i) {
+static char *stmt_col_str(sqlite3_stmt *s, int i) {  // malloc'd or NULL
     const unsigned char *t = sqlite3_column_text(s, i);
     return t ? xstrdup((const char *)t) : NULL;
 }
