@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "cli_common.h"
 #include "store.h"
+#include "util.h"
 
 static void json_num(FILE *f, double v) {
     if (isnan(v) || isinf(v)) fputs("null", f);
@@ -318,7 +319,7 @@ int cmd_compare(int argc, char **argv) {
     }
     store_t *st;
     if (cli_open_store(ws, NULL, &st)) return 1;
-    store_run_t *runs = calloc((size_t)n_ids, sizeof(store_run_t));
+    store_run_t *runs = xcalloc((size_t)n_ids, sizeof(store_run_t));
     lb_err_t err = {0};
     for (int i = 0; i < n_ids; i++)
         if (store_run_get(st, ids[i], &runs[i], &err)) {

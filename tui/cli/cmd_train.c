@@ -13,6 +13,7 @@
 #include "runner.h"
 #include "spec.h"
 #include "store.h"
+#include "util.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -323,7 +324,7 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
         fprintf(stderr, "lorabench: %s\n", err.msg);
         return 1;
     }
-    int64_t *ids = calloc(n, sizeof(int64_t));
+    int64_t *ids = xcalloc(n, sizeof(int64_t));
     for (size_t i = 0; i < n; i++) {
         if (runner_create_run(st, &specs[i], sweep_id, &ids[i], &err)) {
             fprintf(stderr, "lorabench: sweep point %zu (%s): %s\n", i + 1, specs[i].name, err.msg);
@@ -350,7 +351,7 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
     install_stop_handlers();
     size_t next = 0, running = 0;
     int failed = 0;
-    pid_t *pids = calloc(n, sizeof(pid_t));
+    pid_t *pids = xcalloc(n, sizeof(pid_t));
     while ((next < n || running > 0) && !(stop_requested && running == 0)) {
         while (!stop_requested && next < n && running < (size_t)(parallel > 0 ? parallel : 1)) {
             int64_t pid;
