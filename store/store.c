@@ -82,7 +82,7 @@ static int out_of_space(const store_t *st) {
     return full;
 }
 
-int st_fail(store_t *st, const char *what, lb_err_t *err) {
+int db_fail(store_t *st, const char *what, lb_err_t *err) {
     int rc = sqlite3_extended_errcode(st->db);
     if ((rc & 0xff) == SQLITE_FULL || (rc == SQLITE_IOERR_WRITE && out_of_space(st)))
         return lb_err_set(err, LB_ENOSPC, "no space left writing %s (%s failed); free some disk space and try again",
@@ -100,19 +100,19 @@ int st_fail(store_t *st, const char *what, lb_err_t *err) {
     return lb_err_set(err, LB_EIO, "%s: %s failed: %s%s", st->path, what, sqlite3_errmsg(st->db), hint);
 }
 
-int st_prepare(store_t *st, const char *sql, sqlite3_stmt **stmt, lb_err_t *err) {
+int stmt_prepare(store_t *st, const char *sql, sqlite3_stmt **stmt, lb_err_t *err) {
     *stmt = NULL;
     double t0 = store_now();
     for (int attempt = 0;; attempt++) {
         int rc = sqlite3_prepare_v2(st->db, sql, -1, stmt, NULL);
         if (rc == SQLITE_OK) return 0;
         // Preparing reads the schema, which can be busy while another process migrates.
-        if (!retry_busy(st, rc, attempt, t0)) return st_fail(st, "preparing a query", err);
+        if (!retry_busy(st, rc, attempt, t0)) return db_fail(st, "preparing a query", err);
         sleep_ms(50);
     }
 }
 
-int st_step(store_t *st, sqlite3_stmt *stmt) {
+int stmt_step(store_t *st, sqlite3_stmt *stmt) {
     int rc;
     double t0 = store_now();
     for (int attempt = 0;; attempt++) {
@@ -134,49 +134,52 @@ static int exec_retry(store_t *st, const char *sql) {
     }
 }
 
-int st_begin(store_t *st, lb_err_t *err) {
+// BEGIN IMMEDIATE with retries / COMMIT with retries / ROLLBACK (never fails loudly).
+static void db_rollback(store_t *st) {
+    if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int db_begin(store_t *st, lb_err_t *err) {
     if (exec_retry(st, "BEGIN IMMEDIATE") != SQLITE_OK)
-        return st_fail(st, "starting a write transaction", err);
+        return db_fail(st, "starting a write transaction", err);
     return 0;
 }
 
-int st_commit(store_t *st, lb_err_t *err) {
+static int db_commit(store_t *st, lb_err_t *err) {
     if (exec_retry(st, "COMMIT") != SQLITE_OK) {
-        st_fail(st, "committing", err);
-        st_rollback(st);
+        db_fail(st, "committing", err);
+        db_rollback(st);
         return -1;
     }
     return 0;
 }
 
-void st_rollback(store_t *st) {
-    if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-}
-
-void st_bind_text(sqlite3_stmt *s, int i, const char *v) {
+// Binding helpers: NULL string, NAN real, negative integer bind SQL NULL.
+static void stmt_bind_text(sqlite3_stmt *s, int i, const char *v) {
     if (v) sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
     else sqlite3_bind_null(s, i);
 }
 
-void st_bind_real(sqlite3_stmt *s, int i, double v) {
+static void stmt_bind_real(sqlite3_stmt *s, int i, double v) {
     if (isnan(v)) sqlite3_bind_null(s, i);
     else sqlite3_bind_double(s, i, v);
 }
 
-void st_bind_int(sqlite3_stmt *s, int i, int64_t v) {
+static void stmt_bind_int(sqlite3_stmt *s, int i, int64_t v) {  // v < 0 -> NULL
     if (v < 0) sqlite3_bind_null(s, i);
     else sqlite3_bind_int64(s, i, v);
 }
 
-double st_col_real(sqlite3_stmt *s, int i) {
+// Column helpers: SQL NULL reads as NAN / -1 / NULL.
+static double stmt_col_real(sqlite3_stmt *s, int i) {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
 }
 
-int64_t st_col_int(sqlite3_stmt *s, int i) {
+static int64_t stmt_col_int(sqlite3_stmt *s, int i) {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, i);
 }
 
-char *st_col_str(sqlite3_stmt *s, int i) {
+static char *stmt_col_str(sqlite3_stmt *s, int i) {  // malloc'd or NULL
     const unsigned char *t = sqlite3_column_text(s, i);
     return t ? xstrdup((const char *)t) : NULL;
 }
@@ -185,29 +188,29 @@ char *st_col_str(sqlite3_stmt *s, int i) {
 // the number of rows it changed. Finalizes the statement.
 static int write_one(store_t *st, sqlite3_stmt *s, const char *what, int *changes,
                      lb_err_t *err) {
-    if (st_begin(st, err)) {
+    if (db_begin(st, err)) {
         sqlite3_finalize(s);
         return -1;
     }
-    if (st_step(st, s) != SQLITE_DONE) {
-        st_fail(st, what, err);
+    if (stmt_step(st, s) != SQLITE_DONE) {
+        db_fail(st, what, err);
         sqlite3_finalize(s);
-        st_rollback(st);
+        db_rollback(st);
         return -1;
     }
     sqlite3_finalize(s);
     if (changes) *changes = sqlite3_changes(st->db);
-    return st_commit(st, err);
+    return db_commit(st, err);
 }
 
 // ---- open / migrate --------------------------------------------------------------------
 
 static int read_int_pragma(store_t *st, const char *sql, int64_t *v, lb_err_t *err) {
     sqlite3_stmt *s;
-    if (st_prepare(st, sql, &s, err)) return -1;
-    int rc = st_step(st, s);
+    if (stmt_prepare(st, sql, &s, err)) return -1;
+    int rc = stmt_step(st, s);
     if (rc != SQLITE_ROW) {
-        st_fail(st, sql, err);
+        db_fail(st, sql, err);
         sqlite3_finalize(s);
         return -1;
     }
@@ -222,7 +225,7 @@ static int set_wal(store_t *st, lb_err_t *err) {
     double deadline = store_now() + st->busy_ms / 1000.0;
     for (;;) {
         sqlite3_stmt *s;
-        if (st_prepare(st, "PRAGMA journal_mode=WAL", &s, err)) return -1;
+        if (stmt_prepare(st, "PRAGMA journal_mode=WAL", &s, err)) return -1;
         int rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
             const char *mode = (const char *)sqlite3_column_text(s, 0);
@@ -237,7 +240,7 @@ static int set_wal(store_t *st, lb_err_t *err) {
         }
         sqlite3_finalize(s);
         if (!is_busy(rc) || store_now() > deadline)
-            return st_fail(st, "switching to WAL mode", err);
+            return db_fail(st, "switching to WAL mode", err);
         sleep_ms(20);
     }
 }
@@ -251,19 +254,19 @@ static int migrate(store_t *st, lb_err_t *err) {
                           "%s: the database has schema version %lld, newer than this "
                           "lorabench (version %d); update lorabench or use another workspace",
                           st->path, (long long)v, STORE_SCHEMA_VERSION);
-    if (st_begin(st, err)) return -1;
+    if (db_begin(st, err)) return -1;
     // Another process may have migrated between our read and our lock: read again.
     if (read_int_pragma(st, "PRAGMA user_version", &v, err)) goto fail;
     if (v == 0) {
         if (sqlite3_exec(st->db, lb_schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
-            st_fail(st, "creating the schema (is this a lorabench database?)", err);
+            db_fail(st, "creating the schema (is this a lorabench database?)", err);
             goto fail;
         }
     } else {
         for (int64_t from = v; from < STORE_SCHEMA_VERSION; from++) {
-            const char *sql = migrations[from - 1];
+            const char *sql = from >= 1 ? migrations[from - 1] : NULL;  // user_version may be < 0
             if (!sql || sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-                if (sql) st_fail(st, "migrating the schema", err);
+                if (sql) db_fail(st, "migrating the schema", err);
                 else lb_err_set(err, LB_EFORMAT, "%s: no migration from schema version %lld",
                                 st->path, (long long)from);
                 goto fail;
@@ -273,12 +276,12 @@ static int migrate(store_t *st, lb_err_t *err) {
     char sql[64];
     snprintf(sql, sizeof sql, "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
     if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-        st_fail(st, "setting the schema version", err);
+        db_fail(st, "setting the schema version", err);
         goto fail;
     }
-    return st_commit(st, err);
+    return db_commit(st, err);
 fail:
-    st_rollback(st);
+    db_rollback(st);
     return -1;
 }
 
@@ -288,7 +291,7 @@ int store_open(const char *path, store_t **out, lb_err_t *err) {
     st->path = xstrdup(path);
     int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (rc != SQLITE_OK) {
-        if (st->db) st_fail(st, "opening the database", err);
+        if (st->db) db_fail(st, "opening the database", err);
         else lb_err_set(err, LB_ENOMEM, "%s: cannot open the database (out of memory)", path);
         goto fail;
     }
@@ -311,7 +314,7 @@ int store_open(const char *path, store_t **out, lb_err_t *err) {
     // power cut may lose the last commits) and avoids an fsync per metrics batch.
     if (exec_retry(st, "PRAGMA synchronous=NORMAL") != SQLITE_OK ||
         exec_retry(st, "PRAGMA foreign_keys=ON") != SQLITE_OK) {
-        st_fail(st, "configuring the connection", err);
+        db_fail(st, "configuring the connection", err);
         goto fail;
     }
     if (migrate(st, err)) goto fail;
@@ -342,8 +345,20 @@ int store_data_version(store_t *st, int64_t *version, lb_err_t *err) {
 
 // ---- runs ------------------------------------------------------------------------------
 
-static const char *const statuses[] = {"queued", "running", "done", "failed", "cancelled",
-                                       "interrupted"};
+static const char *const statuses[STORE_N_STATUSES] = {
+    STORE_STATUS_QUEUED, STORE_STATUS_RUNNING,   STORE_STATUS_DONE,
+    STORE_STATUS_FAILED, STORE_STATUS_CANCELLED, STORE_STATUS_INTERRUPTED};
+
+const char *store_status_name(store_status_t s) {
+    return s >= 0 && s < STORE_N_STATUSES ? statuses[s] : NULL;
+}
+
+store_status_t store_status_parse(const char *name) {
+    for (int i = 0; name && i < STORE_N_STATUSES; i++)
+        if (!strcmp(name, statuses[i])) return (store_status_t)i;
+    return STORE_RUN_UNKNOWN;
+}
+
 static const char *const methods[] = {"none", "lora", "full", "partial"};
 
 static int in_list(const char *v, const char *const *list, size_t n) {
@@ -360,38 +375,38 @@ int store_run_create(store_t *st, const store_run_new_t *run, int64_t *id, lb_er
                           "unknown method '%s' for run '%s'; use none, lora, full or partial",
                           run->method, run->name);
     sqlite3_stmt *s;
-    if (st_prepare(st,
-                   "INSERT INTO runs (name, spec, method, status, base_model, dataset, "
-                   "created_at, r, alpha, targets, total_steps, sweep_id, tags) "
-                   "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                   &s, err))
+    if (stmt_prepare(st,
+                     "INSERT INTO runs (name, spec, method, status, base_model, dataset, "
+                     "created_at, r, alpha, targets, total_steps, sweep_id, tags) "
+                     "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     &s, err))
         return -1;
-    st_bind_text(s, 1, run->name);
-    st_bind_text(s, 2, run->spec);
-    st_bind_text(s, 3, run->method);
-    st_bind_text(s, 4, run->base_model);
-    st_bind_text(s, 5, run->dataset);
+    stmt_bind_text(s, 1, run->name);
+    stmt_bind_text(s, 2, run->spec);
+    stmt_bind_text(s, 3, run->method);
+    stmt_bind_text(s, 4, run->base_model);
+    stmt_bind_text(s, 5, run->dataset);
     sqlite3_bind_double(s, 6, store_now());
-    st_bind_int(s, 7, run->r);
-    st_bind_real(s, 8, run->alpha);
-    st_bind_text(s, 9, run->targets);
-    st_bind_int(s, 10, run->total_steps);
+    stmt_bind_int(s, 7, run->r);
+    stmt_bind_real(s, 8, run->alpha);
+    stmt_bind_text(s, 9, run->targets);
+    stmt_bind_int(s, 10, run->total_steps);
     if (run->sweep_id > 0) sqlite3_bind_int64(s, 11, run->sweep_id);
     else sqlite3_bind_null(s, 11);
-    st_bind_text(s, 12, run->tags);
-    if (st_begin(st, err)) {
+    stmt_bind_text(s, 12, run->tags);
+    if (db_begin(st, err)) {
         sqlite3_finalize(s);
         return -1;
     }
-    if (st_step(st, s) != SQLITE_DONE) {
-        st_fail(st, "creating a run", err);
+    if (stmt_step(st, s) != SQLITE_DONE) {
+        db_fail(st, "creating a run", err);
         sqlite3_finalize(s);
-        st_rollback(st);
+        db_rollback(st);
         return -1;
     }
     sqlite3_finalize(s);
     int64_t new_id = sqlite3_last_insert_rowid(st->db);
-    if (st_commit(st, err)) return -1;
+    if (db_commit(st, err)) return -1;
     *id = new_id;
     return 0;
 }
@@ -403,28 +418,28 @@ static int no_such_run(store_t *st, int64_t id, lb_err_t *err) {
 
 int store_run_set_status(store_t *st, int64_t id, const char *status, const char *error_text,
                          lb_err_t *err) {
-    if (!in_list(status, statuses, 6))
+    if (store_status_parse(status) == STORE_RUN_UNKNOWN)
         return lb_err_set(err, LB_EARG,
                           "unknown run status '%s'; use queued, running, done, failed, "
                           "cancelled or interrupted",
                           status ? status : "(null)");
     sqlite3_stmt *s;
-    if (st_prepare(st,
-                   "UPDATE runs SET status = ?2,"
-                   " started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3)"
-                   "              ELSE started_at END,"
-                   " heartbeat = CASE WHEN ?2 = 'running' THEN ?3 ELSE heartbeat END,"
-                   " finished_at = CASE WHEN ?2 IN ('done', 'failed', 'cancelled', 'interrupted')"
-                   "               THEN ?3 ELSE NULL END,"
-                   " error = CASE WHEN ?2 IN ('failed', 'cancelled', 'interrupted') THEN ?4"
-                   "         ELSE NULL END "
-                   "WHERE id = ?1",
-                   &s, err))
+    if (stmt_prepare(st,
+                     "UPDATE runs SET status = ?2,"
+                     " started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3)"
+                     "              ELSE started_at END,"
+                     " heartbeat = CASE WHEN ?2 = 'running' THEN ?3 ELSE heartbeat END,"
+                     " finished_at = CASE WHEN ?2 IN ('done', 'failed', 'cancelled', 'interrupted')"
+                     "               THEN ?3 ELSE NULL END,"
+                     " error = CASE WHEN ?2 IN ('failed', 'cancelled', 'interrupted') THEN ?4"
+                     "         ELSE NULL END "
+                     "WHERE id = ?1",
+                     &s, err))
         return -1;
     sqlite3_bind_int64(s, 1, id);
-    st_bind_text(s, 2, status);
+    stmt_bind_text(s, 2, status);
     sqlite3_bind_double(s, 3, store_now());
-    st_bind_text(s, 4, error_text);
+    stmt_bind_text(s, 4, error_text);
     int changes = 0;
     if (write_one(st, s, "setting a run's status", &changes, err)) return -1;
     return changes ? 0 : no_such_run(st, id, err);
@@ -432,11 +447,11 @@ int store_run_set_status(store_t *st, int64_t id, const char *status, const char
 
 int store_run_heartbeat(store_t *st, int64_t id, int64_t pid, lb_err_t *err) {
     sqlite3_stmt *s;
-    if (st_prepare(st, "UPDATE runs SET heartbeat = ?2, pid = ?3 WHERE id = ?1", &s, err))
+    if (stmt_prepare(st, "UPDATE runs SET heartbeat = ?2, pid = ?3 WHERE id = ?1", &s, err))
         return -1;
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_double(s, 2, store_now());
-    st_bind_int(s, 3, pid);
+    stmt_bind_int(s, 3, pid);
     int changes = 0;
     if (write_one(st, s, "recording a heartbeat", &changes, err)) return -1;
     return changes ? 0 : no_such_run(st, id, err);
@@ -450,24 +465,24 @@ store_run_summary_t store_run_summary_unset(void) {
 int store_run_update_summary(store_t *st, int64_t id, const store_run_summary_t *sm,
                              lb_err_t *err) {
     sqlite3_stmt *s;
-    if (st_prepare(st,
-                   "UPDATE runs SET trainable_params = COALESCE(?2, trainable_params),"
-                   " total_params = COALESCE(?3, total_params),"
-                   " total_steps = COALESCE(?4, total_steps),"
-                   " step = COALESCE(?5, step),"
-                   " final_loss = COALESCE(?6, final_loss),"
-                   " tokens_per_s = COALESCE(?7, tokens_per_s),"
-                   " peak_rss_mb = COALESCE(?8, peak_rss_mb) WHERE id = ?1",
-                   &s, err))
+    if (stmt_prepare(st,
+                     "UPDATE runs SET trainable_params = COALESCE(?2, trainable_params),"
+                     " total_params = COALESCE(?3, total_params),"
+                     " total_steps = COALESCE(?4, total_steps),"
+                     " step = COALESCE(?5, step),"
+                     " final_loss = COALESCE(?6, final_loss),"
+                     " tokens_per_s = COALESCE(?7, tokens_per_s),"
+                     " peak_rss_mb = COALESCE(?8, peak_rss_mb) WHERE id = ?1",
+                     &s, err))
         return -1;
     sqlite3_bind_int64(s, 1, id);
-    st_bind_int(s, 2, sm->trainable_params);
-    st_bind_int(s, 3, sm->total_params);
-    st_bind_int(s, 4, sm->total_steps);
-    st_bind_int(s, 5, sm->step);
-    st_bind_real(s, 6, sm->final_loss);
-    st_bind_real(s, 7, sm->tokens_per_s);
-    st_bind_real(s, 8, sm->peak_rss_mb);
+    stmt_bind_int(s, 2, sm->trainable_params);
+    stmt_bind_int(s, 3, sm->total_params);
+    stmt_bind_int(s, 4, sm->total_steps);
+    stmt_bind_int(s, 5, sm->step);
+    stmt_bind_real(s, 6, sm->final_loss);
+    stmt_bind_real(s, 7, sm->tokens_per_s);
+    stmt_bind_real(s, 8, sm->peak_rss_mb);
     int changes = 0;
     if (write_one(st, s, "updating a run's summary", &changes, err)) return -1;
     return changes ? 0 : no_such_run(st, id, err);
@@ -476,9 +491,9 @@ int store_run_update_summary(store_t *st, int64_t id, const store_run_summary_t 
 static int set_text_column(store_t *st, int64_t id, const char *sql, const char *v,
                            const char *what, lb_err_t *err) {
     sqlite3_stmt *s;
-    if (st_prepare(st, sql, &s, err)) return -1;
+    if (stmt_prepare(st, sql, &s, err)) return -1;
     sqlite3_bind_int64(s, 1, id);
-    st_bind_text(s, 2, v);
+    stmt_bind_text(s, 2, v);
     int changes = 0;
     if (write_one(st, s, what, &changes, err)) return -1;
     return changes ? 0 : no_such_run(st, id, err);
@@ -496,15 +511,15 @@ int store_run_set_notes(store_t *st, int64_t id, const char *notes, lb_err_t *er
 
 int store_run_set_pinned(store_t *st, int64_t id, int pinned, lb_err_t *err) {
     sqlite3_stmt *a = NULL, *b = NULL;
-    if (st_prepare(st, "UPDATE runs SET pinned = 0 WHERE pinned = 1 AND id != ?1", &a, err) ||
-        st_prepare(st, "UPDATE runs SET pinned = ?2 WHERE id = ?1", &b, err))
+    if (stmt_prepare(st, "UPDATE runs SET pinned = 0 WHERE pinned = 1 AND id != ?1", &a, err) ||
+        stmt_prepare(st, "UPDATE runs SET pinned = ?2 WHERE id = ?1", &b, err))
         goto fail_nolock;
     sqlite3_bind_int64(a, 1, id);
     sqlite3_bind_int64(b, 1, id);
     sqlite3_bind_int(b, 2, pinned ? 1 : 0);
-    if (st_begin(st, err)) goto fail_nolock;
-    if ((pinned && st_step(st, a) != SQLITE_DONE) || st_step(st, b) != SQLITE_DONE) {
-        st_fail(st, "pinning a run", err);
+    if (db_begin(st, err)) goto fail_nolock;
+    if ((pinned && stmt_step(st, a) != SQLITE_DONE) || stmt_step(st, b) != SQLITE_DONE) {
+        db_fail(st, "pinning a run", err);
         goto fail;
     }
     if (!sqlite3_changes(st->db)) {
@@ -513,9 +528,9 @@ int store_run_set_pinned(store_t *st, int64_t id, int pinned, lb_err_t *err) {
     }
     sqlite3_finalize(a);
     sqlite3_finalize(b);
-    return st_commit(st, err);
+    return db_commit(st, err);
 fail:
-    st_rollback(st);
+    db_rollback(st);
 fail_nolock:
     sqlite3_finalize(a);
     sqlite3_finalize(b);
@@ -524,74 +539,74 @@ fail_nolock:
 
 int store_run_delete(store_t *st, int64_t id, lb_err_t *err) {
     sqlite3_stmt *s;
-    if (st_prepare(st, "DELETE FROM runs WHERE id = ?1", &s, err)) return -1;
+    if (stmt_prepare(st, "DELETE FROM runs WHERE id = ?1", &s, err)) return -1;
     sqlite3_bind_int64(s, 1, id);
     int changes = 0;
     if (write_one(st, s, "deleting a run", &changes, err)) return -1;
     return changes ? 0 : no_such_run(st, id, err);
 }
 
-const char st_run_columns[] =
+const char stmt_run_columns[] =
     "id, name, spec, method, status, base_model, dataset, created_at, started_at, "
     "finished_at, heartbeat, pid, trainable_params, total_params, r, alpha, targets, "
     "total_steps, step, final_loss, tokens_per_s, peak_rss_mb, error, tags, notes, "
     "sweep_id, pinned, rouge1, rouge2, rougeL, rougeLsum, eval_step, duration, trainable_pct";
 
-void st_read_run(sqlite3_stmt *s, store_run_t *r) {
+void stmt_read_run(sqlite3_stmt *s, store_run_t *r) {
     memset(r, 0, sizeof *r);
     int i = 0;
-    r->id = st_col_int(s, i++);
-    r->name = st_col_str(s, i++);
-    r->spec = st_col_str(s, i++);
-    r->method = st_col_str(s, i++);
-    r->status = st_col_str(s, i++);
-    r->base_model = st_col_str(s, i++);
-    r->dataset = st_col_str(s, i++);
-    r->created_at = st_col_real(s, i++);
-    r->started_at = st_col_real(s, i++);
-    r->finished_at = st_col_real(s, i++);
-    r->heartbeat = st_col_real(s, i++);
-    r->pid = st_col_int(s, i++);
-    r->trainable_params = st_col_int(s, i++);
-    r->total_params = st_col_int(s, i++);
-    r->r = st_col_int(s, i++);
-    r->alpha = st_col_real(s, i++);
-    r->targets = st_col_str(s, i++);
-    r->total_steps = st_col_int(s, i++);
-    r->step = st_col_int(s, i++);
-    r->final_loss = st_col_real(s, i++);
-    r->tokens_per_s = st_col_real(s, i++);
-    r->peak_rss_mb = st_col_real(s, i++);
-    r->error = st_col_str(s, i++);
-    r->tags = st_col_str(s, i++);
-    r->notes = st_col_str(s, i++);
-    r->sweep_id = st_col_int(s, i++);
+    r->id = stmt_col_int(s, i++);
+    r->name = stmt_col_str(s, i++);
+    r->spec = stmt_col_str(s, i++);
+    r->method = stmt_col_str(s, i++);
+    r->status = stmt_col_str(s, i++);
+    r->base_model = stmt_col_str(s, i++);
+    r->dataset = stmt_col_str(s, i++);
+    r->created_at = stmt_col_real(s, i++);
+    r->started_at = stmt_col_real(s, i++);
+    r->finished_at = stmt_col_real(s, i++);
+    r->heartbeat = stmt_col_real(s, i++);
+    r->pid = stmt_col_int(s, i++);
+    r->trainable_params = stmt_col_int(s, i++);
+    r->total_params = stmt_col_int(s, i++);
+    r->r = stmt_col_int(s, i++);
+    r->alpha = stmt_col_real(s, i++);
+    r->targets = stmt_col_str(s, i++);
+    r->total_steps = stmt_col_int(s, i++);
+    r->step = stmt_col_int(s, i++);
+    r->final_loss = stmt_col_real(s, i++);
+    r->tokens_per_s = stmt_col_real(s, i++);
+    r->peak_rss_mb = stmt_col_real(s, i++);
+    r->error = stmt_col_str(s, i++);
+    r->tags = stmt_col_str(s, i++);
+    r->notes = stmt_col_str(s, i++);
+    r->sweep_id = stmt_col_int(s, i++);
     if (r->sweep_id < 0) r->sweep_id = 0;
-    r->pinned = (int)st_col_int(s, i++) == 1;
-    r->rouge1 = st_col_real(s, i++);
-    r->rouge2 = st_col_real(s, i++);
-    r->rougeL = st_col_real(s, i++);
-    r->rougeLsum = st_col_real(s, i++);
-    r->eval_step = st_col_int(s, i++);
-    r->duration = st_col_real(s, i++);
-    r->trainable_pct = st_col_real(s, i++);
+    r->pinned = (int)stmt_col_int(s, i++) == 1;
+    r->rouge1 = stmt_col_real(s, i++);
+    r->rouge2 = stmt_col_real(s, i++);
+    r->rougeL = stmt_col_real(s, i++);
+    r->rougeLsum = stmt_col_real(s, i++);
+    r->eval_step = stmt_col_int(s, i++);
+    r->duration = stmt_col_real(s, i++);
+    r->trainable_pct = stmt_col_real(s, i++);
 }
 
 int store_run_get(store_t *st, int64_t id, store_run_t *run, lb_err_t *err) {
     char sql[1024];
-    snprintf(sql, sizeof sql, "SELECT %s FROM runs_view WHERE id = ?1", st_run_columns);
+    snprintf(sql, sizeof sql, "SELECT %s FROM runs_view WHERE id = ?1", stmt_run_columns);
     sqlite3_stmt *s;
     memset(run, 0, sizeof *run);
-    if (st_prepare(st, sql, &s, err)) return -1;
+    if (stmt_prepare(st, sql, &s, err)) return -1;
     sqlite3_bind_int64(s, 1, id);
-    int rc = st_step(st, s);
+    int rc = stmt_step(st, s);
     if (rc == SQLITE_ROW) {
-        st_read_run(s, run);
+        stmt_read_run(s, run);
         sqlite3_finalize(s);
         return 0;
     }
     if (rc == SQLITE_DONE) no_such_run(st, id, err);
-    else st_fail(st, "reading a run", err);
+    else db_fail(st, "reading a run", err);
     sqlite3_finalize(s);
     return -1;
 }
@@ -630,40 +645,40 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
     // Find candidates without the write lock: the TUI calls this on every poll, and almost
     // always nothing is stale.
     sqlite3_stmt *s;
-    if (st_prepare(st,
-                   "SELECT id, pid, heartbeat FROM runs WHERE status = 'running' AND "
-                   "COALESCE(heartbeat, started_at, created_at) < ?1",
-                   &s, err))
+    if (stmt_prepare(st,
+                     "SELECT id, pid, heartbeat FROM runs WHERE status = 'running' AND "
+                     "COALESCE(heartbeat, started_at, created_at) < ?1",
+                     &s, err))
         return -1;
     sqlite3_bind_double(s, 1, now - stale_seconds);
     size_t n = 0, cap = 0;
     struct cand { int64_t id, pid; double hb; } *c = NULL;
     int rc;
-    while ((rc = n ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
-        int64_t pid = st_col_int(s, 1);
+    while ((rc = n ? sqlite3_step(s) : stmt_step(st, s)) == SQLITE_ROW) {
+        int64_t pid = stmt_col_int(s, 1);
         if (pid > 0 && pid_alive(pid, ctx)) continue;  // slow but alive: leave it running
         if (n == cap) c = xrealloc(c, (cap = cap ? 2 * cap : 8) * sizeof *c);
-        c[n].id = st_col_int(s, 0);
+        c[n].id = stmt_col_int(s, 0);
         c[n].pid = pid;
-        c[n].hb = st_col_real(s, 2);
+        c[n].hb = stmt_col_real(s, 2);
         n++;
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         free(c);
-        return st_fail(st, "looking for stale runs", err);
+        return db_fail(st, "looking for stale runs", err);
     }
     if (!n) return 0;
     int marked = 0;
-    if (st_prepare(st,
-                   "UPDATE runs SET status = 'interrupted', "
-                   " finished_at = COALESCE(heartbeat, started_at, ?3), error = ?4 "
-                   "WHERE id = ?1 AND status = 'running' AND heartbeat IS ?2",
-                   &s, err)) {
+    if (stmt_prepare(st,
+                     "UPDATE runs SET status = 'interrupted', "
+                     " finished_at = COALESCE(heartbeat, started_at, ?3), error = ?4 "
+                     "WHERE id = ?1 AND status = 'running' AND heartbeat IS ?2",
+                     &s, err)) {
         free(c);
         return -1;
     }
-    if (st_begin(st, err)) goto fail_nolock;
+    if (db_begin(st, err)) goto fail_nolock;
     for (size_t i = 0; i < n; i++) {
         char msg[256];
         if (c[i].pid > 0)
@@ -678,19 +693,19 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
                      (long long)c[i].id);
         sqlite3_reset(s);
         sqlite3_bind_int64(s, 1, c[i].id);
-        st_bind_real(s, 2, c[i].hb);  // unchanged since we looked: the worker did not revive
+        stmt_bind_real(s, 2, c[i].hb);  // unchanged since we looked: the worker did not revive
         sqlite3_bind_double(s, 3, now);
-        st_bind_text(s, 4, msg);
-        if (st_step(st, s) != SQLITE_DONE) {
-            st_fail(st, "marking a stale run interrupted", err);
-            st_rollback(st);
+        stmt_bind_text(s, 4, msg);
+        if (stmt_step(st, s) != SQLITE_DONE) {
+            db_fail(st, "marking a stale run interrupted", err);
+            db_rollback(st);
             goto fail_nolock;
         }
         marked += sqlite3_changes(st->db);
     }
     sqlite3_finalize(s);
     free(c);
-    if (st_commit(st, err)) return -1;
+    if (db_commit(st, err)) return -1;
     if (n_marked) *n_marked = marked;
     return 0;
 fail_nolock:
@@ -705,34 +720,34 @@ int store_metrics_insert_batch(store_t *st, int64_t run_id, const store_metric_t
                                size_t n, lb_err_t *err) {
     if (!n) return 0;
     sqlite3_stmt *ins = NULL, *upd = NULL;
-    if (st_prepare(st,
-                   "INSERT OR REPLACE INTO metrics (run_id, step, epoch, loss, lr, grad_norm, "
-                   "tokens_per_s, step_ms, rss_mb, tokens, wall_s) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                   &ins, err) ||
-        st_prepare(st, "UPDATE runs SET step = MAX(step, ?2), heartbeat = ?3 WHERE id = ?1",
-                   &upd, err))
+    if (stmt_prepare(st,
+                     "INSERT OR REPLACE INTO metrics (run_id, step, epoch, loss, lr, grad_norm, "
+                     "tokens_per_s, step_ms, rss_mb, tokens, wall_s) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     &ins, err) ||
+        stmt_prepare(st, "UPDATE runs SET step = MAX(step, ?2), heartbeat = ?3 WHERE id = ?1",
+                     &upd, err))
         goto fail_nolock;
-    if (st_begin(st, err)) goto fail_nolock;
+    if (db_begin(st, err)) goto fail_nolock;
     int64_t max_step = 0;
     for (size_t i = 0; i < n; i++) {
         const store_metric_t *m = &rows[i];
         sqlite3_reset(ins);
         sqlite3_bind_int64(ins, 1, run_id);
         sqlite3_bind_int64(ins, 2, m->step);
-        st_bind_real(ins, 3, m->epoch);
-        st_bind_real(ins, 4, m->loss);
-        st_bind_real(ins, 5, m->lr);
-        st_bind_real(ins, 6, m->grad_norm);
-        st_bind_real(ins, 7, m->tokens_per_s);
-        st_bind_real(ins, 8, m->step_ms);
-        st_bind_real(ins, 9, m->rss_mb);
-        st_bind_int(ins, 10, m->tokens);
-        st_bind_real(ins, 11, m->wall_s);
+        stmt_bind_real(ins, 3, m->epoch);
+        stmt_bind_real(ins, 4, m->loss);
+        stmt_bind_real(ins, 5, m->lr);
+        stmt_bind_real(ins, 6, m->grad_norm);
+        stmt_bind_real(ins, 7, m->tokens_per_s);
+        stmt_bind_real(ins, 8, m->step_ms);
+        stmt_bind_real(ins, 9, m->rss_mb);
+        stmt_bind_int(ins, 10, m->tokens);
+        stmt_bind_real(ins, 11, m->wall_s);
         int rc = sqlite3_step(ins);
         if (rc != SQLITE_DONE) {
             if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) no_such_run(st, run_id, err);
-            else st_fail(st, "writing metrics", err);
+            else db_fail(st, "writing metrics", err);
             goto fail;
         }
         if (m->step > max_step) max_step = m->step;
@@ -741,14 +756,14 @@ int store_metrics_insert_batch(store_t *st, int64_t run_id, const store_metric_t
     sqlite3_bind_int64(upd, 2, max_step);
     sqlite3_bind_double(upd, 3, store_now());
     if (sqlite3_step(upd) != SQLITE_DONE) {
-        st_fail(st, "updating a run's step", err);
+        db_fail(st, "updating a run's step", err);
         goto fail;
     }
     sqlite3_finalize(ins);
     sqlite3_finalize(upd);
-    return st_commit(st, err);
+    return db_commit(st, err);
 fail:
-    st_rollback(st);
+    db_rollback(st);
 fail_nolock:
     sqlite3_finalize(ins);
     sqlite3_finalize(upd);
@@ -760,34 +775,34 @@ int store_metrics_since(store_t *st, int64_t run_id, int64_t after_step,
     *rows = NULL;
     *n = 0;
     sqlite3_stmt *s;
-    if (st_prepare(st,
-                   "SELECT step, epoch, loss, lr, grad_norm, tokens_per_s, step_ms, rss_mb, "
-                   "tokens, wall_s FROM metrics WHERE run_id = ?1 AND step > ?2 ORDER BY step",
-                   &s, err))
+    if (stmt_prepare(st,
+                     "SELECT step, epoch, loss, lr, grad_norm, tokens_per_s, step_ms, rss_mb, "
+                     "tokens, wall_s FROM metrics WHERE run_id = ?1 AND step > ?2 ORDER BY step",
+                     &s, err))
         return -1;
     sqlite3_bind_int64(s, 1, run_id);
     sqlite3_bind_int64(s, 2, after_step);
     size_t cap = 0, cnt = 0;
     store_metric_t *out = NULL;
     int rc;
-    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+    while ((rc = cnt ? sqlite3_step(s) : stmt_step(st, s)) == SQLITE_ROW) {
         if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 64) * sizeof *out);
         store_metric_t *m = &out[cnt++];
         m->step = sqlite3_column_int64(s, 0);
-        m->epoch = st_col_real(s, 1);
-        m->loss = st_col_real(s, 2);
-        m->lr = st_col_real(s, 3);
-        m->grad_norm = st_col_real(s, 4);
-        m->tokens_per_s = st_col_real(s, 5);
-        m->step_ms = st_col_real(s, 6);
-        m->rss_mb = st_col_real(s, 7);
-        m->tokens = st_col_int(s, 8);
-        m->wall_s = st_col_real(s, 9);
+        m->epoch = stmt_col_real(s, 1);
+        m->loss = stmt_col_real(s, 2);
+        m->lr = stmt_col_real(s, 3);
+        m->grad_norm = stmt_col_real(s, 4);
+        m->tokens_per_s = stmt_col_real(s, 5);
+        m->step_ms = stmt_col_real(s, 6);
+        m->rss_mb = stmt_col_real(s, 7);
+        m->tokens = stmt_col_int(s, 8);
+        m->wall_s = stmt_col_real(s, 9);
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         free(out);
-        return st_fail(st, "reading metrics", err);
+        return db_fail(st, "reading metrics", err);
     }
     *rows = out;
     *n = cnt;
@@ -796,10 +811,10 @@ int store_metrics_since(store_t *st, int64_t run_id, int64_t after_step,
 
 int store_metrics_count(store_t *st, int64_t run_id, int64_t *count, lb_err_t *err) {
     sqlite3_stmt *s;
-    if (st_prepare(st, "SELECT count(*) FROM metrics WHERE run_id = ?1", &s, err)) return -1;
+    if (stmt_prepare(st, "SELECT count(*) FROM metrics WHERE run_id = ?1", &s, err)) return -1;
     sqlite3_bind_int64(s, 1, run_id);
-    if (st_step(st, s) != SQLITE_ROW) {
-        st_fail(st, "counting metrics", err);
+    if (stmt_step(st, s) != SQLITE_ROW) {
+        db_fail(st, "counting metrics", err);
         sqlite3_finalize(s);
         return -1;
     }
@@ -813,37 +828,37 @@ int store_metrics_count(store_t *st, int64_t run_id, int64_t *count, lb_err_t *e
 int store_eval_insert(store_t *st, const store_eval_t *ev, const store_sample_t *samples,
                       size_t n, int64_t *eval_id, lb_err_t *err) {
     sqlite3_stmt *e = NULL, *sm = NULL;
-    if (st_prepare(st,
-                   "INSERT INTO evals (run_id, step, split, n, created_at, seconds, "
-                   "rouge1, rouge1_low, rouge1_high, rouge2, rouge2_low, rouge2_high, "
-                   "rougeL, rougeL_low, rougeL_high, rougeLsum, rougeLsum_low, rougeLsum_high, "
-                   "beams, max_new_tokens, length_penalty) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-                   "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
-                   &e, err) ||
-        st_prepare(st,
-                   "INSERT OR REPLACE INTO samples (eval_id, idx, source, reference, "
-                   "prediction, rouge1, rouge2, rougeL) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                   &sm, err))
+    if (stmt_prepare(st,
+                     "INSERT INTO evals (run_id, step, split, n, created_at, seconds, "
+                     "rouge1, rouge1_low, rouge1_high, rouge2, rouge2_low, rouge2_high, "
+                     "rougeL, rougeL_low, rougeL_high, rougeLsum, rougeLsum_low, rougeLsum_high, "
+                     "beams, max_new_tokens, length_penalty) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+                     "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+                     &e, err) ||
+        stmt_prepare(st,
+                     "INSERT OR REPLACE INTO samples (eval_id, idx, source, reference, "
+                     "prediction, rouge1, rouge2, rougeL) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     &sm, err))
         goto fail_nolock;
     sqlite3_bind_int64(e, 1, ev->run_id);
     sqlite3_bind_int64(e, 2, ev->step);
-    st_bind_text(e, 3, ev->split);
+    stmt_bind_text(e, 3, ev->split);
     sqlite3_bind_int64(e, 4, ev->n);
     sqlite3_bind_double(e, 5, store_now());
-    st_bind_real(e, 6, ev->seconds);
+    stmt_bind_real(e, 6, ev->seconds);
     const double v[12] = {ev->rouge1,    ev->rouge1_low,    ev->rouge1_high, ev->rouge2,
                           ev->rouge2_low, ev->rouge2_high,  ev->rougeL,      ev->rougeL_low,
                           ev->rougeL_high, ev->rougeLsum,   ev->rougeLsum_low,
                           ev->rougeLsum_high};
-    for (int i = 0; i < 12; i++) st_bind_real(e, 7 + i, v[i]);
-    st_bind_int(e, 19, ev->beams);
-    st_bind_int(e, 20, ev->max_new_tokens);
-    st_bind_real(e, 21, ev->length_penalty);
-    if (st_begin(st, err)) goto fail_nolock;
+    for (int i = 0; i < 12; i++) stmt_bind_real(e, 7 + i, v[i]);
+    stmt_bind_int(e, 19, ev->beams);
+    stmt_bind_int(e, 20, ev->max_new_tokens);
+    stmt_bind_real(e, 21, ev->length_penalty);
+    if (db_begin(st, err)) goto fail_nolock;
     int rc = sqlite3_step(e);
     if (rc != SQLITE_DONE) {
         if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) no_such_run(st, ev->run_id, err);
-        else st_fail(st, "writing an evaluation", err);
+        else db_fail(st, "writing an evaluation", err);
         goto fail;
     }
     int64_t id = sqlite3_last_insert_rowid(st->db);
@@ -852,24 +867,24 @@ int store_eval_insert(store_t *st, const store_eval_t *ev, const store_sample_t 
         sqlite3_reset(sm);
         sqlite3_bind_int64(sm, 1, id);
         sqlite3_bind_int64(sm, 2, x->idx);
-        st_bind_text(sm, 3, x->source);
-        st_bind_text(sm, 4, x->reference);
-        st_bind_text(sm, 5, x->prediction);
-        st_bind_real(sm, 6, x->rouge1);
-        st_bind_real(sm, 7, x->rouge2);
-        st_bind_real(sm, 8, x->rougeL);
+        stmt_bind_text(sm, 3, x->source);
+        stmt_bind_text(sm, 4, x->reference);
+        stmt_bind_text(sm, 5, x->prediction);
+        stmt_bind_real(sm, 6, x->rouge1);
+        stmt_bind_real(sm, 7, x->rouge2);
+        stmt_bind_real(sm, 8, x->rougeL);
         if (sqlite3_step(sm) != SQLITE_DONE) {
-            st_fail(st, "writing samples", err);
+            db_fail(st, "writing samples", err);
             goto fail;
         }
     }
     sqlite3_finalize(e);
     sqlite3_finalize(sm);
-    if (st_commit(st, err)) return -1;
+    if (db_commit(st, err)) return -1;
     if (eval_id) *eval_id = id;
     return 0;
 fail:
-    st_rollback(st);
+    db_rollback(st);
 fail_nolock:
     sqlite3_finalize(e);
     sqlite3_finalize(sm);
@@ -881,19 +896,19 @@ int store_evals_list(store_t *st, int64_t run_id, store_eval_t **evals, size_t *
     *evals = NULL;
     *n = 0;
     sqlite3_stmt *s;
-    if (st_prepare(st,
-                   "SELECT id, run_id, step, split, n, created_at, seconds, "
-                   "rouge1, rouge1_low, rouge1_high, rouge2, rouge2_low, rouge2_high, "
-                   "rougeL, rougeL_low, rougeL_high, rougeLsum, rougeLsum_low, rougeLsum_high, "
-                   "beams, max_new_tokens, length_penalty FROM evals WHERE run_id = ?1 "
-                   "ORDER BY step, id",
-                   &s, err))
+    if (stmt_prepare(st,
+                     "SELECT id, run_id, step, split, n, created_at, seconds, "
+                     "rouge1, rouge1_low, rouge1_high, rouge2, rouge2_low, rouge2_high, "
+                     "rougeL, rougeL_low, rougeL_high, rougeLsum, rougeLsum_low, rougeLsum_high, "
+                     "beams, max_new_tokens, length_penalty FROM evals WHERE run_id = ?1 "
+                     "ORDER BY step, id",
+                     &s, err))
         return -1;
     sqlite3_bind_int64(s, 1, run_id);
     size_t cap = 0, cnt = 0;
     store_eval_t *out = NULL;
     int rc;
-    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+    while ((rc = cnt ? sqlite3_step(s) : stmt_step(st, s)) == SQLITE_ROW) {
         if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 8) * sizeof *out);
         store_eval_t *e = &out[cnt++];
         memset(e, 0, sizeof *e);
@@ -903,21 +918,21 @@ int store_evals_list(store_t *st, int64_t run_id, store_eval_t **evals, size_t *
         const char *split = (const char *)sqlite3_column_text(s, 3);
         snprintf(e->split, sizeof e->split, "%s", split ? split : "");
         e->n = sqlite3_column_int64(s, 4);
-        e->created_at = st_col_real(s, 5);
-        e->seconds = st_col_real(s, 6);
+        e->created_at = stmt_col_real(s, 5);
+        e->seconds = stmt_col_real(s, 6);
         double *dst[12] = {&e->rouge1,    &e->rouge1_low,    &e->rouge1_high,
                            &e->rouge2,    &e->rouge2_low,    &e->rouge2_high,
                            &e->rougeL,    &e->rougeL_low,    &e->rougeL_high,
                            &e->rougeLsum, &e->rougeLsum_low, &e->rougeLsum_high};
-        for (int i = 0; i < 12; i++) *dst[i] = st_col_real(s, 7 + i);
-        e->beams = st_col_int(s, 19);
-        e->max_new_tokens = st_col_int(s, 20);
-        e->length_penalty = st_col_real(s, 21);
+        for (int i = 0; i < 12; i++) *dst[i] = stmt_col_real(s, 7 + i);
+        e->beams = stmt_col_int(s, 19);
+        e->max_new_tokens = stmt_col_int(s, 20);
+        e->length_penalty = stmt_col_real(s, 21);
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         free(out);
-        return st_fail(st, "reading evaluations", err);
+        return db_fail(st, "reading evaluations", err);
     }
     *evals = out;
     *n = cnt;
@@ -929,10 +944,10 @@ int store_samples_list(store_t *st, int64_t eval_id, int64_t offset, int64_t lim
     *rows = NULL;
     *n = 0;
     sqlite3_stmt *s;
-    if (st_prepare(st,
-                   "SELECT eval_id, idx, source, reference, prediction, rouge1, rouge2, rougeL "
-                   "FROM samples WHERE eval_id = ?1 ORDER BY idx LIMIT ?3 OFFSET ?2",
-                   &s, err))
+    if (stmt_prepare(st,
+                     "SELECT eval_id, idx, source, reference, prediction, rouge1, rouge2, rougeL "
+                     "FROM samples WHERE eval_id = ?1 ORDER BY idx LIMIT ?3 OFFSET ?2",
+                     &s, err))
         return -1;
     sqlite3_bind_int64(s, 1, eval_id);
     sqlite3_bind_int64(s, 2, offset > 0 ? offset : 0);
@@ -940,22 +955,22 @@ int store_samples_list(store_t *st, int64_t eval_id, int64_t offset, int64_t lim
     size_t cap = 0, cnt = 0;
     store_sample_row_t *out = NULL;
     int rc;
-    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+    while ((rc = cnt ? sqlite3_step(s) : stmt_step(st, s)) == SQLITE_ROW) {
         if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 16) * sizeof *out);
         store_sample_row_t *x = &out[cnt++];
         x->eval_id = sqlite3_column_int64(s, 0);
         x->idx = sqlite3_column_int64(s, 1);
-        x->source = st_col_str(s, 2);
-        x->reference = st_col_str(s, 3);
-        x->prediction = st_col_str(s, 4);
-        x->rouge1 = st_col_real(s, 5);
-        x->rouge2 = st_col_real(s, 6);
-        x->rougeL = st_col_real(s, 7);
+        x->source = stmt_col_str(s, 2);
+        x->reference = stmt_col_str(s, 3);
+        x->prediction = stmt_col_str(s, 4);
+        x->rouge1 = stmt_col_real(s, 5);
+        x->rouge2 = stmt_col_real(s, 6);
+        x->rougeL = stmt_col_real(s, 7);
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         store_samples_free(out, cnt);
-        return st_fail(st, "reading samples", err);
+        return db_fail(st, "reading samples", err);
     }
     *rows = out;
     *n = cnt;
@@ -978,33 +993,33 @@ int store_artifact_add(store_t *st, int64_t run_id, const char *kind, const char
     if (!kind || !path)
         return lb_err_set(err, LB_EARG, "store_artifact_add: an artifact needs a kind and a path");
     sqlite3_stmt *s;
-    if (st_prepare(st,
-                   "INSERT INTO artifacts (run_id, kind, path, bytes, sha256, step, created_at) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (run_id, path) DO UPDATE "
-                   "SET kind = excluded.kind, bytes = excluded.bytes, sha256 = excluded.sha256, "
-                   "step = excluded.step, created_at = excluded.created_at",
-                   &s, err))
+    if (stmt_prepare(st,
+                     "INSERT INTO artifacts (run_id, kind, path, bytes, sha256, step, created_at) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (run_id, path) DO UPDATE "
+                     "SET kind = excluded.kind, bytes = excluded.bytes, sha256 = excluded.sha256, "
+                     "step = excluded.step, created_at = excluded.created_at",
+                     &s, err))
         return -1;
     sqlite3_bind_int64(s, 1, run_id);
-    st_bind_text(s, 2, kind);
-    st_bind_text(s, 3, path);
-    st_bind_int(s, 4, bytes);
-    st_bind_text(s, 5, sha256);
-    st_bind_int(s, 6, step);
+    stmt_bind_text(s, 2, kind);
+    stmt_bind_text(s, 3, path);
+    stmt_bind_int(s, 4, bytes);
+    stmt_bind_text(s, 5, sha256);
+    stmt_bind_int(s, 6, step);
     sqlite3_bind_double(s, 7, store_now());
-    if (st_begin(st, err)) {
+    if (db_begin(st, err)) {
         sqlite3_finalize(s);
         return -1;
     }
-    int rc = st_step(st, s);
+    int rc = stmt_step(st, s);
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) no_such_run(st, run_id, err);
-        else st_fail(st, "recording an artifact", err);
-        st_rollback(st);
+        else db_fail(st, "recording an artifact", err);
+        db_rollback(st);
         return -1;
     }
-    return st_commit(st, err);
+    return db_commit(st, err);
 }
 
 int store_artifacts_list(store_t *st, int64_t run_id, const char *kind,
@@ -1012,32 +1027,32 @@ int store_artifacts_list(store_t *st, int64_t run_id, const char *kind,
     *rows = NULL;
     *n = 0;
     sqlite3_stmt *s;
-    if (st_prepare(st,
-                   "SELECT id, run_id, kind, path, sha256, bytes, step, created_at FROM artifacts "
-                   "WHERE run_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY created_at, id",
-                   &s, err))
+    if (stmt_prepare(st,
+                     "SELECT id, run_id, kind, path, sha256, bytes, step, created_at FROM artifacts "
+                     "WHERE run_id = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY created_at, id",
+                     &s, err))
         return -1;
     sqlite3_bind_int64(s, 1, run_id);
-    st_bind_text(s, 2, kind);
+    stmt_bind_text(s, 2, kind);
     size_t cap = 0, cnt = 0;
     store_artifact_t *out = NULL;
     int rc;
-    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+    while ((rc = cnt ? sqlite3_step(s) : stmt_step(st, s)) == SQLITE_ROW) {
         if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 8) * sizeof *out);
         store_artifact_t *a = &out[cnt++];
         a->id = sqlite3_column_int64(s, 0);
         a->run_id = sqlite3_column_int64(s, 1);
-        a->kind = st_col_str(s, 2);
-        a->path = st_col_str(s, 3);
-        a->sha256 = st_col_str(s, 4);
-        a->bytes = st_col_int(s, 5);
-        a->step = st_col_int(s, 6);
-        a->created_at = st_col_real(s, 7);
+        a->kind = stmt_col_str(s, 2);
+        a->path = stmt_col_str(s, 3);
+        a->sha256 = stmt_col_str(s, 4);
+        a->bytes = stmt_col_int(s, 5);
+        a->step = stmt_col_int(s, 6);
+        a->created_at = stmt_col_real(s, 7);
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         store_artifacts_free(out, cnt);
-        return st_fail(st, "reading artifacts", err);
+        return db_fail(st, "reading artifacts", err);
     }
     *rows = out;
     *n = cnt;
@@ -1058,25 +1073,25 @@ int store_sweep_create(store_t *st, const char *name, const char *spec, int64_t 
     if (!name || !spec)
         return lb_err_set(err, LB_EARG, "store_sweep_create: a sweep needs a name and a spec");
     sqlite3_stmt *s;
-    if (st_prepare(st, "INSERT INTO sweeps (name, spec, created_at) VALUES (?1, ?2, ?3)", &s,
-                   err))
+    if (stmt_prepare(st, "INSERT INTO sweeps (name, spec, created_at) VALUES (?1, ?2, ?3)", &s,
+                     err))
         return -1;
-    st_bind_text(s, 1, name);
-    st_bind_text(s, 2, spec);
+    stmt_bind_text(s, 1, name);
+    stmt_bind_text(s, 2, spec);
     sqlite3_bind_double(s, 3, store_now());
-    if (st_begin(st, err)) {
+    if (db_begin(st, err)) {
         sqlite3_finalize(s);
         return -1;
     }
-    if (st_step(st, s) != SQLITE_DONE) {
-        st_fail(st, "creating a sweep", err);
+    if (stmt_step(st, s) != SQLITE_DONE) {
+        db_fail(st, "creating a sweep", err);
         sqlite3_finalize(s);
-        st_rollback(st);
+        db_rollback(st);
         return -1;
     }
     sqlite3_finalize(s);
     int64_t new_id = sqlite3_last_insert_rowid(st->db);
-    if (st_commit(st, err)) return -1;
+    if (db_commit(st, err)) return -1;
     *id = new_id;
     return 0;
 }

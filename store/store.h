@@ -68,13 +68,32 @@ int store_data_version(store_t *st, int64_t *version, lb_err_t *err);
 
 // ---- runs ------------------------------------------------------------------------------
 
-// Run statuses as stored in runs.status.
+// Run statuses as stored in runs.status (schema.sql's CHECK allows these six).
 #define STORE_STATUS_QUEUED "queued"
 #define STORE_STATUS_RUNNING "running"
 #define STORE_STATUS_DONE "done"
 #define STORE_STATUS_FAILED "failed"
 #define STORE_STATUS_CANCELLED "cancelled"
 #define STORE_STATUS_INTERRUPTED "interrupted"
+
+// The same statuses as values, in that order. A run's status is tested as
+// store_status_parse(r->status) == STORE_RUN_DONE, never by spelling the name.
+typedef enum {
+    STORE_RUN_UNKNOWN = -1,  // not a status (store_status_parse of anything else)
+    STORE_RUN_QUEUED,
+    STORE_RUN_RUNNING,
+    STORE_RUN_DONE,
+    STORE_RUN_FAILED,
+    STORE_RUN_CANCELLED,
+    STORE_RUN_INTERRUPTED,
+    STORE_N_STATUSES
+} store_status_t;
+
+// The stored name of s (one of STORE_STATUS_*); NULL for STORE_RUN_UNKNOWN or out of range.
+const char *store_status_name(store_status_t s);
+
+// The status named name; STORE_RUN_UNKNOWN for NULL or a name that is not one.
+store_status_t store_status_parse(const char *name);
 
 // What a new run is created with. Strings may be NULL except name, spec and method;
 // r < 0 / alpha NAN / total_steps < 0 / sweep_id <= 0 mean "none".

@@ -55,8 +55,6 @@ static const char key_list[] =
     "total_steps, loss, rouge1, rouge2, rougeL, rougeLsum, tokens_per_s, peak_rss_mb, "
     "duration, created, base_model, dataset, tags, notes, error, sweep, pinned";
 
-static const char *const status_values[] = {"queued", "running", "done", "failed", "cancelled",
-                                            "interrupted"};
 static const char *const method_values[] = {"none", "lora", "full", "partial"};
 
 const char *store_run_keys(void) { return key_list; }
@@ -217,8 +215,10 @@ int store_filter_parse(const char *expr, store_filter_t **out, lb_err_t *err) {
             prm.is_num = 1;
         } else {
             if (key->kind == K_STATUS || key->kind == K_METHOD) {
+                const char *status_values[STORE_N_STATUSES];
+                for (int i = 0; i < STORE_N_STATUSES; i++) status_values[i] = store_status_name((store_status_t)i);
                 const char *const *vals = key->kind == K_STATUS ? status_values : method_values;
-                int nv = key->kind == K_STATUS ? 6 : 4;
+                int nv = key->kind == K_STATUS ? STORE_N_STATUSES : 4;
                 char list[128];
                 join_values(list, sizeof list, vals, nv);
                 if (strcmp(op, "=") && strcmp(op, "!=") && strcmp(op, "~")) {
@@ -274,14 +274,14 @@ int store_runs_list(store_t *st, const char *sort_key, int descending, const cha
     store_filter_t *f;
     if (store_filter_parse(filter_expr, &f, err)) return -1;
     const char *dir = descending ? "DESC" : "ASC";
-    size_t size = strlen(st_run_columns) + strlen(store_filter_sql(f)) + 256;
+    size_t size = strlen(stmt_run_columns) + strlen(store_filter_sql(f)) + 256;
     char *sql = xmalloc(size);
     // Missing values (a run not evaluated yet) sort last in both directions.
     snprintf(sql, size, "SELECT %s FROM runs_view WHERE %s ORDER BY (%s IS NULL), %s%s %s, id %s",
-             st_run_columns, store_filter_sql(f), key->col, key->col,
+             stmt_run_columns, store_filter_sql(f), key->col, key->col,
              key->kind == K_NUM ? "" : " COLLATE NOCASE", dir, dir);
     sqlite3_stmt *s;
-    int prc = st_prepare(st, sql, &s, err);
+    int prc = stmt_prepare(st, sql, &s, err);
     free(sql);
     if (prc) {
         store_filter_free(f);
@@ -295,14 +295,14 @@ int store_runs_list(store_t *st, const char *sort_key, int descending, const cha
     size_t cap = 0, cnt = 0;
     store_run_t *out = NULL;
     int rc;
-    while ((rc = cnt ? sqlite3_step(s) : st_step(st, s)) == SQLITE_ROW) {
+    while ((rc = cnt ? sqlite3_step(s) : stmt_step(st, s)) == SQLITE_ROW) {
         if (cnt == cap) out = xrealloc(out, (cap = cap ? 2 * cap : 16) * sizeof *out);
-        st_read_run(s, &out[cnt++]);
+        stmt_read_run(s, &out[cnt++]);
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         store_runs_free(out, cnt);
-        return st_fail(st, "listing runs", err);
+        return db_fail(st, "listing runs", err);
     }
     *runs = out;
     *n = cnt;

@@ -54,17 +54,17 @@ static int ws_encode(void *ctx, const char *text, int **ids, int *n, lb_err_t *e
     (void)ctx;
     (void)err;
     int cap = 8, k = 0;
-    int *v = malloc(sizeof(int) * (size_t)cap);
+    int *v = xmalloc(sizeof(int) * (size_t)cap);
     const char *p = text;
     for (;;) {
         while (*p == ' ' || *p == '\n' || *p == '\t') p++;
         if (!*p) break;
         uint32_t h = 2166136261u;
         while (*p && *p != ' ' && *p != '\n' && *p != '\t') h = (h ^ (unsigned char)*p++) * 16777619u;
-        if (k + 2 > cap) v = realloc(v, sizeof(int) * (size_t)(cap *= 2));
+        if (k + 2 > cap) v = xrealloc(v, sizeof(int) * (size_t)(cap *= 2));
         v[k++] = 3 + (int)(h % 1000);
     }
-    if (k + 1 > cap) v = realloc(v, sizeof(int) * (size_t)(cap + 1));
+    if (k + 1 > cap) v = xrealloc(v, sizeof(int) * (size_t)(cap + 1));
     v[k++] = 1;
     *ids = v;
     *n = k;

@@ -159,10 +159,12 @@ static void test_store_on_full_disk(void) {
     int64_t committed = 0, step = 0;
     int failed = 0;
     for (int batch = 0; batch < 400 && !failed; batch++) {
-        for (int i = 0; i < BATCH; i++)
-            rows[i] = (store_metric_t){.step = ++step, .epoch = 0, .loss = 1.0 / (double)step, .lr = 1e-3,
+        for (int i = 0; i < BATCH; i++) {
+            step++;
+            rows[i] = (store_metric_t){.step = step, .epoch = 0, .loss = 1.0 / (double)step, .lr = 1e-3,
                                        .grad_norm = 1, .tokens_per_s = 1, .step_ms = 1, .rss_mb = 1, .tokens = step,
                                        .wall_s = (double)step};
+        }
         if (store_metrics_insert_batch(st, id, rows, BATCH, &err) == 0) committed += BATCH;
         else failed = 1;
     }

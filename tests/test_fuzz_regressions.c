@@ -13,6 +13,16 @@
 
 #define FUZZ_CHECK(cond) EXPECT(cond)
 
+// The targets' entry points, renamed below, are this file's own functions.
+static int fuzz_config_one(const uint8_t *data, size_t size);
+static int fuzz_spec_one(const uint8_t *data, size_t size);
+static int fuzz_rouge_one(const uint8_t *data, size_t size);
+static int fuzz_spm_one(const uint8_t *data, size_t size);
+static int fuzz_tokenizer_one(const uint8_t *data, size_t size);
+static int fuzz_tokenize_text_one(const uint8_t *data, size_t size);
+static int fuzz_tokenize_text_init(int *argc, char ***argv);
+static int fuzz_data_one(const uint8_t *data, size_t size);
+
 #define LLVMFuzzerTestOneInput fuzz_config_one
 #include "fuzz/fuzz_config.c"
 #undef LLVMFuzzerTestOneInput

@@ -112,7 +112,7 @@ typedef struct {
 } rms_ctx;
 static double rms_loss(void *p) {
     rms_ctx *c = p;
-    rms_forward(c->N, c->D, c->x, c->w, 1e-6, c->inv, c->y);
+    rms_forward_p(NULL, c->N, c->D, c->x, c->w, 1e-6, c->inv, c->y);
     return dot(c->y, c->c, (size_t)c->N * c->D);
 }
 static void test_rms_norm(void) {
@@ -124,7 +124,7 @@ static void test_rms_norm(void) {
     fill(c.c, (size_t)N * D, 1);
     double *dx = calloc((size_t)N * D, sizeof(double)), *dw = calloc((size_t)D, sizeof(double));
     rms_loss(&c);
-    rms_backward(N, D, c.x, c.w, c.inv, c.c, dw, dx);
+    rms_backward_p(NULL, N, D, c.x, c.w, c.inv, c.c, dw, dx);
     fd_check("rms dx", c.x, dx, (size_t)N * D, rms_loss, &c);
     fd_check("rms dw", c.w, dw, (size_t)D, rms_loss, &c);
     // the forward is T5's: no mean subtraction, no bias
@@ -143,7 +143,7 @@ typedef struct {
 } act_ctx;
 static double act_loss(void *p) {
     act_ctx *c = p;
-    act_forward(c->act, c->n, c->a, c->gated ? c->b : NULL, c->g);
+    act_forward_p(NULL, c->act, c->n, c->a, c->gated ? c->b : NULL, c->g);
     return dot(c->g, c->c, c->n);
 }
 static void test_activations(void) {
@@ -158,7 +158,7 @@ static void test_activations(void) {
             fill(c.c, n, 1);
             double *da = calloc(n, 8), *db = calloc(n, 8);
             act_loss(&c);
-            act_backward(c.act, n, c.a, gated ? c.b : NULL, c.c, da, db);
+            act_backward_p(NULL, c.act, n, c.a, gated ? c.b : NULL, c.c, da, db);
             char what[64];
             snprintf(what, sizeof what, "%s%s da", gated ? "gated-" : "", t5_act_name(c.act));
             fd_check(what, c.a, da, n, act_loss, &c);
@@ -179,7 +179,7 @@ typedef struct {
 } att_ctx;
 static double att_loss(void *p) {
     att_ctx *c = p;
-    attn_core_forward(&c->s, c->q, c->k, c->v, c->P, c->pd, c->ctx, &c->drop);
+    attn_core_forward_p(NULL, &c->s, c->q, c->k, c->v, c->P, c->pd, c->ctx, &c->drop);
     return dot(c->ctx, c->c, (size_t)c->s.B * c->s.Tq * c->s.H * c->s.K);
 }
 static void check_attention(int causal, int masked, float p_drop) {
@@ -198,7 +198,7 @@ static void check_attention(int causal, int masked, float p_drop) {
     double *dq = malloc(8 * nq), *dk = malloc(8 * nk), *dv = malloc(8 * nk), *ds = malloc(8 * np);
     double *dbias = calloc((size_t)H * Tq * Tk, 8);
     att_loss(&c);
-    attn_core_backward(&c.s, c.q, c.k, c.v, c.P, c.pd, ds, c.c, dq, dk, dv, dbias, &c.drop);
+    attn_core_backward_p(NULL, &c.s, c.q, c.k, c.v, c.P, c.pd, ds, c.c, dq, dk, dv, dbias, &c.drop);
     fd_check("attention dq", c.q, dq, nq, att_loss, &c);
     fd_check("attention dk", c.k, dk, nk, att_loss, &c);
     fd_check("attention dv", c.v, dv, nk, att_loss, &c);
@@ -235,7 +235,7 @@ typedef struct {
 static double xe_loss(void *p) {
     xe_ctx *c = p;
     int n;
-    double s = xent_forward(c->N, c->V, c->l, c->lab, &n, c->row);
+    double s = xent_forward_p(NULL, c->N, c->V, c->l, c->lab, &n, c->row);
     return s / n;
 }
 static void test_cross_entropy(void) {
@@ -244,7 +244,7 @@ static void test_cross_entropy(void) {
     xe_ctx c = {N, V, malloc(8 * N * V), malloc(8 * N * V), lab, malloc(8 * N)};
     fill(c.l, (size_t)N * V, 2);
     memcpy(c.work, c.l, 8 * (size_t)N * V);
-    xent_backward(N, V, c.work, lab, 1.0 / 3);  // three labels count
+    xent_backward_p(NULL, N, V, c.work, lab, 1.0 / 3);  // three labels count
     fd_check("cross entropy", c.l, c.work, (size_t)N * V, xe_loss, &c);
     for (int j = 0; j < V; j++) EXPECT(c.work[V + j] == 0);  // ignored row
     free(c.l); free(c.work); free(c.row);

@@ -125,6 +125,11 @@ static void test_open_migrate_idempotent(void) {
     st = NULL;
     EXPECT(store_open(path, &st, &err) == -1 && st == NULL);
     EXPECTF(strstr(err.msg, "newer") && strstr(err.msg, path), "%s", err.msg);
+    // A negative user_version (not one lorabench writes) is refused, not used as an index.
+    EXPECT(raw_exec(path, "PRAGMA user_version = -3") == 0);
+    st = NULL;
+    EXPECT(store_open(path, &st, &err) == -1 && st == NULL);
+    EXPECTF(strstr(err.msg, "no migration from schema version -3") && strstr(err.msg, path), "%s", err.msg);
 
     // A file that is not a database.
     char *junk = tmp_path("junk.db");
@@ -488,6 +493,33 @@ static void test_stale_interrupted(void) {
     free(path);
 }
 
+// Every status of the enum is a name the schema accepts and that reads back as the same value.
+static void test_status_names(void) {
+    char *path = tmp_path("status.db");
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    int64_t id = 0;
+    store_run_new_t nr = new_run("s", "lora", 4);
+    EXPECTF(store_run_create(st, &nr, &id, &err) == 0, "%s", err.msg);
+    for (int s = 0; s < STORE_N_STATUSES; s++) {
+        const char *name = store_status_name((store_status_t)s);
+        EXPECTF(name && store_run_set_status(st, id, name, NULL, &err) == 0, "status %d: %s", s, err.msg);
+        store_run_t r;
+        EXPECTF(store_run_get(st, id, &r, &err) == 0, "%s", err.msg);
+        EXPECTF(store_status_parse(r.status) == (store_status_t)s, "status %d read back as %s", s, r.status);
+        store_run_clear(&r);
+    }
+    EXPECT(!strcmp(store_status_name(STORE_RUN_QUEUED), STORE_STATUS_QUEUED) &&
+           !strcmp(store_status_name(STORE_RUN_INTERRUPTED), STORE_STATUS_INTERRUPTED));
+    EXPECT(store_status_name(STORE_RUN_UNKNOWN) == NULL && store_status_name(STORE_N_STATUSES) == NULL);
+    EXPECT(store_status_parse("finished") == STORE_RUN_UNKNOWN && store_status_parse(NULL) == STORE_RUN_UNKNOWN &&
+           store_status_parse("Done") == STORE_RUN_UNKNOWN);
+    store_close(st);
+    free(path);
+}
+
 static void test_delete_cascades(void) {
     char *path = tmp_path("f.db");
     lb_err_t err = {0};
@@ -753,6 +785,7 @@ int main(void) {
     RUN(test_metrics_batch_since);
     RUN(test_filter_parser);
     RUN(test_stale_interrupted);
+    RUN(test_status_names);
     RUN(test_delete_cascades);
     RUN(test_workspace);
     RUN(test_concurrent_writers_and_poller);

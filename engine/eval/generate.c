@@ -172,9 +172,9 @@ void generate_dec_free(generate_dec_t *d) {
 
 int generate_dec_pos(const generate_dec_t *d) { return d->pos; }
 
-size_t generate_dec_bytes(const generate_dec_t *d) { return d->bytes; }
-
-void generate_dec_reorder(generate_dec_t *d, const int *parents) {
+// Beam search's cache reorder: row r continues the prefix of row parents[r] (a row of the
+// same input), as transformers' reorder_cache.
+static void generate_dec_reorder(generate_dec_t *d, const int *parents) {
     int same = 1;
     for (int r = 0; r < d->R && same; r++) same = parents[r] == r;
     if (same || d->pos == 0) return;
@@ -470,6 +470,7 @@ static void log_softmax_row(const lb_real *x, float *out, int V) {
         if (x[v] > mx) mx = (float)x[v];
     double s = 0;
     for (int v = 0; v < V; v++) s += exp((double)((float)x[v] - mx));
+    // cppcheck-suppress invalidFunctionArg ; s >= 1 when V > 0: the max adds exp(0)
     float ls = (float)log(s);
     for (int v = 0; v < V; v++) out[v] = ((float)x[v] - mx) - ls;
 }

@@ -75,15 +75,8 @@ generate_dec_t *generate_dec_new(const t5_model_t *m, const lb_real *enc_out,
 // the vocabulary, or an adapter of a larger rank was attached after generate_dec_new.
 int generate_dec_step(generate_dec_t *d, const int32_t *tokens, lb_real **logits, lb_err_t *err);
 
-// Beam search's cache reorder: row r continues the prefix of row parents[r] (a row of the
-// same input), as transformers' reorder_cache.
-void generate_dec_reorder(generate_dec_t *d, const int *parents);
-
 // Positions held in the cache (tokens fed so far).
 int generate_dec_pos(const generate_dec_t *d);
-
-// Bytes held by the decoder (cross K/V, cache and scratch).
-size_t generate_dec_bytes(const generate_dec_t *d);
 
 void generate_dec_free(generate_dec_t *d);
 

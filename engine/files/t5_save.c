@@ -7,7 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int lb_copy_file(const char *src, const char *dst, lb_err_t *err) {
+// Copies one file (atomically at the destination); a missing source is an error.
+static int lb_copy_file(const char *src, const char *dst, lb_err_t *err) {
     size_t len;
     char *buf = lb_read_file(src, &len, err);
     if (!buf) return -1;

@@ -12,7 +12,4 @@ int t5_save(const t5_model_t *m, const char *src_dir, const char *out_dir, lb_er
 // The same with the weights stored as dtype (ST_F32 or ST_BF16).
 int t5_save_dtype(const t5_model_t *m, const char *src_dir, const char *out_dir, st_dtype_t dtype, lb_err_t *err);
 
-// Copies one file (atomically at the destination); a missing source is an error.
-int lb_copy_file(const char *src, const char *dst, lb_err_t *err);
-
 #endif

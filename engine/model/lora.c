@@ -212,6 +212,9 @@ lora_module_t *lora_find(const lora_adapter_t *a, const char *module) {
     return NULL;
 }
 
+// W [out, in] += sign · s · B·A (sign +1 merges, -1 unmerges).
+static void lora_merge_module(const lora_module_t *m, float *W, int sign);
+
 static int pissa_module(lora_module_t *m, float *W, lb_err_t *err) {
     int in = m->in, out = m->out, k = in < out ? in : out, info = 0, lwork = -1;
     if (m->r > k) return lb_err_set(err, LB_EARG, "pissa: rank %d of %s exceeds min(in, out) = %d", m->r, m->name, k);
@@ -276,7 +279,7 @@ int lora_init(lora_adapter_t *a, uint64_t seed, lora_weight_fn get_weight, void 
     return 0;
 }
 
-void lora_merge_module(const lora_module_t *m, float *W, int sign) {
+static void lora_merge_module(const lora_module_t *m, float *W, int sign) {
     float s = sign * m->scale;
     for (int o = 0; o < m->out; o++) {
         const float *b = m->B + (size_t)o * m->r;
@@ -479,7 +482,8 @@ static int read_patterns(cJSON *o, lora_pattern_t *out, int *n, const char *path
     return 0;
 }
 
-int lora_read_config(const char *dir, lora_config_t *cfg, lb_err_t *err) {
+// Reads dir/adapter_config.json (ours or PEFT's) into cfg.
+static int lora_read_config(const char *dir, lora_config_t *cfg, lb_err_t *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     size_t len;

@@ -97,17 +97,11 @@ int lora_init(lora_adapter_t *a, uint64_t seed, lora_weight_fn get_weight, void 
 // The adapted module of that name, or NULL.
 lora_module_t *lora_find(const lora_adapter_t *a, const char *module);
 
-// W [out, in] += sign · s · B·A (sign +1 merges, -1 unmerges).
-void lora_merge_module(const lora_module_t *m, float *W, int sign);
-
 // Merges (sign +1) or unmerges (-1) every module into the weights that get_weight gives.
 int lora_merge(const lora_adapter_t *a, lora_weight_fn get_weight, void *ctx, int sign, lb_err_t *err);
 
 // Writes dir/adapter_config.json and dir/adapter_model.safetensors as PEFT does.
 int lora_save(const lora_adapter_t *a, const char *dir, lb_err_t *err);
-
-// Reads dir/adapter_config.json (ours or PEFT's) into cfg.
-int lora_read_config(const char *dir, lora_config_t *cfg, lb_err_t *err);
 
 // Parses adapter_config.json text (len bytes); path names it in messages.
 int lora_parse_config(const char *text, size_t len, const char *path, lora_config_t *cfg, lb_err_t *err);

@@ -678,10 +678,6 @@ static void rms_forward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const
     rms_job_t j = {D, N, x, w, NULL, NULL, eps, y, NULL, NULL, inv};
     lb_pool_run(N >= 64 ? pool : NULL, N, rms_fwd_job, &j);
 }
-static inline void rms_forward(int N, int D, const lb_real *x, const lb_real *w, lb_real eps,
-                               lb_real *inv, lb_real *y) {
-    rms_forward_p(NULL, N, D, x, w, eps, inv, y);
-}
 
 static void rms_apply_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
@@ -733,10 +729,6 @@ static void rms_backward_p(lb_pool_t *pool, int N, int D, const lb_real *x, cons
     rms_job_t j = {D, N, x, w, inv, dy, 0, NULL, dw, dx, NULL};
     if (dw) lb_pool_run(D >= 64 ? pool : NULL, D, rms_dw_job, &j);
     if (dx) lb_pool_run(N >= 64 ? pool : NULL, N, rms_dx_job, &j);
-}
-static inline void rms_backward(int N, int D, const lb_real *x, const lb_real *w, const lb_real *inv,
-                                const lb_real *dy, lb_real *dw, lb_real *dx) {
-    rms_backward_p(NULL, N, D, x, w, inv, dy, dw, dx);
 }
 
 // Activations and their derivatives (transformers' ACT2FN).
@@ -817,19 +809,12 @@ static void act_forward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real
     act_job_t j = {act, a, b, NULL, g, NULL, NULL};
     lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_fwd_job, &j);
 }
-static inline void act_forward(t5_act_t act, size_t n, const lb_real *a, const lb_real *b, lb_real *g) {
-    act_forward_p(NULL, act, n, a, b, g);
-}
 
 // From dg: da = dg·b·act'(a) (in place of dg allowed), db = dg·act(a) when b.
 static void act_backward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                            const lb_real *dg, lb_real *da, lb_real *db) {
     act_job_t j = {act, a, b, dg, NULL, da, db};
     lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_bwd_job, &j);
-}
-static inline void act_backward(t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
-                                const lb_real *dg, lb_real *da, lb_real *db) {
-    act_backward_p(NULL, act, n, a, b, dg, da, db);
 }
 
 // Attention core for one (query rows, key rows) pair of tensors laid out [B·Tq, H·K] and
@@ -903,11 +888,6 @@ static void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb
     attn_job_t j = {s, q, k, v, NULL, NULL, P, pd, ctx, NULL, NULL, NULL, NULL, NULL, drop};
     lb_pool_run_gemms(pool, (long)s->B * s->H, attn_fwd_job, &j);
 }
-static inline void attn_core_forward(const attn_shape_t *s, const lb_real *q, const lb_real *k,
-                                     const lb_real *v, lb_real *P, lb_real *pd, lb_real *ctx,
-                                     const lb_drop_t *drop) {
-    attn_core_forward_p(NULL, s, q, k, v, P, pd, ctx, drop);
-}
 
 // FLOPs of one of the core's products (all four have the same size).
 static double attn_core_flops(const attn_shape_t *s) {
@@ -972,7 +952,7 @@ static void attn_dbias_job(void *ctx, long lo, long hi, int tid) {
         }
 }
 
-// Backward of attn_core_forward from dctx [B·Tq, H·K]. Fills dq/dk/dv (each optional,
+// Backward of attn_core_forward_p from dctx [B·Tq, H·K]. Fills dq/dk/dv (each optional,
 // overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd and ds are
 // scratch [B, H, Tq, Tk].
 static void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
@@ -982,12 +962,6 @@ static void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const l
     attn_job_t j = {s, q, k, v, P, dctx, NULL, pd, NULL, ds, dq, dk, dv, dbias, drop};
     lb_pool_run_gemms(pool, (long)s->B * s->H, attn_bwd_job, &j);
     if (dbias) lb_pool_run(pool, s->H, attn_dbias_job, &j);
-}
-static inline void attn_core_backward(const attn_shape_t *s, const lb_real *q, const lb_real *k,
-                                      const lb_real *v, const lb_real *P, lb_real *pd, lb_real *ds,
-                                      const lb_real *dctx, lb_real *dq, lb_real *dk, lb_real *dv,
-                                      lb_real *dbias, const lb_drop_t *drop) {
-    attn_core_backward_p(NULL, s, q, k, v, P, pd, ds, dctx, dq, dk, dv, dbias, drop);
 }
 
 typedef struct {
@@ -1026,10 +1000,6 @@ static double xent_forward_p(lb_pool_t *pool, int N, int V, const lb_real *logit
     *n = cnt;
     return sum;
 }
-static inline double xent_forward(int N, int V, const lb_real *logits, const int32_t *labels, int *n,
-                                  double *row_loss) {
-    return xent_forward_p(NULL, N, V, logits, labels, n, row_loss);
-}
 
 static void xent_bwd_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
@@ -1053,9 +1023,6 @@ static void xent_backward_p(lb_pool_t *pool, int N, int V, lb_real *logits, cons
                             lb_real scale) {
     xent_job_t j = {V, logits, labels, NULL, scale};
     lb_pool_run(pool, N, xent_bwd_job, &j);
-}
-static inline void xent_backward(int N, int V, lb_real *logits, const int32_t *labels, lb_real scale) {
-    xent_backward_p(NULL, N, V, logits, labels, scale);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ static uint64_t fnv1a(const char *s) {
     return h;
 }
 
-uint64_t debsum_hash(uint64_t seed, const char *s) { return splitmix64_mix(fnv1a(s) ^ seed); }
+// The seeded 64-bit hash used for every ordering: FNV-1a over the bytes, xor the seed,
+// then the splitmix64 finalizer.
+static uint64_t debsum_hash(uint64_t seed, const char *s) { return splitmix64_mix(fnv1a(s) ^ seed); }
 
 // ---- a string → index map (open addressing); keys are borrowed, not copied ----
 
@@ -775,7 +777,10 @@ static void json_put_string(buf_t *b, const char *s) {
     buf_put(b, "\"", 1);
 }
 
-char *debsum_format_jsonl(const debsum_records_t *recs, size_t *len) {
+// Serializes records as JSONL: one {"description":…,"synopsis":…,"package":…} object per
+// line, keys in that order, UTF-8 kept, only '"', '\\' and control characters escaped.
+// Returns a new NUL-terminated buffer; *len gets its length.
+static char *debsum_format_jsonl(const debsum_records_t *recs, size_t *len) {
     buf_t b = {0};
     buf_put(&b, "", 0);
     for (size_t i = 0; i < recs->n; i++) {

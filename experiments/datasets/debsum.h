@@ -88,20 +88,11 @@ int debsum_split(const debsum_records_t *in, const debsum_options_t *opt,
                  debsum_records_t *train, debsum_records_t *validation, debsum_records_t *test,
                  debsum_stats_t *stats, lb_err_t *err);
 
-// Serializes records as JSONL: one {"description":…,"synopsis":…,"package":…} object per
-// line, keys in that order, UTF-8 kept, only '"', '\\' and control characters escaped.
-// Returns a new NUL-terminated buffer; *len gets its length.
-char *debsum_format_jsonl(const debsum_records_t *recs, size_t *len);
-
 // The whole builder: reads the Translation-en files, splits, and writes
 // out_dir/{train,validation,test}.jsonl atomically (creating out_dir if needed).
 int debsum_build(const char *const *paths, int n_paths, const char *out_dir,
                  const debsum_options_t *opt, debsum_stats_t *stats,
                  debsum_progress_fn progress, void *ctx, lb_err_t *err);
-
-// The seeded 64-bit hash used for every ordering: FNV-1a over the bytes, xor the seed,
-// then the splitmix64 finalizer. Exposed so tests and tools can reproduce orders.
-uint64_t debsum_hash(uint64_t seed, const char *s);
 
 // Frees the strings and the array of a record list and zeroes it.
 void debsum_records_free(debsum_records_t *r);

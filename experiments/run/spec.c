@@ -723,7 +723,7 @@ int spec_problems(const spec_t *s, spec_problem_t *out, int max) {
 }
 
 int spec_check(const spec_t *s, lb_err_t *err) {
-    spec_problem_t first;
+    spec_problem_t first = {0};
     if (spec_problems(s, &first, 1) == 0) return 0;
     return lb_err_set(err, LB_EARG, "%s", first.msg);
 }

@@ -7,12 +7,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli.h"
 #include "data.h"
 #include "tokenizer.h"
+#include "util.h"
 
-// Implemented in tui/cmd_debsum.c. A strong reference on purpose: a weak one would not pull
-// that object out of libtui.a, and the subcommand would silently vanish from the binary.
-extern int cmd_data_build_debsum(int argc, char **argv);
+// cmd_data_build_debsum (cli.h) is implemented in tui/cli/cmd_debsum.c and called by a strong
+// reference on purpose: a weak one would not pull that object out of libtui.a, and the
+// subcommand would silently vanish from the binary.
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -43,8 +45,7 @@ static void usage(FILE *f) {
 
 // Turns the escapes a shell user types (\n, \t, \\) into the characters.
 static char *unescape(const char *s) {
-    char *o = malloc(strlen(s) + 1), *q = o;
-    if (!o) return NULL;
+    char *o = xmalloc(strlen(s) + 1), *q = o;
     for (; *s; s++) {
         if (*s == '\\' && (s[1] == 'n' || s[1] == 't' || s[1] == '\\')) {
             s++;
@@ -156,8 +157,7 @@ int cmd_data(int argc, char **argv) {
     struct stat st;
     if (stat(tok_path, &st) == 0 && S_ISDIR(st.st_mode)) {
         size_t n = strlen(tok_path) + 32;
-        tk_file = malloc(n);
-        if (!tk_file) goto done;
+        tk_file = xmalloc(n);
         snprintf(tk_file, n, "%s/tokenizer.json", tok_path);
     }
     tk = tokenizer_load(tk_file ? tk_file : tok_path, &err);

@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "debsum.h"
+#include "util.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -52,11 +54,10 @@ static void progress(void *ctx, const char *stage, size_t done, size_t total) {
 int cmd_data_build_debsum(int argc, char **argv) {
     debsum_options_t opt;
     debsum_options_default(&opt);
-    const char **paths = calloc((size_t)argc + 1, sizeof *paths);
+    const char **paths = xcalloc((size_t)argc + 1, sizeof *paths);
     int n_paths = 0;
     const char *out = NULL;
     int rc = 2;
-    if (!paths) return 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "cli_common.h"
 #include "store.h"
+#include "util.h"
 
 static void json_num(FILE *f, double v) {
     if (isnan(v) || isinf(v)) fputs("null", f);
@@ -318,7 +319,7 @@ int cmd_compare(int argc, char **argv) {
     }
     store_t *st;
     if (cli_open_store(ws, NULL, &st)) return 1;
-    store_run_t *runs = calloc((size_t)n_ids, sizeof(store_run_t));
+    store_run_t *runs = xcalloc((size_t)n_ids, sizeof(store_run_t));
     lb_err_t err = {0};
     for (int i = 0; i < n_ids; i++)
         if (store_run_get(st, ids[i], &runs[i], &err)) {
@@ -338,7 +339,7 @@ int cmd_compare(int argc, char **argv) {
     } else {
         // Rows: config keys (flattened specs), then metrics.
         static char keys[CMP_MAX_KEYS][64], vals[32][CMP_MAX_KEYS][128];
-        int nk[32];
+        int nk[32] = {0};
         for (int i = 0; i < n_ids; i++) {
             cJSON *j = cJSON_Parse(runs[i].spec);
             nk[i] = 0;
@@ -603,7 +604,7 @@ int cmd_rm(int argc, char **argv) {
     if (store_run_get(st, id, &r, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
     } else {
-        if (!strcmp(r.status, "running") && r.pid > 0 && store_pid_alive(r.pid, NULL))
+        if (store_status_parse(r.status) == STORE_RUN_RUNNING && r.pid > 0 && store_pid_alive(r.pid, NULL))
             fprintf(stderr, "lorabench: run %lld is running (worker %lld); cancel it first with 'lorabench cancel %lld'\n",
                     (long long)id, (long long)r.pid, (long long)id);
         else if (store_run_delete(st, id, &err) || store_run_dir_remove(wsdir, id, &err))

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "tokenizer.h"
+#include "util.h"
 
 static void tokenize_usage(FILE *f) {
     fprintf(f,
@@ -55,11 +57,7 @@ static int tokenize_line(const tokenizer_t *tok, const char *line, long lineno, 
         goto done;
     }
     int n = cJSON_GetArraySize(v), i = 0;
-    int *ids = malloc(sizeof *ids * (size_t)(n ? n : 1));
-    if (!ids) {
-        fprintf(stderr, "lorabench tokenize: out of memory on line %ld\n", lineno);
-        goto done;
-    }
+    int *ids = xmalloc(sizeof *ids * (size_t)(n ? n : 1));
     const cJSON *it;
     cJSON_ArrayForEach(it, v) {
         double d = cJSON_IsNumber(it) ? it->valuedouble : -1;

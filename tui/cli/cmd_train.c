@@ -13,6 +13,7 @@
 #include "runner.h"
 #include "spec.h"
 #include "store.h"
+#include "util.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -74,7 +75,7 @@ static void print_run_result(store_t *st, int64_t id, int json) {
         if (!isnan(r.final_loss)) printf("  loss %.4f", r.final_loss);
         if (!isnan(r.rouge1)) printf("  ROUGE-1 %.4f  ROUGE-2 %.4f  ROUGE-L %.4f", r.rouge1, r.rouge2, r.rougeL);
         printf("\n");
-        if (r.error && strcmp(r.status, "done")) printf("  %s\n", r.error);
+        if (r.error && store_status_parse(r.status) != STORE_RUN_DONE) printf("  %s\n", r.error);
     }
     store_run_clear(&r);
 }
@@ -256,7 +257,8 @@ int cmd_resume(int argc, char **argv) {
     if (store_run_get(st, id, &r, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
     } else {
-        if (!strcmp(r.status, "running") || !strcmp(r.status, "done")) {
+        store_status_t status = store_status_parse(r.status);
+        if (status == STORE_RUN_RUNNING || status == STORE_RUN_DONE) {
             fprintf(stderr, "lorabench: run %lld is %s; only interrupted, cancelled, failed or queued runs can be resumed\n",
                     (long long)id, r.status);
         } else if (store_run_set_status(st, id, STORE_STATUS_QUEUED, NULL, &err)) {
@@ -296,11 +298,11 @@ int cmd_cancel(int argc, char **argv) {
     int rc = 1;
     if (store_run_get(st, id, &r, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
-    } else if (!strcmp(r.status, "queued")) {
+    } else if (store_status_parse(r.status) == STORE_RUN_QUEUED) {
         rc = store_run_set_status(st, id, STORE_STATUS_CANCELLED, "cancelled before it started", &err) ? 1 : 0;
         if (!rc) printf("run %lld cancelled\n", (long long)id);
         store_run_clear(&r);
-    } else if (!strcmp(r.status, "running") && r.pid > 0 && kill((pid_t)r.pid, SIGTERM) == 0) {
+    } else if (store_status_parse(r.status) == STORE_RUN_RUNNING && r.pid > 0 && kill((pid_t)r.pid, SIGTERM) == 0) {
         printf("run %lld: asked worker %lld to stop after its current step\n", (long long)id, (long long)r.pid);
         rc = 0;
         store_run_clear(&r);
@@ -322,7 +324,7 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
         fprintf(stderr, "lorabench: %s\n", err.msg);
         return 1;
     }
-    int64_t *ids = calloc(n, sizeof(int64_t));
+    int64_t *ids = xcalloc(n, sizeof(int64_t));
     for (size_t i = 0; i < n; i++) {
         if (runner_create_run(st, &specs[i], sweep_id, &ids[i], &err)) {
             fprintf(stderr, "lorabench: sweep point %zu (%s): %s\n", i + 1, specs[i].name, err.msg);
@@ -349,7 +351,7 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
     install_stop_handlers();
     size_t next = 0, running = 0;
     int failed = 0;
-    pid_t *pids = calloc(n, sizeof(pid_t));
+    pid_t *pids = xcalloc(n, sizeof(pid_t));
     while ((next < n || running > 0) && !(stop_requested && running == 0)) {
         while (!stop_requested && next < n && running < (size_t)(parallel > 0 ? parallel : 1)) {
             int64_t pid;

@@ -393,7 +393,8 @@ int tui_main(int argc, char **argv) {
 
 void app_ask_cancel(app_t *a, const store_run_t *r, int confirm_action) {
     if (!r) return;
-    if (strcmp(r->status, "running") && strcmp(r->status, "queued")) {
+    store_status_t status = store_status_parse(r->status);
+    if (status != STORE_RUN_RUNNING && status != STORE_RUN_QUEUED) {
         app_msg(a, ST_WARN, "run #%lld is %s: only a queued or running run can be cancelled", (long long)r->id, r->status);
         return;
     }
@@ -403,7 +404,8 @@ void app_ask_cancel(app_t *a, const store_run_t *r, int confirm_action) {
 
 void app_ask_resume(app_t *a, const store_run_t *r, int confirm_action) {
     if (!r) return;
-    if (strcmp(r->status, "interrupted") && strcmp(r->status, "cancelled") && strcmp(r->status, "failed")) {
+    store_status_t status = store_status_parse(r->status);
+    if (status != STORE_RUN_INTERRUPTED && status != STORE_RUN_CANCELLED && status != STORE_RUN_FAILED) {
         app_msg(a, ST_WARN, "run #%lld is %s: only an interrupted, cancelled or failed run can be resumed", (long long)r->id,
                 r->status);
         return;

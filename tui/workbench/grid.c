@@ -197,7 +197,8 @@ void grid_box(grid_t *g, int x, int y, int w, int h, const char *title, int styl
     }
 }
 
-char grid_style_letter(int style) {
+// The golden letter of a style.
+static char grid_style_letter(int style) {
     static const char letters[ST_COUNT + 1] = ".dbTHCSgryaKkBE012345";
     if (style < 0 || style >= ST_COUNT) return '?';
     return letters[style];

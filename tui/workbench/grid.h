@@ -97,7 +97,5 @@ char *grid_dump_text(const grid_t *g);
 // The styles, one letter per cell (see grid_style_t), one line per row, trailing '.' kept
 // so that columns line up. The caller frees it.
 char *grid_dump_styles(const grid_t *g);
-// The golden letter of a style.
-char grid_style_letter(int style);
 
 #endif

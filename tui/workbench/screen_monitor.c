@@ -69,8 +69,9 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     // line 1: identity and status
     int x = 1;
     x += grid_textf(g, x, y, g->w / 2, ST_BOLD, "#%lld %s", (long long)r->id, r->name) + 2;
-    int sst = !strcmp(r->status, "done") ? ST_GOOD : !strcmp(r->status, "running") ? ST_WARN
-            : (!strcmp(r->status, "failed") || !strcmp(r->status, "interrupted")) ? ST_BAD : ST_DIM;
+    store_status_t status = store_status_parse(r->status);
+    int sst = status == STORE_RUN_DONE ? ST_GOOD : status == STORE_RUN_RUNNING ? ST_WARN
+            : (status == STORE_RUN_FAILED || status == STORE_RUN_INTERRUPTED) ? ST_BAD : ST_DIM;
     x += grid_text(g, x, y, 12, r->status, sst) + 2;
     if (!strcmp(r->method, "lora"))
         snprintf(line, sizeof line, "lora r=%lld alpha=%g on %s", (long long)r->r, r->alpha, r->targets ? r->targets : "-");
@@ -81,12 +82,12 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
         grid_textf(g, x, y, g->w - x - 1, ST_DIM, "%s trainable (%.2f%%)", fmt_int(b1, r->trainable_params),
                    isnan(r->trainable_pct) ? 0.0 : r->trainable_pct);
     // line 2: progress, ETA
-    double elapsed = isnan(r->started_at) ? NAN : (!strcmp(r->status, "running") ? a->now - r->started_at : r->duration);
+    double elapsed = isnan(r->started_at) ? NAN : (status == STORE_RUN_RUNNING ? a->now - r->started_at : r->duration);
     double frac = r->total_steps > 0 ? (double)r->step / (double)r->total_steps : 0;
     int pw = g->w / 3 > 40 ? 40 : g->w / 3;
     widget_progress(g, 1, y + 1, pw, frac, ST_BAR);
     double eta = NAN;
-    if (!strcmp(r->status, "running") && r->step > 0 && r->total_steps > r->step && !isnan(elapsed))
+    if (status == STORE_RUN_RUNNING && r->step > 0 && r->total_steps > r->step && !isnan(elapsed))
         eta = elapsed / (double)r->step * (double)(r->total_steps - r->step);
     if (r->total_steps > 0) snprintf(b3, sizeof b3, "%lld/%lld", (long long)r->step, (long long)r->total_steps);
     else snprintf(b3, sizeof b3, "%lld", (long long)r->step);

@@ -72,16 +72,18 @@ static const char *const sort_keys[C_N] = {
 
 static int status_style(const char *s) {
     if (!s) return ST_NORMAL;
-    if (!strcmp(s, "done")) return ST_GOOD;
-    if (!strcmp(s, "failed")) return ST_BAD;
-    if (!strcmp(s, "running")) return ST_WARN;
-    if (!strcmp(s, "interrupted")) return ST_BAD;
-    return ST_DIM;
+    switch (store_status_parse(s)) {
+    case STORE_RUN_DONE: return ST_GOOD;
+    case STORE_RUN_FAILED: return ST_BAD;
+    case STORE_RUN_RUNNING: return ST_WARN;
+    case STORE_RUN_INTERRUPTED: return ST_BAD;
+    default: return ST_DIM;
+    }
 }
 
 static double run_duration(const app_t *a, const store_run_t *r) {
     if (isnan(r->started_at)) return NAN;
-    if (!strcmp(r->status, "running")) return a->now - r->started_at;
+    if (store_status_parse(r->status) == STORE_RUN_RUNNING) return a->now - r->started_at;
     return r->duration;
 }
 
@@ -140,7 +142,7 @@ static const char *cell(void *ctx, int row, int col, char *buf, size_t cap, int 
 static int draw_cell(void *ctx, grid_t *g, int row, int col, int x, int y, int w, int cursor) {
     app_t *a = ctx;
     const store_run_t *r = &a->runs[row];
-    if (col == C_STATUS && !strcmp(r->status, "running") && r->total_steps > 0 && w >= 8) {
+    if (col == C_STATUS && store_status_parse(r->status) == STORE_RUN_RUNNING && r->total_steps > 0 && w >= 8) {
         widget_progress(g, x, y, w, (double)r->step / (double)r->total_steps, cursor ? ST_CURSOR : ST_BAR);
         return 1;
     }
@@ -182,7 +184,7 @@ static void table_setup(app_t *a, table_t *t, unsigned char *marked) {
 static void draw(app_t *a, grid_t *g, int y, int h) {
     // summary line: counts, filter, sort
     int running = 0;
-    for (size_t i = 0; i < a->nruns; i++) running += !strcmp(a->runs[i].status, "running");
+    for (size_t i = 0; i < a->nruns; i++) running += store_status_parse(a->runs[i].status) == STORE_RUN_RUNNING;
     char line[600];
     int n = snprintf(line, sizeof line, "%zu run%s, %d running, %d selected", a->nruns,
                      a->nruns == 1 ? "" : "s", running, a->nselected);
@@ -229,15 +231,17 @@ static void export_runs(app_t *a) {
         const store_run_t *r = &a->runs[i];
         char v[20][64];
         snprintf(v[0], 64, "%lld", (long long)r->id);
-        snprintf(v[4], 64, r->r >= 0 ? "%lld" : "", (long long)r->r);
-        snprintf(v[5], 64, isnan(r->alpha) ? "" : "%g", r->alpha);
-        snprintf(v[7], 64, r->trainable_params >= 0 ? "%lld" : "", (long long)r->trainable_params);
-        snprintf(v[8], 64, isnan(r->trainable_pct) ? "" : "%.4f", r->trainable_pct);
+        for (int k = 0; k < 20; k++) v[k][0] = 0;  // a missing value (negative, NaN) stays empty
+        if (r->r >= 0) snprintf(v[4], 64, "%lld", (long long)r->r);
+        if (!isnan(r->alpha)) snprintf(v[5], 64, "%g", r->alpha);
+        if (r->trainable_params >= 0) snprintf(v[7], 64, "%lld", (long long)r->trainable_params);
+        if (!isnan(r->trainable_pct)) snprintf(v[8], 64, "%.4f", r->trainable_pct);
         snprintf(v[9], 64, "%lld", (long long)r->step);
-        snprintf(v[10], 64, r->total_steps >= 0 ? "%lld" : "", (long long)r->total_steps);
+        if (r->total_steps >= 0) snprintf(v[10], 64, "%lld", (long long)r->total_steps);
         double nums[7] = {r->final_loss, r->rouge1, r->rouge2, r->rougeL, r->tokens_per_s, r->peak_rss_mb,
                           run_duration(a, r)};
-        for (int k = 0; k < 7; k++) snprintf(v[11 + k], 64, isnan(nums[k]) ? "" : "%.6g", nums[k]);
+        for (int k = 0; k < 7; k++)
+            if (!isnan(nums[k])) snprintf(v[11 + k], 64, "%.6g", nums[k]);
         const char *f[20] = {v[0], r->name, r->status, r->method, v[4], v[5], r->targets, v[7], v[8],
                              v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16], v[17], r->tags, r->notes};
         for (int k = 0; k < 20; k++) app_buf_csv(&b, f[k], k < 19 ? ',' : '\n');
@@ -362,7 +366,7 @@ static int action(app_t *a, int act, int key) {
         return 1;
     case A_DELETE:
         if (!r) return 1;
-        if (!strcmp(r->status, "running")) {
+        if (store_status_parse(r->status) == STORE_RUN_RUNNING) {
             app_msg(a, ST_WARN, "run #%lld is running: cancel it first (K)", (long long)r->id);
             return 1;
         }

@@ -81,8 +81,12 @@ static const char *cell(void *ctx, int row, int col, char *buf, size_t cap, int 
     case C_ID: snprintf(buf, cap, "%lld", (long long)r->id); return buf;
     case C_NAME: return r->name;
     case C_STATUS:
-        *style = !strcmp(r->status, "done") ? ST_GOOD : !strcmp(r->status, "running") ? ST_WARN
-               : !strcmp(r->status, "queued") ? ST_DIM : ST_BAD;
+        switch (store_status_parse(r->status)) {
+        case STORE_RUN_DONE: *style = ST_GOOD; break;
+        case STORE_RUN_RUNNING: *style = ST_WARN; break;
+        case STORE_RUN_QUEUED: *style = ST_DIM; break;
+        default: *style = ST_BAD;
+        }
         return r->status;
     case C_R: return r->r >= 0 ? (snprintf(buf, cap, "%lld", (long long)r->r), buf) : "-";
     case C_TARGETS: return r->targets ? r->targets : "-";
@@ -98,7 +102,7 @@ static const char *cell(void *ctx, int row, int col, char *buf, size_t cap, int 
 static int draw_cell(void *ctx, grid_t *g, int row, int col, int x, int y, int w, int cursor) {
     sweep_ctx_t *c = ctx;
     const store_run_t *r = c->runs[row];
-    if (col == C_STATUS && !strcmp(r->status, "running") && r->total_steps > 0 && w >= 8) {
+    if (col == C_STATUS && store_status_parse(r->status) == STORE_RUN_RUNNING && r->total_steps > 0 && w >= 8) {
         widget_progress(g, x, y, w, (double)r->step / (double)r->total_steps, cursor ? ST_CURSOR : ST_BAR);
         return 1;
     }
@@ -119,10 +123,10 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     int n = sweep_runs(a, sw, runs, 256);
     int q = 0, run = 0, done = 0, bad = 0;
     for (int i = 0; i < n; i++) {
-        const char *s = runs[i]->status;
-        if (!strcmp(s, "queued")) q++;
-        else if (!strcmp(s, "running")) run++;
-        else if (!strcmp(s, "done")) done++;
+        store_status_t s = store_status_parse(runs[i]->status);
+        if (s == STORE_RUN_QUEUED) q++;
+        else if (s == STORE_RUN_RUNNING) run++;
+        else if (s == STORE_RUN_DONE) done++;
         else bad++;
     }
     snprintf(line, sizeof line, "sweep #%lld: %d runs, %d queued, %d running, %d done, %d stopped   preset for s: %s",

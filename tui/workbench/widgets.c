@@ -75,7 +75,8 @@ char *fmt_num(char *buf, double v, int prec) {
     return buf;
 }
 
-char *fmt_axis(char *buf, double v) {
+// an axis label: at most 6 characters ("0.0012", "1.2k", "3.4M")
+static char *fmt_axis(char *buf, double v) {
     double a = fabs(v);
     if (a == 0) snprintf(buf, 32, "0");
     else if (a >= 1e6) snprintf(buf, 32, "%.3gM", v / 1e6);

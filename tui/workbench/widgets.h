@@ -23,8 +23,6 @@ char *fmt_bytes(char *buf, double bytes);
 char *fmt_duration(char *buf, double s);
 // v with prec decimals, or "-" for NaN
 char *fmt_num(char *buf, double v, int prec);
-// an axis label: at most 6 characters ("0.0012", "1.2k", "3.4M")
-char *fmt_axis(char *buf, double v);
 
 // ---- table ----
 
