@@ -3,15 +3,17 @@
 
 PKGS      := openblas libcjson ncursesw sqlite3
 DEB_PKGS  := build-essential pkg-config libopenblas-dev libcjson-dev libncurses-dev \
-             libsqlite3-dev tmux clang sqlite3 valgrind util-linux
+             libsqlite3-dev tmux clang sqlite3 valgrind util-linux libdnnl-dev
 BUILD     ?= build
 CC        ?= cc
 SAN       ?=
 
-HAVE_PKGS := $(shell pkg-config --exists $(PKGS) 2>/dev/null && echo yes)
+# oneDNN (libdnnl-dev: bf16 products on AMX / AVX-512 bf16) ships no .pc file; its
+# Debian build runs on OpenMP (libgomp), whose team size engine/kernels/gemm_bf16.c sets.
+HAVE_PKGS := $(shell pkg-config --exists $(PKGS) 2>/dev/null && test -f /usr/include/dnnl.h && echo yes)
 ifeq ($(HAVE_PKGS),yes)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -ldnnl -lgomp
 endif
 
 CFLAGS  ?= -O2 -g
