@@ -34,7 +34,7 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 LIBS  := $(BUILD)/libtui.a $(BUILD)/libexperiments.a $(BUILD)/libstore.a $(BUILD)/libengine.a
 TESTS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 
-.PHONY: all deps run test tests asan bench fuzz fuzz-build clean
+.PHONY: all deps run test tests asan bench bench-kernels fuzz fuzz-build clean
 .SECONDARY:
 
 ifneq ($(HAVE_PKGS),yes)
@@ -101,6 +101,14 @@ run: all
 
 bench: all
 	$(BUILD)/lorabench bench --table
+
+# fp32 (OpenBLAS) against bf16 (gemm_bf16.h) matrix products, GFLOP/s on 2 threads; the
+# second run pins OpenBLAS to its Haswell kernels (what it uses on a CPU model it does not know).
+bench-kernels: $(BUILD)/bench_gemm
+	$(BUILD)/bench_gemm 2
+	OPENBLAS_CORETYPE=HASWELL $(BUILD)/bench_gemm 2
+$(BUILD)/bench_gemm: $(BUILD)/tests/bench_gemm.o $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 endif
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c), built with clang, ASan and UBSan, each run for
