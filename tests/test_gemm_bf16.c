@@ -3,7 +3,8 @@
 // references per product: the double product of the fp32 inputs (the bf16 path must be
 // within ~1e-2 relative Frobenius error of it) and the double product of the inputs
 // rounded to bf16 (the path must match it to fp32 summation error: this one fails on any
-// wrong index, transposition or rounding mode). The CPU flags are
+// wrong index, transposition or rounding mode). Then linear_t with a packed weight against
+// the fp32 linear, forward and backward, with a LoRA adapter attached. The CPU flags are
 // checked against /proc/cpuinfo. On a CPU without bf16 products each test says why it
 // skips.
 #include <stdint.h>
@@ -222,6 +223,92 @@ static void test_unavailable(void) {
     lb_err_t err = {0};
     EXPECT(lb_bf16w_pack_f32(W, 2, 3, LB_BF16W_FWD, &err) == NULL && err.msg[0]);
     EXPECT(lb_bf16_gemm_dw(2, 2, 2, W, W, y, 0) == -1 && y[0] == 7);
+    linear_t l = {.name = "lin", .in = 3, .out = 2, .W = &(lb_param_t){.w = W}};
+    EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD, &err) == -1 && !l.w_bf16 && !l.bf16);
+}
+
+// A linear with a packed W (FWD | BWD) and a LoRA adapter against the same linear in fp32:
+// y, dx, dA, dB within bf16 tolerance; with LINEAR_BF16_DW on a trainable W, dW too.
+static void test_linear(void) {
+    if (!have_bf16("test_linear")) return;
+    const int N = 45, I = 96, O = 160, R = 4;
+    float *W = rand_f((size_t)O * I, 0.1), *x = rand_f((size_t)N * I, 1), *dy = rand_f((size_t)N * O, 1);
+    float *A = rand_f((size_t)R * I, 0.1), *B = rand_f((size_t)O * R, 0.1);
+    lb_param_t pw = {.name = "lin.weight", .ndim = 2, .shape = {O, I}, .numel = (size_t)O * I, .w = W};
+    linear_t lf = {.name = "lin", .in = I, .out = O, .W = &pw};
+    float *dAf = xcalloc((size_t)R * I, 4), *dBf = xcalloc((size_t)O * R, 4);
+    float *dAh = xcalloc((size_t)R * I, 4), *dBh = xcalloc((size_t)O * R, 4);
+    linear_t lh = lf;
+    linear_set_lora(&lf, R, 2.0f, 0, A, B, dAf, dBf);
+    linear_set_lora(&lh, R, 2.0f, 0, A, B, dAh, dBh);
+    lb_err_t err = {0};
+    EXPECTF(linear_pack_bf16(&lh, LINEAR_BF16_FWD | LINEAR_BF16_BWD, &err) == 0, "%s", err.msg);
+    EXPECT(lh.w_bf16 != NULL && lh.bf16 == (LINEAR_BF16_FWD | LINEAR_BF16_BWD));
+    float *yf = xmalloc(4 * (size_t)N * O), *yh = xmalloc(4 * (size_t)N * O);
+    float *xaf = xmalloc(4 * (size_t)N * R), *xah = xmalloc(4 * (size_t)N * R);
+    float *dxf = xmalloc(4 * (size_t)N * I), *dxh = xmalloc(4 * (size_t)N * I);
+    lb_drop_t d = {1, 1, 0};
+    linear_forward(&lf, N, x, yf, xaf, NULL, &d, 0);
+    linear_forward(&lh, N, x, yh, xah, NULL, &d, 0);
+    EXPECT_CLOSE("y", yh, yf, (size_t)N * O, 1e-2);
+    EXPECT(th_rel_err(yh, yf, (size_t)N * O) > 0);  // the bf16 path did run
+    uint16_t *x16 = xmalloc(2 * (size_t)N * I);
+    lb_bf16_from_f32(x, (size_t)N * I, x16);
+    float *y2 = xmalloc(4 * (size_t)N * O);
+    linear_forward_x16(&lh, N, x, x16, y2, xah, NULL, &d, 0);
+    EXPECTF(!memcmp(y2, yh, 4 * (size_t)N * O), "linear_forward_x16 differs from linear_forward");
+    for (int accum = 0; accum < 2; accum++) {
+        for (size_t i = 0; i < (size_t)N * I; i++) dxf[i] = dxh[i] = (float)i * 1e-4f;
+        linear_backward(&lf, N, x, xaf, dy, dxf, accum, NULL, &d, 0);
+        linear_backward(&lh, N, x, xah, dy, dxh, accum, NULL, &d, 0);
+        EXPECT_CLOSE("dx", dxh, dxf, (size_t)N * I, 1e-2);
+    }
+    EXPECT_CLOSE("dA", dAh, dAf, (size_t)R * I, 1e-2);
+    EXPECT_CLOSE("dB", dBh, dBf, (size_t)O * R, 1e-5);  // dB never touches W
+    // A trainable W: packing refused, LINEAR_BF16_DW accepted.
+    float *gf = xcalloc((size_t)O * I, 4), *gh = xcalloc((size_t)O * I, 4);
+    lb_param_t pf = pw, ph = pw;
+    pf.g = gf;
+    ph.g = gh;
+    linear_t tf = {.name = "lin", .in = I, .out = O, .W = &pf}, th = tf;
+    th.W = &ph;
+    EXPECT(linear_pack_bf16(&th, LINEAR_BF16_FWD, &err) == -1 && !th.w_bf16);
+    EXPECTF(linear_pack_bf16(&th, LINEAR_BF16_DW, &err) == 0, "%s", err.msg);
+    EXPECT(linear_pack_bf16(&lh, LINEAR_BF16_DW, &err) == -1);  // frozen: no dW to compute
+    for (int rep = 0; rep < 2; rep++) {  // accumulates
+        linear_backward(&tf, N, x, NULL, dy, NULL, 0, NULL, &d, 0);
+        linear_backward(&th, N, x, NULL, dy, NULL, 0, NULL, &d, 0);
+    }
+    EXPECT_CLOSE("dW", gh, gf, (size_t)O * I, 1e-2);
+    EXPECT(th_rel_err(gh, gf, (size_t)O * I) > 0);
+    linear_unpack_bf16(&th);
+    linear_unpack_bf16(&lh);
+    EXPECT(!lh.w_bf16 && !lh.bf16);
+    linear_forward(&lh, N, x, yh, xah, NULL, &d, 0);  // fp32 again: the very same call
+    EXPECTF(!memcmp(yh, yf, 4 * (size_t)N * O), "after unpacking, fp32 results again");
+    free(W), free(x), free(dy), free(A), free(B), free(dAf), free(dBf), free(dAh), free(dBh);
+    free(yf), free(yh), free(xaf), free(xah), free(dxf), free(dxh), free(x16), free(y2), free(gf), free(gh);
+}
+
+// A bf16-held W (W->w16, as t5_frozen_weights_bf16 makes) packs from its bf16 values.
+static void test_linear_w16(void) {
+    if (!have_bf16("test_linear_w16")) return;
+    const int N = 19, I = 64, O = 48;
+    float *W = rand_f((size_t)O * I, 0.1), *x = rand_f((size_t)N * I, 1);
+    uint16_t *W16 = xmalloc(2 * (size_t)O * I);
+    for (size_t i = 0; i < (size_t)O * I; i++) W16[i] = lb_f32_to_bf16(W[i]), W[i] = r16(W[i]);
+    lb_param_t p32 = {.w = W}, p16 = {.w16 = W16};
+    linear_t a = {.name = "a", .in = I, .out = O, .W = &p32}, b = {.name = "b", .in = I, .out = O, .W = &p16};
+    lb_err_t err = {0};
+    EXPECTF(linear_pack_bf16(&a, LINEAR_BF16_FWD, &err) == 0, "%s", err.msg);
+    EXPECTF(linear_pack_bf16(&b, LINEAR_BF16_FWD, &err) == 0, "%s", err.msg);
+    float *ya = xmalloc(4 * (size_t)N * O), *yb = xmalloc(4 * (size_t)N * O);
+    linear_forward(&a, N, x, ya, NULL, NULL, NULL, 0);
+    linear_forward(&b, N, x, yb, NULL, NULL, NULL, 0);
+    EXPECTF(!memcmp(ya, yb, 4 * (size_t)N * O), "bf16-held and fp32-held W of the same values differ");
+    linear_unpack_bf16(&a);
+    linear_unpack_bf16(&b);
+    free(W), free(x), free(W16), free(ya), free(yb);
 }
 
 int main(void) {
@@ -235,5 +322,7 @@ int main(void) {
     RUN(test_backward_dx);
     RUN(test_weight_grad);
     RUN(test_unavailable);
+    RUN(test_linear);
+    RUN(test_linear_w16);
     TH_DONE();
 }
