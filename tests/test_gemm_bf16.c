@@ -4,7 +4,8 @@
 // within ~1e-2 relative Frobenius error of it) and the double product of the inputs
 // rounded to bf16 (the path must match it to fp32 summation error: this one fails on any
 // wrong index, transposition or rounding mode). Then linear_t with a packed weight against
-// the fp32 linear, forward and backward, with a LoRA adapter attached. The CPU flags are
+// the fp32 linear, forward and backward, with a LoRA adapter attached. Products run on an OpenMP team (no pool) and
+// split over the engine's pool. The CPU flags are
 // checked against /proc/cpuinfo. On a CPU without bf16 products each test says why it
 // skips.
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include "util.h"
 
 static uint64_t rng = 7;
+static lb_pool_t *pool;  // products run on it, or with NULL on an OpenMP team (both tested)
 
 static float *rand_f(size_t n, double s) {
     float *x = xmalloc(sizeof(float) * (n ? n : 1));
@@ -94,20 +96,23 @@ static void test_cpu_flags(void) {
 // lb_bf16_from_f32 rounds as lb_f32_to_bf16 does (nearest, ties to even), bit for bit,
 // ties and specials included.
 static void test_convert(void) {
-    size_t n = 10007;
-    float *x = rand_f(n, 3);
-    uint32_t spec[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f800000u, 0xff800000u,
-                       0x00000000u, 0x80000000u, 0x7f7fffffu, 0x3f7fffffu};
-    for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) memcpy(&x[i], &spec[i], 4);
-    uint16_t *h = xmalloc(2 * n);
-    lb_bf16_from_f32(x, n, h);
-    size_t bad = 0, first = n;
-    for (size_t i = 0; i < n; i++)
-        if (h[i] != lb_f32_to_bf16(x[i])) bad++, first = first < i ? first : i;
-    EXPECTF(bad == 0, "%zu of %zu differ, first at %zu: %04x vs %04x", bad, n, first,
-            first < n ? h[first] : 0, first < n ? lb_f32_to_bf16(x[first]) : 0);
-    free(x);
-    free(h);
+    size_t sizes[2] = {10007, 64 * 10007};  // the second is split over the pool
+    for (int t = 0; t < 2; t++) {
+        size_t n = sizes[t];
+        float *x = rand_f(n, 3);
+        uint32_t spec[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f800000u, 0xff800000u,
+                           0x00000000u, 0x80000000u, 0x7f7fffffu, 0x3f7fffffu};
+        for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) memcpy(&x[n - 1 - i], &spec[i], 4);
+        uint16_t *h = xmalloc(2 * n);
+        lb_bf16_from_f32(pool, x, n, h);
+        size_t bad = 0, first = n;
+        for (size_t i = 0; i < n; i++)
+            if (h[i] != lb_f32_to_bf16(x[i])) bad++, first = first < i ? first : i;
+        EXPECTF(bad == 0, "%zu of %zu differ, first at %zu: %04x vs %04x", bad, n, first,
+                first < n ? h[first] : 0, first < n ? lb_f32_to_bf16(x[first]) : 0);
+        free(x);
+        free(h);
+    }
 }
 
 static void check(const char *what, int M, int N, const float *got, const double *loose,
@@ -136,17 +141,17 @@ static void test_forward(void) {
         EXPECTF(w != NULL, "%s", err.msg);
         if (!w) return;
         EXPECT(lb_bf16w_bytes(w) >= (size_t)O * I * 2);
-        EXPECT(lb_bf16w_backward_dx(w, N, y, x, 0) == -1);  // not packed for it
-        EXPECT(lb_bf16w_forward(w, N, x, y, 0) == 0);
+        EXPECT(lb_bf16w_backward_dx(pool, w, N, y, x, 0) == -1);  // not packed for it
+        EXPECT(lb_bf16w_forward(pool, w, N, x, y, 0) == 0);
         check("forward", N, O, y, lo, ti, NULL);
-        lb_bf16_from_f32(x, (size_t)N * I, x16);
-        EXPECT(lb_bf16w_forward_bf16(w, N, x16, y2, 0) == 0);
+        lb_bf16_from_f32(pool, x, (size_t)N * I, x16);
+        EXPECT(lb_bf16w_forward_bf16(pool, w, N, x16, y2, 0) == 0);
         EXPECTF(!memcmp(y, y2, sizeof(float) * N * O), "forward_bf16 differs from forward");
         memcpy(y, y0, sizeof(float) * N * O);
-        EXPECT(lb_bf16w_forward(w, N, x, y, 1) == 0);
+        EXPECT(lb_bf16w_forward(pool, w, N, x, y, 1) == 0);
         check("forward accum", N, O, y, lo, ti, y0);
         memcpy(y2, y0, sizeof(float) * N * O);
-        EXPECT(lb_bf16w_forward_bf16(w, N, x16, y2, 1) == 0);
+        EXPECT(lb_bf16w_forward_bf16(pool, w, N, x16, y2, 1) == 0);
         check("forward_bf16 accum", N, O, y2, lo, ti, y0);
         lb_bf16w_free(w);
         free(x), free(W), free(y0), free(y), free(y2), free(x16), free(lo), free(ti);
@@ -167,19 +172,19 @@ static void test_backward_dx(void) {
         lb_bf16w_t *w = lb_bf16w_pack_f32(W, O, I, LB_BF16W_FWD | LB_BF16W_BWD, &err);
         EXPECTF(w != NULL, "%s", err.msg);
         if (!w) return;
-        EXPECT(lb_bf16w_backward_dx(w, N, dy, dx, 0) == 0);
+        EXPECT(lb_bf16w_backward_dx(pool, w, N, dy, dx, 0) == 0);
         check("dx", N, I, dx, lo, ti, NULL);
         memcpy(dx, dx0, sizeof(float) * N * I);
-        EXPECT(lb_bf16w_backward_dx(w, N, dy, dx, 1) == 0);
+        EXPECT(lb_bf16w_backward_dx(pool, w, N, dy, dx, 1) == 0);
         check("dx accum", N, I, dx, lo, ti, dx0);
         for (size_t i = 0; i < (size_t)O * I; i++) W16[i] = lb_f32_to_bf16(W[i]);
         lb_bf16w_t *w16 = lb_bf16w_pack_bf16(W16, O, I, LB_BF16W_BWD, &err);
         EXPECTF(w16 != NULL, "%s", err.msg);
         if (w16) {
             memcpy(dx2, dx0, sizeof(float) * N * I);
-            EXPECT(lb_bf16w_backward_dx(w16, N, dy, dx2, 1) == 0);
+            EXPECT(lb_bf16w_backward_dx(pool, w16, N, dy, dx2, 1) == 0);
             EXPECTF(!memcmp(dx, dx2, sizeof(float) * N * I), "packed from bf16 differs from packed from fp32");
-            EXPECT(lb_bf16w_forward(w16, N, dy, dx2, 0) == -1);  // not packed for it
+            EXPECT(lb_bf16w_forward(pool, w16, N, dy, dx2, 0) == -1);  // not packed for it
         }
         lb_bf16w_free(w16);
         lb_bf16w_free(w);
@@ -196,14 +201,14 @@ static void test_weight_grad(void) {
         float *dy = rand_f((size_t)N * O, 1), *x = rand_f((size_t)N * I, 1), *g0 = rand_f((size_t)O * I, 1);
         float *g = xmalloc(sizeof(float) * O * I);
         double *lo = ref_mm(O, I, N, dy, 1, O, x, I, 1, 0), *ti = ref_mm(O, I, N, dy, 1, O, x, I, 1, 1);
-        EXPECT(lb_bf16_gemm_dw(N, O, I, dy, x, g, 0) == 0);
+        EXPECT(lb_bf16_gemm_dw(pool, N, O, I, dy, x, g, 0) == 0);
         check("dW", O, I, g, lo, ti, NULL);
         memcpy(g, g0, sizeof(float) * O * I);
-        EXPECT(lb_bf16_gemm_dw(N, O, I, dy, x, g, 1) == 0);
+        EXPECT(lb_bf16_gemm_dw(pool, N, O, I, dy, x, g, 1) == 0);
         check("dW accum", O, I, g, lo, ti, g0);
-        EXPECT(lb_bf16_gemm_dw(0, O, I, dy, x, g, 1) == 0);
+        EXPECT(lb_bf16_gemm_dw(pool, 0, O, I, dy, x, g, 1) == 0);
         check("dW accum N=0", O, I, g, lo, ti, g0);
-        EXPECT(lb_bf16_gemm_dw(0, O, I, dy, x, g, 0) == 0);
+        EXPECT(lb_bf16_gemm_dw(pool, 0, O, I, dy, x, g, 0) == 0);
         double z = 0;
         for (size_t i = 0; i < (size_t)O * I; i++) z = fmax(z, fabs(g[i]));
         EXPECT(z == 0);
@@ -222,7 +227,7 @@ static void test_unavailable(void) {
     float W[6] = {1, 2, 3, 4, 5, 6}, y[4] = {7, 7, 7, 7};
     lb_err_t err = {0};
     EXPECT(lb_bf16w_pack_f32(W, 2, 3, LB_BF16W_FWD, &err) == NULL && err.msg[0]);
-    EXPECT(lb_bf16_gemm_dw(2, 2, 2, W, W, y, 0) == -1 && y[0] == 7);
+    EXPECT(lb_bf16_gemm_dw(NULL, 2, 2, 2, W, W, y, 0) == -1 && y[0] == 7);
     linear_t l = {.name = "lin", .in = 3, .out = 2, .W = &(lb_param_t){.w = W}};
     EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD, &err) == -1 && !l.w_bf16 && !l.bf16);
 }
@@ -253,14 +258,15 @@ static void test_linear(void) {
     EXPECT_CLOSE("y", yh, yf, (size_t)N * O, 1e-2);
     EXPECT(th_rel_err(yh, yf, (size_t)N * O) > 0);  // the bf16 path did run
     uint16_t *x16 = xmalloc(2 * (size_t)N * I);
-    lb_bf16_from_f32(x, (size_t)N * I, x16);
+    lb_bf16_from_f32(pool, x, (size_t)N * I, x16);
     float *y2 = xmalloc(4 * (size_t)N * O);
-    linear_forward_x16(&lh, N, x, x16, y2, xah, NULL, &d, 0);
-    EXPECTF(!memcmp(y2, yh, 4 * (size_t)N * O), "linear_forward_x16 differs from linear_forward");
+    linear_forward_pool(&lh, pool, N, x, x16, y2, xah, NULL, &d, 0);
+    EXPECT_CLOSE("y on the pool, x16 given", y2, yf, (size_t)N * O, 1e-2);
+    EXPECT_CLOSE("y on the pool against y without", y2, yh, (size_t)N * O, 1e-6);
     for (int accum = 0; accum < 2; accum++) {
         for (size_t i = 0; i < (size_t)N * I; i++) dxf[i] = dxh[i] = (float)i * 1e-4f;
         linear_backward(&lf, N, x, xaf, dy, dxf, accum, NULL, &d, 0);
-        linear_backward(&lh, N, x, xah, dy, dxh, accum, NULL, &d, 0);
+        linear_backward_pool(&lh, accum ? pool : NULL, N, x, xah, dy, dxh, accum, NULL, &d, 0);
         EXPECT_CLOSE("dx", dxh, dxf, (size_t)N * I, 1e-2);
     }
     EXPECT_CLOSE("dA", dAh, dAf, (size_t)R * I, 1e-2);
@@ -277,7 +283,7 @@ static void test_linear(void) {
     EXPECT(linear_pack_bf16(&lh, LINEAR_BF16_DW, &err) == -1);  // frozen: no dW to compute
     for (int rep = 0; rep < 2; rep++) {  // accumulates
         linear_backward(&tf, N, x, NULL, dy, NULL, 0, NULL, &d, 0);
-        linear_backward(&th, N, x, NULL, dy, NULL, 0, NULL, &d, 0);
+        linear_backward_pool(&th, rep ? pool : NULL, N, x, NULL, dy, NULL, 0, NULL, &d, 0);
     }
     EXPECT_CLOSE("dW", gh, gf, (size_t)O * I, 1e-2);
     EXPECT(th_rel_err(gh, gf, (size_t)O * I) > 0);
@@ -318,11 +324,17 @@ int main(void) {
     printf("     oneDNN kernel for 64x512x512: %s\n", impl);
     RUN(test_cpu_flags);
     RUN(test_convert);
+    RUN(test_forward);  // OpenMP team
+    RUN(test_backward_dx);
+    RUN(test_weight_grad);
+    pool = lb_pool_new();
+    RUN(test_convert);  // the same on the engine's pool
     RUN(test_forward);
     RUN(test_backward_dx);
     RUN(test_weight_grad);
     RUN(test_unavailable);
     RUN(test_linear);
     RUN(test_linear_w16);
+    lb_pool_free(pool);
     TH_DONE();
 }

@@ -55,7 +55,6 @@ static int ctx_open(ctx_t *c) {
         dnnl_engine_destroy(c->eng);
         return -1;
     }
-    match_threads();
     return 0;
 }
 
@@ -147,6 +146,7 @@ void lb_bf16_impl_name(int N, int in, int out, char *buf, size_t len) {
     if (!lb_bf16_available(NULL, NULL, 0)) return;
     ctx_t c;
     if (ctx_open(&c)) return;
+    match_threads();
     dnnl_memory_desc_t smd;
     md2(&smd, N, in, dnnl_bf16, in, 1);
     dnnl_primitive_desc_t pd = matmul_pd(&c, &smd, NULL, in, out, 0);
@@ -194,6 +194,7 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
         lb_err_set(err, LB_EARG, "oneDNN could not open its CPU engine: bf16 products off, fp32 kept");
         return NULL;
     }
+    match_threads();
     lb_bf16w_t *w = xcalloc(1, sizeof *w);
     w->out = out;
     w->in = in;
@@ -245,92 +246,152 @@ static int to_bf16(ctx_t *c, const dnnl_memory_desc_t *smd, const float *src, ui
     return reorder(c, smd, src, &dmd, dst);
 }
 
-void lb_bf16_from_f32(const float *src, size_t n, uint16_t *dst) {
+// ---- products split over the engine's pool ---------------------------------------------
+// Given a pool, a product is cut into one block of output rows per pool thread, and each
+// block runs on oneDNN with an OpenMP team of one: no OpenMP worker thread ever exists,
+// and the pool's threads sleep between loops. OpenMP's own workers instead spin for a
+// while after each product (libgomp's default), taking a core from the OpenBLAS and pool
+// loops that follow it; on 2 cores that cost more than the bf16 products saved.
+
+enum { J_CONV, J_FWD, J_FWD16, J_DX, J_DW };
+
+typedef struct {
+    int kind;
+    const lb_bf16w_t *w;
+    int N, out, in;       // the product's sizes (N rows of activations)
+    const float *a;       // J_CONV: src [rows, in]; J_FWD: x [N, I]; J_DX, J_DW: dy [N, O]
+    const uint16_t *a16;  // J_FWD16: x [N, I]; J_DW: x [N, I] in bf16
+    void *dst;            // J_CONV: uint16_t [rows, in]; else the fp32 output
+    int accum;
+    int team;             // OpenMP team size of each block
+    int fail[64];         // per pool thread (LB_POOL_MAX)
+} job_t;
+
+// Rows [lo, hi) of the job's output.
+static int job_rows(const job_t *j, long lo, long hi) {
     ctx_t c;
-    dnnl_memory_desc_t smd;
-    if (n > 0 && n <= (size_t)1 << 62 && lb_bf16_available(NULL, NULL, 0) && !ctx_open(&c)) {
-        md2(&smd, 1, (long)n, dnnl_f32, (long)n, 1);
-        int rc = to_bf16(&c, &smd, src, dst);
-        ctx_close(&c);
-        if (!rc) return;
+    if (ctx_open(&c)) return -1;
+    if (omp_get_max_threads() != j->team) omp_set_num_threads(j->team);
+    long r = hi - lo;
+    dnnl_memory_desc_t smd, wmd;
+    uint16_t *buf = NULL;
+    int rc = -1;
+    switch (j->kind) {
+    case J_CONV:  // dst rows = src rows in bf16
+        md2(&smd, r, j->in, dnnl_f32, j->in, 1);
+        rc = to_bf16(&c, &smd, j->a + lo * j->in, (uint16_t *)j->dst + lo * j->in);
+        break;
+    case J_FWD:  // y rows = bf16(x rows)·Wᵀ
+        buf = aligned_alloc(64, ((size_t)r * j->in * 2 + 63) / 64 * 64);
+        md2(&smd, r, j->in, dnnl_f32, j->in, 1);
+        if (buf && !to_bf16(&c, &smd, j->a + lo * j->in, buf)) {
+            md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
+            rc = matmul(&c, &smd, buf, &j->w->fwd_md, j->w->fwd, j->in, j->out,
+                        (float *)j->dst + lo * j->out, j->accum);
+        }
+        break;
+    case J_FWD16:  // y rows = x rows·Wᵀ
+        md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
+        rc = matmul(&c, &smd, j->a16 + lo * j->in, &j->w->fwd_md, j->w->fwd, j->in, j->out,
+                    (float *)j->dst + lo * j->out, j->accum);
+        break;
+    case J_DX:  // dx rows = bf16(dy rows)·W
+        buf = aligned_alloc(64, ((size_t)r * j->out * 2 + 63) / 64 * 64);
+        md2(&smd, r, j->out, dnnl_f32, j->out, 1);
+        if (buf && !to_bf16(&c, &smd, j->a + lo * j->out, buf)) {
+            md2(&smd, r, j->out, dnnl_bf16, j->out, 1);
+            rc = matmul(&c, &smd, buf, &j->w->bwd_md, j->w->bwd, j->out, j->in,
+                        (float *)j->dst + lo * j->in, j->accum);
+        }
+        break;
+    case J_DW:  // dW rows o = bf16(dyᵀ rows o)·bf16(x)
+        buf = aligned_alloc(64, ((size_t)r * j->N * 2 + 63) / 64 * 64);
+        md2(&smd, r, j->N, dnnl_f32, 1, j->out);  // dy read transposed: (o, n) at n·O + o
+        if (buf && !to_bf16(&c, &smd, j->a + lo, buf)) {
+            md2(&smd, r, j->N, dnnl_bf16, j->N, 1);
+            md2(&wmd, j->N, j->in, dnnl_bf16, j->in, 1);
+            rc = matmul(&c, &smd, buf, &wmd, j->a16, j->N, j->in, (float *)j->dst + lo * j->in, j->accum);
+        }
+        break;
+    }
+    free(buf);
+    ctx_close(&c);
+    return rc;
+}
+
+static void job_fn(void *ctx, long lo, long hi, int tid) {
+    job_t *j = ctx;
+    if (job_rows(j, lo, hi)) j->fail[tid & 63] = 1;
+}
+
+// Runs j over rows [0, rows): on the pool's threads, or with pool NULL on the caller with
+// an OpenMP team of lb_pool_threads(). J_CONV counts a value as 50 flops (about its
+// cost against a bf16 flop's).
+// A product of fewer flops than this runs as one block on the calling thread (with a pool:
+// the split and wake-up cost more than a second thread gains, ~10 µs).
+#define SPLIT_MIN_FLOPS 4e6
+
+static int job_run(lb_pool_t *pool, job_t *j, long rows) {
+    int nt = lb_pool_threads();
+    memset(j->fail, 0, sizeof j->fail);
+    double flops = j->kind == J_CONV ? 50.0 * rows * j->in
+                 : j->kind == J_DW   ? 2.0 * j->N * j->in * j->out
+                                     : 2.0 * rows * j->in * j->out;
+    if (!pool || nt <= 1 || flops < SPLIT_MIN_FLOPS) {
+        j->team = pool ? 1 : nt;
+        return job_rows(j, 0, rows);
+    }
+    j->team = 1;
+    lb_pool_run(pool, rows, job_fn, j);
+    for (int t = 0; t < 64; t++)
+        if (j->fail[t]) return -1;
+    return 0;
+}
+
+void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst) {
+    if (n > 0 && n % 64 == 0 && n / 64 <= 0x7fffffff && lb_bf16_available(NULL, NULL, 0)) {
+        job_t j = {.kind = J_CONV, .in = 64, .a = src, .dst = dst};  // n/64 rows of 64
+        if (!job_run(pool, &j, (long)(n / 64))) return;
+    } else if (n > 0 && n <= 0x7fffffff && lb_bf16_available(NULL, NULL, 0)) {
+        job_t j = {.kind = J_CONV, .in = (int)n, .a = src, .dst = dst};
+        if (!job_run(pool, &j, 1)) return;
     }
     for (size_t i = 0; i < n; i++) dst[i] = lb_f32_to_bf16(src[i]);
 }
 
-static int forward16(ctx_t *c, const lb_bf16w_t *w, int N, const uint16_t *x, float *y, int accum) {
-    dnnl_memory_desc_t smd;
-    md2(&smd, N, w->in, dnnl_bf16, w->in, 1);
-    return matmul(c, &smd, x, &w->fwd_md, w->fwd, w->in, w->out, y, accum);
-}
-
-int lb_bf16w_forward_bf16(const lb_bf16w_t *w, int N, const uint16_t *x, float *y, int accum) {
+int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum) {
     if (!w || !w->fwd || N < 0) return -1;
-    if (N == 0) return 0;
-    ctx_t c;
-    if (ctx_open(&c)) return -1;
-    int rc = forward16(&c, w, N, x, y, accum);
-    ctx_close(&c);
-    return rc;
+    job_t j = {.kind = J_FWD, .w = w, .N = N, .out = w->out, .in = w->in, .a = x, .dst = y, .accum = accum};
+    return N == 0 ? 0 : job_run(pool, &j, N);
 }
 
-int lb_bf16w_forward(const lb_bf16w_t *w, int N, const float *x, float *y, int accum) {
+int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uint16_t *x, float *y,
+                          int accum) {
     if (!w || !w->fwd || N < 0) return -1;
-    if (N == 0) return 0;
-    ctx_t c;
-    if (ctx_open(&c)) return -1;
-    uint16_t *x16 = aligned_alloc(64, ((size_t)N * w->in * 2 + 63) / 64 * 64);  // [N, I]
-    dnnl_memory_desc_t smd;
-    md2(&smd, N, w->in, dnnl_f32, w->in, 1);
-    int rc = x16 ? to_bf16(&c, &smd, x, x16) : -1;
-    if (!rc) rc = forward16(&c, w, N, x16, y, accum);
-    free(x16);
-    ctx_close(&c);
-    return rc;
+    job_t j = {.kind = J_FWD16, .w = w, .N = N, .out = w->out, .in = w->in, .a16 = x, .dst = y, .accum = accum};
+    return N == 0 ? 0 : job_run(pool, &j, N);
 }
 
-int lb_bf16w_backward_dx(const lb_bf16w_t *w, int N, const float *dy, float *dx, int accum) {
+int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
+                         int accum) {
     if (!w || !w->bwd || N < 0) return -1;
-    if (N == 0) return 0;
-    ctx_t c;
-    if (ctx_open(&c)) return -1;
-    uint16_t *dy16 = aligned_alloc(64, ((size_t)N * w->out * 2 + 63) / 64 * 64);  // [N, O]
-    dnnl_memory_desc_t smd;
-    md2(&smd, N, w->out, dnnl_f32, w->out, 1);
-    int rc = dy16 ? to_bf16(&c, &smd, dy, dy16) : -1;
-    if (!rc) {
-        md2(&smd, N, w->out, dnnl_bf16, w->out, 1);
-        rc = matmul(&c, &smd, dy16, &w->bwd_md, w->bwd, w->out, w->in, dx, accum);
-    }
-    free(dy16);
-    ctx_close(&c);
-    return rc;
+    job_t j = {.kind = J_DX, .w = w, .N = N, .out = w->out, .in = w->in, .a = dy, .dst = dx, .accum = accum};
+    return N == 0 ? 0 : job_run(pool, &j, N);
 }
 
-int lb_bf16_gemm_dw(int N, int out, int in, const float *dy, const float *x, float *dW, int accum) {
+int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,
+                    float *dW, int accum) {
     if (N < 0 || out <= 0 || in <= 0 || !lb_bf16_available(NULL, NULL, 0)) return -1;
     if (N == 0) {  // an empty sum
         if (!accum) memset(dW, 0, sizeof(float) * (size_t)out * in);
         return 0;
     }
-    ctx_t c;
-    if (ctx_open(&c)) return -1;
-    uint16_t *dyt = aligned_alloc(64, ((size_t)out * N * 2 + 63) / 64 * 64);  // dyᵀ [O, N]
-    uint16_t *x16 = aligned_alloc(64, ((size_t)N * in * 2 + 63) / 64 * 64);   // x [N, I]
-    dnnl_memory_desc_t smd, wmd;
-    int rc = -1;
-    if (dyt && x16) {
-        md2(&smd, out, N, dnnl_f32, 1, out);  // dy read transposed: (o, n) at n·O + o
-        rc = to_bf16(&c, &smd, dy, dyt);
-        md2(&smd, N, in, dnnl_f32, in, 1);
-        if (!rc) rc = to_bf16(&c, &smd, x, x16);
-    }
-    if (!rc) {
-        md2(&smd, out, N, dnnl_bf16, N, 1);
-        md2(&wmd, N, in, dnnl_bf16, in, 1);
-        rc = matmul(&c, &smd, dyt, &wmd, x16, N, in, dW, accum);
-    }
-    free(dyt);
+    uint16_t *x16 = aligned_alloc(64, ((size_t)N * in * 2 + 63) / 64 * 64);  // x [N, I]
+    if (!x16) return -1;
+    job_t cv = {.kind = J_CONV, .in = in, .a = x, .dst = x16};
+    int rc = job_run(pool, &cv, N);
+    job_t j = {.kind = J_DW, .N = N, .out = out, .in = in, .a = dy, .a16 = x16, .dst = dW, .accum = accum};
+    if (!rc) rc = job_run(pool, &j, out);
     free(x16);
-    ctx_close(&c);
     return rc;
 }

@@ -14,15 +14,22 @@
 // the fp32 product its relative (Frobenius) error is ~2e-3 for K = 512 on random data.
 //
 // Availability: lb_bf16_available says whether this process can use the path (CPU flags
-// from cpu.h, not the CPU model). Where it is 0 (no AMX, no AVX-512 bf16, or the OS did
+// from cpu.h, not the CPU model). AVX-512 bf16 without AMX counts: on the 2-core AMD EPYC
+// development machine (no AMX) oneDNN's avx512_core_bf16 kernels ran these shapes 3-5x
+// faster than OpenBLAS sgemm (make bench-kernels). Where it is 0 (no AMX, no AVX-512 bf16, or the OS did
 // not grant AMX) every function here fails with -1 and touches nothing, and callers keep
 // the fp32 path (linear.c does so by itself).
 //
-// Threads: oneDNN (Debian's build) runs on OpenMP. Each call sets the calling thread's
-// OpenMP team size to lb_pool_threads(), the engine's one thread count (lb_set_threads,
-// also OpenBLAS's), so a product uses exactly the threads an fp32 product would and the
-// two never run at once (the engine's products are sequential). Inside lb_pool_run_gemms
-// that count is 1, so products run there stay single-threaded per pool thread.
+// Threads: the products take the engine's pool (lb_pool_t, e.g. the activation arena's)
+// and cut their output rows into one block per pool thread (lb_pool_threads(), the count
+// lb_set_threads sets for OpenBLAS too); each block runs on oneDNN with an OpenMP team of
+// one, so the engine's threads are the only ones that compute and they sleep between
+// loops. With pool NULL a product runs on the calling thread with an OpenMP team of
+// lb_pool_threads() (oneDNN's own split): as fast alone, but libgomp's workers then spin
+// for milliseconds after each product and slow the OpenBLAS and pool loops that follow
+// (measured on 2 cores: the two rank-16 LoRA sgemms after a 2048x512x512 bf16 forward
+// took 5-6 ms with the OpenMP team against 1.3-1.9 ms on the pool, ~1.3 ms alone).
+// Packing uses the OpenMP team (once per weight). Debian's oneDNN is built for OpenMP.
 //
 // Calls are independent: a packed weight is read-only after packing and may be used by
 // several threads at once; nothing here is global except oneDNN's own primitive cache.
@@ -32,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "linear.h"
 #include "util.h"
 
 // 1 when bf16 products can run here; else 0 with one sentence in why (if not NULL) saying
@@ -71,24 +79,27 @@ int lb_bf16w_flags(const lb_bf16w_t *w);
 
 // dst [n] = src [n] rounded to bf16 (nearest, ties to even, NaN stays NaN): for callers
 // that feed one input to several products (q/k/v, wi_0/wi_1) and convert it once.
-// Threaded as the products are. Works on any x86-64 (no bf16 hardware needed).
-void lb_bf16_from_f32(const float *src, size_t n, uint16_t *dst);
+// Threaded as the products are (pool). Works on any CPU (no bf16 hardware needed).
+void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst);
 
 // y [N, O] = x [N, I]·Wᵀ (accum = 0) or y += x·Wᵀ (accum = 1); x fp32, rounded once.
 // Needs LB_BF16W_FWD. Returns 0, or -1 (y untouched) when w lacks the packing or oneDNN
 // fails.
-int lb_bf16w_forward(const lb_bf16w_t *w, int N, const float *x, float *y, int accum);
+int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum);
 
 // The same with x [N, I] already in bf16 (lb_bf16_from_f32).
-int lb_bf16w_forward_bf16(const lb_bf16w_t *w, int N, const uint16_t *x, float *y, int accum);
+int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uint16_t *x, float *y,
+                          int accum);
 
 // dx [N, I] = dy [N, O]·W (accum = 0) or dx += dy·W (accum = 1); dy fp32, rounded once.
 // Needs LB_BF16W_BWD. Returns 0 or -1 (dx untouched).
-int lb_bf16w_backward_dx(const lb_bf16w_t *w, int N, const float *dy, float *dx, int accum);
+int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
+                         int accum);
 
 // dW [O, I] = dyᵀ·x (accum = 0) or dW += dyᵀ·x (accum = 1), with dy [N, O] and x [N, I]
 // fp32, each rounded to bf16 once (the weight gradient of a full fine-tune, whose fp32
 // master weights live elsewhere). Returns 0 or -1 (dW untouched).
-int lb_bf16_gemm_dw(int N, int out, int in, const float *dy, const float *x, float *dW, int accum);
+int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,
+                    float *dW, int accum);
 
 #endif

@@ -394,25 +394,29 @@ void linear_unpack_bf16(linear_t *l) {
 }
 
 // y [N, O] = x·Wᵀ in bf16 when l asks for it; 0 when done, -1 for the fp32 path.
-static int forward_bf16(const linear_t *l, int N, const lb_real *x, const uint16_t *x16, lb_real *y) {
+static int forward_bf16(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                        const uint16_t *x16, lb_real *y) {
 #ifdef LB_REAL_DOUBLE
-    (void)l, (void)N, (void)x, (void)x16, (void)y;
+    (void)l, (void)pool, (void)N, (void)x, (void)x16, (void)y;
     return -1;
 #else
     if (!(l->bf16 & LINEAR_BF16_FWD) || !l->w_bf16) return -1;
-    return x16 ? lb_bf16w_forward_bf16(l->w_bf16, N, x16, y, 0) : lb_bf16w_forward(l->w_bf16, N, x, y, 0);
+    return x16 ? lb_bf16w_forward_bf16(pool, l->w_bf16, N, x16, y, 0)
+               : lb_bf16w_forward(pool, l->w_bf16, N, x, y, 0);
 #endif
 }
 
 void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_real *xa,
                     lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
-    linear_forward_x16(l, N, x, NULL, y, xa, tmp, drop, site);
+    linear_forward_pool(l, NULL, N, x, NULL, y, xa, tmp, drop, site);
 }
 
-void linear_forward_x16(const linear_t *l, int N, const lb_real *x, const uint16_t *x16,
-                        lb_real *y, lb_real *xa, lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
+void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                         const uint16_t *x16, lb_real *y, lb_real *xa, lb_real *tmp,
+                         const lb_drop_t *drop, uint64_t site) {
     // y [N, O] = x [N, I]·Wᵀ
-    if (!forward_bf16(l, N, x, x16, y)) {
+    if (forward_bf16(l, pool, N, x, x16, y) == 0) {
+        // done in bf16
     } else if (l->W->w16) gemm_x_wt_bf16(l, N, x, y);
     else lb_gemm(0, 1, N, l->out, l->in, 1, x, l->in, l->W->w, l->in, 0, y, l->out);
     if (l->r > 0) {
@@ -444,17 +448,27 @@ double linear_backward_flops(const linear_t *l, int N, int has_dx) {
 void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *xa,
                      const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
                      const lb_drop_t *drop, uint64_t site) {
+    linear_backward_pool(l, NULL, N, x, xa, dy, dx, dx_accum, tmp, drop, site);
+}
+
+void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                          const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum,
+                          lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
+    // dW [O, I] += dyᵀ·x and dx [N, I] (+)= dy·W as bf16 products when l asks for them
+    // (linear_pack_bf16); either falls back to the fp32 product below if oneDNN fails.
 #ifndef LB_REAL_DOUBLE
     int dw16 = (l->bf16 & LINEAR_BF16_DW) && l->W->g &&
-               !lb_bf16_gemm_dw(N, l->out, l->in, dy, x, l->W->g, 1);
+               !lb_bf16_gemm_dw(pool, N, l->out, l->in, dy, x, l->W->g, 1);
     int dx16 = dx && (l->bf16 & LINEAR_BF16_BWD) && l->w_bf16 &&
-               !lb_bf16w_backward_dx(l->w_bf16, N, dy, dx, dx_accum);
+               !lb_bf16w_backward_dx(pool, l->w_bf16, N, dy, dx, dx_accum);
 #else
     int dw16 = 0, dx16 = 0;
+    (void)pool;
 #endif
     if (l->W->g && !dw16)  // dW [O, I] += dyᵀ·x
         lb_gemm(1, 0, l->out, l->in, N, 1, dy, l->out, x, l->in, 1, l->W->g, l->in);
     if (dx16) {
+        // done in bf16 above
     } else if (dx && l->W->w16)  // dx [N, I] (+)= dy·W
         gemm_dy_w_bf16(l, N, dy, dx, dx_accum);
     else if (dx)

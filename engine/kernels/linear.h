@@ -49,7 +49,8 @@ typedef struct {
     uint16_t *own16;      // private bf16 copy owned by the model, or NULL (w16 in the file)
 } lb_param_t;
 
-struct lb_bf16w;  // gemm_bf16.h
+struct lb_bf16w;                  // gemm_bf16.h
+typedef struct lb_pool lb_pool_t;  // the engine's worker threads (below)
 
 // One linear layer without bias, with an optional LoRA adapter.
 typedef struct {
@@ -105,12 +106,15 @@ void linear_set_lora(linear_t *l, int r, lb_real scale, float dropout, lb_real *
 void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_real *xa,
                     lb_real *tmp, const lb_drop_t *drop, uint64_t site);
 
-// linear_forward for callers that feed one input to several layers (q/k/v, wi_0/wi_1):
-// x16 [N, I] is x already rounded to bf16 (lb_bf16_from_f32), used by a layer with
-// LINEAR_BF16_FWD instead of converting x again; NULL = convert here. x is still read
-// (LoRA, and the fp32 path of layers without bf16).
-void linear_forward_x16(const linear_t *l, int N, const lb_real *x, const uint16_t *x16,
-                        lb_real *y, lb_real *xa, lb_real *tmp, const lb_drop_t *drop, uint64_t site);
+// linear_forward with the bf16 product (LINEAR_BF16_FWD) spread over pool (the caller's
+// lb_pool_t, e.g. the activation arena's; see gemm_bf16.h for why a pool and not
+// OpenMP), and for callers that feed one input to several layers (q/k/v, wi_0/wi_1):
+// x16 [N, I] is x already rounded to bf16 (lb_bf16_from_f32), used instead of converting
+// x again; NULL = convert here. x is still read (LoRA, and layers without bf16). pool NULL
+// and x16 NULL is linear_forward.
+void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                         const uint16_t *x16, lb_real *y, lb_real *xa, lb_real *tmp,
+                         const lb_drop_t *drop, uint64_t site);
 
 // Backward of linear_forward given dy [N, O]: dW += dyᵀ·x only when W is trainable,
 // dA/dB only when set, and dx [N, I] only when dx != NULL (dx_accum = 1 adds to it,
@@ -121,6 +125,12 @@ void linear_forward_x16(const linear_t *l, int N, const lb_real *x, const uint16
 void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *xa,
                      const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
                      const lb_drop_t *drop, uint64_t site);
+
+// linear_backward with its bf16 products (LINEAR_BF16_BWD / _DW) spread over pool, as
+// linear_forward_pool; pool NULL is linear_backward.
+void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                          const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum,
+                          lb_real *tmp, const lb_drop_t *drop, uint64_t site);
 
 // ---- bf16 products -----------------------------------------------------------------
 // On a CPU with AMX bf16 (or AVX-512 bf16) the products of a frozen W can run in bf16 with
@@ -143,9 +153,13 @@ enum { LINEAR_BF16_FWD = 1, LINEAR_BF16_BWD = 2, LINEAR_BF16_DW = 4 };
 // run, once per run; the packing is a copy, later changes to W are not seen. W itself
 // stays as it was and must stay valid (fallbacks and t5_param_writable read it), so a
 // packed layer holds its weight twice or three times (W, the FWD and the BWD packings).
-// Threads: packing and the products run on oneDNN's OpenMP team of the calling thread,
-// sized to lb_pool_threads() (lb_set_threads) at each call; the engine's products run
-// one after another, so no more threads compute at once than lb_set_threads asked for.
+// Threads: the products run on the pool given to linear_forward_pool /
+// linear_backward_pool, one block of rows per pool thread, each on a oneDNN call with an
+// OpenMP team of one (no OpenMP workers exist then); linear_forward / linear_backward
+// (no pool) use an OpenMP team of lb_pool_threads(), which works but leaves libgomp's
+// workers spinning after each product (gemm_bf16.h): pass the arena's pool. Packing uses
+// the OpenMP team of the calling thread, sized to lb_pool_threads(). Either way at most
+// lb_pool_threads() threads compute at once.
 // Returns 0, or -1 with err set and l unchanged (fp32 kept) when this CPU has no bf16
 // products (no AMX bf16 and no AVX-512 bf16: lb_bf16_available), W is trainable for
 // FWD/BWD or frozen for DW, or this is the double-precision build. Calling it again
@@ -173,7 +187,6 @@ void lb_set_threads(int n);
 // A small pool of worker threads for the engine's own parallel loops (attention heads,
 // softmax, norms, activations, dropout). It belongs to its owner (the activation arena),
 // not to the process; the number of threads follows lb_set_threads (OpenBLAS's count).
-typedef struct lb_pool lb_pool_t;
 lb_pool_t *lb_pool_new(void);
 void lb_pool_free(lb_pool_t *p);
 // Threads a parallel loop would use now (>= 1).
