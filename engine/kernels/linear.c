@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "util.h"
+#ifndef LB_REAL_DOUBLE
+#include "gemm_bf16.h"
+#endif
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -349,10 +352,72 @@ static void gemm_dy_w_bf16(const linear_t *l, int N, const lb_real *dy, lb_real 
     free(wb);
 }
 
+// ---- bf16 products (gemm_bf16.h) ----------------------------------------------------
+// Each product falls back to the fp32 path (W->w or W->w16 are kept) if oneDNN fails.
+
+int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err) {
+#ifdef LB_REAL_DOUBLE
+    (void)flags;
+    return lb_err_set(err, LB_EARG, "%s: bf16 products are not built into the double-precision engine", l->name);
+#else
+    int pk = flags & (LINEAR_BF16_FWD | LINEAR_BF16_BWD);
+    if (!flags || (flags & ~(LINEAR_BF16_FWD | LINEAR_BF16_BWD | LINEAR_BF16_DW)))
+        return lb_err_set(err, LB_EARG, "%s: bf16 flags %d: give LINEAR_BF16_FWD, _BWD and/or _DW", l->name, flags);
+    if (pk && l->W->g)
+        return lb_err_set(err, LB_EARG, "%s: its weight is trainable, so a packed bf16 copy would go "
+                          "stale: pack only frozen weights (LINEAR_BF16_DW alone is fine)", l->name);
+    if ((flags & LINEAR_BF16_DW) && !l->W->g)
+        return lb_err_set(err, LB_EARG, "%s: LINEAR_BF16_DW asks for a weight gradient but the weight is "
+                          "frozen: make it trainable first (t5_set_trainable)", l->name);
+    char why[256];
+    if (!lb_bf16_available(NULL, why, sizeof why)) return lb_err_set(err, LB_EARG, "%s: %s", l->name, why);
+    lb_bf16w_t *w = NULL;
+    if (pk) {
+        int f = ((pk & LINEAR_BF16_FWD) ? LB_BF16W_FWD : 0) | ((pk & LINEAR_BF16_BWD) ? LB_BF16W_BWD : 0);
+        w = l->W->w16 ? lb_bf16w_pack_bf16(l->W->w16, l->out, l->in, f, err)
+                      : lb_bf16w_pack_f32(l->W->w, l->out, l->in, f, err);
+        if (!w) return -1;
+    }
+    linear_unpack_bf16(l);
+    l->w_bf16 = w;
+    l->bf16 = flags;
+    return 0;
+#endif
+}
+
+void linear_unpack_bf16(linear_t *l) {
+#ifndef LB_REAL_DOUBLE
+    lb_bf16w_free(l->w_bf16);
+#endif
+    l->w_bf16 = NULL;
+    l->bf16 = 0;
+}
+
+// y [N, O] = x·Wᵀ in bf16 when l asks for it; 0 when done, -1 for the fp32 path.
+static int forward_bf16(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                        const uint16_t *x16, lb_real *y) {
+#ifdef LB_REAL_DOUBLE
+    (void)l, (void)pool, (void)N, (void)x, (void)x16, (void)y;
+    return -1;
+#else
+    if (!(l->bf16 & LINEAR_BF16_FWD) || !l->w_bf16) return -1;
+    return x16 ? lb_bf16w_forward_bf16(pool, l->w_bf16, N, x16, y, 0)
+               : lb_bf16w_forward(pool, l->w_bf16, N, x, y, 0);
+#endif
+}
+
 void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_real *xa,
                     lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
+    linear_forward_pool(l, NULL, N, x, NULL, y, xa, tmp, drop, site);
+}
+
+void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                         const uint16_t *x16, lb_real *y, lb_real *xa, lb_real *tmp,
+                         const lb_drop_t *drop, uint64_t site) {
     // y [N, O] = x [N, I]·Wᵀ
-    if (l->W->w16) gemm_x_wt_bf16(l, N, x, y);
+    if (forward_bf16(l, pool, N, x, x16, y) == 0) {
+        // done in bf16
+    } else if (l->W->w16) gemm_x_wt_bf16(l, N, x, y);
     else lb_gemm(0, 1, N, l->out, l->in, 1, x, l->in, l->W->w, l->in, 0, y, l->out);
     if (l->r > 0) {
         const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
@@ -383,9 +448,28 @@ double linear_backward_flops(const linear_t *l, int N, int has_dx) {
 void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *xa,
                      const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
                      const lb_drop_t *drop, uint64_t site) {
-    if (l->W->g)  // dW [O, I] += dyᵀ·x
+    linear_backward_pool(l, NULL, N, x, xa, dy, dx, dx_accum, tmp, drop, site);
+}
+
+void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                          const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum,
+                          lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
+    // dW [O, I] += dyᵀ·x and dx [N, I] (+)= dy·W as bf16 products when l asks for them
+    // (linear_pack_bf16); either falls back to the fp32 product below if oneDNN fails.
+#ifndef LB_REAL_DOUBLE
+    int dw16 = (l->bf16 & LINEAR_BF16_DW) && l->W->g &&
+               !lb_bf16_gemm_dw(pool, N, l->out, l->in, dy, x, l->W->g, 1);
+    int dx16 = dx && (l->bf16 & LINEAR_BF16_BWD) && l->w_bf16 &&
+               !lb_bf16w_backward_dx(pool, l->w_bf16, N, dy, dx, dx_accum);
+#else
+    int dw16 = 0, dx16 = 0;
+    (void)pool;
+#endif
+    if (l->W->g && !dw16)  // dW [O, I] += dyᵀ·x
         lb_gemm(1, 0, l->out, l->in, N, 1, dy, l->out, x, l->in, 1, l->W->g, l->in);
-    if (dx && l->W->w16)  // dx [N, I] (+)= dy·W
+    if (dx16) {
+        // done in bf16 above
+    } else if (dx && l->W->w16)  // dx [N, I] (+)= dy·W
         gemm_dy_w_bf16(l, N, dy, dx, dx_accum);
     else if (dx)
         lb_gemm(0, 0, N, l->in, l->out, 1, dy, l->out, l->W->w, l->in, dx_accum ? 1 : 0, dx,

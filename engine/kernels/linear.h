@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 #ifdef LB_REAL_DOUBLE
 typedef double lb_real;
 #else
@@ -47,6 +49,9 @@ typedef struct {
     uint16_t *own16;      // private bf16 copy owned by the model, or NULL (w16 in the file)
 } lb_param_t;
 
+struct lb_bf16w;                  // gemm_bf16.h
+typedef struct lb_pool lb_pool_t;  // the engine's worker threads (below)
+
 // One linear layer without bias, with an optional LoRA adapter.
 typedef struct {
     char name[96];        // Hugging Face module name, e.g. "decoder.block.0.layer.1.EncDecAttention.q"
@@ -60,6 +65,10 @@ typedef struct {
     float dropout;        // probability on the LoRA input only
     lb_real *A, *B;       // [R, I], [O, R]
     lb_real *dA, *dB;     // [R, I], [O, R] gradients, accumulated
+    // bf16 products (linear_pack_bf16): W packed for AMX / AVX-512 bf16, owned by the
+    // layer, or NULL; bf16 holds the LINEAR_BF16_* flags in force (0 = fp32 throughout).
+    struct lb_bf16w *w_bf16;
+    int bf16;
 } linear_t;
 
 // Random state of one forward/backward: seed and step select the masks; training = 0
@@ -85,8 +94,9 @@ int linear_trainable(const linear_t *l);
 void linear_set_lora(linear_t *l, int r, lb_real scale, float dropout, lb_real *A, lb_real *B,
                      lb_real *dA, lb_real *dB);
 
-// y [N, O] = x [N, I]·Wᵀ (+ LoRA). xa [N, R] receives drop(x)·Aᵀ, kept for the backward;
-// tmp [N, I] is scratch used only when the LoRA dropout is on. site numbers the mask.
+// y [N, O] = x [N, I]·Wᵀ (+ LoRA); x·Wᵀ is a bf16 product when l has LINEAR_BF16_FWD
+// (linear_pack_bf16). xa [N, R] receives drop(x)·Aᵀ, kept for the backward; tmp [N, I]
+// is scratch used only when the LoRA dropout is on. site numbers the mask.
 // A W held in bf16 (W->w16) is converted to fp32 a block of rows at a time (at most
 // LINEAR_BF16_BLOCK values, in a buffer of the call's own, so calls on different threads
 // are independent) and each block multiplied as the fp32 W would be: the result is the
@@ -96,14 +106,68 @@ void linear_set_lora(linear_t *l, int r, lb_real scale, float dropout, lb_real *
 void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_real *xa,
                     lb_real *tmp, const lb_drop_t *drop, uint64_t site);
 
+// linear_forward with the bf16 product (LINEAR_BF16_FWD) spread over pool (the caller's
+// lb_pool_t, e.g. the activation arena's; see gemm_bf16.h for why a pool and not
+// OpenMP), and for callers that feed one input to several layers (q/k/v, wi_0/wi_1):
+// x16 [N, I] is x already rounded to bf16 (lb_bf16_from_f32), used instead of converting
+// x again; NULL = convert here. x is still read (LoRA, and layers without bf16). pool NULL
+// and x16 NULL is linear_forward.
+void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                         const uint16_t *x16, lb_real *y, lb_real *xa, lb_real *tmp,
+                         const lb_drop_t *drop, uint64_t site);
+
 // Backward of linear_forward given dy [N, O]: dW += dyᵀ·x only when W is trainable,
 // dA/dB only when set, and dx [N, I] only when dx != NULL (dx_accum = 1 adds to it,
 // 0 overwrites it). tmp [N, I] is scratch for the LoRA dropout. A bf16 W (never
 // trainable) is converted by blocks as in linear_forward; dx is the fp32 path's bit for
 // bit when W fits one block (the same call), else its sum over O is taken block by block.
+// With LINEAR_BF16_BWD / LINEAR_BF16_DW (linear_pack_bf16) dx / dW are bf16 products.
 void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *xa,
                      const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
                      const lb_drop_t *drop, uint64_t site);
+
+// linear_backward with its bf16 products (LINEAR_BF16_BWD / _DW) spread over pool, as
+// linear_forward_pool; pool NULL is linear_backward.
+void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
+                          const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum,
+                          lb_real *tmp, const lb_drop_t *drop, uint64_t site);
+
+// ---- bf16 products -----------------------------------------------------------------
+// On a CPU with AMX bf16 (or AVX-512 bf16) the products of a frozen W can run in bf16 with
+// fp32 accumulation (gemm_bf16.h): ~2e-3 relative error against fp32 for I = 512, several
+// times the speed. A run that trains in bf16 precision opts in per layer:
+//
+//   LINEAR_BF16_FWD  y = x·Wᵀ in bf16 (W packed once)
+//   LINEAR_BF16_BWD  dx = dy·W in bf16 (W packed once more, for the other orientation)
+//   LINEAR_BF16_DW   dW += dyᵀ·x in bf16 (full fine-tuning: W trainable, nothing packed)
+//
+// The LoRA products (rank R) always stay fp32.
+enum { LINEAR_BF16_FWD = 1, LINEAR_BF16_BWD = 2, LINEAR_BF16_DW = 4 };
+
+// Turns the bf16 products named by flags on for l. The caller decides: a run whose
+// precision is bf16, on a CPU where lb_bf16_available says yes. FWD/BWD need a frozen W
+// (W->g NULL), held in fp32 (W->w) or bf16 (W->w16), and pack it now into l->w_bf16
+// (2 bytes per value for each of FWD and BWD), owned by l: free it with
+// linear_unpack_bf16 before the model is freed (t5_free does not know of it).
+// When: after the weights are loaded and t5_set_trainable / t5_frozen_weights_bf16 have
+// run, once per run; the packing is a copy, later changes to W are not seen. W itself
+// stays as it was and must stay valid (fallbacks and t5_param_writable read it), so a
+// packed layer holds its weight twice or three times (W, the FWD and the BWD packings).
+// Threads: the products run on the pool given to linear_forward_pool /
+// linear_backward_pool, one block of rows per pool thread, each on a oneDNN call with an
+// OpenMP team of one (no OpenMP workers exist then); linear_forward / linear_backward
+// (no pool) use an OpenMP team of lb_pool_threads(), which works but leaves libgomp's
+// workers spinning after each product (gemm_bf16.h): pass the arena's pool. Packing uses
+// the OpenMP team of the calling thread, sized to lb_pool_threads(). Either way at most
+// lb_pool_threads() threads compute at once.
+// Returns 0, or -1 with err set and l unchanged (fp32 kept) when this CPU has no bf16
+// products (no AMX bf16 and no AVX-512 bf16: lb_bf16_available), W is trainable for
+// FWD/BWD or frozen for DW, or this is the double-precision build. Calling it again
+// replaces the earlier packing. A product that oneDNN fails at runtime falls back to fp32.
+int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err);
+
+// Frees l's packed weight and turns its bf16 products off (fp32 again). Safe on any l.
+void linear_unpack_bf16(linear_t *l);
 
 // Matrix-product FLOPs (2·M·N·K per product) that linear_forward / linear_backward run
 // for N rows; has_dx says whether the backward was given dx. Kept next to the functions
@@ -123,7 +187,6 @@ void lb_set_threads(int n);
 // A small pool of worker threads for the engine's own parallel loops (attention heads,
 // softmax, norms, activations, dropout). It belongs to its owner (the activation arena),
 // not to the process; the number of threads follows lb_set_threads (OpenBLAS's count).
-typedef struct lb_pool lb_pool_t;
 lb_pool_t *lb_pool_new(void);
 void lb_pool_free(lb_pool_t *p);
 // Threads a parallel loop would use now (>= 1).

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "linear.h"
 #include "lora.h"
 #include "t5.h"

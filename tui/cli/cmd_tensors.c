@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "linear.h"
 #include "lora.h"
 #include "lora_t5.h"

@@ -1,0 +1,397 @@
+#include "gemm_bf16.h"
+
+#include <dnnl.h>
+#include <stdio.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu.h"
+#include "linear.h"
+
+struct lb_bf16w {
+    int out, in, flags;
+    dnnl_memory_desc_t fwd_md;  // weights [K = I, N = O] as the matmul packs them
+    dnnl_memory_desc_t bwd_md;  // weights [K = O, N = I]
+    void *fwd, *bwd;            // the packed values, or NULL when not packed
+    size_t bytes;
+};
+
+// The engine's thread count for oneDNN's OpenMP team. The team size is a per-thread
+// setting of OpenMP, so it is set on the calling thread, each call (a no-op when equal).
+static void match_threads(void) {
+    int nt = lb_pool_threads();
+    if (omp_get_max_threads() != nt) omp_set_num_threads(nt);
+}
+
+int lb_bf16_available(const char **name, char *why, size_t why_len) {
+    lb_cpu_t c;
+    lb_cpu_detect(&c);
+    if (name) *name = lb_cpu_kernel_path(&c, 1);
+    int ok = lb_cpu_bf16_level(&c) > 0;
+    if (!ok && why && why_len) {
+        if (c.amx_bf16 && !c.amx_perm)
+            snprintf(why, why_len, "the CPU has AMX but Linux refused this process the tile state "
+                     "(arch_prctl ARCH_REQ_XCOMP_PERM; needs Linux 5.16 or later): bf16 products off, fp32 kept");
+        else
+            snprintf(why, why_len, "this CPU has neither AMX bf16 nor AVX-512 bf16 (CPUID): bf16 "
+                     "products off, fp32 kept");
+    }
+    return ok;
+}
+
+// Engine and stream of one call: both are light on the CPU, and owning them per call keeps
+// calls on different threads independent.
+typedef struct {
+    dnnl_engine_t eng;
+    dnnl_stream_t st;
+} ctx_t;
+
+static int ctx_open(ctx_t *c) {
+    c->eng = NULL;
+    c->st = NULL;
+    if (dnnl_engine_create(&c->eng, dnnl_cpu, 0) != dnnl_success) return -1;
+    if (dnnl_stream_create(&c->st, c->eng, dnnl_stream_default_flags) != dnnl_success) {
+        dnnl_engine_destroy(c->eng);
+        return -1;
+    }
+    return 0;
+}
+
+static void ctx_close(ctx_t *c) {
+    if (c->st) dnnl_stream_destroy(c->st);
+    if (c->eng) dnnl_engine_destroy(c->eng);
+}
+
+// dst (md dmd) = src (md smd), converting type and layout.
+static int reorder(ctx_t *c, const dnnl_memory_desc_t *smd, const void *src,
+                   const dnnl_memory_desc_t *dmd, void *dst) {
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t p = NULL;
+    dnnl_memory_t ms = NULL, md = NULL;
+    int rc = -1;
+    if (dnnl_reorder_primitive_desc_create(&pd, smd, c->eng, dmd, c->eng, NULL) != dnnl_success) goto done;
+    if (dnnl_primitive_create(&p, pd) != dnnl_success) goto done;
+    if (dnnl_memory_create(&ms, smd, c->eng, (void *)src) != dnnl_success) goto done;
+    if (dnnl_memory_create(&md, dmd, c->eng, dst) != dnnl_success) goto done;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, ms}, {DNNL_ARG_TO, md}};
+    if (dnnl_primitive_execute(p, c->st, 2, args) != dnnl_success) goto done;
+    rc = dnnl_stream_wait(c->st) == dnnl_success ? 0 : -1;
+done:
+    if (ms) dnnl_memory_destroy(ms);
+    if (md) dnnl_memory_destroy(md);
+    if (p) dnnl_primitive_destroy(p);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+// A matmul primitive descriptor dst [M, Nn] f32 (+)= src·weights, src and weights bf16;
+// wmd NULL lets oneDNN choose the weights' layout (for packing).
+static dnnl_primitive_desc_t matmul_pd(ctx_t *c, const dnnl_memory_desc_t *smd,
+                                       const dnnl_memory_desc_t *wmd, int K, int Nn, int accum) {
+    dnnl_memory_desc_t any, dmd;
+    int M = (int)smd->dims[0];
+    dnnl_dims_t wd = {K, Nn}, dd = {M, Nn};
+    dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_bf16, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
+    dnnl_matmul_desc_t d;
+    if (dnnl_matmul_desc_init(&d, smd, wmd ? wmd : &any, NULL, &dmd) != dnnl_success) return NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    if (accum) {  // dst = 1·dst + product
+        if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
+        dnnl_post_ops_create(&po);
+        dnnl_post_ops_append_sum(po, 1.0f);
+        dnnl_primitive_attr_set_post_ops(attr, po);
+    }
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_primitive_desc_create(&pd, &d, attr, c->eng, NULL) != dnnl_success) pd = NULL;
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return pd;
+}
+
+// dst [M, Nn] (+)= src [M, K] (md smd) · weights [K, Nn] (md wmd), all already bf16.
+static int matmul(ctx_t *c, const dnnl_memory_desc_t *smd, const void *src,
+                  const dnnl_memory_desc_t *wmd, const void *w, int K, int Nn, float *dst, int accum) {
+    dnnl_primitive_desc_t pd = matmul_pd(c, smd, wmd, K, Nn, accum);
+    if (!pd) return -1;
+    dnnl_primitive_t p = NULL;
+    dnnl_memory_t ms = NULL, mw = NULL, md = NULL;
+    int rc = -1;
+    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    if (dnnl_primitive_create(&p, pd) != dnnl_success) goto done;
+    if (dnnl_memory_create(&ms, smd, c->eng, (void *)src) != dnnl_success) goto done;
+    if (dnnl_memory_create(&mw, wmd, c->eng, (void *)w) != dnnl_success) goto done;
+    if (dnnl_memory_create(&md, dmd, c->eng, dst) != dnnl_success) goto done;
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
+    if (dnnl_primitive_execute(p, c->st, 3, args) != dnnl_success) goto done;
+    rc = dnnl_stream_wait(c->st) == dnnl_success ? 0 : -1;
+done:
+    if (ms) dnnl_memory_destroy(ms);
+    if (mw) dnnl_memory_destroy(mw);
+    if (md) dnnl_memory_destroy(md);
+    if (p) dnnl_primitive_destroy(p);
+    dnnl_primitive_desc_destroy(pd);
+    return rc;
+}
+
+static void md2(dnnl_memory_desc_t *md, long d0, long d1, dnnl_data_type_t t, long s0, long s1) {
+    dnnl_dims_t d = {d0, d1}, s = {s0, s1};
+    dnnl_memory_desc_init_by_strides(md, 2, d, t, s);
+}
+
+void lb_bf16_impl_name(int N, int in, int out, char *buf, size_t len) {
+    snprintf(buf, len, "unavailable");
+    if (!lb_bf16_available(NULL, NULL, 0)) return;
+    ctx_t c;
+    if (ctx_open(&c)) return;
+    match_threads();
+    dnnl_memory_desc_t smd;
+    md2(&smd, N, in, dnnl_bf16, in, 1);
+    dnnl_primitive_desc_t pd = matmul_pd(&c, &smd, NULL, in, out, 0);
+    const char *s = NULL;
+    if (pd && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) == dnnl_success && s)
+        snprintf(buf, len, "%s", s);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    ctx_close(&c);
+}
+
+// Packs src (md smd: W seen as the [K, Nn] weights of one product) into the layout the
+// matmul chooses for it; *out_md gets that layout.
+static void *pack_one(ctx_t *c, const dnnl_memory_desc_t *smd, int K, int Nn,
+                      dnnl_memory_desc_t *out_md, size_t *bytes, const void *src) {
+    dnnl_memory_desc_t act;
+    md2(&act, 256, K, dnnl_bf16, K, 1);  // the layout does not depend on the rows
+    dnnl_primitive_desc_t pd = matmul_pd(c, &act, NULL, K, Nn, 0);
+    if (!pd) return NULL;
+    *out_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    size_t n = dnnl_memory_desc_get_size(out_md);
+    void *buf = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!buf) return NULL;
+    if (reorder(c, smd, src, out_md, buf)) {
+        free(buf);
+        return NULL;
+    }
+    *bytes += n;
+    return buf;
+}
+
+static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int flags, lb_err_t *err) {
+    char why[256];
+    if (!lb_bf16_available(NULL, why, sizeof why)) {
+        lb_err_set(err, LB_EARG, "%s", why);
+        return NULL;
+    }
+    if (out <= 0 || in <= 0 || !(flags & (LB_BF16W_FWD | LB_BF16W_BWD))) {
+        lb_err_set(err, LB_EARG, "bf16 packing of a %d x %d weight with flags %d: give both sizes "
+                   "and LB_BF16W_FWD and/or LB_BF16W_BWD", out, in, flags);
+        return NULL;
+    }
+    ctx_t c;
+    if (ctx_open(&c)) {
+        lb_err_set(err, LB_EARG, "oneDNN could not open its CPU engine: bf16 products off, fp32 kept");
+        return NULL;
+    }
+    match_threads();
+    lb_bf16w_t *w = xcalloc(1, sizeof *w);
+    w->out = out;
+    w->in = in;
+    w->flags = flags;
+    dnnl_memory_desc_t smd;
+    int fail = 0;
+    if (flags & LB_BF16W_FWD) {  // Wᵀ as [K = I, N = O]: element (k, n) at n·I + k
+        md2(&smd, in, out, t, 1, in);
+        w->fwd = pack_one(&c, &smd, in, out, &w->fwd_md, &w->bytes, W);
+        fail |= !w->fwd;
+    }
+    if (!fail && (flags & LB_BF16W_BWD)) {  // W as [K = O, N = I], row-major
+        md2(&smd, out, in, t, in, 1);
+        w->bwd = pack_one(&c, &smd, out, in, &w->bwd_md, &w->bytes, W);
+        fail |= !w->bwd;
+    }
+    ctx_close(&c);
+    if (fail) {
+        lb_bf16w_free(w);
+        lb_err_set(err, LB_EARG, "oneDNN refused to pack a %d x %d weight for bf16 products: "
+                   "fp32 kept for it", out, in);
+        return NULL;
+    }
+    return w;
+}
+
+lb_bf16w_t *lb_bf16w_pack_f32(const float *W, int out, int in, int flags, lb_err_t *err) {
+    return pack(W, dnnl_f32, out, in, flags, err);
+}
+
+lb_bf16w_t *lb_bf16w_pack_bf16(const uint16_t *W, int out, int in, int flags, lb_err_t *err) {
+    return pack(W, dnnl_bf16, out, in, flags, err);
+}
+
+void lb_bf16w_free(lb_bf16w_t *w) {
+    if (!w) return;
+    free(w->fwd);
+    free(w->bwd);
+    free(w);
+}
+
+size_t lb_bf16w_bytes(const lb_bf16w_t *w) { return w ? w->bytes : 0; }
+int lb_bf16w_flags(const lb_bf16w_t *w) { return w ? w->flags : 0; }
+
+// dst [rows, cols] bf16 row-major = src (fp32, md smd of the same logical shape).
+static int to_bf16(ctx_t *c, const dnnl_memory_desc_t *smd, const float *src, uint16_t *dst) {
+    dnnl_memory_desc_t dmd;
+    md2(&dmd, smd->dims[0], smd->dims[1], dnnl_bf16, smd->dims[1], 1);
+    return reorder(c, smd, src, &dmd, dst);
+}
+
+// ---- products split over the engine's pool ---------------------------------------------
+// Given a pool, a product is cut into one block of output rows per pool thread, and each
+// block runs on oneDNN with an OpenMP team of one: no OpenMP worker thread ever exists,
+// and the pool's threads sleep between loops. OpenMP's own workers instead spin for a
+// while after each product (libgomp's default), taking a core from the OpenBLAS and pool
+// loops that follow it; on 2 cores that cost more than the bf16 products saved.
+
+enum { J_CONV, J_FWD, J_FWD16, J_DX, J_DW };
+
+typedef struct {
+    int kind;
+    const lb_bf16w_t *w;
+    int N, out, in;       // the product's sizes (N rows of activations)
+    const float *a;       // J_CONV: src [rows, in]; J_FWD: x [N, I]; J_DX, J_DW: dy [N, O]
+    const uint16_t *a16;  // J_FWD16: x [N, I]; J_DW: x [N, I] in bf16
+    void *dst;            // J_CONV: uint16_t [rows, in]; else the fp32 output
+    int accum;
+    int team;             // OpenMP team size of each block
+    int fail[64];         // per pool thread (LB_POOL_MAX)
+} job_t;
+
+// Rows [lo, hi) of the job's output.
+static int job_rows(const job_t *j, long lo, long hi) {
+    ctx_t c;
+    if (ctx_open(&c)) return -1;
+    if (omp_get_max_threads() != j->team) omp_set_num_threads(j->team);
+    long r = hi - lo;
+    dnnl_memory_desc_t smd, wmd;
+    uint16_t *buf = NULL;
+    int rc = -1;
+    switch (j->kind) {
+    case J_CONV:  // dst rows = src rows in bf16
+        md2(&smd, r, j->in, dnnl_f32, j->in, 1);
+        rc = to_bf16(&c, &smd, j->a + lo * j->in, (uint16_t *)j->dst + lo * j->in);
+        break;
+    case J_FWD:  // y rows = bf16(x rows)·Wᵀ
+        buf = aligned_alloc(64, ((size_t)r * j->in * 2 + 63) / 64 * 64);
+        md2(&smd, r, j->in, dnnl_f32, j->in, 1);
+        if (buf && !to_bf16(&c, &smd, j->a + lo * j->in, buf)) {
+            md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
+            rc = matmul(&c, &smd, buf, &j->w->fwd_md, j->w->fwd, j->in, j->out,
+                        (float *)j->dst + lo * j->out, j->accum);
+        }
+        break;
+    case J_FWD16:  // y rows = x rows·Wᵀ
+        md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
+        rc = matmul(&c, &smd, j->a16 + lo * j->in, &j->w->fwd_md, j->w->fwd, j->in, j->out,
+                    (float *)j->dst + lo * j->out, j->accum);
+        break;
+    case J_DX:  // dx rows = bf16(dy rows)·W
+        buf = aligned_alloc(64, ((size_t)r * j->out * 2 + 63) / 64 * 64);
+        md2(&smd, r, j->out, dnnl_f32, j->out, 1);
+        if (buf && !to_bf16(&c, &smd, j->a + lo * j->out, buf)) {
+            md2(&smd, r, j->out, dnnl_bf16, j->out, 1);
+            rc = matmul(&c, &smd, buf, &j->w->bwd_md, j->w->bwd, j->out, j->in,
+                        (float *)j->dst + lo * j->in, j->accum);
+        }
+        break;
+    case J_DW:  // dW rows o = bf16(dyᵀ rows o)·bf16(x)
+        buf = aligned_alloc(64, ((size_t)r * j->N * 2 + 63) / 64 * 64);
+        md2(&smd, r, j->N, dnnl_f32, 1, j->out);  // dy read transposed: (o, n) at n·O + o
+        if (buf && !to_bf16(&c, &smd, j->a + lo, buf)) {
+            md2(&smd, r, j->N, dnnl_bf16, j->N, 1);
+            md2(&wmd, j->N, j->in, dnnl_bf16, j->in, 1);
+            rc = matmul(&c, &smd, buf, &wmd, j->a16, j->N, j->in, (float *)j->dst + lo * j->in, j->accum);
+        }
+        break;
+    }
+    free(buf);
+    ctx_close(&c);
+    return rc;
+}
+
+static void job_fn(void *ctx, long lo, long hi, int tid) {
+    job_t *j = ctx;
+    if (job_rows(j, lo, hi)) j->fail[tid & 63] = 1;
+}
+
+// Runs j over rows [0, rows): on the pool's threads, or with pool NULL on the caller with
+// an OpenMP team of lb_pool_threads(). J_CONV counts a value as 50 flops (about its
+// cost against a bf16 flop's).
+// A product of fewer flops than this runs as one block on the calling thread (with a pool:
+// the split and wake-up cost more than a second thread gains, ~10 µs).
+#define SPLIT_MIN_FLOPS 4e6
+
+static int job_run(lb_pool_t *pool, job_t *j, long rows) {
+    int nt = lb_pool_threads();
+    memset(j->fail, 0, sizeof j->fail);
+    double flops = j->kind == J_CONV ? 50.0 * rows * j->in
+                 : j->kind == J_DW   ? 2.0 * j->N * j->in * j->out
+                                     : 2.0 * rows * j->in * j->out;
+    if (!pool || nt <= 1 || flops < SPLIT_MIN_FLOPS) {
+        j->team = pool ? 1 : nt;
+        return job_rows(j, 0, rows);
+    }
+    j->team = 1;
+    lb_pool_run(pool, rows, job_fn, j);
+    for (int t = 0; t < 64; t++)
+        if (j->fail[t]) return -1;
+    return 0;
+}
+
+void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst) {
+    if (n > 0 && n % 64 == 0 && n / 64 <= 0x7fffffff && lb_bf16_available(NULL, NULL, 0)) {
+        job_t j = {.kind = J_CONV, .in = 64, .a = src, .dst = dst};  // n/64 rows of 64
+        if (!job_run(pool, &j, (long)(n / 64))) return;
+    } else if (n > 0 && n <= 0x7fffffff && lb_bf16_available(NULL, NULL, 0)) {
+        job_t j = {.kind = J_CONV, .in = (int)n, .a = src, .dst = dst};
+        if (!job_run(pool, &j, 1)) return;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = lb_f32_to_bf16(src[i]);
+}
+
+int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum) {
+    if (!w || !w->fwd || N < 0) return -1;
+    job_t j = {.kind = J_FWD, .w = w, .N = N, .out = w->out, .in = w->in, .a = x, .dst = y, .accum = accum};
+    return N == 0 ? 0 : job_run(pool, &j, N);
+}
+
+int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uint16_t *x, float *y,
+                          int accum) {
+    if (!w || !w->fwd || N < 0) return -1;
+    job_t j = {.kind = J_FWD16, .w = w, .N = N, .out = w->out, .in = w->in, .a16 = x, .dst = y, .accum = accum};
+    return N == 0 ? 0 : job_run(pool, &j, N);
+}
+
+int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
+                         int accum) {
+    if (!w || !w->bwd || N < 0) return -1;
+    job_t j = {.kind = J_DX, .w = w, .N = N, .out = w->out, .in = w->in, .a = dy, .dst = dx, .accum = accum};
+    return N == 0 ? 0 : job_run(pool, &j, N);
+}
+
+int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,
+                    float *dW, int accum) {
+    if (N < 0 || out <= 0 || in <= 0 || !lb_bf16_available(NULL, NULL, 0)) return -1;
+    if (N == 0) {  // an empty sum
+        if (!accum) memset(dW, 0, sizeof(float) * (size_t)out * in);
+        return 0;
+    }
+    uint16_t *x16 = aligned_alloc(64, ((size_t)N * in * 2 + 63) / 64 * 64);  // x [N, I]
+    if (!x16) return -1;
+    job_t cv = {.kind = J_CONV, .in = in, .a = x, .dst = x16};
+    int rc = job_run(pool, &cv, N);
+    job_t j = {.kind = J_DW, .N = N, .out = out, .in = in, .a = dy, .a16 = x16, .dst = dW, .accum = accum};
+    if (!rc) rc = job_run(pool, &j, out);
+    free(x16);
+    return rc;
+}

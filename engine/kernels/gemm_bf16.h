@@ -1,0 +1,105 @@
+// gemm_bf16: matrix products with bfloat16 inputs, fp32 accumulation and fp32 output, on
+// the CPU's bf16 hardware (AMX tiles, else AVX-512 bf16) through oneDNN's matmul (its
+// "brg" kernels), for the products of frozen weights: in a LoRA run the base weights
+// never change, so each is converted to bf16 and packed once, in the blocked layout the
+// kernel reads, and every forward and backward of the run uses that packing.
+//
+//   forward   y  [N, O] (+)= x [N, I]·Wᵀ           lb_bf16w_forward, lb_bf16w_forward_bf16
+//   backward  dx [N, I] (+)= dy [N, O]·W           lb_bf16w_backward_dx
+//   weight    dW [O, I] (+)= dyᵀ·x                  lb_bf16_gemm_dw (full fine-tuning)
+//
+// W [O, I] is the Hugging Face layout of linear_t. fp32 inputs are rounded to bf16
+// (nearest, ties to even) once per call; products of K terms are summed in fp32, so the
+// result is the exact product of the rounded inputs up to fp32 summation error: against
+// the fp32 product its relative (Frobenius) error is ~2e-3 for K = 512 on random data.
+//
+// Availability: lb_bf16_available says whether this process can use the path (CPU flags
+// from cpu.h, not the CPU model). AVX-512 bf16 without AMX counts: on the 2-core AMD EPYC
+// development machine (no AMX) oneDNN's avx512_core_bf16 kernels ran these shapes 3-5x
+// faster than OpenBLAS sgemm (make bench-kernels). Where it is 0 (no AMX, no AVX-512 bf16, or the OS did
+// not grant AMX) every function here fails with -1 and touches nothing, and callers keep
+// the fp32 path (linear.c does so by itself).
+//
+// Threads: the products take the engine's pool (lb_pool_t, e.g. the activation arena's)
+// and cut their output rows into one block per pool thread (lb_pool_threads(), the count
+// lb_set_threads sets for OpenBLAS too); each block runs on oneDNN with an OpenMP team of
+// one, so the engine's threads are the only ones that compute and they sleep between
+// loops. With pool NULL a product runs on the calling thread with an OpenMP team of
+// lb_pool_threads() (oneDNN's own split): as fast alone, but libgomp's workers then spin
+// for milliseconds after each product and slow the OpenBLAS and pool loops that follow
+// (measured on 2 cores: the two rank-16 LoRA sgemms after a 2048x512x512 bf16 forward
+// took 5-6 ms with the OpenMP team against 1.3-1.9 ms on the pool, ~1.3 ms alone).
+// Packing uses the OpenMP team (once per weight). Debian's oneDNN is built for OpenMP.
+//
+// Calls are independent: a packed weight is read-only after packing and may be used by
+// several threads at once; nothing here is global except oneDNN's own primitive cache.
+#ifndef LB_GEMM_BF16_H
+#define LB_GEMM_BF16_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "linear.h"
+#include "util.h"
+
+// 1 when bf16 products can run here; else 0 with one sentence in why (if not NULL) saying
+// what is missing. name (if not NULL) gets the path's name, as lb_cpu_kernel_path.
+int lb_bf16_available(const char **name, char *why, size_t why_len);
+
+// oneDNN's name of the kernel it picked for x [N, I]·Wᵀ, e.g. "brg:avx512_core_amx_bf16"
+// (into buf, "unavailable" when it picked none); for the bench and logs.
+void lb_bf16_impl_name(int N, int in, int out, char *buf, size_t len);
+
+// A weight W [O, I] in bf16, packed for the forward (and, when asked, for the backward dx).
+// Opaque; made by lb_bf16w_pack_*, freed by lb_bf16w_free, read-only in between.
+typedef struct lb_bf16w lb_bf16w_t;
+
+enum {
+    LB_BF16W_FWD = 1,  // pack for lb_bf16w_forward*  (O·I bf16 values)
+    LB_BF16W_BWD = 2,  // pack for lb_bf16w_backward_dx (another O·I values)
+};
+
+// Packs W [O, I] (fp32, row-major) into a new weight for the products named by flags
+// (LB_BF16W_FWD | LB_BF16W_BWD). W is only read; the packed copy is the weight's own
+// (2 bytes per value per product packed). Call once, when the weight is final (frozen):
+// a later change to W is not seen. Returns NULL with err set (LB_EARG) when bf16 is not
+// available here or oneDNN refuses the shape.
+lb_bf16w_t *lb_bf16w_pack_f32(const float *W, int out, int in, int flags, lb_err_t *err);
+
+// The same from bf16 values W [O, I] (e.g. a BF16 tensor of a safetensors file, used as
+// is: no rounding happens).
+lb_bf16w_t *lb_bf16w_pack_bf16(const uint16_t *W, int out, int in, int flags, lb_err_t *err);
+
+void lb_bf16w_free(lb_bf16w_t *w);
+
+// Bytes the packed weight holds (the packings only).
+size_t lb_bf16w_bytes(const lb_bf16w_t *w);
+// Its flags (what it was packed for), out and in.
+int lb_bf16w_flags(const lb_bf16w_t *w);
+
+// dst [n] = src [n] rounded to bf16 (nearest, ties to even, NaN stays NaN): for callers
+// that feed one input to several products (q/k/v, wi_0/wi_1) and convert it once.
+// Threaded as the products are (pool). Works on any CPU (no bf16 hardware needed).
+void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst);
+
+// y [N, O] = x [N, I]·Wᵀ (accum = 0) or y += x·Wᵀ (accum = 1); x fp32, rounded once.
+// Needs LB_BF16W_FWD. Returns 0, or -1 (y untouched) when w lacks the packing or oneDNN
+// fails.
+int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum);
+
+// The same with x [N, I] already in bf16 (lb_bf16_from_f32).
+int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uint16_t *x, float *y,
+                          int accum);
+
+// dx [N, I] = dy [N, O]·W (accum = 0) or dx += dy·W (accum = 1); dy fp32, rounded once.
+// Needs LB_BF16W_BWD. Returns 0 or -1 (dx untouched).
+int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
+                         int accum);
+
+// dW [O, I] = dyᵀ·x (accum = 0) or dW += dyᵀ·x (accum = 1), with dy [N, O] and x [N, I]
+// fp32, each rounded to bf16 once (the weight gradient of a full fine-tune, whose fp32
+// master weights live elsewhere). Returns 0 or -1 (dW untouched).
+int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,
+                    float *dW, int accum);
+
+#endif

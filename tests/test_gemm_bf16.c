@@ -1,0 +1,340 @@
+// bf16 products (gemm_bf16.h) against references in double: every entry point on odd
+// shapes and on the T5-small shapes, with and without accumulation (beta = 1). Two
+// references per product: the double product of the fp32 inputs (the bf16 path must be
+// within ~1e-2 relative Frobenius error of it) and the double product of the inputs
+// rounded to bf16 (the path must match it to fp32 summation error: this one fails on any
+// wrong index, transposition or rounding mode). Then linear_t with a packed weight against
+// the fp32 linear, forward and backward, with a LoRA adapter attached. Products run on an OpenMP team (no pool) and
+// split over the engine's pool. The CPU flags are
+// checked against /proc/cpuinfo. On a CPU without bf16 products each test says why it
+// skips.
+#include <stdint.h>
+
+#include "cpu.h"
+#include "gemm_bf16.h"
+#include "harness.h"
+#include "linear.h"
+#include "util.h"
+
+static uint64_t rng = 7;
+static lb_pool_t *pool;  // products run on it, or with NULL on an OpenMP team (both tested)
+
+static float *rand_f(size_t n, double s) {
+    float *x = xmalloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) x[i] = (float)((lb_rng_uniform(&rng) * 2 - 1) * s);
+    return x;
+}
+
+static float r16(float x) { return lb_bf16_to_f32(lb_f32_to_bf16(x)); }
+
+// C [M, N] = A·B in double, A read at a[i·as0 + k·as1], B at b[k·bs0 + j·bs1]; round = 1
+// rounds every input to bf16 first.
+static double *ref_mm(int M, int N, int K, const float *a, long as0, long as1, const float *b,
+                      long bs0, long bs1, int round) {
+    double *c = xcalloc((size_t)M * N, sizeof(double));
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) {
+            float av = a[i * as0 + k * as1];
+            double ak = round ? r16(av) : av;
+            for (int j = 0; j < N; j++) {
+                float bv = b[k * bs0 + j * bs1];
+                c[(size_t)i * N + j] += ak * (round ? r16(bv) : bv);
+            }
+        }
+    return c;
+}
+
+// ‖got − (c0 + ref)‖_F / ‖c0 + ref‖_F, c0 NULL = 0.
+static double frob(const float *got, const double *ref, const float *c0, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double r = ref[i] + (c0 ? c0[i] : 0);
+        num += (got[i] - r) * (got[i] - r);
+        den += r * r;
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static int have_bf16(const char *test) {
+    char why[256];
+    if (lb_bf16_available(NULL, why, sizeof why)) return 1;
+    printf("skip %s: %s\n", test, why);
+    return 0;
+}
+
+#define LOOSE 1e-2  // bf16 inputs against fp32 inputs
+#define TIGHT 2e-6  // against the same bf16 inputs in double: fp32 summation only
+
+// The flags agree with the kernel's view in /proc/cpuinfo, and imply one another.
+static void test_cpu_flags(void) {
+    lb_cpu_t c;
+    lb_cpu_detect(&c);
+    EXPECT(!c.amx_bf16 || c.amx_tile);
+    EXPECT(!c.avx512_bf16 || c.avx512f);
+    EXPECT(!c.amx_perm || c.amx_tile);
+    EXPECT(strlen(lb_cpu_kernel_path(&c, 0)) > 0);
+    EXPECT(!strncmp(lb_cpu_kernel_path(&c, 0), "fp32", 4));
+    const char *path = lb_cpu_kernel_path(&c, 1);
+    EXPECT(lb_cpu_bf16_level(&c) == 2 ? strstr(path, "amx") != NULL
+                                      : lb_cpu_bf16_level(&c) == 1 ? strstr(path, "avx512-bf16") != NULL
+                                                                   : !strncmp(path, "fp32", 4));
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[8192];
+    while (fgets(line, sizeof line, f) && strncmp(line, "flags", 5)) {}
+    fclose(f);
+    strcat(line, " ");
+    int has_avx512f = strstr(line, " avx512f ") != NULL, has_bf16 = strstr(line, " avx512_bf16 ") != NULL;
+    int has_amx = strstr(line, " amx_bf16 ") != NULL && strstr(line, " amx_tile ") != NULL;
+    EXPECTF(c.avx512f == has_avx512f, "avx512f: cpuid %d, /proc/cpuinfo %d", c.avx512f, has_avx512f);
+    EXPECTF(c.avx512_bf16 == has_bf16, "avx512_bf16: cpuid %d, /proc/cpuinfo %d", c.avx512_bf16, has_bf16);
+    EXPECTF(c.amx_bf16 == has_amx, "amx_bf16: cpuid %d, /proc/cpuinfo %d", c.amx_bf16, has_amx);
+    printf("     cpu: avx512f %d avx512_bf16 %d amx_bf16 %d (permission %d): %s\n", c.avx512f,
+           c.avx512_bf16, c.amx_bf16, c.amx_perm, path);
+}
+
+// lb_bf16_from_f32 rounds as lb_f32_to_bf16 does (nearest, ties to even), bit for bit,
+// ties and specials included.
+static void test_convert(void) {
+    size_t sizes[2] = {10007, 64 * 10007};  // the second is split over the pool
+    for (int t = 0; t < 2; t++) {
+        size_t n = sizes[t];
+        float *x = rand_f(n, 3);
+        uint32_t spec[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f800000u, 0xff800000u,
+                           0x00000000u, 0x80000000u, 0x7f7fffffu, 0x3f7fffffu};
+        for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) memcpy(&x[n - 1 - i], &spec[i], 4);
+        uint16_t *h = xmalloc(2 * n);
+        lb_bf16_from_f32(pool, x, n, h);
+        size_t bad = 0, first = n;
+        for (size_t i = 0; i < n; i++)
+            if (h[i] != lb_f32_to_bf16(x[i])) bad++, first = first < i ? first : i;
+        EXPECTF(bad == 0, "%zu of %zu differ, first at %zu: %04x vs %04x", bad, n, first,
+                first < n ? h[first] : 0, first < n ? lb_f32_to_bf16(x[first]) : 0);
+        free(x);
+        free(h);
+    }
+}
+
+static void check(const char *what, int M, int N, const float *got, const double *loose,
+                  const double *tight, const float *c0) {
+    size_t n = (size_t)M * N;
+    double el = frob(got, loose, c0, n), et = frob(got, tight, c0, n);
+    EXPECTF(el < LOOSE, "%s [%d, %d]: %.3g against fp32 inputs", what, M, N, el);
+    EXPECTF(et < TIGHT, "%s [%d, %d]: %.3g against the same bf16 inputs", what, M, N, et);
+}
+
+static const int shapes[][3] = {  // N, I, O
+    {37, 70, 130}, {1, 33, 17}, {5, 512, 384}, {96, 512, 384}, {64, 1024, 512},
+    {80, 512, 1024}, {64, 384, 512}, {17, 512, 4096}};
+
+// forward (fp32 x and bf16 x), accum 0 and 1.
+static void test_forward(void) {
+    if (!have_bf16("test_forward")) return;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s][0], I = shapes[s][1], O = shapes[s][2];
+        float *x = rand_f((size_t)N * I, 1), *W = rand_f((size_t)O * I, 0.1), *y0 = rand_f((size_t)N * O, 1);
+        float *y = xmalloc(sizeof(float) * N * O), *y2 = xmalloc(sizeof(float) * N * O);
+        uint16_t *x16 = xmalloc(2 * (size_t)N * I);
+        double *lo = ref_mm(N, O, I, x, I, 1, W, 1, I, 0), *ti = ref_mm(N, O, I, x, I, 1, W, 1, I, 1);
+        lb_err_t err = {0};
+        lb_bf16w_t *w = lb_bf16w_pack_f32(W, O, I, LB_BF16W_FWD, &err);
+        EXPECTF(w != NULL, "%s", err.msg);
+        if (!w) return;
+        EXPECT(lb_bf16w_bytes(w) >= (size_t)O * I * 2);
+        EXPECT(lb_bf16w_backward_dx(pool, w, N, y, x, 0) == -1);  // not packed for it
+        EXPECT(lb_bf16w_forward(pool, w, N, x, y, 0) == 0);
+        check("forward", N, O, y, lo, ti, NULL);
+        lb_bf16_from_f32(pool, x, (size_t)N * I, x16);
+        EXPECT(lb_bf16w_forward_bf16(pool, w, N, x16, y2, 0) == 0);
+        EXPECTF(!memcmp(y, y2, sizeof(float) * N * O), "forward_bf16 differs from forward");
+        memcpy(y, y0, sizeof(float) * N * O);
+        EXPECT(lb_bf16w_forward(pool, w, N, x, y, 1) == 0);
+        check("forward accum", N, O, y, lo, ti, y0);
+        memcpy(y2, y0, sizeof(float) * N * O);
+        EXPECT(lb_bf16w_forward_bf16(pool, w, N, x16, y2, 1) == 0);
+        check("forward_bf16 accum", N, O, y2, lo, ti, y0);
+        lb_bf16w_free(w);
+        free(x), free(W), free(y0), free(y), free(y2), free(x16), free(lo), free(ti);
+    }
+}
+
+// dx (+)= dy·W, and a weight packed from bf16 values gives the same bits as one packed
+// from the same values in fp32.
+static void test_backward_dx(void) {
+    if (!have_bf16("test_backward_dx")) return;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s][0], I = shapes[s][1], O = shapes[s][2];
+        float *dy = rand_f((size_t)N * O, 1), *W = rand_f((size_t)O * I, 0.1), *dx0 = rand_f((size_t)N * I, 1);
+        float *dx = xmalloc(sizeof(float) * N * I), *dx2 = xmalloc(sizeof(float) * N * I);
+        uint16_t *W16 = xmalloc(2 * (size_t)O * I);
+        double *lo = ref_mm(N, I, O, dy, O, 1, W, I, 1, 0), *ti = ref_mm(N, I, O, dy, O, 1, W, I, 1, 1);
+        lb_err_t err = {0};
+        lb_bf16w_t *w = lb_bf16w_pack_f32(W, O, I, LB_BF16W_FWD | LB_BF16W_BWD, &err);
+        EXPECTF(w != NULL, "%s", err.msg);
+        if (!w) return;
+        EXPECT(lb_bf16w_backward_dx(pool, w, N, dy, dx, 0) == 0);
+        check("dx", N, I, dx, lo, ti, NULL);
+        memcpy(dx, dx0, sizeof(float) * N * I);
+        EXPECT(lb_bf16w_backward_dx(pool, w, N, dy, dx, 1) == 0);
+        check("dx accum", N, I, dx, lo, ti, dx0);
+        for (size_t i = 0; i < (size_t)O * I; i++) W16[i] = lb_f32_to_bf16(W[i]);
+        lb_bf16w_t *w16 = lb_bf16w_pack_bf16(W16, O, I, LB_BF16W_BWD, &err);
+        EXPECTF(w16 != NULL, "%s", err.msg);
+        if (w16) {
+            memcpy(dx2, dx0, sizeof(float) * N * I);
+            EXPECT(lb_bf16w_backward_dx(pool, w16, N, dy, dx2, 1) == 0);
+            EXPECTF(!memcmp(dx, dx2, sizeof(float) * N * I), "packed from bf16 differs from packed from fp32");
+            EXPECT(lb_bf16w_forward(pool, w16, N, dy, dx2, 0) == -1);  // not packed for it
+        }
+        lb_bf16w_free(w16);
+        lb_bf16w_free(w);
+        free(dy), free(W), free(dx0), free(dx), free(dx2), free(W16), free(lo), free(ti);
+    }
+}
+
+// dW (+)= dyᵀ·x, N = 0 included (an empty sum).
+static void test_weight_grad(void) {
+    if (!have_bf16("test_weight_grad")) return;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s][0], I = shapes[s][1], O = shapes[s][2];
+        if ((size_t)O * I > 600000) continue;  // the reference would be slow
+        float *dy = rand_f((size_t)N * O, 1), *x = rand_f((size_t)N * I, 1), *g0 = rand_f((size_t)O * I, 1);
+        float *g = xmalloc(sizeof(float) * O * I);
+        double *lo = ref_mm(O, I, N, dy, 1, O, x, I, 1, 0), *ti = ref_mm(O, I, N, dy, 1, O, x, I, 1, 1);
+        EXPECT(lb_bf16_gemm_dw(pool, N, O, I, dy, x, g, 0) == 0);
+        check("dW", O, I, g, lo, ti, NULL);
+        memcpy(g, g0, sizeof(float) * O * I);
+        EXPECT(lb_bf16_gemm_dw(pool, N, O, I, dy, x, g, 1) == 0);
+        check("dW accum", O, I, g, lo, ti, g0);
+        EXPECT(lb_bf16_gemm_dw(pool, 0, O, I, dy, x, g, 1) == 0);
+        check("dW accum N=0", O, I, g, lo, ti, g0);
+        EXPECT(lb_bf16_gemm_dw(pool, 0, O, I, dy, x, g, 0) == 0);
+        double z = 0;
+        for (size_t i = 0; i < (size_t)O * I; i++) z = fmax(z, fabs(g[i]));
+        EXPECT(z == 0);
+        free(dy), free(x), free(g0), free(g), free(lo), free(ti);
+    }
+}
+
+// Without bf16 hardware every entry point refuses and writes nothing.
+static void test_unavailable(void) {
+    char why[256];
+    if (lb_bf16_available(NULL, why, sizeof why)) {
+        printf("     (bf16 available: the refusal path is not reachable here)\n");
+        return;
+    }
+    EXPECT(strlen(why) > 10);
+    float W[6] = {1, 2, 3, 4, 5, 6}, y[4] = {7, 7, 7, 7};
+    lb_err_t err = {0};
+    EXPECT(lb_bf16w_pack_f32(W, 2, 3, LB_BF16W_FWD, &err) == NULL && err.msg[0]);
+    EXPECT(lb_bf16_gemm_dw(NULL, 2, 2, 2, W, W, y, 0) == -1 && y[0] == 7);
+    linear_t l = {.name = "lin", .in = 3, .out = 2, .W = &(lb_param_t){.w = W}};
+    EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD, &err) == -1 && !l.w_bf16 && !l.bf16);
+}
+
+// A linear with a packed W (FWD | BWD) and a LoRA adapter against the same linear in fp32:
+// y, dx, dA, dB within bf16 tolerance; with LINEAR_BF16_DW on a trainable W, dW too.
+static void test_linear(void) {
+    if (!have_bf16("test_linear")) return;
+    const int N = 45, I = 96, O = 160, R = 4;
+    float *W = rand_f((size_t)O * I, 0.1), *x = rand_f((size_t)N * I, 1), *dy = rand_f((size_t)N * O, 1);
+    float *A = rand_f((size_t)R * I, 0.1), *B = rand_f((size_t)O * R, 0.1);
+    lb_param_t pw = {.name = "lin.weight", .ndim = 2, .shape = {O, I}, .numel = (size_t)O * I, .w = W};
+    linear_t lf = {.name = "lin", .in = I, .out = O, .W = &pw};
+    float *dAf = xcalloc((size_t)R * I, 4), *dBf = xcalloc((size_t)O * R, 4);
+    float *dAh = xcalloc((size_t)R * I, 4), *dBh = xcalloc((size_t)O * R, 4);
+    linear_t lh = lf;
+    linear_set_lora(&lf, R, 2.0f, 0, A, B, dAf, dBf);
+    linear_set_lora(&lh, R, 2.0f, 0, A, B, dAh, dBh);
+    lb_err_t err = {0};
+    EXPECTF(linear_pack_bf16(&lh, LINEAR_BF16_FWD | LINEAR_BF16_BWD, &err) == 0, "%s", err.msg);
+    EXPECT(lh.w_bf16 != NULL && lh.bf16 == (LINEAR_BF16_FWD | LINEAR_BF16_BWD));
+    float *yf = xmalloc(4 * (size_t)N * O), *yh = xmalloc(4 * (size_t)N * O);
+    float *xaf = xmalloc(4 * (size_t)N * R), *xah = xmalloc(4 * (size_t)N * R);
+    float *dxf = xmalloc(4 * (size_t)N * I), *dxh = xmalloc(4 * (size_t)N * I);
+    lb_drop_t d = {1, 1, 0};
+    linear_forward(&lf, N, x, yf, xaf, NULL, &d, 0);
+    linear_forward(&lh, N, x, yh, xah, NULL, &d, 0);
+    EXPECT_CLOSE("y", yh, yf, (size_t)N * O, 1e-2);
+    EXPECT(th_rel_err(yh, yf, (size_t)N * O) > 0);  // the bf16 path did run
+    uint16_t *x16 = xmalloc(2 * (size_t)N * I);
+    lb_bf16_from_f32(pool, x, (size_t)N * I, x16);
+    float *y2 = xmalloc(4 * (size_t)N * O);
+    linear_forward_pool(&lh, pool, N, x, x16, y2, xah, NULL, &d, 0);
+    EXPECT_CLOSE("y on the pool, x16 given", y2, yf, (size_t)N * O, 1e-2);
+    EXPECT_CLOSE("y on the pool against y without", y2, yh, (size_t)N * O, 1e-6);
+    for (int accum = 0; accum < 2; accum++) {
+        for (size_t i = 0; i < (size_t)N * I; i++) dxf[i] = dxh[i] = (float)i * 1e-4f;
+        linear_backward(&lf, N, x, xaf, dy, dxf, accum, NULL, &d, 0);
+        linear_backward_pool(&lh, accum ? pool : NULL, N, x, xah, dy, dxh, accum, NULL, &d, 0);
+        EXPECT_CLOSE("dx", dxh, dxf, (size_t)N * I, 1e-2);
+    }
+    EXPECT_CLOSE("dA", dAh, dAf, (size_t)R * I, 1e-2);
+    EXPECT_CLOSE("dB", dBh, dBf, (size_t)O * R, 1e-5);  // dB never touches W
+    // A trainable W: packing refused, LINEAR_BF16_DW accepted.
+    float *gf = xcalloc((size_t)O * I, 4), *gh = xcalloc((size_t)O * I, 4);
+    lb_param_t pf = pw, ph = pw;
+    pf.g = gf;
+    ph.g = gh;
+    linear_t tf = {.name = "lin", .in = I, .out = O, .W = &pf}, th = tf;
+    th.W = &ph;
+    EXPECT(linear_pack_bf16(&th, LINEAR_BF16_FWD, &err) == -1 && !th.w_bf16);
+    EXPECTF(linear_pack_bf16(&th, LINEAR_BF16_DW, &err) == 0, "%s", err.msg);
+    EXPECT(linear_pack_bf16(&lh, LINEAR_BF16_DW, &err) == -1);  // frozen: no dW to compute
+    for (int rep = 0; rep < 2; rep++) {  // accumulates
+        linear_backward(&tf, N, x, NULL, dy, NULL, 0, NULL, &d, 0);
+        linear_backward_pool(&th, rep ? pool : NULL, N, x, NULL, dy, NULL, 0, NULL, &d, 0);
+    }
+    EXPECT_CLOSE("dW", gh, gf, (size_t)O * I, 1e-2);
+    EXPECT(th_rel_err(gh, gf, (size_t)O * I) > 0);
+    linear_unpack_bf16(&th);
+    linear_unpack_bf16(&lh);
+    EXPECT(!lh.w_bf16 && !lh.bf16);
+    linear_forward(&lh, N, x, yh, xah, NULL, &d, 0);  // fp32 again: the very same call
+    EXPECTF(!memcmp(yh, yf, 4 * (size_t)N * O), "after unpacking, fp32 results again");
+    free(W), free(x), free(dy), free(A), free(B), free(dAf), free(dBf), free(dAh), free(dBh);
+    free(yf), free(yh), free(xaf), free(xah), free(dxf), free(dxh), free(x16), free(y2), free(gf), free(gh);
+}
+
+// A bf16-held W (W->w16, as t5_frozen_weights_bf16 makes) packs from its bf16 values.
+static void test_linear_w16(void) {
+    if (!have_bf16("test_linear_w16")) return;
+    const int N = 19, I = 64, O = 48;
+    float *W = rand_f((size_t)O * I, 0.1), *x = rand_f((size_t)N * I, 1);
+    uint16_t *W16 = xmalloc(2 * (size_t)O * I);
+    for (size_t i = 0; i < (size_t)O * I; i++) W16[i] = lb_f32_to_bf16(W[i]), W[i] = r16(W[i]);
+    lb_param_t p32 = {.w = W}, p16 = {.w16 = W16};
+    linear_t a = {.name = "a", .in = I, .out = O, .W = &p32}, b = {.name = "b", .in = I, .out = O, .W = &p16};
+    lb_err_t err = {0};
+    EXPECTF(linear_pack_bf16(&a, LINEAR_BF16_FWD, &err) == 0, "%s", err.msg);
+    EXPECTF(linear_pack_bf16(&b, LINEAR_BF16_FWD, &err) == 0, "%s", err.msg);
+    float *ya = xmalloc(4 * (size_t)N * O), *yb = xmalloc(4 * (size_t)N * O);
+    linear_forward(&a, N, x, ya, NULL, NULL, NULL, 0);
+    linear_forward(&b, N, x, yb, NULL, NULL, NULL, 0);
+    EXPECTF(!memcmp(ya, yb, 4 * (size_t)N * O), "bf16-held and fp32-held W of the same values differ");
+    linear_unpack_bf16(&a);
+    linear_unpack_bf16(&b);
+    free(W), free(x), free(W16), free(ya), free(yb);
+}
+
+int main(void) {
+    lb_set_threads(2);
+    char impl[64];
+    lb_bf16_impl_name(64, 512, 512, impl, sizeof impl);
+    printf("     oneDNN kernel for 64x512x512: %s\n", impl);
+    RUN(test_cpu_flags);
+    RUN(test_convert);
+    RUN(test_forward);  // OpenMP team
+    RUN(test_backward_dx);
+    RUN(test_weight_grad);
+    pool = lb_pool_new();
+    RUN(test_convert);  // the same on the engine's pool
+    RUN(test_forward);
+    RUN(test_backward_dx);
+    RUN(test_weight_grad);
+    RUN(test_unavailable);
+    RUN(test_linear);
+    RUN(test_linear_w16);
+    lb_pool_free(pool);
+    TH_DONE();
+}
