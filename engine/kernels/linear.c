@@ -363,9 +363,9 @@ int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err) {
     int pk = flags & (LINEAR_BF16_FWD | LINEAR_BF16_BWD);
     if (!flags || (flags & ~(LINEAR_BF16_FWD | LINEAR_BF16_BWD | LINEAR_BF16_DW)))
         return lb_err_set(err, LB_EARG, "%s: bf16 flags %d: give LINEAR_BF16_FWD, _BWD and/or _DW", l->name, flags);
-    if (pk && l->W->g)
+    if (pk && l->W->g && !(flags & LINEAR_BF16_DW))
         return lb_err_set(err, LB_EARG, "%s: its weight is trainable, so a packed bf16 copy would go "
-                          "stale: pack only frozen weights (LINEAR_BF16_DW alone is fine)", l->name);
+                          "stale: pack it with LINEAR_BF16_DW and again after every update", l->name);
     if ((flags & LINEAR_BF16_DW) && !l->W->g)
         return lb_err_set(err, LB_EARG, "%s: LINEAR_BF16_DW asks for a weight gradient but the weight is "
                           "frozen: make it trainable first (t5_set_trainable)", l->name);

@@ -144,7 +144,9 @@ void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_re
 // The LoRA products (rank R) always stay fp32.
 enum { LINEAR_BF16_FWD = 1, LINEAR_BF16_BWD = 2, LINEAR_BF16_DW = 4 };
 
-// Turns the bf16 products named by flags on for l. The caller decides: a run whose
+// Turns the bf16 products named by flags on for l. A trainable W (full fine-tuning) may
+// be packed for FWD/BWD together with DW: its fp32 values stay the master copy, and the
+// caller packs again after every change (t5_bf16_refresh after each optimizer step). The caller decides: a run whose
 // precision is bf16, on a CPU where lb_bf16_available says yes. FWD/BWD need a frozen W
 // (W->g NULL), held in fp32 (W->w) or bf16 (W->w16), and pack it now into l->w_bf16
 // (2 bytes per value for each of FWD and BWD), owned by l: free it with

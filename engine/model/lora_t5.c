@@ -54,5 +54,10 @@ float *lora_t5_weight(void *model, const char *module) {
 
 int lora_merge_into_model(const lora_adapter_t *a, t5_model_t *m, int sign, lb_err_t *err) {
     lora_detach(a, m);
-    return lora_merge(a, lora_t5_weight, m, sign, err);
+    if (lora_merge(a, lora_t5_weight, m, sign, err)) return -1;
+    for (int i = 0; i < a->n; i++) {  // a bf16 packing of a merged weight is packed anew
+        linear_t *l = t5_find_linear(m, a->m[i].name);
+        if (l && l->bf16 && linear_pack_bf16(l, l->bf16, err)) return -1;
+    }
+    return 0;
 }

@@ -2,6 +2,9 @@
 // gradients are named d<name>. Shapes use the letters documented in t5.h.
 #include "t5.h"
 
+#include "cpu.h"
+#include "gemm_bf16.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,6 +238,7 @@ int t5_load_bf16(t5_model_t *m, const char *dir, lb_err_t *err) {
 
 void t5_free(t5_model_t *m) {
     if (!m->params) return;
+    for (int i = 0; i < m->n_lin; i++) linear_unpack_bf16(&m->lin[i]);
     for (int i = 0; i < m->n_params; i++) {
         free(m->params[i].own);
         free(m->params[i].own16);
@@ -406,6 +410,68 @@ int t5_frozen_weights_bf16(t5_model_t *m, lb_err_t *err) {
         param_to_bf16(m, p);
     }
     return 0;
+}
+
+// The bf16 products a linear gets: a frozen W the forward and input gradient; a trainable
+// one also its weight gradient.
+static int bf16_flags(const linear_t *l) {
+    return LINEAR_BF16_FWD | LINEAR_BF16_BWD | (l->W->g ? LINEAR_BF16_DW : 0);
+}
+
+int t5_use_bf16(t5_model_t *m, lb_err_t *err) {
+    for (int i = 0; i < m->n_lin; i++) {
+        if (linear_pack_bf16(&m->lin[i], bf16_flags(&m->lin[i]), err)) {
+            for (int j = 0; j < i; j++) linear_unpack_bf16(&m->lin[j]);
+            m->bf16 = 0;
+            return -1;
+        }
+    }
+    m->bf16 = 1;
+    return 0;
+}
+
+static const char *const precision_names[] = {"auto", "fp32", "bf16"};
+
+const char *t5_precision_name(t5_precision_t p) {
+    return (int)p >= 0 && (int)p < 3 ? precision_names[p] : "?";
+}
+
+int t5_precision_parse(const char *name) {
+    for (int i = 0; i < 3; i++)
+        if (name && !strcmp(name, precision_names[i])) return i;
+    return -1;
+}
+
+int t5_set_precision(t5_model_t *m, t5_precision_t want, t5_precision_t *used, lb_err_t *err) {
+    *used = T5_PRECISION_FP32;
+    if (want == T5_PRECISION_FP32) return 0;
+    lb_cpu_t c;
+    lb_cpu_detect(&c);
+    if (want == T5_PRECISION_AUTO && lb_cpu_bf16_level(&c) < 2) return 0;  // no AMX: fp32 is as fast
+    char why[256];
+    if (!lb_bf16_available(NULL, why, sizeof why))
+        return lb_err_set(err, LB_EARG, "precision bf16 is not available on this CPU (%s); use fp32 or auto", why);
+    if (t5_use_bf16(m, err)) return -1;
+    *used = T5_PRECISION_BF16;
+    return 0;
+}
+
+const char *t5_kernel_path(const t5_model_t *m) {
+    lb_cpu_t c;
+    lb_cpu_detect(&c);
+    return lb_cpu_kernel_path(&c, m->bf16);
+}
+
+void t5_bf16_refresh(t5_model_t *m) {
+    if (!m->bf16) return;
+    for (int i = 0; i < m->n_lin; i++) {
+        linear_t *l = &m->lin[i];
+        if (!l->W->g) continue;  // frozen: packed once
+        lb_err_t e;
+        // it packed before with the same weight and flags, so only a failing oneDNN call can
+        // refuse now; the layer is then fp32, which is slower, not wrong
+        if (l->bf16 && linear_pack_bf16(l, l->bf16, &e)) linear_unpack_bf16(l);
+    }
 }
 
 size_t t5_weight_bytes(const t5_model_t *m, size_t *bf16_bytes) {
@@ -1252,15 +1318,15 @@ static void attn_forward(const t5_model_t *m, const t5_attn_t *L, attn_saved_t *
     int D = c->d_model, Nq = sh->B * sh->Tq, Nk = sh->B * sh->Tk;
     rms_forward_p(a->pool, Nq, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h);
     if (!kv) kv = s->h;
-    linear_forward(L->q, Nq, s->h, s->q, s->xa[0], a->lin_tmp, drop, site_lora(L->q));
+    linear_forward_pool(L->q, a->pool, Nq, s->h, NULL, s->q, s->xa[0], a->lin_tmp, drop, site_lora(L->q));
     a->flops_fwd += linear_forward_flops(L->q, Nq);
-    linear_forward(L->k, Nk, kv, s->k, s->xa[1], a->lin_tmp, drop, site_lora(L->k));
+    linear_forward_pool(L->k, a->pool, Nk, kv, NULL, s->k, s->xa[1], a->lin_tmp, drop, site_lora(L->k));
     a->flops_fwd += linear_forward_flops(L->k, Nk);
-    linear_forward(L->v, Nk, kv, s->v, s->xa[2], a->lin_tmp, drop, site_lora(L->v));
+    linear_forward_pool(L->v, a->pool, Nk, kv, NULL, s->v, s->xa[2], a->lin_tmp, drop, site_lora(L->v));
     a->flops_fwd += linear_forward_flops(L->v, Nk);
     attn_core_forward_p(a->pool, sh, s->q, s->k, s->v, s->P, a->pd, s->ctx, drop);
     a->flops_fwd += 2 * attn_core_flops(sh);  // q·kᵀ and P·v
-    linear_forward(L->o, Nq, s->ctx, a->tmp, s->xa[3], a->lin_tmp, drop, site_lora(L->o));
+    linear_forward_pool(L->o, a->pool, Nq, s->ctx, NULL, a->tmp, s->xa[3], a->lin_tmp, drop, site_lora(L->o));
     a->flops_fwd += linear_forward_flops(L->o, Nq);
     add_dropped(a, x_out, s->x, a->tmp, (size_t)Nq * D, drop, site_res, c->dropout_rate);
 }
@@ -1311,7 +1377,7 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
         lb_dropout_apply_par(a->pool, a->tmp, (size_t)Nq * D, drop, site_res, c->dropout_rate);
         dout = a->tmp;
     }
-    linear_backward(L->o, Nq, s->ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
+    linear_backward_pool(L->o, a->pool, Nq, s->ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
                     drop, site_lora(L->o));
     a->flops_bwd += linear_backward_flops(L->o, Nq, need_dctx);
     if (!need_dctx) return;
@@ -1323,19 +1389,19 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
     lb_real *dkv = cross ? (nd->need_dkv ? a->dE : NULL) : (need_dh ? a->dh : NULL);
     int dh_started = 0;
     if (need_dq) {
-        linear_backward(L->q, Nq, s->h, s->xa[0], a->dq, need_dh ? a->dh : NULL, 0, a->lin_tmp,
+        linear_backward_pool(L->q, a->pool, Nq, s->h, s->xa[0], a->dq, need_dh ? a->dh : NULL, 0, a->lin_tmp,
                         drop, site_lora(L->q));
         a->flops_bwd += linear_backward_flops(L->q, Nq, need_dh);
         dh_started = need_dh;
     }
     if (need_dk) {
-        linear_backward(L->k, Nk, kv, s->xa[1], a->dk, dkv, cross ? 1 : dh_started, a->lin_tmp,
+        linear_backward_pool(L->k, a->pool, Nk, kv, s->xa[1], a->dk, dkv, cross ? 1 : dh_started, a->lin_tmp,
                         drop, site_lora(L->k));
         a->flops_bwd += linear_backward_flops(L->k, Nk, dkv != NULL);
     }
     if (need_dk && !cross && need_dh) dh_started = 1;
     if (need_dv) {
-        linear_backward(L->v, Nk, kv, s->xa[2], a->dv, dkv, cross ? 1 : dh_started, a->lin_tmp,
+        linear_backward_pool(L->v, a->pool, Nk, kv, s->xa[2], a->dv, dkv, cross ? 1 : dh_started, a->lin_tmp,
                         drop, site_lora(L->v));
         a->flops_bwd += linear_backward_flops(L->v, Nk, dkv != NULL);
     }
@@ -1349,15 +1415,15 @@ static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_
     int D = c->d_model, F = c->d_ff;
     rms_forward_p(a->pool, N, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h);
     const linear_t *wa = c->gated ? L->wi_0 : L->wi;
-    linear_forward(wa, N, s->h, s->a, s->xa[0], a->lin_tmp, drop, site_lora(wa));
+    linear_forward_pool(wa, a->pool, N, s->h, NULL, s->a, s->xa[0], a->lin_tmp, drop, site_lora(wa));
     a->flops_fwd += linear_forward_flops(wa, N);
     if (c->gated) {
-        linear_forward(L->wi_1, N, s->h, s->b, s->xa[1], a->lin_tmp, drop, site_lora(L->wi_1));
+        linear_forward_pool(L->wi_1, a->pool, N, s->h, NULL, s->b, s->xa[1], a->lin_tmp, drop, site_lora(L->wi_1));
         a->flops_fwd += linear_forward_flops(L->wi_1, N);
     }
     act_forward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd);
     if (lb_drop_on(drop, c->dropout_rate)) lb_dropout_apply_par(a->pool, s->gd, (size_t)N * F, drop, site_in, c->dropout_rate);
-    linear_forward(L->wo, N, s->gd, a->tmp, s->xa[2], a->lin_tmp, drop, site_lora(L->wo));
+    linear_forward_pool(L->wo, a->pool, N, s->gd, NULL, a->tmp, s->xa[2], a->lin_tmp, drop, site_lora(L->wo));
     a->flops_fwd += linear_forward_flops(L->wo, N);
     add_dropped(a, x_out, s->x, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate);
 }
@@ -1384,17 +1450,17 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
         lb_dropout_apply_par(a->pool, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate);
         dout = a->tmp;
     }
-    linear_backward(L->wo, N, s->gd, s->xa[2], dout, need_dg ? a->da : NULL, 0, a->lin_tmp, drop,
+    linear_backward_pool(L->wo, a->pool, N, s->gd, s->xa[2], dout, need_dg ? a->da : NULL, 0, a->lin_tmp, drop,
                     site_lora(L->wo));
     a->flops_bwd += linear_backward_flops(L->wo, N, need_dg);
     if (!need_dg) return;
     if (lb_drop_on(drop, c->dropout_rate)) lb_dropout_apply_par(a->pool, a->da, (size_t)N * F, drop, site_in, c->dropout_rate);
     act_backward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, a->da, a->da, a->db);
-    linear_backward(wa, N, s->h, s->xa[0], a->da, need_dh ? a->dh : NULL, 0, a->lin_tmp, drop,
+    linear_backward_pool(wa, a->pool, N, s->h, s->xa[0], a->da, need_dh ? a->dh : NULL, 0, a->lin_tmp, drop,
                     site_lora(wa));
     a->flops_bwd += linear_backward_flops(wa, N, need_dh);
     if (c->gated) {
-        linear_backward(L->wi_1, N, s->h, s->xa[1], a->db, need_dh ? a->dh : NULL, 1, a->lin_tmp,
+        linear_backward_pool(L->wi_1, a->pool, N, s->h, s->xa[1], a->db, need_dh ? a->dh : NULL, 1, a->lin_tmp,
                         drop, site_lora(L->wi_1));
         a->flops_bwd += linear_backward_flops(L->wi_1, N, need_dh);
     }
@@ -1521,7 +1587,7 @@ static void decoder_run(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop
         lb_real sc = (lb_real)(1.0 / sqrt((double)D));
         for (size_t i = 0; i < (size_t)Nd * D; i++) a->dec_hs[i] *= sc;
     }
-    linear_forward(m->head, Nd, a->dec_hs, a->logits, a->head_xa, a->lin_tmp, drop, site_lora(m->head));
+    linear_forward_pool(m->head, a->pool, Nd, a->dec_hs, NULL, a->logits, a->head_xa, a->lin_tmp, drop, site_lora(m->head));
     a->flops_fwd += linear_forward_flops(m->head, Nd);
     double sum = xent_forward_p(a->pool, Nd, V, a->logits, a->labels, &a->n_tok, a->row_loss);
     a->loss = a->n_tok ? (float)(sum / a->n_tok) : 0.0f;
@@ -1595,7 +1661,7 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
     int dec_any = any || m->dec_ln->g;
     // head: dlogits in place, dW, and dhs when the decoder below needs it
     xent_backward_p(a->pool, Nd, V, a->logits, a->labels, a->n_tok ? (lb_real)(loss_scale / a->n_tok) : 0);
-    linear_backward(m->head, Nd, a->dec_hs, a->head_xa, a->logits, dec_any ? a->dhs : NULL, 0,
+    linear_backward_pool(m->head, a->pool, Nd, a->dec_hs, a->head_xa, a->logits, dec_any ? a->dhs : NULL, 0,
                     a->lin_tmp, drop, site_lora(m->head));
     a->flops_bwd += linear_backward_flops(m->head, Nd, dec_any);
     if (!dec_any) goto done;

@@ -60,6 +60,7 @@ typedef struct {
     int st_open;
     lb_real *block;               // trainable block: values [n_train] then grads [n_train]
     size_t n_train;
+    int bf16;                     // t5_use_bf16: the linears' products run in bf16
 } t5_model_t;
 
 // Loads dir/config.json and dir/model.safetensors. A tensor missing or of the wrong shape
@@ -134,6 +135,38 @@ linear_t *t5_find_linear(t5_model_t *m, const char *name);
 // read W->w (it is NULL) without t5_param_writable. Calling it again converts what has
 // become frozen since. Fails only for a model that was never loaded.
 int t5_frozen_weights_bf16(t5_model_t *m, lb_err_t *err);
+
+// Precision bf16 (train.precision, --precision): every linear's products run in bf16
+// with fp32 accumulation on the CPU's bf16 matrix hardware (linear_pack_bf16): a frozen
+// weight is packed once for the forward and the input gradient; a trainable one (full,
+// partial) keeps its fp32 master values, is packed from them for the forward and input
+// gradient, and gets its weight gradient from a bf16 product. Call after
+// t5_set_trainable / t5_frozen_weights_bf16 (and adapters attached); the LoRA products,
+// attention, norms, softmax and the loss stay fp32. Returns -1 with err and the model in
+// fp32 where this CPU has no bf16 products.
+int t5_use_bf16(t5_model_t *m, lb_err_t *err);
+
+// What a run or a command asks for: auto = bf16 where the CPU has AMX bf16 tiles (the
+// products run several times faster there), else fp32; fp32 = the reference everywhere.
+typedef enum { T5_PRECISION_AUTO, T5_PRECISION_FP32, T5_PRECISION_BF16 } t5_precision_t;
+
+// "auto", "fp32", "bf16"; parse gives -1 for anything else.
+const char *t5_precision_name(t5_precision_t p);
+int t5_precision_parse(const char *name);
+
+// Applies want to m (t5_use_bf16 for bf16) and sets *used to fp32 or bf16. bf16 asked
+// explicitly on a CPU without bf16 products is an error naming what is missing and the
+// fix (fp32 or auto); auto falls back to fp32 silently.
+int t5_set_precision(t5_model_t *m, t5_precision_t want, t5_precision_t *used, lb_err_t *err);
+
+// The kernel path m's products take on this CPU, e.g. "amx-bf16 (oneDNN brg)" or
+// "fp32 avx512 (OpenBLAS)" (lb_cpu_kernel_path).
+const char *t5_kernel_path(const t5_model_t *m);
+
+// Packs the trainable weights' bf16 copies again from their fp32 values: after every
+// optimizer step of a full or partial run (train_step does it). A no-op in fp32 and for
+// frozen weights (lora_merge_into_model repacks the weights it changes).
+void t5_bf16_refresh(t5_model_t *m);
 
 // Bytes the parameter values take (each tensor once; fp32 or bf16 as held, mapped or
 // private, trainable values included, gradients and optimizer state not); *bf16_bytes

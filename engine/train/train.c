@@ -174,6 +174,7 @@ int train_step(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t
     if (t->o.max_grad_norm > 0) optim_clip(t->tp->grads, t->tp->n, r->grad_norm, t->o.max_grad_norm);
     r->lr = optim_lr_at(t->o.schedule, t->o.lr, t->step, t->o.warmup_steps, t->o.total_steps);
     adamw_step(&t->opt, t->tp->params, t->tp->grads, r->lr, t->tp->ranges, t->tp->n_ranges);
+    if (!t->tp->has_lora) t5_bf16_refresh(t->m);  // full/partial: the bf16 copies follow the master values
     r->step = ++t->step;
     r->seconds = lb_now() - t0;
     return 0;

@@ -30,8 +30,8 @@ static void usage(FILE *f) {
             "                       [--stack both|encoder|decoder] [--batch B] [--src S] [--tgt T]\n"
             "                       [--steps N] [--warmup W] [--threads N] [--no-dropout]\n"
             "                       [--save DIR: write the random checkpoint of the shape and stop]\n"
-            "                       [--cached-encoder] [--bf16-weights] [--json]\n"
-            "       lorabench bench --table [--threads N] [--steps N] [--bf16-weights]\n\n"
+            "                       [--cached-encoder] [--bf16-weights] [--precision auto|fp32|bf16] [--json]\n"
+            "       lorabench bench --table [--threads N] [--steps N] [--bf16-weights] [--precision P]\n\n"
             "Runs W warm-up steps (default 1) and N timed steps (default 3) of one configuration\n"
             "on random weights of the named shape (or the checkpoint in DIR) and prints:\n"
             "  s/step       median wall time of one step (forward, backward, AdamW)\n"
@@ -59,6 +59,10 @@ static void usage(FILE *f) {
             "memory, converted to fp32 block by block inside each product; the embedding, norms,\n"
             "relative biases, adapters and trainable weights stay fp32 (a DIR checkpoint in BF16 is\n"
             "used in place; random weights are drawn after the conversion, so they never exist in fp32).\n"
+            "--precision: the matrix products of a run (train.precision): fp32, bf16 (frozen weights\n"
+            "packed once in bf16, products with fp32 accumulation on AMX; a full fine-tune keeps fp32\n"
+            "master weights and packs them after every step) or auto (bf16 where the CPU has AMX\n"
+            "bf16, else fp32; the default, as for runs). --json names the precision and kernel used.\n"
             "--table prints forward / LoRA r=8 q,v / LoRA r=8 all linear / full\n"
             "for FLAN-T5-small, batch 8, source 256, target 64 (what `make bench` runs).\n");
 }
@@ -79,6 +83,7 @@ static const char *BASE_JSON =
 typedef struct {
     const char *shape, *method, *targets, *stack, *save;
     int rank, top_blocks, B, S, T, steps, warmup, threads, dropout, cached, json, bf16;
+    t5_precision_t precision;
 } bench_opts_t;
 
 typedef struct {
@@ -88,6 +93,8 @@ typedef struct {
     double fwd_gflop, bwd_gflop;
     size_t trainable;
     float loss;
+    t5_precision_t precision;  // what the run used
+    const char *kernel;        // the kernel path of its products
 } bench_res_t;
 
 static int fail(const char *msg) {
@@ -238,6 +245,8 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
     // into the block, fp32 copies or bf16 storage as each tensor is held: with
     // --bf16-weights the frozen weights never exist in fp32, as with a mapped checkpoint.
     if (draw_random) t5_init_random(&m, 1);
+    if (t5_set_precision(&m, o->precision, &r->precision, &err)) { fail(err.msg); goto out; }
+    r->kernel = t5_kernel_path(&m);
     size_t bf16_bytes, wbytes = t5_weight_bytes(&m, &bf16_bytes);
     r->weight_mb = (double)wbytes / (1024.0 * 1024.0);
     r->bf16_mb = (double)bf16_bytes / (1024.0 * 1024.0);
@@ -329,11 +338,11 @@ static void print_json(const bench_opts_t *o, const bench_res_t *r) {
            "\"s_per_step\":%.4f,\"tokens_per_s\":%.1f,\"gflop\":%.2f,\"fwd_gflop\":%.2f,"
            "\"bwd_gflop\":%.2f,\"gflops\":%.2f,\"peak_gflops\":%.2f,\"ratio\":%.3f,"
            "\"peak_rss_mb\":%.0f,\"frozen_weights\":\"%s\",\"weights_mb\":%.1f,\"bf16_weights_mb\":%.1f,"
-           "\"trainable\":%zu,\"loss\":%.4f}\n",
+           "\"trainable\":%zu,\"loss\":%.4f,\"precision\":\"%s\",\"kernel\":\"%s\"}\n",
            label_of(o, lab, sizeof lab), o->shape, o->method, o->rank, o->targets, o->B, o->S, o->T,
            o->threads, o->steps, r->s_step, r->tok_s, r->gflop, r->fwd_gflop, r->bwd_gflop, r->gflops,
            r->peak, r->ratio, r->rss_mb, o->bf16 ? "bf16" : "fp32", r->weight_mb, r->bf16_mb, r->trainable,
-           (double)r->loss);
+           (double)r->loss, t5_precision_name(r->precision), r->kernel);
 }
 
 static void print_header(void) {
@@ -390,8 +399,9 @@ static int run_table(const bench_opts_t *o) {
         {"lora r=8 all linear", "lora", "all"},
         {"full fine-tune (AdamW)", "full", "q,v"},
     };
-    printf("FLAN-T5-small shape (random weights), batch 8, source 256, target 64, %s, %d thread%s, median of %d steps\n",
-           o->bf16 ? "frozen linear weights in bf16" : "fp32", o->threads, o->threads == 1 ? "" : "s", o->steps);
+    printf("FLAN-T5-small shape (random weights), batch 8, source 256, target 64, %s, precision %s, %d thread%s, median of %d steps\n",
+           o->bf16 ? "frozen linear weights held in bf16" : "weights held in fp32", t5_precision_name(o->precision),
+           o->threads, o->threads == 1 ? "" : "s", o->steps);
     print_header();
     int rc = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -400,8 +410,8 @@ static int run_table(const bench_opts_t *o) {
         snprintf(steps, sizeof steps, "%d", o->steps);
         char *args[] = {"lorabench", "bench", "--shape", "flan-t5-small", "--method", (char *)rows[i].method,
                         "--rank", "8", "--targets", (char *)rows[i].targets, "--batch", "8", "--src", "256",
-                        "--tgt", "64", "--steps", steps, "--threads", th, "--json",
-                        o->bf16 ? "--bf16-weights" : NULL, NULL};
+                        "--tgt", "64", "--steps", steps, "--threads", th, "--json", "--precision",
+                        (char *)t5_precision_name(o->precision), o->bf16 ? "--bf16-weights" : NULL, NULL};
         bench_res_t r;
         fflush(stdout);
         if (run_child(args, &r)) {
@@ -417,7 +427,8 @@ static int run_table(const bench_opts_t *o) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", NULL, 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0, 0};
+    bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", NULL, 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0, 0,
+                      T5_PRECISION_AUTO};
     int table = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -435,7 +446,7 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "--bf16-weights")) {
             o.bf16 = 1;
         } else if (!strcmp(a, "--shape") || !strcmp(a, "--method") || !strcmp(a, "--targets") ||
-                   !strcmp(a, "--stack") || !strcmp(a, "--save")) {
+                   !strcmp(a, "--stack") || !strcmp(a, "--save") || !strcmp(a, "--precision")) {
             if (!v) {
                 fprintf(stderr, "lorabench bench: %s needs a value; see --help\n", a);
                 return 2;
@@ -444,6 +455,14 @@ int cmd_bench(int argc, char **argv) {
             else if (!strcmp(a, "--method")) o.method = v;
             else if (!strcmp(a, "--targets")) o.targets = v;
             else if (!strcmp(a, "--save")) o.save = v;
+            else if (!strcmp(a, "--precision")) {
+                int p = t5_precision_parse(v);
+                if (p < 0) {
+                    fprintf(stderr, "lorabench bench: --precision must be auto, fp32 or bf16, not '%s'\n", v);
+                    return 2;
+                }
+                o.precision = (t5_precision_t)p;
+            }
             else o.stack = v;
             i++;
         } else if (!strcmp(a, "--rank") || !strcmp(a, "--top-blocks") || !strcmp(a, "--batch") ||
@@ -492,6 +511,7 @@ int cmd_bench(int argc, char **argv) {
         print_row(label_of(&o, lab, sizeof lab), &r);
         printf("forward %.1f GFLOP, backward %.1f GFLOP; %zu trainable parameters; loss %.4f\n", r.fwd_gflop,
                r.bwd_gflop, r.trainable, (double)r.loss);
+        printf("precision %s: %s\n", t5_precision_name(r.precision), r.kernel);
         if (o.bf16)
             printf("weights %.0f MB: frozen linear weights held in bf16 (%.0f MB, %.0f MB in fp32), the rest fp32\n",
                    r.weight_mb, r.bf16_mb, 2 * r.bf16_mb);
