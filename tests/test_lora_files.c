@@ -23,9 +23,9 @@ static void test_param_counts(void) {
     EXPECT(lora_create(&a, &c, &flan_small, &err) == 0);
     EXPECTF(a.n_params == 344064, "%zu", a.n_params);
     EXPECT(a.n == 48);
-    EXPECTF(lora_base_params(&flan_small, 0) == 76961152, "%zu", lora_base_params(&flan_small, 0));
     char line[200];
-    lora_format_trainable(line, sizeof line, a.n_params, a.n_params + lora_base_params(&flan_small, 0));
+    size_t base = 76961152;  // FLAN-T5-small's t5_count_params (tests/test_facts.c checks it)
+    lora_format_trainable(line, sizeof line, a.n_params, a.n_params + base);
     EXPECTF(!strcmp(line, "trainable params: 344,064 || all params: 77,305,216 || trainable%: 0.4451"), "%s", line);
     lora_free(&a);
     EXPECT(lora_create(&a, &c, &flan_base, &err) == 0);

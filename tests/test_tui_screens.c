@@ -416,10 +416,17 @@ static void test_new_run_screen(void) {
     app_key(a, TK_DOWN);
     for (int i = 0; i < 40; i++) app_key(a, TK_BACKSPACE);
     for (const char *p = "tests/fixtures/hf/t5-gated-a"; *p; p++) app_key(a, *p);
-    EXPECTF(strstr(a->form_info[0], "trainable 12,288 of 275,456 (4.461%) in 12 modules") != NULL, "%s", a->form_info[0]);
+    // of base + adapter, as PEFT and the runs list count (tests/test_facts.c: = a real setup)
+    EXPECTF(strstr(a->form_info[0], "trainable 12,288 of 287,744 (4.270%) in 12 modules") != NULL, "%s", a->form_info[0]);
     EXPECTF(!strcmp(a->form_info[1], "q: 64×64 W → 8·(64+64) = 1,024 trainable, 75% fewer"), "%s", a->form_info[1]);
     snap(a, "new_run", 80, 24, 0);
     snap(a, "new_run", 160, 48, 0);
+    // the estimate follows the Layers field: block 1 only halves the modules
+    for (int i = 0; i < 20 && strcmp(a->form[a->form_focus].label, "Layers"); i++) app_key(a, TK_DOWN);
+    EXPECT(!strcmp(a->form[a->form_focus].label, "Layers"));
+    app_key(a, 0x15);
+    app_key(a, '1');
+    EXPECTF(strstr(a->form_info[0], "trainable 6,144 of 281,600 (2.182%) in 6 modules") != NULL, "%s", a->form_info[0]);
     free_app(a);
 }
 

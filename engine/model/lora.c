@@ -639,14 +639,6 @@ done:
     return rc;
 }
 
-size_t lora_base_params(const lora_shape_t *s, int tied_head) {
-    size_t D = (size_t)s->d_model, I = (size_t)s->inner, F = (size_t)s->d_ff, V = (size_t)s->vocab;
-    size_t ff = (s->gated ? 3 : 2) * D * F, bias = (size_t)s->buckets * (size_t)s->n_heads;
-    size_t enc = (size_t)s->n_enc * (4 * D * I + ff + 2 * D) + (s->n_enc ? bias : 0);
-    size_t dec = (size_t)s->n_dec * (8 * D * I + ff + 3 * D) + (s->n_dec ? bias : 0);
-    return V * D + enc + dec + 2 * D + (tied_head ? 0 : V * D);
-}
-
 static void group_digits(char *out, size_t n, size_t v) {
     char tmp[32];
     int len = snprintf(tmp, sizeof tmp, "%zu", v);

@@ -111,9 +111,6 @@ int lora_parse_config(const char *text, size_t len, const char *path, lora_confi
 // offending name.
 int lora_load(lora_adapter_t *a, const char *dir, const lora_shape_t *s, lb_err_t *err);
 
-// Number of parameters of a full T5 of this shape (untied head counted when untied).
-size_t lora_base_params(const lora_shape_t *s, int tied_head);
-
 // PEFT's print_trainable_parameters line:
 // "trainable params: 344,064 || all params: 77,305,216 || trainable%: 0.4451"
 void lora_format_trainable(char *out, size_t n, size_t trainable, size_t all);

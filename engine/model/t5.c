@@ -150,6 +150,13 @@ int t5_init_empty(t5_model_t *m, const t5_config_t *cfg, lb_err_t *err) {
     return 0;
 }
 
+int t5_init_table(t5_model_t *m, const t5_config_t *cfg, lb_err_t *err) {
+    (void)err;
+    build(m, cfg, cfg->tie_word_embeddings);
+    m->table_only = 1;
+    return 0;
+}
+
 static void shape_str(char *out, size_t n, const int64_t *shape, int ndim) {
     size_t k = 0;
     k += (size_t)snprintf(out + k, n - k, "[");
@@ -283,7 +290,25 @@ int t5_position_bias_ranges(const t5_model_t *m, float lr_mult, optim_range_t ou
     return n;
 }
 
+// t5_set_trainable on a table model: marks only (see t5_init_table).
+static void table_set_trainable(t5_model_t *m, int (*pred)(const char *name, void *ctx), void *ctx) {
+    if (!m->block) m->block = xcalloc(1, sizeof(lb_real));
+    size_t n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        lb_param_t *p = &m->params[i];
+        p->trainable = pred ? pred(p->name, ctx) != 0 : 0;
+        p->g = p->trainable ? m->block : NULL;
+        p->off = p->trainable ? n : 0;
+        if (p->trainable) n += p->numel;
+    }
+    m->n_train = n;
+}
+
 void t5_set_trainable(t5_model_t *m, int (*pred)(const char *name, void *ctx), void *ctx) {
+    if (m->table_only) {
+        table_set_trainable(m, pred, ctx);
+        return;
+    }
     size_t n = 0;
     char *want = xcalloc((size_t)m->n_params, 1);
     for (int i = 0; i < m->n_params; i++) {
@@ -401,13 +426,18 @@ static void param_to_bf16(t5_model_t *m, lb_param_t *p) {
     p->w = NULL;
 }
 
+// The linear weights t5_frozen_weights_bf16 holds in bf16: frozen, not the shared embedding,
+// not already bf16.
+static int bf16_candidate(const t5_model_t *m, const lb_param_t *p) {
+    return p != m->shared && !p->g && !p->w16;
+}
+
 int t5_frozen_weights_bf16(t5_model_t *m, lb_err_t *err) {
-    if (!m->params)
+    if (!m->params || m->table_only)
         return lb_err_set(err, LB_EARG, "t5_frozen_weights_bf16: the model is not loaded; call t5_load or t5_init_empty first");
     for (int i = 0; i < m->n_lin; i++) {
         lb_param_t *p = m->lin[i].W;
-        if (p == m->shared || p->g || p->w16) continue;
-        param_to_bf16(m, p);
+        if (bf16_candidate(m, p)) param_to_bf16(m, p);
     }
     return 0;
 }
@@ -472,6 +502,19 @@ void t5_bf16_refresh(t5_model_t *m) {
         // refuse now; the layer is then fp32, which is slower, not wrong
         if (l->bf16 && linear_pack_bf16(l, l->bf16, &e)) linear_unpack_bf16(l);
     }
+}
+
+size_t t5_weight_bytes_if_bf16(const t5_model_t *m, size_t *bf16_bytes) {
+    size_t n = 0, h = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const lb_param_t *p = &m->params[i];
+        int lin = 0;  // a linear's weight that t5_frozen_weights_bf16 would convert
+        for (int k = 0; k < m->n_lin && !lin; k++) lin = m->lin[k].W == p && (p->w16 || bf16_candidate(m, p));
+        if (lin) h += p->numel * sizeof(uint16_t);
+        else n += p->numel * sizeof(lb_real);
+    }
+    if (bf16_bytes) *bf16_bytes = h;
+    return n + h;
 }
 
 size_t t5_weight_bytes(const t5_model_t *m, size_t *bf16_bytes) {
@@ -1238,7 +1281,8 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->dbias_enc = BUMP(bp, (size_t)H * S * S); a->dbias_dec = BUMP(bp, (size_t)H * T * T);
 }
 
-t5_acts_t *t5_acts_new(const t5_model_t *m, int B, int S, int T) {
+// An arena's tables and its size (a->bytes) for m as it is now, without the allocation.
+static t5_acts_t *acts_plan(const t5_model_t *m, int B, int S, int T) {
     t5_acts_t *a = xcalloc(1, sizeof *a);
     const t5_config_t *c = &m->cfg;
     a->Bc = B; a->Sc = S; a->Tc = T;
@@ -1249,18 +1293,29 @@ t5_acts_t *t5_acts_new(const t5_model_t *m, int B, int S, int T) {
     a->df = xcalloc((size_t)c->num_decoder_layers, sizeof *a->df);
     a->n_lin = m->n_lin;
     a->lin_r = xcalloc((size_t)m->n_lin, sizeof *a->lin_r);
-    a->pool = lb_pool_new();
     a->enc_shared = t5_encoder_frozen(m);
     a->dec_shared = model_frozen(m);
     for (int i = 0; i < m->n_lin; i++) a->lin_r[i] = m->lin[i].r;
     bump_t bp = {NULL, 0};
     acts_layout(a, m, &bp);
     a->bytes = bp.off + 64;
+    return a;
+}
+
+t5_acts_t *t5_acts_new(const t5_model_t *m, int B, int S, int T) {
+    t5_acts_t *a = acts_plan(m, B, S, T);
+    a->pool = lb_pool_new();
     a->mem = xcalloc(1, a->bytes);
-    bp.base = (char *)(((uintptr_t)a->mem + 63) & ~(uintptr_t)63);
-    bp.off = 0;
+    bump_t bp = {(char *)(((uintptr_t)a->mem + 63) & ~(uintptr_t)63), 0};
     acts_layout(a, m, &bp);
     return a;
+}
+
+size_t t5_acts_size(const t5_model_t *m, int B, int S, int T) {
+    t5_acts_t *a = acts_plan(m, B, S, T);
+    size_t n = a->bytes;
+    t5_acts_free(a);
+    return n;
 }
 
 void t5_acts_free(t5_acts_t *a) {

@@ -61,6 +61,7 @@ typedef struct {
     lb_real *block;               // trainable block: values [n_train] then grads [n_train]
     size_t n_train;
     int bf16;                     // t5_use_bf16: the linears' products run in bf16
+    int table_only;               // t5_init_table: names and shapes, no values
 } t5_model_t;
 
 // Loads dir/config.json and dir/model.safetensors. A tensor missing or of the wrong shape
@@ -77,6 +78,14 @@ int t5_load_bf16(t5_model_t *m, const char *dir, lb_err_t *err);
 // Builds a model from a config with every parameter zero (tests, benchmarks, random init
 // by the caller through t5_find_param / the params array).
 int t5_init_empty(t5_model_t *m, const t5_config_t *cfg, lb_err_t *err);
+
+// The parameter and linear tables of t5_init_empty (names, shapes, Hugging Face order) with
+// no storage for values: what a run of a model this size would train, compute and hold
+// (t5_facts.h) without the memory of its weights. t5_set_trainable marks parameters on it
+// without packing a block (a trainable one's g points at a one-value placeholder that
+// nothing reads) and adapters attach as usual; t5_count_params, t5_find_*, t5_acts_size and
+// t5_weight_bytes_if_bf16 work. Nothing may read its values or run it.
+int t5_init_table(t5_model_t *m, const t5_config_t *cfg, lb_err_t *err);
 
 void t5_free(t5_model_t *m);
 
@@ -173,6 +182,10 @@ void t5_bf16_refresh(t5_model_t *m);
 // (when not NULL) gets the part held in bf16.
 size_t t5_weight_bytes(const t5_model_t *m, size_t *bf16_bytes);
 
+// What t5_weight_bytes would give after t5_frozen_weights_bf16 on m as it is now (its
+// trainable choice and adapters made): for memory estimates, on a table model too.
+size_t t5_weight_bytes_if_bf16(const t5_model_t *m, size_t *bf16_bytes);
+
 // Gives p private, writable storage (a frozen weight may point into the read-only
 // mapping, or be held in bf16: converted back to fp32, exactly); for merging adapters
 // into W. Returns p->w.
@@ -206,6 +219,9 @@ void t5_acts_free(t5_acts_t *a);
 void t5_acts_capacity(const t5_acts_t *a, int *B, int *S, int *T);
 // Bytes held by the arena.
 size_t t5_acts_bytes(const t5_acts_t *a);
+// Bytes t5_acts_new(m, B, S, T) would allocate (its t5_acts_bytes), from the same layout,
+// without allocating them; m may be a table model (t5_init_table).
+size_t t5_acts_size(const t5_model_t *m, int B, int S, int T);
 
 // Teacher-forced forward: returns 0 and sets *loss (mean cross entropy over labels !=
 // -100). drop: NULL or training = 0 for evaluation. Invalid ids give an error.

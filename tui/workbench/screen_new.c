@@ -173,73 +173,73 @@ static unsigned spec_targets_from_form(const form_field_t *f, int gated) {
     return t;
 }
 
-// Recomputes the arithmetic lines from the form.
+static int form_to_spec(app_t *a, spec_t *s, int estimate, lb_err_t *err);
+
+// Recomputes the arithmetic lines from the form: the spec it makes (every field, and what a
+// loaded preset sets that the form does not show: rank patterns, norms_only, ...) and the
+// engine's facts for it (app_spec_facts), so that the numbers are the run's.
 static void form_info(app_t *a) {
-    form_field_t *f = a->form;
     a->nform_info = 0;
-    app_model_shape_t sh;
+    size_t cap = sizeof a->form_info[0];
+    spec_t s;
     lb_err_t err = {0};
-    if (app_model_shape_read(f[F_MODEL].value, &sh, &err)) {
-        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "%.150s", err.msg);
+    if (form_to_spec(a, &s, 1, &err)) {
+        snprintf(a->form_info[a->nform_info++], cap, "%.150s", err.msg);
         return;
     }
-    int r = atoi(f[F_R].value);
-    int method = f[F_METHOD].choice;
-    int batch = atoi(f[F_BATCH].value);
-    if (batch < 1) batch = 1;
-    app_param_count_t c;
-    unsigned mask[LOC_N] = {0};
-    unsigned t = (unsigned)f[F_TARGETS].bits, st = (unsigned)f[F_STACKS].bits, at = (unsigned)f[F_ATTN].bits;
-    unsigned attn = t & 15, ffn = ((t & 16) ? MOD_WI : 0) | ((t & 32) ? MOD_WO : 0);
-    if ((st & 1) && (at & 1)) mask[LOC_ENC_SELF] = attn;
-    if ((st & 2) && (at & 1)) mask[LOC_DEC_SELF] = attn;
-    if ((st & 2) && (at & 2)) mask[LOC_DEC_CROSS] = attn;
-    if (st & 1) mask[LOC_ENC_FFN] = ffn;
-    if (st & 2) mask[LOC_DEC_FFN] = ffn;
-    app_lora_count(&sh, r > 0 ? r : 0, mask, (t & 64) != 0, &c);
-    char n1[32], n2[32], n3[32], n4[32], n5[32];
-    int top = atoi(f[F_TOP].value);
-    int64_t trainable = method == SPEC_METHOD_LORA ? c.trainable : method == SPEC_METHOD_FULL ? c.total
-                      : method == SPEC_METHOD_PARTIAL ? app_partial_count(&sh, top, st) : 0;
-    double pct = 100.0 * (double)trainable / (double)c.total;
-    if (method == SPEC_METHOD_NONE)
-        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "zero-shot: nothing is trained, the base model is evaluated");
-    else if (method == SPEC_METHOD_PARTIAL)
-        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "trainable %s of %s (%.3f%%): the top %s of the %s",
-                 fmt_int(n1, trainable), fmt_int(n2, c.total), pct, top > 0 ? (snprintf(n3, sizeof n3, "%d blocks", top), n3) : "every block",
-                 (st & 3) == 3 ? "encoder and decoder" : (st & 1) ? "encoder" : (st & 2) ? "decoder" : "(no stack ticked)");
-    else
-        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "trainable %s of %s (%.3f%%) in %d module%s",
-                 fmt_int(n1, trainable), fmt_int(n2, c.total), pct,
-                 method == SPEC_METHOD_FULL ? 0 : c.modules, c.modules == 1 ? "" : "s");
-    if (method == SPEC_METHOD_LORA) {
-        app_lora_explain(&c, r, a->ascii, a->form_info[a->nform_info], sizeof a->form_info[0]);
-        a->nform_info++;
+    app_spec_facts_t *fx = xcalloc(1, sizeof *fx);
+    if (app_spec_facts(&s, fx, &err)) {
+        snprintf(a->form_info[a->nform_info++], cap, "%.150s", err.msg);
+        goto done;
     }
-    // fp32 everywhere: weights, and per trainable parameter a gradient and two AdamW moments
-    double adapter = method == SPEC_METHOD_LORA ? (double)c.trainable * 4 + 1024
-                   : method == SPEC_METHOD_NONE ? 0 : (double)c.total * 4;
-    double weights = (double)c.total * 4, optim = (double)trainable * 12;
-    int S = a->form_src_tokens, T = a->form_tgt_tokens, L = sh.num_layers + sh.num_decoder_layers;
-    double act = (double)batch * (S + T) * L * (10.0 * sh.d_model + 2.0 * sh.d_ff) * 4;
-    snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "%s on disk %s; memory about %s (weights %s, optimizer %s, activations %s)",
-             method == SPEC_METHOD_LORA ? "adapter" : "model", method == SPEC_METHOD_NONE ? "-" : fmt_bytes(n1, adapter),
-             fmt_bytes(n2, weights + optim + act), fmt_bytes(n3, weights), fmt_bytes(n4, optim), fmt_bytes(n5, act));
-    // measured: the engine reaches about 50 GFLOP/s on two cores (BENCHMARKS.md)
-    double fwd = app_forward_gflop(&sh, batch, S, T);
-    double step = fwd * (method == SPEC_METHOD_FULL ? 3.0 : method == SPEC_METHOD_NONE ? 1.0 : 2.0 + (method == SPEC_METHOD_PARTIAL));
+    const t5_facts_params_t *p = &fx->params;
+    const t5_facts_memory_t *mem = &fx->mem;
+    int method = s.method;
+    char n1[32], n2[32], n3[32], n4[32], n5[32];
+    double pct = p->total ? 100.0 * (double)p->trainable / (double)p->total : 0;  // as the runs list
+    if (method == SPEC_METHOD_NONE) {
+        snprintf(a->form_info[a->nform_info++], cap, "zero-shot: nothing is trained, the base model is evaluated");
+    } else if (method == SPEC_METHOD_PARTIAL) {
+        char top[32] = "every block";
+        if (s.partial.top_blocks > 0) snprintf(top, sizeof top, "%d block%s", s.partial.top_blocks, s.partial.top_blocks == 1 ? "" : "s");
+        snprintf(a->form_info[a->nform_info++], cap, "trainable %s of %s (%.3f%%): %sthe top %s of the %s",
+                 fmt_int(n1, (int64_t)p->trainable), fmt_int(n2, (int64_t)p->total), pct,
+                 s.partial.norms_only ? "the layer norms of " : "", top,
+                 s.partial.stack == SPEC_PART_BOTH ? "encoder and decoder" : s.partial.stack == SPEC_PART_ENCODER ? "encoder" : "decoder");
+    } else if (method == SPEC_METHOD_FULL) {
+        snprintf(a->form_info[a->nform_info++], cap, "trainable %s of %s (%.3f%%): every weight, %d tensors",
+                 fmt_int(n1, (int64_t)p->trainable), fmt_int(n2, (int64_t)p->total), pct, p->tensors);
+    } else {
+        snprintf(a->form_info[a->nform_info++], cap, "trainable %s of %s (%.3f%%) in %d module%s",
+                 fmt_int(n1, (int64_t)p->trainable), fmt_int(n2, (int64_t)p->total), pct, p->modules,
+                 p->modules == 1 ? "" : "s");
+        app_lora_explain(p, a->ascii, a->form_info[a->nform_info++], cap);
+    }
+    char adapter[48] = "";
+    if (mem->adapter) snprintf(adapter, sizeof adapter, ", adapter %s", fmt_bytes(n5, (double)mem->adapter));
+    snprintf(a->form_info[a->nform_info++], cap, "memory %s: weights %s%s%s, grads+AdamW %s, activations %s",
+             fmt_bytes(n1, (double)mem->total), fmt_bytes(n2, (double)mem->weights), mem->weights_bf16 ? " (part bf16)" : "",
+             adapter, fmt_bytes(n3, (double)(mem->grads + mem->optimizer)), fmt_bytes(n4, (double)mem->acts));
+    // FLOPs only: a time needs this machine's rate, which `lorabench bench` measures
+    double fwd = fx->flops.forward / 1e9, bwd = fx->flops.backward / 1e9;
+    char accum[32] = "";
+    if (fx->grad_accum > 1) snprintf(accum, sizeof accum, " x %d micro batches", fx->grad_accum);
     if (method == SPEC_METHOD_NONE)
-        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0], "no training steps; a forward pass of batch %d: %.1f GFLOP",
-                 batch, fwd);
+        snprintf(a->form_info[a->nform_info++], cap, "no training steps; a forward pass of batch %d, %d+%d tokens: %.2f GFLOP",
+                 fx->B, fx->S, fx->T, fwd);
     else
-        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0],
-                 "step time about %.2g s: %.1f GFLOP at batch %d, %d+%d tokens, ~50 GFLOP/s", step / 50.0, step, batch, S, T);
+        snprintf(a->form_info[a->nform_info++], cap,
+                 "a step: %.2f GFLOP (forward %.2f, backward %.2f%s) at batch %d, %d+%d tokens; speed: lorabench bench",
+                 (fwd + bwd) * fx->grad_accum, fwd, bwd, accum, fx->B, fx->S, fx->T);
+done:
+    free(fx);
     // a model folder without weights (t5-tiny while its pretraining runs) cannot be trained
     char w[1200];
-    snprintf(w, sizeof w, "%s/model.safetensors", f[F_MODEL].value);
+    snprintf(w, sizeof w, "%s/model.safetensors", s.base_model ? s.base_model : "");
     if (access(w, R_OK))
-        snprintf(a->form_info[a->nform_info++], sizeof a->form_info[0],
-                 "warning: %.60s has no model.safetensors yet; choose a model folder with weights", f[F_MODEL].value);
+        snprintf(a->form_info[a->nform_info++], cap,
+                 "warning: %.60s has no model.safetensors yet; choose a model folder with weights", s.base_model ? s.base_model : "");
+    spec_free(&s);
 }
 
 // The spec the form starts from: the loaded preset without its name and grid (so that the
@@ -252,16 +252,26 @@ static int form_base_spec(app_t *a, spec_t *s, lb_err_t *err) {
     return spec_parse(a->form_base, "the loaded preset", s, err);
 }
 
-// Builds a spec from the form; 0 or -1 with the first problem in err.
-static int form_to_spec(app_t *a, spec_t *s, lb_err_t *err) {
+// Builds a spec from the form; 0 or -1 with the first problem in err. estimate: for the
+// arithmetic lines only, where an empty data set (which changes no number) is no error.
+static int form_to_spec(app_t *a, spec_t *s, int estimate, lb_err_t *err) {
     form_field_t *f = a->form;
     if (form_base_spec(a, s, err)) return -1;
-    app_model_shape_t sh = {0};
+    // the paths first, as plain members: spec_set checks the whole spec, which needs both
+    if (f[F_MODEL].value[0]) {
+        free(s->base_model);
+        s->base_model = xstrdup(f[F_MODEL].value);
+    }
+    if (f[F_DATA].value[0] || (estimate && !s->dataset.path)) {
+        free(s->dataset.path);
+        s->dataset.path = xstrdup(f[F_DATA].value[0] ? f[F_DATA].value : "-");
+    }
+    t5_config_t cfg = {0};
     lb_err_t ignore = {0};
-    app_model_shape_read(f[F_MODEL].value, &sh, &ignore);
+    t5_config_load(&cfg, f[F_MODEL].value, &ignore);  // wi means wi_0 and wi_1 on a gated model
     char v[600];
     char targets[160] = "[";
-    unsigned t = spec_targets_from_form(f, sh.gated);
+    unsigned t = spec_targets_from_form(f, cfg.gated);
     for (int i = 0; i < SPEC_N_TARGETS; i++)
         if (t & (1u << i))
             snprintf(targets + strlen(targets), sizeof targets - strlen(targets), "%s\"%s\"", targets[1] ? "," : "",
@@ -343,7 +353,7 @@ static int form_check_paths(spec_t *s, lb_err_t *err) {
 static void start_run(app_t *a) {
     spec_t s;
     lb_err_t err = {0};
-    if (form_to_spec(a, &s, &err)) {
+    if (form_to_spec(a, &s, 0, &err)) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return;
     }
@@ -484,7 +494,7 @@ static int action(app_t *a, int act, int k) {
     case ACT_EXPORT: {
         spec_t s;
         lb_err_t err = {0};
-        if (form_to_spec(a, &s, &err)) {
+        if (form_to_spec(a, &s, 0, &err)) {
             app_msg(a, ST_ERROR, "%s", err.msg);
             return 1;
         }
