@@ -1,4 +1,4 @@
--- lorabench store schema, version 1 (STORE_SCHEMA_VERSION in store/store.h).
+-- lorabench store schema, version 2 (STORE_SCHEMA_VERSION in store/store.h).
 --
 -- This file is the truth for the newest schema: a fresh database gets all of it in one
 -- transaction at open, and PRAGMA user_version is then set to STORE_SCHEMA_VERSION. A
@@ -46,7 +46,9 @@ CREATE TABLE runs (
     notes            TEXT,
     -- A sweep is only a label on its runs: deleting it keeps the runs.
     sweep_id         INTEGER REFERENCES sweeps (id) ON DELETE SET NULL,
-    pinned           INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1))
+    pinned           INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
+    -- the precision the run's matrix products used (train.precision "auto" resolved)
+    precision        TEXT CHECK (precision IN ('fp32', 'bf16'))
 );
 CREATE INDEX runs_by_created ON runs (created_at);
 CREATE INDEX runs_by_status ON runs (status, heartbeat);

@@ -20,9 +20,10 @@ extern const char lb_schema_sql[];  // store/schema.sql, compiled in by the Make
 // schema.sql always holds the newest schema, so fresh databases never run these. The
 // NULL entry only keeps the array non-empty while there is nothing to migrate.
 static const char *const migrations[] = {
-    NULL,
+    // 1 -> 2: the precision a run's products used
+    "ALTER TABLE runs ADD COLUMN precision TEXT CHECK (precision IN ('fp32', 'bf16'));",
 };
-enum { N_MIGRATIONS = 0 };
+enum { N_MIGRATIONS = 1 };
 _Static_assert(N_MIGRATIONS + 1 == STORE_SCHEMA_VERSION,
                "add a migration to store.c for every schema version after 1");
 
@@ -458,7 +459,7 @@ int store_run_heartbeat(store_t *st, int64_t id, int64_t pid, lb_err_t *err) {
 }
 
 store_run_summary_t store_run_summary_unset(void) {
-    store_run_summary_t s = {-1, -1, -1, -1, NAN, NAN, NAN};
+    store_run_summary_t s = {-1, -1, -1, -1, NAN, NAN, NAN, NULL};
     return s;
 }
 
@@ -472,7 +473,8 @@ int store_run_update_summary(store_t *st, int64_t id, const store_run_summary_t 
                      " step = COALESCE(?5, step),"
                      " final_loss = COALESCE(?6, final_loss),"
                      " tokens_per_s = COALESCE(?7, tokens_per_s),"
-                     " peak_rss_mb = COALESCE(?8, peak_rss_mb) WHERE id = ?1",
+                     " peak_rss_mb = COALESCE(?8, peak_rss_mb),"
+                     " precision = COALESCE(?9, precision) WHERE id = ?1",
                      &s, err))
         return -1;
     sqlite3_bind_int64(s, 1, id);
@@ -483,6 +485,7 @@ int store_run_update_summary(store_t *st, int64_t id, const store_run_summary_t 
     stmt_bind_real(s, 6, sm->final_loss);
     stmt_bind_real(s, 7, sm->tokens_per_s);
     stmt_bind_real(s, 8, sm->peak_rss_mb);
+    stmt_bind_text(s, 9, sm->precision);
     int changes = 0;
     if (write_one(st, s, "updating a run's summary", &changes, err)) return -1;
     return changes ? 0 : no_such_run(st, id, err);
@@ -550,7 +553,7 @@ const char stmt_run_columns[] =
     "id, name, spec, method, status, base_model, dataset, created_at, started_at, "
     "finished_at, heartbeat, pid, trainable_params, total_params, r, alpha, targets, "
     "total_steps, step, final_loss, tokens_per_s, peak_rss_mb, error, tags, notes, "
-    "sweep_id, pinned, rouge1, rouge2, rougeL, rougeLsum, eval_step, duration, trainable_pct";
+    "sweep_id, pinned, precision, rouge1, rouge2, rougeL, rougeLsum, eval_step, duration, trainable_pct";
 
 void stmt_read_run(sqlite3_stmt *s, store_run_t *r) {
     memset(r, 0, sizeof *r);
@@ -583,6 +586,7 @@ void stmt_read_run(sqlite3_stmt *s, store_run_t *r) {
     r->sweep_id = stmt_col_int(s, i++);
     if (r->sweep_id < 0) r->sweep_id = 0;
     r->pinned = (int)stmt_col_int(s, i++) == 1;
+    r->precision = stmt_col_str(s, i++);
     r->rouge1 = stmt_col_real(s, i++);
     r->rouge2 = stmt_col_real(s, i++);
     r->rougeL = stmt_col_real(s, i++);
@@ -623,6 +627,7 @@ void store_run_clear(store_run_t *r) {
     free(r->error);
     free(r->tags);
     free(r->notes);
+    free(r->precision);
     memset(r, 0, sizeof *r);
 }
 

@@ -22,7 +22,7 @@
 
 // The schema version this build writes (PRAGMA user_version). store/schema.sql is this
 // version; older databases are migrated at open.
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 // Milliseconds a call waits for another process's lock before it fails (busy_timeout).
 // The environment variable LORABENCH_BUSY_TIMEOUT_MS, when set to a positive number,
@@ -127,6 +127,7 @@ typedef struct {
     char *error, *tags, *notes;
     int64_t sweep_id;
     int pinned;
+    char *precision;         // "fp32" or "bf16" once the run started; NULL before
     // from the latest evaluation (NAN when none) and derived:
     double rouge1, rouge2, rougeL, rougeLsum;
     int64_t eval_step;
@@ -152,6 +153,7 @@ typedef struct {
     int64_t trainable_params, total_params;   // unset: -1
     int64_t total_steps, step;                // unset: -1
     double final_loss, tokens_per_s, peak_rss_mb;  // unset: NAN
+    const char *precision;                    // "fp32" or "bf16"; unset: NULL
 } store_run_summary_t;
 
 // A summary with every field unset.

@@ -47,13 +47,14 @@ static const run_key_t run_keys[] = {
     {"error", "error", K_TEXT},
     {"sweep", "sweep_id", K_NUM},
     {"pinned", "pinned", K_NUM},
+    {"precision", "precision", K_TEXT},
 };
 enum { N_KEYS = sizeof run_keys / sizeof run_keys[0] };
 
 static const char key_list[] =
     "id, name, status, method, r, alpha, targets, trainable, trainable_pct, params, steps, "
     "total_steps, loss, rouge1, rouge2, rougeL, rougeLsum, tokens_per_s, peak_rss_mb, "
-    "duration, created, base_model, dataset, tags, notes, error, sweep, pinned";
+    "duration, created, base_model, dataset, tags, notes, error, sweep, pinned, precision";
 
 static const char *const method_values[] = {"none", "lora", "full", "partial"};
 

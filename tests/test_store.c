@@ -120,6 +120,20 @@ static void test_open_migrate_idempotent(void) {
     EXPECT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN "
                          "('runs_by_created','runs_by_status','evals_by_run')") == 3);
 
+    // A version-1 database (before runs.precision) is migrated at open, its runs kept, and
+    // the new column works through the view.
+    EXPECT(raw_exec(path, "ALTER TABLE runs DROP COLUMN precision; PRAGMA user_version = 1") == 0);
+    st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    EXPECT(st && store_schema_version(st, &v, &err) == 0 && v == STORE_SCHEMA_VERSION);
+    store_run_summary_t sum = store_run_summary_unset();
+    sum.precision = "bf16";
+    EXPECTF(st && store_run_update_summary(st, 1, &sum, &err) == 0, "%s", err.msg);
+    EXPECTF(st && store_run_get(st, 1, &run, &err) == 0, "%s", err.msg);
+    EXPECT(run.name && !strcmp(run.name, "first") && run.precision && !strcmp(run.precision, "bf16"));
+    store_run_clear(&run);
+    store_close(st);
+
     // A database from a newer build is refused with a message naming the file.
     EXPECT(raw_exec(path, "PRAGMA user_version = 99") == 0);
     st = NULL;

@@ -57,6 +57,7 @@ typedef struct {
     int tr_ready;
     train_data_feed_t feed;      // micro batches; feed.epoch, feed.batch: where the next starts
     int feed_ready;
+    t5_precision_t precision;    // what the products use (train.precision resolved)
     t5_acts_t *acts;
     int max_s, max_t;
     long total_steps, steps_per_epoch, batches_per_epoch;
@@ -212,6 +213,10 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
     if (train_params_setup(&s->tp, &s->model, &mo, err)) return -1;
     if (s->tp.has_lora) base_params += s->tp.n;  // PEFT counts the adapter in "all params"
     if (sp->train.frozen_weights_bf16 && t5_frozen_weights_bf16(&s->model, err)) return -1;
+    static const t5_precision_t precisions[] = {[SPEC_PRECISION_AUTO] = T5_PRECISION_AUTO,
+                                                [SPEC_PRECISION_FP32] = T5_PRECISION_FP32,
+                                                [SPEC_PRECISION_BF16] = T5_PRECISION_BF16};
+    if (t5_set_precision(&s->model, precisions[sp->train.precision], &s->precision, err)) return -1;
     if (s->tp.n) {
         train_opts_t to;
         train_opts_default(&to);
@@ -248,6 +253,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
     }
     store_run_summary_t sum = store_run_summary_unset();
     sum.trainable_params = (int64_t)s->tp.n;
+    sum.precision = t5_precision_name(s->precision);
     sum.total_params = (int64_t)base_params;
     sum.total_steps = sp->method == SPEC_METHOD_NONE ? 0 : s->total_steps;
     if (store_run_update_summary(st, id, &sum, err)) return -1;

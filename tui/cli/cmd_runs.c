@@ -68,6 +68,8 @@ static void run_json(FILE *f, const store_run_t *r) {
     json_int(f, r->pid);
     fputs(",\"pinned\":", f);
     fputs(r->pinned ? "true" : "false", f);
+    fputs(",\"precision\":", f);
+    cli_json_string(f, r->precision);
     fputs(",\"error\":", f);
     cli_json_string(f, r->error);
     fputc('}', f);
@@ -241,6 +243,7 @@ int cmd_show(int argc, char **argv) {
         if (!isnan(r.final_loss)) printf("  final loss %.4f", r.final_loss);
         if (!isnan(r.tokens_per_s)) printf("  %.0f tokens/s", r.tokens_per_s);
         if (!isnan(r.peak_rss_mb)) printf("  peak RSS %.0f MB", r.peak_rss_mb);
+        if (r.precision) printf("  products in %s", r.precision);
         printf("\n  model    %s\n  data     %s\n", r.base_model ? r.base_model : "", r.dataset ? r.dataset : "");
         print_epochs(st, id);
         for (size_t i = 0; i < nev; i++)
@@ -391,6 +394,12 @@ int cmd_compare(int argc, char **argv) {
             }
             printf(md ? " |\n" : "\n");
         }
+        // what the products ran in (train.precision "auto" resolved by the worker)
+        if (md) printf("| ");
+        printf(csv || md ? "%s" : "%-26s", "precision used");
+        for (int i = 0; i < n_ids; i++)
+            printf(csv || md ? "%s%s" : "%s%-24.24s", sep, runs[i].precision ? runs[i].precision : "-");
+        printf(md ? " |\n" : "\n");
     }
     for (int i = 0; i < n_ids; i++) store_run_clear(&runs[i]);
     free(runs);

@@ -77,6 +77,8 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
         snprintf(line, sizeof line, "lora r=%lld alpha=%g on %s", (long long)r->r, r->alpha, r->targets ? r->targets : "-");
     else
         snprintf(line, sizeof line, "%s", r->method);
+    if (r->precision && strlen(line) + 16 < sizeof line)  // what the products ran in
+        snprintf(line + strlen(line), sizeof line - strlen(line), " · %s", r->precision);
     x += grid_text_trunc(g, x, y, g->w - x - 1, line, ST_NORMAL) + 2;
     if (r->trainable_params >= 0 && x < g->w - 20)
         grid_textf(g, x, y, g->w - x - 1, ST_DIM, "%s trainable (%.2f%%)", fmt_int(b1, r->trainable_params),
