@@ -296,6 +296,39 @@ static void test_linear(void) {
     free(yf), free(yh), free(xaf), free(xah), free(dxf), free(dxh), free(x16), free(y2), free(gf), free(gh);
 }
 
+// With the LoRA dropout on, on the pool (the LoRA products then run there too): the
+// same masks as the fp32 layer, so y, dx, dA and dB agree within bf16 tolerance.
+static void test_linear_dropout_pool(void) {
+    if (!have_bf16("test_linear_dropout_pool")) return;
+    const int N = 70, I = 128, O = 96, R = 8;
+    float *W = rand_f((size_t)O * I, 0.1), *x = rand_f((size_t)N * I, 1), *dy = rand_f((size_t)N * O, 1);
+    float *A = rand_f((size_t)R * I, 0.1), *B = rand_f((size_t)O * R, 0.1);
+    float *dA[2], *dB[2], *y[2], *xa[2], *dx[2], *tmp = xmalloc(4 * (size_t)N * I);
+    lb_param_t pw = {.w = W};
+    linear_t l[2] = {{.name = "f", .in = I, .out = O, .W = &pw}, {.name = "h", .in = I, .out = O, .W = &pw}};
+    lb_drop_t d = {5, 3, 1};
+    for (int k = 0; k < 2; k++) {
+        dA[k] = xcalloc((size_t)R * I, 4), dB[k] = xcalloc((size_t)O * R, 4);
+        y[k] = xmalloc(4 * (size_t)N * O), xa[k] = xmalloc(4 * (size_t)N * R);
+        dx[k] = xcalloc((size_t)N * I, 4);
+        linear_set_lora(&l[k], R, 0.5f, 0.25f, A, B, dA[k], dB[k]);
+    }
+    lb_err_t err = {0};
+    EXPECTF(linear_pack_bf16(&l[1], LINEAR_BF16_FWD | LINEAR_BF16_BWD, &err) == 0, "%s", err.msg);
+    linear_forward(&l[0], N, x, y[0], xa[0], tmp, &d, 9);
+    linear_forward_pool(&l[1], pool, N, x, NULL, y[1], xa[1], tmp, &d, 9);
+    EXPECT_CLOSE("xa", xa[1], xa[0], (size_t)N * R, 1e-6);  // fp32 both, same masks
+    EXPECT_CLOSE("y", y[1], y[0], (size_t)N * O, 1e-2);
+    linear_backward(&l[0], N, x, xa[0], dy, dx[0], 1, tmp, &d, 9);
+    linear_backward_pool(&l[1], pool, N, x, xa[1], dy, dx[1], 1, tmp, &d, 9);
+    EXPECT_CLOSE("dx", dx[1], dx[0], (size_t)N * I, 1e-2);
+    EXPECT_CLOSE("dA", dA[1], dA[0], (size_t)R * I, 1e-5);  // dA, dB never touch W
+    EXPECT_CLOSE("dB", dB[1], dB[0], (size_t)O * R, 1e-5);
+    linear_unpack_bf16(&l[1]);
+    for (int k = 0; k < 2; k++) free(dA[k]), free(dB[k]), free(y[k]), free(xa[k]), free(dx[k]);
+    free(W), free(x), free(dy), free(A), free(B), free(tmp);
+}
+
 // A bf16-held W (W->w16, as t5_frozen_weights_bf16 makes) packs from its bf16 values.
 static void test_linear_w16(void) {
     if (!have_bf16("test_linear_w16")) return;
@@ -334,6 +367,7 @@ int main(void) {
     RUN(test_weight_grad);
     RUN(test_unavailable);
     RUN(test_linear);
+    RUN(test_linear_dropout_pool);
     RUN(test_linear_w16);
     lb_pool_free(pool);
     TH_DONE();

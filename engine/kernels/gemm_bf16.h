@@ -29,7 +29,11 @@
 // for milliseconds after each product and slow the OpenBLAS and pool loops that follow
 // (measured on 2 cores: the two rank-16 LoRA sgemms after a 2048x512x512 bf16 forward
 // took 5-6 ms with the OpenMP team against 1.3-1.9 ms on the pool, ~1.3 ms alone).
-// Packing uses the OpenMP team (once per weight). Debian's oneDNN is built for OpenMP.
+// OpenBLAS's worker threads spin too (with sched_yield, up to ~0.1 s after each sgemm), so
+// linear_forward_pool / linear_backward_pool also run a bf16 layer's LoRA products on the
+// pool, OpenBLAS single-threaded in each block: through a bf16 run the pool's threads are
+// then the only ones computing. Packing uses an OpenMP team of lb_pool_threads() (once per
+// weight). Debian's oneDNN is built for OpenMP (dnnl_config.h: DNNL_RUNTIME_OMP).
 //
 // Calls are independent: a packed weight is read-only after packing and may be used by
 // several threads at once; nothing here is global except oneDNN's own primitive cache.

@@ -110,8 +110,10 @@ void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_r
 // lb_pool_t, e.g. the activation arena's; see gemm_bf16.h for why a pool and not
 // OpenMP), and for callers that feed one input to several layers (q/k/v, wi_0/wi_1):
 // x16 [N, I] is x already rounded to bf16 (lb_bf16_from_f32), used instead of converting
-// x again; NULL = convert here. x is still read (LoRA, and layers without bf16). pool NULL
-// and x16 NULL is linear_forward.
+// x again; NULL = convert here. x is still read (LoRA, and layers without bf16). A layer
+// with bf16 products runs its LoRA products on the pool too (OpenBLAS single-threaded in
+// each block, as lb_pool_run_gemms), so that OpenBLAS's own threads stay asleep through a
+// bf16 run; a layer without them ignores pool. pool NULL and x16 NULL is linear_forward.
 void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
                          const uint16_t *x16, lb_real *y, lb_real *xa, lb_real *tmp,
                          const lb_drop_t *drop, uint64_t site);
