@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cpu.h"
 #include "gemm_bf16.h"
@@ -116,6 +117,46 @@ int main(int argc, char **argv) {
         linear_unpack_bf16(&lh);
     }
     printf("GFLOP/s, median of %d interleaved reps; fw16 = x already bf16; dx and dW accumulate (beta = 1)\n", reps);
+    // The bf16 products once more with no OpenBLAS product in between: OpenBLAS's workers,
+    // which spin for a while after each sgemm, are then asleep, as through a bf16 run whose
+    // LoRA products run on the pool (linear_forward_pool).
+    if (have) {
+        usleep(300000);
+        printf("\nbf16 alone (no fp32 product in between):\n%-16s %9s %9s %9s %9s\n", "N x in x out",
+               "fwd", "fw16", "dx", "dW");
+        for (size_t s = 0; s < 4; s++) {
+            int N = shapes[s][0], In = shapes[s][1], Out = shapes[s][2];
+            float *x = xmalloc(sizeof(float) * (size_t)N * In), *W = xmalloc(sizeof(float) * (size_t)Out * In);
+            float *y = xmalloc(sizeof(float) * (size_t)N * Out), *dy = xmalloc(sizeof(float) * (size_t)N * Out);
+            float *dx = xcalloc((size_t)N * In, sizeof(float)), *dW = xcalloc((size_t)Out * In, sizeof(float));
+            uint16_t *x16 = xmalloc(2 * (size_t)N * In);
+            fill(x, (size_t)N * In, &st);
+            fill(W, (size_t)Out * In, &st);
+            fill(dy, (size_t)N * Out, &st);
+            lb_bf16_from_f32(pool, x, (size_t)N * In, x16);
+            lb_bf16w_t *w = lb_bf16w_pack_f32(W, Out, In, LB_BF16W_FWD | LB_BF16W_BWD, NULL);
+            double *t = xcalloc(4 * (size_t)reps, sizeof(double));
+            for (int r = -2; r < reps; r++)
+                for (int k = 0; k < 4; k++) {
+                    double t0 = lb_now();
+                    if (k == 0) lb_bf16w_forward(pool, w, N, x, y, 0);
+                    if (k == 1) lb_bf16w_forward_bf16(pool, w, N, x16, y, 0);
+                    if (k == 2) lb_bf16w_backward_dx(pool, w, N, dy, dx, 1);
+                    if (k == 3) lb_bf16_gemm_dw(pool, N, Out, In, dy, x, dW, 1);
+                    if (r >= 0) t[(size_t)k * reps + r] = lb_now() - t0;
+                }
+            char shp[32];
+            snprintf(shp, sizeof shp, "%dx%dx%d", N, In, Out);
+            printf("%-16s", shp);
+            for (int k = 0; k < 4; k++) {
+                qsort(t + (size_t)k * reps, (size_t)reps, sizeof(double), cmp_d);
+                printf(" %9.1f", 2.0 * N * In * Out / t[(size_t)k * reps + reps / 2] * 1e-9);
+            }
+            printf("\n");
+            lb_bf16w_free(w);
+            free(t); free(x); free(W); free(y); free(dy); free(dx); free(dW); free(x16);
+        }
+    }
     lb_pool_free(pool);
     return 0;
 }

@@ -300,7 +300,7 @@ static void test_linear(void) {
 // same masks as the fp32 layer, so y, dx, dA and dB agree within bf16 tolerance.
 static void test_linear_dropout_pool(void) {
     if (!have_bf16("test_linear_dropout_pool")) return;
-    const int N = 70, I = 128, O = 96, R = 8;
+    const int N = 320, I = 512, O = 416, R = 16;  // every LoRA product big enough to split
     float *W = rand_f((size_t)O * I, 0.1), *x = rand_f((size_t)N * I, 1), *dy = rand_f((size_t)N * O, 1);
     float *A = rand_f((size_t)R * I, 0.1), *B = rand_f((size_t)O * R, 0.1);
     float *dA[2], *dB[2], *y[2], *xa[2], *dx[2], *tmp = xmalloc(4 * (size_t)N * I);

@@ -427,6 +427,13 @@ static void pgemm(lb_pool_t *pool, int cols, int ta, int tb, int M, int N, int K
         lb_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
+    if (2.0 * M * N * K < 4e6) {  // ~20 µs on one core: less than waking the pool costs
+        int nt = lb_pool_threads();
+        openblas_set_num_threads(1);
+        lb_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        openblas_set_num_threads(nt);
+        return;
+    }
     gemm_job_t g = {cols, ta, tb, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C};
     lb_pool_run_gemms(pool, cols ? N : M, gemm_job, &g);
 }
