@@ -160,12 +160,13 @@ enum { LINEAR_BF16_FWD = 1, LINEAR_BF16_BWD = 2, LINEAR_BF16_DW = 4 };
 // OpenMP team of one (no OpenMP workers exist then); linear_forward / linear_backward
 // (no pool) use an OpenMP team of lb_pool_threads(), which works but leaves libgomp's
 // workers spinning after each product (gemm_bf16.h): pass the arena's pool. Packing uses
-// the OpenMP team of the calling thread, sized to lb_pool_threads(). Either way at most
-// lb_pool_threads() threads compute at once.
+// the OpenMP team of the calling thread, sized to lb_pool_threads(). Neither way do more
+// than lb_pool_threads() threads compute at once; only with the pool do no others spin.
 // Returns 0, or -1 with err set and l unchanged (fp32 kept) when this CPU has no bf16
 // products (no AMX bf16 and no AVX-512 bf16: lb_bf16_available), W is trainable for
 // FWD/BWD or frozen for DW, or this is the double-precision build. Calling it again
-// replaces the earlier packing. A product that oneDNN fails at runtime falls back to fp32.
+// replaces the earlier packing. oneDNN failing inside a product (out of memory) is fatal,
+// as in gemm_bf16.h.
 int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err);
 
 // Frees l's packed weight and turns its bf16 products off (fp32 again). Safe on any l.
