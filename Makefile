@@ -102,10 +102,11 @@ run: all
 bench: all
 	$(BUILD)/lorabench bench --table
 
-# fp32 (OpenBLAS) against bf16 (gemm_bf16.h) matrix products, GFLOP/s on 2 threads; the
-# second run pins OpenBLAS to its Haswell kernels (what it uses on a CPU model it does not know).
+# fp32 (OpenBLAS) against bf16 (gemm_bf16.h) matrix products, GFLOP/s on 2 threads: first
+# with OpenBLAS's own pick of kernels for this CPU, then with its Haswell (AVX2) ones, which
+# Debian 12's OpenBLAS picks on a model it does not know (Sapphire Rapids: BENCHMARKS.md).
 bench-kernels: $(BUILD)/bench_gemm
-	$(BUILD)/bench_gemm 2
+	env -u OPENBLAS_CORETYPE $(BUILD)/bench_gemm 2
 	OPENBLAS_CORETYPE=HASWELL $(BUILD)/bench_gemm 2
 $(BUILD)/bench_gemm: $(BUILD)/tests/bench_gemm.o $(LIBS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -4,9 +4,10 @@
 // timed interleaved, rep by rep, in one process (the machine is shared, so timings drift:
 // only numbers taken side by side compare); each figure is the median of the reps.
 //
-// The "+lora" columns time a forward followed by the two rank-16 LoRA products (OpenBLAS,
-// as linear_forward runs them), over the flops of all three: they show what the threads
-// of one library cost the other when they alternate.
+// The "+lora" columns time linear_forward of a layer with a rank-16 LoRA adapter, fp32
+// against the same layer packed (linear_pack_bf16) run by linear_forward_pool, over the
+// flops of its three products: they show what the threads of one library cost the other
+// when they alternate (the bf16 layer runs its LoRA products on the pool too).
 //
 //   build/bench_gemm [threads] [reps] [pool|omp]   (default 2 threads, 15 reps, pool)
 //
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cpu.h"
 #include "gemm_bf16.h"
@@ -61,16 +63,21 @@ int main(int argc, char **argv) {
         float *y = xmalloc(sizeof(float) * (size_t)N * Out), *dy = xmalloc(sizeof(float) * (size_t)N * Out);
         float *dx = xcalloc((size_t)N * In, sizeof(float)), *dW = xcalloc((size_t)Out * In, sizeof(float));
         uint16_t *x16 = xmalloc(2 * (size_t)N * In);
+        lb_err_t err = {0};
         const int R = 16;
         float *A = xmalloc(sizeof(float) * R * In), *B = xmalloc(sizeof(float) * Out * R);
         float *xa = xmalloc(sizeof(float) * (size_t)N * R);
         fill(A, (size_t)R * In, &st);
         fill(B, (size_t)Out * R, &st);
+        lb_param_t pw = {.w = W};
+        linear_t lf = {.name = "bench", .in = In, .out = Out, .W = &pw}, lh = lf;
+        linear_set_lora(&lf, R, 2, 0, A, B, NULL, NULL);
+        linear_set_lora(&lh, R, 2, 0, A, B, NULL, NULL);
+        if (have && linear_pack_bf16(&lh, LINEAR_BF16_FWD, &err)) fprintf(stderr, "%s\n", err.msg);
         fill(x, (size_t)N * In, &st);
         fill(W, (size_t)Out * In, &st);
         fill(dy, (size_t)N * Out, &st);
         lb_bf16_from_f32(pool, x, (size_t)N * In, x16);
-        lb_err_t err = {0};
         lb_bf16w_t *w = have ? lb_bf16w_pack_f32(W, Out, In, LB_BF16W_FWD | LB_BF16W_BWD, &err) : NULL;
         char impl[64];
         lb_bf16_impl_name(N, In, Out, impl, sizeof impl);
@@ -87,13 +94,8 @@ int main(int argc, char **argv) {
                 case BF16_DX: lb_bf16w_backward_dx(pool, w, N, dy, dx, 1); break;
                 case FP32_DW: lb_gemm(1, 0, Out, In, N, 1, dy, Out, x, In, 1, dW, In); break;
                 case BF16_DW: lb_bf16_gemm_dw(pool, N, Out, In, dy, x, dW, 1); break;
-                case FP32_MIX:
-                case BF16_MIX:
-                    if (k == FP32_MIX) lb_gemm(0, 1, N, Out, In, 1, x, In, W, In, 0, y, Out);
-                    else lb_bf16w_forward(pool, w, N, x, y, 0);
-                    lb_gemm(0, 1, N, R, In, 1, x, In, A, In, 0, xa, R);
-                    lb_gemm(0, 1, N, Out, R, 1, xa, R, B, R, 1, y, Out);
-                    break;
+                case FP32_MIX: linear_forward(&lf, N, x, y, xa, NULL, NULL, 0); break;
+                case BF16_MIX: linear_forward_pool(&lh, pool, N, x, NULL, y, xa, NULL, NULL, 0); break;
                 }
                 if (r >= 0) t[(size_t)k * reps + r] = lb_now() - t0;
             }
@@ -112,8 +114,49 @@ int main(int argc, char **argv) {
         printf("\n");
         lb_bf16w_free(w);
         free(t); free(x); free(W); free(y); free(dy); free(dx); free(dW); free(x16); free(A); free(B); free(xa);
+        linear_unpack_bf16(&lh);
     }
     printf("GFLOP/s, median of %d interleaved reps; fw16 = x already bf16; dx and dW accumulate (beta = 1)\n", reps);
+    // The bf16 products once more with no OpenBLAS product in between: OpenBLAS's workers,
+    // which spin for a while after each sgemm, are then asleep, as through a bf16 run whose
+    // LoRA products run on the pool (linear_forward_pool).
+    if (have) {
+        usleep(300000);
+        printf("\nbf16 alone (no fp32 product in between):\n%-16s %9s %9s %9s %9s\n", "N x in x out",
+               "fwd", "fw16", "dx", "dW");
+        for (size_t s = 0; s < 4; s++) {
+            int N = shapes[s][0], In = shapes[s][1], Out = shapes[s][2];
+            float *x = xmalloc(sizeof(float) * (size_t)N * In), *W = xmalloc(sizeof(float) * (size_t)Out * In);
+            float *y = xmalloc(sizeof(float) * (size_t)N * Out), *dy = xmalloc(sizeof(float) * (size_t)N * Out);
+            float *dx = xcalloc((size_t)N * In, sizeof(float)), *dW = xcalloc((size_t)Out * In, sizeof(float));
+            uint16_t *x16 = xmalloc(2 * (size_t)N * In);
+            fill(x, (size_t)N * In, &st);
+            fill(W, (size_t)Out * In, &st);
+            fill(dy, (size_t)N * Out, &st);
+            lb_bf16_from_f32(pool, x, (size_t)N * In, x16);
+            lb_bf16w_t *w = lb_bf16w_pack_f32(W, Out, In, LB_BF16W_FWD | LB_BF16W_BWD, NULL);
+            double *t = xcalloc(4 * (size_t)reps, sizeof(double));
+            for (int r = -2; r < reps; r++)
+                for (int k = 0; k < 4; k++) {
+                    double t0 = lb_now();
+                    if (k == 0) lb_bf16w_forward(pool, w, N, x, y, 0);
+                    if (k == 1) lb_bf16w_forward_bf16(pool, w, N, x16, y, 0);
+                    if (k == 2) lb_bf16w_backward_dx(pool, w, N, dy, dx, 1);
+                    if (k == 3) lb_bf16_gemm_dw(pool, N, Out, In, dy, x, dW, 1);
+                    if (r >= 0) t[(size_t)k * reps + r] = lb_now() - t0;
+                }
+            char shp[32];
+            snprintf(shp, sizeof shp, "%dx%dx%d", N, In, Out);
+            printf("%-16s", shp);
+            for (int k = 0; k < 4; k++) {
+                qsort(t + (size_t)k * reps, (size_t)reps, sizeof(double), cmp_d);
+                printf(" %9.1f", 2.0 * N * In * Out / t[(size_t)k * reps + reps / 2] * 1e-9);
+            }
+            printf("\n");
+            lb_bf16w_free(w);
+            free(t); free(x); free(W); free(y); free(dy); free(dx); free(dW); free(x16);
+        }
+    }
     lb_pool_free(pool);
     return 0;
 }

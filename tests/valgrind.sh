@@ -4,13 +4,14 @@
 # run under valgrind); .ci/run calls it after the tests:  bash tests/valgrind.sh build
 # Optional further arguments replace the list of programs (names in BUILD/tests/).
 # test_t5 and test_generate are left out: they need 11 and 21 minutes under valgrind (both
-# were run once, clean: RELIABILITY.md).
+# were run once, clean: RELIABILITY.md). test_gemm_bf16 runs here as on a CPU without bf16
+# products (valgrind's virtual CPU has no AVX-512): the refusals and fp32 fallbacks.
 set -u
 dir="${1:-build}/tests"
 shift || true
 progs=("$@")
 [ ${#progs[@]} -gt 0 ] || progs=(test_safetensors test_lora_files test_lora_t5 test_tokenizer test_spm test_rouge
-    test_data test_optim test_sha256 test_spancorrupt test_faults test_grad)
+    test_data test_optim test_sha256 test_spancorrupt test_faults test_grad test_gemm_bf16)
 if ! command -v valgrind > /dev/null; then
     echo "valgrind is not installed (apt-get install valgrind)"
     echo "0 passed, 1 failed"

@@ -66,7 +66,9 @@ const char *lb_cpu_kernel_path(const lb_cpu_t *c, int bf16) {
     int lvl = bf16 ? lb_cpu_bf16_level(c) : 0;
     if (lvl == 2) return "amx-bf16 (oneDNN brg)";
     if (lvl == 1) return "avx512-bf16 (oneDNN brg)";
-    if (c->avx512f) return "fp32 avx512 (OpenBLAS)";
-    if (c->avx2) return "fp32 avx2 (OpenBLAS)";
+    // OpenBLAS picks its own kernels by CPU model (OPENBLAS_CORETYPE overrides): these
+    // name what the CPU offers, not what OpenBLAS chose (openblas_get_corename says that).
+    if (c->avx512f) return "fp32 (OpenBLAS; CPU has avx512)";
+    if (c->avx2) return "fp32 (OpenBLAS; CPU has avx2)";
     return "fp32 (OpenBLAS)";
 }

@@ -253,6 +253,16 @@ static int to_bf16(ctx_t *c, const dnnl_memory_desc_t *smd, const float *src, ui
 // while after each product (libgomp's default), taking a core from the OpenBLAS and pool
 // loops that follow it; on 2 cores that cost more than the bf16 products saved.
 
+// 64-byte aligned scratch that never returns NULL (xmalloc's contract).
+static void *xalloc64(size_t n) {
+    void *p = aligned_alloc(64, (n + 63) / 64 * 64);
+    if (!p) {
+        fprintf(stderr, "lorabench: out of memory allocating %zu bytes; use a smaller batch or model\n", n);
+        abort();
+    }
+    return p;
+}
+
 enum { J_CONV, J_FWD, J_FWD16, J_DX, J_DW };
 
 typedef struct {
@@ -282,9 +292,9 @@ static int job_rows(const job_t *j, long lo, long hi) {
         rc = to_bf16(&c, &smd, j->a + lo * j->in, (uint16_t *)j->dst + lo * j->in);
         break;
     case J_FWD:  // y rows = bf16(x rows)·Wᵀ
-        buf = aligned_alloc(64, ((size_t)r * j->in * 2 + 63) / 64 * 64);
+        buf = xalloc64((size_t)r * j->in * 2);
         md2(&smd, r, j->in, dnnl_f32, j->in, 1);
-        if (buf && !to_bf16(&c, &smd, j->a + lo * j->in, buf)) {
+        if (!to_bf16(&c, &smd, j->a + lo * j->in, buf)) {
             md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
             rc = matmul(&c, &smd, buf, &j->w->fwd_md, j->w->fwd, j->in, j->out,
                         (float *)j->dst + lo * j->out, j->accum);
@@ -296,18 +306,18 @@ static int job_rows(const job_t *j, long lo, long hi) {
                     (float *)j->dst + lo * j->out, j->accum);
         break;
     case J_DX:  // dx rows = bf16(dy rows)·W
-        buf = aligned_alloc(64, ((size_t)r * j->out * 2 + 63) / 64 * 64);
+        buf = xalloc64((size_t)r * j->out * 2);
         md2(&smd, r, j->out, dnnl_f32, j->out, 1);
-        if (buf && !to_bf16(&c, &smd, j->a + lo * j->out, buf)) {
+        if (!to_bf16(&c, &smd, j->a + lo * j->out, buf)) {
             md2(&smd, r, j->out, dnnl_bf16, j->out, 1);
             rc = matmul(&c, &smd, buf, &j->w->bwd_md, j->w->bwd, j->out, j->in,
                         (float *)j->dst + lo * j->in, j->accum);
         }
         break;
     case J_DW:  // dW rows o = bf16(dyᵀ rows o)·bf16(x)
-        buf = aligned_alloc(64, ((size_t)r * j->N * 2 + 63) / 64 * 64);
+        buf = xalloc64((size_t)r * j->N * 2);
         md2(&smd, r, j->N, dnnl_f32, 1, j->out);  // dy read transposed: (o, n) at n·O + o
-        if (buf && !to_bf16(&c, &smd, j->a + lo, buf)) {
+        if (!to_bf16(&c, &smd, j->a + lo, buf)) {
             md2(&smd, r, j->N, dnnl_bf16, j->N, 1);
             md2(&wmd, j->N, j->in, dnnl_bf16, j->in, 1);
             rc = matmul(&c, &smd, buf, &wmd, j->a16, j->N, j->in, (float *)j->dst + lo * j->in, j->accum);
@@ -322,6 +332,18 @@ static int job_rows(const job_t *j, long lo, long hi) {
 static void job_fn(void *ctx, long lo, long hi, int tid) {
     job_t *j = ctx;
     if (job_rows(j, lo, hi)) j->fail[tid & 63] = 1;
+}
+
+// A oneDNN failure inside a product, after other blocks may have written (or accumulated
+// into) the output, cannot be undone or retried in fp32: it is fatal, as running out of
+// memory is for xmalloc. Packing already made oneDNN accept the weight's shapes, so out
+// of memory is the one known cause.
+static void die_product(const job_t *j, long rows) {
+    static const char *what[] = {"bf16 conversion", "forward", "forward", "backward dx", "weight gradient"};
+    fprintf(stderr, "lorabench: oneDNN failed in a bf16 %s product (%ld rows, %d in, %d out); "
+            "out of memory is the likely cause: use a smaller batch, or run without bf16 products\n",
+            what[j->kind], rows, j->in, j->out);
+    abort();
 }
 
 // Runs j over rows [0, rows): on the pool's threads, or with pool NULL on the caller with
@@ -339,12 +361,13 @@ static int job_run(lb_pool_t *pool, job_t *j, long rows) {
                                      : 2.0 * rows * j->in * j->out;
     if (!pool || nt <= 1 || flops < SPLIT_MIN_FLOPS) {
         j->team = pool ? 1 : nt;
-        return job_rows(j, 0, rows);
+        if (job_rows(j, 0, rows)) die_product(j, rows);
+        return 0;
     }
     j->team = 1;
     lb_pool_run(pool, rows, job_fn, j);
     for (int t = 0; t < 64; t++)
-        if (j->fail[t]) return -1;
+        if (j->fail[t]) die_product(j, rows);
     return 0;
 }
 
@@ -386,8 +409,7 @@ int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, co
         if (!accum) memset(dW, 0, sizeof(float) * (size_t)out * in);
         return 0;
     }
-    uint16_t *x16 = aligned_alloc(64, ((size_t)N * in * 2 + 63) / 64 * 64);  // x [N, I]
-    if (!x16) return -1;
+    uint16_t *x16 = xalloc64((size_t)N * in * 2);  // x [N, I]
     job_t cv = {.kind = J_CONV, .in = in, .a = x, .dst = x16};
     int rc = job_run(pool, &cv, N);
     job_t j = {.kind = J_DW, .N = N, .out = out, .in = in, .a = dy, .a16 = x16, .dst = dW, .accum = accum};

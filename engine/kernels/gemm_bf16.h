@@ -17,8 +17,8 @@
 // from cpu.h, not the CPU model). AVX-512 bf16 without AMX counts: on the 2-core AMD EPYC
 // development machine (no AMX) oneDNN's avx512_core_bf16 kernels ran these shapes 3-5x
 // faster than OpenBLAS sgemm (make bench-kernels). Where it is 0 (no AMX, no AVX-512 bf16, or the OS did
-// not grant AMX) every function here fails with -1 and touches nothing, and callers keep
-// the fp32 path (linear.c does so by itself).
+// not grant AMX) every function here fails with -1 and touches nothing (lb_bf16_from_f32
+// converts in plain C), and callers keep the fp32 path (linear.c does so by itself).
 //
 // Threads: the products take the engine's pool (lb_pool_t, e.g. the activation arena's)
 // and cut their output rows into one block per pool thread (lb_pool_threads(), the count
@@ -29,7 +29,11 @@
 // for milliseconds after each product and slow the OpenBLAS and pool loops that follow
 // (measured on 2 cores: the two rank-16 LoRA sgemms after a 2048x512x512 bf16 forward
 // took 5-6 ms with the OpenMP team against 1.3-1.9 ms on the pool, ~1.3 ms alone).
-// Packing uses the OpenMP team (once per weight). Debian's oneDNN is built for OpenMP.
+// OpenBLAS's worker threads spin too (with sched_yield, up to ~0.1 s after each sgemm), so
+// linear_forward_pool / linear_backward_pool also run a bf16 layer's LoRA products on the
+// pool, OpenBLAS single-threaded in each block: through a bf16 run the pool's threads are
+// then the only ones computing. Packing uses an OpenMP team of lb_pool_threads() (once per
+// weight). Debian's oneDNN is built for OpenMP (dnnl_config.h: DNNL_RUNTIME_OMP).
 //
 // Calls are independent: a packed weight is read-only after packing and may be used by
 // several threads at once; nothing here is global except oneDNN's own primitive cache.
@@ -83,8 +87,9 @@ int lb_bf16w_flags(const lb_bf16w_t *w);
 void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst);
 
 // y [N, O] = x [N, I]·Wᵀ (accum = 0) or y += x·Wᵀ (accum = 1); x fp32, rounded once.
-// Needs LB_BF16W_FWD. Returns 0, or -1 (y untouched) when w lacks the packing or oneDNN
-// fails.
+// Needs LB_BF16W_FWD. Returns 0, or -1 with y untouched when w lacks the packing (or
+// N < 0). A oneDNN failure midway (out of memory: packing made it accept the shape) is
+// fatal, as out of memory is for xmalloc, since blocks may already have written y.
 int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum);
 
 // The same with x [N, I] already in bf16 (lb_bf16_from_f32).
@@ -92,13 +97,14 @@ int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uin
                           int accum);
 
 // dx [N, I] = dy [N, O]·W (accum = 0) or dx += dy·W (accum = 1); dy fp32, rounded once.
-// Needs LB_BF16W_BWD. Returns 0 or -1 (dx untouched).
+// Needs LB_BF16W_BWD. Returns 0 or -1 (dx untouched), as lb_bf16w_forward.
 int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
                          int accum);
 
 // dW [O, I] = dyᵀ·x (accum = 0) or dW += dyᵀ·x (accum = 1), with dy [N, O] and x [N, I]
 // fp32, each rounded to bf16 once (the weight gradient of a full fine-tune, whose fp32
-// master weights live elsewhere). Returns 0 or -1 (dW untouched).
+// master weights live elsewhere). Returns 0, or -1 (dW untouched) when bf16 is not
+// available here or a size is negative; oneDNN failing midway is fatal (lb_bf16w_forward).
 int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,
                     float *dW, int accum);
 

@@ -353,7 +353,8 @@ static void gemm_dy_w_bf16(const linear_t *l, int N, const lb_real *dy, lb_real 
 }
 
 // ---- bf16 products (gemm_bf16.h) ----------------------------------------------------
-// Each product falls back to the fp32 path (W->w or W->w16 are kept) if oneDNN fails.
+// A product the layer did not ask for, or whose packing is missing, takes the fp32 path
+// (W->w or W->w16 are kept).
 
 int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err) {
 #ifdef LB_REAL_DOUBLE
@@ -393,6 +394,51 @@ void linear_unpack_bf16(linear_t *l) {
     l->bf16 = 0;
 }
 
+// The LoRA products of a layer with bf16 products, given a pool, run on that pool too
+// (one block of C per thread, OpenBLAS single-threaded in each, as lb_pool_run_gemms
+// does): then OpenBLAS's own worker threads stay asleep through a bf16 run instead of
+// spinning (for up to ~0.1 s after each product) on the cores the pool's bf16 products
+// need, which halved their speed on 2 cores.
+typedef struct {
+    int cols;  // 1: blocks of columns of C, else of rows
+    int ta, tb, M, N, K;
+    lb_real alpha, beta;
+    const lb_real *A, *B;
+    int lda, ldb, ldc;
+    lb_real *C;
+} gemm_job_t;
+
+static void gemm_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const gemm_job_t *g = ctx;
+    int n = (int)(hi - lo);
+    if (!g->cols)  // rows [lo, hi) of C = rows of op(A)
+        lb_gemm(g->ta, g->tb, n, g->N, g->K, g->alpha, g->ta ? g->A + lo : g->A + lo * g->lda,
+                g->lda, g->B, g->ldb, g->beta, g->C + lo * g->ldc, g->ldc);
+    else  // columns [lo, hi) of C = columns of op(B)
+        lb_gemm(g->ta, g->tb, g->M, n, g->K, g->alpha, g->A, g->lda,
+                g->tb ? g->B + lo * g->ldb : g->B + lo, g->ldb, g->beta, g->C + lo, g->ldc);
+}
+
+// lb_gemm, spread over pool by rows of C (by columns when cols = 1); pool NULL: lb_gemm.
+static void pgemm(lb_pool_t *pool, int cols, int ta, int tb, int M, int N, int K, lb_real alpha,
+                  const lb_real *A, int lda, const lb_real *B, int ldb, lb_real beta, lb_real *C,
+                  int ldc) {
+    if (!pool) {
+        lb_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (2.0 * M * N * K < 4e6) {  // ~20 µs on one core: less than waking the pool costs
+        int nt = lb_pool_threads();
+        openblas_set_num_threads(1);
+        lb_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        openblas_set_num_threads(nt);
+        return;
+    }
+    gemm_job_t g = {cols, ta, tb, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C};
+    lb_pool_run_gemms(pool, cols ? N : M, gemm_job, &g);
+}
+
 // y [N, O] = x·Wᵀ in bf16 when l asks for it; 0 when done, -1 for the fp32 path.
 static int forward_bf16(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
                         const uint16_t *x16, lb_real *y) {
@@ -420,9 +466,10 @@ void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_rea
     } else if (l->W->w16) gemm_x_wt_bf16(l, N, x, y);
     else lb_gemm(0, 1, N, l->out, l->in, 1, x, l->in, l->W->w, l->in, 0, y, l->out);
     if (l->r > 0) {
+        lb_pool_t *lp = l->bf16 ? pool : NULL;  // fp32 layers: the very same calls as ever
         const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
-        lb_gemm(0, 1, N, l->r, l->in, 1, xd, l->in, l->A, l->in, 0, xa, l->r);     // [N, R]
-        lb_gemm(0, 1, N, l->out, l->r, l->scale, xa, l->r, l->B, l->r, 1, y, l->out);
+        pgemm(lp, 0, 0, 1, N, l->r, l->in, 1, xd, l->in, l->A, l->in, 0, xa, l->r);     // [N, R]
+        pgemm(lp, 0, 0, 1, N, l->out, l->r, l->scale, xa, l->r, l->B, l->r, 1, y, l->out);
     }
 }
 
@@ -455,7 +502,7 @@ void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_re
                           const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum,
                           lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
     // dW [O, I] += dyᵀ·x and dx [N, I] (+)= dy·W as bf16 products when l asks for them
-    // (linear_pack_bf16); either falls back to the fp32 product below if oneDNN fails.
+    // (linear_pack_bf16); else (or without the packing) the fp32 products below.
 #ifndef LB_REAL_DOUBLE
     int dw16 = (l->bf16 & LINEAR_BF16_DW) && l->W->g &&
                !lb_bf16_gemm_dw(pool, N, l->out, l->in, dy, x, l->W->g, 1);
@@ -475,22 +522,23 @@ void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_re
         lb_gemm(0, 0, N, l->in, l->out, 1, dy, l->out, l->W->w, l->in, dx_accum ? 1 : 0, dx,
                 l->in);
     if (l->r <= 0 || (!dx && !l->dA && !l->dB)) return;
+    lb_pool_t *lp = l->bf16 ? pool : NULL;  // fp32 layers: the very same calls as ever
     if (l->dB)  // dB [O, R] += s·dyᵀ·xa
-        lb_gemm(1, 0, l->out, l->r, N, l->scale, dy, l->out, xa, l->r, 1, l->dB, l->r);
+        pgemm(lp, 0, 1, 0, l->out, l->r, N, l->scale, dy, l->out, xa, l->r, 1, l->dB, l->r);
     if (!dx && !l->dA) return;
     // dxa [N, R] = s·dy·B (small: N·R)
     lb_real *dxa = xmalloc(sizeof(lb_real) * (size_t)N * l->r);
     int on = lb_drop_on(drop, l->dropout);
-    lb_gemm(0, 0, N, l->r, l->out, l->scale, dy, l->out, l->B, l->r, 0, dxa, l->r);
+    pgemm(lp, 0, 0, 0, N, l->r, l->out, l->scale, dy, l->out, l->B, l->r, 0, dxa, l->r);
     if (l->dA) {  // dA [R, I] += dxaᵀ·drop(x), the mask rebuilt from its hash
         const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
-        lb_gemm(1, 0, l->r, l->in, N, 1, dxa, l->r, xd, l->in, 1, l->dA, l->in);
+        pgemm(lp, 1, 1, 0, l->r, l->in, N, 1, dxa, l->r, xd, l->in, 1, l->dA, l->in);
     }
     if (dx && !on) {  // dx += dxa·A
-        lb_gemm(0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 1, dx, l->in);
+        pgemm(lp, 0, 0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 1, dx, l->in);
     } else if (dx) {  // dx += drop_bwd(dxa·A)
         size_t n = (size_t)N * l->in;
-        lb_gemm(0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 0, tmp, l->in);
+        pgemm(lp, 0, 0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 0, tmp, l->in);
         lb_dropout_apply(tmp, n, drop, site, l->dropout);
         for (size_t i = 0; i < n; i++) dx[i] += tmp[i];
     }

@@ -110,8 +110,10 @@ void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_r
 // lb_pool_t, e.g. the activation arena's; see gemm_bf16.h for why a pool and not
 // OpenMP), and for callers that feed one input to several layers (q/k/v, wi_0/wi_1):
 // x16 [N, I] is x already rounded to bf16 (lb_bf16_from_f32), used instead of converting
-// x again; NULL = convert here. x is still read (LoRA, and layers without bf16). pool NULL
-// and x16 NULL is linear_forward.
+// x again; NULL = convert here. x is still read (LoRA, and layers without bf16). A layer
+// with bf16 products runs its LoRA products on the pool too (OpenBLAS single-threaded in
+// each block, as lb_pool_run_gemms), so that OpenBLAS's own threads stay asleep through a
+// bf16 run; a layer without them ignores pool. pool NULL and x16 NULL is linear_forward.
 void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
                          const uint16_t *x16, lb_real *y, lb_real *xa, lb_real *tmp,
                          const lb_drop_t *drop, uint64_t site);
@@ -160,12 +162,13 @@ enum { LINEAR_BF16_FWD = 1, LINEAR_BF16_BWD = 2, LINEAR_BF16_DW = 4 };
 // OpenMP team of one (no OpenMP workers exist then); linear_forward / linear_backward
 // (no pool) use an OpenMP team of lb_pool_threads(), which works but leaves libgomp's
 // workers spinning after each product (gemm_bf16.h): pass the arena's pool. Packing uses
-// the OpenMP team of the calling thread, sized to lb_pool_threads(). Either way at most
-// lb_pool_threads() threads compute at once.
+// the OpenMP team of the calling thread, sized to lb_pool_threads(). Neither way do more
+// than lb_pool_threads() threads compute at once; only with the pool do no others spin.
 // Returns 0, or -1 with err set and l unchanged (fp32 kept) when this CPU has no bf16
 // products (no AMX bf16 and no AVX-512 bf16: lb_bf16_available), W is trainable for
 // FWD/BWD or frozen for DW, or this is the double-precision build. Calling it again
-// replaces the earlier packing. A product that oneDNN fails at runtime falls back to fp32.
+// replaces the earlier packing. oneDNN failing inside a product (out of memory) is fatal,
+// as in gemm_bf16.h.
 int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err);
 
 // Frees l's packed weight and turns its bf16 products off (fp32 again). Safe on any l.
