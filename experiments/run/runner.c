@@ -21,6 +21,7 @@
 #include "sha256.h"
 #include "spancorrupt.h"
 #include "t5.h"
+#include "t5_facts.h"
 #include "t5_init.h"
 #include "t5_save.h"
 #include "tokenizer.h"
@@ -207,11 +208,11 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
         if (s->total_steps < 1) s->total_steps = 1;
     }
     // Trainable parameters.
-    size_t base_params = t5_count_params(&s->model);
     train_method_opts_t mo;
     spec_method_opts(sp, &mo);
     if (train_params_setup(&s->tp, &s->model, &mo, err)) return -1;
-    if (s->tp.has_lora) base_params += s->tp.n;  // PEFT counts the adapter in "all params"
+    t5_facts_params_t facts;  // the counts every screen shows (PEFT's "all params": base + adapter)
+    if (t5_facts_params(&s->model.cfg, &mo, &facts, err)) return -1;
     if (sp->train.frozen_weights_bf16 && t5_frozen_weights_bf16(&s->model, err)) return -1;
     static const t5_precision_t precisions[] = {[SPEC_PRECISION_AUTO] = T5_PRECISION_AUTO,
                                                 [SPEC_PRECISION_FP32] = T5_PRECISION_FP32,
@@ -254,7 +255,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
     store_run_summary_t sum = store_run_summary_unset();
     sum.trainable_params = (int64_t)s->tp.n;
     sum.precision = t5_precision_name(s->precision);
-    sum.total_params = (int64_t)base_params;
+    sum.total_params = (int64_t)facts.total;
     sum.total_steps = sp->method == SPEC_METHOD_NONE ? 0 : s->total_steps;
     if (store_run_update_summary(st, id, &sum, err)) return -1;
     (void)o;
