@@ -1,10 +1,13 @@
 // Finite-difference checks of every backward pass, in double precision: this program
-// compiles its own copy of the engine's numeric code (engine/linear.c, engine/t5.c) with
+// compiles its own copy of the engine's numeric code (kernels/linear.c, kernels/t5_ops.c, model/t5*.c) with
 // LB_REAL_DOUBLE, so the same source that runs in float in the library is checked here
 // with central differences whose error is ~1e-10. Each check would fail if any term of a
 // backward were dropped.
 #define LB_REAL_DOUBLE
 #include "../engine/kernels/linear.c"
+#include "../engine/kernels/t5_ops.c"
+#include "../engine/model/t5_params.c"
+#include "../engine/model/t5_acts.c"
 #include "../engine/model/t5.c"
 
 #include "harness.h"

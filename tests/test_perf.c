@@ -6,6 +6,9 @@
 static double gemm_flops;
 #define LB_GEMM_HOOK(M, N, K) (gemm_flops += 2.0 * (double)(M) * (double)(N) * (double)(K))
 #include "../engine/kernels/linear.c"
+#include "../engine/kernels/t5_ops.c"
+#include "../engine/model/t5_params.c"
+#include "../engine/model/t5_acts.c"
 #include "../engine/model/t5.c"
 
 #include "harness.h"

@@ -1,0 +1,81 @@
+// The element-wise and attention kernels of the T5 math, apart from the model: embedding
+// lookup, dropout of a slice, RMS norm, the feed-forward activations, the attention core
+// (scores, softmax, dropout, P·v and its backward) and cross entropy. Each has the form the
+// model runs: spread over an lb_pool_t (NULL: on the caller), writing disjoint outputs, so
+// results do not depend on the thread count. Shapes use the letters of ARCHITECTURE.md.
+#ifndef LB_T5_OPS_H
+#define LB_T5_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "linear.h"
+#include "t5_config.h"
+
+// Attention core for one (query rows, key rows) pair of tensors laid out [B·Tq, H·K] and
+// [B·Tk, H·K]: P [B, H, Tq, Tk] = softmax(q·kᵀ + bias + mask) (no 1/√K: T5 folds it into
+// the initialisation), ctx = drop(P)·v. bias [H, Tq, Tk] or NULL; key_mask [B, Tk] or NULL
+// (0 = padding); causal hides keys after the query. pd [B, H, Tq, Tk] is scratch for the
+// dropped probabilities.
+typedef struct {
+    int B, H, K, Tq, Tk;
+    const lb_real *bias;
+    const int32_t *key_mask;
+    int causal;
+    float p_drop;
+    uint64_t site;
+} attn_shape_t;
+
+// Embedding: x [N, D] = E[ids]. No scaling in T5.
+void embed_forward(int N, int D, const int32_t *ids, const lb_real *E, lb_real *x);
+
+// dE[ids[r]] += dx[r]; serial so that repeated ids add in a fixed order.
+void embed_backward(int N, int D, const int32_t *ids, const lb_real *dx, lb_real *dE);
+
+// x[i] = keep ? x[i]·s : 0 for the elements [0, n) of a mask whose indices start at off.
+void drop_range(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p);
+
+// T5 layer norm (RMS): y = x · (mean(x²) + eps)^-½ · w; inv [N] keeps the factor.
+void rms_forward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
+                          lb_real eps, lb_real *inv, lb_real *y);
+
+// y = x·inv·w from the saved factor: the forward's output again, bit for bit.
+void rms_apply_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
+                        const lb_real *inv, lb_real *y);
+
+// dw += Σ_r dy·x·inv (when dw); dx += inv·w·dy − x·inv³/D·Σ_j dy·w·x (when dx).
+void rms_backward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
+                           const lb_real *inv, const lb_real *dy, lb_real *dw, lb_real *dx);
+
+// Gated: g = act(a)·b; plain (b NULL): g = act(a). n elements.
+void act_forward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                          lb_real *g);
+
+// From dg: da = dg·b·act'(a) (in place of dg allowed), db = dg·act(a) when b.
+void act_backward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                           const lb_real *dg, lb_real *da, lb_real *db);
+
+void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
+                                const lb_real *k, const lb_real *v, lb_real *P, lb_real *pd,
+                                lb_real *ctx, const lb_drop_t *drop);
+
+// FLOPs of one of the core's products (all four have the same size).
+double attn_core_flops(const attn_shape_t *s);
+
+// Backward of attn_core_forward_p from dctx [B·Tq, H·K]. Fills dq/dk/dv (each optional,
+// overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd and ds are
+// scratch [B, H, Tq, Tk].
+void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
+                                 const lb_real *k, const lb_real *v, const lb_real *P, lb_real *pd,
+                                 lb_real *ds, const lb_real *dctx, lb_real *dq, lb_real *dk,
+                                 lb_real *dv, lb_real *dbias, const lb_drop_t *drop);
+
+// Cross entropy over rows with label >= 0: returns Σ loss (double) and the count in *n.
+double xent_forward_p(lb_pool_t *pool, int N, int V, const lb_real *logits,
+                             const int32_t *labels, int *n, double *row_loss);
+
+// logits become dlogits = scale·(softmax − onehot); ignored rows become 0.
+void xent_backward_p(lb_pool_t *pool, int N, int V, lb_real *logits, const int32_t *labels,
+                            lb_real scale);
+
+#endif

@@ -1,0 +1,158 @@
+// The activation arena: every buffer of a forward and backward for batches up to (B, S,
+// T), laid out in one allocation (see struct t5_acts in t5_internal.h).
+#include <stdlib.h>
+#include <string.h>
+
+#include "t5_internal.h"
+
+// ---------------------------------------------------------------------------------------
+// Activation arena
+
+
+// Bump allocation over one block: the first pass (base NULL) only counts.
+typedef struct {
+    char *base;
+    size_t off;
+} bump_t;
+static void *bump(bump_t *b, size_t bytes) {
+    size_t off = (b->off + 63) & ~(size_t)63;
+    b->off = off + bytes;
+    return b->base ? b->base + off : NULL;
+}
+#define BUMP(b, n) ((lb_real *)bump((b), sizeof(lb_real) * (size_t)(n)))
+
+static size_t max3(size_t a, size_t b, size_t c) {
+    size_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
+    const t5_config_t *c = &m->cfg;
+    int B = a->Bc, S = a->Sc, T = a->Tc, D = c->d_model, H = c->num_heads, F = c->d_ff;
+    int HK = H * c->d_kv, V = c->vocab_size;
+    size_t Ne = (size_t)B * S, Nd = (size_t)B * T, Nmax = Ne > Nd ? Ne : Nd;
+    int Le = c->num_layers, Ld = c->num_decoder_layers;
+    // normed inputs and the input of wo are rebuilt in the backward, not kept per block
+    a->hbuf = BUMP(bp, Nmax * D);
+    a->gbuf = BUMP(bp, Nmax * F);
+#define XA(l, rows) ((l) && a->lin_r[(l)->id] ? BUMP(bp, (size_t)(rows) * a->lin_r[(l)->id]) : NULL)
+    for (int l = 0; l < Le; l++) {
+        if (l > 0 && a->enc_shared) {  // nothing is kept for a backward: reuse block 0's buffers
+            a->es[l] = a->es[0];
+            a->ef[l] = a->ef[0];
+            continue;
+        }
+        attn_saved_t *s = &a->es[l];
+        const t5_attn_t *L = &m->enc[l].self;
+        s->x = BUMP(bp, Ne * D); s->inv = BUMP(bp, Ne); s->h = a->hbuf;
+        s->q = BUMP(bp, Ne * HK); s->k = BUMP(bp, Ne * HK); s->v = BUMP(bp, Ne * HK);
+        s->P = BUMP(bp, (size_t)B * H * S * S); s->ctx = BUMP(bp, Ne * HK);
+        s->xa[0] = XA(L->q, Ne); s->xa[1] = XA(L->k, Ne); s->xa[2] = XA(L->v, Ne); s->xa[3] = XA(L->o, Ne);
+        ff_saved_t *f = &a->ef[l];
+        const t5_ff_t *FL = &m->enc[l].ff;
+        f->x = BUMP(bp, Ne * D); f->inv = BUMP(bp, Ne); f->h = a->hbuf;
+        f->a = BUMP(bp, Ne * F); f->b = c->gated ? BUMP(bp, Ne * F) : NULL; f->gd = a->gbuf;
+        f->xa[0] = XA(c->gated ? FL->wi_0 : FL->wi, Ne); f->xa[1] = XA(FL->wi_1, Ne); f->xa[2] = XA(FL->wo, Ne);
+    }
+    for (int l = 0; l < Ld; l++) {
+        if (l > 0 && a->dec_shared) {
+            a->ds[l] = a->ds[0];
+            a->dc[l] = a->dc[0];
+            a->df[l] = a->df[0];
+            continue;
+        }
+        for (int w = 0; w < 2; w++) {
+            attn_saved_t *s = w ? &a->dc[l] : &a->ds[l];
+            const t5_attn_t *L = w ? &m->dec[l].cross : &m->dec[l].self;
+            size_t Nk = w ? Ne : Nd, Tk = w ? S : T;
+            s->x = BUMP(bp, Nd * D); s->inv = BUMP(bp, Nd); s->h = a->hbuf;
+            s->q = BUMP(bp, Nd * HK); s->k = BUMP(bp, Nk * HK); s->v = BUMP(bp, Nk * HK);
+            s->P = BUMP(bp, (size_t)B * H * T * Tk); s->ctx = BUMP(bp, Nd * HK);
+            s->xa[0] = XA(L->q, Nd); s->xa[1] = XA(L->k, Nk); s->xa[2] = XA(L->v, Nk); s->xa[3] = XA(L->o, Nd);
+        }
+        ff_saved_t *f = &a->df[l];
+        const t5_ff_t *FL = &m->dec[l].ff;
+        f->x = BUMP(bp, Nd * D); f->inv = BUMP(bp, Nd); f->h = a->hbuf;
+        f->a = BUMP(bp, Nd * F); f->b = c->gated ? BUMP(bp, Nd * F) : NULL; f->gd = a->gbuf;
+        f->xa[0] = XA(c->gated ? FL->wi_0 : FL->wi, Nd); f->xa[1] = XA(FL->wi_1, Nd); f->xa[2] = XA(FL->wo, Nd);
+    }
+    a->enc_xf = BUMP(bp, Ne * D); a->enc_invf = BUMP(bp, Ne); a->enc_out = BUMP(bp, Ne * D);
+    a->enc_E = BUMP(bp, Ne * D);
+    a->dec_xf = BUMP(bp, Nd * D); a->dec_invf = BUMP(bp, Nd); a->dec_hs = BUMP(bp, Nd * D);
+    a->head_xa = XA(m->head, Nd);
+#undef XA
+    a->logits = BUMP(bp, Nd * V);
+    a->row_loss = bump(bp, sizeof(double) * Nd);
+    a->enc_ids = bump(bp, sizeof(int32_t) * Ne); a->enc_mask = bump(bp, sizeof(int32_t) * Ne);
+    a->dec_ids = bump(bp, sizeof(int32_t) * Nd); a->labels = bump(bp, sizeof(int32_t) * Nd);
+    a->bkt_enc = bump(bp, sizeof(int32_t) * S * S); a->bkt_dec = bump(bp, sizeof(int32_t) * T * T);
+    a->bias_enc = BUMP(bp, (size_t)H * S * S); a->bias_dec = BUMP(bp, (size_t)H * T * T);
+    size_t wmax = max3((size_t)D, (size_t)F, (size_t)HK);
+    a->tmp = BUMP(bp, Nmax * wmax);
+    a->lin_tmp = BUMP(bp, Nmax * wmax);
+    size_t tt = max3((size_t)S * S, (size_t)T * S, (size_t)T * T);
+    a->pd = BUMP(bp, (size_t)B * H * tt); a->dsc = BUMP(bp, (size_t)B * H * tt);
+    a->dres = BUMP(bp, Nd * D); a->dres_enc = BUMP(bp, Ne * D); a->dh = BUMP(bp, Nmax * D);
+    a->dq = BUMP(bp, Nmax * HK); a->dk = BUMP(bp, Nmax * HK); a->dv = BUMP(bp, Nmax * HK);
+    a->dctx = BUMP(bp, Nmax * HK); a->da = BUMP(bp, Nmax * F); a->db = BUMP(bp, Nmax * F);
+    a->dE = BUMP(bp, Ne * D); a->dhs = BUMP(bp, Nd * D);
+    a->dbias_enc = BUMP(bp, (size_t)H * S * S); a->dbias_dec = BUMP(bp, (size_t)H * T * T);
+}
+
+// An arena's tables and its size (a->bytes) for m as it is now, without the allocation.
+static t5_acts_t *acts_plan(const t5_model_t *m, int B, int S, int T) {
+    t5_acts_t *a = xcalloc(1, sizeof *a);
+    const t5_config_t *c = &m->cfg;
+    a->Bc = B; a->Sc = S; a->Tc = T;
+    a->es = xcalloc((size_t)c->num_layers, sizeof *a->es);
+    a->ef = xcalloc((size_t)c->num_layers, sizeof *a->ef);
+    a->ds = xcalloc((size_t)c->num_decoder_layers, sizeof *a->ds);
+    a->dc = xcalloc((size_t)c->num_decoder_layers, sizeof *a->dc);
+    a->df = xcalloc((size_t)c->num_decoder_layers, sizeof *a->df);
+    a->n_lin = m->n_lin;
+    a->lin_r = xcalloc((size_t)m->n_lin, sizeof *a->lin_r);
+    a->enc_shared = t5_encoder_frozen(m);
+    a->dec_shared = t5_model_frozen(m);
+    for (int i = 0; i < m->n_lin; i++) a->lin_r[i] = m->lin[i].r;
+    bump_t bp = {NULL, 0};
+    acts_layout(a, m, &bp);
+    a->bytes = bp.off + 64;
+    return a;
+}
+
+t5_acts_t *t5_acts_new(const t5_model_t *m, int B, int S, int T) {
+    t5_acts_t *a = acts_plan(m, B, S, T);
+    a->pool = lb_pool_new();
+    a->mem = xcalloc(1, a->bytes);
+    bump_t bp = {(char *)(((uintptr_t)a->mem + 63) & ~(uintptr_t)63), 0};
+    acts_layout(a, m, &bp);
+    return a;
+}
+
+size_t t5_acts_size(const t5_model_t *m, int B, int S, int T) {
+    t5_acts_t *a = acts_plan(m, B, S, T);
+    size_t n = a->bytes;
+    t5_acts_free(a);
+    return n;
+}
+
+void t5_acts_free(t5_acts_t *a) {
+    if (!a) return;
+    free(a->es); free(a->ef); free(a->ds); free(a->dc); free(a->df);
+    free(a->lin_r);
+    lb_pool_free(a->pool);
+    free(a->mem);
+    free(a);
+}
+
+size_t t5_acts_bytes(const t5_acts_t *a) { return a->bytes; }
+void t5_acts_capacity(const t5_acts_t *a, int *B, int *S, int *T) {
+    *B = a->Bc;
+    *S = a->Sc;
+    *T = a->Tc;
+}
+const lb_real *t5_acts_logits(const t5_acts_t *a) { return a->logits; }
+const lb_real *t5_acts_encoder_out(const t5_acts_t *a) { return a->enc_out; }
+int t5_acts_n_tokens(const t5_acts_t *a) { return a->n_tok; }
+long t5_acts_encoder_backward_count(const t5_acts_t *a) { return a->enc_bwd; }
+double t5_acts_flops(const t5_acts_t *a, int backward) { return backward ? a->flops_bwd : a->flops_fwd; }
