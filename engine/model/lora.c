@@ -32,7 +32,9 @@ static int block_index(const char *name) {
     return p ? atoi(p + 7) : -1;
 }
 
-int lora_list_modules(const lora_shape_t *s, void (*fn)(void *, const char *, int, int), void *ctx) {
+// Lists every linear module of a T5 of this shape in Hugging Face order; calls fn for each
+// with its name, in and out sizes. Returns the count.
+static int lora_list_modules(const lora_shape_t *s, void (*fn)(void *, const char *, int, int), void *ctx) {
     char name[96];
     int count = 0;
     static const char *attn[4] = {"q", "k", "v", "o"};
@@ -64,7 +66,8 @@ int lora_list_modules(const lora_shape_t *s, void (*fn)(void *, const char *, in
     return count + 1;
 }
 
-void lora_valid_targets(const lora_shape_t *s, char *out, size_t n) {
+// Names valid as targets for this shape, comma separated (for messages).
+static void lora_valid_targets(const lora_shape_t *s, char *out, size_t n) {
     snprintf(out, n, "%s", s->gated ? "q, k, v, o, wi_0, wi_1, wo, lm_head" : "q, k, v, o, wi, wo, lm_head");
 }
 

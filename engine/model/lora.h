@@ -75,11 +75,6 @@ typedef struct {
     size_t n_params;
 } lora_adapter_t;
 
-// Lists every linear module of a T5 of this shape in Hugging Face order; calls fn for each
-// with its name, in and out sizes. Returns the count.
-int lora_list_modules(const lora_shape_t *s,
-                      void (*fn)(void *ctx, const char *name, int in, int out), void *ctx);
-
 // Builds the adapter for cfg on a model of shape s: resolves targets (an unknown name gets
 // an error listing the valid ones for this model), applies rank/alpha patterns and
 // allocates A and B. Weights are zero until lora_init or lora_load.
@@ -114,8 +109,5 @@ int lora_load(lora_adapter_t *a, const char *dir, const lora_shape_t *s, lb_err_
 // PEFT's print_trainable_parameters line:
 // "trainable params: 344,064 || all params: 77,305,216 || trainable%: 0.4451"
 void lora_format_trainable(char *out, size_t n, size_t trainable, size_t all);
-
-// Names valid as targets for this shape, comma separated (for messages and the TUI).
-void lora_valid_targets(const lora_shape_t *s, char *out, size_t n);
 
 #endif
