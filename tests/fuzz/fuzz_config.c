@@ -20,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size && c.eos_token_id >= 0 &&
                    c.eos_token_id < c.vocab_size && c.decoder_start_token_id >= 0 &&
                    c.decoder_start_token_id < c.vocab_size);
-        // engine/t5.c computes these in int (inner = H·K; the parameter table's size).
+        // engine/model/t5_params.c computes these in int (inner = H·K; the parameter table's size).
         FUZZ_CHECK((int64_t)c.num_heads * c.d_kv <= INT32_MAX);
         FUZZ_CHECK(8 + 12 * (int64_t)c.num_layers + 18 * (int64_t)c.num_decoder_layers <= INT32_MAX);
         FUZZ_CHECK(c.layer_norm_epsilon >= 0 && c.dropout_rate >= 0 && c.dropout_rate < 1);

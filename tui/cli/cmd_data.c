@@ -1,6 +1,6 @@
 // lorabench data: statistics of a data set (examples per split, token length percentiles,
 // truncated fraction, padding with and without length bucketing). `lorabench data
-// build-debsum ...` is handed to cmd_data_build_debsum (tui/cmd_debsum.c).
+// build-debsum ...` is handed to cmd_data_build_debsum (tui/cli/cmd_debsum.c).
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
