@@ -112,6 +112,7 @@ static dnnl_primitive_desc_t matmul_pd(ctx_t *c, const dnnl_memory_desc_t *smd,
 }
 
 // dst [M, Nn] (+)= src [M, K] (md smd) · weights [K, Nn] (md wmd), all already bf16.
+// Returns 0, -1 when oneDNN failed before touching dst, -2 when it failed running.
 static int matmul(ctx_t *c, const dnnl_memory_desc_t *smd, const void *src,
                   const dnnl_memory_desc_t *wmd, const void *w, int K, int Nn, float *dst, int accum) {
     dnnl_primitive_desc_t pd = matmul_pd(c, smd, wmd, K, Nn, accum);
@@ -125,8 +126,9 @@ static int matmul(ctx_t *c, const dnnl_memory_desc_t *smd, const void *src,
     if (dnnl_memory_create(&mw, wmd, c->eng, (void *)w) != dnnl_success) goto done;
     if (dnnl_memory_create(&md, dmd, c->eng, dst) != dnnl_success) goto done;
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
+    rc = -2;
     if (dnnl_primitive_execute(p, c->st, 3, args) != dnnl_success) goto done;
-    rc = dnnl_stream_wait(c->st) == dnnl_success ? 0 : -1;
+    rc = dnnl_stream_wait(c->st) == dnnl_success ? 0 : -2;
 done:
     if (ms) dnnl_memory_destroy(ms);
     if (mw) dnnl_memory_destroy(mw);
@@ -274,10 +276,11 @@ typedef struct {
     void *dst;            // J_CONV: uint16_t [rows, in]; else the fp32 output
     int accum;
     int team;             // OpenMP team size of each block
-    int fail[64];         // per pool thread (LB_POOL_MAX)
+    int rc[64];           // per pool thread (LB_POOL_MAX): job_rows's result, 1 = did not run
 } job_t;
 
-// Rows [lo, hi) of the job's output.
+// Rows [lo, hi) of the job's output: 0, -1 (nothing written to the output) or -2 (oneDNN
+// failed while writing it).
 static int job_rows(const job_t *j, long lo, long hi) {
     ctx_t c;
     if (ctx_open(&c)) return -1;
@@ -331,13 +334,14 @@ static int job_rows(const job_t *j, long lo, long hi) {
 
 static void job_fn(void *ctx, long lo, long hi, int tid) {
     job_t *j = ctx;
-    if (job_rows(j, lo, hi)) j->fail[tid & 63] = 1;
+    j->rc[tid & 63] = job_rows(j, lo, hi);
 }
 
-// A oneDNN failure inside a product, after other blocks may have written (or accumulated
-// into) the output, cannot be undone or retried in fp32: it is fatal, as running out of
-// memory is for xmalloc. Packing already made oneDNN accept the weight's shapes, so out
-// of memory is the one known cause.
+// A oneDNN failure after a block accumulated into the output cannot be undone, so the
+// fp32 path cannot redo the product: that is fatal, as running out of memory is for
+// xmalloc (packing already made oneDNN accept the weight's shapes, so out of memory is
+// the one known cause). A failure that leaves nothing accumulated returns -1 instead and
+// the caller redoes the product in fp32 (overwriting whatever a block wrote).
 static void die_product(const job_t *j, long rows) {
     static const char *what[] = {"bf16 conversion", "forward", "forward", "backward dx", "weight gradient"};
     fprintf(stderr, "lorabench: oneDNN failed in a bf16 %s product (%ld rows, %d in, %d out); "
@@ -355,20 +359,25 @@ static void die_product(const job_t *j, long rows) {
 
 static int job_run(lb_pool_t *pool, job_t *j, long rows) {
     int nt = lb_pool_threads();
-    memset(j->fail, 0, sizeof j->fail);
+    for (int t = 0; t < 64; t++) j->rc[t] = 1;
     double flops = j->kind == J_CONV ? 50.0 * rows * j->in
                  : j->kind == J_DW   ? 2.0 * j->N * j->in * j->out
                                      : 2.0 * rows * j->in * j->out;
     if (!pool || nt <= 1 || flops < SPLIT_MIN_FLOPS) {
         j->team = pool ? 1 : nt;
-        if (job_rows(j, 0, rows)) die_product(j, rows);
-        return 0;
+        j->rc[0] = job_rows(j, 0, rows);
+    } else {
+        j->team = 1;
+        lb_pool_run(pool, rows, job_fn, j);
     }
-    j->team = 1;
-    lb_pool_run(pool, rows, job_fn, j);
-    for (int t = 0; t < 64; t++)
-        if (j->fail[t]) die_product(j, rows);
-    return 0;
+    int failed = 0, wrote = 0;
+    for (int t = 0; t < 64; t++) {
+        failed |= j->rc[t] < 0;
+        wrote |= j->rc[t] == 0 || j->rc[t] == -2;
+    }
+    if (!failed) return 0;
+    if (j->accum && wrote) die_product(j, rows);
+    return -1;
 }
 
 void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst) {

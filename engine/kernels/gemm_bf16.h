@@ -87,9 +87,11 @@ int lb_bf16w_flags(const lb_bf16w_t *w);
 void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst);
 
 // y [N, O] = x [N, I]·Wᵀ (accum = 0) or y += x·Wᵀ (accum = 1); x fp32, rounded once.
-// Needs LB_BF16W_FWD. Returns 0, or -1 with y untouched when w lacks the packing (or
-// N < 0). A oneDNN failure midway (out of memory: packing made it accept the shape) is
-// fatal, as out of memory is for xmalloc, since blocks may already have written y.
+// Needs LB_BF16W_FWD. Returns 0, or -1 when w lacks the packing, N < 0 or oneDNN fails
+// (then redo the product in fp32: y may be partly written, never partly accumulated).
+// oneDNN failing after a block accumulated (accum = 1) cannot be redone: that is fatal,
+// as out of memory is for xmalloc (packing made oneDNN accept the shape: out of memory is
+// the one known cause).
 int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum);
 
 // The same with x [N, I] already in bf16 (lb_bf16_from_f32).
@@ -97,14 +99,14 @@ int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uin
                           int accum);
 
 // dx [N, I] = dy [N, O]·W (accum = 0) or dx += dy·W (accum = 1); dy fp32, rounded once.
-// Needs LB_BF16W_BWD. Returns 0 or -1 (dx untouched), as lb_bf16w_forward.
+// Needs LB_BF16W_BWD. Returns 0 or -1, as lb_bf16w_forward.
 int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
                          int accum);
 
 // dW [O, I] = dyᵀ·x (accum = 0) or dW += dyᵀ·x (accum = 1), with dy [N, O] and x [N, I]
 // fp32, each rounded to bf16 once (the weight gradient of a full fine-tune, whose fp32
-// master weights live elsewhere). Returns 0, or -1 (dW untouched) when bf16 is not
-// available here or a size is negative; oneDNN failing midway is fatal (lb_bf16w_forward).
+// master weights live elsewhere). Returns 0 or -1 (also when bf16 is not available
+// here), as lb_bf16w_forward.
 int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,
                     float *dW, int accum);
 

@@ -353,8 +353,8 @@ static void gemm_dy_w_bf16(const linear_t *l, int N, const lb_real *dy, lb_real 
 }
 
 // ---- bf16 products (gemm_bf16.h) ----------------------------------------------------
-// A product the layer did not ask for, or whose packing is missing, takes the fp32 path
-// (W->w or W->w16 are kept).
+// A product the layer did not ask for, whose packing is missing or that oneDNN failed
+// (gemm_bf16.h) takes the fp32 path (W->w or W->w16 are kept).
 
 int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err) {
 #ifdef LB_REAL_DOUBLE
@@ -502,7 +502,7 @@ void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_re
                           const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum,
                           lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
     // dW [O, I] += dyᵀ·x and dx [N, I] (+)= dy·W as bf16 products when l asks for them
-    // (linear_pack_bf16); else (or without the packing) the fp32 products below.
+    // (linear_pack_bf16); else (or when they return -1) the fp32 products below.
 #ifndef LB_REAL_DOUBLE
     int dw16 = (l->bf16 & LINEAR_BF16_DW) && l->W->g &&
                !lb_bf16_gemm_dw(pool, N, l->out, l->in, dy, x, l->W->g, 1);
