@@ -241,11 +241,23 @@ void lb_bf16w_free(lb_bf16w_t *w) {
 size_t lb_bf16w_bytes(const lb_bf16w_t *w) { return w ? w->bytes : 0; }
 int lb_bf16w_flags(const lb_bf16w_t *w) { return w ? w->flags : 0; }
 
-// dst [rows, cols] bf16 row-major = src (fp32, md smd of the same logical shape).
-static int to_bf16(ctx_t *c, const dnnl_memory_desc_t *smd, const float *src, uint16_t *dst) {
-    dnnl_memory_desc_t dmd;
-    md2(&dmd, smd->dims[0], smd->dims[1], dnnl_bf16, smd->dims[1], 1);
-    return reorder(c, smd, src, &dmd, dst);
+// dst [rows, cols] bf16 row-major = src (fp32) read at src[i·s_row + j·s_col]. A plain
+// loop (lb_f32_to_bf16, which the compiler vectorises) and not a oneDNN reorder: its
+// generic reorder cost about 10 ns a value, more than the products it feeds.
+static int to_bf16(const float *src, long rows, long cols, long s_row, long s_col, uint16_t *dst) {
+    if (s_col == 1) {
+        for (long i = 0; i < rows; i++) {
+            const float *a = src + i * s_row;
+            uint16_t *d = dst + i * cols;
+            for (long k = 0; k < cols; k++) d[k] = lb_f32_to_bf16(a[k]);
+        }
+    } else {  // transposed: walk the source along its rows (contiguous when s_row == 1)
+        for (long k = 0; k < cols; k++) {
+            const float *a = src + k * s_col;
+            for (long i = 0; i < rows; i++) dst[i * cols + k] = lb_f32_to_bf16(a[i * s_row]);
+        }
+    }
+    return 0;
 }
 
 // ---- products split over the engine's pool ---------------------------------------------
@@ -291,13 +303,11 @@ static int job_rows(const job_t *j, long lo, long hi) {
     int rc = -1;
     switch (j->kind) {
     case J_CONV:  // dst rows = src rows in bf16
-        md2(&smd, r, j->in, dnnl_f32, j->in, 1);
-        rc = to_bf16(&c, &smd, j->a + lo * j->in, (uint16_t *)j->dst + lo * j->in);
+        rc = to_bf16(j->a + lo * j->in, r, j->in, j->in, 1, (uint16_t *)j->dst + lo * j->in);
         break;
     case J_FWD:  // y rows = bf16(x rows)·Wᵀ
         buf = xalloc64((size_t)r * j->in * 2);
-        md2(&smd, r, j->in, dnnl_f32, j->in, 1);
-        if (!to_bf16(&c, &smd, j->a + lo * j->in, buf)) {
+        if (!to_bf16(j->a + lo * j->in, r, j->in, j->in, 1, buf)) {
             md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
             rc = matmul(&c, &smd, buf, &j->w->fwd_md, j->w->fwd, j->in, j->out,
                         (float *)j->dst + lo * j->out, j->accum);
@@ -310,8 +320,7 @@ static int job_rows(const job_t *j, long lo, long hi) {
         break;
     case J_DX:  // dx rows = bf16(dy rows)·W
         buf = xalloc64((size_t)r * j->out * 2);
-        md2(&smd, r, j->out, dnnl_f32, j->out, 1);
-        if (!to_bf16(&c, &smd, j->a + lo * j->out, buf)) {
+        if (!to_bf16(j->a + lo * j->out, r, j->out, j->out, 1, buf)) {
             md2(&smd, r, j->out, dnnl_bf16, j->out, 1);
             rc = matmul(&c, &smd, buf, &j->w->bwd_md, j->w->bwd, j->out, j->in,
                         (float *)j->dst + lo * j->in, j->accum);
@@ -319,8 +328,8 @@ static int job_rows(const job_t *j, long lo, long hi) {
         break;
     case J_DW:  // dW rows o = bf16(dyᵀ rows o)·bf16(x)
         buf = xalloc64((size_t)r * j->N * 2);
-        md2(&smd, r, j->N, dnnl_f32, 1, j->out);  // dy read transposed: (o, n) at n·O + o
-        if (!to_bf16(&c, &smd, j->a + lo, buf)) {
+        // dy read transposed: (o, n) at n·O + o
+        if (!to_bf16(j->a + lo, r, j->N, 1, j->out, buf)) {
             md2(&smd, r, j->N, dnnl_bf16, j->N, 1);
             md2(&wmd, j->N, j->in, dnnl_bf16, j->in, 1);
             rc = matmul(&c, &smd, buf, &wmd, j->a16, j->N, j->in, (float *)j->dst + lo * j->in, j->accum);
