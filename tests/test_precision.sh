@@ -74,5 +74,21 @@ for m in lora full; do
 done
 "$B" show 2 --workspace "$W" > "$T/show" 2>&1
 check "show names the precision" 'grep -q "products in bf16" "$T/show"'
+
+# 3. eval and generate take --precision too: the same adapter evaluated both ways.
+A="$W/runs/2/adapter"
+for p in fp32 bf16; do
+    "$B" eval --model "$M" --adapter "$A" --dataset "$D" --prefix "summarize: " --limit 32 --max-source 32 \
+        --max-new-tokens 16 --precision $p --json > "$T/eval-$p" 2> "$T/eval-err-$p"
+done
+check "eval --precision bf16 says so" 'grep -q "\"precision\":\"bf16\"" "$T/eval-bf16" && grep -q "\"precision\":\"fp32\"" "$T/eval-fp32"'
+r_f=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rouge1"]["f"])' "$T/eval-fp32")
+r_b=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rouge1"]["f"])' "$T/eval-bf16")
+check "eval: bf16 ROUGE-1 $r_b within 0.05 of fp32 $r_f" 'awk -v a="$r_b" -v b="$r_f" "BEGIN{d=a-b; if(d<0)d=-d; exit !(d<=0.05)}"'
+"$B" generate --model "$M" --adapter "$A" --input "summarize: a tool to compare files" --precision bf16 --stats \
+    > "$T/gen" 2> "$T/gen-err"
+check "generate --precision bf16 generates and says so" '[ -s "$T/gen" ] && grep -q "precision bf16" "$T/gen-err"'
+"$B" generate --model "$M" --input x --precision half > /dev/null 2> "$T/gen-bad"; rc=$?
+check "a wrong --precision is refused naming the values" '[ $rc -ne 0 ] && grep -q "fp32, bf16 or auto" "$T/gen-bad"'
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

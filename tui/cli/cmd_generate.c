@@ -28,7 +28,7 @@ static void usage(FILE *f) {
             "                          (--batch FILE.json | --input TEXT... | --dataset PATH)\n"
             "                          [--beams N] [--max-new-tokens M] [--length-penalty X]\n"
             "                          [--early-stopping true|false|never] [--no-repeat-ngram N]\n"
-            "                          [--threads N] [--no-cache] [--stats]\n"
+            "                          [--threads N] [--precision fp32|bf16|auto] [--no-cache] [--stats]\n"
             "\n"
             "Generates with transformers' semantics (greedy when --beams is 1, else beam search),\n"
             "the encoder run once per input and the decoder's keys and values cached.\n"
@@ -59,6 +59,8 @@ static void usage(FILE *f) {
             "                        false / never: transformers' other two rules\n"
             "  --no-repeat-ngram N   forbid any N-gram from occurring twice (default 0 = off)\n"
             "  --threads N           OpenBLAS threads (default: OpenBLAS's own)\n"
+            "  --precision P         fp32 (default, the reference), bf16 (the weights' products in\n"
+            "                        bf16 with fp32 accumulation), auto (bf16 where the CPU has AMX)\n"
             "  --no-cache            recompute the whole prefix every step (slow; for checking)\n"
             "  --stats               print timing and generated tokens per second on stderr\n");
 }
@@ -333,6 +335,7 @@ int cmd_generate(int argc, char **argv) {
     char **inputs = xcalloc((size_t)argc, sizeof(char *));
     int n_inputs = 0, stats = 0, rc = 1;
     long threads = 0, limit = 0, bs = 8, max_src = 512, v;
+    int precision = T5_PRECISION_FP32;
     generate_opts_t o;
     generate_opts_default(&o);
     for (int i = 1; i < argc; i++) {
@@ -360,6 +363,12 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--batch-size")) { if (parse_long(a, val, 1, 4096, &bs)) goto out; }
         else if (!strcmp(a, "--max-source-tokens")) { if (parse_long(a, val, 0, 1L << 20, &max_src)) goto out; }
         else if (!strcmp(a, "--threads")) { if (parse_long(a, val, 1, 1024, &threads)) goto out; }
+        else if (!strcmp(a, "--precision")) {
+            if ((precision = t5_precision_parse(val)) < 0) {
+                fprintf(stderr, "lorabench generate: --precision must be fp32, bf16 or auto, not '%s'.\n", val);
+                goto out;
+            }
+        }
         else if (!strcmp(a, "--beams")) { if (parse_long(a, val, 1, 4096, &v)) goto out; o.num_beams = (int)v; }
         else if (!strcmp(a, "--max-new-tokens")) { if (parse_long(a, val, 1, 1L << 16, &v)) goto out; o.max_new_tokens = (int)v; }
         else if (!strcmp(a, "--no-repeat-ngram")) { if (parse_long(a, val, 0, 1L << 16, &v)) goto out; o.no_repeat_ngram_size = (int)v; }
@@ -428,13 +437,18 @@ int cmd_generate(int argc, char **argv) {
             goto free_ad;
         }
     }
+    t5_precision_t used;
+    if (t5_set_precision(&g.m, (t5_precision_t)precision, &used, &err)) {
+        fprintf(stderr, "lorabench generate: %s\n", err.msg);
+        goto free_ad;
+    }
     if (batch) rc = do_batch_file(&g, batch);
     else if (n_inputs) rc = do_inputs(&g, inputs, n_inputs, (int)max_src);
     else rc = do_dataset(&g, dataset, split, prefix, limit, (int)bs, (int)max_src);
     if (!rc && stats)
-        fprintf(stderr, "generated %ld tokens in %.3f s (encoder %.3f s): %.1f tokens/s, beams %d, cache %s\n",
+        fprintf(stderr, "generated %ld tokens in %.3f s (encoder %.3f s): %.1f tokens/s, beams %d, cache %s, precision %s\n",
                 g.tokens, g.seconds, g.encode_s, g.seconds > 0 ? g.tokens / g.seconds : 0.0, o.num_beams,
-                o.use_cache ? "on" : "off");
+                o.use_cache ? "on" : "off", t5_precision_name(used));
 free_ad:
     if (have_ad) {
         lora_detach(&ad, &g.m);
