@@ -214,10 +214,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
     t5_facts_params_t facts;  // the counts every screen shows (PEFT's "all params": base + adapter)
     if (t5_facts_params(&s->model.cfg, &mo, &facts, err)) return -1;
     if (sp->train.frozen_weights_bf16 && t5_frozen_weights_bf16(&s->model, err)) return -1;
-    static const t5_precision_t precisions[] = {[SPEC_PRECISION_AUTO] = T5_PRECISION_AUTO,
-                                                [SPEC_PRECISION_FP32] = T5_PRECISION_FP32,
-                                                [SPEC_PRECISION_BF16] = T5_PRECISION_BF16};
-    if (t5_set_precision(&s->model, precisions[sp->train.precision], &s->precision, err)) return -1;
+    if (t5_set_precision(&s->model, sp->train.precision, &s->precision, err)) return -1;
     if (s->tp.n) {
         train_opts_t to;
         train_opts_default(&to);

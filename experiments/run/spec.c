@@ -18,6 +18,7 @@
 static const char *const method_names[] = {"none", "lora", "full", "partial"};
 static const char *const init_names[] = {"kaiming", "gaussian", "pissa"};
 static const char *const schedule_names[] = {"linear", "cosine", "constant"};
+// in t5_precision_t's order (t5_precision_name is the engine's spelling of the same names)
 static const char *const precision_names[] = {"auto", "fp32", "bf16"};
 static const char *const objective_names[] = {"summarize", "span_corruption"};
 static const char *const split_names[] = {"validation", "test", "train"};
@@ -29,6 +30,8 @@ static const char *const attention_names[] = {"self", "cross"};
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 _Static_assert(N_OF(target_names) == SPEC_N_TARGETS, "one name per target bit");
+_Static_assert(T5_PRECISION_AUTO == 0 && T5_PRECISION_FP32 == 1 && T5_PRECISION_BF16 == 2 && N_OF(precision_names) == 3,
+               "precision_names follows t5_precision_t");
 
 static const char *name_at(const char *const *names, int n, int i) {
     return i >= 0 && i < n ? names[i] : "?";
@@ -36,7 +39,6 @@ static const char *name_at(const char *const *names, int n, int i) {
 const char *spec_method_name(spec_method_t m) { return name_at(method_names, 4, (int)m); }
 const char *spec_init_name(spec_init_t i) { return name_at(init_names, 3, (int)i); }
 const char *spec_schedule_name(spec_schedule_t s) { return name_at(schedule_names, 3, (int)s); }
-const char *spec_precision_name(spec_precision_t p) { return name_at(precision_names, 3, (int)p); }
 const char *spec_objective_name(spec_objective_t o) { return name_at(objective_names, 2, (int)o); }
 const char *spec_split_name(spec_split_t s) { return name_at(split_names, 3, (int)s); }
 const char *spec_part_stack_name(spec_part_stack_t s) {
@@ -234,7 +236,7 @@ void spec_init_defaults(spec_t *s) {
     s->train.loraplus_ratio = 1.0;
     s->train.position_bias_lr_ratio = 1.0;
     s->train.cache_encoder = true;
-    s->train.precision = SPEC_PRECISION_AUTO;
+    s->train.precision = T5_PRECISION_AUTO;
     s->eval.split = SPEC_SPLIT_VALIDATION;
     s->eval.limit = 200;
     s->eval.beams = 1;

@@ -37,9 +37,6 @@ typedef enum { SPEC_METHOD_NONE, SPEC_METHOD_LORA, SPEC_METHOD_FULL, SPEC_METHOD
 typedef enum { SPEC_INIT_KAIMING, SPEC_INIT_GAUSSIAN, SPEC_INIT_PISSA } spec_init_t;
 
 typedef enum { SPEC_SCHEDULE_LINEAR, SPEC_SCHEDULE_COSINE, SPEC_SCHEDULE_CONSTANT } spec_schedule_t;
-// train.precision: auto = bf16 products where the CPU has bf16 matrix hardware (AMX),
-// else fp32; fp32 = the reference path everywhere.
-typedef enum { SPEC_PRECISION_AUTO, SPEC_PRECISION_FP32, SPEC_PRECISION_BF16 } spec_precision_t;
 
 // train.objective: summarization fine-tuning, or T5's span corruption (pretraining; with a
 // base_model folder that has no model.safetensors the weights start from T5's random init).
@@ -124,7 +121,8 @@ typedef struct {
                                  // once per example (without dropout) and reuse it
         bool frozen_weights_bf16;  // hold the frozen linear weights in bf16 (half their
                                    // memory; rounds fp32 checkpoints' weights)
-        spec_precision_t precision;  // of the matrix products (the run records what it used)
+        t5_precision_t precision;  // of the matrix products (t5_set_precision; the run
+                                   // records what it used)
     } train;
     struct {
         spec_split_t split;
@@ -202,7 +200,6 @@ void spec_list_free(spec_t *specs, size_t n);
 const char *spec_method_name(spec_method_t m);
 const char *spec_init_name(spec_init_t i);
 const char *spec_schedule_name(spec_schedule_t s);
-const char *spec_precision_name(spec_precision_t p);
 const char *spec_objective_name(spec_objective_t o);
 const char *spec_split_name(spec_split_t s);
 const char *spec_part_stack_name(spec_part_stack_t s);
