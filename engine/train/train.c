@@ -168,14 +168,18 @@ int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_
     return 0;
 }
 
-int train_step(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err) {
-    double t0 = lb_now();
-    if (train_gradients(t, feed, r, err)) return -1;
+void train_apply(train_t *t, train_result_t *r) {
     if (t->o.max_grad_norm > 0) optim_clip(t->tp->grads, t->tp->n, r->grad_norm, t->o.max_grad_norm);
     r->lr = optim_lr_at(t->o.schedule, t->o.lr, t->step, t->o.warmup_steps, t->o.total_steps);
     adamw_step(&t->opt, t->tp->params, t->tp->grads, r->lr, t->tp->ranges, t->tp->n_ranges);
     if (!t->tp->has_lora) t5_bf16_refresh(t->m);  // full/partial: the bf16 copies follow the master values
     r->step = ++t->step;
+}
+
+int train_step(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err) {
+    double t0 = lb_now();
+    if (train_gradients(t, feed, r, err)) return -1;
+    train_apply(t, r);
     r->seconds = lb_now() - t0;
     return 0;
 }

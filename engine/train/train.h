@@ -118,8 +118,12 @@ void train_free(train_t *t);
 // naming the step). r gets the mean loss, norm and tokens.
 int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err);
 
-// One optimizer step: train_gradients, clipping by the global norm, the learning rate of
-// the schedule, AdamW with tp's learning-rate groups. The only caller of adamw_step.
+// The update from the gradients train_gradients left (r from it): clipping by the global
+// norm, the learning rate of the schedule (r->lr), AdamW with tp's learning-rate groups
+// (the only caller of adamw_step), the bf16 copies of trained weights; r->step counts it.
+void train_apply(train_t *t, train_result_t *r);
+
+// One optimizer step: train_gradients, then train_apply.
 int train_step(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err);
 
 // ---- the data feed ----------------------------------------------------------------------

@@ -178,10 +178,10 @@ int cmd_tensors(int argc, char **argv) {
         train_feed_t feed = {batch_next, NULL, &tb};
         train_result_t res;
         int e = train_gradients(&tr, &feed, &res, &err);
-        if (!e && step) {  // the gradients as they were before the step
+        if (!e && step) {  // the gradients as they were before the update (clipping is off)
             grad_copy = xmalloc(tp.n * sizeof(lb_real) + 1);
             memcpy(grad_copy, tp.grads, tp.n * sizeof(lb_real));
-            e = train_step(&tr, &feed, &res, &err);
+            train_apply(&tr, &res);
         }
         train_free(&tr);
         if (e) {
