@@ -9,6 +9,7 @@
 #include <string.h>
 #include <tgmath.h>
 
+#include "prof.h"
 #include "t5_internal.h"
 
 int t5_relative_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
@@ -62,19 +63,19 @@ static void attn_forward(const t5_model_t *m, const t5_attn_t *L, attn_saved_t *
                          const lb_drop_t *drop, uint64_t site_res) {
     const t5_config_t *c = &m->cfg;
     int D = c->d_model, Nq = sh->B * sh->Tq, Nk = sh->B * sh->Tk;
-    rms_forward_p(a->pool, Nq, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h);
+    LB_PROF(PROF_NORM, rms_forward_p(a->pool, Nq, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h));
     if (!kv) kv = s->h;
-    linear_forward_pool(L->q, a->pool, Nq, s->h, NULL, s->q, s->xa[0], a->lin_tmp, drop, site_lora(L->q));
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->q, a->pool, Nq, s->h, NULL, s->q, s->xa[0], a->lin_tmp, drop, site_lora(L->q)));
     a->flops_fwd += linear_forward_flops(L->q, Nq);
-    linear_forward_pool(L->k, a->pool, Nk, kv, NULL, s->k, s->xa[1], a->lin_tmp, drop, site_lora(L->k));
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->k, a->pool, Nk, kv, NULL, s->k, s->xa[1], a->lin_tmp, drop, site_lora(L->k)));
     a->flops_fwd += linear_forward_flops(L->k, Nk);
-    linear_forward_pool(L->v, a->pool, Nk, kv, NULL, s->v, s->xa[2], a->lin_tmp, drop, site_lora(L->v));
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->v, a->pool, Nk, kv, NULL, s->v, s->xa[2], a->lin_tmp, drop, site_lora(L->v)));
     a->flops_fwd += linear_forward_flops(L->v, Nk);
-    attn_core_forward_p(a->pool, sh, s->q, s->k, s->v, s->P, a->pd, s->ctx, drop);
+    LB_PROF(PROF_ATTN_FWD, attn_core_forward_p(a->pool, sh, s->q, s->k, s->v, s->P, a->pd, s->ctx, drop));
     a->flops_fwd += 2 * attn_core_flops(sh);  // q·kᵀ and P·v
-    linear_forward_pool(L->o, a->pool, Nq, s->ctx, NULL, a->tmp, s->xa[3], a->lin_tmp, drop, site_lora(L->o));
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->o, a->pool, Nq, s->ctx, NULL, a->tmp, s->xa[3], a->lin_tmp, drop, site_lora(L->o)));
     a->flops_fwd += linear_forward_flops(L->o, Nq);
-    add_dropped(a, x_out, s->x, a->tmp, (size_t)Nq * D, drop, site_res, c->dropout_rate);
+    LB_PROF(PROF_DROPOUT, add_dropped(a, x_out, s->x, a->tmp, (size_t)Nq * D, drop, site_res, c->dropout_rate));
 }
 
 // What a sublayer's backward must produce.
@@ -115,63 +116,63 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
     if (!need_dctx && !linear_trainable(L->o)) return;
     // the normed input is not kept: rebuild it when a weight gradient needs it
     if (needs_x(L->q) || (!cross && (needs_x(L->k) || needs_x(L->v))))
-        rms_apply_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, s->h);
+        LB_PROF(PROF_NORM, rms_apply_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, s->h));
     // do = drop_bwd(dres)
     const lb_real *dout = dres;
     if (lb_drop_on(drop, c->dropout_rate)) {
         memcpy(a->tmp, dres, sizeof(lb_real) * (size_t)Nq * D);
-        lb_dropout_apply_par(a->pool, a->tmp, (size_t)Nq * D, drop, site_res, c->dropout_rate);
+        LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->tmp, (size_t)Nq * D, drop, site_res, c->dropout_rate));
         dout = a->tmp;
     }
-    linear_backward_pool(L->o, a->pool, Nq, s->ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
-                    drop, site_lora(L->o));
+    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->o, a->pool, Nq, s->ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
+                    drop, site_lora(L->o)));
     a->flops_bwd += linear_backward_flops(L->o, Nq, need_dctx);
     if (!need_dctx) return;
-    attn_core_backward_p(a->pool, sh, s->q, s->k, s->v, s->P, a->pd, a->dsc, a->dctx, need_dq ? a->dq : NULL,
-                       need_dk ? a->dk : NULL, need_dv ? a->dv : NULL, nd->dbias, drop);
+    LB_PROF(PROF_ATTN_BWD, attn_core_backward_p(a->pool, sh, s->q, s->k, s->v, s->P, a->pd, a->dsc, a->dctx, need_dq ? a->dq : NULL,
+                       need_dk ? a->dk : NULL, need_dv ? a->dv : NULL, nd->dbias, drop));
     // dv = Pᵀ·dctx, dP = dctx·vᵀ (for any of dq, dk, dbias), dq = dS·k, dk = dSᵀ·q
     a->flops_bwd += attn_core_flops(sh) * (need_dv + (need_dq || need_dk || nd->dbias) + need_dq + need_dk);
     // input gradients: self attention sums q, k, v into dh; cross sends k, v to dE
     lb_real *dkv = cross ? (nd->need_dkv ? a->dE : NULL) : (need_dh ? a->dh : NULL);
     int dh_started = 0;
     if (need_dq) {
-        linear_backward_pool(L->q, a->pool, Nq, s->h, s->xa[0], a->dq, need_dh ? a->dh : NULL, 0, a->lin_tmp,
-                        drop, site_lora(L->q));
+        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->q, a->pool, Nq, s->h, s->xa[0], a->dq, need_dh ? a->dh : NULL, 0, a->lin_tmp,
+                        drop, site_lora(L->q)));
         a->flops_bwd += linear_backward_flops(L->q, Nq, need_dh);
         dh_started = need_dh;
     }
     if (need_dk) {
-        linear_backward_pool(L->k, a->pool, Nk, kv, s->xa[1], a->dk, dkv, cross ? 1 : dh_started, a->lin_tmp,
-                        drop, site_lora(L->k));
+        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->k, a->pool, Nk, kv, s->xa[1], a->dk, dkv, cross ? 1 : dh_started, a->lin_tmp,
+                        drop, site_lora(L->k)));
         a->flops_bwd += linear_backward_flops(L->k, Nk, dkv != NULL);
     }
     if (need_dk && !cross && need_dh) dh_started = 1;
     if (need_dv) {
-        linear_backward_pool(L->v, a->pool, Nk, kv, s->xa[2], a->dv, dkv, cross ? 1 : dh_started, a->lin_tmp,
-                        drop, site_lora(L->v));
+        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->v, a->pool, Nk, kv, s->xa[2], a->dv, dkv, cross ? 1 : dh_started, a->lin_tmp,
+                        drop, site_lora(L->v)));
         a->flops_bwd += linear_backward_flops(L->v, Nk, dkv != NULL);
     }
     if (need_dh)
-        rms_backward_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, a->dh, L->ln->g, nd->need_dx ? dres : NULL);
+        LB_PROF(PROF_NORM, rms_backward_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, a->dh, L->ln->g, nd->need_dx ? dres : NULL));
 }
 
 static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_acts_t *a, int N,
                        lb_real *x_out, const lb_drop_t *drop, uint64_t site_in, uint64_t site_res) {
     const t5_config_t *c = &m->cfg;
     int D = c->d_model, F = c->d_ff;
-    rms_forward_p(a->pool, N, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h);
+    LB_PROF(PROF_NORM, rms_forward_p(a->pool, N, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h));
     const linear_t *wa = c->gated ? L->wi_0 : L->wi;
-    linear_forward_pool(wa, a->pool, N, s->h, NULL, s->a, s->xa[0], a->lin_tmp, drop, site_lora(wa));
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(wa, a->pool, N, s->h, NULL, s->a, s->xa[0], a->lin_tmp, drop, site_lora(wa)));
     a->flops_fwd += linear_forward_flops(wa, N);
     if (c->gated) {
-        linear_forward_pool(L->wi_1, a->pool, N, s->h, NULL, s->b, s->xa[1], a->lin_tmp, drop, site_lora(L->wi_1));
+        LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->wi_1, a->pool, N, s->h, NULL, s->b, s->xa[1], a->lin_tmp, drop, site_lora(L->wi_1)));
         a->flops_fwd += linear_forward_flops(L->wi_1, N);
     }
-    act_forward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd);
-    if (lb_drop_on(drop, c->dropout_rate)) lb_dropout_apply_par(a->pool, s->gd, (size_t)N * F, drop, site_in, c->dropout_rate);
-    linear_forward_pool(L->wo, a->pool, N, s->gd, NULL, a->tmp, s->xa[2], a->lin_tmp, drop, site_lora(L->wo));
+    LB_PROF(PROF_ACT, act_forward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd));
+    if (lb_drop_on(drop, c->dropout_rate)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, s->gd, (size_t)N * F, drop, site_in, c->dropout_rate));
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->wo, a->pool, N, s->gd, NULL, a->tmp, s->xa[2], a->lin_tmp, drop, site_lora(L->wo)));
     a->flops_fwd += linear_forward_flops(L->wo, N);
-    add_dropped(a, x_out, s->x, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate);
+    LB_PROF(PROF_DROPOUT, add_dropped(a, x_out, s->x, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate));
 }
 
 static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t *s, t5_acts_t *a,
@@ -184,33 +185,33 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
     int need_dg = need_dh || linear_trainable(wa) || (c->gated && linear_trainable(L->wi_1));
     if (!need_dg && !linear_trainable(L->wo)) return;
     if (needs_x(wa) || (c->gated && needs_x(L->wi_1)))  // not kept: rebuilt (see ff_forward)
-        rms_apply_p(a->pool, N, D, s->x, L->ln->w, s->inv, s->h);
+        LB_PROF(PROF_NORM, rms_apply_p(a->pool, N, D, s->x, L->ln->w, s->inv, s->h));
     if (needs_x(L->wo)) {  // the input of wo, not kept either
-        act_forward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd);
+        LB_PROF(PROF_ACT, act_forward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd));
         if (lb_drop_on(drop, c->dropout_rate))
-            lb_dropout_apply_par(a->pool, s->gd, (size_t)N * F, drop, site_in, c->dropout_rate);
+            LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, s->gd, (size_t)N * F, drop, site_in, c->dropout_rate));
     }
     const lb_real *dout = dres;
     if (lb_drop_on(drop, c->dropout_rate)) {
         memcpy(a->tmp, dres, sizeof(lb_real) * (size_t)N * D);
-        lb_dropout_apply_par(a->pool, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate);
+        LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate));
         dout = a->tmp;
     }
-    linear_backward_pool(L->wo, a->pool, N, s->gd, s->xa[2], dout, need_dg ? a->da : NULL, 0, a->lin_tmp, drop,
-                    site_lora(L->wo));
+    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->wo, a->pool, N, s->gd, s->xa[2], dout, need_dg ? a->da : NULL, 0, a->lin_tmp, drop,
+                    site_lora(L->wo)));
     a->flops_bwd += linear_backward_flops(L->wo, N, need_dg);
     if (!need_dg) return;
-    if (lb_drop_on(drop, c->dropout_rate)) lb_dropout_apply_par(a->pool, a->da, (size_t)N * F, drop, site_in, c->dropout_rate);
-    act_backward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, a->da, a->da, a->db);
-    linear_backward_pool(wa, a->pool, N, s->h, s->xa[0], a->da, need_dh ? a->dh : NULL, 0, a->lin_tmp, drop,
-                    site_lora(wa));
+    if (lb_drop_on(drop, c->dropout_rate)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->da, (size_t)N * F, drop, site_in, c->dropout_rate));
+    LB_PROF(PROF_ACT, act_backward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, a->da, a->da, a->db));
+    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(wa, a->pool, N, s->h, s->xa[0], a->da, need_dh ? a->dh : NULL, 0, a->lin_tmp, drop,
+                    site_lora(wa)));
     a->flops_bwd += linear_backward_flops(wa, N, need_dh);
     if (c->gated) {
-        linear_backward_pool(L->wi_1, a->pool, N, s->h, s->xa[1], a->db, need_dh ? a->dh : NULL, 1, a->lin_tmp,
-                        drop, site_lora(L->wi_1));
+        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->wi_1, a->pool, N, s->h, s->xa[1], a->db, need_dh ? a->dh : NULL, 1, a->lin_tmp,
+                        drop, site_lora(L->wi_1)));
         a->flops_bwd += linear_backward_flops(L->wi_1, N, need_dh);
     }
-    if (need_dh) rms_backward_p(a->pool, N, D, s->x, L->ln->w, s->inv, a->dh, L->ln->g, need_dx ? dres : NULL);
+    if (need_dh) LB_PROF(PROF_NORM, rms_backward_p(a->pool, N, D, s->x, L->ln->w, s->inv, a->dh, L->ln->g, need_dx ? dres : NULL));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -294,19 +295,19 @@ static void encoder_run(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop
     const t5_config_t *c = &m->cfg;
     int B = a->B, S = a->S, D = c->d_model, H = c->num_heads, Le = c->num_layers, Ne = B * S;
     float p = c->dropout_rate;
-    embed_forward(Ne, D, a->enc_ids, m->shared->w, a->es[0].x);
-    if (lb_drop_on(drop, p)) lb_dropout_apply_par(a->pool, a->es[0].x, (size_t)Ne * D, drop, site_of(0, 0, SITE_EMBED), p);
-    fill_bias(m->enc_rel, H, S, S, 1, c->relative_attention_num_buckets,
-              c->relative_attention_max_distance, a->bkt_enc, a->bias_enc);
+    LB_PROF(PROF_EMBED, embed_forward(Ne, D, a->enc_ids, m->shared->w, a->es[0].x));
+    if (lb_drop_on(drop, p)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->es[0].x, (size_t)Ne * D, drop, site_of(0, 0, SITE_EMBED), p));
+    LB_PROF(PROF_EMBED, fill_bias(m->enc_rel, H, S, S, 1, c->relative_attention_num_buckets,
+              c->relative_attention_max_distance, a->bkt_enc, a->bias_enc));
     for (int l = 0; l < Le; l++) {
         attn_shape_t sh = {B, H, c->d_kv, S, S, a->bias_enc, a->enc_mask, 0, p, site_of(0, l, SITE_SELF_P)};
         attn_forward(m, &m->enc[l].self, &a->es[l], a, &sh, NULL, a->ef[l].x, drop, site_of(0, l, SITE_SELF_RES));
         ff_forward(m, &m->enc[l].ff, &a->ef[l], a, Ne, l + 1 < Le ? a->es[l + 1].x : a->enc_xf, drop,
                    site_of(0, l, SITE_FF_IN), site_of(0, l, SITE_FF_RES));
     }
-    rms_forward_p(a->pool, Ne, D, a->enc_xf, m->enc_ln->w, c->layer_norm_epsilon, a->enc_invf, a->enc_out);
+    LB_PROF(PROF_NORM, rms_forward_p(a->pool, Ne, D, a->enc_xf, m->enc_ln->w, c->layer_norm_epsilon, a->enc_invf, a->enc_out));
     memcpy(a->enc_E, a->enc_out, sizeof(lb_real) * (size_t)Ne * D);
-    if (lb_drop_on(drop, p)) lb_dropout_apply_par(a->pool, a->enc_E, (size_t)Ne * D, drop, site_of(0, 0, SITE_FINAL), p);
+    if (lb_drop_on(drop, p)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->enc_E, (size_t)Ne * D, drop, site_of(0, 0, SITE_FINAL), p));
 }
 
 // Decoder on a->enc_E, head and loss.
@@ -315,10 +316,10 @@ static void decoder_run(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop
     int B = a->B, S = a->S, T = a->T, D = c->d_model, H = c->num_heads, V = c->vocab_size;
     int Ld = c->num_decoder_layers, Nd = B * T;
     float p = c->dropout_rate;
-    embed_forward(Nd, D, a->dec_ids, m->shared->w, a->ds[0].x);
-    if (lb_drop_on(drop, p)) lb_dropout_apply_par(a->pool, a->ds[0].x, (size_t)Nd * D, drop, site_of(1, 0, SITE_EMBED), p);
-    fill_bias(m->dec_rel, H, T, T, 0, c->relative_attention_num_buckets,
-              c->relative_attention_max_distance, a->bkt_dec, a->bias_dec);
+    LB_PROF(PROF_EMBED, embed_forward(Nd, D, a->dec_ids, m->shared->w, a->ds[0].x));
+    if (lb_drop_on(drop, p)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->ds[0].x, (size_t)Nd * D, drop, site_of(1, 0, SITE_EMBED), p));
+    LB_PROF(PROF_EMBED, fill_bias(m->dec_rel, H, T, T, 0, c->relative_attention_num_buckets,
+              c->relative_attention_max_distance, a->bkt_dec, a->bias_dec));
     for (int l = 0; l < Ld; l++) {
         attn_shape_t sh = {B, H, c->d_kv, T, T, a->bias_dec, NULL, 1, p, site_of(1, l, SITE_SELF_P)};
         attn_forward(m, &m->dec[l].self, &a->ds[l], a, &sh, NULL, a->dc[l].x, drop, site_of(1, l, SITE_SELF_RES));
@@ -327,15 +328,16 @@ static void decoder_run(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop
         ff_forward(m, &m->dec[l].ff, &a->df[l], a, Nd, l + 1 < Ld ? a->ds[l + 1].x : a->dec_xf, drop,
                    site_of(1, l, SITE_FF_IN), site_of(1, l, SITE_FF_RES));
     }
-    rms_forward_p(a->pool, Nd, D, a->dec_xf, m->dec_ln->w, c->layer_norm_epsilon, a->dec_invf, a->dec_hs);
-    if (lb_drop_on(drop, p)) lb_dropout_apply_par(a->pool, a->dec_hs, (size_t)Nd * D, drop, site_of(1, 0, SITE_FINAL), p);
+    LB_PROF(PROF_NORM, rms_forward_p(a->pool, Nd, D, a->dec_xf, m->dec_ln->w, c->layer_norm_epsilon, a->dec_invf, a->dec_hs));
+    if (lb_drop_on(drop, p)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->dec_hs, (size_t)Nd * D, drop, site_of(1, 0, SITE_FINAL), p));
     if (c->scale_decoder_outputs) {
         lb_real sc = (lb_real)(1.0 / sqrt((double)D));
         for (size_t i = 0; i < (size_t)Nd * D; i++) a->dec_hs[i] *= sc;
     }
-    linear_forward_pool(m->head, a->pool, Nd, a->dec_hs, NULL, a->logits, a->head_xa, a->lin_tmp, drop, site_lora(m->head));
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(m->head, a->pool, Nd, a->dec_hs, NULL, a->logits, a->head_xa, a->lin_tmp, drop, site_lora(m->head)));
     a->flops_fwd += linear_forward_flops(m->head, Nd);
-    double sum = xent_forward_p(a->pool, Nd, V, a->logits, a->labels, &a->n_tok, a->row_loss);
+    double sum;
+    LB_PROF(PROF_XENT, sum = xent_forward_p(a->pool, Nd, V, a->logits, a->labels, &a->n_tok, a->row_loss));
     a->loss = a->n_tok ? (float)(sum / a->n_tok) : 0.0f;
     if (loss) *loss = a->loss;
 }
@@ -406,9 +408,9 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
     }
     int dec_any = any || m->dec_ln->g;
     // head: dlogits in place, dW, and dhs when the decoder below needs it
-    xent_backward_p(a->pool, Nd, V, a->logits, a->labels, a->n_tok ? (lb_real)(loss_scale / a->n_tok) : 0);
-    linear_backward_pool(m->head, a->pool, Nd, a->dec_hs, a->head_xa, a->logits, dec_any ? a->dhs : NULL, 0,
-                    a->lin_tmp, drop, site_lora(m->head));
+    LB_PROF(PROF_XENT, xent_backward_p(a->pool, Nd, V, a->logits, a->labels, a->n_tok ? (lb_real)(loss_scale / a->n_tok) : 0));
+    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(m->head, a->pool, Nd, a->dec_hs, a->head_xa, a->logits, dec_any ? a->dhs : NULL, 0,
+                    a->lin_tmp, drop, site_lora(m->head)));
     a->flops_bwd += linear_backward_flops(m->head, Nd, dec_any);
     if (!dec_any) goto done;
     // decoder final norm (scale, dropout)
@@ -416,10 +418,10 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
         lb_real sc = (lb_real)(1.0 / sqrt((double)D));
         for (size_t i = 0; i < (size_t)Nd * D; i++) a->dhs[i] *= sc;
     }
-    if (lb_drop_on(drop, p)) lb_dropout_apply_par(a->pool, a->dhs, (size_t)Nd * D, drop, site_of(1, 0, SITE_FINAL), p);
+    if (lb_drop_on(drop, p)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->dhs, (size_t)Nd * D, drop, site_of(1, 0, SITE_FINAL), p));
     memset(a->dres, 0, sizeof(lb_real) * (size_t)Nd * D);
-    rms_backward_p(a->pool, Nd, D, a->dec_xf, m->dec_ln->w, a->dec_invf, a->dhs, m->dec_ln->g,
-                 dec_below[np] ? a->dres : NULL);
+    LB_PROF(PROF_NORM, rms_backward_p(a->pool, Nd, D, a->dec_xf, m->dec_ln->w, a->dec_invf, a->dhs, m->dec_ln->g,
+                 dec_below[np] ? a->dres : NULL));
     if (!dec_below[np]) goto done;
     if (enc_any) memset(a->dE, 0, sizeof(lb_real) * (size_t)Ne * D);
     if (m->dec_rel->g) memset(a->dbias_dec, 0, sizeof(lb_real) * (size_t)H * T * T);
@@ -438,10 +440,10 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
                       site_of(1, l, SITE_SELF_RES));
         if (!dec_below[1 + 3 * l]) break;
     }
-    if (m->dec_rel->g) bias_backward(m->dec_rel, H, T, T, a->bkt_dec, a->dbias_dec);
+    if (m->dec_rel->g) LB_PROF(PROF_EMBED, bias_backward(m->dec_rel, H, T, T, a->bkt_dec, a->dbias_dec));
     if (shared_t) {
-        if (lb_drop_on(drop, p)) lb_dropout_apply_par(a->pool, a->dres, (size_t)Nd * D, drop, site_of(1, 0, SITE_EMBED), p);
-        embed_backward(Nd, D, a->dec_ids, a->dres, m->shared->g);
+        if (lb_drop_on(drop, p)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->dres, (size_t)Nd * D, drop, site_of(1, 0, SITE_EMBED), p));
+        LB_PROF(PROF_EMBED, embed_backward(Nd, D, a->dec_ids, a->dres, m->shared->g));
     }
     if (!enc_any) goto done;
     // encoder: from dE through the final norm and down the blocks
@@ -456,10 +458,10 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
             e |= ff_trainable(&m->enc[l].ff);
         }
         enc_below[1 + 2 * Le] = e;
-        if (lb_drop_on(drop, p)) lb_dropout_apply_par(a->pool, a->dE, (size_t)Ne * D, drop, site_of(0, 0, SITE_FINAL), p);
+        if (lb_drop_on(drop, p)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->dE, (size_t)Ne * D, drop, site_of(0, 0, SITE_FINAL), p));
         memset(a->dres_enc, 0, sizeof(lb_real) * (size_t)Ne * D);
-        rms_backward_p(a->pool, Ne, D, a->enc_xf, m->enc_ln->w, a->enc_invf, a->dE, m->enc_ln->g,
-                     enc_below[1 + 2 * Le] ? a->dres_enc : NULL);
+        LB_PROF(PROF_NORM, rms_backward_p(a->pool, Ne, D, a->enc_xf, m->enc_ln->w, a->enc_invf, a->dE, m->enc_ln->g,
+                     enc_below[1 + 2 * Le] ? a->dres_enc : NULL));
         if (m->enc_rel->g) memset(a->dbias_enc, 0, sizeof(lb_real) * (size_t)H * S * S);
         for (int l = Le - 1; l >= 0 && enc_below[1 + 2 * Le]; l--) {
             a->enc_bwd++;
@@ -472,10 +474,10 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
                           site_of(0, l, SITE_SELF_RES));
             if (!enc_below[1 + 2 * l]) break;
         }
-        if (m->enc_rel->g) bias_backward(m->enc_rel, H, S, S, a->bkt_enc, a->dbias_enc);
+        if (m->enc_rel->g) LB_PROF(PROF_EMBED, bias_backward(m->enc_rel, H, S, S, a->bkt_enc, a->dbias_enc));
         if (shared_t) {
-            if (lb_drop_on(drop, p)) lb_dropout_apply_par(a->pool, a->dres_enc, (size_t)Ne * D, drop, site_of(0, 0, SITE_EMBED), p);
-            embed_backward(Ne, D, a->enc_ids, a->dres_enc, m->shared->g);
+            if (lb_drop_on(drop, p)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->dres_enc, (size_t)Ne * D, drop, site_of(0, 0, SITE_EMBED), p));
+            LB_PROF(PROF_EMBED, embed_backward(Ne, D, a->enc_ids, a->dres_enc, m->shared->g));
         }
         free(enc_below);
     }

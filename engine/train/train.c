@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lora_t5.h"
+#include "prof.h"
 
 void train_opts_default(train_opts_t *o) {
     memset(o, 0, sizeof *o);
@@ -159,7 +160,7 @@ int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_
         for (int i = 0; i < b.B * b.S; i++) r->tokens += b.attention_mask[i] != 0;
         for (int i = 0; i < b.B * b.T; i++) r->tokens += b.labels[i] != -100;
     }
-    r->grad_norm = sqrt(optim_sum_sq(t->tp->grads, t->tp->n));
+    LB_PROF(PROF_OPTIM, r->grad_norm = sqrt(optim_sum_sq(t->tp->grads, t->tp->n)));
     if (!isfinite(r->grad_norm))
         return lb_err_set(err, LB_ENAN, "the gradient became NaN or infinite at step %ld", t->step + 1);
     r->loss = (float)(sum / n_micro);
@@ -169,10 +170,12 @@ int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_
 }
 
 void train_apply(train_t *t, train_result_t *r) {
+    double t0 = lb_prof_enabled ? lb_prof_clock() : 0;
     if (t->o.max_grad_norm > 0) optim_clip(t->tp->grads, t->tp->n, r->grad_norm, t->o.max_grad_norm);
     r->lr = optim_lr_at(t->o.schedule, t->o.lr, t->step, t->o.warmup_steps, t->o.total_steps);
     adamw_step(&t->opt, t->tp->params, t->tp->grads, r->lr, t->tp->ranges, t->tp->n_ranges);
     if (!t->tp->has_lora) t5_bf16_refresh(t->m);  // full/partial: the bf16 copies follow the master values
+    if (lb_prof_enabled) lb_prof_add(PROF_OPTIM, lb_prof_clock() - t0);
     r->step = ++t->step;
 }
 

@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "linear.h"
+#include "prof.h"
 #include "lora.h"
 #include "t5.h"
 #include "t5_init.h"
@@ -30,7 +31,7 @@ static void usage(FILE *f) {
             "                       [--stack both|encoder|decoder] [--batch B] [--src S] [--tgt T]\n"
             "                       [--steps N] [--warmup W] [--threads N] [--no-dropout]\n"
             "                       [--save DIR: write the random checkpoint of the shape and stop]\n"
-            "                       [--cached-encoder] [--bf16-weights] [--precision auto|fp32|bf16] [--json]\n"
+            "                       [--cached-encoder] [--bf16-weights] [--precision auto|fp32|bf16] [--profile] [--json]\n"
             "       lorabench bench --table [--threads N] [--steps N] [--bf16-weights] [--precision P]\n\n"
             "Runs W warm-up steps (default 1) and N timed steps (default 3) of one configuration\n"
             "on random weights of the named shape (or the checkpoint in DIR) and prints:\n"
@@ -63,6 +64,10 @@ static void usage(FILE *f) {
             "packed once in bf16, products with fp32 accumulation on AMX; a full fine-tune keeps fp32\n"
             "master weights and packs them after every step) or auto (bf16 where the CPU has AMX\n"
             "bf16, else fp32; the default, as for runs). --json names the precision and kernel used.\n"
+            "--profile adds where a step's time went: the products of the linear layers (forward,\n"
+            "backward), attention (scores, softmax, P·v and their backward), norms, activations,\n"
+            "dropout and residual adds, cross-entropy, embedding, and the optimizer (with --json, a\n"
+            "second JSON line).\n"
             "--table prints forward / LoRA r=8 q,v / LoRA r=8 all linear / full\n"
             "for FLAN-T5-small, batch 8, source 256, target 64 (what `make bench` runs).\n");
 }
@@ -82,7 +87,7 @@ static const char *BASE_JSON =
 
 typedef struct {
     const char *shape, *method, *targets, *stack, *save;
-    int rank, top_blocks, B, S, T, steps, warmup, threads, dropout, cached, json, bf16;
+    int rank, top_blocks, B, S, T, steps, warmup, threads, dropout, cached, json, bf16, profile;
     t5_precision_t precision;
 } bench_opts_t;
 
@@ -95,6 +100,8 @@ typedef struct {
     float loss;
     t5_precision_t precision;  // what the run used
     const char *kernel;        // the kernel path of its products
+    double prof[PROF_N];       // --profile: seconds per timed step in each kind of work
+    double s_mean;             // --profile: mean seconds per timed step (the profile's total)
 } bench_res_t;
 
 static int fail(const char *msg) {
@@ -288,6 +295,10 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
     int total = o->warmup + o->steps;
     times = xcalloc((size_t)total, sizeof(double));
     for (int s = 0; s < total; s++) {
+        if (o->profile && s == o->warmup) {
+            lb_prof_enable(1);
+            lb_prof_reset();
+        }
         double t0 = lb_now();
         train_result_t res;
         int e = method_none ? t5_forward(&m, a, &bf.b, NULL, &r->loss, &err) : train_step(&tr, &feed, &res, &err);
@@ -295,6 +306,10 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
         if (!method_none) r->loss = res.loss;
         times[s] = lb_now() - t0;
     }
+    lb_prof_enable(0);
+    r->s_mean = 0;
+    for (int s = o->warmup; s < total; s++) r->s_mean += times[s] / o->steps;
+    for (int k = 0; k < PROF_N; k++) r->prof[k] = lb_prof_get((lb_prof_kind_t)k) / o->steps;
     r->fwd_gflop = t5_acts_flops(a, 0) / 1e9;
     r->bwd_gflop = method_none ? 0 : t5_acts_flops(a, 1) / 1e9;
     qsort(times + o->warmup, (size_t)o->steps, sizeof(double), cmp_d);
@@ -343,6 +358,27 @@ static void print_json(const bench_opts_t *o, const bench_res_t *r) {
            o->threads, o->steps, r->s_step, r->tok_s, r->gflop, r->fwd_gflop, r->bwd_gflop, r->gflops,
            r->peak, r->ratio, r->rss_mb, o->bf16 ? "bf16" : "fp32", r->weight_mb, r->bf16_mb, r->trainable,
            (double)r->loss, t5_precision_name(r->precision), r->kernel);
+    if (o->profile) {  // one more line: where the time of a step went
+        printf("{\"profile_s_per_step\":%.4f", r->s_mean);
+        double sum = 0;
+        for (int k = 0; k < PROF_N; k++) {
+            printf(",\"%s\":%.4f", lb_prof_name((lb_prof_kind_t)k), r->prof[k]);
+            sum += r->prof[k];
+        }
+        printf(",\"other\":%.4f}\n", r->s_mean - sum);
+    }
+}
+
+// --profile: where the time of a step went, by kind of work (lb_prof kinds).
+static void print_profile(const bench_res_t *r) {
+    printf("where a step's %.3f s went (mean of the timed steps):\n", r->s_mean);
+    double sum = 0;
+    for (int k = 0; k < PROF_N; k++) {
+        sum += r->prof[k];
+        if (r->prof[k] > 0)
+            printf("  %-18s %8.4f s %5.1f%%\n", lb_prof_name((lb_prof_kind_t)k), r->prof[k], 100 * r->prof[k] / r->s_mean);
+    }
+    printf("  %-18s %8.4f s %5.1f%%\n", "other", r->s_mean - sum, 100 * (r->s_mean - sum) / r->s_mean);
 }
 
 static void print_header(void) {
@@ -427,7 +463,7 @@ static int run_table(const bench_opts_t *o) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", NULL, 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0, 0,
+    bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", NULL, 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0, 0, 0,
                       T5_PRECISION_AUTO};
     int table = 0;
     for (int i = 1; i < argc; i++) {
@@ -445,6 +481,8 @@ int cmd_bench(int argc, char **argv) {
             o.cached = 1;
         } else if (!strcmp(a, "--bf16-weights")) {
             o.bf16 = 1;
+        } else if (!strcmp(a, "--profile")) {
+            o.profile = 1;
         } else if (!strcmp(a, "--shape") || !strcmp(a, "--method") || !strcmp(a, "--targets") ||
                    !strcmp(a, "--stack") || !strcmp(a, "--save") || !strcmp(a, "--precision")) {
             if (!v) {
@@ -517,6 +555,7 @@ int cmd_bench(int argc, char **argv) {
                    r.weight_mb, r.bf16_mb, 2 * r.bf16_mb);
         else
             printf("weights %.0f MB, all fp32\n", r.weight_mb);
+        if (o.profile) print_profile(&r);
     }
     return 0;
 }
