@@ -1,6 +1,8 @@
 // AdamW against hand-computed torch.optim.AdamW steps, LoRA+ ranges, clipping by global
 // norm and the transformers learning-rate schedules.
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "harness.h"
 #include "optim.h"
@@ -59,6 +61,60 @@ static void test_clip_global_norm(void) {
     EXPECT(c[0] == 0.5f);
 }
 
+// The update written out once more, element by element in fp32 (torch's order of
+// operations), as the reference for the pooled and vectorized loops.
+static void adamw_reference(float *p, const float *g, float *m, float *v, size_t n, long t, float lr,
+                            float wd) {
+    float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+    float bc2s = (float)sqrt(bc2), step = (float)(lr / bc1), decay = 1.0f - lr * wd;
+    for (size_t i = 0; i < n; i++) {
+        float pi = p[i] * decay;
+        m[i] = m[i] + (1.0f - b1) * (g[i] - m[i]);
+        v[i] = v[i] * b2 + (1.0f - b2) * g[i] * g[i];
+        float denom = sqrtf(v[i]) / bc2s + eps;
+        p[i] = pi - step * (m[i] / denom);
+    }
+}
+
+static void test_adamw_large_block_bit_exact_any_threads(void) {
+    // 100,003 values (an odd tail after the 16-wide and per-chunk splits): the library's
+    // update equals the element-by-element reference exactly, on 1 and on 2 threads, and
+    // the global norm is the same sum on both
+    size_t n = 100003;
+    float *g = malloc(n * sizeof *g), *p0 = malloc(n * sizeof *p0), *pr = malloc(n * sizeof *pr);
+    float *mr = calloc(n, sizeof *mr), *vr = calloc(n, sizeof *vr);
+    uint64_t st = 7;
+    for (size_t i = 0; i < n; i++) {
+        g[i] = (float)lb_rng_normal(&st) * 1e-2f;
+        p0[i] = (float)lb_rng_normal(&st);
+    }
+    memcpy(pr, p0, n * sizeof *pr);
+    for (long t = 1; t <= 3; t++) adamw_reference(pr, g, mr, vr, n, t, 1e-3f, 0.01f);
+    double norms[2];
+    for (int th = 1; th <= 2; th++) {
+        lb_set_threads(th);
+        float *p = malloc(n * sizeof *p);
+        memcpy(p, p0, n * sizeof *p);
+        adamw_t o;
+        adamw_init(&o, n, 0.9f, 0.999f, 1e-8f, 0.01f);
+        for (int t = 0; t < 3; t++) adamw_step(&o, p, g, 1e-3f, NULL, 0);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += memcmp(&p[i], &pr[i], 4) != 0 || memcmp(&o.m[i], &mr[i], 4) != 0 ||
+                                              memcmp(&o.v[i], &vr[i], 4) != 0;
+        EXPECTF(bad == 0, "%d thread(s): %zu of %zu values differ from the reference", th, bad, n);
+        norms[th - 1] = optim_sum_sq(g, n);
+        adamw_free(&o);
+        free(p);
+    }
+    EXPECTF(norms[0] == norms[1], "Σ g² %.17g on 1 thread, %.17g on 2", norms[0], norms[1]);
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    EXPECTF(fabs(norms[0] - s) <= 1e-12 * s, "Σ g² %.17g, plain sum %.17g", norms[0], s);
+    lb_set_threads(0);
+    free(g); free(p0); free(pr); free(mr); free(vr);
+}
+
 static void test_schedules(void) {
     // warmup 10 of 110: 0 at the first step, peak at step 10, then down to 0 at 110
     EXPECT(optim_lr_at(SCHED_LINEAR, 1.0f, 0, 10, 110) == 0.0f);
@@ -77,6 +133,7 @@ int main(void) {
     RUN(test_adamw_first_step_is_sign_times_lr);
     RUN(test_adamw_ranges_lora_plus);
     RUN(test_clip_global_norm);
+    RUN(test_adamw_large_block_bit_exact_any_threads);
     RUN(test_schedules);
     TH_DONE();
 }
