@@ -117,8 +117,14 @@ int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t
     char *json = spec_to_json(spec, 0);
     char targets[128] = "";
     if (spec->method == SPEC_METHOD_LORA) spec_targets_string(spec->lora.targets, targets, sizeof targets);
+    // A name already in the workspace gets a number ("lora-r8-qv (2)"): two runs that
+    // read the same in a list or a legend cannot be told apart.
+    char name[300];
+    snprintf(name, sizeof name, "%s", spec->name);
+    for (int k = 2; store_run_name_taken(st, name) && k < 100000; k++)
+        store_name_numbered(spec->name, k, name, sizeof name);
     store_run_new_t r = {
-        .name = spec->name,
+        .name = name,
         .spec = json,
         .method = spec_method_name(spec->method),
         .base_model = spec->base_model,

@@ -41,7 +41,8 @@ typedef struct {
 } runner_opts_t;
 
 // Validates spec and records a new queued run; *id gets its id. Paths in the spec must
-// already be resolved (spec_load_file does it).
+// already be resolved (spec_load_file does it). A name that a stored run already has is
+// numbered: "lora-r8-qv (2)", "(3)", ...
 int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t *id,
                       lb_err_t *err);
 
