@@ -279,6 +279,15 @@ static int checkpoint_write(session_t *s, lb_err_t *err) {
     return st_write(path, ts, 3, meta, err);
 }
 
+// A done run cannot be resumed, so its checkpoint (the trainable values and two optimizer
+// moments: three times a full fine-tune's model) has nothing left to do. Until the status
+// says done it stays: a worker killed while saving or evaluating resumes from it.
+static void checkpoint_remove(const session_t *s) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", s->run_dir);
+    unlink(path);
+}
+
 static long meta_long(const char *json, const char *key) {
     char pat[64];
     snprintf(pat, sizeof pat, "\"%s\":\"", key);
@@ -682,6 +691,7 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
     }
     if (!s.span && run_eval(&s, st, id, o, 1, err)) goto fail;  // pretraining has no summaries to score
     store_run_set_status(st, id, STORE_STATUS_DONE, NULL, &e2);
+    checkpoint_remove(&s);
 done:
     store_run_clear(&run);
     session_free(&s);

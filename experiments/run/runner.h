@@ -3,7 +3,8 @@
 // `train --detach` start workers with posix_spawn.
 //
 // A run's folder (runs/<id>/) holds: adapter/ (PEFT files) or model/ (a full fine-tune),
-// checkpoint/ (trainable weights, optimizer moments, position; rewritten atomically) and
+// checkpoint.safetensors (trainable weights, optimizer moments, position; rewritten
+// atomically; removed once the run is done, as only resumable work needs it) and
 // worker.log. Metrics go to the store in batches; the heartbeat proves the worker alive.
 #ifndef LB_RUNNER_H
 #define LB_RUNNER_H
