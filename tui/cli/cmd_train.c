@@ -152,7 +152,7 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
     }
     char *wsdir;
     store_t *st;
-    if (cli_open_store(ws, &wsdir, &st)) {
+    if (cli_create_store(ws, &wsdir, &st)) {
         spec_free(&spec);
         return 1;
     }
@@ -314,11 +314,30 @@ int cmd_cancel(int argc, char **argv) {
     return rc;
 }
 
+// The sweep's results, one row per run (what `export --what sweep --format md` writes as
+// Markdown).
+static void print_sweep_table(store_t *st, int64_t sweep_id) {
+    char filter[64];
+    snprintf(filter, sizeof filter, "sweep=%lld", (long long)sweep_id);
+    store_run_t *runs;
+    size_t n;
+    lb_err_t err = {0};
+    if (store_runs_list(st, "id", 0, filter, &runs, &n, &err)) return;
+    printf("\nsweep %lld: %zu runs (ROUGE-1 with its 95%% bootstrap interval; "
+           "lorabench export --what sweep --sweep %lld --format md writes this as Markdown)\n",
+           (long long)sweep_id, n, (long long)sweep_id);
+    cli_results_table(stdout, st, runs, n, 0);
+    store_runs_free(runs, n);
+}
+
 // Runs the sweep's specs: records every run as queued, then executes them as worker
 // processes, `parallel` at a time (detach: start them all in the background instead).
 static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n, const char *name,
                            const char *base_json, int parallel, int detach, int json) {
     lb_err_t err = {0};
+    // Each finished run's line shows up at once, also when stdout is a file or a pipe
+    // (sweep > log), not at exit.
+    setvbuf(stdout, NULL, _IOLBF, 0);
     int64_t sweep_id;
     if (store_sweep_create(st, name ? name : "sweep", base_json, &sweep_id, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
@@ -386,6 +405,7 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
     }
     free(pids);
     free(ids);
+    if (!json) print_sweep_table(st, sweep_id);
     return failed ? 1 : 0;
 }
 
@@ -427,7 +447,7 @@ int cmd_sweep(int argc, char **argv) {
     char *wsdir;
     store_t *st;
     int rc = 1;
-    if (!cli_open_store(ws, &wsdir, &st)) {
+    if (!cli_create_store(ws, &wsdir, &st)) {
         char *base = spec_to_json(&spec, 0);
         rc = run_sweep_specs(wsdir, st, specs, n, spec.name, base, parallel, detach, json);
         free(base);
