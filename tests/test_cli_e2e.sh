@@ -228,6 +228,8 @@ check "zero-shot is named without a learning rate; trained runs keep theirs" \
     'grep -q "^run 1 demo-zero-shot: done" "$T/out9" && grep -q "^run 2 demo-lora-lr0.003: done" "$T/out9" && grep -q "^run 3 demo-full-lr0.001: done" "$T/out9"'
 check "the sweep ends with its results table (3 rows, ROUGE-1 intervals)" \
     'grep -q "ROUGE-1 \[95% interval\]" "$T/out9" && [ "$(grep -cE "^ *[123]  demo-.* \[[0-9.]+, [0-9.]+\]" "$T/out9")" -eq 3 ]'
+check "the sweep's zero-shot run is the pinned baseline" \
+    '"$B" runs --json --workspace "$W9" | grep -q "{\"id\":1,\"name\":\"demo-zero-shot\".*\"pinned\":true.*\"id\":2"'
 check "a done run keeps no checkpoint (its adapter or model stays)" \
     '[ ! -e "$W9/runs/2/checkpoint.safetensors" ] && [ ! -e "$W9/runs/3/checkpoint.safetensors" ] && [ -d "$W9/runs/2/adapter" ] && [ -f "$W9/runs/3/model/model.safetensors" ]'
 "$B" export --what runs --format csv --workspace "$W9" > "$T/runs9.csv"

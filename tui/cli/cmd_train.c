@@ -351,6 +351,13 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
             return 1;
         }
     }
+    // A sweep's zero-shot run is the reference its other runs are read against: pinned as
+    // the baseline (compare's Δ, the workbench's reference line).
+    int64_t zero_shot = 0;
+    int n_zero_shot = 0;
+    for (size_t i = 0; i < n; i++)
+        if (specs[i].method == SPEC_METHOD_NONE) zero_shot = ids[i], n_zero_shot++;
+    if (n_zero_shot == 1 && n > 1) store_run_set_pinned(st, zero_shot, 1, &err);
     fprintf(stderr, "sweep %lld: %zu runs queued\n", (long long)sweep_id, n);
     if (detach) {
         // One background process works through the queue so detach returns at once.
@@ -416,7 +423,9 @@ int cmd_sweep(int argc, char **argv) {
         if (cli_is_help(argv[i])) {
             printf("usage: lorabench sweep SPEC.json [--parallel N] [--detach] [--json] [--workspace DIR]\n\n"
                    "Expands the spec's \"grid\" (e.g. {\"lora.r\": [4, 8, 16]}) into queued runs and executes\n"
-                   "them one after another, or N at a time with --parallel.\n");
+                   "them one after another, or N at a time with --parallel. A grid with one zero-shot point\n"
+                   "(method none) pins that run as the baseline. Each run's line is printed as it finishes,\n"
+                   "then the sweep's results table (export --what sweep --format md writes it as Markdown).\n");
             return 0;
         } else if (!strcmp(argv[i], "--parallel") && i + 1 < argc) parallel = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--detach")) detach = 1;
