@@ -275,4 +275,9 @@ check "show with a mistyped workspace is refused and creates nothing" \
 check "runs with a mistyped workspace is refused" '[ $rc -ne 0 ] && [ ! -e "$T/no-such-ws" ]'
 check "tokenize --tokenizer takes a model folder as data does" \
     '[ "$(echo "\"hello world\"" | "$B" tokenize --tokenizer "$M")" = "$(echo "\"hello world\"" | "$B" tokenize --tokenizer "$M/tokenizer.json")" ]'
+# a temporary spec (the workbench writes runs/ui-spec-*.json) is removed once read
+cp "$T/demo.json" "$T/ui-spec-test.json"
+"$B" train "$T/ui-spec-test.json" --delete-spec --workspace "$W9" > "$T/out9c" 2>&1; rc=$?
+check "train --delete-spec removes the spec file once read, and the run is done" \
+    '[ $rc -eq 0 ] && [ ! -e "$T/ui-spec-test.json" ] && grep -q ": done" "$T/out9c"'
 echo "$pass passed, $fail failed"

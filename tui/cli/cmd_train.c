@@ -110,7 +110,7 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
 
 static int train_or_pretrain(int argc, char **argv, int pretrain) {
     const char *ws = NULL, *spec_path = NULL;
-    int detach = 0, json = 0;
+    int detach = 0, json = 0, delete_spec = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i]) && pretrain) {
             printf("usage: lorabench pretrain SPEC.json [--detach] [--json] [--workspace DIR]\n\n"
@@ -121,15 +121,17 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
                    "for any run; the result is runs/<id>/model/, a Hugging Face model folder.\n");
             return 0;
         } else if (cli_is_help(argv[i])) {
-            printf("usage: lorabench train SPEC.json [--detach] [--json] [--workspace DIR]\n\n"
+            printf("usage: lorabench train SPEC.json [--detach] [--json] [--delete-spec] [--workspace DIR]\n\n"
                    "Records a run from SPEC (see README: spec format) and trains it. In the foreground a\n"
                    "progress line shows step/total, loss, tokens/s and ETA; Ctrl-C stops after the step,\n"
                    "writes a checkpoint and marks the run cancelled (resume continues it). --detach\n"
                    "starts a worker process, prints the run id and returns at once. A spec with a\n"
-                   "\"grid\" runs as a sweep.\n");
+                   "\"grid\" runs as a sweep. --delete-spec removes SPEC.json once it is read (a temporary\n"
+                   "file, as the workbench writes; the run keeps its spec in the workspace).\n");
             return 0;
         } else if (!strcmp(argv[i], "--detach")) detach = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--delete-spec")) delete_spec = 1;
         else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
         else if (argv[i][0] == '-') {
             fprintf(stderr, "lorabench train: unknown option %s; see --help\n", argv[i]);
@@ -142,7 +144,9 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
     }
     spec_t spec;
     lb_err_t err = {0};
-    if (spec_load_file(spec_path, &spec, &err)) {
+    int load_rc = spec_load_file(spec_path, &spec, &err);
+    if (delete_spec) unlink(spec_path);  // read (or found wrong): the file has done its work
+    if (load_rc) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
         return 1;
     }
@@ -418,18 +422,20 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
 
 int cmd_sweep(int argc, char **argv) {
     const char *ws = NULL, *path = NULL;
-    int parallel = 1, detach = 0, json = 0;
+    int parallel = 1, detach = 0, json = 0, delete_spec = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: lorabench sweep SPEC.json [--parallel N] [--detach] [--json] [--workspace DIR]\n\n"
+            printf("usage: lorabench sweep SPEC.json [--parallel N] [--detach] [--json] [--delete-spec] [--workspace DIR]\n\n"
                    "Expands the spec's \"grid\" (e.g. {\"lora.r\": [4, 8, 16]}) into queued runs and executes\n"
                    "them one after another, or N at a time with --parallel. A grid with one zero-shot point\n"
                    "(method none) pins that run as the baseline. Each run's line is printed as it finishes,\n"
-                   "then the sweep's results table (export --what sweep --format md writes it as Markdown).\n");
+                   "then the sweep's results table (export --what sweep --format md writes it as Markdown).\n"
+                   "--delete-spec removes SPEC.json once it is read, as train's does.\n");
             return 0;
         } else if (!strcmp(argv[i], "--parallel") && i + 1 < argc) parallel = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--detach")) detach = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--delete-spec")) delete_spec = 1;
         else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
         else if (argv[i][0] == '-') {
             fprintf(stderr, "lorabench sweep: unknown option %s; see --help\n", argv[i]);
@@ -442,7 +448,9 @@ int cmd_sweep(int argc, char **argv) {
     }
     spec_t spec;
     lb_err_t err = {0};
-    if (spec_load_file(path, &spec, &err)) {
+    int load_rc = spec_load_file(path, &spec, &err);
+    if (delete_spec) unlink(path);
+    if (load_rc) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
         return 1;
     }
