@@ -275,6 +275,9 @@ check "show with a mistyped workspace is refused and creates nothing" \
 check "runs with a mistyped workspace is refused" '[ $rc -ne 0 ] && [ ! -e "$T/no-such-ws" ]'
 check "tokenize --tokenizer takes a model folder as data does" \
     '[ "$(echo "\"hello world\"" | "$B" tokenize --tokenizer "$M")" = "$(echo "\"hello world\"" | "$B" tokenize --tokenizer "$M/tokenizer.json")" ]'
+sed 's/"method": "lora"/"method": "none"/' "$T/demo.json" > "$T/zs.json"
+"$B" train "$T/zs.json" --json --workspace "$W9" > "$T/zs9.json" 2> /dev/null
+check "train --json: zero-shot's loss is null, not -1" 'grep -q "\"status\":\"done\",\"loss\":null,\"rouge1\":0" "$T/zs9.json"'
 # a temporary spec (the workbench writes runs/ui-spec-*.json) is removed once read
 cp "$T/demo.json" "$T/ui-spec-test.json"
 "$B" train "$T/ui-spec-test.json" --delete-spec --workspace "$W9" > "$T/out9c" 2>&1; rc=$?

@@ -67,9 +67,15 @@ static void print_run_result(store_t *st, int64_t id, int json) {
     if (json) {
         printf("{\"id\":%lld,\"name\":", (long long)id);
         cli_json_string(stdout, r.name);
-        printf(",\"status\":\"%s\",\"loss\":%s%.6g%s,\"rouge1\":%.6g,\"rouge2\":%.6g,\"rougeL\":%.6g}\n", r.status,
-               "", isnan(r.final_loss) ? -1.0 : r.final_loss, "", isnan(r.rouge1) ? -1.0 : r.rouge1,
-               isnan(r.rouge2) ? -1.0 : r.rouge2, isnan(r.rougeL) ? -1.0 : r.rougeL);
+        printf(",\"status\":\"%s\"", r.status);
+        // a value the run does not have (zero-shot's loss, a failed run's ROUGE) is null
+        const char *keys[] = {"loss", "rouge1", "rouge2", "rougeL"};
+        const double vals[] = {r.final_loss, r.rouge1, r.rouge2, r.rougeL};
+        for (int k = 0; k < 4; k++) {
+            if (isnan(vals[k])) printf(",\"%s\":null", keys[k]);
+            else printf(",\"%s\":%.6g", keys[k], vals[k]);
+        }
+        printf("}\n");
     } else {
         printf("run %lld %s: %s", (long long)id, r.name, r.status);
         if (!isnan(r.final_loss)) printf("  loss %.4f", r.final_loss);
