@@ -38,6 +38,11 @@ typedef struct store store_t;
 // malloc'd path without a trailing slash.
 int store_workspace_resolve(const char *dir, char **out, lb_err_t *err);
 
+// The same folder as store_workspace_resolve, for commands that only read or change what
+// is there: fails (naming the folder and how to create one) when it has no lorabench.db,
+// and creates nothing, so a mistyped --workspace is not silently a new, empty one.
+int store_workspace_find(const char *dir, char **out, lb_err_t *err);
+
 // "<workspace>/lorabench.db", malloc'd.
 char *store_workspace_db_path(const char *workspace);
 
@@ -321,5 +326,38 @@ void store_artifacts_free(store_artifact_t *rows, size_t n);
 // Creates a sweep (a name and its base spec with the grid); *id gets its id.
 int store_sweep_create(store_t *st, const char *name, const char *spec, int64_t *id,
                        lb_err_t *err);
+
+// ---- formatting rows for people and files (store_format.c) ------------------------------
+// One home for how a run's row is written, so the command line and the workbench write the
+// same columns and show a missing value the same way: empty in CSV, null in JSON, "–" on
+// screen (never -1 or nan).
+
+// Fits s into width terminal columns (UTF-8, one column per code point). A longer s keeps
+// its start and its end joined by "…": the end is where the runs of a sweep differ
+// ("rank-sweep-r16" / "rank-sweep-r32"). Writes a NUL-terminated string into out (cap
+// bytes) and returns the columns it takes.
+int store_text_fit(const char *s, int width, char *out, size_t cap);
+
+// Terminal columns of UTF-8 text (code points; no wide characters are expected).
+int store_text_cols(const char *s);
+
+// The header of store_runs_csv, ending in a newline.
+const char *store_runs_csv_header(void);
+
+// The runs as CSV rows (no header): the columns of store_runs_csv_header; a value a run
+// does not have (no rank for a full fine-tune, no loss for zero-shot, no eval yet) is an
+// empty field. now (store_now()) is where a running run's duration ends. Returns malloc'd
+// text.
+char *store_runs_csv(const store_run_t *runs, size_t n, double now);
+
+// A run's duration in seconds: to now while it runs, else start to finish; NAN before it
+// started.
+double store_run_duration(const store_run_t *r, double now);
+
+// The derived name of the n-th run (n >= 2) that would share name: "NAME (n)".
+void store_name_numbered(const char *name, int n, char *out, size_t cap);
+
+// 1 when a run named name exists in the store (0 also when the lookup fails).
+int store_run_name_taken(store_t *st, const char *name);
 
 #endif

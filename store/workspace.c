@@ -45,7 +45,9 @@ static int make_dirs(const char *path, lb_err_t *err) {
     return 0;
 }
 
-int store_workspace_resolve(const char *dir, char **out, lb_err_t *err) {
+// The workspace's path (see store_workspace_resolve), without a trailing slash; nothing is
+// created.
+static int workspace_path(const char *dir, char **out, lb_err_t *err) {
     *out = NULL;
     char *ws;
     if (dir && *dir) {
@@ -66,6 +68,13 @@ int store_workspace_resolve(const char *dir, char **out, lb_err_t *err) {
     }
     size_t n = strlen(ws);
     while (n > 1 && ws[n - 1] == '/') ws[--n] = 0;
+    *out = ws;
+    return 0;
+}
+
+int store_workspace_resolve(const char *dir, char **out, lb_err_t *err) {
+    char *ws;
+    if (workspace_path(dir, &ws, err)) return -1;
     char *runs = join(ws, "runs");
     int rc = make_dirs(runs, err);
     free(runs);
@@ -78,6 +87,26 @@ int store_workspace_resolve(const char *dir, char **out, lb_err_t *err) {
 }
 
 char *store_workspace_db_path(const char *workspace) { return join(workspace, "lorabench.db"); }
+
+int store_workspace_find(const char *dir, char **out, lb_err_t *err) {
+    char *ws;
+    if (workspace_path(dir, &ws, err)) return -1;
+    char *db = store_workspace_db_path(ws);
+    struct stat sb;
+    int found = stat(db, &sb) == 0 && S_ISREG(sb.st_mode);
+    free(db);
+    if (!found) {
+        lb_err_set(err, LB_EIO,
+                   "no workspace at %s (it has no lorabench.db); check --workspace (or "
+                   "LORABENCH_HOME), or create one by starting a run there: lorabench train SPEC.json "
+                   "--workspace %s",
+                   ws, ws);
+        free(ws);
+        return -1;
+    }
+    *out = ws;
+    return 0;
+}
 
 static char *run_dir_path(const char *workspace, int64_t run_id) {
     size_t n = strlen(workspace) + 48;

@@ -207,4 +207,80 @@ wait "$sweep_pid"; rc=$?
 check "sweep with its binary deleted exits 0" '[ $rc -eq 0 ]'
 check "all three runs of that sweep are done" \
     '[ "$("$B" runs --json --workspace "$W8" | grep -o "\"status\":\"done\"" | wc -l)" -eq 3 ]'
+# 9. What a newcomer reads (issue 20): a sweep's lines arrive while it runs (stdout to a
+# file) and it ends with a results table; names say what differs; exports and show have no
+# -1/nan; compare takes 1,2,3 and prints plain values with intervals; a mistyped workspace
+# is refused, not created; a done run keeps no checkpoint.
+W9="$T/ws9"
+spec demo lora 4 ""
+sed -i 's/"threads": 1 }/"threads": 1, "grid": { "method+train.lr": [["none", 0.003], ["lora", 0.003], ["full", 0.001]] } }/' "$T/demo.json"
+LORABENCH_TEST_STEP_DELAY_MS=400 "$B" sweep "$T/demo.json" --workspace "$W9" > "$T/out9" 2> "$T/err9" &
+sweep_pid=$!
+early=0
+for _ in $(seq 200); do
+    kill -0 "$sweep_pid" 2>/dev/null || break
+    grep -q "^run 1 demo-zero-shot: done" "$T/out9" && { early=1; break; }
+    sleep 0.05
+done
+wait "$sweep_pid"
+check "sweep > file: the first run's line is there while the sweep still runs" '[ $early -eq 1 ]'
+check "zero-shot is named without a learning rate; trained runs keep theirs" \
+    'grep -q "^run 1 demo-zero-shot: done" "$T/out9" && grep -q "^run 2 demo-lora-lr0.003: done" "$T/out9" && grep -q "^run 3 demo-full-lr0.001: done" "$T/out9"'
+check "the sweep ends with its results table (3 rows, ROUGE-1 intervals)" \
+    'grep -q "ROUGE-1 \[95% interval\]" "$T/out9" && [ "$(grep -cE "^ *[123]  demo-.* \[[0-9.]+, [0-9.]+\]" "$T/out9")" -eq 3 ]'
+check "the sweep's zero-shot run is the pinned baseline" \
+    '"$B" runs --json --workspace "$W9" | grep -q "{\"id\":1,\"name\":\"demo-zero-shot\".*\"pinned\":true.*\"id\":2"'
+check "a done run keeps no checkpoint (its adapter or model stays)" \
+    '[ ! -e "$W9/runs/2/checkpoint.safetensors" ] && [ ! -e "$W9/runs/3/checkpoint.safetensors" ] && [ -d "$W9/runs/2/adapter" ] && [ -f "$W9/runs/3/model/model.safetensors" ]'
+"$B" export --what runs --format csv --workspace "$W9" > "$T/runs9.csv"
+check "export csv: no -1 or nan (zero-shot's missing values are empty)" \
+    '! grep -Eq "(^|,)(-1|nan|-nan)(,|$)" "$T/runs9.csv" && grep -q "^1,demo-zero-shot,done,none,,,," "$T/runs9.csv"'
+check "export csv: the workbench's columns (and rougeLsum)" \
+    '[ "$(head -1 "$T/runs9.csv")" = "id,name,status,method,r,alpha,targets,trainable,trainable_pct,steps,total_steps,loss,rouge1,rouge2,rougeL,rougeLsum,tokens_per_s,peak_rss_mb,duration_s,tags,notes" ]'
+"$B" export --what runs --format json --workspace "$W9" > "$T/runs9.json"
+check "export json: missing values are null" 'grep -q "\"r\":null,\"alpha\":null" "$T/runs9.json" && ! grep -q "nan" "$T/runs9.json"'
+"$B" show 1 --workspace "$W9" > "$T/show9"
+check "show of zero-shot has no nan" '! grep -qi "nan" "$T/show9" && grep -q "^  params" "$T/show9"'
+# a run that failed before it counted its parameters (a model folder without weights)
+mkdir -p "$T/noweights" && cp "$M/config.json" "$M/tokenizer.json" "$T/noweights/"
+sed "s|\"base_model\": \"[^\"]*\"|\"base_model\": \"$T/noweights\"|; s/, \"grid\": {.*} }$/ }/" "$T/demo.json" > "$T/noweights.json"
+"$B" train "$T/noweights.json" --workspace "$T/ws9b" > /dev/null 2>&1
+"$B" show 1 --workspace "$T/ws9b" > "$T/show9b"
+check "show of a run failed before counting has no nan, – instead" \
+    'grep -q "status   failed" "$T/show9b" && ! grep -qi "nan" "$T/show9b" && grep -q "^  params   – trainable of –" "$T/show9b"'
+"$B" compare 1,2,3 --workspace "$W9" > "$T/cmp9"; rc=$?
+check "compare 1,2,3 works as export --runs does" '[ $rc -eq 0 ] && grep -q "#3 demo-full-lr0.001" "$T/cmp9"'
+check "compare: plain values (no JSON quotes), whole names, integer tok/s" \
+    '! grep -q "\"" "$T/cmp9" && grep -Eq "^tokens/s +– +[0-9]+ +[0-9]+ *$" "$T/cmp9" && grep -Eq "^lora.targets +– +q,v +– *$" "$T/cmp9"'
+check "compare: zero-shot has no rank, ROUGE-1 has its interval" \
+    'grep -Eq "^lora.r +– +4 +– *$" "$T/cmp9" && grep -Eq "^ROUGE-1 +[0-9.]+ \[[0-9.]+, [0-9.]+\]" "$T/cmp9"'
+"$B" export --what sweep --format md --workspace "$W9" > "$T/sweep9.md"
+check "export --what sweep --format md: a Markdown table with intervals and time" \
+    'grep -q "^| id | run | status | method | r | targets | trainable | loss | ROUGE-1 \[95% interval\] | ROUGE-2 | ROUGE-L | time |$" "$T/sweep9.md" && [ "$(grep -c "^| [123] | demo-" "$T/sweep9.md")" -eq 3 ] && grep -q "^|---:|" "$T/sweep9.md"'
+# the same spec again: its name is numbered, not shared
+sed -i 's/, "grid": {.*} }$/ }/' "$T/demo.json"
+"$B" train "$T/demo.json" --workspace "$W9" > /dev/null 2>&1
+"$B" train "$T/demo.json" --workspace "$W9" > /dev/null 2>&1
+"$B" runs --workspace "$W9" > "$T/list9"
+check "a name already used gets a number" 'grep -Eq "^ *4  demo  " "$T/list9" && grep -Eq "^ *5  demo \(2\) " "$T/list9"'
+long=$(printf 'classroom-rank-sweep-with-a-long-name-r%s' 16)
+sed -i "s/\"name\": \"demo\"/\"name\": \"$long\"/" "$T/demo.json"
+"$B" train "$T/demo.json" --workspace "$W9" > /dev/null 2>&1
+"$B" runs --workspace "$W9" > "$T/list9"
+check "runs cuts a long name in the middle, keeping its end" 'grep -Eq "^ *6  classroom.*….*-r16 " "$T/list9"'
+"$B" show 1 --workspace "$T/no-such-ws" > /dev/null 2> "$T/err9b"; rc=$?
+check "show with a mistyped workspace is refused and creates nothing" \
+    '[ $rc -ne 0 ] && [ ! -e "$T/no-such-ws" ] && grep -q "no workspace at $T/no-such-ws" "$T/err9b"'
+"$B" runs --workspace "$T/no-such-ws" > /dev/null 2>&1; rc=$?
+check "runs with a mistyped workspace is refused" '[ $rc -ne 0 ] && [ ! -e "$T/no-such-ws" ]'
+check "tokenize --tokenizer takes a model folder as data does" \
+    '[ "$(echo "\"hello world\"" | "$B" tokenize --tokenizer "$M")" = "$(echo "\"hello world\"" | "$B" tokenize --tokenizer "$M/tokenizer.json")" ]'
+sed 's/"method": "lora"/"method": "none"/' "$T/demo.json" > "$T/zs.json"
+"$B" train "$T/zs.json" --json --workspace "$W9" > "$T/zs9.json" 2> /dev/null
+check "train --json: zero-shot's loss is null, not -1" 'grep -q "\"status\":\"done\",\"loss\":null,\"rouge1\":0" "$T/zs9.json"'
+# a temporary spec (the workbench writes runs/ui-spec-*.json) is removed once read
+cp "$T/demo.json" "$T/ui-spec-test.json"
+"$B" train "$T/ui-spec-test.json" --delete-spec --workspace "$W9" > "$T/out9c" 2>&1; rc=$?
+check "train --delete-spec removes the spec file once read, and the run is done" \
+    '[ $rc -eq 0 ] && [ ! -e "$T/ui-spec-test.json" ] && grep -q ": done" "$T/out9c"'
 echo "$pass passed, $fail failed"

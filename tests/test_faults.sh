@@ -209,7 +209,8 @@ if [ "$(id -u)" = 0 ] && [ -n "$NOBODY" ]; then
     $NOBODY "$B" resume 3 --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
     check "read-only: resume exits non-zero naming the database" '[ $rc -ne 0 ] && grep -q "$W/lorabench.db" "$T/err"'
     mkdir -p "$T/ro-new"
-    $NOBODY "$B" runs --workspace "$T/ro-new/ws" > /dev/null 2> "$T/err"; rc=$?
+    # (train creates a missing workspace; runs would only say there is none)
+    $NOBODY "$B" train "$T/small.json" --workspace "$T/ro-new/ws" > /dev/null 2> "$T/err"; rc=$?
     check "read-only: a workspace that cannot be created is named" \
         '[ $rc -ne 0 ] && grep -q "$T/ro-new/ws" "$T/err" && grep -qi "permission denied" "$T/err"'
     check "read-only: nothing written" '[ "$(q "SELECT COUNT(*) FROM runs")" = "$n0" ] && intact "$W"'

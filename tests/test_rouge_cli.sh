@@ -16,5 +16,10 @@ printf '{"prediction":"x","target":"x"}\n{"prediction":"y"}\n' > "$T/bad.jsonl"
 check "bad line fails" '[ $rc -ne 0 ]'
 check "error names file and line" 'grep -q "bad.jsonl:2:" "$T/err"'
 check "stem-words" '[ "$(printf "running dogs\nsky generously\n" | "$B" rouge --stem-words | tr "\n" " ")" = "run dog sky gener " ]'
+# rouge stems by default as eval and the runs' evaluations do, so their numbers compare
+printf '{"prediction":"running dogs","target":"run dog"}\n' > "$T/stem.jsonl"
+check "stems by default, like eval" 'head -1 <("$B" rouge --jsonl "$T/stem.jsonl") | grep -q "\"rouge1\":\[1,1,1\]"'
+check "--no-stem scores the words as they are" 'head -1 <("$B" rouge --jsonl "$T/stem.jsonl" --no-stem) | grep -q "\"rouge1\":\[0,0,0\]"'
+check "the aggregate says it stemmed" 'tail -1 <("$B" rouge --jsonl "$T/stem.jsonl") | grep -q "\"stem\":true"'
 check "--help" '"$B" rouge --help | grep -q "usage: lorabench rouge"'
 echo "$pass passed, $fail failed"

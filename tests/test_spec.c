@@ -403,7 +403,7 @@ static void test_grid_expansion(void) {
                       "[\"none\", \"lora\", \"full\"]}}", NULL, &s, &err) == 0);
     EXPECT(spec_expand_grid(&s, &pts, &n, &err) == 0 && n == 3);
     if (n == 3)
-        EXPECT(!strcmp(pts[0].name, "cmp-none") && pts[2].method == SPEC_METHOD_FULL);
+        EXPECTF(!strcmp(pts[0].name, "cmp-zero-shot") && pts[2].method == SPEC_METHOD_FULL, "%s", pts[0].name);
     spec_list_free(pts, n);
     spec_free(&s);
 
@@ -547,6 +547,34 @@ static void test_grid_zipped(void) {
     EXPECT(spec_parse(bad2, "zip", &s, &err) != 0 && strstr(err.msg, "'lora.rank'"));
 }
 
+// Grid names say only what differs for the point's method: zero-shot trains nothing, so a
+// learning rate or rank in its name would suggest a difference that is not there (issue:
+// "quick-demo-none-lr0.003"); a full fine-tune has no rank.
+static void test_grid_names_by_method(void) {
+    spec_t s, *pts = NULL;
+    size_t n = 0;
+    lb_err_t err = {0};
+    const char *j = "{\"name\":\"demo\",\"base_model\":\"m\",\"dataset\":{\"path\":\"d\"},"
+                    "\"grid\":{\"method+train.lr\":[[\"none\",0.003],[\"lora\",0.003],[\"full\",0.001]],"
+                    "\"lora.r\":[8]}}";
+    EXPECTF(spec_parse(j, NULL, &s, &err) == 0, "%s", err.msg);
+    EXPECTF(spec_expand_grid(&s, &pts, &n, &err) == 0 && n == 3, "%s", err.msg);
+    const char *want[3] = {"demo-zero-shot", "demo-lora-lr0.003-r8", "demo-full-lr0.001"};
+    for (size_t i = 0; i < n && n == 3; i++) EXPECTF(!strcmp(pts[i].name, want[i]), "%s, want %s", pts[i].name, want[i]);
+    spec_list_free(pts, n);
+    spec_free(&s);
+    // no name: the method is the name, a zero-shot point is "zero-shot"
+    j = "{\"base_model\":\"m\",\"dataset\":{\"path\":\"d\"},\"grid\":{\"method\":[\"none\",\"lora\"],\"lora.r\":[4]}}";
+    EXPECTF(spec_parse(j, NULL, &s, &err) == 0, "%s", err.msg);
+    EXPECTF(spec_expand_grid(&s, &pts, &n, &err) == 0 && n == 2, "%s", err.msg);
+    if (n == 2) {
+        EXPECTF(!strcmp(pts[0].name, "zero-shot"), "%s", pts[0].name);
+        EXPECTF(!strcmp(pts[1].name, "lora-r4"), "%s", pts[1].name);
+    }
+    spec_list_free(pts, n);
+    spec_free(&s);
+}
+
 int main(void) {
     RUN(test_defaults);
     RUN(test_architecture_example);
@@ -556,6 +584,7 @@ int main(void) {
     RUN(test_set_and_copy);
     RUN(test_grid_expansion);
     RUN(test_grid_zipped);
+    RUN(test_grid_names_by_method);
     RUN(test_paths);
     RUN(test_helpers);
     TH_DONE();

@@ -788,6 +788,66 @@ static void test_concurrent_writers_and_poller(void) {
     free(path);
 }
 
+// How rows are written for people and files (store_format.c): names keep their distinguishing
+// end, a missing value is an empty CSV field (never -1 or nan), duplicate names are found,
+// and a workspace that is not there is found missing without being created.
+static void test_format(void) {
+    char out[128];
+    EXPECT(store_text_fit("quick-demo-none-lr0.003", 40, out, sizeof out) == 23 && !strcmp(out, "quick-demo-none-lr0.003"));
+    int w = store_text_fit("quick-demo-none-lr0.003", 16, out, sizeof out);
+    EXPECTF(w == 16 && !strcmp(out, "quick…ne-lr0.003"), "%d %s", w, out);
+    EXPECT(store_text_fit("rank-sweep-r16", 9, out, sizeof out) == 9 && strstr(out, "…") && strstr(out, "r16"));
+    EXPECT(store_text_cols("a–b…") == 4);
+
+    char *path = tmp_path("fmt.db");
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    int64_t a = 0, b = 0;
+    store_run_new_t na = new_run("zero, shot", "none", -1), nb = new_run("lora-r8-qv", "lora", 8);
+    na.alpha = NAN;
+    na.targets = NULL;
+    EXPECT(store_run_create(st, &na, &a, &err) == 0 && store_run_create(st, &nb, &b, &err) == 0);
+    EXPECT(store_run_name_taken(st, "lora-r8-qv") && !store_run_name_taken(st, "lora-r8"));
+    store_name_numbered("lora-r8-qv", 2, out, sizeof out);
+    EXPECT(!strcmp(out, "lora-r8-qv (2)"));
+    store_run_t *runs;
+    size_t n;
+    EXPECT(store_runs_list(st, "id", 0, NULL, &runs, &n, &err) == 0 && n == 2);
+    char *csv = store_runs_csv(runs, n, store_now());
+    EXPECTF(csv && !strstr(csv, "nan") && !strstr(csv, "-1"), "%s", csv ? csv : "(null)");
+    // the zero-shot row: quoted name, empty r, alpha, targets, loss, ROUGE, time
+    EXPECTF(csv && !strncmp(csv, "1,\"zero, shot\",queued,none,,,,", 30), "%s", csv ? csv : "(null)");
+    int commas = 0;
+    for (const char *p = csv; p && *p && *p != '\n'; p++) commas += *p == ',';
+    int head_commas = 0;
+    for (const char *p = store_runs_csv_header(); *p; p++) head_commas += *p == ',';
+    EXPECTF(commas == head_commas + 1, "%d vs %d", commas, head_commas);  // +1: the comma in the quoted name
+    EXPECT(strstr(csv ? csv : "", "2,lora-r8-qv,queued,lora,8,16,\"q,v\","));
+    free(csv);
+    store_runs_free(runs, n);
+    store_close(st);
+    free(path);
+
+    char dir[256], *ws = NULL;
+    snprintf(dir, sizeof dir, "%s/no-such-ws", tmp_root);
+    EXPECT(store_workspace_find(dir, &ws, &err) == -1 && ws == NULL && strstr(err.msg, "no workspace at") &&
+           strstr(err.msg, "--workspace"));
+    struct stat sb;
+    EXPECT(stat(dir, &sb) != 0);  // nothing was created
+    EXPECT(store_workspace_resolve(dir, &ws, &err) == 0);
+    free(ws);
+    ws = NULL;
+    EXPECT(store_workspace_find(dir, &ws, &err) == -1);  // a folder without lorabench.db is not one
+    char db[300];
+    snprintf(db, sizeof db, "%s/lorabench.db", dir);
+    EXPECT(store_open(db, &st, &err) == 0);
+    store_close(st);
+    EXPECTF(store_workspace_find(dir, &ws, &err) == 0 && ws && !strcmp(ws, dir), "%s", err.msg);
+    free(ws);
+}
+
 int main(void) {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/lb_test_store_XXXXXX");
     if (!mkdtemp(tmp_root)) {
@@ -802,6 +862,7 @@ int main(void) {
     RUN(test_status_names);
     RUN(test_delete_cascades);
     RUN(test_workspace);
+    RUN(test_format);
     RUN(test_concurrent_writers_and_poller);
     nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     TH_DONE();

@@ -117,8 +117,14 @@ int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t
     char *json = spec_to_json(spec, 0);
     char targets[128] = "";
     if (spec->method == SPEC_METHOD_LORA) spec_targets_string(spec->lora.targets, targets, sizeof targets);
+    // A name already in the workspace gets a number ("lora-r8-qv (2)"): two runs that
+    // read the same in a list or a legend cannot be told apart.
+    char name[300];
+    snprintf(name, sizeof name, "%s", spec->name);
+    for (int k = 2; store_run_name_taken(st, name) && k < 100000; k++)
+        store_name_numbered(spec->name, k, name, sizeof name);
     store_run_new_t r = {
-        .name = spec->name,
+        .name = name,
         .spec = json,
         .method = spec_method_name(spec->method),
         .base_model = spec->base_model,
@@ -271,6 +277,15 @@ static int checkpoint_write(session_t *s, lb_err_t *err) {
                       {"adam_m", s->tr.opt.m, 1, {(int64_t)s->tp.n}},
                       {"adam_v", s->tr.opt.v, 1, {(int64_t)s->tp.n}}};
     return st_write(path, ts, 3, meta, err);
+}
+
+// A done run cannot be resumed, so its checkpoint (the trainable values and two optimizer
+// moments: three times a full fine-tune's model) has nothing left to do. Until the status
+// says done it stays: a worker killed while saving or evaluating resumes from it.
+static void checkpoint_remove(const session_t *s) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", s->run_dir);
+    unlink(path);
 }
 
 static long meta_long(const char *json, const char *key) {
@@ -676,6 +691,7 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
     }
     if (!s.span && run_eval(&s, st, id, o, 1, err)) goto fail;  // pretraining has no summaries to score
     store_run_set_status(st, id, STORE_STATUS_DONE, NULL, &e2);
+    checkpoint_remove(&s);
 done:
     store_run_clear(&run);
     session_free(&s);

@@ -3,7 +3,8 @@
 // `train --detach` start workers with posix_spawn.
 //
 // A run's folder (runs/<id>/) holds: adapter/ (PEFT files) or model/ (a full fine-tune),
-// checkpoint/ (trainable weights, optimizer moments, position; rewritten atomically) and
+// checkpoint.safetensors (trainable weights, optimizer moments, position; rewritten
+// atomically; removed once the run is done, as only resumable work needs it) and
 // worker.log. Metrics go to the store in batches; the heartbeat proves the worker alive.
 #ifndef LB_RUNNER_H
 #define LB_RUNNER_H
@@ -41,7 +42,8 @@ typedef struct {
 } runner_opts_t;
 
 // Validates spec and records a new queued run; *id gets its id. Paths in the spec must
-// already be resolved (spec_load_file does it).
+// already be resolved (spec_load_file does it). A name that a stored run already has is
+// numbered: "lora-r8-qv (2)", "(3)", ...
 int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t *id,
                       lb_err_t *err);
 

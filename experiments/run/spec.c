@@ -990,6 +990,30 @@ static void grid_label(const char *key, const cJSON *v, char *buf, size_t size) 
     }
 }
 
+// The name of one grid point: the base name (or the method's) and the label of each varied
+// field that matters to the point's method. Zero-shot trains nothing, so its learning rate,
+// rank or targets would only suggest a difference that is not there: "demo-zero-shot", not
+// "demo-none-lr0.003"; a full fine-tune has no rank.
+static void point_name(const spec_t *base, const cJSON *tree, char labels[][300], char keys[][128], int n, char *name,
+                       size_t size) {
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(tree, "method");
+    const char *method = cJSON_IsString(m) ? m->valuestring : spec_method_name(base->method);
+    int none = !strcmp(method, "none");
+    size_t nl = (size_t)snprintf(name, size, "%s", base->name_auto ? (none ? "zero-shot" : method) : base->name);
+    for (int i = 0; i < n && nl < size; i++) {
+        const char *k = keys[i];
+        if (!strcmp(k, "method")) {
+            if (base->name_auto) continue;  // already the name
+            nl += (size_t)snprintf(name + nl, size - nl, "-%s", none ? "zero-shot" : labels[i]);
+            continue;
+        }
+        if ((none && (!strncmp(k, "train.", 6) || !strncmp(k, "lora.", 5) || !strncmp(k, "partial.", 8))) ||
+            (strcmp(method, "lora") && !strncmp(k, "lora.", 5)) || (strcmp(method, "partial") && !strncmp(k, "partial.", 8)))
+            continue;
+        nl += (size_t)snprintf(name + nl, size - nl, "-%s", labels[i]);
+    }
+}
+
 // Each grid value alone must give a valid spec: a bad one is reported as
 // "grid.lora.r[2]: must be a positive integer ...", before any run is queued.
 static int check_grid_values(const spec_t *s, lb_err_t *err) {
@@ -1095,9 +1119,9 @@ int spec_expand_grid(const spec_t *base, spec_t **out, size_t *n, lb_err_t *err)
     for (size_t idx = 0; idx < total && !rc; idx++) {
         // Mixed radix with the first key slowest.
         cJSON *t = cJSON_Duplicate(tree, 1);
-        char name[512];
-        size_t nl = (size_t)snprintf(name, sizeof name, "%s",
-                                     base->name_auto ? spec_method_name(base->method) : base->name);
+        // (key, label) of each varied field; the name is made once the method is known
+        char labels[64][300], lkeys[64][128];
+        int nlab = 0;
         size_t rem = idx;
         int digit[64] = {0};
         for (int j = nk - 1; j >= 0; j--) {
@@ -1124,9 +1148,10 @@ int spec_expand_grid(const spec_t *base, spec_t **out, size_t *n, lb_err_t *err)
                 snprintf(sub, sizeof sub, "%.*s", (int)kl, p);
                 const cJSON *sv = parts > 1 ? cJSON_GetArrayItem(v, q) : v;
                 tree_set(t, sub, cJSON_Duplicate(sv, 1));
-                char label[300];
-                grid_label(sub, sv, label, sizeof label);
-                if (nl < sizeof name) nl += (size_t)snprintf(name + nl, sizeof name - nl, "-%s", label);
+                if (nlab < 64) {
+                    grid_label(sub, sv, labels[nlab], sizeof labels[nlab]);
+                    snprintf(lkeys[nlab++], sizeof lkeys[0], "%s", sub);
+                }
                 p += kl + (p[kl] == '+');
             }
         }
@@ -1134,6 +1159,8 @@ int spec_expand_grid(const spec_t *base, spec_t **out, size_t *n, lb_err_t *err)
             cJSON_Delete(t);
             break;
         }
+        char name[512];
+        point_name(base, t, labels, lkeys, nlab, name, sizeof name);
         tree_set(t, "name", cJSON_CreateString(name));
         lb_err_t inner = {0};
         if (spec_from_cjson(t, &specs[idx], 0, &inner)) {

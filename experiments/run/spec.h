@@ -189,7 +189,8 @@ int spec_resolve_paths(spec_t *s, const char *dir, lb_err_t *err);
 
 // Expands the grid: the cartesian product of its value lists (first key slowest), each
 // point a full spec without grid, named "<name>-<label>..." (e.g. "rank-r8-qv"; a spec
-// without a name gives "lora-r8"). A spec without grid expands to a copy of itself.
+// without a name gives "lora-r8"). Labels of fields the point's method does not use are
+// left out: a zero-shot point is "<name>-zero-shot" whatever lr or rank the grid varies. A spec without grid expands to a copy of itself.
 // *out is an array of *n specs; free with spec_list_free.
 int spec_expand_grid(const spec_t *base, spec_t **out, size_t *n, lb_err_t *err);
 

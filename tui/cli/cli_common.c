@@ -3,12 +3,15 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-int cli_open_store(const char *ws, char **ws_out, store_t **st) {
+#include "util.h"
+
+static int open_store(const char *ws, int create, char **ws_out, store_t **st) {
     lb_err_t err = {0};
     char *dir = NULL;
-    if (store_workspace_resolve(ws, &dir, &err)) {
+    if (create ? store_workspace_resolve(ws, &dir, &err) : store_workspace_find(ws, &dir, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
         return -1;
     }
@@ -25,6 +28,10 @@ int cli_open_store(const char *ws, char **ws_out, store_t **st) {
     return 0;
 }
 
+int cli_open_store(const char *ws, char **ws_out, store_t **st) { return open_store(ws, 0, ws_out, st); }
+
+int cli_create_store(const char *ws, char **ws_out, store_t **st) { return open_store(ws, 1, ws_out, st); }
+
 int cli_parse_id(const char *arg, int64_t *id) {
     char *end;
     errno = 0;
@@ -34,6 +41,32 @@ int cli_parse_id(const char *arg, int64_t *id) {
         return -1;
     }
     *id = v;
+    return 0;
+}
+
+int cli_parse_ids(const char *arg, int64_t *ids, int *n, int max) {
+    for (const char *p = arg; *p;) {
+        size_t l = strcspn(p, ",");
+        char part[64];
+        snprintf(part, sizeof part, "%.*s", (int)(l < 63 ? l : 63), p);
+        char *dash = strchr(part + 1, '-');
+        int64_t a, b;
+        if (dash) *dash = 0;
+        if (cli_parse_id(part, &a) || (dash && cli_parse_id(dash + 1, &b))) return -1;
+        if (!dash) b = a;
+        if (b < a || b - a > 100000) {
+            fprintf(stderr, "lorabench: '%.*s' is not a range of run ids; write it low-high, e.g. 4-9\n", (int)l, p);
+            return -1;
+        }
+        for (int64_t id = a; id <= b; id++) {
+            if (*n >= max) {
+                fprintf(stderr, "lorabench: at most %d run ids at once\n", max);
+                return -1;
+            }
+            ids[(*n)++] = id;
+        }
+        p += l + (p[l] == ',');
+    }
     return 0;
 }
 
@@ -67,4 +100,23 @@ const char *cli_self_exe(void) {
     // reading and the spawn.
     if (access("/proc/self/exe", X_OK) == 0) return "/proc/self/exe";
     return "lorabench";
+}
+
+char *cli_tokenizer_file(const char *path) {
+    struct stat sb;
+    size_t n = strlen(path) + 32;
+    char *out = xmalloc(n);
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(out, n, "%s/tokenizer.json", path);
+    else snprintf(out, n, "%s", path);
+    return out;
+}
+
+void cli_cell(FILE *f, const char *s, int width, int right) {
+    if (!s) s = "";
+    int pad = width - store_text_cols(s);
+    if (right)
+        for (int i = 0; i < pad; i++) fputc(' ', f);
+    fputs(s, f);
+    if (!right)
+        for (int i = 0; i < pad; i++) fputc(' ', f);
 }

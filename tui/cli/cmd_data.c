@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "cli_common.h"
 #include "data.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -154,13 +155,8 @@ int cmd_data(int argc, char **argv) {
         goto done;
     }
     rc = 1;
-    struct stat st;
-    if (stat(tok_path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        size_t n = strlen(tok_path) + 32;
-        tk_file = xmalloc(n);
-        snprintf(tk_file, n, "%s/tokenizer.json", tok_path);
-    }
-    tk = tokenizer_load(tk_file ? tk_file : tok_path, &err);
+    tk_file = cli_tokenizer_file(tok_path);
+    tk = tokenizer_load(tk_file, &err);
     if (!tk) {
         fprintf(stderr, "lorabench data: %s\n", err.msg);
         goto done;

@@ -17,7 +17,7 @@ int cmd_rouge(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lorabench rouge --jsonl FILE [--stem] [--seed N] [--resamples N]\n"
+            "usage: lorabench rouge --jsonl FILE [--no-stem] [--seed N] [--resamples N]\n"
             "       lorabench rouge --stem-words < WORDS\n"
             "\n"
             "Scores ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum exactly as the rouge-score\n"
@@ -26,8 +26,11 @@ static void usage(FILE *f) {
             "  --jsonl FILE     one example per line: {\"prediction\": ..., \"target\": ...}\n"
             "                   or {\"prediction\": ..., \"targets\": [...]} (the best reference\n"
             "                   per ROUGE type counts); '-' reads standard input\n"
-            "  --stem           Porter-stem tokens longer than 3 characters (rouge-score's\n"
-            "                   use_stemmer=True)\n"
+            "  --no-stem        score the words as they are (rouge-score's default,\n"
+            "                   use_stemmer=False). By default tokens longer than 3\n"
+            "                   characters are Porter-stemmed (use_stemmer=True), as `eval`\n"
+            "                   and every run's evaluation do, so the numbers compare.\n"
+            "  --stem           stem (the default; kept for scripts)\n"
             "  --seed N         seed of the bootstrap resampling (default 42)\n"
             "  --resamples N    bootstrap resamples (default 1000)\n"
             "  --stem-words     read words from standard input and print the stem of each,\n"
@@ -175,7 +178,7 @@ done:
 
 int cmd_rouge(int argc, char **argv) {
     const char *path = NULL;
-    int stem = 0, words = 0;
+    int stem = 1, words = 0;  // as eval and the runs' evaluations score
     long long seed = 42, resamples = 1000;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -184,6 +187,8 @@ int cmd_rouge(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--stem")) {
             stem = 1;
+        } else if (!strcmp(a, "--no-stem")) {
+            stem = 0;
         } else if (!strcmp(a, "--stem-words")) {
             words = 1;
         } else if (!strcmp(a, "--jsonl") || !strcmp(a, "--seed") || !strcmp(a, "--resamples")) {

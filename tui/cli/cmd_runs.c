@@ -36,6 +36,8 @@ static void run_json(FILE *f, const store_run_t *r) {
     cli_json_string(f, r->targets);
     fputs(",\"trainable\":", f);
     json_int(f, r->trainable_params);
+    fputs(",\"trainable_pct\":", f);
+    json_num(f, r->trainable_pct);
     fputs(",\"total_params\":", f);
     json_int(f, r->total_params);
     fputs(",\"steps\":", f);
@@ -70,22 +72,21 @@ static void run_json(FILE *f, const store_run_t *r) {
     fputs(r->pinned ? "true" : "false", f);
     fputs(",\"precision\":", f);
     cli_json_string(f, r->precision);
+    fputs(",\"notes\":", f);
+    cli_json_string(f, r->notes);
     fputs(",\"error\":", f);
     cli_json_string(f, r->error);
     fputc('}', f);
 }
 
+// v with fmt; "" (shown as CLI_MISSING) when it is missing.
 static void fmt_num(char *out, size_t n, double v, const char *fmt) {
-    if (isnan(v)) snprintf(out, n, "-");
+    if (isnan(v) || isinf(v)) snprintf(out, n, "%s", "");
     else snprintf(out, n, fmt, v);
 }
 
-static void fmt_count(char *out, size_t n, int64_t v) {
-    if (v < 0) snprintf(out, n, "-");
-    else if (v >= 1000000) snprintf(out, n, "%.2fM", v / 1e6);
-    else if (v >= 1000) snprintf(out, n, "%.1fk", v / 1e3);
-    else snprintf(out, n, "%lld", (long long)v);
-}
+// Width of the name column in `runs`: longer names keep their start and their end.
+enum { RUNS_NAME_COLS = 28 };
 
 int cmd_runs(int argc, char **argv) {
     const char *ws = NULL, *sort = NULL, *filter = NULL;
@@ -125,23 +126,28 @@ int cmd_runs(int argc, char **argv) {
         }
         printf("]\n");
     } else {
-        printf("%4s  %-22s %-11s %-7s %4s %5s %-8s %9s %7s %7s %7s %7s %8s\n", "id", "name", "status", "method", "r",
-               "alpha", "targets", "trainable", "steps", "loss", "R-1", "R-L", "tok/s");
+        static const char *const head[] = {"id", "name", "status", "method", "r", "alpha", "targets", "trainable",
+                                           "steps", "loss", "R-1", "R-L", "tok/s"};
+        static const int right[] = {1, 0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1};
+        cli_table_t *t = cli_table_new(13, head, right);
         for (size_t i = 0; i < n; i++) {
             const store_run_t *r = &runs[i];
-            char rs[24], al[24], tr[24], loss[24], r1[24], rl[24], tps[24], steps[24];
+            char id[24], name[RUNS_NAME_COLS * 4 + 8], rs[24], al[24], tr[24], loss[24], r1[24], rl[24], tps[24], steps[24];
+            snprintf(id, sizeof id, "%s%lld", r->pinned ? "*" : "", (long long)r->id);
+            store_text_fit(r->name, RUNS_NAME_COLS, name, sizeof name);
             fmt_num(rs, sizeof rs, r->r < 0 ? NAN : (double)r->r, "%.0f");
             fmt_num(al, sizeof al, r->alpha, "%g");
-            fmt_count(tr, sizeof tr, r->trainable_params);
+            cli_fmt_count(tr, sizeof tr, r->trainable_params);
             fmt_num(loss, sizeof loss, r->final_loss, "%.4f");
             fmt_num(r1, sizeof r1, r->rouge1, "%.4f");
             fmt_num(rl, sizeof rl, r->rougeL, "%.4f");
             fmt_num(tps, sizeof tps, r->tokens_per_s, "%.0f");
             snprintf(steps, sizeof steps, "%lld", (long long)(r->step < 0 ? 0 : r->step));
-            printf("%4lld%s%-22.22s %-11s %-7s %4s %5s %-8.8s %9s %7s %7s %7s %7s %8s\n", (long long)r->id,
-                   r->pinned ? "*" : " ", r->name, r->status, r->method, rs, al, r->targets ? r->targets : "-", tr,
-                   steps, loss, r1, rl, tps);
+            const char *cells[] = {id, name, r->status, r->method, rs, al, r->targets, tr, steps, loss, r1, rl, tps};
+            cli_table_row(t, cells);
         }
+        cli_table_print(stdout, t, 0);
+        cli_table_free(t);
     }
     store_runs_free(runs, n);
     store_close(st);
@@ -233,13 +239,16 @@ int cmd_show(int argc, char **argv) {
         putchar('\n');
     } else {
         char tr[32], tot[32];
-        fmt_count(tr, sizeof tr, r.trainable_params);
-        fmt_count(tot, sizeof tot, r.total_params);
+        cli_fmt_count(tr, sizeof tr, r.trainable_params);
+        cli_fmt_count(tot, sizeof tot, r.total_params);
         printf("run %lld  %s\n  status   %s%s%s\n  method   %s", (long long)r.id, r.name, r.status, r.error ? " — " : "",
                r.error ? r.error : "", r.method);
         if (r.r > 0) printf("  r=%lld alpha=%g targets=%s", (long long)r.r, r.alpha, r.targets ? r.targets : "");
-        printf("\n  params   %s trainable of %s (%.4f%%)\n  steps    %lld/%lld", tr, tot, r.trainable_pct, (long long)r.step,
-               (long long)r.total_steps);
+        printf("\n  params   %s trainable of %s", *tr ? tr : CLI_MISSING, *tot ? tot : CLI_MISSING);
+        if (!isnan(r.trainable_pct)) printf(" (%.4f%%)", r.trainable_pct);
+        printf("\n  steps    %lld/", (long long)(r.step < 0 ? 0 : r.step));
+        if (r.total_steps >= 0) printf("%lld", (long long)r.total_steps);
+        else printf("%s", CLI_MISSING);
         if (!isnan(r.final_loss)) printf("  final loss %.4f", r.final_loss);
         if (!isnan(r.tokens_per_s)) printf("  %.0f tokens/s", r.tokens_per_s);
         if (!isnan(r.peak_rss_mb)) printf("  peak RSS %.0f MB", r.peak_rss_mb);
@@ -276,138 +285,7 @@ int cmd_show(int argc, char **argv) {
     return 0;
 }
 
-// Flattens a spec JSON object into "a.b" = value pairs, for side-by-side configs.
-static void flatten(cJSON *o, const char *prefix, char keys[][64], char vals[][128], int *n, int max) {
-    for (cJSON *it = o ? o->child : NULL; it && *n < max; it = it->next) {
-        char k[64];
-        snprintf(k, sizeof k, "%s%s%s", prefix, prefix[0] ? "." : "", it->string);
-        if (cJSON_IsObject(it) && strcmp(it->string, "grid")) {
-            flatten(it, k, keys, vals, n, max);
-        } else {
-            char *v = cJSON_PrintUnformatted(it);
-            snprintf(keys[*n], 64, "%s", k);
-            snprintf(vals[*n], 128, "%s", v);
-            cJSON_free(v);
-            (*n)++;
-        }
-    }
-}
-
-enum { CMP_MAX_KEYS = 160 };
-
-int cmd_compare(int argc, char **argv) {
-    const char *ws = NULL, *format = "table";
-    int diff_only = 0, n_ids = 0;
-    int64_t ids[32];
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            printf("usage: lorabench compare ID ID... [--diff-only] [--format table|markdown|csv|json] [--workspace DIR]\n\n"
-                   "Configs side by side (--diff-only: only what differs), then metrics with the change\n"
-                   "against the first run.\n");
-            return 0;
-        } else if (!strcmp(argv[i], "--diff-only")) diff_only = 1;
-        else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
-        else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
-        else if (n_ids < 32) {
-            if (cli_parse_id(argv[i], &ids[n_ids++])) return 2;
-        }
-    }
-    if (n_ids < 2) {
-        fprintf(stderr, "lorabench compare: give two or more run ids\n");
-        return 2;
-    }
-    if (strcmp(format, "table") && strcmp(format, "markdown") && strcmp(format, "csv") && strcmp(format, "json")) {
-        fprintf(stderr, "lorabench compare: --format must be table, markdown, csv or json\n");
-        return 2;
-    }
-    store_t *st;
-    if (cli_open_store(ws, NULL, &st)) return 1;
-    store_run_t *runs = xcalloc((size_t)n_ids, sizeof(store_run_t));
-    lb_err_t err = {0};
-    for (int i = 0; i < n_ids; i++)
-        if (store_run_get(st, ids[i], &runs[i], &err)) {
-            fprintf(stderr, "lorabench: %s\n", err.msg);
-            for (int j = 0; j < i; j++) store_run_clear(&runs[j]);
-            free(runs);
-            store_close(st);
-            return 1;
-        }
-    if (!strcmp(format, "json")) {
-        putchar('[');
-        for (int i = 0; i < n_ids; i++) {
-            if (i) putchar(',');
-            run_json(stdout, &runs[i]);
-        }
-        printf("]\n");
-    } else {
-        // Rows: config keys (flattened specs), then metrics.
-        static char keys[CMP_MAX_KEYS][64], vals[32][CMP_MAX_KEYS][128];
-        int nk[32] = {0};
-        for (int i = 0; i < n_ids; i++) {
-            cJSON *j = cJSON_Parse(runs[i].spec);
-            nk[i] = 0;
-            flatten(j, "", keys, vals[i], &nk[i], CMP_MAX_KEYS);
-            cJSON_Delete(j);
-        }
-        int md = !strcmp(format, "markdown"), csv = !strcmp(format, "csv");
-        const char *sep = csv ? "," : md ? " | " : "  ";
-        if (md) printf("| ");
-        printf(csv || md ? "%s" : "%-26s", "field");
-        for (int i = 0; i < n_ids; i++) {
-            char h[48];
-            snprintf(h, sizeof h, "#%lld %s", (long long)runs[i].id, runs[i].name);
-            printf(csv || md ? "%s%s" : "%s%-24.24s", sep, h);
-        }
-        printf(md ? " |\n" : "\n");
-        if (md) {
-            printf("|---");
-            for (int i = 0; i < n_ids; i++) printf("|---");
-            printf("|\n");
-        }
-        for (int k = 0; k < nk[0]; k++) {
-            int differs = 0;
-            for (int i = 1; i < n_ids; i++) differs |= k >= nk[i] || strcmp(vals[i][k], vals[0][k]);
-            if (diff_only && !differs) continue;
-            if (md) printf("| ");
-            printf(csv || md ? "%s" : "%-26.26s", keys[k]);
-            for (int i = 0; i < n_ids; i++) printf(csv || md ? "%s%s" : "%s%-24.24s", sep, k < nk[i] ? vals[i][k] : "");
-            printf(md ? " |\n" : "\n");
-        }
-        struct {
-            const char *name;
-            size_t off;
-        } metrics[] = {{"final loss", offsetof(store_run_t, final_loss)}, {"rouge1", offsetof(store_run_t, rouge1)},
-                       {"rouge2", offsetof(store_run_t, rouge2)},         {"rougeL", offsetof(store_run_t, rougeL)},
-                       {"rougeLsum", offsetof(store_run_t, rougeLsum)},   {"tokens/s", offsetof(store_run_t, tokens_per_s)},
-                       {"peak RSS MB", offsetof(store_run_t, peak_rss_mb)}, {"trainable %", offsetof(store_run_t, trainable_pct)}};
-        for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {
-            if (md) printf("| ");
-            printf(csv || md ? "%s" : "%-26s", metrics[m].name);
-            double base = *(double *)((char *)&runs[0] + metrics[m].off);
-            for (int i = 0; i < n_ids; i++) {
-                double v = *(double *)((char *)&runs[i] + metrics[m].off);
-                char cell[64];
-                if (isnan(v)) snprintf(cell, sizeof cell, "-");
-                else if (i == 0 || isnan(base) || csv) snprintf(cell, sizeof cell, "%.4f", v);
-                else snprintf(cell, sizeof cell, "%.4f (%+.4f)", v, v - base);
-                printf(csv || md ? "%s%s" : "%s%-24.24s", sep, cell);
-            }
-            printf(md ? " |\n" : "\n");
-        }
-        // what the products ran in (train.precision "auto" resolved by the worker)
-        if (md) printf("| ");
-        printf(csv || md ? "%s" : "%-26s", "precision used");
-        for (int i = 0; i < n_ids; i++)
-            printf(csv || md ? "%s%s" : "%s%-24.24s", sep, runs[i].precision ? runs[i].precision : "-");
-        printf(md ? " |\n" : "\n");
-    }
-    for (int i = 0; i < n_ids; i++) store_run_clear(&runs[i]);
-    free(runs);
-    store_close(st);
-    return 0;
-}
-
-static void csv_field(FILE *f, const char *s) {
+static void csv_cell(FILE *f, const char *s) {
     if (!s) return;
     if (!strpbrk(s, ",\"\n\r")) {
         fputs(s, f);
@@ -421,74 +299,366 @@ static void csv_field(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-int cmd_export(int argc, char **argv) {
-    const char *ws = NULL, *what = "runs", *format = "csv", *run_list = NULL;
+// A spec value as people read it: strings bare, numbers as %g, lists joined by ",", null as
+// "" (missing); objects (rank_pattern) stay JSON.
+static char *value_text(const cJSON *v) {
+    char buf[512];
+    if (cJSON_IsString(v)) return xstrdup(v->valuestring);
+    if (cJSON_IsNumber(v)) snprintf(buf, sizeof buf, "%g", v->valuedouble);
+    else if (cJSON_IsBool(v)) snprintf(buf, sizeof buf, "%s", cJSON_IsTrue(v) ? "true" : "false");
+    else if (cJSON_IsNull(v)) buf[0] = 0;
+    else if (cJSON_IsArray(v)) {
+        size_t len = 0;
+        buf[0] = 0;
+        for (const cJSON *e = v->child; e && len < sizeof buf; e = e->next) {
+            char *t = value_text(e);
+            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", e == v->child ? "" : ",", t);
+            free(t);
+        }
+    } else {
+        char *j = cJSON_PrintUnformatted(v);
+        char *out = xstrdup(j ? j : "");
+        cJSON_free(j);
+        return out;
+    }
+    return xstrdup(buf);
+}
+
+// The config rows of a comparison: every key any run's spec has ("lora.r"), in order of
+// first appearance, with each run's value; NULL where the run's method does not use the
+// key (lora.* for zero-shot or a full fine-tune, train.* for zero-shot) or lacks it.
+typedef struct {
+    char **keys;
+    char ***vals;  // [nkeys][nruns]
+    int nkeys, cap, nruns;
+} cfg_rows_t;
+
+static int uses_key(const char *method, const char *key) {
+    if (!strncmp(key, "lora.", 5)) return !strcmp(method, "lora");
+    if (!strncmp(key, "partial.", 8)) return !strcmp(method, "partial");
+    if (!strncmp(key, "train.", 6)) return strcmp(method, "none") != 0;
+    return 1;
+}
+
+static void cfg_add(cfg_rows_t *c, int run, const char *method, const char *key, const cJSON *v) {
+    int k = 0;
+    while (k < c->nkeys && strcmp(c->keys[k], key)) k++;
+    if (k == c->nkeys) {
+        if (c->nkeys == c->cap) {
+            c->cap = c->cap ? 2 * c->cap : 64;
+            c->keys = xrealloc(c->keys, (size_t)c->cap * sizeof *c->keys);
+            c->vals = xrealloc(c->vals, (size_t)c->cap * sizeof *c->vals);
+        }
+        c->keys[k] = xstrdup(key);
+        c->vals[k] = xcalloc((size_t)c->nruns, sizeof(char *));
+        c->nkeys++;
+    }
+    if (uses_key(method, key)) c->vals[k][run] = value_text(v);
+}
+
+static void cfg_flatten(cfg_rows_t *c, int run, const char *method, const cJSON *o, const char *prefix) {
+    for (const cJSON *it = o ? o->child : NULL; it; it = it->next) {
+        char k[160];
+        snprintf(k, sizeof k, "%s%s%s", prefix, prefix[0] ? "." : "", it->string);
+        if (!strcmp(k, "grid")) continue;  // a run is one point of its sweep
+        if (cJSON_IsObject(it) && !strstr(k, "_pattern")) cfg_flatten(c, run, method, it, k);
+        else cfg_add(c, run, method, k, it);
+    }
+}
+
+static void cfg_free(cfg_rows_t *c) {
+    for (int k = 0; k < c->nkeys; k++) {
+        for (int i = 0; i < c->nruns; i++) free(c->vals[k][i]);
+        free(c->vals[k]);
+        free(c->keys[k]);
+    }
+    free(c->keys);
+    free(c->vals);
+}
+
+static int cfg_differs(const cfg_rows_t *c, int k) {
+    for (int i = 1; i < c->nruns; i++) {
+        const char *a = c->vals[k][0], *b = c->vals[k][i];
+        if ((a == NULL) != (b == NULL) || (a && strcmp(a, b))) return 1;
+    }
+    return 0;
+}
+
+enum { CMP_MAX_RUNS = 64 };
+
+// One metric of the comparison: its value in run r (NAN when missing), its format, and
+// whether its change against the first run is shown.
+typedef struct {
+    const char *name;
+    double (*get)(const store_run_t *r, const store_eval_t *ev);
+    const char *fmt;
+    int delta;
+} cmp_metric_t;
+
+static double m_loss(const store_run_t *r, const store_eval_t *e) { (void)e; return r->final_loss; }
+static double m_r1(const store_run_t *r, const store_eval_t *e) { (void)e; return r->rouge1; }
+static double m_r1lo(const store_run_t *r, const store_eval_t *e) { return isnan(r->rouge1) ? NAN : e->rouge1_low; }
+static double m_r1hi(const store_run_t *r, const store_eval_t *e) { return isnan(r->rouge1) ? NAN : e->rouge1_high; }
+static double m_r2(const store_run_t *r, const store_eval_t *e) { (void)e; return r->rouge2; }
+static double m_rl(const store_run_t *r, const store_eval_t *e) { (void)e; return r->rougeL; }
+static double m_rls(const store_run_t *r, const store_eval_t *e) { (void)e; return r->rougeLsum; }
+static double m_tps(const store_run_t *r, const store_eval_t *e) { (void)e; return r->tokens_per_s; }
+static double m_rss(const store_run_t *r, const store_eval_t *e) { (void)e; return r->peak_rss_mb; }
+static double m_trainable(const store_run_t *r, const store_eval_t *e) {
+    (void)e;
+    return r->trainable_params < 0 ? NAN : (double)r->trainable_params;
+}
+static double m_pct(const store_run_t *r, const store_eval_t *e) { (void)e; return r->trainable_pct; }
+static double m_time(const store_run_t *r, const store_eval_t *e) { (void)e; return store_run_duration(r, store_now()); }
+
+int cmd_compare(int argc, char **argv) {
+    const char *ws = NULL, *format = "table";
+    int diff_only = 0, n_ids = 0;
+    int64_t ids[CMP_MAX_RUNS];
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: lorabench export [--runs ID,ID...] --what runs|metrics|evals|samples --format csv|json "
-                   "[--workspace DIR]\n\nWrites the stored rows to standard output.\n");
+            printf("usage: lorabench compare ID ID... [--diff-only] [--format table|markdown|csv|json] [--workspace DIR]\n\n"
+                   "Configs side by side (--diff-only: only what differs; – where a run's method does not use\n"
+                   "the setting), then metrics with the change against the first run and ROUGE-1's 95%%\n"
+                   "bootstrap interval. IDs may be listed as 2 3 7, 2,3,7 or 4-9 (as export --runs takes them).\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--diff-only")) diff_only = 1;
+        else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
+        else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "lorabench compare: unknown option %s; see --help\n", argv[i]);
+            return 2;
+        } else if (cli_parse_ids(argv[i], ids, &n_ids, CMP_MAX_RUNS)) return 2;
+    }
+    if (n_ids < 2) {
+        fprintf(stderr, "lorabench compare: give two or more run ids, e.g. lorabench compare 2 3 or 2,3\n");
+        return 2;
+    }
+    if (!strcmp(format, "md")) format = "markdown";
+    if (strcmp(format, "table") && strcmp(format, "markdown") && strcmp(format, "csv") && strcmp(format, "json")) {
+        fprintf(stderr, "lorabench compare: --format must be table, markdown, csv or json\n");
+        return 2;
+    }
+    store_t *st;
+    if (cli_open_store(ws, NULL, &st)) return 1;
+    store_run_t *runs = xcalloc((size_t)n_ids, sizeof(store_run_t));
+    store_eval_t *evs = xcalloc((size_t)n_ids, sizeof(store_eval_t));
+    lb_err_t err = {0};
+    for (int i = 0; i < n_ids; i++) {
+        if (store_run_get(st, ids[i], &runs[i], &err)) {
+            fprintf(stderr, "lorabench: %s\n", err.msg);
+            for (int j = 0; j < i; j++) store_run_clear(&runs[j]);
+            free(runs);
+            free(evs);
+            store_close(st);
+            return 1;
+        }
+        if (!cli_latest_eval(st, ids[i], &evs[i])) evs[i].rouge1_low = evs[i].rouge1_high = NAN;
+    }
+    if (!strcmp(format, "json")) {
+        putchar('[');
+        for (int i = 0; i < n_ids; i++) {
+            if (i) putchar(',');
+            run_json(stdout, &runs[i]);
+        }
+        printf("]\n");
+    } else {
+        int md = !strcmp(format, "markdown"), csv = !strcmp(format, "csv");
+        cfg_rows_t c = {.nruns = n_ids};
+        for (int i = 0; i < n_ids; i++) {
+            cJSON *j = cJSON_Parse(runs[i].spec);
+            cfg_flatten(&c, i, runs[i].method, j, "");
+            cJSON_Delete(j);
+        }
+        // csv: plain values, one interval bound per row; table and Markdown: the change
+        // against the first run beside each value
+        static const cmp_metric_t metrics[] = {
+            {"final loss", m_loss, "%.4f", 1},      {"ROUGE-1", m_r1, "%.4f", 1},
+            {"ROUGE-1 low", m_r1lo, "%.4f", 0},     {"ROUGE-1 high", m_r1hi, "%.4f", 0},
+            {"ROUGE-2", m_r2, "%.4f", 1},           {"ROUGE-L", m_rl, "%.4f", 1},
+            {"ROUGE-Lsum", m_rls, "%.4f", 1},       {"tokens/s", m_tps, "%.0f", 1},
+            {"peak RSS MB", m_rss, "%.0f", 1},      {"trainable", m_trainable, "%.0f", 0},
+            {"trainable %", m_pct, "%.4f", 0},      {"time s", m_time, "%.1f", 0}};
+        const char **cells = xcalloc((size_t)n_ids + 1, sizeof(char *));
+        char **own = xcalloc((size_t)n_ids + 1, sizeof(char *));
+        cells[0] = "field";
+        for (int i = 0; i < n_ids; i++) {
+            char h[300];
+            snprintf(h, sizeof h, "#%lld %s", (long long)runs[i].id, runs[i].name);
+            cells[i + 1] = own[i] = xstrdup(h);
+        }
+        int *right = xcalloc((size_t)n_ids + 1, sizeof(int));
+        cli_table_t *t = cli_table_new(n_ids + 1, cells, right);
+        for (int i = 0; i < n_ids; i++) free(own[i]);
+        for (int k = 0; k < c.nkeys; k++) {
+            if (diff_only && !cfg_differs(&c, k)) continue;
+            cells[0] = c.keys[k];
+            for (int i = 0; i < n_ids; i++) cells[i + 1] = c.vals[k][i];
+            cli_table_row(t, (const char *const *)cells);
+        }
+        for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {
+            int bound = strstr(metrics[m].name, " low") || strstr(metrics[m].name, " high");
+            if (bound && !csv) continue;
+            cells[0] = metrics[m].name;
+            double base = metrics[m].get(&runs[0], &evs[0]);
+            for (int i = 0; i < n_ids; i++) {
+                double v = metrics[m].get(&runs[i], &evs[i]);
+                char cell[160] = "";
+                if (!isnan(v)) {
+                    int l = snprintf(cell, sizeof cell, metrics[m].fmt, v);
+                    if (!csv && metrics[m].get == m_r1 && !isnan(evs[i].rouge1_low))
+                        l += snprintf(cell + l, sizeof cell - (size_t)l, " [%.4f, %.4f]", evs[i].rouge1_low, evs[i].rouge1_high);
+                    if (!csv && metrics[m].delta && i > 0 && !isnan(base)) {
+                        char d[64];
+                        snprintf(d, sizeof d, metrics[m].fmt, v - base);
+                        snprintf(cell + l, sizeof cell - (size_t)l, " (%s%s)", v - base >= 0 ? "+" : "", d);
+                    }
+                }
+                own[i] = xstrdup(cell);
+                cells[i + 1] = own[i];
+            }
+            cli_table_row(t, (const char *const *)cells);
+            for (int i = 0; i < n_ids; i++) free(own[i]);
+        }
+        // what the products ran in (train.precision "auto" resolved by the worker)
+        cells[0] = "precision used";
+        for (int i = 0; i < n_ids; i++) cells[i + 1] = runs[i].precision;
+        cli_table_row(t, (const char *const *)cells);
+        if (csv) {
+            for (int r = 0; r < t->nrows; r++)
+                for (int k = 0; k < t->ncols; k++) {
+                    const char *v = t->cells[r * t->ncols + k];
+                    csv_cell(stdout, strcmp(v, CLI_MISSING) ? v : "");
+                    putchar(k + 1 < t->ncols ? ',' : '\n');
+                }
+        } else {
+            cli_table_print(stdout, t, md);
+        }
+        cli_table_free(t);
+        free(right);
+        free(own);
+        free(cells);
+        cfg_free(&c);
+    }
+    for (int i = 0; i < n_ids; i++) store_run_clear(&runs[i]);
+    free(runs);
+    free(evs);
+    store_close(st);
+    return 0;
+}
+
+// A CSV number: empty when missing.
+static void csv_num(FILE *f, double v) {
+    if (!isnan(v) && !isinf(v)) fprintf(f, "%.10g", v);
+}
+
+int cmd_export(int argc, char **argv) {
+    const char *ws = NULL, *what = "runs", *format = "csv", *run_list = NULL;
+    int64_t sweep = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            printf("usage: lorabench export [--runs ID,ID...] --what runs|metrics|evals|samples --format csv|json\n"
+                   "       lorabench export --what sweep [--sweep ID] [--format md|csv|json]\n"
+                   "       lorabench export --what runs [--runs IDS] --format md\n\n"
+                   "Writes the stored rows to standard output. A missing value (no rank for a full fine-tune, no\n"
+                   "loss for zero-shot) is an empty CSV field and a JSON null. --runs takes 2,3,7 or 4-9.\n"
+                   "--what sweep: the runs of one sweep (default the latest); --format md is the slide-ready\n"
+                   "table: method, rank, targets, trainable parameters, loss, ROUGE-1 with its 95%% bootstrap\n"
+                   "interval, ROUGE-2, ROUGE-L and time.\n");
             return 0;
         } else if (!strcmp(argv[i], "--what") && i + 1 < argc) what = argv[++i];
         else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc) run_list = argv[++i];
-        else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
+        else if (!strcmp(argv[i], "--sweep") && i + 1 < argc) {
+            if (cli_parse_id(argv[++i], &sweep)) return 2;
+        } else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
         else {
             fprintf(stderr, "lorabench export: unknown argument %s; see --help\n", argv[i]);
             return 2;
         }
     }
-    int json = !strcmp(format, "json");
-    if (!json && strcmp(format, "csv")) {
-        fprintf(stderr, "lorabench export: --format must be csv or json\n");
+    int is_sweep = !strcmp(what, "sweep");
+    if (is_sweep) what = "runs";
+    if (!strcmp(format, "markdown")) format = "md";
+    int json = !strcmp(format, "json"), md = !strcmp(format, "md");
+    if (!json && !md && strcmp(format, "csv")) {
+        fprintf(stderr, "lorabench export: --format must be csv, json or md\n");
         return 2;
     }
     if (strcmp(what, "runs") && strcmp(what, "metrics") && strcmp(what, "evals") && strcmp(what, "samples")) {
-        fprintf(stderr, "lorabench export: --what must be runs, metrics, evals or samples\n");
+        fprintf(stderr, "lorabench export: --what must be runs, sweep, metrics, evals or samples\n");
         return 2;
     }
+    if (md && strcmp(what, "runs")) {
+        fprintf(stderr, "lorabench export: --format md is for --what runs or sweep; use csv or json for %s\n", what);
+        return 2;
+    }
+    enum { MAX_IDS = 100000 };
+    int64_t *want = NULL;
+    int n_want = 0;
+    if (run_list) {
+        want = xmalloc(MAX_IDS * sizeof(int64_t));
+        if (cli_parse_ids(run_list, want, &n_want, MAX_IDS)) {
+            free(want);
+            return 2;
+        }
+    }
     store_t *st;
-    if (cli_open_store(ws, NULL, &st)) return 1;
+    if (cli_open_store(ws, NULL, &st)) {
+        free(want);
+        return 1;
+    }
     lb_err_t err = {0};
-    store_run_t *runs;
-    size_t n;
-    if (store_runs_list(st, "id", 0, NULL, &runs, &n, &err)) {
+    store_run_t *all;
+    size_t n_all;
+    if (store_runs_list(st, "id", 0, NULL, &all, &n_all, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
+        store_close(st);
+        free(want);
+        return 1;
+    }
+    if (is_sweep && !sweep)
+        for (size_t i = 0; i < n_all; i++)
+            if (all[i].sweep_id > sweep) sweep = all[i].sweep_id;
+    // the chosen runs, in id order (pointers into all)
+    store_run_t *runs = xcalloc(n_all ? n_all : 1, sizeof *runs);
+    size_t n = 0;
+    for (size_t i = 0; i < n_all; i++) {
+        int hit = !run_list && !is_sweep;
+        for (int k = 0; k < n_want && !hit; k++) hit = want[k] == all[i].id;
+        if (is_sweep && all[i].sweep_id == sweep) hit = 1;
+        if (hit) runs[n++] = all[i];
+    }
+    free(want);
+    if (is_sweep && !n) {
+        fprintf(stderr, "lorabench export: %s; 'lorabench sweep SPEC.json' makes one\n",
+                sweep ? "that sweep has no runs" : "the workspace has no sweep yet");
+        free(runs);
+        store_runs_free(all, n_all);
         store_close(st);
         return 1;
     }
     int first = 1;
-    if (json) putchar('[');
-    if (!json) {
-        if (!strcmp(what, "runs")) printf("id,name,status,method,r,alpha,targets,trainable,steps,loss,rouge1,rouge2,rougeL,rougeLsum,tokens_per_s,peak_rss_mb\n");
-        else if (!strcmp(what, "metrics")) printf("run,step,epoch,loss,lr,grad_norm,tokens_per_s,step_ms,rss_mb,tokens,wall_s\n");
-        else if (!strcmp(what, "evals")) printf("run,eval,step,split,n,rouge1,rouge1_low,rouge1_high,rouge2,rougeL,rougeLsum\n");
-        else printf("run,eval,idx,reference,prediction,rouge1,rouge2,rougeL\n");
-    }
+    if (md) {
+        if (is_sweep) printf("Sweep %lld: %zu runs. ROUGE with its 95%% bootstrap interval; time is training and evaluation.\n\n",
+                             (long long)sweep, n);
+        cli_results_table(stdout, st, runs, n, 1);
+        n = 0;
+    } else if (json) putchar('[');
+    else if (!strcmp(what, "runs")) {
+        fputs(store_runs_csv_header(), stdout);
+        char *text = store_runs_csv(runs, n, store_now());
+        fputs(text ? text : "", stdout);
+        free(text);
+    } else if (!strcmp(what, "metrics")) printf("run,step,epoch,loss,lr,grad_norm,tokens_per_s,step_ms,rss_mb,tokens,wall_s\n");
+    else if (!strcmp(what, "evals")) printf("run,eval,step,split,n,rouge1,rouge1_low,rouge1_high,rouge2,rougeL,rougeLsum\n");
+    else printf("run,eval,idx,reference,prediction,rouge1,rouge2,rougeL\n");
     for (size_t i = 0; i < n; i++) {
         const store_run_t *r = &runs[i];
-        if (run_list) {
-            char idb[24];
-            snprintf(idb, sizeof idb, "%lld", (long long)r->id);
-            int hit = 0;
-            const char *p = run_list;
-            while (*p) {
-                size_t l = strcspn(p, ",");
-                if (l == strlen(idb) && !strncmp(p, idb, l)) hit = 1;
-                p += l + (p[l] == ',');
-            }
-            if (!hit) continue;
-        }
         if (!strcmp(what, "runs")) {
             if (json) {
                 if (!first) putchar(',');
                 run_json(stdout, r);
-            } else {
-                printf("%lld,", (long long)r->id);
-                csv_field(stdout, r->name);
-                printf(",%s,%s,%lld,%g,", r->status, r->method, (long long)r->r, r->alpha);
-                csv_field(stdout, r->targets);
-                printf(",%lld,%lld,%g,%g,%g,%g,%g,%g,%g\n", (long long)r->trainable_params, (long long)r->step,
-                       r->final_loss, r->rouge1, r->rouge2, r->rougeL, r->rougeLsum, r->tokens_per_s, r->peak_rss_mb);
             }
             first = 0;
         } else if (!strcmp(what, "metrics")) {
@@ -515,9 +685,13 @@ int cmd_export(int argc, char **argv) {
                     json_num(stdout, m[k].wall_s);
                     putchar('}');
                 } else {
-                    printf("%lld,%lld,%g,%g,%g,%g,%g,%g,%g,%lld,%g\n", (long long)r->id, (long long)m[k].step, m[k].epoch,
-                           m[k].loss, m[k].lr, m[k].grad_norm, m[k].tokens_per_s, m[k].step_ms, m[k].rss_mb,
-                           (long long)m[k].tokens, m[k].wall_s);
+                    printf("%lld,%lld,", (long long)r->id, (long long)m[k].step);
+                    const double v[] = {m[k].epoch, m[k].loss, m[k].lr, m[k].grad_norm, m[k].tokens_per_s, m[k].step_ms, m[k].rss_mb};
+                    for (size_t q = 0; q < sizeof v / sizeof v[0]; q++) csv_num(stdout, v[q]), putchar(',');
+                    if (m[k].tokens >= 0) printf("%lld", (long long)m[k].tokens);
+                    putchar(',');
+                    csv_num(stdout, m[k].wall_s);
+                    putchar('\n');
                 }
                 first = 0;
             }
@@ -545,9 +719,12 @@ int cmd_export(int argc, char **argv) {
                         json_num(stdout, ev[k].rougeLsum);
                         putchar('}');
                     } else {
-                        printf("%lld,%lld,%lld,%s,%lld,%g,%g,%g,%g,%g,%g\n", (long long)r->id, (long long)ev[k].id,
-                               (long long)ev[k].step, ev[k].split, (long long)ev[k].n, ev[k].rouge1, ev[k].rouge1_low,
-                               ev[k].rouge1_high, ev[k].rouge2, ev[k].rougeL, ev[k].rougeLsum);
+                        printf("%lld,%lld,%lld,%s,%lld", (long long)r->id, (long long)ev[k].id, (long long)ev[k].step,
+                               ev[k].split, (long long)ev[k].n);
+                        const double v[] = {ev[k].rouge1, ev[k].rouge1_low, ev[k].rouge1_high, ev[k].rouge2, ev[k].rougeL,
+                                            ev[k].rougeLsum};
+                        for (size_t q = 0; q < sizeof v / sizeof v[0]; q++) putchar(','), csv_num(stdout, v[q]);
+                        putchar('\n');
                     }
                     first = 0;
                 } else {
@@ -570,10 +747,12 @@ int cmd_export(int argc, char **argv) {
                             putchar('}');
                         } else {
                             printf("%lld,%lld,%lld,", (long long)r->id, (long long)ev[k].id, (long long)s[q].idx);
-                            csv_field(stdout, s[q].reference);
+                            csv_cell(stdout, s[q].reference);
                             putchar(',');
-                            csv_field(stdout, s[q].prediction);
-                            printf(",%g,%g,%g\n", s[q].rouge1, s[q].rouge2, s[q].rougeL);
+                            csv_cell(stdout, s[q].prediction);
+                            const double v[] = {s[q].rouge1, s[q].rouge2, s[q].rougeL};
+                            for (size_t x = 0; x < 3; x++) putchar(','), csv_num(stdout, v[x]);
+                            putchar('\n');
                         }
                         first = 0;
                     }
@@ -584,7 +763,8 @@ int cmd_export(int argc, char **argv) {
         }
     }
     if (json) printf("]\n");
-    store_runs_free(runs, n);
+    free(runs);  // its rows belong to all
+    store_runs_free(all, n_all);
     store_close(st);
     return 0;
 }

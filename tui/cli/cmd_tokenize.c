@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_common.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -21,7 +22,8 @@ static void tokenize_usage(FILE *f) {
             "  --decode          input: a JSON array of ids; output: the text as a JSON string\n"
             "  --keep-special    with --decode: keep special tokens such as </s> and <pad>\n"
             "  --no-special      when encoding: do not append the template's tokens (</s>)\n"
-            "  --tokenizer FILE  a Hugging Face tokenizer.json (Unigram, as T5/FLAN-T5 ship)\n");
+            "  --tokenizer FILE  a Hugging Face tokenizer.json (Unigram, as T5/FLAN-T5 ship), or a\n"
+            "                    model folder with one\n");
 }
 
 // Encodes or decodes one input line; writes the result line to stdout.
@@ -112,11 +114,13 @@ int cmd_tokenize(int argc, char **argv) {
         }
     }
     if (!path) {
-        fprintf(stderr, "lorabench tokenize: --tokenizer FILE is required (a tokenizer.json)\n");
+        fprintf(stderr, "lorabench tokenize: --tokenizer FILE is required (a tokenizer.json or a model folder)\n");
         return 2;
     }
     lb_err_t err = {0};
-    tokenizer_t *tok = tokenizer_load(path, &err);
+    char *file = cli_tokenizer_file(path);
+    tokenizer_t *tok = tokenizer_load(file, &err);
+    free(file);
     if (!tok) {
         fprintf(stderr, "lorabench tokenize: %s\n", err.msg);
         return 1;

@@ -67,9 +67,15 @@ static void print_run_result(store_t *st, int64_t id, int json) {
     if (json) {
         printf("{\"id\":%lld,\"name\":", (long long)id);
         cli_json_string(stdout, r.name);
-        printf(",\"status\":\"%s\",\"loss\":%s%.6g%s,\"rouge1\":%.6g,\"rouge2\":%.6g,\"rougeL\":%.6g}\n", r.status,
-               "", isnan(r.final_loss) ? -1.0 : r.final_loss, "", isnan(r.rouge1) ? -1.0 : r.rouge1,
-               isnan(r.rouge2) ? -1.0 : r.rouge2, isnan(r.rougeL) ? -1.0 : r.rougeL);
+        printf(",\"status\":\"%s\"", r.status);
+        // a value the run does not have (zero-shot's loss, a failed run's ROUGE) is null
+        const char *keys[] = {"loss", "rouge1", "rouge2", "rougeL"};
+        const double vals[] = {r.final_loss, r.rouge1, r.rouge2, r.rougeL};
+        for (int k = 0; k < 4; k++) {
+            if (isnan(vals[k])) printf(",\"%s\":null", keys[k]);
+            else printf(",\"%s\":%.6g", keys[k], vals[k]);
+        }
+        printf("}\n");
     } else {
         printf("run %lld %s: %s", (long long)id, r.name, r.status);
         if (!isnan(r.final_loss)) printf("  loss %.4f", r.final_loss);
@@ -110,7 +116,7 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
 
 static int train_or_pretrain(int argc, char **argv, int pretrain) {
     const char *ws = NULL, *spec_path = NULL;
-    int detach = 0, json = 0;
+    int detach = 0, json = 0, delete_spec = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i]) && pretrain) {
             printf("usage: lorabench pretrain SPEC.json [--detach] [--json] [--workspace DIR]\n\n"
@@ -121,15 +127,17 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
                    "for any run; the result is runs/<id>/model/, a Hugging Face model folder.\n");
             return 0;
         } else if (cli_is_help(argv[i])) {
-            printf("usage: lorabench train SPEC.json [--detach] [--json] [--workspace DIR]\n\n"
+            printf("usage: lorabench train SPEC.json [--detach] [--json] [--delete-spec] [--workspace DIR]\n\n"
                    "Records a run from SPEC (see README: spec format) and trains it. In the foreground a\n"
                    "progress line shows step/total, loss, tokens/s and ETA; Ctrl-C stops after the step,\n"
                    "writes a checkpoint and marks the run cancelled (resume continues it). --detach\n"
                    "starts a worker process, prints the run id and returns at once. A spec with a\n"
-                   "\"grid\" runs as a sweep.\n");
+                   "\"grid\" runs as a sweep. --delete-spec removes SPEC.json once it is read (a temporary\n"
+                   "file, as the workbench writes; the run keeps its spec in the workspace).\n");
             return 0;
         } else if (!strcmp(argv[i], "--detach")) detach = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--delete-spec")) delete_spec = 1;
         else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
         else if (argv[i][0] == '-') {
             fprintf(stderr, "lorabench train: unknown option %s; see --help\n", argv[i]);
@@ -142,7 +150,9 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
     }
     spec_t spec;
     lb_err_t err = {0};
-    if (spec_load_file(spec_path, &spec, &err)) {
+    int load_rc = spec_load_file(spec_path, &spec, &err);
+    if (delete_spec) unlink(spec_path);  // read (or found wrong): the file has done its work
+    if (load_rc) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
         return 1;
     }
@@ -152,7 +162,7 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
     }
     char *wsdir;
     store_t *st;
-    if (cli_open_store(ws, &wsdir, &st)) {
+    if (cli_create_store(ws, &wsdir, &st)) {
         spec_free(&spec);
         return 1;
     }
@@ -314,11 +324,30 @@ int cmd_cancel(int argc, char **argv) {
     return rc;
 }
 
+// The sweep's results, one row per run (what `export --what sweep --format md` writes as
+// Markdown).
+static void print_sweep_table(store_t *st, int64_t sweep_id) {
+    char filter[64];
+    snprintf(filter, sizeof filter, "sweep=%lld", (long long)sweep_id);
+    store_run_t *runs;
+    size_t n;
+    lb_err_t err = {0};
+    if (store_runs_list(st, "id", 0, filter, &runs, &n, &err)) return;
+    printf("\nsweep %lld: %zu runs (ROUGE-1 with its 95%% bootstrap interval; "
+           "lorabench export --what sweep --sweep %lld --format md writes this as Markdown)\n",
+           (long long)sweep_id, n, (long long)sweep_id);
+    cli_results_table(stdout, st, runs, n, 0);
+    store_runs_free(runs, n);
+}
+
 // Runs the sweep's specs: records every run as queued, then executes them as worker
 // processes, `parallel` at a time (detach: start them all in the background instead).
 static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n, const char *name,
                            const char *base_json, int parallel, int detach, int json) {
     lb_err_t err = {0};
+    // Each finished run's line shows up at once, also when stdout is a file or a pipe
+    // (sweep > log), not at exit.
+    setvbuf(stdout, NULL, _IOLBF, 0);
     int64_t sweep_id;
     if (store_sweep_create(st, name ? name : "sweep", base_json, &sweep_id, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
@@ -332,6 +361,13 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
             return 1;
         }
     }
+    // A sweep's zero-shot run is the reference its other runs are read against: pinned as
+    // the baseline (compare's Δ, the workbench's reference line).
+    int64_t zero_shot = 0;
+    int n_zero_shot = 0;
+    for (size_t i = 0; i < n; i++)
+        if (specs[i].method == SPEC_METHOD_NONE) zero_shot = ids[i], n_zero_shot++;
+    if (n_zero_shot == 1 && n > 1) store_run_set_pinned(st, zero_shot, 1, &err);
     fprintf(stderr, "sweep %lld: %zu runs queued\n", (long long)sweep_id, n);
     if (detach) {
         // One background process works through the queue so detach returns at once.
@@ -386,21 +422,26 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
     }
     free(pids);
     free(ids);
+    if (!json) print_sweep_table(st, sweep_id);
     return failed ? 1 : 0;
 }
 
 int cmd_sweep(int argc, char **argv) {
     const char *ws = NULL, *path = NULL;
-    int parallel = 1, detach = 0, json = 0;
+    int parallel = 1, detach = 0, json = 0, delete_spec = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: lorabench sweep SPEC.json [--parallel N] [--detach] [--json] [--workspace DIR]\n\n"
+            printf("usage: lorabench sweep SPEC.json [--parallel N] [--detach] [--json] [--delete-spec] [--workspace DIR]\n\n"
                    "Expands the spec's \"grid\" (e.g. {\"lora.r\": [4, 8, 16]}) into queued runs and executes\n"
-                   "them one after another, or N at a time with --parallel.\n");
+                   "them one after another, or N at a time with --parallel. A grid with one zero-shot point\n"
+                   "(method none) pins that run as the baseline. Each run's line is printed as it finishes,\n"
+                   "then the sweep's results table (export --what sweep --format md writes it as Markdown).\n"
+                   "--delete-spec removes SPEC.json once it is read, as train's does.\n");
             return 0;
         } else if (!strcmp(argv[i], "--parallel") && i + 1 < argc) parallel = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--detach")) detach = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--delete-spec")) delete_spec = 1;
         else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
         else if (argv[i][0] == '-') {
             fprintf(stderr, "lorabench sweep: unknown option %s; see --help\n", argv[i]);
@@ -413,7 +454,9 @@ int cmd_sweep(int argc, char **argv) {
     }
     spec_t spec;
     lb_err_t err = {0};
-    if (spec_load_file(path, &spec, &err)) {
+    int load_rc = spec_load_file(path, &spec, &err);
+    if (delete_spec) unlink(path);
+    if (load_rc) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
         return 1;
     }
@@ -427,7 +470,7 @@ int cmd_sweep(int argc, char **argv) {
     char *wsdir;
     store_t *st;
     int rc = 1;
-    if (!cli_open_store(ws, &wsdir, &st)) {
+    if (!cli_create_store(ws, &wsdir, &st)) {
         char *base = spec_to_json(&spec, 0);
         rc = run_sweep_specs(wsdir, st, specs, n, spec.name, base, parallel, detach, json);
         free(base);

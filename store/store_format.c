@@ -1,0 +1,124 @@
+// How a run's row is written for people and files: names fitted with a middle ellipsis,
+// the runs CSV, durations, numbered names. See store.h.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+static int is_cont(unsigned char c) { return (c & 0xC0) == 0x80; }
+
+int store_text_cols(const char *s) {
+    int n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) n += !is_cont(*p);
+    return n;
+}
+
+// Byte offset just past the first k code points of s.
+static size_t head_bytes(const char *s, int k) {
+    size_t i = 0;
+    for (int c = 0; s[i] && c < k; c++) {
+        i++;
+        while (s[i] && is_cont((unsigned char)s[i])) i++;
+    }
+    return i;
+}
+
+int store_text_fit(const char *s, int width, char *out, size_t cap) {
+    if (!cap) return 0;
+    out[0] = 0;
+    if (!s || width <= 0) return 0;
+    int cols = store_text_cols(s);
+    if (cols <= width) {
+        snprintf(out, cap, "%s", s);
+        return store_text_cols(out);
+    }
+    // keep more of the end: that is where a sweep's runs differ
+    int keep = width - 1, head = keep / 3, tail = keep - head;
+    size_t hb = head_bytes(s, head), tb = strlen(s) - head_bytes(s, cols - tail);
+    snprintf(out, cap, "%.*s…%s", (int)hb, s, s + strlen(s) - tb);
+    return store_text_cols(out);
+}
+
+const char *store_runs_csv_header(void) {
+    return "id,name,status,method,r,alpha,targets,trainable,trainable_pct,steps,total_steps,loss,"
+           "rouge1,rouge2,rougeL,rougeLsum,tokens_per_s,peak_rss_mb,duration_s,tags,notes\n";
+}
+
+double store_run_duration(const store_run_t *r, double now) {
+    if (isnan(r->started_at)) return NAN;
+    if (store_status_parse(r->status) == STORE_RUN_RUNNING) return now - r->started_at;
+    return r->duration;
+}
+
+typedef struct {
+    char *s;
+    size_t len, cap;
+} buf_t;
+
+static void buf_put(buf_t *b, const char *s, size_t n) {
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->s = xrealloc(b->s, b->cap);
+    }
+    memcpy(b->s + b->len, s, n);
+    b->len += n;
+    b->s[b->len] = 0;
+}
+
+// One CSV field and its separator; quoted when it holds a comma, quote or line break.
+static void csv_field(buf_t *b, const char *s, char sep) {
+    if (s && strpbrk(s, ",\"\n\r")) {
+        buf_put(b, "\"", 1);
+        for (const char *p = s; *p; p++) {
+            if (*p == '"') buf_put(b, "\"", 1);  // a quote is doubled
+            buf_put(b, p, 1);
+        }
+        buf_put(b, "\"", 1);
+    } else if (s) {
+        buf_put(b, s, strlen(s));
+    }
+    buf_put(b, &sep, 1);
+}
+
+char *store_runs_csv(const store_run_t *runs, size_t n, double now) {
+    buf_t b = {0};
+    buf_put(&b, "", 0);
+    for (size_t i = 0; i < n; i++) {
+        const store_run_t *r = &runs[i];
+        enum { NV = 21 };
+        char v[NV][64];
+        for (int k = 0; k < NV; k++) v[k][0] = 0;  // a missing value (negative, NaN) stays empty
+        snprintf(v[0], 64, "%lld", (long long)r->id);
+        if (r->r >= 0) snprintf(v[4], 64, "%lld", (long long)r->r);
+        if (!isnan(r->alpha)) snprintf(v[5], 64, "%g", r->alpha);
+        if (r->trainable_params >= 0) snprintf(v[7], 64, "%lld", (long long)r->trainable_params);
+        if (!isnan(r->trainable_pct)) snprintf(v[8], 64, "%.4f", r->trainable_pct);
+        snprintf(v[9], 64, "%lld", (long long)(r->step < 0 ? 0 : r->step));
+        if (r->total_steps >= 0) snprintf(v[10], 64, "%lld", (long long)r->total_steps);
+        double nums[8] = {r->final_loss, r->rouge1, r->rouge2, r->rougeL, r->rougeLsum, r->tokens_per_s, r->peak_rss_mb,
+                          store_run_duration(r, now)};
+        for (int k = 0; k < 8; k++)
+            if (!isnan(nums[k])) snprintf(v[11 + k], 64, "%.6g", nums[k]);
+        const char *f[NV] = {v[0],  r->name, r->status, r->method, v[4],  v[5],  r->targets,
+                             v[7],  v[8],    v[9],      v[10],     v[11], v[12], v[13],
+                             v[14], v[15],   v[16],     v[17],     v[18], r->tags, r->notes};
+        for (int k = 0; k < NV; k++) csv_field(&b, f[k], k < NV - 1 ? ',' : '\n');
+    }
+    return b.s;
+}
+
+void store_name_numbered(const char *name, int n, char *out, size_t cap) {
+    snprintf(out, cap, "%s (%d)", name, n);
+}
+
+int store_run_name_taken(store_t *st, const char *name) {
+    sqlite3_stmt *s;
+    lb_err_t err = {0};
+    if (stmt_prepare(st, "SELECT 1 FROM runs WHERE name = ?1 LIMIT 1", &s, &err)) return 0;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT);
+    int taken = stmt_step(st, s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    return taken;
+}
