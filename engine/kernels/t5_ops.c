@@ -1,5 +1,7 @@
-// T5's kernels: see t5_ops.h. In float on x86-64 the hot loops use AVX2+FMA when the CPU
-// has them; the double build of the gradient test uses the scalar code, the reference.
+// T5's kernels: see t5_ops.h. In float on x86-64 the hot loops use AVX-512 (F+DQ) when the
+// CPU has it, with each attention row's bias, mask, softmax and dropout fused into three
+// passes over a row in cache, else AVX2+FMA; the double build of the gradient test uses
+// the scalar code, the reference.
 #include "t5_ops.h"
 
 #include <stdlib.h>
@@ -160,6 +162,192 @@ LB_AVX2 static void gelu_bwd_avx2(long lo, long hi, const float *a, const float 
         }
     }
 }
+
+// ---- AVX-512 (F + DQ): the attention rows, RMS norm sums and dropout masks fused ----------
+// Same polynomials and operation order as the AVX2 code above, 16 lanes at a time; tails
+// use masked loads and stores, so a row of any length takes one code path.
+#define LB_AVX512 __attribute__((target("avx512f,avx512dq")))
+static int vec512_ok(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+}
+
+static inline __mmask16 tail16(int left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
+
+// exp of 16 floats: exp8's Cephes polynomial, lane for lane the same result.
+LB_AVX512 static inline __m512 exp16(__m512 x) {
+    __mmask16 ninf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.37f));
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), x);
+    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    return _mm512_maskz_mov_ps((__mmask16)~ninf, y);
+}
+
+// Σ of the 16 lanes of y selected by m, added in double to two accumulators.
+LB_AVX512 static inline void sum16_pd(__m512 y, __mmask16 m, __m512d *s0, __m512d *s1) {
+    y = _mm512_maskz_mov_ps(m, y);
+    *s0 = _mm512_add_pd(*s0, _mm512_cvtps_pd(_mm512_castps512_ps256(y)));
+    *s1 = _mm512_add_pd(*s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1))));
+}
+
+// Dropout masks: lb_drop_keep's hash for 8 consecutive indices z (the seed, step and site
+// already folded in); keep ⟺ (z >> 40)·2^-24 >= p ⟺ (z >> 40) >= ⌈p·2^24⌉, both exact.
+LB_AVX512 static inline __mmask8 keep8(__m512i z, __m512i thr) {
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)),
+                           _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ull));
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)),
+                           _mm512_set1_epi64((long long)0x94D049BB133111EBull));
+    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+    return _mm512_cmpge_epu64_mask(_mm512_srli_epi64(z, 40), thr);
+}
+
+// The keep mask of the 16 elements whose mask indices start at base.
+LB_AVX512 static inline __mmask16 keep16(uint64_t base, __m512i thr) {
+    __m512i z = _mm512_add_epi64(_mm512_set1_epi64((long long)base), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+    __mmask8 lo = keep8(z, thr);
+    __mmask8 hi = keep8(_mm512_add_epi64(z, _mm512_set1_epi64(8)), thr);
+    return (__mmask16)((unsigned)lo | ((unsigned)hi << 8));
+}
+
+// One attention row, fused: row holds q·kᵀ on entry and P = softmax(row + br) on return,
+// keys c >= lim or with km[c] == 0 hidden (a row with every key hidden becomes 0); when pd,
+// pd = drop(P) with mask indices from base (thr, sc: the dropout's threshold and scale).
+LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *br, const int32_t *km,
+                                      float *pd, uint64_t base, uint64_t thr64, float sc) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512 mx = ninf;
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 v = _mm512_maskz_loadu_ps(m, row + c);
+        if (br) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, br + c));
+        __mmask16 hide = _mm512_cmpge_epi32_mask(_mm512_add_epi32(_mm512_set1_epi32(c), iota), _mm512_set1_epi32(lim));
+        if (km) hide |= _mm512_mask_cmpeq_epi32_mask(m, _mm512_maskz_loadu_epi32(m, km + c), _mm512_setzero_si512());
+        v = _mm512_mask_mov_ps(v, hide, ninf);
+        _mm512_mask_storeu_ps(row + c, m, v);
+        mx = _mm512_mask_max_ps(mx, m, mx, v);
+    }
+    float mxs = _mm512_reduce_max_ps(mx);
+    if (mxs == -INFINITY) {  // every key hidden: the row stays 0
+        memset(row, 0, sizeof(float) * n);
+        if (pd) memset(pd, 0, sizeof(float) * n);
+        return;
+    }
+    __m512 vm = _mm512_set1_ps(mxs);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 y = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + c), vm));
+        _mm512_mask_storeu_ps(row + c, m, y);
+        sum16_pd(y, m, &s0, &s1);
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    __m512 inv = _mm512_set1_ps(sum > 0 ? (float)(1.0 / sum) : 0.0f);
+    __m512i thr = _mm512_set1_epi64((long long)thr64);
+    __m512 vs = _mm512_set1_ps(sc);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + c), inv);
+        _mm512_mask_storeu_ps(row + c, m, p);
+        if (pd) _mm512_mask_storeu_ps(pd + c, m, _mm512_maskz_mul_ps(keep16(base + (uint64_t)c, thr), p, vs));
+    }
+}
+
+// Softmax backward of one row, with the attention dropout's backward fused: d holds
+// dPd = dctx·vᵀ on entry and dS = P·(drop(dPd) − Σ P·drop(dPd)) on return. The mask is
+// read from pd = drop(P) when given (kept ⟺ pd != 0 wherever P != 0, and where P == 0
+// the result is 0 either way), else regenerated from base; drop 0: no dropout.
+LB_AVX512 static void attn_row_bwd512(float *d, const float *p, int n, int drop, const float *pd,
+                                      uint64_t base, uint64_t thr64, float sc) {
+    __m512i thr = _mm512_set1_epi64((long long)thr64);
+    __m512 vs = _mm512_set1_ps(sc);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 dv = _mm512_maskz_loadu_ps(m, d + c), pv = _mm512_maskz_loadu_ps(m, p + c);
+        if (drop) {
+            __mmask16 keep = pd ? _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m, pd + c), _mm512_setzero_ps(), _CMP_NEQ_UQ)
+                                : keep16(base + (uint64_t)c, thr);
+            dv = _mm512_maskz_mul_ps(keep, dv, vs);
+            _mm512_mask_storeu_ps(d + c, m, dv);
+        }
+        // Σ p·d̃ in double, as the scalar loop
+        s0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(pv)), _mm512_cvtps_pd(_mm512_castps512_ps256(dv)), s0);
+        s1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(pv), 1))),
+                             _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(dv), 1))), s1);
+    }
+    __m512 dt = _mm512_set1_ps((float)_mm512_reduce_add_pd(_mm512_add_pd(s0, s1)));
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 dv = _mm512_maskz_loadu_ps(m, d + c), pv = _mm512_maskz_loadu_ps(m, p + c);
+        _mm512_mask_storeu_ps(d + c, m, _mm512_mul_ps(pv, _mm512_sub_ps(dv, dt)));
+    }
+}
+
+// dst = drop(src) for n elements whose mask indices start at base (dst may be src).
+LB_AVX512 static void drop_copy512(float *dst, const float *src, size_t n, uint64_t base, uint64_t thr64, float sc) {
+    __m512i thr = _mm512_set1_epi64((long long)thr64);
+    __m512 vs = _mm512_set1_ps(sc);
+    for (size_t c = 0; c < n; c += 16) {
+        __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
+        __m512 v = _mm512_maskz_loadu_ps(m, src + c);
+        _mm512_mask_storeu_ps(dst + c, m, _mm512_maskz_mul_ps(keep16(base + c, thr), v, vs));
+    }
+}
+
+// x_out = x + drop(o) for n elements whose mask indices start at base; drop 0: x + o.
+LB_AVX512 static void drop_add512(float *x_out, const float *x, const float *o, size_t n, int drop,
+                                  uint64_t base, uint64_t thr64, float sc) {
+    __m512i thr = _mm512_set1_epi64((long long)thr64);
+    __m512 vs = _mm512_set1_ps(sc);
+    for (size_t c = 0; c < n; c += 16) {
+        __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
+        __m512 v = _mm512_maskz_loadu_ps(m, o + c);
+        if (drop) v = _mm512_maskz_mul_ps(keep16(base + c, thr), v, vs);
+        _mm512_mask_storeu_ps(x_out + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + c), v));
+    }
+}
+
+// Σ x² over n floats, in double (the sum of RMS norm's forward).
+LB_AVX512 static double sumsq512(const float *x, int n) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __m512 v = _mm512_maskz_loadu_ps(tail16(n - c), x + c);
+        __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        s0 = _mm512_fmadd_pd(a, a, s0);
+        s1 = _mm512_fmadd_pd(b, b, s1);
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
+
+// Σ a·b·c over n floats, in double (the dot of RMS norm's backward).
+LB_AVX512 static double dot3_512(const float *a, const float *b, const float *c3, int n) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 va = _mm512_maskz_loadu_ps(m, a + c), vb = _mm512_maskz_loadu_ps(m, b + c),
+               vc = _mm512_maskz_loadu_ps(m, c3 + c);
+#define LO_PD(v) _mm512_cvtps_pd(_mm512_castps512_ps256(v))
+#define HI_PD(v) _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
+        s0 = _mm512_fmadd_pd(_mm512_mul_pd(LO_PD(va), LO_PD(vb)), LO_PD(vc), s0);
+        s1 = _mm512_fmadd_pd(_mm512_mul_pd(HI_PD(va), HI_PD(vb)), HI_PD(vc), s1);
+#undef LO_PD
+#undef HI_PD
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
 #endif
 
 static lb_real max_row(const lb_real *row, int n) {
@@ -195,9 +383,49 @@ static void scale_row(lb_real *row, int n, lb_real c) {
     for (int j = 0; j < n; j++) row[j] *= c;
 }
 
+// 1 when the fused AVX-512 kernels run (float build, CPU with AVX-512 F and DQ).
+static int use512(void) {
+#ifdef LB_VEC
+    return vec512_ok();
+#else
+    return 0;
+#endif
+}
+
+// A dropout site's constants for the fused kernels: mask index i hashes base + i
+// (lb_drop_keep's sum of the seed, step and site terms), kept ⟺ (hash >> 40) >= thr.
+typedef struct {
+    uint64_t base, thr;
+    float scale;
+} drop_consts_t;
+
+static drop_consts_t drop_consts(const lb_drop_t *d, uint64_t site, float p) {
+    drop_consts_t k = {d->seed * 0x9E3779B97F4A7C15ull + d->step * 0xBF58476D1CE4E5B9ull +
+                           site * 0x94D049BB133111EBull,
+                       (uint64_t)ceil((double)p * 16777216.0), (float)(1.0 / (1.0 - (double)p))};
+    return k;
+}
+
 // x[i] = keep ? x[i]·s : 0 for the elements [0, n) of a mask whose indices start at off.
 void drop_range(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p) {
     lb_dropout_apply_at(x, n, d, site, off, p);
+}
+
+// x_out[i] = x[i] + (keep ? o[i]·s : 0) for the elements [0, n) of a mask whose indices
+// start at off (no dropout when it is off for p): one pass, o unchanged.
+void drop_add_range(lb_real *x_out, const lb_real *x, const lb_real *o, size_t n, const lb_drop_t *d,
+                    uint64_t site, uint64_t off, float p) {
+    int on = lb_drop_on(d, p);
+#ifdef LB_VEC
+    if (use512()) {
+        drop_consts_t k = {0, 0, 0};
+        if (on) k = drop_consts(d, site, p);
+        drop_add512(x_out, x, o, n, on, k.base + off, k.thr, k.scale);
+        return;
+    }
+#endif
+    lb_real s = (lb_real)(1.0 / (1.0 - (double)p));
+    for (size_t i = 0; i < n; i++) x_out[i] = x[i] + (!on ? o[i] : lb_drop_keep(d, site, off + i, p) ? o[i] * s : 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -217,10 +445,17 @@ static void rms_fwd_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const rms_job_t *j = ctx;
     int D = j->D;
+    int v512 = use512();
+    (void)v512;
     for (long r = lo; r < hi; r++) {
         const lb_real *xr = j->x + (size_t)r * D;
         double ss = 0;
-        for (int k = 0; k < D; k++) ss += (double)xr[k] * xr[k];
+#ifdef LB_VEC
+        if (v512)
+            ss = sumsq512(xr, D);
+        else
+#endif
+            for (int k = 0; k < D; k++) ss += (double)xr[k] * xr[k];
         lb_real iv = (lb_real)(1.0 / sqrt(ss / D + (double)j->eps));
         j->inv_out[r] = iv;
         lb_real *yr = j->y + (size_t)r * D;
@@ -269,11 +504,18 @@ static void rms_dx_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const rms_job_t *j = ctx;
     int D = j->D;
+    int v512 = use512();
+    (void)v512;
     for (long r = lo; r < hi; r++) {
         const lb_real *xr = j->x + (size_t)r * D, *dr = j->dy + (size_t)r * D;
         lb_real *dxr = j->dx + (size_t)r * D;
         double dot = 0;
-        for (int k = 0; k < D; k++) dot += (double)dr[k] * j->w[k] * xr[k];
+#ifdef LB_VEC
+        if (v512)
+            dot = dot3_512(dr, j->w, xr, D);
+        else
+#endif
+            for (int k = 0; k < D; k++) dot += (double)dr[k] * j->w[k] * xr[k];
         lb_real iv = j->inv[r], c = (lb_real)(dot * iv * iv * iv / D);
         for (int k = 0; k < D; k++) dxr[k] += iv * j->w[k] * dr[k] - xr[k] * c;
     }
@@ -381,14 +623,44 @@ typedef struct {
     const lb_drop_t *drop;
 } attn_job_t;
 
-// One (b, h) of the forward: scores, softmax, dropout, P·v. Items write disjoint slices.
+// The scalar (and AVX2) form of one score row: bias, mask, softmax, each a pass.
+static void attn_row_fwd(lb_real *row, int Tk, int lim, const lb_real *br, const int32_t *km) {
+    if (br)
+        for (int c = 0; c < lim; c++) row[c] += br[c];
+    for (int c = lim; c < Tk; c++) row[c] = -INFINITY;
+    if (km)
+        for (int c = 0; c < lim; c++)
+            if (!km[c]) row[c] = -INFINITY;
+    lb_real mx = max_row(row, Tk);
+    if (mx == -INFINITY) {  // every key hidden: the row stays 0
+        memset(row, 0, sizeof(lb_real) * Tk);
+        return;
+    }
+    double sum = exp_row(row, Tk, mx, 1);
+    scale_row(row, Tk, sum > 0 ? (lb_real)(1.0 / sum) : 0);
+}
+
+// The scalar form of one row of the softmax backward: d = P·(d − Σ P·d).
+static void attn_row_bwd(lb_real *d, const lb_real *p, int Tk) {
+    double dot = 0;
+    for (int c = 0; c < Tk; c++) dot += (double)p[c] * d[c];
+    lb_real dt = (lb_real)dot;
+    for (int c = 0; c < Tk; c++) d[c] = p[c] * (d[c] - dt);
+}
+
+// One (b, h) of the forward: scores, softmax, dropout, P·v. Items write disjoint slices
+// of P and ctx; the dropped probabilities go to this thread's slice of pd (tid·Tq·Tk),
+// which stays in cache for the product that reads it.
 static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
     const attn_job_t *j = ctx;
     const attn_shape_t *s = j->s;
     int H = s->H, K = s->K, Tq = s->Tq, Tk = s->Tk, HK = H * K;
     size_t tt = (size_t)Tq * Tk;
-    int on = lb_drop_on(j->drop, s->p_drop);
+    int on = lb_drop_on(j->drop, s->p_drop), v512 = use512();
+    drop_consts_t dk = {0, 0, 0};
+    if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
+    (void)dk;
+    lb_real *pdt = j->pd + (size_t)tid * tt;
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         size_t o = (size_t)it * tt;
@@ -400,25 +672,22 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
             lb_real *row = P + (size_t)i * Tk;
             const lb_real *br = s->bias ? s->bias + ((size_t)h * Tq + i) * Tk : NULL;
             int lim = s->causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
-            if (br)
-                for (int c = 0; c < lim; c++) row[c] += br[c];
-            for (int c = lim; c < Tk; c++) row[c] = -INFINITY;
-            if (km)
-                for (int c = 0; c < lim; c++)
-                    if (!km[c]) row[c] = -INFINITY;
-            lb_real mx = max_row(row, Tk);
-            if (mx == -INFINITY) {  // every key hidden: the row stays 0
-                memset(row, 0, sizeof(lb_real) * Tk);
+#ifdef LB_VEC
+            if (v512) {
+                attn_row_fwd512(row, Tk, lim, br, km, on ? pdt + (size_t)i * Tk : NULL,
+                                dk.base + o + (size_t)i * Tk, dk.thr, dk.scale);
                 continue;
             }
-            double sum = exp_row(row, Tk, mx, 1);
-            scale_row(row, Tk, sum > 0 ? (lb_real)(1.0 / sum) : 0);
+#endif
+            attn_row_fwd(row, Tk, lim, br, km);
         }
         const lb_real *Pd = P;
         if (on) {
-            memcpy(j->pd + o, P, sizeof(lb_real) * tt);
-            drop_range(j->pd + o, tt, j->drop, s->site, o, s->p_drop);
-            Pd = j->pd + o;
+            if (!v512) {
+                memcpy(pdt, P, sizeof(lb_real) * tt);
+                drop_range(pdt, tt, j->drop, s->site, o, s->p_drop);
+            }
+            Pd = pdt;
         }
         lb_gemm(0, 0, Tq, K, Tk, 1, Pd, Tk, j->v + (size_t)b * Tk * HK + h * K, HK, 0,
                 j->ctx + (size_t)b * Tq * HK + h * K, HK);
@@ -437,40 +706,57 @@ double attn_core_flops(const attn_shape_t *s) {
     return 2.0 * s->B * s->H * s->Tq * s->Tk * s->K;
 }
 
-// One (b, h) of the backward: dv, dP, dropout, softmax backward, dq, dk.
+// One (b, h) of the backward: dv, dP, dropout, softmax backward, dq, dk. The dropped
+// probabilities and (without dbias, which sums dS over the batch afterwards) dS live in
+// this thread's slices of pd and ds, in cache for the products that read them.
 static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
     const attn_job_t *j = ctx;
     const attn_shape_t *s = j->s;
     int H = s->H, K = s->K, Tq = s->Tq, Tk = s->Tk, HK = H * K;
     size_t tt = (size_t)Tq * Tk;
-    int on = lb_drop_on(j->drop, s->p_drop);
+    int on = lb_drop_on(j->drop, s->p_drop), v512 = use512();
     int need_ds = j->dq || j->dk || j->dbias;
+    drop_consts_t dk = {0, 0, 0};
+    if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
+    (void)dk;
+    lb_real *pdt = j->pd + (size_t)tid * tt;
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         size_t o = (size_t)it * tt;
         const lb_real *P = j->P + o, *dc = j->dctx + (size_t)b * Tq * HK + h * K;
+        int have_pd = 0;
         if (j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
             const lb_real *Pd = P;
             if (on) {
-                memcpy(j->pd + o, P, sizeof(lb_real) * tt);
-                drop_range(j->pd + o, tt, j->drop, s->site, o, s->p_drop);
-                Pd = j->pd + o;
+#ifdef LB_VEC
+                if (v512) drop_copy512(pdt, P, tt, dk.base + o, dk.thr, dk.scale);
+#endif
+                if (!v512) {
+                    memcpy(pdt, P, sizeof(lb_real) * tt);
+                    drop_range(pdt, tt, j->drop, s->site, o, s->p_drop);
+                }
+                Pd = pdt;
+                have_pd = 1;
             }
             lb_gemm(1, 0, Tk, K, Tq, 1, Pd, Tk, dc, HK, 0, j->dv + (size_t)b * Tk * HK + h * K, HK);
         }
         if (!need_ds) continue;
-        lb_real *ds = j->ds + o;
+        lb_real *ds = j->dbias ? j->ds + o : j->ds + (size_t)tid * tt;
         // dPd [Tq, Tk] = dctx·vᵀ
         lb_gemm(0, 1, Tq, Tk, K, 1, dc, HK, j->v + (size_t)b * Tk * HK + h * K, HK, 0, ds, Tk);
-        if (on) drop_range(ds, tt, j->drop, s->site, o, s->p_drop);
-        for (int r = 0; r < Tq; r++) {  // softmax backward: dS = P·(dP − Σ P·dP)
-            lb_real *d = ds + (size_t)r * Tk;
-            const lb_real *p = P + (size_t)r * Tk;
-            double dot = 0;
-            for (int c = 0; c < Tk; c++) dot += (double)p[c] * d[c];
-            lb_real dt = (lb_real)dot;
-            for (int c = 0; c < Tk; c++) d[c] = p[c] * (d[c] - dt);
+        // dS = P·(dP − Σ P·dP), dP = drop(dPd)
+#ifdef LB_VEC
+        if (v512) {
+            for (int r = 0; r < Tq; r++)
+                attn_row_bwd512(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk, on,
+                                have_pd ? pdt + (size_t)r * Tk : NULL, dk.base + o + (size_t)r * Tk,
+                                dk.thr, dk.scale);
+        }
+#endif
+        if (!v512) {
+            (void)have_pd;
+            if (on) drop_range(ds, tt, j->drop, s->site, o, s->p_drop);
+            for (int r = 0; r < Tq; r++) attn_row_bwd(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk);
         }
         if (j->dq)  // dq [Tq, K] = dS·k
             lb_gemm(0, 0, Tq, K, Tk, 1, ds, Tk, j->k + (size_t)b * Tk * HK + h * K, HK, 0,

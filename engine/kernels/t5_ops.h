@@ -35,6 +35,11 @@ void embed_backward(int N, int D, const int32_t *ids, const lb_real *dx, lb_real
 // x[i] = keep ? x[i]·s : 0 for the elements [0, n) of a mask whose indices start at off.
 void drop_range(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p);
 
+// x_out[i] = x[i] + drop(o)[i], the mask of element off + i (no dropout when it is off
+// for p), in one pass; o is left as it was. x_out may be x.
+void drop_add_range(lb_real *x_out, const lb_real *x, const lb_real *o, size_t n, const lb_drop_t *d,
+                    uint64_t site, uint64_t off, float p);
+
 // T5 layer norm (RMS): y = x · (mean(x²) + eps)^-½ · w; inv [N] keeps the factor.
 void rms_forward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
                           lb_real eps, lb_real *inv, lb_real *y);
