@@ -198,6 +198,78 @@ static void test_rms_against_reference(void) {
     free(x), free(w), free(dy), free(inv), free(y), free(y2), free(dw), free(dx), free(ry), free(rdx), free(rdw);
 }
 
+// gelu_new (gated and plain) forward and backward against double formulas, odd n, and the
+// other activations through the same entry points (the derivative rounds 1 − t² in float:
+// ~1.4e-6 of the largest value).
+static void test_activations_against_reference(void) {
+    size_t n = 4099;  // above act_forward_p's parallel threshold, odd tail
+    rng_state = 11;
+    float *a = randv(n, 6), *b = randv(n, 1), *dg = randv(n, 1);
+    float *g = malloc(4 * n), *da = malloc(4 * n), *db = malloc(4 * n);
+    double *rg = malloc(8 * n), *rda = malloc(8 * n), *rdb = malloc(8 * n);
+    lb_set_threads(2);
+    lb_pool_t *pool = lb_pool_new();
+    t5_act_t acts[] = {T5_ACT_GELU_NEW, T5_ACT_GELU, T5_ACT_RELU, T5_ACT_SILU};
+    for (int ai = 0; ai < 4; ai++)
+        for (int gated = 0; gated < 2; gated++) {
+            act_forward_p(pool, acts[ai], n, a, gated ? b : NULL, g);
+            act_backward_p(pool, acts[ai], n, a, gated ? b : NULL, dg, da, gated ? db : NULL);
+            for (size_t i = 0; i < n; i++) {
+                double x = a[i], f = 0, fp = 0;
+                if (acts[ai] == T5_ACT_GELU_NEW) {
+                    double c = 0.79788456080286535588, t = tanh(c * (x + 0.044715 * x * x * x));
+                    f = 0.5 * x * (1 + t);
+                    fp = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x);
+                } else if (acts[ai] == T5_ACT_GELU) {
+                    f = 0.5 * x * (1 + erf(x / sqrt(2.0)));
+                    fp = 0.5 * (1 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2 * M_PI);
+                } else if (acts[ai] == T5_ACT_RELU) {
+                    f = x > 0 ? x : 0, fp = x > 0;
+                } else {
+                    double sg = 1 / (1 + exp(-x));
+                    f = x * sg, fp = sg * (1 + x * (1 - sg));
+                }
+                rg[i] = gated ? f * b[i] : f;
+                rda[i] = gated ? dg[i] * b[i] * fp : dg[i] * fp;
+                rdb[i] = dg[i] * f;
+            }
+            double eg = max_rel(g, rg, n), ea = max_rel(da, rda, n), eb = gated ? max_rel(db, rdb, n) : 0;
+            EXPECTF(eg < 1e-6 && ea < 1e-5 && eb < 1e-6, "act %d gated %d: g %.2e da %.2e db %.2e", ai, gated, eg, ea, eb);
+        }
+    lb_pool_free(pool);
+    free(a), free(b), free(dg), free(g), free(da), free(db), free(rg), free(rda), free(rdb);
+}
+
+// Cross entropy loss and gradient against double loops; V odd, an ignored row, a row
+// with a -inf logit.
+static void test_xent_against_reference(void) {
+    int N = 5, V = 1001;
+    rng_state = 3;
+    float *l = randv((size_t)N * V, 20), *l0 = malloc(4 * (size_t)N * V);
+    l[2 * V + 7] = -INFINITY;
+    memcpy(l0, l, 4 * (size_t)N * V);
+    int32_t labels[] = {3, -100, 1000, 0, 517};
+    double row_loss[5], ref_sum = 0;
+    int cnt = 0;
+    double sum = xent_forward_p(NULL, N, V, l, labels, &cnt, row_loss);
+    double *rd = calloc((size_t)N * V, 8);
+    float scale = 0.25f;
+    for (int r = 0; r < N; r++) {
+        if (labels[r] < 0) continue;
+        const float *x = l0 + (size_t)r * V;
+        double mx = -INFINITY, s = 0;
+        for (int c = 0; c < V; c++) mx = x[c] > mx ? x[c] : mx;
+        for (int c = 0; c < V; c++) s += exp(x[c] - mx);
+        ref_sum += log(s) + mx - x[labels[r]];
+        for (int c = 0; c < V; c++) rd[(size_t)r * V + c] = scale * (exp(x[c] - mx) / s - (c == labels[r]));
+    }
+    xent_backward_p(NULL, N, V, l, labels, scale);
+    double ed = max_rel(l, rd, (size_t)N * V);
+    EXPECTF(cnt == 4 && fabs(sum - ref_sum) < 1e-6 * fabs(ref_sum) && ed < 1e-6, "n %d loss %.9g ref %.9g grad %.2e",
+            cnt, sum, ref_sum, ed);
+    free(l), free(l0), free(rd);
+}
+
 // drop_add_range: x + drop(o) with lb_drop_keep's masks, bit for bit, any offset and length.
 static void test_drop_add_masks(void) {
     lb_drop_t d = {123, 9, 1};
@@ -289,6 +361,8 @@ int main(void) {
     RUN(test_attention_thread_independent);
     RUN(test_rms_against_reference);
     RUN(test_drop_add_masks);
+    RUN(test_activations_against_reference);
+    RUN(test_xent_against_reference);
 #ifdef LB_VEC
     RUN(test_avx512_kernels);
 #endif

@@ -173,6 +173,18 @@ static int vec512_ok(void) {
 
 static inline __mmask16 tail16(int left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
 
+// Loads and stores of 16 lanes, masked only for a tail (m != all): a masked store costs
+// several times a plain one on some CPUs.
+LB_AVX512 static inline __m512 ld16(__mmask16 m, const float *p) {
+    return m == 0xFFFF ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+}
+LB_AVX512 static inline void st16(float *p, __mmask16 m, __m512 v) {
+    if (m == 0xFFFF)
+        _mm512_storeu_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, m, v);
+}
+
 // exp of 16 floats: exp8's Cephes polynomial, lane for lane the same result.
 LB_AVX512 static inline __m512 exp16(__m512 x) {
     __mmask16 ninf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
@@ -230,12 +242,12 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
     __m512 mx = ninf;
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 v = _mm512_maskz_loadu_ps(m, row + c);
-        if (br) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, br + c));
+        __m512 v = ld16(m, row + c);
+        if (br) v = _mm512_add_ps(v, ld16(m, br + c));
         __mmask16 hide = _mm512_cmpge_epi32_mask(_mm512_add_epi32(_mm512_set1_epi32(c), iota), _mm512_set1_epi32(lim));
         if (km) hide |= _mm512_mask_cmpeq_epi32_mask(m, _mm512_maskz_loadu_epi32(m, km + c), _mm512_setzero_si512());
         v = _mm512_mask_mov_ps(v, hide, ninf);
-        _mm512_mask_storeu_ps(row + c, m, v);
+        st16(row + c, m, v);
         mx = _mm512_mask_max_ps(mx, m, mx, v);
     }
     float mxs = _mm512_reduce_max_ps(mx);
@@ -248,8 +260,8 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 y = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + c), vm));
-        _mm512_mask_storeu_ps(row + c, m, y);
+        __m512 y = exp16(_mm512_sub_ps(ld16(m, row + c), vm));
+        st16(row + c, m, y);
         sum16_pd(y, m, &s0, &s1);
     }
     double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
@@ -258,9 +270,9 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
     __m512 vs = _mm512_set1_ps(sc);
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + c), inv);
-        _mm512_mask_storeu_ps(row + c, m, p);
-        if (pd) _mm512_mask_storeu_ps(pd + c, m, _mm512_maskz_mul_ps(keep16(base + (uint64_t)c, thr), p, vs));
+        __m512 p = _mm512_mul_ps(ld16(m, row + c), inv);
+        st16(row + c, m, p);
+        if (pd) st16(pd + c, m, _mm512_maskz_mul_ps(keep16(base + (uint64_t)c, thr), p, vs));
     }
 }
 
@@ -275,12 +287,12 @@ LB_AVX512 static void attn_row_bwd512(float *d, const float *p, int n, int drop,
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 dv = _mm512_maskz_loadu_ps(m, d + c), pv = _mm512_maskz_loadu_ps(m, p + c);
+        __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
         if (drop) {
-            __mmask16 keep = pd ? _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m, pd + c), _mm512_setzero_ps(), _CMP_NEQ_UQ)
+            __mmask16 keep = pd ? _mm512_cmp_ps_mask(ld16(m, pd + c), _mm512_setzero_ps(), _CMP_NEQ_UQ)
                                 : keep16(base + (uint64_t)c, thr);
             dv = _mm512_maskz_mul_ps(keep, dv, vs);
-            _mm512_mask_storeu_ps(d + c, m, dv);
+            st16(d + c, m, dv);
         }
         // Σ p·d̃ in double, as the scalar loop
         s0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(pv)), _mm512_cvtps_pd(_mm512_castps512_ps256(dv)), s0);
@@ -290,8 +302,8 @@ LB_AVX512 static void attn_row_bwd512(float *d, const float *p, int n, int drop,
     __m512 dt = _mm512_set1_ps((float)_mm512_reduce_add_pd(_mm512_add_pd(s0, s1)));
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 dv = _mm512_maskz_loadu_ps(m, d + c), pv = _mm512_maskz_loadu_ps(m, p + c);
-        _mm512_mask_storeu_ps(d + c, m, _mm512_mul_ps(pv, _mm512_sub_ps(dv, dt)));
+        __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
+        st16(d + c, m, _mm512_mul_ps(pv, _mm512_sub_ps(dv, dt)));
     }
 }
 
@@ -301,8 +313,8 @@ LB_AVX512 static void drop_copy512(float *dst, const float *src, size_t n, uint6
     __m512 vs = _mm512_set1_ps(sc);
     for (size_t c = 0; c < n; c += 16) {
         __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
-        __m512 v = _mm512_maskz_loadu_ps(m, src + c);
-        _mm512_mask_storeu_ps(dst + c, m, _mm512_maskz_mul_ps(keep16(base + c, thr), v, vs));
+        __m512 v = ld16(m, src + c);
+        st16(dst + c, m, _mm512_maskz_mul_ps(keep16(base + c, thr), v, vs));
     }
 }
 
@@ -313,9 +325,87 @@ LB_AVX512 static void drop_add512(float *x_out, const float *x, const float *o, 
     __m512 vs = _mm512_set1_ps(sc);
     for (size_t c = 0; c < n; c += 16) {
         __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
-        __m512 v = _mm512_maskz_loadu_ps(m, o + c);
+        __m512 v = ld16(m, o + c);
         if (drop) v = _mm512_maskz_mul_ps(keep16(base + c, thr), v, vs);
-        _mm512_mask_storeu_ps(x_out + c, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + c), v));
+        st16(x_out + c, m, _mm512_add_ps(ld16(m, x + c), v));
+    }
+}
+
+// max_row, exp_row and scale_row of the scalar code, 16 lanes at a time (cross entropy).
+LB_AVX512 static float max_row512(const float *row, int n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 t = tail16(n - c);
+        m = _mm512_mask_max_ps(m, t, m, ld16(t, row + c));
+    }
+    return _mm512_reduce_max_ps(m);
+}
+
+LB_AVX512 static double exp_row512(float *row, int n, float mx, int store) {
+    __m512 vm = _mm512_set1_ps(mx);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 t = tail16(n - c);
+        __m512 y = exp16(_mm512_sub_ps(ld16(t, row + c), vm));
+        if (store) st16(row + c, t, y);
+        sum16_pd(y, t, &s0, &s1);
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
+
+LB_AVX512 static void scale_row512(float *row, int n, float k) {
+    __m512 vk = _mm512_set1_ps(k);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 t = tail16(n - c);
+        st16(row + c, t, _mm512_mul_ps(ld16(t, row + c), vk));
+    }
+}
+
+// gelu_tanh8 in 16 lanes: t = tanh(c·(x + 0.044715·x³)) = 1 − 2 / (1 + exp(2u)). The
+// division is a reciprocal estimate (14 bits) and one Newton step, ~1 ulp: a 512-bit
+// divide costs more than the whole rest on CPUs that split it into two 256-bit halves.
+LB_AVX512 static inline __m512 gelu_tanh16(__m512 x) {
+    __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.79788456080286535588f),
+                             _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_add_ps(u, u)));
+    __m512 r = _mm512_rcp14_ps(d);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));  // r·(2 − d·r)
+    return _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), r, _mm512_set1_ps(1.0f));
+}
+
+// gelu_fwd_avx2 and gelu_bwd_avx2 in 16 lanes, the same operations lane for lane.
+LB_AVX512 static void gelu_fwd512(long lo, long hi, const float *a, const float *b, float *g) {
+    __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    for (long i = lo; i < hi; i += 16) {
+        __mmask16 t = tail16((int)(hi - i < 16 ? hi - i : 16));
+        __m512 x = ld16(t, a + i);
+        __m512 y = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, gelu_tanh16(x)));
+        if (b) y = _mm512_mul_ps(y, ld16(t, b + i));
+        st16(g + i, t, y);
+    }
+}
+
+LB_AVX512 static void gelu_bwd512(long lo, long hi, const float *a, const float *b, const float *dg,
+                                  float *da, float *db) {
+    __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f),
+           cc = _mm512_set1_ps(0.79788456080286535588f), k3 = _mm512_set1_ps(3 * 0.044715f);
+    for (long i = lo; i < hi; i += 16) {
+        __mmask16 m = tail16((int)(hi - i < 16 ? hi - i : 16));
+        __m512 x = ld16(m, a + i), d = ld16(m, dg + i);
+        __m512 t = gelu_tanh16(x);
+        __m512 hx = _mm512_mul_ps(half, x);
+        __m512 f = _mm512_mul_ps(hx, _mm512_add_ps(one, t));
+        __m512 du = _mm512_mul_ps(cc, _mm512_fmadd_ps(k3, _mm512_mul_ps(x, x), one));
+        __m512 fp = _mm512_fmadd_ps(_mm512_mul_ps(hx, _mm512_fnmadd_ps(t, t, one)), du,
+                                    _mm512_mul_ps(half, _mm512_add_ps(one, t)));
+        if (b) {
+            __m512 bb = ld16(m, b + i);
+            st16(db + i, m, _mm512_mul_ps(d, f));
+            st16(da + i, m, _mm512_mul_ps(_mm512_mul_ps(d, bb), fp));
+        } else {
+            st16(da + i, m, _mm512_mul_ps(d, fp));
+        }
     }
 }
 
@@ -323,7 +413,7 @@ LB_AVX512 static void drop_add512(float *x_out, const float *x, const float *o, 
 LB_AVX512 static double sumsq512(const float *x, int n) {
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (int c = 0; c < n; c += 16) {
-        __m512 v = _mm512_maskz_loadu_ps(tail16(n - c), x + c);
+        __m512 v = ld16(tail16(n - c), x + c);
         __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
         __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
         s0 = _mm512_fmadd_pd(a, a, s0);
@@ -337,8 +427,8 @@ LB_AVX512 static double dot3_512(const float *a, const float *b, const float *c3
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 va = _mm512_maskz_loadu_ps(m, a + c), vb = _mm512_maskz_loadu_ps(m, b + c),
-               vc = _mm512_maskz_loadu_ps(m, c3 + c);
+        __m512 va = ld16(m, a + c), vb = ld16(m, b + c),
+               vc = ld16(m, c3 + c);
 #define LO_PD(v) _mm512_cvtps_pd(_mm512_castps512_ps256(v))
 #define HI_PD(v) _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
         s0 = _mm512_fmadd_pd(_mm512_mul_pd(LO_PD(va), LO_PD(vb)), LO_PD(vc), s0);
@@ -352,6 +442,7 @@ LB_AVX512 static double dot3_512(const float *a, const float *b, const float *c3
 
 static lb_real max_row(const lb_real *row, int n) {
 #ifdef LB_VEC
+    if (vec512_ok()) return max_row512(row, n);
     if (vec_ok()) return max_row_avx2(row, n);
 #endif
     lb_real mx = -INFINITY;
@@ -362,6 +453,7 @@ static lb_real max_row(const lb_real *row, int n) {
 // row[j] = exp(row[j] − mx) when store, returning Σ (in double); -inf entries give 0.
 static double exp_row(lb_real *row, int n, lb_real mx, int store) {
 #ifdef LB_VEC
+    if (vec512_ok()) return exp_row512(row, n, mx, store);
     if (vec_ok()) return exp_row_avx2(row, n, mx, store);
 #endif
     double s = 0;
@@ -375,6 +467,10 @@ static double exp_row(lb_real *row, int n, lb_real mx, int store) {
 
 static void scale_row(lb_real *row, int n, lb_real c) {
 #ifdef LB_VEC
+    if (vec512_ok()) {
+        scale_row512(row, n, c);
+        return;
+    }
     if (vec_ok()) {
         scale_row_avx2(row, n, c);
         return;
@@ -573,6 +669,10 @@ static void act_fwd_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const act_job_t *j = ctx;
 #ifdef LB_VEC
+    if (j->act == T5_ACT_GELU_NEW && vec512_ok()) {
+        gelu_fwd512(lo, hi, j->a, j->b, j->g);
+        return;
+    }
     if (j->act == T5_ACT_GELU_NEW && vec_ok()) {
         gelu_fwd_avx2(lo, hi, j->a, j->b, j->g);
         return;
@@ -585,6 +685,10 @@ static void act_bwd_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const act_job_t *j = ctx;
 #ifdef LB_VEC
+    if (j->act == T5_ACT_GELU_NEW && vec512_ok()) {
+        gelu_bwd512(lo, hi, j->a, j->b, j->dg, j->da, j->db);
+        return;
+    }
     if (j->act == T5_ACT_GELU_NEW && vec_ok()) {
         gelu_bwd_avx2(lo, hi, j->a, j->b, j->dg, j->da, j->db);
         return;
