@@ -422,6 +422,36 @@ LB_AVX512 static double sumsq512(const float *x, int n) {
     return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
 }
 
+// RMS norm's element-wise loops, the scalar code's operations in the same order:
+// y = (x·iv)·w; dw += (dy·x)·iv over [lo, hi); dx += (iv·w)·dy − x·c.
+LB_AVX512 static void rms_y512(float *y, const float *x, float iv, const float *w, int n) {
+    __m512 vi = _mm512_set1_ps(iv);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        st16(y + c, m, _mm512_mul_ps(_mm512_mul_ps(ld16(m, x + c), vi), ld16(m, w + c)));
+    }
+}
+
+LB_AVX512 static void rms_dw512(float *dw, const float *dy, const float *x, float iv, long lo, long hi) {
+    __m512 vi = _mm512_set1_ps(iv);
+    for (long c = lo; c < hi; c += 16) {
+        __mmask16 m = tail16((int)(hi - c < 16 ? hi - c : 16));
+        __m512 t = _mm512_mul_ps(_mm512_mul_ps(ld16(m, dy + c), ld16(m, x + c)), vi);
+        st16(dw + c, m, _mm512_add_ps(ld16(m, dw + c), t));
+    }
+}
+
+LB_AVX512 static void rms_dx512(float *dx, const float *x, const float *w, const float *dy, float iv,
+                                float k, int n) {
+    __m512 vi = _mm512_set1_ps(iv), vk = _mm512_set1_ps(k);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 t = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(vi, ld16(m, w + c)), ld16(m, dy + c)),
+                                 _mm512_mul_ps(ld16(m, x + c), vk));
+        st16(dx + c, m, _mm512_add_ps(ld16(m, dx + c), t));
+    }
+}
+
 // Σ a·b·c over n floats, in double (the dot of RMS norm's backward).
 LB_AVX512 static double dot3_512(const float *a, const float *b, const float *c3, int n) {
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
@@ -555,6 +585,12 @@ static void rms_fwd_job(void *ctx, long lo, long hi, int tid) {
         lb_real iv = (lb_real)(1.0 / sqrt(ss / D + (double)j->eps));
         j->inv_out[r] = iv;
         lb_real *yr = j->y + (size_t)r * D;
+#ifdef LB_VEC
+        if (v512) {
+            rms_y512(yr, xr, iv, j->w, D);
+            continue;
+        }
+#endif
         for (int k = 0; k < D; k++) yr[k] = xr[k] * iv * j->w[k];
     }
 }
@@ -570,9 +606,17 @@ static void rms_apply_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const rms_job_t *j = ctx;
     int D = j->D;
+    int v512 = use512();
+    (void)v512;
     for (long r = lo; r < hi; r++) {
         const lb_real *xr = j->x + (size_t)r * D;
         lb_real *yr = j->y + (size_t)r * D, iv = j->inv[r];
+#ifdef LB_VEC
+        if (v512) {
+            rms_y512(yr, xr, iv, j->w, D);
+            continue;
+        }
+#endif
         for (int k = 0; k < D; k++) yr[k] = xr[k] * iv * j->w[k];
     }
 }
@@ -589,9 +633,17 @@ static void rms_dw_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const rms_job_t *j = ctx;
     int D = j->D;
+    int v512 = use512();
+    (void)v512;
     for (size_t r = 0; r < (size_t)j->N; r++) {
         const lb_real *xr = j->x + r * D, *dr = j->dy + r * D;
         lb_real iv = j->inv[r];
+#ifdef LB_VEC
+        if (v512) {
+            rms_dw512(j->dw, dr, xr, iv, lo, hi);
+            continue;
+        }
+#endif
         for (long k = lo; k < hi; k++) j->dw[k] += dr[k] * xr[k] * iv;
     }
 }
@@ -613,6 +665,12 @@ static void rms_dx_job(void *ctx, long lo, long hi, int tid) {
 #endif
             for (int k = 0; k < D; k++) dot += (double)dr[k] * j->w[k] * xr[k];
         lb_real iv = j->inv[r], c = (lb_real)(dot * iv * iv * iv / D);
+#ifdef LB_VEC
+        if (v512) {
+            rms_dx512(dxr, xr, j->w, dr, iv, c, D);
+            continue;
+        }
+#endif
         for (int k = 0; k < D; k++) dxr[k] += iv * j->w[k] * dr[k] - xr[k] * c;
     }
 }
