@@ -292,6 +292,47 @@ static void test_drop_add_masks(void) {
     free(x), free(o), free(y);
 }
 
+// The fused calls give the bits of the separate ones: act then dropout, dropout then the
+// activation's backward (in place and not), the residual's drop + add and drop + copy.
+static void test_fused_equal_separate(void) {
+    size_t n = 3 * 32768 + 1001;
+    lb_drop_t d = {77, 4, 1};
+    float p = 0.1f;
+    rng_state = 99;
+    float *a = randv(n, 4), *b = randv(n, 1), *dg = randv(n, 1), *x = randv(n, 1);
+    float *g1 = malloc(4 * n), *g2 = malloc(4 * n), *da1 = malloc(4 * n), *da2 = malloc(4 * n);
+    float *db1 = malloc(4 * n), *db2 = malloc(4 * n);
+    lb_set_threads(2);
+    lb_pool_t *pool = lb_pool_new();
+    t5_act_t acts[] = {T5_ACT_GELU_NEW, T5_ACT_RELU};
+    for (int ai = 0; ai < 2; ai++) {
+        act_forward_p(pool, acts[ai], n, a, b, g1);
+        lb_dropout_apply_par(pool, g1, n, &d, 8, p);
+        act_forward_drop_p(pool, acts[ai], n, a, b, g2, &d, 8, p);
+        EXPECT(memcmp(g1, g2, 4 * n) == 0);
+        memcpy(da1, dg, 4 * n);
+        lb_dropout_apply_par(pool, da1, n, &d, 9, p);
+        act_backward_p(pool, acts[ai], n, a, b, da1, da1, db1);
+        act_backward_drop_p(pool, acts[ai], n, a, b, dg, da2, db2, &d, 9, p);  // out of place
+        EXPECT(memcmp(da1, da2, 4 * n) == 0 && memcmp(db1, db2, 4 * n) == 0);
+        memcpy(da2, dg, 4 * n);
+        act_backward_drop_p(pool, acts[ai], n, a, b, da2, da2, db2, &d, 9, p);  // in place
+        EXPECT(memcmp(da1, da2, 4 * n) == 0 && memcmp(db1, db2, 4 * n) == 0);
+    }
+    memcpy(g1, dg, 4 * n);
+    lb_dropout_apply_par(pool, g1, n, &d, 10, p);
+    drop_copy_p(pool, g2, dg, n, &d, 10, p);
+    EXPECT(memcmp(g1, g2, 4 * n) == 0);
+    for (size_t i = 0; i < n; i++) g1[i] += x[i];
+    drop_add_p(pool, g2, x, dg, n, &d, 10, p);
+    EXPECT(memcmp(g1, g2, 4 * n) == 0);
+    lb_drop_t eval = {77, 4, 0};
+    drop_copy_p(pool, g2, dg, n, &eval, 10, p);
+    EXPECT(memcmp(g2, dg, 4 * n) == 0);
+    lb_pool_free(pool);
+    free(a), free(b), free(dg), free(x), free(g1), free(g2), free(da1), free(da2), free(db1), free(db2);
+}
+
 #ifdef LB_VEC
 LB_AVX512 static void exp16_of(const float *x, float *y) { _mm512_storeu_ps(y, exp16(_mm512_loadu_ps(x))); }
 
@@ -363,6 +404,7 @@ int main(void) {
     RUN(test_drop_add_masks);
     RUN(test_activations_against_reference);
     RUN(test_xent_against_reference);
+    RUN(test_fused_equal_separate);
 #ifdef LB_VEC
     RUN(test_avx512_kernels);
 #endif

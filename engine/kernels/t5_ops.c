@@ -554,6 +554,59 @@ void drop_add_range(lb_real *x_out, const lb_real *x, const lb_real *o, size_t n
     for (size_t i = 0; i < n; i++) x_out[i] = x[i] + (!on ? o[i] : lb_drop_keep(d, site, off + i, p) ? o[i] * s : 0);
 }
 
+// dst[i] = drop(src)[i], the mask of element off + i (a copy when dropout is off for p);
+// dst may be src.
+static void drop_copy_range(lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d, uint64_t site,
+                            uint64_t off, float p) {
+    if (!lb_drop_on(d, p)) {
+        if (dst != src) memmove(dst, src, sizeof(lb_real) * n);
+        return;
+    }
+#ifdef LB_VEC
+    if (use512()) {
+        drop_consts_t k = drop_consts(d, site, p);
+        drop_copy512(dst, src, n, k.base + off, k.thr, k.scale);
+        return;
+    }
+#endif
+    if (dst != src) memcpy(dst, src, sizeof(lb_real) * n);
+    drop_range(dst, n, d, site, off, p);
+}
+
+typedef struct {
+    lb_real *dst;
+    const lb_real *x, *src;
+    const lb_drop_t *d;
+    uint64_t site;
+    float p;
+} resid_job_t;
+
+static void drop_add_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const resid_job_t *j = ctx;
+    drop_add_range(j->dst + lo, j->x + lo, j->src + lo, (size_t)(hi - lo), j->d, j->site, (uint64_t)lo, j->p);
+}
+
+static void drop_copy_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const resid_job_t *j = ctx;
+    drop_copy_range(j->dst + lo, j->src + lo, (size_t)(hi - lo), j->d, j->site, (uint64_t)lo, j->p);
+}
+
+// x_out = x + drop(o) over the pool.
+void drop_add_p(lb_pool_t *pool, lb_real *x_out, const lb_real *x, const lb_real *o, size_t n,
+                const lb_drop_t *d, uint64_t site, float p) {
+    resid_job_t j = {x_out, x, o, d, site, p};
+    lb_pool_run(n > 32768 ? pool : NULL, (long)n, drop_add_job, &j);
+}
+
+// dst = drop(src) over the pool.
+void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d,
+                 uint64_t site, float p) {
+    resid_job_t j = {dst, NULL, src, d, site, p};
+    lb_pool_run(n > 32768 ? pool : NULL, (long)n, drop_copy_job, &j);
+}
+
 // ---------------------------------------------------------------------------------------
 // Norms and activations. Each has a parallel form (pool, run by the model) and the
 // serial form the gradient test calls (pool NULL): the same code.
@@ -721,11 +774,15 @@ typedef struct {
     t5_act_t act;
     const lb_real *a, *b, *dg;
     lb_real *g, *da, *db;
+    const lb_drop_t *drop;  // dropout of g (forward) and of dg (backward), or NULL
+    uint64_t site;
+    float p;
 } act_job_t;
 
-static void act_fwd_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
-    const act_job_t *j = ctx;
+// Blocks of this many elements run act then dropout while in cache.
+#define ACT_BLOCK 4096
+
+static void act_fwd_range(const act_job_t *j, long lo, long hi) {
 #ifdef LB_VEC
     if (j->act == T5_ACT_GELU_NEW && vec512_ok()) {
         gelu_fwd512(lo, hi, j->a, j->b, j->g);
@@ -739,21 +796,19 @@ static void act_fwd_job(void *ctx, long lo, long hi, int tid) {
     for (long i = lo; i < hi; i++) j->g[i] = j->b ? act_f(j->act, j->a[i]) * j->b[i] : act_f(j->act, j->a[i]);
 }
 
-static void act_bwd_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
-    const act_job_t *j = ctx;
+static void act_bwd_range(const act_job_t *j, const lb_real *dg, long lo, long hi) {
 #ifdef LB_VEC
     if (j->act == T5_ACT_GELU_NEW && vec512_ok()) {
-        gelu_bwd512(lo, hi, j->a, j->b, j->dg, j->da, j->db);
+        gelu_bwd512(lo, hi, j->a, j->b, dg, j->da, j->db);
         return;
     }
     if (j->act == T5_ACT_GELU_NEW && vec_ok()) {
-        gelu_bwd_avx2(lo, hi, j->a, j->b, j->dg, j->da, j->db);
+        gelu_bwd_avx2(lo, hi, j->a, j->b, dg, j->da, j->db);
         return;
     }
 #endif
     for (long i = lo; i < hi; i++) {
-        lb_real d = j->dg[i];
+        lb_real d = dg[i];
         if (j->b) {
             j->db[i] = d * act_f(j->act, j->a[i]);
             j->da[i] = d * j->b[i] * act_df(j->act, j->a[i]);
@@ -763,17 +818,61 @@ static void act_bwd_job(void *ctx, long lo, long hi, int tid) {
     }
 }
 
+static void act_fwd_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const act_job_t *j = ctx;
+    if (!lb_drop_on(j->drop, j->p)) {
+        act_fwd_range(j, lo, hi);
+        return;
+    }
+    for (long b0 = lo; b0 < hi; b0 += ACT_BLOCK) {
+        long b1 = hi - b0 < ACT_BLOCK ? hi : b0 + ACT_BLOCK;
+        act_fwd_range(j, b0, b1);
+        drop_range(j->g + b0, (size_t)(b1 - b0), j->drop, j->site, (uint64_t)b0, j->p);
+    }
+}
+
+static void act_bwd_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const act_job_t *j = ctx;
+    if (!lb_drop_on(j->drop, j->p)) {
+        act_bwd_range(j, j->dg, lo, hi);
+        return;
+    }
+    for (long b0 = lo; b0 < hi; b0 += ACT_BLOCK) {  // dg dropped into da, then da from it
+        long b1 = hi - b0 < ACT_BLOCK ? hi : b0 + ACT_BLOCK;
+        drop_copy_range(j->da + b0, j->dg + b0, (size_t)(b1 - b0), j->drop, j->site, (uint64_t)b0, j->p);
+        act_bwd_range(j, j->da, b0, b1);
+    }
+}
+
 // Gated: g = act(a)·b; plain (b NULL): g = act(a). n elements.
 void act_forward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                           lb_real *g) {
-    act_job_t j = {act, a, b, NULL, g, NULL, NULL};
+    act_job_t j = {act, a, b, NULL, g, NULL, NULL, NULL, 0, 0};
+    lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_fwd_job, &j);
+}
+
+// act_forward_p, then g = drop(g) (site, p), block by block while in cache.
+void act_forward_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                        lb_real *g, const lb_drop_t *drop, uint64_t site, float p) {
+    act_job_t j = {act, a, b, NULL, g, NULL, NULL, drop, site, p};
     lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_fwd_job, &j);
 }
 
 // From dg: da = dg·b·act'(a) (in place of dg allowed), db = dg·act(a) when b.
 void act_backward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                            const lb_real *dg, lb_real *da, lb_real *db) {
-    act_job_t j = {act, a, b, dg, NULL, da, db};
+    act_job_t j = {act, a, b, dg, NULL, da, db, NULL, 0, 0};
+    lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_bwd_job, &j);
+}
+
+// act_backward_p from drop(dg) (site, p): the dropped gradient is written to da first,
+// block by block (da may be dg).
+void act_backward_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                         const lb_real *dg, lb_real *da, lb_real *db, const lb_drop_t *drop,
+                         uint64_t site, float p) {
+    act_job_t j = {act, a, b, dg, NULL, da, db, drop, site, p};
     lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_bwd_job, &j);
 }
 
