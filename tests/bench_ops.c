@@ -11,8 +11,8 @@
 //      -L/usr/lib/x86_64-linux-gnu/openblas-pthread/ -lopenblas -ldnnl -lgomp -lm -pthread
 //      -o build/bench_ops
 //   build/bench_ops [threads] [reps]          (default 2 threads, 7 reps)
-// -DNO_DROP_ADD builds it against a library without drop_add_range (the residual then
-// runs as t5.c's add_job did: drop_range, then a separate add).
+// -DNO_FUSED builds it against a library without the fused calls (drop_add_range,
+// drop_copy_p, act_*_drop_p): the same work then runs as separate calls, as t5.c made them.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +51,7 @@ typedef struct {
 static void add_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const add_job_t *j = ctx;
-#ifdef NO_DROP_ADD
+#ifdef NO_FUSED
     drop_range(j->o + lo, (size_t)(hi - lo), j->drop, j->site, (uint64_t)lo, j->p);
     for (long i = lo; i < hi; i++) j->x_out[i] = j->x[i] + j->o[i];
 #else
@@ -108,9 +108,25 @@ int main(int argc, char **argv) {
           *dg = randv((size_t)N * F, 1), *da = malloc(4 * (size_t)N * F), *db = malloc(4 * (size_t)N * F);
     TIME("gelu_new gated fwd 2048x1024", act_forward_p(pool, T5_ACT_GELU_NEW, (size_t)N * F, a, b, g));
     TIME("gelu_new gated bwd 2048x1024", act_backward_p(pool, T5_ACT_GELU_NEW, (size_t)N * F, a, b, dg, da, db));
-    float *o = randv((size_t)N * D, 1), *xo = malloc(4 * (size_t)N * D);
+    size_t nf = (size_t)N * F, nd = (size_t)N * D;
+#ifdef NO_FUSED
+    TIME("gelu gated+drop fwd", (act_forward_p(pool, T5_ACT_GELU_NEW, nf, a, b, g),
+                                 lb_dropout_apply_par(pool, g, nf, &drop, 22, 0.1f)));
+    TIME("drop+gelu gated bwd", (memcpy(da, dg, 4 * nf), lb_dropout_apply_par(pool, da, nf, &drop, 22, 0.1f),
+                                 act_backward_p(pool, T5_ACT_GELU_NEW, nf, a, b, da, da, db)));
+#else
+    TIME("gelu gated+drop fwd", act_forward_drop_p(pool, T5_ACT_GELU_NEW, nf, a, b, g, &drop, 22, 0.1f));
+    TIME("drop+gelu gated bwd", (memcpy(da, dg, 4 * nf),
+                                 act_backward_drop_p(pool, T5_ACT_GELU_NEW, nf, a, b, da, da, db, &drop, 22, 0.1f)));
+#endif
+    float *o = randv(nd, 1), *xo = malloc(4 * nd);
     add_job_t aj = {xo, x, o, &drop, 21, 0.1f};
-    TIME("residual drop+add 2048x512", lb_pool_run(pool, (long)N * D, add_job, &aj));
+    TIME("residual drop+add 2048x512", lb_pool_run(pool, (long)nd, add_job, &aj));
+#ifdef NO_FUSED
+    TIME("residual bwd drop copy", (memcpy(xo, o, 4 * nd), lb_dropout_apply_par(pool, xo, nd, &drop, 21, 0.1f)));
+#else
+    TIME("residual bwd drop copy", drop_copy_p(pool, xo, o, nd, &drop, 21, 0.1f));
+#endif
 
     int Nd = B * T;
     float *logits = randv((size_t)Nd * V, 10), *l2 = malloc(4 * (size_t)Nd * V);

@@ -270,7 +270,8 @@ static void test_xent_against_reference(void) {
     free(l), free(l0), free(rd);
 }
 
-// drop_add_range: x + drop(o) with lb_drop_keep's masks, bit for bit, any offset and length.
+// drop_add_range (x + drop(o)) and drop_range (drop(x) in place) with lb_drop_keep's
+// masks, bit for bit, any offset and length.
 static void test_drop_add_masks(void) {
     lb_drop_t d = {123, 9, 1};
     size_t n = 1003;
@@ -284,6 +285,9 @@ static void test_drop_add_masks(void) {
             drop_add_range(y, x, o, n - off, &d, 31 + pi, off, p);
             for (size_t i = 0; i < n - off; i++)
                 bad += y[i] != x[i] + (lb_drop_keep(&d, 31 + pi, off + i, p) ? o[i] * s : 0.0f);
+            memcpy(y, o, 4 * n);
+            drop_range(y, n - off, &d, 31 + pi, off, p);
+            for (size_t i = 0; i < n - off; i++) bad += y[i] != (lb_drop_keep(&d, 31 + pi, off + i, p) ? o[i] * s : 0.0f);
         }
     lb_drop_t off_d = {123, 9, 0};  // evaluation: no dropout
     drop_add_range(y, x, o, n, &off_d, 1, 0, 0.1f);
