@@ -535,7 +535,7 @@ static drop_consts_t drop_consts(const lb_drop_t *d, uint64_t site, float p) {
 // x[i] = keep ? x[i]·s : 0 for the elements [0, n) of a mask whose indices start at off.
 void drop_range(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p) {
 #ifdef LB_VEC
-    if (use512()) {  // 64-bit multiplies in AVX-512 DQ: ~4× lb_dropout_apply_at's AVX2 emulation
+    if (use512()) {  // native 64-bit multiplies (AVX-512 DQ) instead of AVX2's emulated ones
         drop_consts_t k = drop_consts(d, site, p);
         drop_copy512(x, x, n, k.base + off, k.thr, k.scale);
         return;
