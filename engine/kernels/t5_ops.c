@@ -1,5 +1,7 @@
-// T5's kernels: see t5_ops.h. In float on x86-64 the hot loops use AVX2+FMA when the CPU
-// has them; the double build of the gradient test uses the scalar code, the reference.
+// T5's kernels: see t5_ops.h. In float on x86-64 the hot loops use AVX-512 (F+DQ) when the
+// CPU has it, with each attention row's bias, mask, softmax and dropout fused into three
+// passes over a row in cache, else AVX2+FMA; the double build of the gradient test uses
+// the scalar code, the reference.
 #include "t5_ops.h"
 
 #include <stdlib.h>
@@ -160,10 +162,317 @@ LB_AVX2 static void gelu_bwd_avx2(long lo, long hi, const float *a, const float 
         }
     }
 }
+
+// ---- AVX-512 (F + DQ): the attention rows, RMS norm sums and dropout masks fused ----------
+// Same polynomials and operation order as the AVX2 code above, 16 lanes at a time; tails
+// use masked loads and stores, so a row of any length takes one code path.
+#define LB_AVX512 __attribute__((target("avx512f,avx512dq")))
+static int vec512_ok(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+}
+
+static inline __mmask16 tail16(int left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
+
+// Loads and stores of 16 lanes, masked only for a tail (m != all): a masked store costs
+// several times a plain one on some CPUs.
+LB_AVX512 static inline __m512 ld16(__mmask16 m, const float *p) {
+    return m == 0xFFFF ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
+}
+LB_AVX512 static inline void st16(float *p, __mmask16 m, __m512 v) {
+    if (m == 0xFFFF)
+        _mm512_storeu_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, m, v);
+}
+
+// exp of 16 floats: exp8's Cephes polynomial, lane for lane the same result.
+LB_AVX512 static inline __m512 exp16(__m512 x) {
+    __mmask16 ninf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.37f));
+    __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), x);
+    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    return _mm512_maskz_mov_ps((__mmask16)~ninf, y);
+}
+
+// Σ of the 16 lanes of y selected by m, added in double to two accumulators.
+LB_AVX512 static inline void sum16_pd(__m512 y, __mmask16 m, __m512d *s0, __m512d *s1) {
+    y = _mm512_maskz_mov_ps(m, y);
+    *s0 = _mm512_add_pd(*s0, _mm512_cvtps_pd(_mm512_castps512_ps256(y)));
+    *s1 = _mm512_add_pd(*s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1))));
+}
+
+// Dropout masks: lb_drop_keep's hash for 8 consecutive indices z (the seed, step and site
+// already folded in); keep ⟺ (z >> 40)·2^-24 >= p ⟺ (z >> 40) >= ⌈p·2^24⌉, both exact.
+LB_AVX512 static inline __mmask8 keep8(__m512i z, __m512i thr) {
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)),
+                           _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ull));
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)),
+                           _mm512_set1_epi64((long long)0x94D049BB133111EBull));
+    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+    return _mm512_cmpge_epu64_mask(_mm512_srli_epi64(z, 40), thr);
+}
+
+// The keep mask of the 16 elements whose mask indices start at base.
+LB_AVX512 static inline __mmask16 keep16(uint64_t base, __m512i thr) {
+    __m512i z = _mm512_add_epi64(_mm512_set1_epi64((long long)base), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+    __mmask8 lo = keep8(z, thr);
+    __mmask8 hi = keep8(_mm512_add_epi64(z, _mm512_set1_epi64(8)), thr);
+    return (__mmask16)((unsigned)lo | ((unsigned)hi << 8));
+}
+
+// One attention row, fused: row holds q·kᵀ on entry and P = softmax(row + br) on return,
+// keys c >= lim or with km[c] == 0 hidden (a row with every key hidden becomes 0); when pd,
+// pd = drop(P) with mask indices from base (thr, sc: the dropout's threshold and scale).
+LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *br, const int32_t *km,
+                                      float *pd, uint64_t base, uint64_t thr64, float sc) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512 mx = ninf;
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 v = ld16(m, row + c);
+        if (br) v = _mm512_add_ps(v, ld16(m, br + c));
+        __mmask16 hide = _mm512_cmpge_epi32_mask(_mm512_add_epi32(_mm512_set1_epi32(c), iota), _mm512_set1_epi32(lim));
+        if (km) hide |= _mm512_mask_cmpeq_epi32_mask(m, _mm512_maskz_loadu_epi32(m, km + c), _mm512_setzero_si512());
+        v = _mm512_mask_mov_ps(v, hide, ninf);
+        st16(row + c, m, v);
+        mx = _mm512_mask_max_ps(mx, m, mx, v);
+    }
+    float mxs = _mm512_reduce_max_ps(mx);
+    if (mxs == -INFINITY) {  // every key hidden: the row stays 0
+        memset(row, 0, sizeof(float) * n);
+        if (pd) memset(pd, 0, sizeof(float) * n);
+        return;
+    }
+    __m512 vm = _mm512_set1_ps(mxs);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 y = exp16(_mm512_sub_ps(ld16(m, row + c), vm));
+        st16(row + c, m, y);
+        sum16_pd(y, m, &s0, &s1);
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    __m512 inv = _mm512_set1_ps(sum > 0 ? (float)(1.0 / sum) : 0.0f);
+    __m512i thr = _mm512_set1_epi64((long long)thr64);
+    __m512 vs = _mm512_set1_ps(sc);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 p = _mm512_mul_ps(ld16(m, row + c), inv);
+        st16(row + c, m, p);
+        if (pd) st16(pd + c, m, _mm512_maskz_mul_ps(keep16(base + (uint64_t)c, thr), p, vs));
+    }
+}
+
+// Softmax backward of one row, with the attention dropout's backward fused: d holds
+// dPd = dctx·vᵀ on entry and dS = P·(drop(dPd) − Σ P·drop(dPd)) on return. The mask is
+// read from pd = drop(P) when given (kept ⟺ pd != 0 wherever P != 0, and where P == 0
+// the result is 0 either way), else regenerated from base; drop 0: no dropout.
+LB_AVX512 static void attn_row_bwd512(float *d, const float *p, int n, int drop, const float *pd,
+                                      uint64_t base, uint64_t thr64, float sc) {
+    __m512i thr = _mm512_set1_epi64((long long)thr64);
+    __m512 vs = _mm512_set1_ps(sc);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
+        if (drop) {
+            __mmask16 keep = pd ? _mm512_cmp_ps_mask(ld16(m, pd + c), _mm512_setzero_ps(), _CMP_NEQ_UQ)
+                                : keep16(base + (uint64_t)c, thr);
+            dv = _mm512_maskz_mul_ps(keep, dv, vs);
+            st16(d + c, m, dv);
+        }
+        // Σ p·d̃ in double, as the scalar loop
+        s0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(pv)), _mm512_cvtps_pd(_mm512_castps512_ps256(dv)), s0);
+        s1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(pv), 1))),
+                             _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(dv), 1))), s1);
+    }
+    __m512 dt = _mm512_set1_ps((float)_mm512_reduce_add_pd(_mm512_add_pd(s0, s1)));
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
+        st16(d + c, m, _mm512_mul_ps(pv, _mm512_sub_ps(dv, dt)));
+    }
+}
+
+// dst = drop(src) for n elements whose mask indices start at base (dst may be src).
+LB_AVX512 static void drop_copy512(float *dst, const float *src, size_t n, uint64_t base, uint64_t thr64, float sc) {
+    __m512i thr = _mm512_set1_epi64((long long)thr64);
+    __m512 vs = _mm512_set1_ps(sc);
+    for (size_t c = 0; c < n; c += 16) {
+        __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
+        __m512 v = ld16(m, src + c);
+        st16(dst + c, m, _mm512_maskz_mul_ps(keep16(base + c, thr), v, vs));
+    }
+}
+
+// x_out = x + drop(o) for n elements whose mask indices start at base; drop 0: x + o.
+LB_AVX512 static void drop_add512(float *x_out, const float *x, const float *o, size_t n, int drop,
+                                  uint64_t base, uint64_t thr64, float sc) {
+    __m512i thr = _mm512_set1_epi64((long long)thr64);
+    __m512 vs = _mm512_set1_ps(sc);
+    for (size_t c = 0; c < n; c += 16) {
+        __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
+        __m512 v = ld16(m, o + c);
+        if (drop) v = _mm512_maskz_mul_ps(keep16(base + c, thr), v, vs);
+        st16(x_out + c, m, _mm512_add_ps(ld16(m, x + c), v));
+    }
+}
+
+// max_row, exp_row and scale_row of the scalar code, 16 lanes at a time (cross entropy).
+LB_AVX512 static float max_row512(const float *row, int n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 t = tail16(n - c);
+        m = _mm512_mask_max_ps(m, t, m, ld16(t, row + c));
+    }
+    return _mm512_reduce_max_ps(m);
+}
+
+LB_AVX512 static double exp_row512(float *row, int n, float mx, int store) {
+    __m512 vm = _mm512_set1_ps(mx);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 t = tail16(n - c);
+        __m512 y = exp16(_mm512_sub_ps(ld16(t, row + c), vm));
+        if (store) st16(row + c, t, y);
+        sum16_pd(y, t, &s0, &s1);
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
+
+LB_AVX512 static void scale_row512(float *row, int n, float k) {
+    __m512 vk = _mm512_set1_ps(k);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 t = tail16(n - c);
+        st16(row + c, t, _mm512_mul_ps(ld16(t, row + c), vk));
+    }
+}
+
+// gelu_tanh8 in 16 lanes: t = tanh(c·(x + 0.044715·x³)) = 1 − 2 / (1 + exp(2u)). The
+// division is a reciprocal estimate (14 bits) and one Newton step, ~1 ulp: a 512-bit
+// divide costs more than the whole rest on CPUs that split it into two 256-bit halves.
+LB_AVX512 static inline __m512 gelu_tanh16(__m512 x) {
+    __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+    __m512 u = _mm512_mul_ps(_mm512_set1_ps(0.79788456080286535588f),
+                             _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_add_ps(u, u)));
+    __m512 r = _mm512_rcp14_ps(d);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));  // r·(2 − d·r)
+    return _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), r, _mm512_set1_ps(1.0f));
+}
+
+// gelu_fwd_avx2 and gelu_bwd_avx2 in 16 lanes, the same operations lane for lane.
+LB_AVX512 static void gelu_fwd512(long lo, long hi, const float *a, const float *b, float *g) {
+    __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    for (long i = lo; i < hi; i += 16) {
+        __mmask16 t = tail16((int)(hi - i < 16 ? hi - i : 16));
+        __m512 x = ld16(t, a + i);
+        __m512 y = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, gelu_tanh16(x)));
+        if (b) y = _mm512_mul_ps(y, ld16(t, b + i));
+        st16(g + i, t, y);
+    }
+}
+
+LB_AVX512 static void gelu_bwd512(long lo, long hi, const float *a, const float *b, const float *dg,
+                                  float *da, float *db) {
+    __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f),
+           cc = _mm512_set1_ps(0.79788456080286535588f), k3 = _mm512_set1_ps(3 * 0.044715f);
+    for (long i = lo; i < hi; i += 16) {
+        __mmask16 m = tail16((int)(hi - i < 16 ? hi - i : 16));
+        __m512 x = ld16(m, a + i), d = ld16(m, dg + i);
+        __m512 t = gelu_tanh16(x);
+        __m512 hx = _mm512_mul_ps(half, x);
+        __m512 f = _mm512_mul_ps(hx, _mm512_add_ps(one, t));
+        __m512 du = _mm512_mul_ps(cc, _mm512_fmadd_ps(k3, _mm512_mul_ps(x, x), one));
+        __m512 fp = _mm512_fmadd_ps(_mm512_mul_ps(hx, _mm512_fnmadd_ps(t, t, one)), du,
+                                    _mm512_mul_ps(half, _mm512_add_ps(one, t)));
+        if (b) {
+            __m512 bb = ld16(m, b + i);
+            st16(db + i, m, _mm512_mul_ps(d, f));
+            st16(da + i, m, _mm512_mul_ps(_mm512_mul_ps(d, bb), fp));
+        } else {
+            st16(da + i, m, _mm512_mul_ps(d, fp));
+        }
+    }
+}
+
+// Σ x² over n floats, in double (the sum of RMS norm's forward).
+LB_AVX512 static double sumsq512(const float *x, int n) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __m512 v = ld16(tail16(n - c), x + c);
+        __m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        s0 = _mm512_fmadd_pd(a, a, s0);
+        s1 = _mm512_fmadd_pd(b, b, s1);
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
+
+// RMS norm's element-wise loops, the scalar code's operations in the same order:
+// y = (x·iv)·w; dw += (dy·x)·iv over [lo, hi); dx += (iv·w)·dy − x·c.
+LB_AVX512 static void rms_y512(float *y, const float *x, float iv, const float *w, int n) {
+    __m512 vi = _mm512_set1_ps(iv);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        st16(y + c, m, _mm512_mul_ps(_mm512_mul_ps(ld16(m, x + c), vi), ld16(m, w + c)));
+    }
+}
+
+LB_AVX512 static void rms_dw512(float *dw, const float *dy, const float *x, float iv, long lo, long hi) {
+    __m512 vi = _mm512_set1_ps(iv);
+    for (long c = lo; c < hi; c += 16) {
+        __mmask16 m = tail16((int)(hi - c < 16 ? hi - c : 16));
+        __m512 t = _mm512_mul_ps(_mm512_mul_ps(ld16(m, dy + c), ld16(m, x + c)), vi);
+        st16(dw + c, m, _mm512_add_ps(ld16(m, dw + c), t));
+    }
+}
+
+LB_AVX512 static void rms_dx512(float *dx, const float *x, const float *w, const float *dy, float iv,
+                                float k, int n) {
+    __m512 vi = _mm512_set1_ps(iv), vk = _mm512_set1_ps(k);
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 t = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(vi, ld16(m, w + c)), ld16(m, dy + c)),
+                                 _mm512_mul_ps(ld16(m, x + c), vk));
+        st16(dx + c, m, _mm512_add_ps(ld16(m, dx + c), t));
+    }
+}
+
+// Σ a·b·c over n floats, in double (the dot of RMS norm's backward).
+LB_AVX512 static double dot3_512(const float *a, const float *b, const float *c3, int n) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int c = 0; c < n; c += 16) {
+        __mmask16 m = tail16(n - c);
+        __m512 va = ld16(m, a + c), vb = ld16(m, b + c),
+               vc = ld16(m, c3 + c);
+#define LO_PD(v) _mm512_cvtps_pd(_mm512_castps512_ps256(v))
+#define HI_PD(v) _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
+        s0 = _mm512_fmadd_pd(_mm512_mul_pd(LO_PD(va), LO_PD(vb)), LO_PD(vc), s0);
+        s1 = _mm512_fmadd_pd(_mm512_mul_pd(HI_PD(va), HI_PD(vb)), HI_PD(vc), s1);
+#undef LO_PD
+#undef HI_PD
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
 #endif
 
 static lb_real max_row(const lb_real *row, int n) {
 #ifdef LB_VEC
+    if (vec512_ok()) return max_row512(row, n);
     if (vec_ok()) return max_row_avx2(row, n);
 #endif
     lb_real mx = -INFINITY;
@@ -174,6 +483,7 @@ static lb_real max_row(const lb_real *row, int n) {
 // row[j] = exp(row[j] − mx) when store, returning Σ (in double); -inf entries give 0.
 static double exp_row(lb_real *row, int n, lb_real mx, int store) {
 #ifdef LB_VEC
+    if (vec512_ok()) return exp_row512(row, n, mx, store);
     if (vec_ok()) return exp_row_avx2(row, n, mx, store);
 #endif
     double s = 0;
@@ -187,6 +497,10 @@ static double exp_row(lb_real *row, int n, lb_real mx, int store) {
 
 static void scale_row(lb_real *row, int n, lb_real c) {
 #ifdef LB_VEC
+    if (vec512_ok()) {
+        scale_row512(row, n, c);
+        return;
+    }
     if (vec_ok()) {
         scale_row_avx2(row, n, c);
         return;
@@ -195,9 +509,109 @@ static void scale_row(lb_real *row, int n, lb_real c) {
     for (int j = 0; j < n; j++) row[j] *= c;
 }
 
+// 1 when the fused AVX-512 kernels run (float build, CPU with AVX-512 F and DQ).
+static int use512(void) {
+#ifdef LB_VEC
+    return vec512_ok();
+#else
+    return 0;
+#endif
+}
+
+// A dropout site's constants for the fused kernels: mask index i hashes base + i
+// (lb_drop_keep's sum of the seed, step and site terms), kept ⟺ (hash >> 40) >= thr.
+typedef struct {
+    uint64_t base, thr;
+    float scale;
+} drop_consts_t;
+
+static drop_consts_t drop_consts(const lb_drop_t *d, uint64_t site, float p) {
+    drop_consts_t k = {d->seed * 0x9E3779B97F4A7C15ull + d->step * 0xBF58476D1CE4E5B9ull +
+                           site * 0x94D049BB133111EBull,
+                       (uint64_t)ceil((double)p * 16777216.0), (float)(1.0 / (1.0 - (double)p))};
+    return k;
+}
+
 // x[i] = keep ? x[i]·s : 0 for the elements [0, n) of a mask whose indices start at off.
 void drop_range(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p) {
+#ifdef LB_VEC
+    if (use512()) {  // native 64-bit multiplies (AVX-512 DQ) instead of AVX2's emulated ones
+        drop_consts_t k = drop_consts(d, site, p);
+        drop_copy512(x, x, n, k.base + off, k.thr, k.scale);
+        return;
+    }
+#endif
     lb_dropout_apply_at(x, n, d, site, off, p);
+}
+
+// x_out[i] = x[i] + (keep ? o[i]·s : 0) for the elements [0, n) of a mask whose indices
+// start at off (no dropout when it is off for p): one pass, o unchanged.
+void drop_add_range(lb_real *x_out, const lb_real *x, const lb_real *o, size_t n, const lb_drop_t *d,
+                    uint64_t site, uint64_t off, float p) {
+    int on = lb_drop_on(d, p);
+#ifdef LB_VEC
+    if (use512()) {
+        drop_consts_t k = {0, 0, 0};
+        if (on) k = drop_consts(d, site, p);
+        drop_add512(x_out, x, o, n, on, k.base + off, k.thr, k.scale);
+        return;
+    }
+#endif
+    lb_real s = (lb_real)(1.0 / (1.0 - (double)p));
+    for (size_t i = 0; i < n; i++) x_out[i] = x[i] + (!on ? o[i] : lb_drop_keep(d, site, off + i, p) ? o[i] * s : 0);
+}
+
+// dst[i] = drop(src)[i], the mask of element off + i (a copy when dropout is off for p);
+// dst may be src.
+static void drop_copy_range(lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d, uint64_t site,
+                            uint64_t off, float p) {
+    if (!lb_drop_on(d, p)) {
+        if (dst != src) memmove(dst, src, sizeof(lb_real) * n);
+        return;
+    }
+#ifdef LB_VEC
+    if (use512()) {
+        drop_consts_t k = drop_consts(d, site, p);
+        drop_copy512(dst, src, n, k.base + off, k.thr, k.scale);
+        return;
+    }
+#endif
+    if (dst != src) memcpy(dst, src, sizeof(lb_real) * n);
+    drop_range(dst, n, d, site, off, p);
+}
+
+typedef struct {
+    lb_real *dst;
+    const lb_real *x, *src;
+    const lb_drop_t *d;
+    uint64_t site;
+    float p;
+} resid_job_t;
+
+static void drop_add_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const resid_job_t *j = ctx;
+    drop_add_range(j->dst + lo, j->x + lo, j->src + lo, (size_t)(hi - lo), j->d, j->site, (uint64_t)lo, j->p);
+}
+
+static void drop_copy_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const resid_job_t *j = ctx;
+    drop_copy_range(j->dst + lo, j->src + lo, (size_t)(hi - lo), j->d, j->site, (uint64_t)lo, j->p);
+}
+
+// x_out = x + drop(o) over the pool.
+void drop_add_p(lb_pool_t *pool, lb_real *x_out, const lb_real *x, const lb_real *o, size_t n,
+                const lb_drop_t *d, uint64_t site, float p) {
+    resid_job_t j = {x_out, x, o, d, site, p};
+    lb_pool_run(n > 32768 ? pool : NULL, (long)n, drop_add_job, &j);
+}
+
+// dst = drop(src) over the pool.
+void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d,
+                 uint64_t site, float p) {
+    resid_job_t j = {dst, NULL, src, d, site, p};
+    lb_pool_run(n > 32768 ? pool : NULL, (long)n, drop_copy_job, &j);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -217,13 +631,26 @@ static void rms_fwd_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const rms_job_t *j = ctx;
     int D = j->D;
+    int v512 = use512();
+    (void)v512;
     for (long r = lo; r < hi; r++) {
         const lb_real *xr = j->x + (size_t)r * D;
         double ss = 0;
-        for (int k = 0; k < D; k++) ss += (double)xr[k] * xr[k];
+#ifdef LB_VEC
+        if (v512)
+            ss = sumsq512(xr, D);
+        else
+#endif
+            for (int k = 0; k < D; k++) ss += (double)xr[k] * xr[k];
         lb_real iv = (lb_real)(1.0 / sqrt(ss / D + (double)j->eps));
         j->inv_out[r] = iv;
         lb_real *yr = j->y + (size_t)r * D;
+#ifdef LB_VEC
+        if (v512) {
+            rms_y512(yr, xr, iv, j->w, D);
+            continue;
+        }
+#endif
         for (int k = 0; k < D; k++) yr[k] = xr[k] * iv * j->w[k];
     }
 }
@@ -239,9 +666,17 @@ static void rms_apply_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const rms_job_t *j = ctx;
     int D = j->D;
+    int v512 = use512();
+    (void)v512;
     for (long r = lo; r < hi; r++) {
         const lb_real *xr = j->x + (size_t)r * D;
         lb_real *yr = j->y + (size_t)r * D, iv = j->inv[r];
+#ifdef LB_VEC
+        if (v512) {
+            rms_y512(yr, xr, iv, j->w, D);
+            continue;
+        }
+#endif
         for (int k = 0; k < D; k++) yr[k] = xr[k] * iv * j->w[k];
     }
 }
@@ -258,9 +693,17 @@ static void rms_dw_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const rms_job_t *j = ctx;
     int D = j->D;
+    int v512 = use512();
+    (void)v512;
     for (size_t r = 0; r < (size_t)j->N; r++) {
         const lb_real *xr = j->x + r * D, *dr = j->dy + r * D;
         lb_real iv = j->inv[r];
+#ifdef LB_VEC
+        if (v512) {
+            rms_dw512(j->dw, dr, xr, iv, lo, hi);
+            continue;
+        }
+#endif
         for (long k = lo; k < hi; k++) j->dw[k] += dr[k] * xr[k] * iv;
     }
 }
@@ -269,12 +712,25 @@ static void rms_dx_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const rms_job_t *j = ctx;
     int D = j->D;
+    int v512 = use512();
+    (void)v512;
     for (long r = lo; r < hi; r++) {
         const lb_real *xr = j->x + (size_t)r * D, *dr = j->dy + (size_t)r * D;
         lb_real *dxr = j->dx + (size_t)r * D;
         double dot = 0;
-        for (int k = 0; k < D; k++) dot += (double)dr[k] * j->w[k] * xr[k];
+#ifdef LB_VEC
+        if (v512)
+            dot = dot3_512(dr, j->w, xr, D);
+        else
+#endif
+            for (int k = 0; k < D; k++) dot += (double)dr[k] * j->w[k] * xr[k];
         lb_real iv = j->inv[r], c = (lb_real)(dot * iv * iv * iv / D);
+#ifdef LB_VEC
+        if (v512) {
+            rms_dx512(dxr, xr, j->w, dr, iv, c, D);
+            continue;
+        }
+#endif
         for (int k = 0; k < D; k++) dxr[k] += iv * j->w[k] * dr[k] - xr[k] * c;
     }
 }
@@ -325,12 +781,20 @@ typedef struct {
     t5_act_t act;
     const lb_real *a, *b, *dg;
     lb_real *g, *da, *db;
+    const lb_drop_t *drop;  // dropout of g (forward) and of dg (backward), or NULL
+    uint64_t site;
+    float p;
 } act_job_t;
 
-static void act_fwd_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
-    const act_job_t *j = ctx;
+// Blocks of this many elements run act then dropout while in cache.
+#define ACT_BLOCK 4096
+
+static void act_fwd_range(const act_job_t *j, long lo, long hi) {
 #ifdef LB_VEC
+    if (j->act == T5_ACT_GELU_NEW && vec512_ok()) {
+        gelu_fwd512(lo, hi, j->a, j->b, j->g);
+        return;
+    }
     if (j->act == T5_ACT_GELU_NEW && vec_ok()) {
         gelu_fwd_avx2(lo, hi, j->a, j->b, j->g);
         return;
@@ -339,17 +803,19 @@ static void act_fwd_job(void *ctx, long lo, long hi, int tid) {
     for (long i = lo; i < hi; i++) j->g[i] = j->b ? act_f(j->act, j->a[i]) * j->b[i] : act_f(j->act, j->a[i]);
 }
 
-static void act_bwd_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
-    const act_job_t *j = ctx;
+static void act_bwd_range(const act_job_t *j, const lb_real *dg, long lo, long hi) {
 #ifdef LB_VEC
+    if (j->act == T5_ACT_GELU_NEW && vec512_ok()) {
+        gelu_bwd512(lo, hi, j->a, j->b, dg, j->da, j->db);
+        return;
+    }
     if (j->act == T5_ACT_GELU_NEW && vec_ok()) {
-        gelu_bwd_avx2(lo, hi, j->a, j->b, j->dg, j->da, j->db);
+        gelu_bwd_avx2(lo, hi, j->a, j->b, dg, j->da, j->db);
         return;
     }
 #endif
     for (long i = lo; i < hi; i++) {
-        lb_real d = j->dg[i];
+        lb_real d = dg[i];
         if (j->b) {
             j->db[i] = d * act_f(j->act, j->a[i]);
             j->da[i] = d * j->b[i] * act_df(j->act, j->a[i]);
@@ -359,17 +825,61 @@ static void act_bwd_job(void *ctx, long lo, long hi, int tid) {
     }
 }
 
+static void act_fwd_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const act_job_t *j = ctx;
+    if (!lb_drop_on(j->drop, j->p)) {
+        act_fwd_range(j, lo, hi);
+        return;
+    }
+    for (long b0 = lo; b0 < hi; b0 += ACT_BLOCK) {
+        long b1 = hi - b0 < ACT_BLOCK ? hi : b0 + ACT_BLOCK;
+        act_fwd_range(j, b0, b1);
+        drop_range(j->g + b0, (size_t)(b1 - b0), j->drop, j->site, (uint64_t)b0, j->p);
+    }
+}
+
+static void act_bwd_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const act_job_t *j = ctx;
+    if (!lb_drop_on(j->drop, j->p)) {
+        act_bwd_range(j, j->dg, lo, hi);
+        return;
+    }
+    for (long b0 = lo; b0 < hi; b0 += ACT_BLOCK) {  // dg dropped into da, then da from it
+        long b1 = hi - b0 < ACT_BLOCK ? hi : b0 + ACT_BLOCK;
+        drop_copy_range(j->da + b0, j->dg + b0, (size_t)(b1 - b0), j->drop, j->site, (uint64_t)b0, j->p);
+        act_bwd_range(j, j->da, b0, b1);
+    }
+}
+
 // Gated: g = act(a)·b; plain (b NULL): g = act(a). n elements.
 void act_forward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                           lb_real *g) {
-    act_job_t j = {act, a, b, NULL, g, NULL, NULL};
+    act_job_t j = {act, a, b, NULL, g, NULL, NULL, NULL, 0, 0};
+    lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_fwd_job, &j);
+}
+
+// act_forward_p, then g = drop(g) (site, p), block by block while in cache.
+void act_forward_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                        lb_real *g, const lb_drop_t *drop, uint64_t site, float p) {
+    act_job_t j = {act, a, b, NULL, g, NULL, NULL, drop, site, p};
     lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_fwd_job, &j);
 }
 
 // From dg: da = dg·b·act'(a) (in place of dg allowed), db = dg·act(a) when b.
 void act_backward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                            const lb_real *dg, lb_real *da, lb_real *db) {
-    act_job_t j = {act, a, b, dg, NULL, da, db};
+    act_job_t j = {act, a, b, dg, NULL, da, db, NULL, 0, 0};
+    lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_bwd_job, &j);
+}
+
+// act_backward_p from drop(dg) (site, p): the dropped gradient is written to da first,
+// block by block (da may be dg).
+void act_backward_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                         const lb_real *dg, lb_real *da, lb_real *db, const lb_drop_t *drop,
+                         uint64_t site, float p) {
+    act_job_t j = {act, a, b, dg, NULL, da, db, drop, site, p};
     lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_bwd_job, &j);
 }
 
@@ -381,14 +891,44 @@ typedef struct {
     const lb_drop_t *drop;
 } attn_job_t;
 
-// One (b, h) of the forward: scores, softmax, dropout, P·v. Items write disjoint slices.
+// The scalar (and AVX2) form of one score row: bias, mask, softmax, each a pass.
+static void attn_row_fwd(lb_real *row, int Tk, int lim, const lb_real *br, const int32_t *km) {
+    if (br)
+        for (int c = 0; c < lim; c++) row[c] += br[c];
+    for (int c = lim; c < Tk; c++) row[c] = -INFINITY;
+    if (km)
+        for (int c = 0; c < lim; c++)
+            if (!km[c]) row[c] = -INFINITY;
+    lb_real mx = max_row(row, Tk);
+    if (mx == -INFINITY) {  // every key hidden: the row stays 0
+        memset(row, 0, sizeof(lb_real) * Tk);
+        return;
+    }
+    double sum = exp_row(row, Tk, mx, 1);
+    scale_row(row, Tk, sum > 0 ? (lb_real)(1.0 / sum) : 0);
+}
+
+// The scalar form of one row of the softmax backward: d = P·(d − Σ P·d).
+static void attn_row_bwd(lb_real *d, const lb_real *p, int Tk) {
+    double dot = 0;
+    for (int c = 0; c < Tk; c++) dot += (double)p[c] * d[c];
+    lb_real dt = (lb_real)dot;
+    for (int c = 0; c < Tk; c++) d[c] = p[c] * (d[c] - dt);
+}
+
+// One (b, h) of the forward: scores, softmax, dropout, P·v. Items write disjoint slices
+// of P and ctx; the dropped probabilities go to this thread's slice of pd (tid·Tq·Tk),
+// which stays in cache for the product that reads it.
 static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
     const attn_job_t *j = ctx;
     const attn_shape_t *s = j->s;
     int H = s->H, K = s->K, Tq = s->Tq, Tk = s->Tk, HK = H * K;
     size_t tt = (size_t)Tq * Tk;
-    int on = lb_drop_on(j->drop, s->p_drop);
+    int on = lb_drop_on(j->drop, s->p_drop), v512 = use512();
+    drop_consts_t dk = {0, 0, 0};
+    if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
+    (void)dk;
+    lb_real *pdt = j->pd + (size_t)tid * tt;
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         size_t o = (size_t)it * tt;
@@ -400,25 +940,22 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
             lb_real *row = P + (size_t)i * Tk;
             const lb_real *br = s->bias ? s->bias + ((size_t)h * Tq + i) * Tk : NULL;
             int lim = s->causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
-            if (br)
-                for (int c = 0; c < lim; c++) row[c] += br[c];
-            for (int c = lim; c < Tk; c++) row[c] = -INFINITY;
-            if (km)
-                for (int c = 0; c < lim; c++)
-                    if (!km[c]) row[c] = -INFINITY;
-            lb_real mx = max_row(row, Tk);
-            if (mx == -INFINITY) {  // every key hidden: the row stays 0
-                memset(row, 0, sizeof(lb_real) * Tk);
+#ifdef LB_VEC
+            if (v512) {
+                attn_row_fwd512(row, Tk, lim, br, km, on ? pdt + (size_t)i * Tk : NULL,
+                                dk.base + o + (size_t)i * Tk, dk.thr, dk.scale);
                 continue;
             }
-            double sum = exp_row(row, Tk, mx, 1);
-            scale_row(row, Tk, sum > 0 ? (lb_real)(1.0 / sum) : 0);
+#endif
+            attn_row_fwd(row, Tk, lim, br, km);
         }
         const lb_real *Pd = P;
         if (on) {
-            memcpy(j->pd + o, P, sizeof(lb_real) * tt);
-            drop_range(j->pd + o, tt, j->drop, s->site, o, s->p_drop);
-            Pd = j->pd + o;
+            if (!v512) {
+                memcpy(pdt, P, sizeof(lb_real) * tt);
+                drop_range(pdt, tt, j->drop, s->site, o, s->p_drop);
+            }
+            Pd = pdt;
         }
         lb_gemm(0, 0, Tq, K, Tk, 1, Pd, Tk, j->v + (size_t)b * Tk * HK + h * K, HK, 0,
                 j->ctx + (size_t)b * Tq * HK + h * K, HK);
@@ -437,40 +974,57 @@ double attn_core_flops(const attn_shape_t *s) {
     return 2.0 * s->B * s->H * s->Tq * s->Tk * s->K;
 }
 
-// One (b, h) of the backward: dv, dP, dropout, softmax backward, dq, dk.
+// One (b, h) of the backward: dv, dP, dropout, softmax backward, dq, dk. The dropped
+// probabilities and (without dbias, which sums dS over the batch afterwards) dS live in
+// this thread's slices of pd and ds, in cache for the products that read them.
 static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
     const attn_job_t *j = ctx;
     const attn_shape_t *s = j->s;
     int H = s->H, K = s->K, Tq = s->Tq, Tk = s->Tk, HK = H * K;
     size_t tt = (size_t)Tq * Tk;
-    int on = lb_drop_on(j->drop, s->p_drop);
+    int on = lb_drop_on(j->drop, s->p_drop), v512 = use512();
     int need_ds = j->dq || j->dk || j->dbias;
+    drop_consts_t dk = {0, 0, 0};
+    if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
+    (void)dk;
+    lb_real *pdt = j->pd + (size_t)tid * tt;
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         size_t o = (size_t)it * tt;
         const lb_real *P = j->P + o, *dc = j->dctx + (size_t)b * Tq * HK + h * K;
+        int have_pd = 0;
         if (j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
             const lb_real *Pd = P;
             if (on) {
-                memcpy(j->pd + o, P, sizeof(lb_real) * tt);
-                drop_range(j->pd + o, tt, j->drop, s->site, o, s->p_drop);
-                Pd = j->pd + o;
+#ifdef LB_VEC
+                if (v512) drop_copy512(pdt, P, tt, dk.base + o, dk.thr, dk.scale);
+#endif
+                if (!v512) {
+                    memcpy(pdt, P, sizeof(lb_real) * tt);
+                    drop_range(pdt, tt, j->drop, s->site, o, s->p_drop);
+                }
+                Pd = pdt;
+                have_pd = 1;
             }
             lb_gemm(1, 0, Tk, K, Tq, 1, Pd, Tk, dc, HK, 0, j->dv + (size_t)b * Tk * HK + h * K, HK);
         }
         if (!need_ds) continue;
-        lb_real *ds = j->ds + o;
+        lb_real *ds = j->dbias ? j->ds + o : j->ds + (size_t)tid * tt;
         // dPd [Tq, Tk] = dctx·vᵀ
         lb_gemm(0, 1, Tq, Tk, K, 1, dc, HK, j->v + (size_t)b * Tk * HK + h * K, HK, 0, ds, Tk);
-        if (on) drop_range(ds, tt, j->drop, s->site, o, s->p_drop);
-        for (int r = 0; r < Tq; r++) {  // softmax backward: dS = P·(dP − Σ P·dP)
-            lb_real *d = ds + (size_t)r * Tk;
-            const lb_real *p = P + (size_t)r * Tk;
-            double dot = 0;
-            for (int c = 0; c < Tk; c++) dot += (double)p[c] * d[c];
-            lb_real dt = (lb_real)dot;
-            for (int c = 0; c < Tk; c++) d[c] = p[c] * (d[c] - dt);
+        // dS = P·(dP − Σ P·dP), dP = drop(dPd)
+#ifdef LB_VEC
+        if (v512) {
+            for (int r = 0; r < Tq; r++)
+                attn_row_bwd512(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk, on,
+                                have_pd ? pdt + (size_t)r * Tk : NULL, dk.base + o + (size_t)r * Tk,
+                                dk.thr, dk.scale);
+        }
+#endif
+        if (!v512) {
+            (void)have_pd;
+            if (on) drop_range(ds, tt, j->drop, s->site, o, s->p_drop);
+            for (int r = 0; r < Tq; r++) attn_row_bwd(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk);
         }
         if (j->dq)  // dq [Tq, K] = dS·k
             lb_gemm(0, 0, Tq, K, Tk, 1, ds, Tk, j->k + (size_t)b * Tk * HK + h * K, HK, 0,

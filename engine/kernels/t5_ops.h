@@ -35,6 +35,20 @@ void embed_backward(int N, int D, const int32_t *ids, const lb_real *dx, lb_real
 // x[i] = keep ? x[i]·s : 0 for the elements [0, n) of a mask whose indices start at off.
 void drop_range(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p);
 
+// x_out[i] = x[i] + drop(o)[i], the mask of element off + i (no dropout when it is off
+// for p), in one pass; o is left as it was. x_out may be x.
+void drop_add_range(lb_real *x_out, const lb_real *x, const lb_real *o, size_t n, const lb_drop_t *d,
+                    uint64_t site, uint64_t off, float p);
+
+// The residual's dropout over the pool: x_out = x + drop(o) in one pass (x_out may be x;
+// o unchanged), the masks of lb_dropout_apply_par.
+void drop_add_p(lb_pool_t *pool, lb_real *x_out, const lb_real *x, const lb_real *o, size_t n,
+                const lb_drop_t *d, uint64_t site, float p);
+
+// dst = drop(src) over the pool in one pass (memcpy, then lb_dropout_apply_par, fused).
+void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d,
+                 uint64_t site, float p);
+
 // T5 layer norm (RMS): y = x · (mean(x²) + eps)^-½ · w; inv [N] keeps the factor.
 void rms_forward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
                           lb_real eps, lb_real *inv, lb_real *y);
@@ -54,6 +68,16 @@ void act_forward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, co
 // From dg: da = dg·b·act'(a) (in place of dg allowed), db = dg·act(a) when b.
 void act_backward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                            const lb_real *dg, lb_real *da, lb_real *db);
+
+// act_forward_p then g = drop(g) (the feed-forward's inner dropout), fused: the same
+// values as the two calls, one pass less.
+void act_forward_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                        lb_real *g, const lb_drop_t *drop, uint64_t site, float p);
+
+// act_backward_p from drop(dg), fused (da may be dg; dg is left as it was unless it is da).
+void act_backward_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                         const lb_real *dg, lb_real *da, lb_real *db, const lb_drop_t *drop,
+                         uint64_t site, float p);
 
 void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
                                 const lb_real *k, const lb_real *v, lb_real *P, lb_real *pd,
