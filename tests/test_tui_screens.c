@@ -449,6 +449,103 @@ static void test_sweep_screen(void) {
     free_app(a);
 }
 
+static int focus_label(app_t *a, const char *label) {
+    for (int i = 0; i < 40 && strcmp(a->form[a->form_focus].label, label); i++) app_key(a, TK_DOWN);
+    return !strcmp(a->form[a->form_focus].label, label);
+}
+
+// Issue 20, finding 5: letters never fire shortcuts from a non-text field, Enter moves to the
+// next field, only Start or Ctrl-S starts, leaving a changed form asks.
+static void test_form_keys(void) {
+    app_t *a = new_app();
+    app_key(a, 'n');
+    EXPECT(focus_label(a, "Method"));
+    int method = a->form[a->form_focus].choice;
+    app_key(a, 'q');
+    EXPECT(!a->quit && app_screen(a) == SCR_NEW && a->form[a->form_focus].choice == method);
+    EXPECTF(strstr(a->msg, "letters type only into text fields") != NULL, "%s", a->msg);
+    // Enter on a field moves to the next one and starts nothing
+    app_key(a, TK_ENTER);
+    EXPECTF(!strcmp(a->form[a->form_focus].label, "Rank r") && app_screen(a) == SCR_NEW, "%s",
+            a->form[a->form_focus].label);
+    // e with Start focused exports nothing
+    EXPECT(focus_label(a, "Start"));
+    a->msg[0] = 0;
+    app_key(a, 'e');
+    EXPECTF(!strstr(a->msg, "exported"), "%s", a->msg);
+    // a changed form asks before Esc leaves it; n stays, y leaves
+    EXPECT(focus_label(a, "Method"));
+    app_key(a, TK_RIGHT);
+    app_key(a, TK_ESC);
+    EXPECT(a->prompt == PROMPT_CONFIRM && app_screen(a) == SCR_NEW);
+    app_key(a, 'n');
+    EXPECT(app_screen(a) == SCR_NEW);
+    app_key(a, TK_F10);
+    EXPECT(a->prompt == PROMPT_CONFIRM && !a->quit);
+    app_key(a, 'n');
+    EXPECT(!a->quit);
+    app_key(a, TK_ESC);
+    app_key(a, 'y');
+    EXPECT(app_screen(a) == SCR_RUNS && !a->quit);
+    // an unchanged form leaves at once
+    app_key(a, 'n');
+    app_key(a, TK_ESC);
+    EXPECT(app_screen(a) == SCR_RUNS && a->prompt == PROMPT_NONE);
+    free_app(a);
+}
+
+// Issue 20, findings 1 and 10: the quick-demo preset's grid runs from the form (the form says
+// how many runs and about how long), and after Start the cursor goes to the new run.
+static void test_form_grid(void) {
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
+    snprintf(a->default_model, sizeof a->default_model, "tests/fixtures/hf/t5-gated-a");
+    a->spawn_record = 1;
+    app_key(a, 'n');
+    EXPECT(a->form_grid != NULL && a->form[a->nform - 2].checked);
+    int found = 0;
+    for (int i = 0; i < a->nform_info; i++)
+        found |= strstr(a->form_info[i], "Start runs the preset's grid: 3 runs, about ") &&
+                 strstr(a->form_info[i], "method+train.lr = none,0.003 | lora,0.003 | full,0.001");
+    EXPECT(found);
+    if (!found)
+        for (int i = 0; i < a->nform_info; i++) fprintf(stderr, "  info: %s\n", a->form_info[i]);
+    // changing Method by hand unticks the grid (it would override the choice)
+    EXPECT(focus_label(a, "Method"));
+    app_key(a, TK_RIGHT);
+    EXPECT(!a->form[a->nform - 2].checked && strstr(a->msg, "Grid unticked"));
+    found = 0;
+    for (int i = 0; i < a->nform_info; i++) found |= strstr(a->form_info[i], "Start runs 1 run, about ") != NULL;
+    EXPECT(found);
+    app_key(a, TK_LEFT);
+    EXPECT(focus_label(a, "Grid"));
+    app_key(a, ' ');
+    EXPECT(a->form[a->form_focus].checked);
+    // Ctrl-S writes the spec with the grid and spawns train --detach
+    int64_t last = app_last_run_id(a);
+    app_key(a, 0x13);
+    EXPECTF(app_screen(a) == SCR_RUNS && strstr(a->msg, "starting the grid of quick-demo: 3 runs"), "%s", a->msg);
+    EXPECT(a->follow_after == last);
+    EXPECTF(!strncmp(a->spawned, "train ", 6) && strstr(a->spawned, " --detach"), "%s", a->spawned);
+    const char *p = strstr(a->msg, "(spec ");
+    char path[512] = "";
+    if (p) sscanf(p + 6, "%511[^)]", path);
+    lb_err_t err = {0};
+    char *json = path[0] ? lb_read_file(path, NULL, &err) : NULL;
+    EXPECTF(json && strstr(json, "\"grid\"") && strstr(json, "\"quick-demo\""), "%s", json ? json : path);
+    free(json);
+    // the worker is not awaited here: the runs it records are simulated, as another
+    // process would add them; the cursor goes to the first new one
+    int64_t nid = add_run("quick-demo-none", "none", 0, NULL, "[]", 0, 0, 0, 0, NAN, NAN, 0);
+    add_run("quick-demo-lora", "lora", 8, "q,v", "[\"q\",\"v\"]", 0, 60, 0, 0, NAN, NAN, 1);
+    app_data_refresh(a, 1);
+    EXPECTF(a->runs[a->runs_view.cursor].id == nid, "%lld", (long long)a->runs[a->runs_view.cursor].id);
+    EXPECT(a->follow_after == -1);
+    free_app(a);
+}
+
 int main(void) {
     snprintf(ws, sizeof ws, "/tmp/lb-tui-test-%d", (int)getpid());
     lb_err_t err = {0};
@@ -472,6 +569,8 @@ int main(void) {
     RUN(test_export);
     RUN(test_sort_filter_select);
     RUN(test_sweep_screen);
+    RUN(test_form_keys);
+    RUN(test_form_grid);
     store_close(st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ws);

@@ -41,6 +41,7 @@ void app_init(app_t *a, store_t *st, const char *workspace, int ascii) {
     a->smooth = 0.6;
     a->cmp_logy = 0;
     a->data_version = -1;
+    a->follow_after = -1;
     snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
     snprintf(a->default_model, sizeof a->default_model, "experiments/models/t5-tiny");
     snprintf(a->default_dataset, sizeof a->default_dataset, "experiments/data/debsum");
@@ -62,6 +63,7 @@ void app_free(app_t *a) {
     free(a->series);
     free(a->workspace);
     free(a->form_base);
+    free(a->form_grid);
     memset(a, 0, sizeof *a);
 }
 

@@ -44,7 +44,8 @@ enum { CMP_METRICS, CMP_CONFIG, CMP_CURVES, CMP_SAMPLES, CMP_NTABS };
 // X axis of loss plots.
 enum { XAXIS_STEP, XAXIS_TOKENS, XAXIS_TIME, XAXIS_N };
 
-#define APP_MAX_COMPARE 6
+#define APP_MAX_COMPARE 16
+#define APP_MAX_SELECT 64
 #define APP_FORM_MAX 32
 
 struct app {
@@ -69,7 +70,7 @@ struct app {
     int sort_desc;
 
     // selection (by run id)
-    int64_t selected[64];
+    int64_t selected[APP_MAX_SELECT];
     int nselected;
 
     // screens
@@ -97,6 +98,12 @@ struct app {
     char default_dataset[1024];//   user changes them (--model/--dataset, environment, bundled)
     char *form_base;           // spec JSON the form starts from (the loaded preset's fields
                                //   it does not show: prefix, token limits, warmup...); NULL: defaults
+    char *form_grid;           // the loaded preset's "grid" (JSON), run by Start while the
+                               //   form's Grid box is ticked; NULL: none
+    char form_preset_name[128];// the loaded preset's name (a grid's runs are named after it)
+    int form_dirty;            // a field changed since the form was opened (leaving asks)
+    int64_t follow_after;      // after Start: the cursor moves to the first run with a larger
+                               //   id when it appears (-1: nothing to follow)
 
     // sweep screen
     table_view_t sweep_view;
@@ -116,6 +123,8 @@ struct app {
     struct { int pid; long log_off; char what[32]; } helpers[8];
     int nhelpers;
     int quit;
+    int spawn_record;          // tests: app_spawn records its arguments in spawned instead
+    char spawned[1024];        //   of starting a process
     int mouse_x, mouse_y;
     int body_y, body_h;        // where the current screen's body was drawn
 };
@@ -194,15 +203,18 @@ int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err);
 
 // Checks a filter expression (the runs list's `/`); -1 with err naming what is wrong.
 int app_filter_check(const char *text, lb_err_t *err);
+// The largest run id of the workspace (0: none), filter or not.
+int64_t app_last_run_id(app_t *a);
 // The run with this id in the current list, or NULL.
 store_run_t *app_run_by_id(app_t *a, int64_t id);
 // The series of a run (metrics read up to now), reading what is new; never NULL.
 app_series_t *app_series(app_t *a, int64_t run_id);
 // The latest evaluation of a series, or NULL.
 const store_eval_t *app_series_last_eval(const app_series_t *s);
-// Whether a run is selected; toggles selection.
+// Whether a run is selected; toggles selection: 1 selected, 0 unselected, -1 not selected
+// because APP_MAX_SELECT runs already are.
 int app_is_selected(const app_t *a, int64_t id);
-void app_toggle_selected(app_t *a, int64_t id);
+int app_toggle_selected(app_t *a, int64_t id);
 // Starts `lorabench ARGS...` detached (posix_spawn, output to runs/ui-spawn.log);
 // returns 0 or -1 with a message in err. The helper is watched: app_helper_exited shows
 // its last line of output when it fails.

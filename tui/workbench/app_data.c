@@ -120,6 +120,15 @@ int app_data_refresh(app_t *a, int force) {
             a->runs_view.cursor = (int)i;
             break;
         }
+    // after Start: the cursor goes to the first new run once it is listed
+    int64_t first_new = 0;
+    for (size_t i = 0; a->follow_after >= 0 && i < n; i++)
+        if (runs[i].id > a->follow_after && (!first_new || runs[i].id < first_new)) first_new = runs[i].id;
+    for (size_t i = 0; first_new && i < n; i++)
+        if (runs[i].id == first_new) {
+            a->runs_view.cursor = (int)i;
+            a->follow_after = -1;
+        }
     a->pinned_id = 0;
     for (size_t i = 0; i < n; i++)
         if (runs[i].pinned) a->pinned_id = runs[i].id;
@@ -162,6 +171,18 @@ int app_filter_check(const char *text, lb_err_t *err) {
     return 0;
 }
 
+int64_t app_last_run_id(app_t *a) {
+    store_run_t *runs = NULL;
+    size_t n = 0;
+    lb_err_t err = {0};
+    int64_t last = 0;
+    if (store_runs_list(a->st, "id", 1, NULL, &runs, &n, &err)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (runs[i].id > last) last = runs[i].id;
+    store_runs_free(runs, n);
+    return last;
+}
+
 store_run_t *app_run_by_id(app_t *a, int64_t id) {
     for (size_t i = 0; i < a->nruns; i++)
         if (a->runs[i].id == id) return &a->runs[i];
@@ -174,17 +195,25 @@ int app_is_selected(const app_t *a, int64_t id) {
     return 0;
 }
 
-void app_toggle_selected(app_t *a, int64_t id) {
+int app_toggle_selected(app_t *a, int64_t id) {
     for (int i = 0; i < a->nselected; i++)
         if (a->selected[i] == id) {
             memmove(&a->selected[i], &a->selected[i + 1], (size_t)(a->nselected - i - 1) * sizeof *a->selected);
             a->nselected--;
-            return;
+            return 0;
         }
-    if (a->nselected < (int)(sizeof a->selected / sizeof a->selected[0])) a->selected[a->nselected++] = id;
+    if (a->nselected == APP_MAX_SELECT) return -1;
+    a->selected[a->nselected++] = id;
+    return 1;
 }
 
 int app_spawn(app_t *a, const char *const *args, lb_err_t *err) {
+    if (a->spawn_record) {
+        a->spawned[0] = 0;
+        for (int i = 0; args[i]; i++)
+            snprintf(a->spawned + strlen(a->spawned), sizeof a->spawned - strlen(a->spawned), "%s%s", i ? " " : "", args[i]);
+        return 0;
+    }
     const char *argv[32];
     int n = 0;
     argv[n++] = a->exe;
