@@ -258,6 +258,18 @@ static void test_sort_filter_select(void) {
     char *t = screen_text(a, 80, 24);
     EXPECT(strstr(t, "filter: method=lora rouge1>0.3"));
     free(t);
+    // issue 20, finding 3: the pinned baseline survives a filter that hides it, and c on a
+    // run compares with it
+    EXPECTF(a->pinned_id == id_zs, "%lld", (long long)a->pinned_id);
+    t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "baseline #1 zero-shot (filtered out)") != NULL, "%s", t);
+    free(t);
+    app_key(a, 'c');
+    EXPECT(app_screen(a) == SCR_COMPARE && a->ncompare == 2 && a->compare_ids[0] == id_zs);
+    t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "zero-shot (pinned baseline)") != NULL, "%s", t);
+    free(t);
+    app_key(a, TK_ESC);
     // a bad filter leaves the old one and says why
     app_key(a, '/');
     for (int i = 0; i < 40; i++) app_key(a, TK_BACKSPACE);

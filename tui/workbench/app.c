@@ -55,6 +55,7 @@ void app_init(app_t *a, store_t *st, const char *workspace, int ascii) {
 
 void app_free(app_t *a) {
     store_runs_free(a->runs, a->nruns);
+    if (a->pinned_id) store_run_clear(&a->pinned_run);
     for (size_t i = 0; i < a->nseries; i++) {
         free(a->series[i].m);
         free(a->series[i].evals);

@@ -63,7 +63,9 @@ struct app {
     app_series_t *series;
     size_t nseries;
     int64_t data_version;
-    int64_t pinned_id;         // the baseline run (0 = none)
+    int64_t pinned_id;         // the baseline run (0 = none), filtered out or not
+    store_run_t pinned_run;    // its row, read apart from the list (valid when pinned_id)
+    int pinned_listed;         // 1: it is in runs (the filter keeps it)
     char filter[256];
     char filter_error[256];
     const char *sort_key;      // a store_run_keys key
@@ -205,7 +207,7 @@ int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err);
 int app_filter_check(const char *text, lb_err_t *err);
 // The largest run id of the workspace (0: none), filter or not.
 int64_t app_last_run_id(app_t *a);
-// The run with this id in the current list, or NULL.
+// The run with this id in the current list (or the pinned baseline, listed or not), or NULL.
 store_run_t *app_run_by_id(app_t *a, int64_t id);
 // The series of a run (metrics read up to now), reading what is new; never NULL.
 app_series_t *app_series(app_t *a, int64_t run_id);

@@ -129,9 +129,25 @@ int app_data_refresh(app_t *a, int force) {
             a->runs_view.cursor = (int)i;
             a->follow_after = -1;
         }
-    a->pinned_id = 0;
+    // the baseline holds whatever the filter hides: it is looked up in the whole workspace
+    int64_t pinned = 0;
+    a->pinned_listed = 0;
     for (size_t i = 0; i < n; i++)
-        if (runs[i].pinned) a->pinned_id = runs[i].id;
+        if (runs[i].pinned) {
+            pinned = runs[i].id;
+            a->pinned_listed = 1;
+        }
+    if (!pinned && a->filter[0]) {
+        store_run_t *all = NULL;
+        size_t nall = 0;
+        if (!store_runs_list(a->st, "id", 1, NULL, &all, &nall, &err))
+            for (size_t i = 0; i < nall; i++)
+                if (all[i].pinned) pinned = all[i].id;
+        store_runs_free(all, nall);
+    }
+    if (a->pinned_id) store_run_clear(&a->pinned_run);
+    a->pinned_id = 0;
+    if (pinned && !store_run_get(a->st, pinned, &a->pinned_run, &err)) a->pinned_id = pinned;
     // keep the series of the runs listed or open in a screen; read what is new
     for (size_t i = 0; i < a->nseries; i++) a->series[i].used = 0;
     for (size_t i = 0; i < n; i++) {
@@ -186,6 +202,7 @@ int64_t app_last_run_id(app_t *a) {
 store_run_t *app_run_by_id(app_t *a, int64_t id) {
     for (size_t i = 0; i < a->nruns; i++)
         if (a->runs[i].id == id) return &a->runs[i];
+    if (id && id == a->pinned_id) return &a->pinned_run;
     return NULL;
 }
 

@@ -189,6 +189,9 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     int n = snprintf(line, sizeof line, "%zu run%s, %d running, %d selected", a->nruns,
                      a->nruns == 1 ? "" : "s", running, a->nselected);
     if (a->filter[0]) snprintf(line + n, sizeof line - (size_t)n, "  filter: %s", a->filter);
+    if (a->pinned_id && !a->pinned_listed)  // the filter hides it; c still compares with it
+        snprintf(line + strlen(line), sizeof line - strlen(line), "  baseline #%lld %s (filtered out)",
+                 (long long)a->pinned_id, a->pinned_run.name ? a->pinned_run.name : "");
     grid_text_trunc(g, 1, y, g->w - 2, line, ST_DIM);
     if (a->filter[0]) grid_restyle(g, 1 + n + 2, y, grid_strwidth(a->filter) + 8, ST_ACCENT);
     if (!a->nruns) {
