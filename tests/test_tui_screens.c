@@ -558,6 +558,59 @@ static void test_form_grid(void) {
     free_app(a);
 }
 
+// The screen line (0-based) and column where text first appears, found on the drawn text.
+static int find_on_screen(app_t *a, int w, int h, const char *text, int *x) {
+    char *t = screen_text(a, w, h);
+    int y = -1;
+    char *p = strstr(t, text);
+    if (p) {
+        y = 0;
+        char *line = t;
+        for (char *c = t; c < p; c++)
+            if (*c == '\n') {
+                y++;
+                line = c + 1;
+            }
+        *x = 0;
+        for (const char *c = line; c < p; c++) *x += ((unsigned char)*c & 0xC0) != 0x80;
+    }
+    free(t);
+    return y;
+}
+
+// Issue 20, finding 4: a click selects the clicked row (not the one below), a click on a
+// column title sorts by it, a click on a tab switches to it.
+static void test_clicks(void) {
+    app_t *a = new_app();
+    int x = 0, y = find_on_screen(a, 160, 48, "lora-r8-qv", &x);
+    EXPECT(y > 0);
+    app_click(a, x, y);
+    EXPECTF(a->runs[a->runs_view.cursor].id == id_r8, "%s", a->runs[a->runs_view.cursor].name);
+    y = find_on_screen(a, 160, 48, "full-finetune", &x);
+    app_click(a, x + 3, y);
+    EXPECT(a->runs[a->runs_view.cursor].id == id_full);
+    // the header: name sorts by name, a second click reverses
+    y = find_on_screen(a, 160, 48, "name ", &x);
+    app_click(a, x + 1, y);
+    EXPECTF(!strcmp(a->sort_key, "name") && !a->sort_desc, "%s", a->sort_key);
+    app_click(a, x + 1, y);
+    EXPECT(!strcmp(a->sort_key, "name") && a->sort_desc);
+    EXPECT(!strcmp(a->runs[0].name, "zero-shot"));
+    // compare tabs
+    a->nselected = 0;
+    app_toggle_selected(a, id_r8);
+    app_toggle_selected(a, id_full);
+    app_key(a, 'c');
+    EXPECT(app_screen(a) == SCR_COMPARE);
+    y = find_on_screen(a, 160, 48, "3 Curves", &x);
+    app_click(a, x + 2, y);
+    EXPECT(a->cmp_tab == CMP_CURVES);
+    y = find_on_screen(a, 160, 48, "2 Config", &x);
+    app_click(a, x, y);
+    EXPECT(a->cmp_tab == CMP_CONFIG);
+    free_app(a);
+}
+
 int main(void) {
     snprintf(ws, sizeof ws, "/tmp/lb-tui-test-%d", (int)getpid());
     lb_err_t err = {0};
@@ -582,6 +635,7 @@ int main(void) {
     RUN(test_sort_filter_select);
     RUN(test_sweep_screen);
     RUN(test_form_keys);
+    RUN(test_clicks);
     RUN(test_form_grid);
     store_close(st);
     char cmd[300];

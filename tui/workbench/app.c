@@ -265,6 +265,12 @@ void app_key(app_t *a, int key) {
     }
 }
 
+void app_click(app_t *a, int x, int y) {
+    if (a->prompt != PROMPT_NONE || a->help) return;
+    const screen_t *s = screens[app_screen(a)];
+    if (s->click && y >= a->body_y && y < a->body_y + a->body_h) s->click(a, x, y);
+}
+
 // ---- the loop ----
 
 static void usage(FILE *f) {
@@ -371,12 +377,8 @@ int tui_main(int argc, char **argv) {
         term_present(g);
         int key = term_read_key(APP_POLL_MS, &a->mouse_x, &a->mouse_y);
         if (key == TK_CLICK) {
-            // a click on a row moves the cursor there; the screen decides what a row is
-            if (app_screen(a) == SCR_RUNS && a->mouse_y >= a->body_y + 1) {
-                a->runs_view.cursor = a->runs_view.top + (a->mouse_y - a->body_y - 1);
-                if (a->runs_view.cursor >= (int)a->nruns) a->runs_view.cursor = (int)a->nruns - 1;
-                if (a->runs_view.cursor < 0) a->runs_view.cursor = 0;
-            }
+            // the screen decides what was clicked: a row, a header, a tab
+            app_click(a, a->mouse_x, a->mouse_y);
             continue;
         }
         if (g->w < APP_MIN_W || g->h < APP_MIN_H) {

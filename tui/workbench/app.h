@@ -84,6 +84,7 @@ struct app {
     int64_t compare_ids[APP_MAX_COMPARE];
     int ncompare;
     int cmp_tab, cmp_diff_only, cmp_xaxis, cmp_logy, cmp_scroll, cmp_sample;
+    int cmp_tab_x[CMP_NTABS + 1];  // where the tab titles were drawn (clicks)
     double smooth;             // EMA factor 0..0.999 for loss curves
 
     // new-run form
@@ -141,6 +142,7 @@ typedef struct {
     void (*draw)(app_t *a, grid_t *g, int y, int h);
     int (*action)(app_t *a, int action, int key);
     int (*key)(app_t *a, int key);
+    void (*click)(app_t *a, int x, int y);  // a mouse click in the body (NULL: none)
 } screen_t;
 
 extern const screen_t screen_runs, screen_new, screen_monitor, screen_compare, screen_sweep;
@@ -161,6 +163,9 @@ void app_free(app_t *a);
 void app_draw(app_t *a, grid_t *g);
 // Handles one key; sets a->quit when the user quits.
 void app_key(app_t *a, int key);
+// Handles a mouse click at (x, y) on the frame app_draw drew last: the screen's rows,
+// table headers (sort) and tabs.
+void app_click(app_t *a, int x, int y);
 // The current screen.
 screen_id_t app_screen(const app_t *a);
 void app_push(app_t *a, screen_id_t s);

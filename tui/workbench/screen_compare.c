@@ -389,9 +389,11 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     int n = compare_runs(a, runs);
     int x = 1;
     for (int t = 0; t < CMP_NTABS; t++) {
+        a->cmp_tab_x[t] = x;
         x += grid_text(g, x, y, g->w - x, tab_names[t], t == a->cmp_tab ? ST_CURSOR : ST_DIM);
         x += 2;
     }
+    a->cmp_tab_x[CMP_NTABS] = x - 2;
     for (int i = 0; i < n && x < g->w - 4; i++) {
         char t[96];
         snprintf(t, sizeof t, "%c #%lld", run_letter(i), (long long)runs[i]->id);
@@ -487,4 +489,14 @@ static int action(app_t *a, int act, int key) {
     return 0;
 }
 
-const screen_t screen_compare = {"Compare", keys, sizeof keys / sizeof keys[0], draw, action, NULL};
+// A click on a tab's title switches to it.
+static void click(app_t *a, int x, int y) {
+    if (y != a->body_y) return;
+    for (int t = 0; t < CMP_NTABS; t++)
+        if (x >= a->cmp_tab_x[t] && x < a->cmp_tab_x[t + 1]) {
+            a->cmp_tab = t;
+            a->cmp_scroll = 0;
+        }
+}
+
+const screen_t screen_compare = {"Compare", keys, sizeof keys / sizeof keys[0], draw, action, NULL, click};

@@ -234,4 +234,4 @@ static int action(app_t *a, int act, int key) {
     return 0;
 }
 
-const screen_t screen_monitor = {"Monitor", keys, sizeof keys / sizeof keys[0], draw, action, NULL};
+const screen_t screen_monitor = {"Monitor", keys, sizeof keys / sizeof keys[0], draw, action, NULL, NULL};

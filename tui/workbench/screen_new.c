@@ -717,4 +717,4 @@ void app_form_open(app_t *a) {
     app_push(a, SCR_NEW);
 }
 
-const screen_t screen_new = {"New run", keys, sizeof keys / sizeof keys[0], draw, action, key};
+const screen_t screen_new = {"New run", keys, sizeof keys / sizeof keys[0], draw, action, key, NULL};

@@ -395,4 +395,22 @@ static int action(app_t *a, int act, int key) {
     return 0;
 }
 
-const screen_t screen_runs = {"Runs", keys, sizeof keys / sizeof keys[0], draw, action, NULL};
+// A click on a row moves the cursor there; on a column's title sorts by it (again: reverses).
+static void click(app_t *a, int x, int y) {
+    int row = 0, col = 0;
+    switch (table_hit(&a->runs_view, x, y, &row, &col)) {
+    case 1:
+        if (col == C_CURVE) col = C_LOSS;
+        if (!strcmp(sort_keys[col], a->sort_key)) a->sort_desc = !a->sort_desc;
+        else {
+            a->sort_key = sort_keys[col];
+            a->sort_desc = cols[col].right ? 1 : 0;  // numbers from the top value down
+        }
+        app_msg(a, ST_DIM, "sorted by %s, %s", cols[col].title, a->sort_desc ? "descending" : "ascending");
+        app_data_refresh(a, 1);
+        break;
+    case 2: a->runs_view.cursor = row; break;
+    }
+}
+
+const screen_t screen_runs = {"Runs", keys, sizeof keys / sizeof keys[0], draw, action, NULL, click};

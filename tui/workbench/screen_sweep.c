@@ -216,4 +216,9 @@ static int action(app_t *a, int act, int key) {
     return 0;
 }
 
-const screen_t screen_sweep = {"Sweep", keys, sizeof keys / sizeof keys[0], draw, action, NULL};
+static void click(app_t *a, int x, int y) {
+    int row = 0, col = 0;
+    if (table_hit(&a->sweep_view, x, y, &row, &col) == 2) a->sweep_view.cursor = row;
+}
+
+const screen_t screen_sweep = {"Sweep", keys, sizeof keys / sizeof keys[0], draw, action, NULL, click};

@@ -153,6 +153,14 @@ void table_draw(grid_t *g, int x, int y, int w, int h, const table_t *t, table_v
     int widths[64];
     if (t->ncols > 64 || h < 1) return;
     table_fit(t, w, widths);
+    v->y = y;
+    v->h = h - 1;
+    v->nrows = t->nrows;
+    for (int c = 0, px = x + TABLE_GUTTER; c < TABLE_MAX_COLS; c++) {
+        v->col_x[c] = px;
+        v->col_w[c] = c < t->ncols ? widths[c] : 0;
+        if (c < t->ncols && widths[c]) px += widths[c] + 1;
+    }
     // header
     grid_fill(g, x, y, w, 1, ' ', ST_HEADER);
     int cx = x + TABLE_GUTTER;
@@ -199,6 +207,23 @@ void table_draw(grid_t *g, int x, int y, int w, int h, const table_t *t, table_v
             cx += widths[c] + 1;
         }
     }
+}
+
+int table_hit(const table_view_t *v, int x, int y, int *row, int *col) {
+    if (y == v->y) {
+        for (int c = 0; c < TABLE_MAX_COLS; c++)
+            if (v->col_w[c] && x >= v->col_x[c] && x < v->col_x[c] + v->col_w[c]) {
+                *col = c;
+                return 1;
+            }
+        return 0;
+    }
+    int r = v->top + (y - v->y - 1);
+    if (y > v->y && y <= v->y + v->h && r < v->nrows) {
+        *row = r;
+        return 2;
+    }
+    return 0;
 }
 
 int table_nav(table_view_t *v, int nrows, int page, int key) {
