@@ -611,6 +611,44 @@ static void test_clicks(void) {
     free_app(a);
 }
 
+// Issue 20, finding 2: twelve runs (the rank sweep and target-modules tables) compare whole:
+// the metrics table, the bars and the curves' legend have all of them; a limit hit is said.
+static void test_compare_many(void) {
+    app_t *a = new_app();
+    int64_t ids[20];
+    for (int i = 0; i < 14; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "sweep-r%d", i + 1);
+        ids[i] = add_run(name, "lora", i + 1, "q,v", "[\"q\",\"v\"]", 40, 40, 6, 2 + 0.1 * i, 1000, 300, 1000 * (i + 1));
+    }
+    app_data_refresh(a, 1);
+    a->nselected = 0;
+    for (int i = 0; i < 12; i++) app_toggle_selected(a, ids[i]);
+    app_key(a, 'c');
+    EXPECTF(app_screen(a) == SCR_COMPARE && a->ncompare == 12, "%d", a->ncompare);
+    char *t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "L #") && strstr(t, "sweep-r12"), "%s", t);  // the 12th run's row
+    free(t);
+    app_key(a, '3');
+    t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "L sweep-r12") != NULL, "%s", t);  // in the curves' legend
+    free(t);
+    app_key(a, TK_ESC);
+    // more than APP_MAX_COMPARE selected: the first ones are compared, and it says so
+    for (int i = 12; i < 14; i++) app_toggle_selected(a, ids[i]);
+    for (int i = 0; i < APP_MAX_COMPARE - 14; i++) app_toggle_selected(a, 100000 + i);
+    app_toggle_selected(a, 100100);
+    app_key(a, 'c');
+    EXPECTF(a->ncompare == APP_MAX_COMPARE && strstr(a->msg, "comparing the first 16 of the 17 selected runs"), "%s", a->msg);
+    app_key(a, TK_ESC);
+    // the selection's limit is said, not silent
+    while (a->nselected < APP_MAX_SELECT) app_toggle_selected(a, 200000 + a->nselected);
+    goto_run(a, id_r8);
+    app_key(a, ' ');
+    EXPECTF(strstr(a->msg, "64 runs are selected, the most there can be") != NULL, "%s", a->msg);
+    free_app(a);
+}
+
 int main(void) {
     snprintf(ws, sizeof ws, "/tmp/lb-tui-test-%d", (int)getpid());
     lb_err_t err = {0};
@@ -637,6 +675,7 @@ int main(void) {
     RUN(test_form_keys);
     RUN(test_clicks);
     RUN(test_form_grid);
+    RUN(test_compare_many);
     store_close(st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ws);

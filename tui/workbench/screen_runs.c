@@ -274,7 +274,10 @@ static int action(app_t *a, int act, int key) {
         return 1;
     case A_SELECT:
         if (!r) return 1;
-        app_toggle_selected(a, r->id);
+        if (app_toggle_selected(a, r->id) < 0) {
+            app_msg(a, ST_WARN, "%d runs are selected, the most there can be: u clears the selection", APP_MAX_SELECT);
+            return 1;
+        }
         table_nav(&a->runs_view, (int)a->nruns, 1, TK_DOWN);
         return 1;
     case A_CLEAR_SEL:
@@ -299,6 +302,9 @@ static int action(app_t *a, int act, int key) {
         a->cmp_scroll = 0;
         a->cmp_sample = 0;
         app_push(a, SCR_COMPARE);
+        if (a->nselected > APP_MAX_COMPARE)
+            app_msg(a, ST_WARN, "comparing the first %d of the %d selected runs (at most %d side by side)", APP_MAX_COMPARE,
+                    a->nselected, APP_MAX_COMPARE);
         return 1;
     }
     case A_PIN:

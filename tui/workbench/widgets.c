@@ -311,7 +311,8 @@ void widget_plot(grid_t *g, int x, int y, int w, int h, const plot_series_t *s, 
     if (o->legend) {
         int lx = x, shown = 0;
         for (int i = 0; i < ns; i++) shown += s[i].name && s[i].style != ST_DIM;
-        // every series gets a share of the line; long names are truncated
+        // every series gets a share of the line; long names are truncated; when even the
+        // shortest shares do not fit, the legend takes more lines (a 12-run compare)
         int share = shown ? w / shown - 2 : w;
         if (share < 8) share = 8;
         for (int i = 0; i < ns; i++) {
@@ -320,7 +321,12 @@ void widget_plot(grid_t *g, int x, int y, int w, int h, const plot_series_t *s, 
             snprintf(item, sizeof item, "%c %s", s[i].letter ? s[i].letter : '*', s[i].name);
             int iw = grid_strwidth(item);
             if (iw > share) iw = share;
-            if (lx + iw + 1 > x + w) break;
+            if (lx + iw + 1 > x + w) {
+                if (lx == x || h < 6) break;
+                top++;
+                h--;
+                lx = x;
+            }
             grid_put(g, lx, top, ascii ? '-' : 0x2501, s[i].style);
             grid_text_trunc(g, lx + 1, top, iw, item, s[i].style);
             lx += iw + 3;
