@@ -649,6 +649,53 @@ static void test_compare_many(void) {
     free_app(a);
 }
 
+static char *read_export(app_t *a) {
+    const char *p = strstr(a->msg, ws);
+    lb_err_t err = {0};
+    char path[600] = "";
+    if (p) sscanf(p, "%599s", path);
+    return path[0] ? lb_read_file(path, NULL, &err) : NULL;
+}
+
+// Issue 20, finding 6 (screens): a run without a value (zero-shot's rank and training
+// numbers, a queued run's everything) shows "-" on screens and "–" or nothing in exports,
+// never nan or -1.
+static void test_missing_values(void) {
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    int64_t show[3] = {id_zs, id_queued, id_r64};
+    for (int i = 0; i < 3; i++) {
+        a->monitor_id = show[i];
+        app_push(a, SCR_MONITOR);
+        char *t = screen_text(a, 160, 48);
+        EXPECTF(!strstr(t, "nan") && !strstr(t, " -1 ") && !strstr(t, "=-1"), "%s", t);
+        free(t);
+        app_pop(a);
+    }
+    // the sweep's Markdown with zero-shot in it
+    char q[256];
+    snprintf(q, sizeof q, "UPDATE runs SET sweep_id = (SELECT max(id) FROM sweeps) WHERE id = %lld", (long long)id_zs);
+    sql(q);
+    app_data_refresh(a, 1);
+    app_key(a, 'w');
+    app_key(a, 'e');
+    char *md = read_export(a);
+    EXPECTF(md && strstr(md, "zero-shot") && !strstr(md, "| -1 |") && !strstr(md, "nan"), "%s", md ? md : a->msg);
+    free(md);
+    app_key(a, TK_ESC);
+    // the compare Markdown with a queued run
+    a->nselected = 0;
+    app_toggle_selected(a, id_zs);
+    app_toggle_selected(a, id_queued);
+    app_key(a, 'c');
+    app_key(a, 'e');
+    md = read_export(a);
+    EXPECTF(md && !strstr(md, "| -1 |") && !strstr(md, "nan"), "%s", md ? md : a->msg);
+    free(md);
+    free_app(a);
+}
+
 int main(void) {
     snprintf(ws, sizeof ws, "/tmp/lb-tui-test-%d", (int)getpid());
     lb_err_t err = {0};
@@ -676,6 +723,7 @@ int main(void) {
     RUN(test_clicks);
     RUN(test_form_grid);
     RUN(test_compare_many);
+    RUN(test_missing_values);
     store_close(st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ws);

@@ -428,10 +428,12 @@ static void export_compare(app_t *a) {
     app_buf_printf(&b, "\n");
     for (int i = 0; i < n; i++) {
         const store_run_t *r = runs[i];
-        app_buf_printf(&b, "| %lld | %s | %s | %lld |", (long long)r->id, r->name, r->method, (long long)r->trainable_params);
+        char tr[32] = "–";  // a value a run does not have is "–"
+        if (r->trainable_params >= 0) snprintf(tr, sizeof tr, "%lld", (long long)r->trainable_params);
+        app_buf_printf(&b, "| %lld | %s | %s | %s |", (long long)r->id, r->name, r->method, tr);
         for (int c = 0; c < N_MCOLS; c++) {
-            char v[32], d[32];
-            fmt_num(v, mcols[c].get(r), mcols[c].prec);
+            char v[32] = "–", d[32];
+            if (isfinite(mcols[c].get(r))) fmt_num(v, mcols[c].get(r), mcols[c].prec);
             delta_text(a, mcols[c].get(r), mcols[c].get(base), mcols[c].higher_better, mcols[c].prec, d);
             app_buf_printf(&b, " %s | %s |", v, r == base ? "" : d);
         }
