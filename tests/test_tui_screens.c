@@ -228,6 +228,15 @@ static void test_runs_screen(void) {
     t = screen_text(a, 80, 24);
     EXPECT(strstr(t, "error: loss became NaN"));
     free(t);
+    // issue 20, finding 1: the footer lists every key of the runs screen, even at 80 columns
+    t = screen_text(a, 80, 24);
+    const char *bar = t;
+    for (const char *c = t; *c; c++)
+        if (*c == '\n' && c[1]) bar = c + 1;
+    static const char *const all[] = {"Enter ", " c ", " p ", " n ", " w ", " / ", " s ", " S ", " t ", " m ", " K ",
+                                      " r ", " D ", " u ", "F1/?", "q/F10"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) EXPECTF(strstr(bar, all[i]) != NULL, "%s in %s", all[i], bar);
+    free(t);
     // help overlay from the key table
     app_key(a, '?');
     EXPECT(a->help);

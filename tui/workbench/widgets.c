@@ -504,15 +504,56 @@ void widget_hbar(grid_t *g, int x, int y, int w, double value, double lo, double
 
 void widget_keybar(grid_t *g, int y, const key_binding_t *const *tables, const int *ns, int ntables) {
     grid_fill(g, 0, y, g->w, 1, ' ', ST_KEYBAR);
-    int x = 0;
+    // every key with a bar label is listed: when the labels do not all fit, the screen's
+    // keys after the first few show their key alone ("w t m u"); the last table (the keys
+    // every screen shares: help, quit) keeps its labels
+    int full = 0, bare = 0, shared = 0, nscreen = 0;
     for (int t = 0; t < ntables; t++)
         for (int i = 0; i < ns[t]; i++) {
             const key_binding_t *b = &tables[t][i];
             if (!b->bar) continue;
-            int need = grid_strwidth(b->name) + grid_strwidth(b->bar) + 2;
+            int lw = grid_strwidth(b->name) + grid_strwidth(b->bar) + 2, nw = grid_strwidth(b->name) + 1;
+            if (t == ntables - 1) shared += lw;
+            else {
+                full += lw;
+                bare += nw;
+                nscreen++;
+            }
+        }
+    // the longest prefix of the screen's keys that keeps its labels
+    int labelled = nscreen;
+    if (full + shared > g->w) {
+        int used = 0, k = 0, rest = bare;
+        labelled = 0;
+        for (int t = 0; t < ntables - 1; t++)
+            for (int i = 0; i < ns[t]; i++) {
+                const key_binding_t *b = &tables[t][i];
+                if (!b->bar) continue;
+                int lw = grid_strwidth(b->name) + grid_strwidth(b->bar) + 2, nw = grid_strwidth(b->name) + 1;
+                if (k == labelled && used + lw + rest - nw + 1 + shared <= g->w) {
+                    used += lw;
+                    rest -= nw;
+                    labelled++;
+                }
+                k++;
+            }
+    }
+    int x = 0, k = 0, gap = labelled < nscreen;
+    for (int t = 0; t < ntables; t++)
+        for (int i = 0; i < ns[t]; i++) {
+            const key_binding_t *b = &tables[t][i];
+            if (!b->bar) continue;
+            int label = t == ntables - 1 || k < labelled;
+            int need = grid_strwidth(b->name) + (label ? grid_strwidth(b->bar) + 2 : 1);
+            if (t == ntables - 1 && gap) {  // a gap after the bare keys
+                x++;
+                gap = 0;
+            }
             if (x + need > g->w) return;
             x += grid_text(g, x, y, -1, b->name, ST_KEY);
-            x += grid_text(g, x + 1, y, -1, b->bar, ST_KEYBAR) + 2;
+            if (label) x += grid_text(g, x + 1, y, -1, b->bar, ST_KEYBAR) + 2;
+            else x++;
+            k += t < ntables - 1;
         }
 }
 
