@@ -705,6 +705,26 @@ static void test_missing_values(void) {
     free_app(a);
 }
 
+// Issue 20, finding 9: a failed run's monitor shows its error and the end of its worker's log.
+static void test_failed_monitor(void) {
+    char dir[512], cmd[1400];
+    snprintf(dir, sizeof dir, "%s/runs/%lld", ws, (long long)id_fail);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && printf 'step 11 loss 2.1\nstep 12 loss nan\nlorabench: loss became NaN at step 12\n' > '%s/worker.log'", dir, dir);
+    EXPECT(system(cmd) == 0);
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    goto_run(a, id_fail);
+    app_key(a, TK_ENTER);
+    EXPECT(app_screen(a) == SCR_MONITOR && a->monitor_id == id_fail);
+    char *t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "loss became NaN at step 12; lower the learning rate") != NULL, "%s", t);
+    EXPECTF(strstr(t, "worker log, last 3 lines") && strstr(t, "step 12 loss nan"), "%s", t);
+    if (getenv("LB_SHOW")) fputs(t, stderr);
+    free(t);
+    free_app(a);
+}
+
 int main(void) {
     snprintf(ws, sizeof ws, "/tmp/lb-tui-test-%d", (int)getpid());
     lb_err_t err = {0};
@@ -723,6 +743,7 @@ int main(void) {
     fill_store();
     RUN(test_runs_screen);
     RUN(test_monitor_screen);
+    RUN(test_failed_monitor);
     RUN(test_compare_screen);
     RUN(test_new_run_screen);
     RUN(test_export);

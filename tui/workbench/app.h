@@ -210,6 +210,10 @@ int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err);
 
 // Checks a filter expression (the runs list's `/`); -1 with err naming what is wrong.
 int app_filter_check(const char *text, lb_err_t *err);
+// The last lines (at most max, each cut to cap bytes) of a run's worker log,
+// <workspace>/runs/<id>/worker.log, oldest first; returns how many (0: no log). path gets
+// the log's file name.
+int app_run_log_tail(app_t *a, int64_t id, char (*lines)[200], int max, char *path, size_t cap);
 // The largest run id of the workspace (0: none), filter or not.
 int64_t app_last_run_id(app_t *a);
 // The run with this id in the current list (or the pinned baseline, listed or not), or NULL.

@@ -187,6 +187,39 @@ int app_filter_check(const char *text, lb_err_t *err) {
     return 0;
 }
 
+int app_run_log_tail(app_t *a, int64_t id, char (*lines)[200], int max, char *path, size_t cap) {
+    char *dir = NULL;
+    lb_err_t err = {0};
+    if (store_run_dir(a->workspace, id, 0, &dir, &err)) return 0;
+    snprintf(path, cap, "%s/worker.log", dir);
+    free(dir);
+    FILE *f = fopen(path, "r");
+    if (!f || max < 1) {
+        if (f) fclose(f);
+        return 0;
+    }
+    // the tail only: a long run's log can be large
+    if (fseek(f, -16384, SEEK_END)) rewind(f);
+    int n = 0;
+    char line[200];
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strcspn(line, "\r\n");
+        if (line[len] == 0 && !feof(f)) {  // the rest of a line longer than a row
+            int c;
+            while ((c = fgetc(f)) != EOF && c != '\n') {}
+        }
+        line[len] = 0;
+        if (!line[0]) continue;
+        if (n == max) {
+            memmove(lines[0], lines[1], (size_t)(max - 1) * sizeof lines[0]);
+            n--;
+        }
+        snprintf(lines[n++], sizeof lines[0], "%s", line);
+    }
+    fclose(f);
+    return n;
+}
+
 int64_t app_last_run_id(app_t *a) {
     store_run_t *runs = NULL;
     size_t n = 0;

@@ -146,9 +146,26 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
         free(v);
     }
     curves_free(&c);
-    // last evaluation
+    // last evaluation; a run that stopped shows why instead: its error and its worker's log
     int ey = y + 3 + ph;
     const store_eval_t *ev = app_series_last_eval(s);
+    if (status == STORE_RUN_FAILED || status == STORE_RUN_INTERRUPTED || status == STORE_RUN_CANCELLED) {
+        int row = ey;
+        if (r->error && *r->error) row += widget_wrap(g, 1, row, g->w - 2, 2, r->error, 0, ST_BAD);
+        else grid_textf(g, 1, row++, g->w - 2, ST_BAD, "%s without an error message", r->status);
+        char (*lines)[200] = xcalloc(64, sizeof *lines);
+        char path[4400] = "";
+        int room = y + h - row - 1;
+        int n = room > 0 ? app_run_log_tail(a, r->id, lines, room < 64 ? room : 64, path, sizeof path) : 0;
+        if (n) {
+            grid_textf(g, 1, row++, g->w - 2, ST_HEADER, "worker log, last %d line%s: %s", n, n == 1 ? "" : "s", path);
+            for (int i = 0; i < n && row < y + h; i++) grid_text_trunc(g, 1, row++, g->w - 2, lines[i], ST_DIM);
+        } else if (room > 0) {
+            grid_text(g, 1, row, g->w - 2, "no worker log (a run started in the foreground printed to its terminal)", ST_DIM);
+        }
+        free(lines);
+        return;
+    }
     if (!ev) {
         grid_text(g, 1, ey, g->w - 2, "no evaluation yet", ST_DIM);
     } else {
