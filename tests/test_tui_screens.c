@@ -480,6 +480,16 @@ static int focus_label(app_t *a, const char *label) {
 static void test_form_keys(void) {
     app_t *a = new_app();
     app_key(a, 'n');
+    // issue 20, finding 13: the help box is as wide as its lines need (not fixed at 72
+    // columns), and a line too long for the screen wraps instead of being cut
+    app_key(a, TK_F1);
+    char *t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "quit (asks when a field was changed); q types into text fields") != NULL, "%s", t);
+    free(t);
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "q types into text ") && strstr(t, "              fields "), "%s", t);
+    free(t);
+    app_key(a, TK_ESC);
     EXPECT(focus_label(a, "Method"));
     int method = a->form[a->form_focus].choice;
     app_key(a, 'q');

@@ -126,34 +126,57 @@ int app_smooth_digits(double smooth) {
 
 // ---- drawing ----
 
+// The help box: as wide as its longest line needs (up to the screen less a margin); a help
+// line that still does not fit wraps under itself.
 static void draw_help(app_t *a, grid_t *g, const screen_t *s) {
-    int w = g->w < 76 ? g->w - 4 : 72;
-    int lines = s->nkeys + N_GLOBAL + 3;
+    int items = s->nkeys + N_GLOBAL + 3;
+    const char *footer = "Esc or ? closes this help; arrows scroll it.";
+    int need = grid_strwidth(footer) + 4;
+    for (int i = 0; i < s->nkeys + N_GLOBAL; i++) {
+        const key_binding_t *b = i < s->nkeys ? &s->keys[i] : &global_keys[i - s->nkeys];
+        if (grid_strwidth(b->help) + 17 + 2 > need) need = grid_strwidth(b->help) + 17 + 2;
+    }
+    int w = need > g->w - 4 ? g->w - 4 : need;
+    // rows of each item: a binding's help may wrap
+    int lines = 0;
+    for (int i = 0; i < items; i++) {
+        if (i < s->nkeys) lines += widget_wrap_rows(s->keys[i].help, w - 17) > 0 ? widget_wrap_rows(s->keys[i].help, w - 17) : 1;
+        else if (i >= s->nkeys + 2 && i - s->nkeys - 2 < N_GLOBAL)
+            lines += widget_wrap_rows(global_keys[i - s->nkeys - 2].help, w - 17);
+        else lines++;
+    }
     int h = lines + 2 > g->h - 4 ? g->h - 4 : lines + 2;
     int x = (g->w - w) / 2, y = 2;
     grid_fill(g, x, y, w, h, ' ', ST_NORMAL);
     char title[96];
     snprintf(title, sizeof title, "Keys: %s", s->title);
     grid_box(g, x, y, w, h, title, ST_BOLD);
-    int row = 0, max = h - 2;
+    int max = h - 2;
     if (a->help_scroll > lines - max) a->help_scroll = lines - max > 0 ? lines - max : 0;
     // one list: the screen's keys, a gap, then the shared ones
-    for (int i = 0; i < lines; i++) {
+    int row = 0;
+    for (int i = 0; i < items; i++) {
         const key_binding_t *b = NULL;
         const char *heading = NULL;
         if (i < s->nkeys) b = &s->keys[i];
-        else if (i == s->nkeys) continue;
-        else if (i == s->nkeys + 1) heading = "On every screen";
+        else if (i == s->nkeys) {
+            row++;
+            continue;
+        } else if (i == s->nkeys + 1) heading = "On every screen";
         else if (i - s->nkeys - 2 < N_GLOBAL) b = &global_keys[i - s->nkeys - 2];
-        else heading = "Esc or ? closes this help; arrows scroll it.";
-        int r = i - a->help_scroll;
-        if (r < 0 || r >= max) continue;
-        if (heading) grid_text_trunc(g, x + 2, y + 1 + r, w - 4, heading, ST_DIM);
-        else {
-            grid_text_trunc(g, x + 2, y + 1 + r, 12, b->name, ST_KEY);
-            grid_text_trunc(g, x + 15, y + 1 + r, w - 17, b->help, ST_NORMAL);
+        else heading = footer;
+        int rows = b ? widget_wrap_rows(b->help, w - 17) : 1;
+        if (rows < 1) rows = 1;
+        for (int k = 0; k < rows; k++) {
+            int r = row + k - a->help_scroll;
+            if (r < 0 || r >= max) continue;
+            if (heading) grid_text_trunc(g, x + 2, y + 1 + r, w - 4, heading, ST_DIM);
+            else {
+                if (k == 0) grid_text_trunc(g, x + 2, y + 1 + r, 12, b->name, ST_KEY);
+                widget_wrap(g, x + 15, y + 1 + r, w - 17, 1, b->help, k, ST_NORMAL);
+            }
         }
-        row++;
+        row += rows;
     }
 }
 
