@@ -115,7 +115,7 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     // plot (and side panel on wide terminals)
     int samples_h = h >= 40 ? (h - 4) / 3 : 5;
     int ph = h - 3 - 1 - samples_h;
-    int pwid = g->w >= 120 ? g->w * 2 / 3 : g->w;
+    int pwid = g->w >= 100 ? g->w * 2 / 3 : g->w;  // the side panel from 100 columns
     char title[128];
     snprintf(title, sizeof title, "loss (EMA %.*f)", app_smooth_digits(a->smooth), a->smooth);
     grid_box(g, 0, y + 3, pwid, ph, title, ST_DIM);
