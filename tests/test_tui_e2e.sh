@@ -141,6 +141,8 @@ methods=$("$B" runs --json --workspace "$W" | tr '{' '\n' | sed -n 's/.*"name":"
 check "store: five runs done with their methods ($methods)" \
     '[ "$methods" = "tui-full done full tui-none done none tui-partial done partial tui-r2 done lora tui-r4 done lora " ]'
 
+check "the form's spec files are removed once their runs are recorded" '[ -z "$(ls "$W"/runs/ui-spec-*.json 2>/dev/null)" ]'
+
 # --- a model folder without weights is refused in the form, nothing is recorded
 mkdir -p "$T/noweights" && cp "$M/config.json" "$M/tokenizer.json" "$T/noweights/"
 keys n

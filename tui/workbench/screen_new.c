@@ -529,6 +529,8 @@ static void start_run(app_t *a) {
         return;
     }
     a->follow_after = last;  // the cursor goes to the new run when it is listed
+    if (a->nhelpers && !a->spawn_record && strlen(path) < sizeof a->helpers[0].remove)
+        memcpy(a->helpers[a->nhelpers - 1].remove, path, strlen(path) + 1);  // goes once train recorded the runs
     a->form_dirty = 0;
     app_pop(a);
     if (grid)
