@@ -213,8 +213,8 @@ static double run_gflop(const spec_t *s, const app_spec_facts_t *fx) {
 
 // The effective speed (GFLOP/s, setup and evaluation included) of the newest finished run
 // of this workspace; *run gets its id. Until one has finished, ASSUMED_GFLOPS: the
-// quick-demo preset (8,750 GFLOP by run_gflop on t5-tiny) took about 71 s on the 2-core
-// development machine.
+// quick-demo preset (8,750 GFLOP by run_gflop on t5-tiny) takes about 71 s on the 2-core
+// development machine when it has the machine to itself.
 #define ASSUMED_GFLOPS 120.0
 static double form_rate(app_t *a, int64_t *run) {
     *run = 0;
@@ -271,7 +271,7 @@ static void form_time_line(app_t *a, const spec_t *s, char *out, size_t cap) {
     spec_list_free(specs, n);
     char t[48], d[32], basis[64];
     if (from) snprintf(basis, sizeof basis, "at run #%lld's speed", (long long)from);
-    else snprintf(basis, sizeof basis, "a guess until a run has finished here");
+    else snprintf(basis, sizeof basis, "time: a guess until a run finishes here");
     if (isfinite(total)) snprintf(t, sizeof t, "about %s", fmt_duration(d, total / rate));
     else snprintf(t, sizeof t, "time depends on the data set's size");
     if (!grid) {
@@ -299,7 +299,7 @@ static void form_time_line(app_t *a, const spec_t *s, char *out, size_t cap) {
         }
     }
     cJSON_Delete(g);
-    snprintf(out, cap, "Start runs the preset's grid: %zu runs, %s (%.40s): %s", n, t, basis, vals);
+    snprintf(out, cap, "Start runs the preset's grid: %zu runs, %s: %s (%.40s)", n, t, vals, basis);
 }
 
 // Recomputes the arithmetic lines from the form: the spec it makes (every field, and what a
