@@ -219,8 +219,16 @@ void app_draw(app_t *a, grid_t *g) {
     a->body_h = g->h - 3;
     s->draw(a, g, a->body_y, a->body_h);
     draw_message_line(a, g, g->h - 2);
-    const key_binding_t *tables[2] = {s->keys, global_keys};
-    int ns[2] = {s->nkeys, N_GLOBAL};
+    // a shared key the screen binds itself (the form's F10 asks first; q types there) is
+    // left out of the bar: the screen's own entry is what the key does
+    key_binding_t shared[N_GLOBAL];
+    int nshared = 0;
+    for (int i = 0; i < N_GLOBAL; i++)
+        if (!keys_find(s->keys, s->nkeys, global_keys[i].key) &&
+            !(global_keys[i].alt && keys_find(s->keys, s->nkeys, global_keys[i].alt)))
+            shared[nshared++] = global_keys[i];
+    const key_binding_t *tables[2] = {s->keys, shared};
+    int ns[2] = {s->nkeys, nshared};
     widget_keybar(g, g->h - 1, tables, ns, 2);
     if (a->help) draw_help(a, g, s);
 }

@@ -26,7 +26,7 @@ static const key_binding_t keys[] = {
     {KEY_CTRL_S, 0, A_START, "Ctrl-S", "start the run (or the preset's grid) from any field", "Start"},
     {TK_F1 + 4, 0, A_PRESET, "F5", "load the preset shown in the Preset field (every field)", "Preset"},
     {TK_ESC, 0, A_LEAVE, "Esc", "back to the runs (asks when a field was changed)", "Back"},
-    {TK_F10, 0, A_QUIT, "F10", "quit (asks when a field was changed); q types into text fields", NULL},
+    {TK_F10, 0, A_QUIT, "F10", "quit (asks when a field was changed); q types into text fields", "Quit"},
     {TK_LEFT, TK_RIGHT, ACT_NONE, "Left/Right", "change a choice; move in a row of boxes", NULL},
     {' ', 0, ACT_NONE, "Space", "tick / untick a box", NULL},
     {0x15, 0, ACT_NONE, "Ctrl-U", "clear a text field", NULL},
