@@ -318,6 +318,7 @@ int app_helper_exited(app_t *a, int pid, int failed) {
     memmove(&a->helpers[k], &a->helpers[k + 1], (size_t)(a->nhelpers - k - 1) * sizeof a->helpers[0]);
     a->nhelpers--;
     if (!failed) return 1;
+    a->follow_after = -1;  // a start that failed has no new run for the cursor to go to
     // the helper's last line of output is its one-sentence error
     char log[4200], last[400] = "";
     snprintf(log, sizeof log, "%s/runs/ui-spawn.log", a->workspace);
