@@ -286,6 +286,21 @@ static void test_sort_filter_select(void) {
     app_key(a, TK_ENTER);
     EXPECT(a->nruns == 1 && !strcmp(a->filter, "method=lora rouge1>0.3"));
     EXPECTF(a->msg_style == ST_ERROR && strstr(a->msg, "bogus"), "%s", a->msg);
+    // issue 20, finding 11: the list follows the typing; a bare word matches names; the
+    // input edits with Left/Home/Ctrl-U; Esc puts the filter from before back
+    app_key(a, '/');
+    app_key(a, 0x15);
+    EXPECTF(a->nruns == 6 && !a->filter[0], "%zu", a->nruns);  // cleared: every run, live
+    for (const char *p = "r8"; *p; p++) app_key(a, *p);
+    EXPECTF(a->nruns == 1 && a->runs[0].id == id_r8, "%zu", a->nruns);
+    app_key(a, TK_HOME);
+    for (const char *p = "lora-"; *p; p++) app_key(a, *p);
+    app_key(a, TK_END);
+    app_key(a, TK_LEFT);
+    app_key(a, TK_BACKSPACE);  // lora-r8 -> lora-8
+    EXPECTF(!strcmp(a->prompt_input, "lora-8") && a->nruns == 0, "%s %zu", a->prompt_input, a->nruns);
+    app_key(a, TK_ESC);
+    EXPECTF(!strcmp(a->filter, "method=lora rouge1>0.3") && a->nruns == 1, "%s", a->filter);
     // Esc on the input cancels it; an empty filter shows everything
     app_key(a, '/');
     for (int i = 0; i < 40; i++) app_key(a, TK_BACKSPACE);

@@ -103,8 +103,10 @@ void app_confirm(app_t *a, int action, int64_t run, const char *fmt, ...) {
 void app_input(app_t *a, int action, int64_t run, const char *label, const char *initial) {
     snprintf(a->prompt_text, sizeof a->prompt_text, "%s", label);
     snprintf(a->prompt_input, sizeof a->prompt_input, "%s", initial ? initial : "");
+    a->prompt_pos = (int)strlen(a->prompt_input);
     a->prompt = PROMPT_INPUT;
     a->prompt_action = action;
+    a->prompt_live = a->prompt_cancel = 0;
     a->prompt_run = run;
 }
 
@@ -187,14 +189,24 @@ static void draw_message_line(app_t *a, grid_t *g, int y) {
     } else if (a->prompt == PROMPT_INPUT) {
         int n = grid_text(g, 0, y, g->w / 2, a->prompt_text, ST_BOLD);
         int room = g->w - n - 1;
-        const char *v = a->prompt_input;
-        int len = grid_strwidth(v);
-        while (len > room - 1 && *v) {
+        // the text from where the cursor stays in view; the cursor on its character (or _
+        // at the end)
+        const char *v = a->prompt_input, *cur = a->prompt_input + a->prompt_pos;
+        char before[256];
+        snprintf(before, sizeof before, "%.*s", a->prompt_pos, a->prompt_input);
+        int cx = grid_strwidth(before);
+        while (cx > room - 1 && v < cur) {
             grid_utf8_next(&v);
-            len--;
+            cx--;
         }
         grid_text(g, n, y, room, v, ST_ACCENT);
-        grid_put(g, n + len, y, '_', ST_CURSOR);
+        if (*cur) {
+            const char *nx = cur;
+            uint32_t c = grid_utf8_next(&nx);
+            grid_put(g, n + cx, y, c, ST_CURSOR);
+        } else {
+            grid_put(g, n + cx, y, '_', ST_CURSOR);
+        }
     } else if (a->msg[0]) {
         grid_text_trunc(g, 0, y, g->w, a->msg, a->msg_style);
     }
@@ -243,25 +255,56 @@ static void prompt_key(app_t *a, int key) {
         else app_msg(a, ST_DIM, "cancelled: nothing changed");
         return;
     }
-    size_t len = strlen(a->prompt_input);
+    // a line editor: Left/Right, Home/End (Ctrl-A/Ctrl-E), Backspace/Del, Ctrl-U clears
+    char *in = a->prompt_input;
+    size_t len = strlen(in);
+    size_t pos = (size_t)a->prompt_pos <= len ? (size_t)a->prompt_pos : len;
+    int edited = 0;
     if (key == TK_ESC) {
         a->prompt = PROMPT_NONE;
+        if (a->prompt_cancel) s->action(a, a->prompt_cancel, key);
         app_msg(a, ST_DIM, "cancelled: nothing changed");
+        return;
     } else if (key == TK_ENTER) {
         a->prompt = PROMPT_NONE;
         s->action(a, a->prompt_action, key);
-    } else if (key == TK_BACKSPACE || key == 8) {
-        while (len > 0 && ((unsigned char)a->prompt_input[len - 1] & 0xC0) == 0x80) len--;
-        if (len > 0) len--;
-        a->prompt_input[len] = 0;
+        return;
+    } else if (key == TK_LEFT) {
+        while (pos > 0 && ((unsigned char)in[--pos] & 0xC0) == 0x80) {}
+    } else if (key == TK_RIGHT) {
+        if (pos < len) pos++;
+        while (pos < len && ((unsigned char)in[pos] & 0xC0) == 0x80) pos++;
+    } else if (key == TK_HOME || key == 0x01) {
+        pos = 0;
+    } else if (key == TK_END || key == 0x05) {
+        pos = len;
+    } else if (key == 0x15) {
+        in[0] = 0;
+        pos = 0;
+        edited = 1;
+    } else if ((key == TK_BACKSPACE || key == 8) && pos > 0) {
+        size_t p = pos;
+        while (p > 0 && ((unsigned char)in[--p] & 0xC0) == 0x80) {}
+        memmove(in + p, in + pos, len - pos + 1);
+        pos = p;
+        edited = 1;
+    } else if (key == TK_DEL && pos < len) {
+        size_t e = pos + 1;
+        while (e < len && ((unsigned char)in[e] & 0xC0) == 0x80) e++;
+        memmove(in + pos, in + e, len - e + 1);
+        edited = 1;
     } else if (key >= 0x20 && key < TK_UP && key != 0x7f) {
         char enc[4];
         int n = grid_utf8_put((uint32_t)key, enc);
         if (len + (size_t)n < sizeof a->prompt_input) {
-            memcpy(a->prompt_input + len, enc, (size_t)n);
-            a->prompt_input[len + n] = 0;
+            memmove(in + pos + n, in + pos, len - pos + 1);
+            memcpy(in + pos, enc, (size_t)n);
+            pos += (size_t)n;
+            edited = 1;
         }
     }
+    a->prompt_pos = (int)pos;
+    if (edited && a->prompt_live) s->action(a, a->prompt_live, key);
 }
 
 void app_key(app_t *a, int key) {

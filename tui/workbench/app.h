@@ -68,6 +68,7 @@ struct app {
     int pinned_listed;         // 1: it is in runs (the filter keeps it)
     char filter[256];
     char filter_error[256];
+    char filter_before[256];   // the filter when / was pressed (Esc restores it)
     const char *sort_key;      // a store_run_keys key
     int sort_desc;
 
@@ -118,7 +119,10 @@ struct app {
     prompt_kind_t prompt;
     char prompt_text[256];
     char prompt_input[256];
+    int prompt_pos;            // the input's cursor (a byte offset)
     int prompt_action;         // the action to run on yes / Enter
+    int prompt_live;           // 0, or the action to run after every edit (a live filter)
+    int prompt_cancel;         // 0, or the action to run on Esc
     int64_t prompt_run;
     char msg[512];
     int msg_style;
@@ -211,6 +215,8 @@ int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err);
 
 // Checks a filter expression (the runs list's `/`); -1 with err naming what is wrong.
 int app_filter_check(const char *text, lb_err_t *err);
+// The store's filter for what was typed: a bare word (no operator) is name~WORD.
+void app_filter_expr(const char *text, char *out, size_t cap);
 // The last lines (at most max, each cut to cap bytes) of a run's worker log,
 // <workspace>/runs/<id>/worker.log, oldest first; returns how many (0: no log). path gets
 // the log's file name.

@@ -104,7 +104,9 @@ int app_data_refresh(app_t *a, int force) {
     a->data_version = v;
     store_run_t *runs = NULL;
     size_t n = 0;
-    if (store_runs_list(a->st, a->sort_key, a->sort_desc, a->filter[0] ? a->filter : NULL, &runs, &n, &err)) {
+    char expr[600];
+    app_filter_expr(a->filter, expr, sizeof expr);
+    if (store_runs_list(a->st, a->sort_key, a->sort_desc, expr[0] ? expr : NULL, &runs, &n, &err)) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return 0;
     }
@@ -180,9 +182,33 @@ int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err) {
     return 0;
 }
 
+void app_filter_expr(const char *text, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = 0;
+    for (const char *p = text; *p && n + 1 < cap;) {
+        if (*p == ' ') {
+            out[n++] = *p++;
+            continue;
+        }
+        // one term: up to a space outside quotes
+        const char *e = p;
+        char q = 0;
+        while (*e && (q || *e != ' ')) {
+            if (*e == '"' || *e == '\'') q = q == *e ? 0 : q ? q : *e;
+            e++;
+        }
+        int bare = strcspn(p, "=<>~!") >= (size_t)(e - p) && *p != '"' && *p != '\'';
+        n += (size_t)snprintf(out + n, cap - n, "%s%.*s", bare ? "name~" : "", (int)(e - p), p);
+        if (n >= cap) n = cap - 1;
+        p = e;
+    }
+}
+
 int app_filter_check(const char *text, lb_err_t *err) {
     store_filter_t *f = NULL;
-    if (store_filter_parse(text, &f, err)) return -1;
+    char expr[600];
+    app_filter_expr(text, expr, sizeof expr);
+    if (store_filter_parse(expr, &f, err)) return -1;
     store_filter_free(f);
     return 0;
 }

@@ -11,7 +11,8 @@ enum {
     A_OPEN = ACT_SCREEN, A_SELECT, A_COMPARE, A_PIN, A_NEW, A_SWEEP, A_FILTER, A_SORT,
     A_SORT_REV, A_TAGS, A_NOTE, A_CANCEL, A_RESUME, A_DELETE, A_CLEAR_SEL,
     // answers to prompts
-    A_FILTER_SET, A_TAGS_SET, A_NOTE_SET, A_CANCEL_YES, A_RESUME_YES, A_DELETE_YES,
+    A_FILTER_SET, A_TAGS_SET, A_NOTE_SET, A_CANCEL_YES, A_RESUME_YES, A_DELETE_YES, A_FILTER_LIVE,
+    A_FILTER_UNDO,
 };
 
 static const key_binding_t keys[] = {
@@ -21,7 +22,7 @@ static const key_binding_t keys[] = {
     {'p', 0, A_PIN, "p", "pin the run as the baseline (again: unpin)", "Pin"},
     {'n', 0, A_NEW, "n", "new run", "New"},
     {'w', 0, A_SWEEP, "w", "sweeps: queued, running and done runs of a sweep", "Sweep"},
-    {'/', 0, A_FILTER, "/", "filter, e.g. method=lora r>=8 rouge1>0.3 (empty: all)", "Filter"},
+    {'/', 0, A_FILTER, "/", "filter as you type: a word matches names; method=lora r>=8 rouge1>0.3", "Filter"},
     {'s', 0, A_SORT, "s", "sort by the next column", "Sort"},
     {'S', 0, A_SORT_REV, "S", "reverse the sort order", "Rev"},
     {'t', 0, A_TAGS, "t", "edit the run's tags (comma-separated)", "Tags"},
@@ -324,10 +325,29 @@ static int action(app_t *a, int act, int key) {
         app_push(a, SCR_SWEEP);
         return 1;
     case A_FILTER:
+        snprintf(a->filter_before, sizeof a->filter_before, "%s", a->filter);
         app_input(a, A_FILTER_SET, 0, "filter: ", a->filter);
+        a->prompt_live = A_FILTER_LIVE;
+        a->prompt_cancel = A_FILTER_UNDO;
+        return 1;
+    case A_FILTER_LIVE:  // the list follows the typing while the text is a valid filter
+        if (app_filter_check(a->prompt_input, &err)) {
+            app_msg(a, ST_DIM, "%s", err.msg);
+            return 1;
+        }
+        a->msg[0] = 0;
+        snprintf(a->filter, sizeof a->filter, "%s", a->prompt_input);
+        a->runs_view.cursor = a->runs_view.top = 0;
+        app_data_refresh(a, 1);
+        return 1;
+    case A_FILTER_UNDO:
+        snprintf(a->filter, sizeof a->filter, "%s", a->filter_before);
+        app_data_refresh(a, 1);
         return 1;
     case A_FILTER_SET: {
-        if (app_filter_check(a->prompt_input, &err)) {
+        if (app_filter_check(a->prompt_input, &err)) {  // the filter from before / stays
+            snprintf(a->filter, sizeof a->filter, "%s", a->filter_before);
+            app_data_refresh(a, 1);
             app_msg(a, ST_ERROR, "%s", err.msg);
             return 1;
         }
