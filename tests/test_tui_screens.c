@@ -166,6 +166,9 @@ static void fill_store(void) {
 
 static app_t *new_app(void) {
     app_t *a = calloc(1, sizeof *a);
+    char sortfile[300];
+    snprintf(sortfile, sizeof sortfile, "%s/ui-sort", ws);
+    unlink(sortfile);  // each test starts from the default sort (id, newest first)
     app_init(a, st, ws, 0);
     // what the title shows and where presets are looked for must not depend on the machine
     free(a->workspace);
@@ -258,6 +261,14 @@ static void test_sort_filter_select(void) {
     EXPECT(!strcmp(a->runs[0].name, "full-finetune") && !strcmp(a->runs[5].name, "zero-shot"));
     app_key(a, 'S');
     EXPECT(a->sort_desc && !strcmp(a->runs[0].name, "zero-shot"));
+    // issue 20, finding 11: the sort is remembered per workspace
+    {
+        app_t *b = calloc(1, sizeof *b);
+        app_init(b, st, ws, 0);
+        EXPECTF(!strcmp(b->sort_key, "name") && b->sort_desc && !strcmp(b->runs[0].name, "zero-shot"), "%s", b->sort_key);
+        app_free(b);
+        free(b);
+    }
     // filter with the store's expressions
     app_key(a, '/');
     EXPECT(a->prompt == PROMPT_INPUT);

@@ -42,6 +42,7 @@ void app_init(app_t *a, store_t *st, const char *workspace, int ascii) {
     a->cmp_logy = 0;
     a->data_version = -1;
     a->follow_after = -1;
+    app_sort_load(a);
     snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
     snprintf(a->default_model, sizeof a->default_model, "experiments/models/t5-tiny");
     snprintf(a->default_dataset, sizeof a->default_dataset, "experiments/data/debsum");

@@ -70,6 +70,7 @@ struct app {
     char filter_error[256];
     char filter_before[256];   // the filter when / was pressed (Esc restores it)
     const char *sort_key;      // a store_run_keys key
+    char sort_key_buf[32];     // the key read from <workspace>/ui-sort
     int sort_desc;
 
     // selection (by run id)
@@ -213,6 +214,11 @@ int app_data_refresh(app_t *a, int force);
 // Pins run id as the baseline (pin = 1) or unpins it, then refreshes; -1 with err.
 int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err);
 
+// The runs list's sort, remembered per workspace in <workspace>/ui-sort ("rouge1 desc"):
+// app_sort_load (app_init) takes it when it names a store_run_keys key; app_sort_save
+// writes the current one.
+void app_sort_load(app_t *a);
+void app_sort_save(app_t *a);
 // Checks a filter expression (the runs list's `/`); -1 with err naming what is wrong.
 int app_filter_check(const char *text, lb_err_t *err);
 // The store's filter for what was typed: a bare word (no operator) is name~WORD.

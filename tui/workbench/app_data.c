@@ -182,6 +182,36 @@ int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err) {
     return 0;
 }
 
+void app_sort_load(app_t *a) {
+    char path[4200], key[32] = "", dir[8] = "";
+    snprintf(path, sizeof path, "%s/ui-sort", a->workspace);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    int n = fscanf(f, "%31s %7s", key, dir);
+    fclose(f);
+    if (n < 1) return;
+    // only a key the store knows (the file may be from another version)
+    const char *keys = store_run_keys(), *p = keys;
+    size_t len = strlen(key);
+    int known = 0;
+    while ((p = strstr(p, key))) {
+        known |= (p == keys || p[-1] == ' ' || p[-1] == ',') && (p[len] == 0 || p[len] == ',' || p[len] == ' ');
+        p += len;
+    }
+    if (!known) return;
+    snprintf(a->sort_key_buf, sizeof a->sort_key_buf, "%s", key);
+    a->sort_key = a->sort_key_buf;
+    a->sort_desc = strcmp(dir, "asc") != 0;
+}
+
+void app_sort_save(app_t *a) {
+    char path[4200], text[64];
+    snprintf(path, sizeof path, "%s/ui-sort", a->workspace);
+    snprintf(text, sizeof text, "%s %s\n", a->sort_key, a->sort_desc ? "desc" : "asc");
+    lb_err_t err = {0};
+    if (lb_write_file_atomic(path, text, strlen(text), &err)) app_msg(a, ST_WARN, "the sort is not remembered: %s", err.msg);
+}
+
 void app_filter_expr(const char *text, char *out, size_t cap) {
     size_t n = 0;
     out[0] = 0;

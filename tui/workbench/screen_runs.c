@@ -372,6 +372,7 @@ static int action(app_t *a, int act, int key) {
             a->sort_desc = !a->sort_desc;
         }
         app_msg(a, ST_DIM, "sorted by %s, %s", cols[c].title, a->sort_desc ? "descending" : "ascending");
+        app_sort_save(a);
         app_data_refresh(a, 1);
         return 1;
     }
@@ -433,6 +434,7 @@ static void click(app_t *a, int x, int y) {
             a->sort_desc = cols[col].right ? 1 : 0;  // numbers from the top value down
         }
         app_msg(a, ST_DIM, "sorted by %s, %s", cols[col].title, a->sort_desc ? "descending" : "ascending");
+        app_sort_save(a);
         app_data_refresh(a, 1);
         break;
     case 2: a->runs_view.cursor = row; break;
