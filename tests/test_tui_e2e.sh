@@ -2,7 +2,8 @@
 # End to end through the workbench: the real binary in a private tmux server (120x40) on a
 # temporary workspace, driven with keys and checked with capture-pane. From the new-run
 # form (model and data set preselected through LORABENCH_DEFAULT_MODEL/_DATASET) a LoRA
-# run starts and reaches done in the runs table; a second one with another rank follows;
+# run starts (the preset's grid unticked) and reaches done in the runs table, the cursor on
+# it; a second one with another rank follows; q on a choice field does not quit;
 # compare shows both names with their ROUGE-1; the Start path also works for the methods
 # none, full and partial; a broken model path is refused in the form with a message;
 # a run whose worker fails shows as failed with its error; ? opens help, q quits and the
@@ -72,6 +73,10 @@ fi
 
 # --- the new-run form: preselected model and data set, presets loaded (quick-demo first)
 keys n
+# a letter on a choice field fires no shortcut: q on Method neither quits nor leaves
+keys Down Down Down q
+check "q on the Method field does not quit" 'wait_for "letters type only into text fields" 5 && wait_for "New run" 1'
+keys Up Up Up
 check "form opens" 'wait_for "Base model" 5'
 # a path longer than the field shows its end after an ellipsis (checkouts can live deep)
 check "form: base model from LORABENCH_DEFAULT_MODEL" 'wait_for "Base model +.*tests/fixtures/hf/t5-gated-a$" 3'
@@ -79,15 +84,20 @@ check "form: data set from LORABENCH_DEFAULT_DATASET" 'wait_for "Data set +.*/da
 check "form: quick-demo is the first preset" 'wait_for "Preset .*quick-demo" 3'
 check "form: live trainable count" 'wait_for "trainable 12,288 of 287,744" 3'
 
-# Fills the form from the Name field: name, rank (for lora), max steps; then Start.
+# Fills the form from the Name field: name, rank (for lora), max steps; unticks the
+# preset's grid (one run); then Start.
 # Fields from Name down: Model, Data, Method, Rank, Alpha, Dropout, rsLoRA, Targets,
 # Stacks, Attention, Layers, (Top blocks: partial only), Learning rate, Batch, Max steps.
 start_lora() {  # name rank
     keys C-u "$1"
     repeat 4 Down; keys C-u "$2"
     repeat 10 Down; keys C-u 8
-    repeat 4 Down  # Epochs, Eval examples, Eval beams, Start
-    wait_for "Enter starts the run in the background" 5 && wait_for "Max steps +8$" 1 &&
+    repeat 4 Down  # Epochs, Eval examples, Eval beams, Grid
+    wait_for "Grid +\\[" 5 || return 1
+    on_screen "Grid +\\[x\\]" && keys Space
+    wait_for "Start runs 1 run" 5 || return 1
+    keys Down
+    wait_for "Enter starts in the background" 5 && wait_for "Max steps +8$" 1 &&
         wait_for "Rank r +$2$" 1 && keys Enter
 }
 check "first run started from the form" 'start_lora tui-r4 4 && wait_for "starting tui-r4" 5'
@@ -119,7 +129,7 @@ start_method() {  # name keys-that-change-the-method...
     keys C-u "$1"; shift
     repeat 3 Down; keys "$@"
     repeat 3 Up; repeat 2 Up  # Name, then Preset, then round to Start
-    wait_for "Enter starts the run in the background" 5 && keys Enter
+    wait_for "Enter starts in the background" 5 && keys Enter
 }
 check "method none started" 'start_method tui-none Left && wait_for "starting tui-none" 5'
 check "method none reaches done" 'wait_done 3 tui-none none'
@@ -131,6 +141,8 @@ methods=$("$B" runs --json --workspace "$W" | tr '{' '\n' | sed -n 's/.*"name":"
 check "store: five runs done with their methods ($methods)" \
     '[ "$methods" = "tui-full done full tui-none done none tui-partial done partial tui-r2 done lora tui-r4 done lora " ]'
 
+check "the form's spec files are removed once their runs are recorded" '[ -z "$(ls "$W"/runs/ui-spec-*.json 2>/dev/null)" ]'
+
 # --- a model folder without weights is refused in the form, nothing is recorded
 mkdir -p "$T/noweights" && cp "$M/config.json" "$M/tokenizer.json" "$T/noweights/"
 keys n
@@ -138,10 +150,12 @@ wait_for "Name +[a-z0-9-]*_" 5
 keys Down C-u "$T/noweights"
 check "form warns about the missing weights" 'wait_for "warning: .*has no model.safetensors" 5'
 keys Up Up Up
-wait_for "Enter starts the run in the background" 5 && keys Enter
+wait_for "Enter starts in the background" 5 && keys Enter
 check "Start refuses it with a message naming base_model" 'wait_for "base_model: .*noweights has no model.safetensors" 5'
 check "still on the form" 'wait_for "New run" 3'
 keys Escape
+check "leaving the changed form asks" 'wait_for "Leave the form without starting\\?" 5'
+keys y
 check "nothing was recorded" 'wait_for "5 runs, 0 running" 5'
 
 # --- a run whose worker fails (an empty data folder) shows as failed with its error
@@ -150,9 +164,9 @@ keys n
 wait_for "Name +[a-z0-9-]*_" 5
 keys C-u tui-bad Down C-u "$M" Down C-u "$T/empty"
 keys Up Up Up Up
-wait_for "Enter starts the run in the background" 5 && keys Enter
+wait_for "Enter starts in the background" 5 && keys Enter
 check "failing run shows as failed" 'wait_for "^ +6 tui-bad +failed" 30'
-check "the cursor stayed on its run (tui-r4) while runs were added" 'wait_for "^ #1 tui-r4 " 3'
+check "after Start the cursor went to the new run" 'wait_for "^ #6 tui-bad " 3'
 keys g
 check "its error is shown under the table" 'wait_for "^ error: .*$T/empty" 5'
 

@@ -166,6 +166,9 @@ static void fill_store(void) {
 
 static app_t *new_app(void) {
     app_t *a = calloc(1, sizeof *a);
+    char sortfile[300];
+    snprintf(sortfile, sizeof sortfile, "%s/ui-sort", ws);
+    unlink(sortfile);  // each test starts from the default sort (id, newest first)
     app_init(a, st, ws, 0);
     // what the title shows and where presets are looked for must not depend on the machine
     free(a->workspace);
@@ -228,6 +231,15 @@ static void test_runs_screen(void) {
     t = screen_text(a, 80, 24);
     EXPECT(strstr(t, "error: loss became NaN"));
     free(t);
+    // issue 20, finding 1: the footer lists every key of the runs screen, even at 80 columns
+    t = screen_text(a, 80, 24);
+    const char *bar = t;
+    for (const char *c = t; *c; c++)
+        if (*c == '\n' && c[1]) bar = c + 1;
+    static const char *const all[] = {"Enter ", " c ", " p ", " n ", " w ", " / ", " s ", " S ", " t ", " m ", " K ",
+                                      " r ", " D ", " u ", "F1/?", "q/F10"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) EXPECTF(strstr(bar, all[i]) != NULL, "%s in %s", all[i], bar);
+    free(t);
     // help overlay from the key table
     app_key(a, '?');
     EXPECT(a->help);
@@ -249,6 +261,14 @@ static void test_sort_filter_select(void) {
     EXPECT(!strcmp(a->runs[0].name, "full-finetune") && !strcmp(a->runs[5].name, "zero-shot"));
     app_key(a, 'S');
     EXPECT(a->sort_desc && !strcmp(a->runs[0].name, "zero-shot"));
+    // issue 20, finding 11: the sort is remembered per workspace
+    {
+        app_t *b = calloc(1, sizeof *b);
+        app_init(b, st, ws, 0);
+        EXPECTF(!strcmp(b->sort_key, "name") && b->sort_desc && !strcmp(b->runs[0].name, "zero-shot"), "%s", b->sort_key);
+        app_free(b);
+        free(b);
+    }
     // filter with the store's expressions
     app_key(a, '/');
     EXPECT(a->prompt == PROMPT_INPUT);
@@ -258,6 +278,18 @@ static void test_sort_filter_select(void) {
     char *t = screen_text(a, 80, 24);
     EXPECT(strstr(t, "filter: method=lora rouge1>0.3"));
     free(t);
+    // issue 20, finding 3: the pinned baseline survives a filter that hides it, and c on a
+    // run compares with it
+    EXPECTF(a->pinned_id == id_zs, "%lld", (long long)a->pinned_id);
+    t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "baseline #1 zero-shot (filtered out)") != NULL, "%s", t);
+    free(t);
+    app_key(a, 'c');
+    EXPECT(app_screen(a) == SCR_COMPARE && a->ncompare == 2 && a->compare_ids[0] == id_zs);
+    t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "zero-shot (pinned baseline)") != NULL, "%s", t);
+    free(t);
+    app_key(a, TK_ESC);
     // a bad filter leaves the old one and says why
     app_key(a, '/');
     for (int i = 0; i < 40; i++) app_key(a, TK_BACKSPACE);
@@ -265,6 +297,21 @@ static void test_sort_filter_select(void) {
     app_key(a, TK_ENTER);
     EXPECT(a->nruns == 1 && !strcmp(a->filter, "method=lora rouge1>0.3"));
     EXPECTF(a->msg_style == ST_ERROR && strstr(a->msg, "bogus"), "%s", a->msg);
+    // issue 20, finding 11: the list follows the typing; a bare word matches names; the
+    // input edits with Left/Home/Ctrl-U; Esc puts the filter from before back
+    app_key(a, '/');
+    app_key(a, 0x15);
+    EXPECTF(a->nruns == 6 && !a->filter[0], "%zu", a->nruns);  // cleared: every run, live
+    for (const char *p = "r8"; *p; p++) app_key(a, *p);
+    EXPECTF(a->nruns == 1 && a->runs[0].id == id_r8, "%zu", a->nruns);
+    app_key(a, TK_HOME);
+    for (const char *p = "lora-"; *p; p++) app_key(a, *p);
+    app_key(a, TK_END);
+    app_key(a, TK_LEFT);
+    app_key(a, TK_BACKSPACE);  // lora-r8 -> lora-8
+    EXPECTF(!strcmp(a->prompt_input, "lora-8") && a->nruns == 0, "%s %zu", a->prompt_input, a->nruns);
+    app_key(a, TK_ESC);
+    EXPECTF(!strcmp(a->filter, "method=lora rouge1>0.3") && a->nruns == 1, "%s", a->filter);
     // Esc on the input cancels it; an empty filter shows everything
     app_key(a, '/');
     for (int i = 0; i < 40; i++) app_key(a, TK_BACKSPACE);
@@ -358,6 +405,10 @@ static void test_monitor_screen(void) {
     snap(a, "monitor_done", 160, 48, 0);
     app_key(a, 'l');  // log y, ASCII plot
     snap(a, "monitor_done_logy", 80, 24, 1);
+    // issue 20, finding 13: the side panel is there at 100 columns
+    t = screen_text(a, 100, 30);
+    EXPECTF(strstr(t, "learning rate, speed, memory") != NULL, "%s", t);
+    free(t);
     t = screen_text(a, 160, 48);
     EXPECT(strstr(t, "R-1 0.352 [0.322, 0.380]"));
     EXPECT(strstr(t, "fast JSON library for C"));
@@ -449,6 +500,270 @@ static void test_sweep_screen(void) {
     free_app(a);
 }
 
+static int focus_label(app_t *a, const char *label) {
+    for (int i = 0; i < 40 && strcmp(a->form[a->form_focus].label, label); i++) app_key(a, TK_DOWN);
+    return !strcmp(a->form[a->form_focus].label, label);
+}
+
+// Issue 20, finding 5: letters never fire shortcuts from a non-text field, Enter moves to the
+// next field, only Start or Ctrl-S starts, leaving a changed form asks.
+static void test_form_keys(void) {
+    app_t *a = new_app();
+    app_key(a, 'n');
+    // issue 20, finding 13: the help box is as wide as its lines need (not fixed at 72
+    // columns), and a line too long for the screen wraps instead of being cut
+    app_key(a, TK_F1);
+    char *t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "quit (asks when a field was changed); q types into text fields") != NULL, "%s", t);
+    free(t);
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "q types into text ") && strstr(t, "              fields "), "%s", t);
+    free(t);
+    app_key(a, TK_ESC);
+    EXPECT(focus_label(a, "Method"));
+    int method = a->form[a->form_focus].choice;
+    app_key(a, 'q');
+    EXPECT(!a->quit && app_screen(a) == SCR_NEW && a->form[a->form_focus].choice == method);
+    EXPECTF(strstr(a->msg, "letters type only into text fields") != NULL, "%s", a->msg);
+    // Enter on a field moves to the next one and starts nothing
+    app_key(a, TK_ENTER);
+    EXPECTF(!strcmp(a->form[a->form_focus].label, "Rank r") && app_screen(a) == SCR_NEW, "%s",
+            a->form[a->form_focus].label);
+    // e with Start focused exports nothing
+    EXPECT(focus_label(a, "Start"));
+    a->msg[0] = 0;
+    app_key(a, 'e');
+    EXPECTF(!strstr(a->msg, "exported"), "%s", a->msg);
+    // a changed form asks before Esc leaves it; n stays, y leaves
+    EXPECT(focus_label(a, "Method"));
+    app_key(a, TK_RIGHT);
+    app_key(a, TK_ESC);
+    EXPECT(a->prompt == PROMPT_CONFIRM && app_screen(a) == SCR_NEW);
+    app_key(a, 'n');
+    EXPECT(app_screen(a) == SCR_NEW);
+    app_key(a, TK_F10);
+    EXPECT(a->prompt == PROMPT_CONFIRM && !a->quit);
+    app_key(a, 'n');
+    EXPECT(!a->quit);
+    app_key(a, TK_ESC);
+    app_key(a, 'y');
+    EXPECT(app_screen(a) == SCR_RUNS && !a->quit);
+    // an unchanged form leaves at once
+    app_key(a, 'n');
+    app_key(a, TK_ESC);
+    EXPECT(app_screen(a) == SCR_RUNS && a->prompt == PROMPT_NONE);
+    free_app(a);
+}
+
+// Issue 20, findings 1 and 10: the quick-demo preset's grid runs from the form (the form says
+// how many runs and about how long), and after Start the cursor goes to the new run.
+static void test_form_grid(void) {
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
+    snprintf(a->default_model, sizeof a->default_model, "tests/fixtures/hf/t5-gated-a");
+    a->spawn_record = 1;
+    app_key(a, 'n');
+    EXPECT(a->form_grid != NULL && a->form[a->nform - 2].checked);
+    int found = 0;
+    for (int i = 0; i < a->nform_info; i++)
+        found |= strstr(a->form_info[i], "Start runs the preset's grid: 3 runs, about ") &&
+                 strstr(a->form_info[i], "method+train.lr = none,0.003 | lora,0.003 | full,0.001");
+    EXPECT(found);
+    if (!found)
+        for (int i = 0; i < a->nform_info; i++) fprintf(stderr, "  info: %s\n", a->form_info[i]);
+    // changing Method by hand unticks the grid (it would override the choice)
+    EXPECT(focus_label(a, "Method"));
+    app_key(a, TK_RIGHT);
+    EXPECT(!a->form[a->nform - 2].checked && strstr(a->msg, "Grid unticked"));
+    found = 0;
+    for (int i = 0; i < a->nform_info; i++) found |= strstr(a->form_info[i], "Start runs 1 run, about ") != NULL;
+    EXPECT(found);
+    app_key(a, TK_LEFT);
+    EXPECT(focus_label(a, "Grid"));
+    app_key(a, ' ');
+    EXPECT(a->form[a->form_focus].checked);
+    // Ctrl-S writes the spec with the grid and spawns train --detach
+    int64_t last = app_last_run_id(a);
+    app_key(a, 0x13);
+    EXPECTF(app_screen(a) == SCR_RUNS && strstr(a->msg, "starting the grid of quick-demo: 3 runs"), "%s", a->msg);
+    EXPECT(a->follow_after == last);
+    EXPECTF(!strncmp(a->spawned, "train ", 6) && strstr(a->spawned, " --detach"), "%s", a->spawned);
+    const char *p = strstr(a->msg, "(spec ");
+    char path[512] = "";
+    if (p) sscanf(p + 6, "%511[^)]", path);
+    lb_err_t err = {0};
+    char *json = path[0] ? lb_read_file(path, NULL, &err) : NULL;
+    EXPECTF(json && strstr(json, "\"grid\"") && strstr(json, "\"quick-demo\""), "%s", json ? json : path);
+    free(json);
+    // the worker is not awaited here: the runs it records are simulated, as another
+    // process would add them; the cursor goes to the first new one
+    int64_t nid = add_run("quick-demo-none", "none", 0, NULL, "[]", 0, 0, 0, 0, NAN, NAN, 0);
+    add_run("quick-demo-lora", "lora", 8, "q,v", "[\"q\",\"v\"]", 0, 60, 0, 0, NAN, NAN, 1);
+    app_data_refresh(a, 1);
+    EXPECTF(a->runs[a->runs_view.cursor].id == nid, "%lld", (long long)a->runs[a->runs_view.cursor].id);
+    EXPECT(a->follow_after == -1);
+    free_app(a);
+}
+
+// The screen line (0-based) and column where text first appears, found on the drawn text.
+static int find_on_screen(app_t *a, int w, int h, const char *text, int *x) {
+    char *t = screen_text(a, w, h);
+    int y = -1;
+    char *p = strstr(t, text);
+    if (p) {
+        y = 0;
+        char *line = t;
+        for (char *c = t; c < p; c++)
+            if (*c == '\n') {
+                y++;
+                line = c + 1;
+            }
+        *x = 0;
+        for (const char *c = line; c < p; c++) *x += ((unsigned char)*c & 0xC0) != 0x80;
+    }
+    free(t);
+    return y;
+}
+
+// Issue 20, finding 4: a click selects the clicked row (not the one below), a click on a
+// column title sorts by it, a click on a tab switches to it.
+static void test_clicks(void) {
+    app_t *a = new_app();
+    int x = 0, y = find_on_screen(a, 160, 48, "lora-r8-qv", &x);
+    EXPECT(y > 0);
+    app_click(a, x, y);
+    EXPECTF(a->runs[a->runs_view.cursor].id == id_r8, "%s", a->runs[a->runs_view.cursor].name);
+    y = find_on_screen(a, 160, 48, "full-finetune", &x);
+    app_click(a, x + 3, y);
+    EXPECT(a->runs[a->runs_view.cursor].id == id_full);
+    // the header: name sorts by name, a second click reverses
+    y = find_on_screen(a, 160, 48, "name ", &x);
+    app_click(a, x + 1, y);
+    EXPECTF(!strcmp(a->sort_key, "name") && !a->sort_desc, "%s", a->sort_key);
+    app_click(a, x + 1, y);
+    EXPECT(!strcmp(a->sort_key, "name") && a->sort_desc);
+    EXPECT(!strcmp(a->runs[0].name, "zero-shot"));
+    // compare tabs
+    a->nselected = 0;
+    app_toggle_selected(a, id_r8);
+    app_toggle_selected(a, id_full);
+    app_key(a, 'c');
+    EXPECT(app_screen(a) == SCR_COMPARE);
+    y = find_on_screen(a, 160, 48, "3 Curves", &x);
+    app_click(a, x + 2, y);
+    EXPECT(a->cmp_tab == CMP_CURVES);
+    y = find_on_screen(a, 160, 48, "2 Config", &x);
+    app_click(a, x, y);
+    EXPECT(a->cmp_tab == CMP_CONFIG);
+    free_app(a);
+}
+
+// Issue 20, finding 2: twelve runs (the rank sweep and target-modules tables) compare whole:
+// the metrics table, the bars and the curves' legend have all of them; a limit hit is said.
+static void test_compare_many(void) {
+    app_t *a = new_app();
+    int64_t ids[20];
+    for (int i = 0; i < 14; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "sweep-r%d", i + 1);
+        ids[i] = add_run(name, "lora", i + 1, "q,v", "[\"q\",\"v\"]", 40, 40, 6, 2 + 0.1 * i, 1000, 300, 1000 * (i + 1));
+    }
+    app_data_refresh(a, 1);
+    a->nselected = 0;
+    for (int i = 0; i < 12; i++) app_toggle_selected(a, ids[i]);
+    app_key(a, 'c');
+    EXPECTF(app_screen(a) == SCR_COMPARE && a->ncompare == 12, "%d", a->ncompare);
+    char *t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "L #") && strstr(t, "sweep-r12"), "%s", t);  // the 12th run's row
+    free(t);
+    app_key(a, '3');
+    t = screen_text(a, 160, 48);
+    EXPECTF(strstr(t, "L sweep-r12") != NULL, "%s", t);  // in the curves' legend
+    free(t);
+    app_key(a, TK_ESC);
+    // more than APP_MAX_COMPARE selected: the first ones are compared, and it says so
+    for (int i = 12; i < 14; i++) app_toggle_selected(a, ids[i]);
+    for (int i = 0; i < APP_MAX_COMPARE - 14; i++) app_toggle_selected(a, 100000 + i);
+    app_toggle_selected(a, 100100);
+    app_key(a, 'c');
+    EXPECTF(a->ncompare == APP_MAX_COMPARE && strstr(a->msg, "comparing the first 16 of the 17 selected runs"), "%s", a->msg);
+    app_key(a, TK_ESC);
+    // the selection's limit is said, not silent
+    while (a->nselected < APP_MAX_SELECT) app_toggle_selected(a, 200000 + a->nselected);
+    goto_run(a, id_r8);
+    app_key(a, ' ');
+    EXPECTF(strstr(a->msg, "64 runs are selected, the most there can be") != NULL, "%s", a->msg);
+    free_app(a);
+}
+
+static char *read_export(app_t *a) {
+    const char *p = strstr(a->msg, ws);
+    lb_err_t err = {0};
+    char path[600] = "";
+    if (p) sscanf(p, "%599s", path);
+    return path[0] ? lb_read_file(path, NULL, &err) : NULL;
+}
+
+// Issue 20, finding 6 (screens): a run without a value (zero-shot's rank and training
+// numbers, a queued run's everything) shows "-" on screens and "–" or nothing in exports,
+// never nan or -1.
+static void test_missing_values(void) {
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    int64_t show[3] = {id_zs, id_queued, id_r64};
+    for (int i = 0; i < 3; i++) {
+        a->monitor_id = show[i];
+        app_push(a, SCR_MONITOR);
+        char *t = screen_text(a, 160, 48);
+        EXPECTF(!strstr(t, "nan") && !strstr(t, " -1 ") && !strstr(t, "=-1"), "%s", t);
+        free(t);
+        app_pop(a);
+    }
+    // the sweep's Markdown with zero-shot in it
+    char q[256];
+    snprintf(q, sizeof q, "UPDATE runs SET sweep_id = (SELECT max(id) FROM sweeps) WHERE id = %lld", (long long)id_zs);
+    sql(q);
+    app_data_refresh(a, 1);
+    app_key(a, 'w');
+    app_key(a, 'e');
+    char *md = read_export(a);
+    EXPECTF(md && strstr(md, "zero-shot") && !strstr(md, "| -1 |") && !strstr(md, "nan"), "%s", md ? md : a->msg);
+    free(md);
+    app_key(a, TK_ESC);
+    // the compare Markdown with a queued run
+    a->nselected = 0;
+    app_toggle_selected(a, id_zs);
+    app_toggle_selected(a, id_queued);
+    app_key(a, 'c');
+    app_key(a, 'e');
+    md = read_export(a);
+    EXPECTF(md && !strstr(md, "| -1 |") && !strstr(md, "nan"), "%s", md ? md : a->msg);
+    free(md);
+    free_app(a);
+}
+
+// Issue 20, finding 9: a failed run's monitor shows its error and the end of its worker's log.
+static void test_failed_monitor(void) {
+    char dir[512], cmd[1400];
+    snprintf(dir, sizeof dir, "%s/runs/%lld", ws, (long long)id_fail);
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && printf 'step 11 loss 2.1\nstep 12 loss nan\nlorabench: loss became NaN at step 12\n' > '%s/worker.log'", dir, dir);
+    EXPECT(system(cmd) == 0);
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    goto_run(a, id_fail);
+    app_key(a, TK_ENTER);
+    EXPECT(app_screen(a) == SCR_MONITOR && a->monitor_id == id_fail);
+    char *t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "loss became NaN at step 12; lower the learning rate") != NULL, "%s", t);
+    EXPECTF(strstr(t, "worker log, last 3 lines") && strstr(t, "step 12 loss nan"), "%s", t);
+    free(t);
+    free_app(a);
+}
+
 int main(void) {
     snprintf(ws, sizeof ws, "/tmp/lb-tui-test-%d", (int)getpid());
     lb_err_t err = {0};
@@ -467,11 +782,17 @@ int main(void) {
     fill_store();
     RUN(test_runs_screen);
     RUN(test_monitor_screen);
+    RUN(test_failed_monitor);
     RUN(test_compare_screen);
     RUN(test_new_run_screen);
     RUN(test_export);
     RUN(test_sort_filter_select);
     RUN(test_sweep_screen);
+    RUN(test_form_keys);
+    RUN(test_clicks);
+    RUN(test_form_grid);
+    RUN(test_compare_many);
+    RUN(test_missing_values);
     store_close(st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ws);

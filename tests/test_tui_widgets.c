@@ -112,7 +112,7 @@ static void test_table_fit_and_truncation(void) {
     t.marked = marked;
     t.pinned_row = 2;
     grid_t *g = grid_new(30, 5, 0);
-    table_view_t v = {1, 0};
+    table_view_t v = {.cursor = 1, .top = 0};
     table_draw(g, 0, 0, 30, 5, &t, &v);
     tui_expect_golden("table_30x5", g);
     grid_free(g);

@@ -41,6 +41,8 @@ void app_init(app_t *a, store_t *st, const char *workspace, int ascii) {
     a->smooth = 0.6;
     a->cmp_logy = 0;
     a->data_version = -1;
+    a->follow_after = -1;
+    app_sort_load(a);
     snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
     snprintf(a->default_model, sizeof a->default_model, "experiments/models/t5-tiny");
     snprintf(a->default_dataset, sizeof a->default_dataset, "experiments/data/debsum");
@@ -54,6 +56,7 @@ void app_init(app_t *a, store_t *st, const char *workspace, int ascii) {
 
 void app_free(app_t *a) {
     store_runs_free(a->runs, a->nruns);
+    if (a->pinned_id) store_run_clear(&a->pinned_run);
     for (size_t i = 0; i < a->nseries; i++) {
         free(a->series[i].m);
         free(a->series[i].evals);
@@ -62,6 +65,7 @@ void app_free(app_t *a) {
     free(a->series);
     free(a->workspace);
     free(a->form_base);
+    free(a->form_grid);
     memset(a, 0, sizeof *a);
 }
 
@@ -100,8 +104,10 @@ void app_confirm(app_t *a, int action, int64_t run, const char *fmt, ...) {
 void app_input(app_t *a, int action, int64_t run, const char *label, const char *initial) {
     snprintf(a->prompt_text, sizeof a->prompt_text, "%s", label);
     snprintf(a->prompt_input, sizeof a->prompt_input, "%s", initial ? initial : "");
+    a->prompt_pos = (int)strlen(a->prompt_input);
     a->prompt = PROMPT_INPUT;
     a->prompt_action = action;
+    a->prompt_live = a->prompt_cancel = 0;
     a->prompt_run = run;
 }
 
@@ -123,34 +129,57 @@ int app_smooth_digits(double smooth) {
 
 // ---- drawing ----
 
+// The help box: as wide as its longest line needs (up to the screen less a margin); a help
+// line that still does not fit wraps under itself.
 static void draw_help(app_t *a, grid_t *g, const screen_t *s) {
-    int w = g->w < 76 ? g->w - 4 : 72;
-    int lines = s->nkeys + N_GLOBAL + 3;
+    int items = s->nkeys + N_GLOBAL + 3;
+    const char *footer = "Esc or ? closes this help; arrows scroll it.";
+    int need = grid_strwidth(footer) + 4;
+    for (int i = 0; i < s->nkeys + N_GLOBAL; i++) {
+        const key_binding_t *b = i < s->nkeys ? &s->keys[i] : &global_keys[i - s->nkeys];
+        if (grid_strwidth(b->help) + 17 + 2 > need) need = grid_strwidth(b->help) + 17 + 2;
+    }
+    int w = need > g->w - 4 ? g->w - 4 : need;
+    // rows of each item: a binding's help may wrap
+    int lines = 0;
+    for (int i = 0; i < items; i++) {
+        if (i < s->nkeys) lines += widget_wrap_rows(s->keys[i].help, w - 17) > 0 ? widget_wrap_rows(s->keys[i].help, w - 17) : 1;
+        else if (i >= s->nkeys + 2 && i - s->nkeys - 2 < N_GLOBAL)
+            lines += widget_wrap_rows(global_keys[i - s->nkeys - 2].help, w - 17);
+        else lines++;
+    }
     int h = lines + 2 > g->h - 4 ? g->h - 4 : lines + 2;
     int x = (g->w - w) / 2, y = 2;
     grid_fill(g, x, y, w, h, ' ', ST_NORMAL);
     char title[96];
     snprintf(title, sizeof title, "Keys: %s", s->title);
     grid_box(g, x, y, w, h, title, ST_BOLD);
-    int row = 0, max = h - 2;
+    int max = h - 2;
     if (a->help_scroll > lines - max) a->help_scroll = lines - max > 0 ? lines - max : 0;
     // one list: the screen's keys, a gap, then the shared ones
-    for (int i = 0; i < lines; i++) {
+    int row = 0;
+    for (int i = 0; i < items; i++) {
         const key_binding_t *b = NULL;
         const char *heading = NULL;
         if (i < s->nkeys) b = &s->keys[i];
-        else if (i == s->nkeys) continue;
-        else if (i == s->nkeys + 1) heading = "On every screen";
+        else if (i == s->nkeys) {
+            row++;
+            continue;
+        } else if (i == s->nkeys + 1) heading = "On every screen";
         else if (i - s->nkeys - 2 < N_GLOBAL) b = &global_keys[i - s->nkeys - 2];
-        else heading = "Esc or ? closes this help; arrows scroll it.";
-        int r = i - a->help_scroll;
-        if (r < 0 || r >= max) continue;
-        if (heading) grid_text_trunc(g, x + 2, y + 1 + r, w - 4, heading, ST_DIM);
-        else {
-            grid_text_trunc(g, x + 2, y + 1 + r, 12, b->name, ST_KEY);
-            grid_text_trunc(g, x + 15, y + 1 + r, w - 17, b->help, ST_NORMAL);
+        else heading = footer;
+        int rows = b ? widget_wrap_rows(b->help, w - 17) : 1;
+        if (rows < 1) rows = 1;
+        for (int k = 0; k < rows; k++) {
+            int r = row + k - a->help_scroll;
+            if (r < 0 || r >= max) continue;
+            if (heading) grid_text_trunc(g, x + 2, y + 1 + r, w - 4, heading, ST_DIM);
+            else {
+                if (k == 0) grid_text_trunc(g, x + 2, y + 1 + r, 12, b->name, ST_KEY);
+                widget_wrap(g, x + 15, y + 1 + r, w - 17, 1, b->help, k, ST_NORMAL);
+            }
         }
-        row++;
+        row += rows;
     }
 }
 
@@ -161,14 +190,24 @@ static void draw_message_line(app_t *a, grid_t *g, int y) {
     } else if (a->prompt == PROMPT_INPUT) {
         int n = grid_text(g, 0, y, g->w / 2, a->prompt_text, ST_BOLD);
         int room = g->w - n - 1;
-        const char *v = a->prompt_input;
-        int len = grid_strwidth(v);
-        while (len > room - 1 && *v) {
+        // the text from where the cursor stays in view; the cursor on its character (or _
+        // at the end)
+        const char *v = a->prompt_input, *cur = a->prompt_input + a->prompt_pos;
+        char before[256];
+        snprintf(before, sizeof before, "%.*s", a->prompt_pos, a->prompt_input);
+        int cx = grid_strwidth(before);
+        while (cx > room - 1 && v < cur) {
             grid_utf8_next(&v);
-            len--;
+            cx--;
         }
         grid_text(g, n, y, room, v, ST_ACCENT);
-        grid_put(g, n + len, y, '_', ST_CURSOR);
+        if (*cur) {
+            const char *nx = cur;
+            uint32_t c = grid_utf8_next(&nx);
+            grid_put(g, n + cx, y, c, ST_CURSOR);
+        } else {
+            grid_put(g, n + cx, y, '_', ST_CURSOR);
+        }
     } else if (a->msg[0]) {
         grid_text_trunc(g, 0, y, g->w, a->msg, a->msg_style);
     }
@@ -193,8 +232,16 @@ void app_draw(app_t *a, grid_t *g) {
     a->body_h = g->h - 3;
     s->draw(a, g, a->body_y, a->body_h);
     draw_message_line(a, g, g->h - 2);
-    const key_binding_t *tables[2] = {s->keys, global_keys};
-    int ns[2] = {s->nkeys, N_GLOBAL};
+    // a shared key the screen binds itself (the form's F10 asks first; q types there) is
+    // left out of the bar: the screen's own entry is what the key does
+    key_binding_t shared[N_GLOBAL];
+    int nshared = 0;
+    for (int i = 0; i < N_GLOBAL; i++)
+        if (!keys_find(s->keys, s->nkeys, global_keys[i].key) &&
+            !(global_keys[i].alt && keys_find(s->keys, s->nkeys, global_keys[i].alt)))
+            shared[nshared++] = global_keys[i];
+    const key_binding_t *tables[2] = {s->keys, shared};
+    int ns[2] = {s->nkeys, nshared};
     widget_keybar(g, g->h - 1, tables, ns, 2);
     if (a->help) draw_help(a, g, s);
 }
@@ -209,25 +256,56 @@ static void prompt_key(app_t *a, int key) {
         else app_msg(a, ST_DIM, "cancelled: nothing changed");
         return;
     }
-    size_t len = strlen(a->prompt_input);
+    // a line editor: Left/Right, Home/End (Ctrl-A/Ctrl-E), Backspace/Del, Ctrl-U clears
+    char *in = a->prompt_input;
+    size_t len = strlen(in);
+    size_t pos = (size_t)a->prompt_pos <= len ? (size_t)a->prompt_pos : len;
+    int edited = 0;
     if (key == TK_ESC) {
         a->prompt = PROMPT_NONE;
+        if (a->prompt_cancel) s->action(a, a->prompt_cancel, key);
         app_msg(a, ST_DIM, "cancelled: nothing changed");
+        return;
     } else if (key == TK_ENTER) {
         a->prompt = PROMPT_NONE;
         s->action(a, a->prompt_action, key);
-    } else if (key == TK_BACKSPACE || key == 8) {
-        while (len > 0 && ((unsigned char)a->prompt_input[len - 1] & 0xC0) == 0x80) len--;
-        if (len > 0) len--;
-        a->prompt_input[len] = 0;
+        return;
+    } else if (key == TK_LEFT) {
+        while (pos > 0 && ((unsigned char)in[--pos] & 0xC0) == 0x80) {}
+    } else if (key == TK_RIGHT) {
+        if (pos < len) pos++;
+        while (pos < len && ((unsigned char)in[pos] & 0xC0) == 0x80) pos++;
+    } else if (key == TK_HOME || key == 0x01) {
+        pos = 0;
+    } else if (key == TK_END || key == 0x05) {
+        pos = len;
+    } else if (key == 0x15) {
+        in[0] = 0;
+        pos = 0;
+        edited = 1;
+    } else if ((key == TK_BACKSPACE || key == 8) && pos > 0) {
+        size_t p = pos;
+        while (p > 0 && ((unsigned char)in[--p] & 0xC0) == 0x80) {}
+        memmove(in + p, in + pos, len - pos + 1);
+        pos = p;
+        edited = 1;
+    } else if (key == TK_DEL && pos < len) {
+        size_t e = pos + 1;
+        while (e < len && ((unsigned char)in[e] & 0xC0) == 0x80) e++;
+        memmove(in + pos, in + e, len - e + 1);
+        edited = 1;
     } else if (key >= 0x20 && key < TK_UP && key != 0x7f) {
         char enc[4];
         int n = grid_utf8_put((uint32_t)key, enc);
         if (len + (size_t)n < sizeof a->prompt_input) {
-            memcpy(a->prompt_input + len, enc, (size_t)n);
-            a->prompt_input[len + n] = 0;
+            memmove(in + pos + n, in + pos, len - pos + 1);
+            memcpy(in + pos, enc, (size_t)n);
+            pos += (size_t)n;
+            edited = 1;
         }
     }
+    a->prompt_pos = (int)pos;
+    if (edited && a->prompt_live) s->action(a, a->prompt_live, key);
 }
 
 void app_key(app_t *a, int key) {
@@ -260,6 +338,12 @@ void app_key(app_t *a, int key) {
     case ACT_BACK: a->msg[0] = 0; app_pop(a); break;
     case ACT_EXPORT: s->action(a, ACT_EXPORT, key); break;
     }
+}
+
+void app_click(app_t *a, int x, int y) {
+    if (a->prompt != PROMPT_NONE || a->help) return;
+    const screen_t *s = screens[app_screen(a)];
+    if (s->click && y >= a->body_y && y < a->body_y + a->body_h) s->click(a, x, y);
 }
 
 // ---- the loop ----
@@ -368,12 +452,8 @@ int tui_main(int argc, char **argv) {
         term_present(g);
         int key = term_read_key(APP_POLL_MS, &a->mouse_x, &a->mouse_y);
         if (key == TK_CLICK) {
-            // a click on a row moves the cursor there; the screen decides what a row is
-            if (app_screen(a) == SCR_RUNS && a->mouse_y >= a->body_y + 1) {
-                a->runs_view.cursor = a->runs_view.top + (a->mouse_y - a->body_y - 1);
-                if (a->runs_view.cursor >= (int)a->nruns) a->runs_view.cursor = (int)a->nruns - 1;
-                if (a->runs_view.cursor < 0) a->runs_view.cursor = 0;
-            }
+            // the screen decides what was clicked: a row, a header, a tab
+            app_click(a, a->mouse_x, a->mouse_y);
             continue;
         }
         if (g->w < APP_MIN_W || g->h < APP_MIN_H) {

@@ -44,7 +44,8 @@ enum { CMP_METRICS, CMP_CONFIG, CMP_CURVES, CMP_SAMPLES, CMP_NTABS };
 // X axis of loss plots.
 enum { XAXIS_STEP, XAXIS_TOKENS, XAXIS_TIME, XAXIS_N };
 
-#define APP_MAX_COMPARE 6
+#define APP_MAX_COMPARE 16
+#define APP_MAX_SELECT 64
 #define APP_FORM_MAX 32
 
 struct app {
@@ -62,14 +63,18 @@ struct app {
     app_series_t *series;
     size_t nseries;
     int64_t data_version;
-    int64_t pinned_id;         // the baseline run (0 = none)
+    int64_t pinned_id;         // the baseline run (0 = none), filtered out or not
+    store_run_t pinned_run;    // its row, read apart from the list (valid when pinned_id)
+    int pinned_listed;         // 1: it is in runs (the filter keeps it)
     char filter[256];
     char filter_error[256];
+    char filter_before[256];   // the filter when / was pressed (Esc restores it)
     const char *sort_key;      // a store_run_keys key
+    char sort_key_buf[32];     // the key read from <workspace>/ui-sort
     int sort_desc;
 
     // selection (by run id)
-    int64_t selected[64];
+    int64_t selected[APP_MAX_SELECT];
     int nselected;
 
     // screens
@@ -81,6 +86,7 @@ struct app {
     int64_t compare_ids[APP_MAX_COMPARE];
     int ncompare;
     int cmp_tab, cmp_diff_only, cmp_xaxis, cmp_logy, cmp_scroll, cmp_sample;
+    int cmp_tab_x[CMP_NTABS + 1];  // where the tab titles were drawn (clicks)
     double smooth;             // EMA factor 0..0.999 for loss curves
 
     // new-run form
@@ -97,6 +103,12 @@ struct app {
     char default_dataset[1024];//   user changes them (--model/--dataset, environment, bundled)
     char *form_base;           // spec JSON the form starts from (the loaded preset's fields
                                //   it does not show: prefix, token limits, warmup...); NULL: defaults
+    char *form_grid;           // the loaded preset's "grid" (JSON), run by Start while the
+                               //   form's Grid box is ticked; NULL: none
+    char form_preset_name[128];// the loaded preset's name (a grid's runs are named after it)
+    int form_dirty;            // a field changed since the form was opened (leaving asks)
+    int64_t follow_after;      // after Start: the cursor moves to the first run with a larger
+                               //   id when it appears (-1: nothing to follow)
 
     // sweep screen
     table_view_t sweep_view;
@@ -108,14 +120,20 @@ struct app {
     prompt_kind_t prompt;
     char prompt_text[256];
     char prompt_input[256];
+    int prompt_pos;            // the input's cursor (a byte offset)
     int prompt_action;         // the action to run on yes / Enter
+    int prompt_live;           // 0, or the action to run after every edit (a live filter)
+    int prompt_cancel;         // 0, or the action to run on Esc
     int64_t prompt_run;
     char msg[512];
     int msg_style;
     // helper processes (train --detach, cancel, resume, sweep): a failure shows its message
-    struct { int pid; long log_off; char what[32]; } helpers[8];
+    // a file the helper needed only to start (the form's spec file) is removed when it succeeds
+    struct { int pid; long log_off; char what[32]; char remove[1200]; } helpers[8];
     int nhelpers;
     int quit;
+    int spawn_record;          // tests: app_spawn records its arguments in spawned instead
+    char spawned[1024];        //   of starting a process
     int mouse_x, mouse_y;
     int body_y, body_h;        // where the current screen's body was drawn
 };
@@ -130,6 +148,7 @@ typedef struct {
     void (*draw)(app_t *a, grid_t *g, int y, int h);
     int (*action)(app_t *a, int action, int key);
     int (*key)(app_t *a, int key);
+    void (*click)(app_t *a, int x, int y);  // a mouse click in the body (NULL: none)
 } screen_t;
 
 extern const screen_t screen_runs, screen_new, screen_monitor, screen_compare, screen_sweep;
@@ -150,6 +169,9 @@ void app_free(app_t *a);
 void app_draw(app_t *a, grid_t *g);
 // Handles one key; sets a->quit when the user quits.
 void app_key(app_t *a, int key);
+// Handles a mouse click at (x, y) on the frame app_draw drew last: the screen's rows,
+// table headers (sort) and tabs.
+void app_click(app_t *a, int x, int y);
 // The current screen.
 screen_id_t app_screen(const app_t *a);
 void app_push(app_t *a, screen_id_t s);
@@ -192,17 +214,31 @@ int app_data_refresh(app_t *a, int force);
 // Pins run id as the baseline (pin = 1) or unpins it, then refreshes; -1 with err.
 int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err);
 
+// The runs list's sort, remembered per workspace in <workspace>/ui-sort ("rouge1 desc"):
+// app_sort_load (app_init) takes it when it names a store_run_keys key; app_sort_save
+// writes the current one.
+void app_sort_load(app_t *a);
+void app_sort_save(app_t *a);
 // Checks a filter expression (the runs list's `/`); -1 with err naming what is wrong.
 int app_filter_check(const char *text, lb_err_t *err);
-// The run with this id in the current list, or NULL.
+// The store's filter for what was typed: a bare word (no operator) is name~WORD.
+void app_filter_expr(const char *text, char *out, size_t cap);
+// The last lines (at most max, each cut to cap bytes) of a run's worker log,
+// <workspace>/runs/<id>/worker.log, oldest first; returns how many (0: no log). path gets
+// the log's file name.
+int app_run_log_tail(app_t *a, int64_t id, char (*lines)[200], int max, char *path, size_t cap);
+// The largest run id of the workspace (0: none), filter or not.
+int64_t app_last_run_id(app_t *a);
+// The run with this id in the current list (or the pinned baseline, listed or not), or NULL.
 store_run_t *app_run_by_id(app_t *a, int64_t id);
 // The series of a run (metrics read up to now), reading what is new; never NULL.
 app_series_t *app_series(app_t *a, int64_t run_id);
 // The latest evaluation of a series, or NULL.
 const store_eval_t *app_series_last_eval(const app_series_t *s);
-// Whether a run is selected; toggles selection.
+// Whether a run is selected; toggles selection: 1 selected, 0 unselected, -1 not selected
+// because APP_MAX_SELECT runs already are.
 int app_is_selected(const app_t *a, int64_t id);
-void app_toggle_selected(app_t *a, int64_t id);
+int app_toggle_selected(app_t *a, int64_t id);
 // Starts `lorabench ARGS...` detached (posix_spawn, output to runs/ui-spawn.log);
 // returns 0 or -1 with a message in err. The helper is watched: app_helper_exited shows
 // its last line of output when it fails.

@@ -104,7 +104,9 @@ int app_data_refresh(app_t *a, int force) {
     a->data_version = v;
     store_run_t *runs = NULL;
     size_t n = 0;
-    if (store_runs_list(a->st, a->sort_key, a->sort_desc, a->filter[0] ? a->filter : NULL, &runs, &n, &err)) {
+    char expr[600];
+    app_filter_expr(a->filter, expr, sizeof expr);
+    if (store_runs_list(a->st, a->sort_key, a->sort_desc, expr[0] ? expr : NULL, &runs, &n, &err)) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return 0;
     }
@@ -120,9 +122,34 @@ int app_data_refresh(app_t *a, int force) {
             a->runs_view.cursor = (int)i;
             break;
         }
-    a->pinned_id = 0;
+    // after Start: the cursor goes to the first new run once it is listed
+    int64_t first_new = 0;
+    for (size_t i = 0; a->follow_after >= 0 && i < n; i++)
+        if (runs[i].id > a->follow_after && (!first_new || runs[i].id < first_new)) first_new = runs[i].id;
+    for (size_t i = 0; first_new && i < n; i++)
+        if (runs[i].id == first_new) {
+            a->runs_view.cursor = (int)i;
+            a->follow_after = -1;
+        }
+    // the baseline holds whatever the filter hides: it is looked up in the whole workspace
+    int64_t pinned = 0;
+    a->pinned_listed = 0;
     for (size_t i = 0; i < n; i++)
-        if (runs[i].pinned) a->pinned_id = runs[i].id;
+        if (runs[i].pinned) {
+            pinned = runs[i].id;
+            a->pinned_listed = 1;
+        }
+    if (!pinned && a->filter[0]) {
+        store_run_t *all = NULL;
+        size_t nall = 0;
+        if (!store_runs_list(a->st, "id", 1, NULL, &all, &nall, &err))
+            for (size_t i = 0; i < nall; i++)
+                if (all[i].pinned) pinned = all[i].id;
+        store_runs_free(all, nall);
+    }
+    if (a->pinned_id) store_run_clear(&a->pinned_run);
+    a->pinned_id = 0;
+    if (pinned && !store_run_get(a->st, pinned, &a->pinned_run, &err)) a->pinned_id = pinned;
     // keep the series of the runs listed or open in a screen; read what is new
     for (size_t i = 0; i < a->nseries; i++) a->series[i].used = 0;
     for (size_t i = 0; i < n; i++) {
@@ -155,16 +182,116 @@ int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err) {
     return 0;
 }
 
+void app_sort_load(app_t *a) {
+    char path[4200], key[32] = "", dir[8] = "";
+    snprintf(path, sizeof path, "%s/ui-sort", a->workspace);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    int n = fscanf(f, "%31s %7s", key, dir);
+    fclose(f);
+    if (n < 1) return;
+    // only a key the store knows (the file may be from another version)
+    const char *keys = store_run_keys(), *p = keys;
+    size_t len = strlen(key);
+    int known = 0;
+    while ((p = strstr(p, key))) {
+        known |= (p == keys || p[-1] == ' ' || p[-1] == ',') && (p[len] == 0 || p[len] == ',' || p[len] == ' ');
+        p += len;
+    }
+    if (!known) return;
+    snprintf(a->sort_key_buf, sizeof a->sort_key_buf, "%s", key);
+    a->sort_key = a->sort_key_buf;
+    a->sort_desc = strcmp(dir, "asc") != 0;
+}
+
+void app_sort_save(app_t *a) {
+    char path[4200], text[64];
+    snprintf(path, sizeof path, "%s/ui-sort", a->workspace);
+    snprintf(text, sizeof text, "%s %s\n", a->sort_key, a->sort_desc ? "desc" : "asc");
+    lb_err_t err = {0};
+    if (lb_write_file_atomic(path, text, strlen(text), &err)) app_msg(a, ST_WARN, "the sort is not remembered: %s", err.msg);
+}
+
+void app_filter_expr(const char *text, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = 0;
+    for (const char *p = text; *p && n + 1 < cap;) {
+        if (*p == ' ') {
+            out[n++] = *p++;
+            continue;
+        }
+        // one term: up to a space outside quotes
+        const char *e = p;
+        char q = 0;
+        while (*e && (q || *e != ' ')) {
+            if (*e == '"' || *e == '\'') q = q == *e ? 0 : q ? q : *e;
+            e++;
+        }
+        int bare = strcspn(p, "=<>~!") >= (size_t)(e - p) && *p != '"' && *p != '\'';
+        n += (size_t)snprintf(out + n, cap - n, "%s%.*s", bare ? "name~" : "", (int)(e - p), p);
+        if (n >= cap) n = cap - 1;
+        p = e;
+    }
+}
+
 int app_filter_check(const char *text, lb_err_t *err) {
     store_filter_t *f = NULL;
-    if (store_filter_parse(text, &f, err)) return -1;
+    char expr[600];
+    app_filter_expr(text, expr, sizeof expr);
+    if (store_filter_parse(expr, &f, err)) return -1;
     store_filter_free(f);
     return 0;
+}
+
+int app_run_log_tail(app_t *a, int64_t id, char (*lines)[200], int max, char *path, size_t cap) {
+    char *dir = NULL;
+    lb_err_t err = {0};
+    if (store_run_dir(a->workspace, id, 0, &dir, &err)) return 0;
+    snprintf(path, cap, "%s/worker.log", dir);
+    free(dir);
+    FILE *f = fopen(path, "r");
+    if (!f || max < 1) {
+        if (f) fclose(f);
+        return 0;
+    }
+    // the tail only: a long run's log can be large
+    if (fseek(f, -16384, SEEK_END)) rewind(f);
+    int n = 0;
+    char line[200];
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strcspn(line, "\r\n");
+        if (line[len] == 0 && !feof(f)) {  // the rest of a line longer than a row
+            int c;
+            while ((c = fgetc(f)) != EOF && c != '\n') {}
+        }
+        line[len] = 0;
+        if (!line[0]) continue;
+        if (n == max) {
+            memmove(lines[0], lines[1], (size_t)(max - 1) * sizeof lines[0]);
+            n--;
+        }
+        snprintf(lines[n++], sizeof lines[0], "%s", line);
+    }
+    fclose(f);
+    return n;
+}
+
+int64_t app_last_run_id(app_t *a) {
+    store_run_t *runs = NULL;
+    size_t n = 0;
+    lb_err_t err = {0};
+    int64_t last = 0;
+    if (store_runs_list(a->st, "id", 1, NULL, &runs, &n, &err)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (runs[i].id > last) last = runs[i].id;
+    store_runs_free(runs, n);
+    return last;
 }
 
 store_run_t *app_run_by_id(app_t *a, int64_t id) {
     for (size_t i = 0; i < a->nruns; i++)
         if (a->runs[i].id == id) return &a->runs[i];
+    if (id && id == a->pinned_id) return &a->pinned_run;
     return NULL;
 }
 
@@ -174,17 +301,25 @@ int app_is_selected(const app_t *a, int64_t id) {
     return 0;
 }
 
-void app_toggle_selected(app_t *a, int64_t id) {
+int app_toggle_selected(app_t *a, int64_t id) {
     for (int i = 0; i < a->nselected; i++)
         if (a->selected[i] == id) {
             memmove(&a->selected[i], &a->selected[i + 1], (size_t)(a->nselected - i - 1) * sizeof *a->selected);
             a->nselected--;
-            return;
+            return 0;
         }
-    if (a->nselected < (int)(sizeof a->selected / sizeof a->selected[0])) a->selected[a->nselected++] = id;
+    if (a->nselected == APP_MAX_SELECT) return -1;
+    a->selected[a->nselected++] = id;
+    return 1;
 }
 
 int app_spawn(app_t *a, const char *const *args, lb_err_t *err) {
+    if (a->spawn_record) {
+        a->spawned[0] = 0;
+        for (int i = 0; args[i]; i++)
+            snprintf(a->spawned + strlen(a->spawned), sizeof a->spawned - strlen(a->spawned), "%s%s", i ? " " : "", args[i]);
+        return 0;
+    }
     const char *argv[32];
     int n = 0;
     argv[n++] = a->exe;
@@ -221,6 +356,7 @@ int app_spawn(app_t *a, const char *const *args, lb_err_t *err) {
     }
     a->helpers[a->nhelpers].pid = (int)pid;
     a->helpers[a->nhelpers].log_off = off;
+    a->helpers[a->nhelpers].remove[0] = 0;
     snprintf(a->helpers[a->nhelpers].what, sizeof a->helpers[0].what, "%s", args[0] ? args[0] : "");
     a->nhelpers++;
     return 0;
@@ -233,9 +369,12 @@ int app_helper_exited(app_t *a, int pid, int failed) {
     long off = a->helpers[k].log_off;
     char what[32];
     snprintf(what, sizeof what, "%s", a->helpers[k].what);
+    // its runs hold their spec in the store now: the file written to start it can go
+    if (!failed && a->helpers[k].remove[0]) unlink(a->helpers[k].remove);
     memmove(&a->helpers[k], &a->helpers[k + 1], (size_t)(a->nhelpers - k - 1) * sizeof a->helpers[0]);
     a->nhelpers--;
     if (!failed) return 1;
+    a->follow_after = -1;  // a start that failed has no new run for the cursor to go to
     // the helper's last line of output is its one-sentence error
     char log[4200], last[400] = "";
     snprintf(log, sizeof log, "%s/runs/ui-spawn.log", a->workspace);

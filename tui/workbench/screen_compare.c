@@ -389,9 +389,11 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     int n = compare_runs(a, runs);
     int x = 1;
     for (int t = 0; t < CMP_NTABS; t++) {
+        a->cmp_tab_x[t] = x;
         x += grid_text(g, x, y, g->w - x, tab_names[t], t == a->cmp_tab ? ST_CURSOR : ST_DIM);
         x += 2;
     }
+    a->cmp_tab_x[CMP_NTABS] = x - 2;
     for (int i = 0; i < n && x < g->w - 4; i++) {
         char t[96];
         snprintf(t, sizeof t, "%c #%lld", run_letter(i), (long long)runs[i]->id);
@@ -426,10 +428,12 @@ static void export_compare(app_t *a) {
     app_buf_printf(&b, "\n");
     for (int i = 0; i < n; i++) {
         const store_run_t *r = runs[i];
-        app_buf_printf(&b, "| %lld | %s | %s | %lld |", (long long)r->id, r->name, r->method, (long long)r->trainable_params);
+        char tr[32] = "–";  // a value a run does not have is "–"
+        if (r->trainable_params >= 0) snprintf(tr, sizeof tr, "%lld", (long long)r->trainable_params);
+        app_buf_printf(&b, "| %lld | %s | %s | %s |", (long long)r->id, r->name, r->method, tr);
         for (int c = 0; c < N_MCOLS; c++) {
-            char v[32], d[32];
-            fmt_num(v, mcols[c].get(r), mcols[c].prec);
+            char v[32] = "–", d[32];
+            if (isfinite(mcols[c].get(r))) fmt_num(v, mcols[c].get(r), mcols[c].prec);
             delta_text(a, mcols[c].get(r), mcols[c].get(base), mcols[c].higher_better, mcols[c].prec, d);
             app_buf_printf(&b, " %s | %s |", v, r == base ? "" : d);
         }
@@ -487,4 +491,14 @@ static int action(app_t *a, int act, int key) {
     return 0;
 }
 
-const screen_t screen_compare = {"Compare", keys, sizeof keys / sizeof keys[0], draw, action, NULL};
+// A click on a tab's title switches to it.
+static void click(app_t *a, int x, int y) {
+    if (y != a->body_y) return;
+    for (int t = 0; t < CMP_NTABS; t++)
+        if (x >= a->cmp_tab_x[t] && x < a->cmp_tab_x[t + 1]) {
+            a->cmp_tab = t;
+            a->cmp_scroll = 0;
+        }
+}
+
+const screen_t screen_compare = {"Compare", keys, sizeof keys / sizeof keys[0], draw, action, NULL, click};

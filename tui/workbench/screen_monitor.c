@@ -80,9 +80,10 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     if (r->precision && strlen(line) + 16 < sizeof line)  // what the products ran in
         snprintf(line + strlen(line), sizeof line - strlen(line), " · %s", r->precision);
     x += grid_text_trunc(g, x, y, g->w - x - 1, line, ST_NORMAL) + 2;
-    if (r->trainable_params >= 0 && x < g->w - 20)
-        grid_textf(g, x, y, g->w - x - 1, ST_DIM, "%s trainable (%.2f%%)", fmt_int(b1, r->trainable_params),
-                   isnan(r->trainable_pct) ? 0.0 : r->trainable_pct);
+    if (r->trainable_params >= 0 && x < g->w - 20) {
+        if (isnan(r->trainable_pct)) grid_textf(g, x, y, g->w - x - 1, ST_DIM, "%s trainable", fmt_int(b1, r->trainable_params));
+        else grid_textf(g, x, y, g->w - x - 1, ST_DIM, "%s trainable (%.2f%%)", fmt_int(b1, r->trainable_params), r->trainable_pct);
+    }
     // line 2: progress, ETA
     double elapsed = isnan(r->started_at) ? NAN : (status == STORE_RUN_RUNNING ? a->now - r->started_at : r->duration);
     double frac = r->total_steps > 0 ? (double)r->step / (double)r->total_steps : 0;
@@ -114,7 +115,7 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     // plot (and side panel on wide terminals)
     int samples_h = h >= 40 ? (h - 4) / 3 : 5;
     int ph = h - 3 - 1 - samples_h;
-    int pwid = g->w >= 120 ? g->w * 2 / 3 : g->w;
+    int pwid = g->w >= 100 ? g->w * 2 / 3 : g->w;  // the side panel from 100 columns
     char title[128];
     snprintf(title, sizeof title, "loss (EMA %.*f)", app_smooth_digits(a->smooth), a->smooth);
     grid_box(g, 0, y + 3, pwid, ph, title, ST_DIM);
@@ -137,21 +138,43 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
         for (int k = 0; k < 4 && 1 + k * 3 + 2 < ph - 1; k++) {
             for (size_t i = 0; i < s->n; i++) v[i] = *(const double *)((const char *)&s->m[i] + rows[k].off);
             double last = last_finite(s, rows[k].off);
-            grid_textf(g, sx + 1, sy + 1 + k * 3, sw - 2, ST_DIM, "%s  %.4g", rows[k].name, last);
+            char lv[32] = "-";  // a run without training steps has none of these
+            if (isfinite(last)) snprintf(lv, sizeof lv, "%.4g", last);
+            grid_textf(g, sx + 1, sy + 1 + k * 3, sw - 2, ST_DIM, "%s  %s", rows[k].name, lv);
             widget_sparkline(g, sx + 1, sy + 2 + k * 3, sw - 2, v, (int)s->n, rows[k].style);
         }
         free(v);
     }
     curves_free(&c);
-    // last evaluation
+    // last evaluation; a run that stopped shows why instead: its error and its worker's log
     int ey = y + 3 + ph;
     const store_eval_t *ev = app_series_last_eval(s);
+    if (status == STORE_RUN_FAILED || status == STORE_RUN_INTERRUPTED || status == STORE_RUN_CANCELLED) {
+        int row = ey;
+        if (r->error && *r->error) row += widget_wrap(g, 1, row, g->w - 2, 2, r->error, 0, ST_BAD);
+        else grid_textf(g, 1, row++, g->w - 2, ST_BAD, "%s without an error message", r->status);
+        char (*lines)[200] = xcalloc(64, sizeof *lines);
+        char path[4400] = "";
+        int room = y + h - row - 1;
+        int n = room > 0 ? app_run_log_tail(a, r->id, lines, room < 64 ? room : 64, path, sizeof path) : 0;
+        if (n) {
+            grid_textf(g, 1, row++, g->w - 2, ST_HEADER, "worker log, last %d line%s: %s", n, n == 1 ? "" : "s", path);
+            for (int i = 0; i < n && row < y + h; i++) grid_text_trunc(g, 1, row++, g->w - 2, lines[i], ST_DIM);
+        } else if (room > 0) {
+            grid_text(g, 1, row, g->w - 2, "no worker log (a run started in the foreground printed to its terminal)", ST_DIM);
+        }
+        free(lines);
+        return;
+    }
     if (!ev) {
         grid_text(g, 1, ey, g->w - 2, "no evaluation yet", ST_DIM);
     } else {
-        snprintf(line, sizeof line, "eval at step %lld on %s (n=%lld):  R-1 %.3f [%.3f, %.3f]  R-2 %.3f  R-L %.3f  R-Lsum %.3f",
-                 (long long)ev->step, ev->split, (long long)ev->n, ev->rouge1, ev->rouge1_low, ev->rouge1_high,
-                 ev->rouge2, ev->rougeL, ev->rougeLsum);
+        char ci[64] = "", v1[32], v2[32], v3[32], v4[32];
+        if (isfinite(ev->rouge1_low) && isfinite(ev->rouge1_high))
+            snprintf(ci, sizeof ci, " [%.3f, %.3f]", ev->rouge1_low, ev->rouge1_high);
+        snprintf(line, sizeof line, "eval at step %lld on %s (n=%lld):  R-1 %s%s  R-2 %s  R-L %s  R-Lsum %s",
+                 (long long)ev->step, ev->split, (long long)ev->n, fmt_num(v1, ev->rouge1, 3), ci, fmt_num(v2, ev->rouge2, 3),
+                 fmt_num(v3, ev->rougeL, 3), fmt_num(v4, ev->rougeLsum, 3));
         grid_text_trunc(g, 1, ey, g->w - 2, line, ST_BOLD);
     }
     // samples: reference beside prediction
@@ -164,7 +187,10 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     if (a->monitor_scroll < 0) a->monitor_scroll = 0;
     int half = (g->w - 3) / 2;
     int row = 0;
-    grid_textf(g, 1, sy, half, ST_HEADER, "reference  (sample %d of %zu, j/k)", a->monitor_scroll + 1, s->nsamples);
+    if (ev && (long long)s->nsamples < (long long)ev->n)  // the first ones of the evaluation are kept for the screens
+        grid_textf(g, 1, sy, half, ST_HEADER, "reference  (%d of %zu kept of %lld, j/k)", a->monitor_scroll + 1,
+                   s->nsamples, (long long)ev->n);
+    else grid_textf(g, 1, sy, half, ST_HEADER, "reference  (sample %d of %zu, j/k)", a->monitor_scroll + 1, s->nsamples);
     grid_text(g, 2 + half, sy, half, "prediction", ST_HEADER);
     row = 1;
     for (size_t i = (size_t)a->monitor_scroll; i < s->nsamples && row < samples_h; i++) {
@@ -188,8 +214,17 @@ static void export_metrics(app_t *a) {
     app_buf_printf(&b, "step,epoch,loss,lr,grad_norm,tokens_per_s,step_ms,rss_mb,tokens,wall_s\n");
     for (size_t i = 0; i < s->n; i++) {
         const store_metric_t *m = &s->m[i];
-        app_buf_printf(&b, "%lld,%.6g,%.8g,%.8g,%.6g,%.6g,%.6g,%.6g,%lld,%.6g\n", (long long)m->step, m->epoch, m->loss,
-                       m->lr, m->grad_norm, m->tokens_per_s, m->step_ms, m->rss_mb, (long long)m->tokens, m->wall_s);
+        // a value the step did not record stays empty
+        double v[8] = {m->epoch, m->loss, m->lr, m->grad_norm, m->tokens_per_s, m->step_ms, m->rss_mb, m->wall_s};
+        char f[8][32];
+        for (int k = 0; k < 8; k++) {
+            f[k][0] = 0;
+            if (isfinite(v[k])) snprintf(f[k], sizeof f[k], k == 1 || k == 2 ? "%.8g" : "%.6g", v[k]);
+        }
+        char tok[32] = "";
+        if (m->tokens >= 0) snprintf(tok, sizeof tok, "%lld", (long long)m->tokens);
+        app_buf_printf(&b, "%lld,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", (long long)m->step, f[0], f[1], f[2], f[3], f[4], f[5], f[6],
+                       tok, f[7]);
     }
     char stem[64], path[4400];
     snprintf(stem, sizeof stem, "run%lld-metrics", (long long)r->id);
@@ -234,4 +269,4 @@ static int action(app_t *a, int act, int key) {
     return 0;
 }
 
-const screen_t screen_monitor = {"Monitor", keys, sizeof keys / sizeof keys[0], draw, action, NULL};
+const screen_t screen_monitor = {"Monitor", keys, sizeof keys / sizeof keys[0], draw, action, NULL, NULL};

@@ -1,6 +1,9 @@
 // The New-run screen: a form for a spec with the live arithmetic of what it trains
 // (parameters, adapter size, memory and time estimates); presets load into it; Start writes
-// the spec to a file and spawns `lorabench train FILE --detach`.
+// the spec to a file and spawns `lorabench train FILE --detach` (with the loaded preset's grid
+// while the Grid box is ticked: one run per grid point, as `lorabench sweep`).
+// Keys: letters type only into text fields; Enter moves to the next field; only Enter on
+// Start, or Ctrl-S from any field, starts; leaving a changed form asks first.
 #include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -12,20 +15,36 @@
 #include "app_params.h"
 #include "spec.h"
 
-enum { A_START = ACT_SCREEN, A_NEXT, A_PREV, A_PRESET };
+enum { A_START = ACT_SCREEN, A_ENTER, A_NEXT, A_PREV, A_PRESET, A_LEAVE, A_QUIT, A_LEAVE_YES, A_QUIT_YES };
+
+#define KEY_CTRL_S 0x13
 
 static const key_binding_t keys[] = {
     {TK_DOWN, TK_TAB, A_NEXT, "Down/Tab", "next field", NULL},
     {TK_UP, TK_BTAB, A_PREV, "Up/S-Tab", "previous field", NULL},
-    {TK_ENTER, 0, A_START, "Enter", "on Start: start the run; on Preset: load the preset", "Start"},
+    {TK_ENTER, 0, A_ENTER, "Enter", "next field; on Start: start; on Preset: load the preset", NULL},
+    {KEY_CTRL_S, 0, A_START, "Ctrl-S", "start the run (or the preset's grid) from any field", "Start"},
     {TK_F1 + 4, 0, A_PRESET, "F5", "load the preset shown in the Preset field (every field)", "Preset"},
+    {TK_ESC, 0, A_LEAVE, "Esc", "back to the runs (asks when a field was changed)", "Back"},
+    {TK_F10, 0, A_QUIT, "F10", "quit (asks when a field was changed); q types into text fields", "Quit"},
     {TK_LEFT, TK_RIGHT, ACT_NONE, "Left/Right", "change a choice; move in a row of boxes", NULL},
     {' ', 0, ACT_NONE, "Space", "tick / untick a box", NULL},
     {0x15, 0, ACT_NONE, "Ctrl-U", "clear a text field", NULL},
 };
 
 enum { F_PRESET, F_NAME, F_MODEL, F_DATA, F_METHOD, F_R, F_ALPHA, F_DROPOUT, F_RSLORA, F_TARGETS,
-       F_STACKS, F_ATTN, F_LAYERS, F_TOP, F_LR, F_BATCH, F_STEPS, F_EPOCHS, F_EVAL_LIMIT, F_BEAMS, F_START, F_N };
+       F_STACKS, F_ATTN, F_LAYERS, F_TOP, F_LR, F_BATCH, F_STEPS, F_EPOCHS, F_EVAL_LIMIT, F_BEAMS, F_GRID, F_START,
+       F_N };
+
+// The spec path each field sets: a grid that varies it overrides the field, so changing the
+// field by hand unticks the grid.
+static const char *const field_paths[F_N] = {
+    [F_MODEL] = "base_model", [F_DATA] = "dataset.path", [F_METHOD] = "method", [F_R] = "lora.r",
+    [F_ALPHA] = "lora.alpha", [F_DROPOUT] = "lora.dropout", [F_RSLORA] = "lora.rslora",
+    [F_TARGETS] = "lora.targets", [F_STACKS] = "lora.stacks", [F_ATTN] = "lora.attention",
+    [F_LAYERS] = "lora.layers", [F_TOP] = "partial.top_blocks", [F_LR] = "train.lr",
+    [F_BATCH] = "train.batch_size", [F_STEPS] = "train.max_steps", [F_EPOCHS] = "train.epochs",
+    [F_EVAL_LIMIT] = "eval.limit", [F_BEAMS] = "eval.beams"};
 
 static const char *const methods[] = {"none", "lora", "full", "partial"};
 static const char *const target_cols[] = {"q", "k", "v", "o", "wi", "wo", "head"};
@@ -106,7 +125,8 @@ static void form_update_disabled(app_t *a) {
         form_field_t *f = &a->form[i];
         // the Stacks boxes also choose partial's stack
         f->disabled = (i >= F_R && i <= F_LAYERS && m != SPEC_METHOD_LORA && !(i == F_STACKS && m == SPEC_METHOD_PARTIAL)) ||
-                      (i == F_TOP && m != SPEC_METHOD_PARTIAL) || (i == F_PRESET && !a->npresets);
+                      (i == F_TOP && m != SPEC_METHOD_PARTIAL) || (i == F_PRESET && !a->npresets) ||
+                      (i == F_GRID && !a->form_grid);
     }
 }
 
@@ -139,7 +159,8 @@ static void form_setup(app_t *a) {
     set_text(&f[F_EPOCHS], FIELD_NUMBER, "Epochs", "1", "passes over the training split");
     set_text(&f[F_EVAL_LIMIT], FIELD_NUMBER, "Eval examples", "200", "validation examples scored with ROUGE (0: all)");
     set_text(&f[F_BEAMS], FIELD_NUMBER, "Eval beams", "1", "1: greedy decoding");
-    set_text(&f[F_START], FIELD_BUTTON, "Start", "", "Enter starts the run in the background");
+    set_text(&f[F_GRID], FIELD_CHECK, "Grid", "", "Space: run the loaded preset's grid (one run per point) or only the form's run");
+    set_text(&f[F_START], FIELD_BUTTON, "Start", "", "Enter starts in the background (Ctrl-S does from any field)");
     a->nform = F_N;
     a->form_focus = F_NAME;
     a->form_ready = 1;
@@ -150,6 +171,8 @@ static void form_setup(app_t *a) {
     spec_free(&d);
     free(a->form_base);
     a->form_base = NULL;
+    free(a->form_grid);
+    a->form_grid = NULL;
     if (a->npresets) {
         // the first preset (quick-demo) gives sensible sizes for a first run; the model and
         // data chosen for this session (--model, --dataset, bundled) stay
@@ -174,6 +197,110 @@ static unsigned spec_targets_from_form(const form_field_t *f, int gated) {
 }
 
 static int form_to_spec(app_t *a, spec_t *s, int estimate, lb_err_t *err);
+
+// The compute of a whole run in GFLOP: its training steps (forward + backward of every
+// micro batch) and its evaluation (a forward per batch of examples, times
+// EVAL_DECODE_COST for generating token by token). NaN when the step count is not known
+// from the spec (epochs over a data set the form does not count).
+#define EVAL_DECODE_COST 3.0
+static double run_gflop(const spec_t *s, const app_spec_facts_t *fx) {
+    double steps = s->method == SPEC_METHOD_NONE ? 0 : s->train.max_steps > 0 ? s->train.max_steps : NAN;
+    double eval_n = s->eval.limit > 0 ? s->eval.limit : NAN;
+    double fwd = fx->flops.forward / 1e9, bwd = fx->flops.backward / 1e9;
+    double batches = ceil(eval_n / (fx->B > 0 ? fx->B : 1));
+    return steps * (fwd + bwd) * (fx->grad_accum > 0 ? fx->grad_accum : 1) + batches * fwd * EVAL_DECODE_COST;
+}
+
+// The effective speed (GFLOP/s, setup and evaluation included) of the newest finished run
+// of this workspace; *run gets its id. Until one has finished, ASSUMED_GFLOPS: the
+// quick-demo preset (8,750 GFLOP by run_gflop on t5-tiny) takes about 71 s on the 2-core
+// development machine when it has the machine to itself.
+#define ASSUMED_GFLOPS 120.0
+static double form_rate(app_t *a, int64_t *run) {
+    *run = 0;
+    const store_run_t *best = NULL;
+    for (size_t i = 0; i < a->nruns; i++) {
+        const store_run_t *r = &a->runs[i];
+        if (store_status_parse(r->status) != STORE_RUN_DONE || !r->spec || !(r->duration > 1)) continue;
+        if (!best || r->id > best->id) best = r;
+    }
+    if (best) {
+        spec_t s;
+        lb_err_t err = {0};
+        if (!spec_parse(best->spec, NULL, &s, &err)) {
+            app_spec_facts_t *fx = xcalloc(1, sizeof *fx);
+            double g = app_spec_facts(&s, fx, &err) ? NAN : run_gflop(&s, fx);
+            free(fx);
+            spec_free(&s);
+            if (isfinite(g) && g > 0) {
+                *run = best->id;
+                return g / best->duration;
+            }
+        }
+    }
+    return ASSUMED_GFLOPS;
+}
+
+// The line that says how long Start takes: the form's run, or every run of the grid while
+// the Grid box is ticked ("Start runs the preset's grid: 3 runs, about 1m10s: ...").
+static void form_time_line(app_t *a, const spec_t *s, char *out, size_t cap) {
+    int64_t from = 0;
+    double rate = form_rate(a, &from);
+    spec_t *specs = NULL;
+    size_t n = 1;
+    lb_err_t err = {0};
+    int grid = a->form_grid && a->form[F_GRID].checked;
+    spec_t one;
+    spec_copy(&one, s);
+    if (grid) {
+        free(one.grid_json);
+        one.grid_json = xstrdup(a->form_grid);
+    }
+    if (spec_expand_grid(&one, &specs, &n, &err)) {
+        snprintf(out, cap, "grid: %.140s", err.msg);
+        spec_free(&one);
+        return;
+    }
+    spec_free(&one);
+    double total = 0;
+    for (size_t i = 0; i < n; i++) {
+        app_spec_facts_t *fx = xcalloc(1, sizeof *fx);
+        total += app_spec_facts(&specs[i], fx, &err) ? NAN : run_gflop(&specs[i], fx);
+        free(fx);
+    }
+    spec_list_free(specs, n);
+    char t[48], d[32], basis[64];
+    if (from) snprintf(basis, sizeof basis, "at run #%lld's speed", (long long)from);
+    else snprintf(basis, sizeof basis, "time: a guess until a run finishes here");
+    if (isfinite(total)) snprintf(t, sizeof t, "about %s", fmt_duration(d, total / rate));
+    else snprintf(t, sizeof t, "time depends on the data set's size");
+    if (!grid) {
+        snprintf(out, cap, "Start runs 1 run, %s (%s)", t, basis);
+        return;
+    }
+    // the grid's values: "method+train.lr = none,0.003 | lora,0.003 | full,0.001"
+    char vals[120] = "";
+    cJSON *g = cJSON_Parse(a->form_grid);
+    for (const cJSON *k = g ? g->child : NULL; k; k = k->next) {
+        size_t len = strlen(vals);
+        snprintf(vals + len, sizeof vals - len, "%s%s =", len ? "; " : "", k->string);
+        int first = 1;
+        for (const cJSON *v = k->child; v; v = v->next) {
+            // ["none",0.003] reads as none,0.003
+            char *txt = cJSON_PrintUnformatted(v), plain[64];
+            size_t k = 0;
+            for (const char *p = txt ? txt : "?"; *p && k < sizeof plain - 1; p++)
+                if (!strchr("\"[]", *p)) plain[k++] = *p;
+            plain[k] = 0;
+            cJSON_free(txt);
+            len = strlen(vals);
+            snprintf(vals + len, sizeof vals - len, "%s%s", first ? " " : " | ", plain);
+            first = 0;
+        }
+    }
+    cJSON_Delete(g);
+    snprintf(out, cap, "Start runs the preset's grid: %zu runs, %s: %s (%.40s)", n, t, vals, basis);
+}
 
 // Recomputes the arithmetic lines from the form: the spec it makes (every field, and what a
 // loaded preset sets that the form does not show: rank patterns, norms_only, ...) and the
@@ -231,6 +358,7 @@ static void form_info(app_t *a) {
         snprintf(a->form_info[a->nform_info++], cap,
                  "a step: %.2f GFLOP (forward %.2f, backward %.2f%s) at batch %d, %d+%d tokens; speed: lorabench bench",
                  (fwd + bwd) * fx->grad_accum, fwd, bwd, accum, fx->B, fx->S, fx->T);
+    form_time_line(a, &s, a->form_info[a->nform_info++], cap);
 done:
     free(fx);
     // a model folder without weights (t5-tiny while its pretraining runs) cannot be trained
@@ -362,6 +490,19 @@ static void start_run(app_t *a) {
         spec_free(&s);
         return;
     }
+    int grid = a->form_grid && a->form[F_GRID].checked;
+    if (grid) {
+        // one run per grid point, named after the preset unless a name was typed
+        s.grid_json = xstrdup(a->form_grid);
+        if (!a->form[F_NAME].value[0] && a->form_preset_name[0]) {
+            free(s.name);
+            s.name = xstrdup(a->form_preset_name);
+            s.name_auto = false;
+        }
+    }
+    size_t nruns = 1;
+    spec_t *points = NULL;
+    if (grid && !spec_expand_grid(&s, &points, &nruns, &err)) spec_list_free(points, nruns);
     char *json = spec_to_json(&s, 1);
     char name[128];
     snprintf(name, sizeof name, "%s", s.name ? s.name : "");
@@ -382,12 +523,20 @@ static void start_run(app_t *a) {
     }
     free(json);
     const char *args[] = {"train", path, "--detach", NULL};
+    int64_t last = app_last_run_id(a);
     if (app_spawn(a, args, &err)) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return;
     }
+    a->follow_after = last;  // the cursor goes to the new run when it is listed
+    if (a->nhelpers && !a->spawn_record && strlen(path) < sizeof a->helpers[0].remove)
+        memcpy(a->helpers[a->nhelpers - 1].remove, path, strlen(path) + 1);  // goes once train recorded the runs
+    a->form_dirty = 0;
     app_pop(a);
-    app_msg(a, ST_GOOD, "starting %s (spec %s); it appears in the list in a moment", name, path);
+    if (grid)
+        app_msg(a, ST_GOOD, "starting the grid of %s: %zu runs, one after another (spec %s); they appear in a moment", name,
+                nruns, path);
+    else app_msg(a, ST_GOOD, "starting %s (spec %s); it appears in the list in a moment", name, path);
 }
 
 // Loads the preset under the Preset field into every field; quiet: no message (the form's
@@ -406,6 +555,10 @@ static void load_preset(app_t *a, int quiet) {
     }
     int grid = s.grid_json != NULL;
     if (grid) s.name_auto = true;  // a sweep's name would be every run's name
+    free(a->form_grid);
+    a->form_grid = grid ? xstrdup(s.grid_json) : NULL;
+    a->form[F_GRID].checked = grid;
+    snprintf(a->form_preset_name, sizeof a->form_preset_name, "%s", s.name ? s.name : a->presets[f->choice]);
     form_from_spec(a, &s);
     a->form_src_tokens = s.dataset.max_source_tokens;
     a->form_tgt_tokens = s.dataset.max_target_tokens;
@@ -425,9 +578,11 @@ static void load_preset(app_t *a, int quiet) {
     }
     form_update_disabled(a);
     form_info(a);
-    if (!quiet)
+    if (!quiet) {
+        a->form_dirty = 1;
         app_msg(a, ST_GOOD, "loaded preset %s%s", a->presets[f->choice],
-                grid ? " (one run from the form; s on the Sweep screen (w) runs its whole grid)" : "");
+                grid ? ": Start runs its grid (untick Grid for the form's one run)" : "");
+    }
 }
 
 static void draw(app_t *a, grid_t *g, int y, int h) {
@@ -458,6 +613,19 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
         grid_text_trunc(g, 1, iy + i, g->w - 2, a->form_info[i], i == 0 ? ST_BOLD : ST_NORMAL);
 }
 
+// Whether the grid (JSON) varies a spec path: one of its keys, or a part of a joined key
+// ("method+train.lr").
+static int grid_varies(const char *grid_json, const char *path) {
+    cJSON *g = cJSON_Parse(grid_json);
+    int found = 0;
+    size_t n = strlen(path);
+    for (const cJSON *k = g ? g->child : NULL; k && !found; k = k->next)
+        for (const char *p = k->string; p && *p && !found; p = strchr(p, '+') ? strchr(p, '+') + 1 : "")
+            found = !strncmp(p, path, n) && (p[n] == 0 || p[n] == '+');
+    cJSON_Delete(g);
+    return found;
+}
+
 static int key(app_t *a, int k) {
     if (!a->form_ready) form_setup(a);
     form_field_t *f = &a->form[a->form_focus];
@@ -465,14 +633,27 @@ static int key(app_t *a, int k) {
     if ((f->kind == FIELD_TEXT || f->kind == FIELD_NUMBER) && (k == TK_LEFT || k == TK_RIGHT)) return 1;
     int r = field_key(f, k);
     if (r == 2) {
+        a->form_dirty = 1;
+        const char *path = field_paths[a->form_focus];
+        if (path && a->form_grid && a->form[F_GRID].checked && grid_varies(a->form_grid, path)) {
+            // the grid would override what was just chosen
+            a->form[F_GRID].checked = 0;
+            app_msg(a, ST_WARN, "Grid unticked: the preset's grid sets %s; Start runs the form's one run", path);
+        }
         form_update_disabled(a);
         form_info(a);
     }
-    return r != 0;
+    if (r) return 1;
+    // a letter never reaches a shortcut from a field: q on Method must not quit, e on Start
+    // must not export
+    if (k >= 0x20 && k < TK_UP && k != 0x7f && k != '?') {
+        app_msg(a, ST_DIM, "letters type only into text fields; Ctrl-S starts, Esc leaves the form");
+        return 1;
+    }
+    return 0;
 }
 
 static int action(app_t *a, int act, int k) {
-    (void)k;
     switch (act) {
     case A_NEXT:
     case A_PREV: {
@@ -484,9 +665,31 @@ static int action(app_t *a, int act, int k) {
         a->form_focus = i;
         return 1;
     }
-    case A_START:
+    case A_ENTER:
+        if (a->form_focus == F_START) {
+            start_run(a);
+            return 1;
+        }
         if (a->form_focus == F_PRESET) load_preset(a, 0);
-        else start_run(a);
+        return action(a, A_NEXT, k);
+    case A_START:
+        start_run(a);
+        return 1;
+    case A_LEAVE:
+        if (a->form_dirty)
+            app_confirm(a, A_LEAVE_YES, 0, "Leave the form without starting? Its values stay for the next n. [y/N]");
+        else app_pop(a);
+        return 1;
+    case A_QUIT:
+        if (a->form_dirty) app_confirm(a, A_QUIT_YES, 0, "Quit without starting the run? The form's values are lost. [y/N]");
+        else a->quit = 1;
+        return 1;
+    case A_LEAVE_YES:
+        a->msg[0] = 0;
+        app_pop(a);
+        return 1;
+    case A_QUIT_YES:
+        a->quit = 1;
         return 1;
     case A_PRESET:
         load_preset(a, 0);
@@ -512,7 +715,8 @@ static int action(app_t *a, int act, int k) {
 void app_form_open(app_t *a) {
     if (!a->form_ready) form_setup(a);
     a->form_focus = F_NAME;
+    a->form_dirty = 0;
     app_push(a, SCR_NEW);
 }
 
-const screen_t screen_new = {"New run", keys, sizeof keys / sizeof keys[0], draw, action, key};
+const screen_t screen_new = {"New run", keys, sizeof keys / sizeof keys[0], draw, action, key, NULL};

@@ -11,7 +11,8 @@ enum {
     A_OPEN = ACT_SCREEN, A_SELECT, A_COMPARE, A_PIN, A_NEW, A_SWEEP, A_FILTER, A_SORT,
     A_SORT_REV, A_TAGS, A_NOTE, A_CANCEL, A_RESUME, A_DELETE, A_CLEAR_SEL,
     // answers to prompts
-    A_FILTER_SET, A_TAGS_SET, A_NOTE_SET, A_CANCEL_YES, A_RESUME_YES, A_DELETE_YES,
+    A_FILTER_SET, A_TAGS_SET, A_NOTE_SET, A_CANCEL_YES, A_RESUME_YES, A_DELETE_YES, A_FILTER_LIVE,
+    A_FILTER_UNDO,
 };
 
 static const key_binding_t keys[] = {
@@ -20,16 +21,16 @@ static const key_binding_t keys[] = {
     {'c', 0, A_COMPARE, "c", "compare the selected runs (or the run and the baseline)", "Cmp"},
     {'p', 0, A_PIN, "p", "pin the run as the baseline (again: unpin)", "Pin"},
     {'n', 0, A_NEW, "n", "new run", "New"},
-    {'w', 0, A_SWEEP, "w", "sweeps: queued, running and done runs of a sweep", NULL},
-    {'/', 0, A_FILTER, "/", "filter, e.g. method=lora r>=8 rouge1>0.3 (empty: all)", "Filter"},
+    {'w', 0, A_SWEEP, "w", "sweeps: queued, running and done runs of a sweep", "Sweep"},
+    {'/', 0, A_FILTER, "/", "filter as you type: a word matches names; method=lora r>=8 rouge1>0.3", "Filter"},
     {'s', 0, A_SORT, "s", "sort by the next column", "Sort"},
-    {'S', 0, A_SORT_REV, "S", "reverse the sort order", NULL},
-    {'t', 0, A_TAGS, "t", "edit the run's tags (comma-separated)", NULL},
-    {'m', 0, A_NOTE, "m", "edit the run's note", NULL},
-    {'K', 0, A_CANCEL, "K", "cancel a running run (asks y/N)", NULL},
-    {'r', 0, A_RESUME, "r", "resume an interrupted or cancelled run (asks y/N)", NULL},
-    {'D', 0, A_DELETE, "D", "delete the run and its files (asks y/N)", NULL},
-    {'u', 0, A_CLEAR_SEL, "u", "clear the selection", NULL},
+    {'S', 0, A_SORT_REV, "S", "reverse the sort order", "Rev"},
+    {'t', 0, A_TAGS, "t", "edit the run's tags (comma-separated)", "Tags"},
+    {'m', 0, A_NOTE, "m", "edit the run's note", "Note"},
+    {'K', 0, A_CANCEL, "K", "cancel a running run (asks y/N)", "Cancel"},
+    {'r', 0, A_RESUME, "r", "resume an interrupted or cancelled run (asks y/N)", "Resume"},
+    {'D', 0, A_DELETE, "D", "delete the run and its files (asks y/N)", "Del"},
+    {'u', 0, A_CLEAR_SEL, "u", "clear the selection", "Unsel"},
     {TK_UP, 'k', ACT_NONE, "Up/k", "previous run", NULL},
     {TK_DOWN, 'j', ACT_NONE, "Down/j", "next run", NULL},
     {TK_PGUP, TK_PGDN, ACT_NONE, "PgUp/PgDn", "a page up / down", NULL},
@@ -189,6 +190,9 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     int n = snprintf(line, sizeof line, "%zu run%s, %d running, %d selected", a->nruns,
                      a->nruns == 1 ? "" : "s", running, a->nselected);
     if (a->filter[0]) snprintf(line + n, sizeof line - (size_t)n, "  filter: %s", a->filter);
+    if (a->pinned_id && !a->pinned_listed)  // the filter hides it; c still compares with it
+        snprintf(line + strlen(line), sizeof line - strlen(line), "  baseline #%lld %s (filtered out)",
+                 (long long)a->pinned_id, a->pinned_run.name ? a->pinned_run.name : "");
     grid_text_trunc(g, 1, y, g->w - 2, line, ST_DIM);
     if (a->filter[0]) grid_restyle(g, 1 + n + 2, y, grid_strwidth(a->filter) + 8, ST_ACCENT);
     if (!a->nruns) {
@@ -271,7 +275,10 @@ static int action(app_t *a, int act, int key) {
         return 1;
     case A_SELECT:
         if (!r) return 1;
-        app_toggle_selected(a, r->id);
+        if (app_toggle_selected(a, r->id) < 0) {
+            app_msg(a, ST_WARN, "%d runs are selected, the most there can be: u clears the selection", APP_MAX_SELECT);
+            return 1;
+        }
         table_nav(&a->runs_view, (int)a->nruns, 1, TK_DOWN);
         return 1;
     case A_CLEAR_SEL:
@@ -296,6 +303,9 @@ static int action(app_t *a, int act, int key) {
         a->cmp_scroll = 0;
         a->cmp_sample = 0;
         app_push(a, SCR_COMPARE);
+        if (a->nselected > APP_MAX_COMPARE)
+            app_msg(a, ST_WARN, "comparing the first %d of the %d selected runs (at most %d side by side)", APP_MAX_COMPARE,
+                    a->nselected, APP_MAX_COMPARE);
         return 1;
     }
     case A_PIN:
@@ -315,10 +325,29 @@ static int action(app_t *a, int act, int key) {
         app_push(a, SCR_SWEEP);
         return 1;
     case A_FILTER:
+        snprintf(a->filter_before, sizeof a->filter_before, "%s", a->filter);
         app_input(a, A_FILTER_SET, 0, "filter: ", a->filter);
+        a->prompt_live = A_FILTER_LIVE;
+        a->prompt_cancel = A_FILTER_UNDO;
+        return 1;
+    case A_FILTER_LIVE:  // the list follows the typing while the text is a valid filter
+        if (app_filter_check(a->prompt_input, &err)) {
+            app_msg(a, ST_DIM, "%s", err.msg);
+            return 1;
+        }
+        a->msg[0] = 0;
+        snprintf(a->filter, sizeof a->filter, "%s", a->prompt_input);
+        a->runs_view.cursor = a->runs_view.top = 0;
+        app_data_refresh(a, 1);
+        return 1;
+    case A_FILTER_UNDO:
+        snprintf(a->filter, sizeof a->filter, "%s", a->filter_before);
+        app_data_refresh(a, 1);
         return 1;
     case A_FILTER_SET: {
-        if (app_filter_check(a->prompt_input, &err)) {
+        if (app_filter_check(a->prompt_input, &err)) {  // the filter from before / stays
+            snprintf(a->filter, sizeof a->filter, "%s", a->filter_before);
+            app_data_refresh(a, 1);
             app_msg(a, ST_ERROR, "%s", err.msg);
             return 1;
         }
@@ -343,6 +372,7 @@ static int action(app_t *a, int act, int key) {
             a->sort_desc = !a->sort_desc;
         }
         app_msg(a, ST_DIM, "sorted by %s, %s", cols[c].title, a->sort_desc ? "descending" : "ascending");
+        app_sort_save(a);
         app_data_refresh(a, 1);
         return 1;
     }
@@ -392,4 +422,23 @@ static int action(app_t *a, int act, int key) {
     return 0;
 }
 
-const screen_t screen_runs = {"Runs", keys, sizeof keys / sizeof keys[0], draw, action, NULL};
+// A click on a row moves the cursor there; on a column's title sorts by it (again: reverses).
+static void click(app_t *a, int x, int y) {
+    int row = 0, col = 0;
+    switch (table_hit(&a->runs_view, x, y, &row, &col)) {
+    case 1:
+        if (col == C_CURVE) col = C_LOSS;
+        if (!strcmp(sort_keys[col], a->sort_key)) a->sort_desc = !a->sort_desc;
+        else {
+            a->sort_key = sort_keys[col];
+            a->sort_desc = cols[col].right ? 1 : 0;  // numbers from the top value down
+        }
+        app_msg(a, ST_DIM, "sorted by %s, %s", cols[col].title, a->sort_desc ? "descending" : "ascending");
+        app_sort_save(a);
+        app_data_refresh(a, 1);
+        break;
+    case 2: a->runs_view.cursor = row; break;
+    }
+}
+
+const screen_t screen_runs = {"Runs", keys, sizeof keys / sizeof keys[0], draw, action, NULL, click};

@@ -200,11 +200,16 @@ static int action(app_t *a, int act, int key) {
         app_buf_t b = {0};
         app_buf_printf(&b, "| id | name | status | r | targets | trainable | loss | ROUGE-1 | ROUGE-L |\n|---:|---|---|---:|---|---:|---:|---:|---:|\n");
         for (int i = 0; i < n; i++) {
-            char l[32], r1[32], rl[32];
-            app_buf_printf(&b, "| %lld | %s | %s | %lld | %s | %lld | %s | %s | %s |\n", (long long)runs[i]->id, runs[i]->name,
-                           runs[i]->status, (long long)runs[i]->r, runs[i]->targets ? runs[i]->targets : "",
-                           (long long)runs[i]->trainable_params, fmt_num(l, runs[i]->final_loss, 4),
-                           fmt_num(r1, runs[i]->rouge1, 4), fmt_num(rl, runs[i]->rougeL, 4));
+            // a value a run does not have (zero-shot's rank, a queued run's loss) is "–"
+            const store_run_t *r = runs[i];
+            char rk[32] = "–", tr[32] = "–", l[32] = "–", r1[32] = "–", rl[32] = "–";
+            if (r->r >= 0) snprintf(rk, sizeof rk, "%lld", (long long)r->r);
+            if (r->trainable_params >= 0) snprintf(tr, sizeof tr, "%lld", (long long)r->trainable_params);
+            if (isfinite(r->final_loss)) fmt_num(l, r->final_loss, 4);
+            if (isfinite(r->rouge1)) fmt_num(r1, r->rouge1, 4);
+            if (isfinite(r->rougeL)) fmt_num(rl, r->rougeL, 4);
+            app_buf_printf(&b, "| %lld | %s | %s | %s | %s | %s | %s | %s | %s |\n", (long long)r->id, r->name, r->status, rk,
+                           r->targets && *r->targets ? r->targets : "–", tr, l, r1, rl);
         }
         char path[4400];
         if (app_export(a, "sweep", "md", b.s ? b.s : "", path, sizeof path, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
@@ -216,4 +221,9 @@ static int action(app_t *a, int act, int key) {
     return 0;
 }
 
-const screen_t screen_sweep = {"Sweep", keys, sizeof keys / sizeof keys[0], draw, action, NULL};
+static void click(app_t *a, int x, int y) {
+    int row = 0, col = 0;
+    if (table_hit(&a->sweep_view, x, y, &row, &col) == 2) a->sweep_view.cursor = row;
+}
+
+const screen_t screen_sweep = {"Sweep", keys, sizeof keys / sizeof keys[0], draw, action, NULL, click};

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "keys.h"
@@ -79,6 +80,13 @@ int term_start(term_info_t *info) {
     signal(SIGBUS, on_fatal);
     signal(SIGFPE, on_fatal);
     cbreak();
+    // Ctrl-S starts a run from the form: the terminal must not take it as XOFF
+    struct termios tio;
+    if (!tcgetattr(STDIN_FILENO, &tio)) {
+        tio.c_iflag &= ~(tcflag_t)IXON;
+        tcsetattr(STDIN_FILENO, TCSANOW, &tio);
+        def_prog_mode();
+    }
     noecho();
     nonl();
     keypad(stdscr, TRUE);

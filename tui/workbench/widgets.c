@@ -153,6 +153,14 @@ void table_draw(grid_t *g, int x, int y, int w, int h, const table_t *t, table_v
     int widths[64];
     if (t->ncols > 64 || h < 1) return;
     table_fit(t, w, widths);
+    v->y = y;
+    v->h = h - 1;
+    v->nrows = t->nrows;
+    for (int c = 0, px = x + TABLE_GUTTER; c < TABLE_MAX_COLS; c++) {
+        v->col_x[c] = px;
+        v->col_w[c] = c < t->ncols ? widths[c] : 0;
+        if (c < t->ncols && widths[c]) px += widths[c] + 1;
+    }
     // header
     grid_fill(g, x, y, w, 1, ' ', ST_HEADER);
     int cx = x + TABLE_GUTTER;
@@ -199,6 +207,23 @@ void table_draw(grid_t *g, int x, int y, int w, int h, const table_t *t, table_v
             cx += widths[c] + 1;
         }
     }
+}
+
+int table_hit(const table_view_t *v, int x, int y, int *row, int *col) {
+    if (y == v->y) {
+        for (int c = 0; c < TABLE_MAX_COLS; c++)
+            if (v->col_w[c] && x >= v->col_x[c] && x < v->col_x[c] + v->col_w[c]) {
+                *col = c;
+                return 1;
+            }
+        return 0;
+    }
+    int r = v->top + (y - v->y - 1);
+    if (y > v->y && y <= v->y + v->h && r < v->nrows) {
+        *row = r;
+        return 2;
+    }
+    return 0;
 }
 
 int table_nav(table_view_t *v, int nrows, int page, int key) {
@@ -286,7 +311,8 @@ void widget_plot(grid_t *g, int x, int y, int w, int h, const plot_series_t *s, 
     if (o->legend) {
         int lx = x, shown = 0;
         for (int i = 0; i < ns; i++) shown += s[i].name && s[i].style != ST_DIM;
-        // every series gets a share of the line; long names are truncated
+        // every series gets a share of the line; long names are truncated; when even the
+        // shortest shares do not fit, the legend takes more lines (a 12-run compare)
         int share = shown ? w / shown - 2 : w;
         if (share < 8) share = 8;
         for (int i = 0; i < ns; i++) {
@@ -295,7 +321,12 @@ void widget_plot(grid_t *g, int x, int y, int w, int h, const plot_series_t *s, 
             snprintf(item, sizeof item, "%c %s", s[i].letter ? s[i].letter : '*', s[i].name);
             int iw = grid_strwidth(item);
             if (iw > share) iw = share;
-            if (lx + iw + 1 > x + w) break;
+            if (lx + iw + 1 > x + w) {
+                if (lx == x || h < 6) break;
+                top++;
+                h--;
+                lx = x;
+            }
             grid_put(g, lx, top, ascii ? '-' : 0x2501, s[i].style);
             grid_text_trunc(g, lx + 1, top, iw, item, s[i].style);
             lx += iw + 3;
@@ -473,15 +504,56 @@ void widget_hbar(grid_t *g, int x, int y, int w, double value, double lo, double
 
 void widget_keybar(grid_t *g, int y, const key_binding_t *const *tables, const int *ns, int ntables) {
     grid_fill(g, 0, y, g->w, 1, ' ', ST_KEYBAR);
-    int x = 0;
+    // every key with a bar label is listed: when the labels do not all fit, the screen's
+    // keys after the first few show their key alone ("w t m u"); the last table (the keys
+    // every screen shares: help, quit) keeps its labels
+    int full = 0, bare = 0, shared = 0, nscreen = 0;
     for (int t = 0; t < ntables; t++)
         for (int i = 0; i < ns[t]; i++) {
             const key_binding_t *b = &tables[t][i];
             if (!b->bar) continue;
-            int need = grid_strwidth(b->name) + grid_strwidth(b->bar) + 2;
+            int lw = grid_strwidth(b->name) + grid_strwidth(b->bar) + 2, nw = grid_strwidth(b->name) + 1;
+            if (t == ntables - 1) shared += lw;
+            else {
+                full += lw;
+                bare += nw;
+                nscreen++;
+            }
+        }
+    // the longest prefix of the screen's keys that keeps its labels
+    int labelled = nscreen;
+    if (full + shared > g->w) {
+        int used = 0, k = 0, rest = bare;
+        labelled = 0;
+        for (int t = 0; t < ntables - 1; t++)
+            for (int i = 0; i < ns[t]; i++) {
+                const key_binding_t *b = &tables[t][i];
+                if (!b->bar) continue;
+                int lw = grid_strwidth(b->name) + grid_strwidth(b->bar) + 2, nw = grid_strwidth(b->name) + 1;
+                if (k == labelled && used + lw + rest - nw + 1 + shared <= g->w) {
+                    used += lw;
+                    rest -= nw;
+                    labelled++;
+                }
+                k++;
+            }
+    }
+    int x = 0, k = 0, gap = labelled < nscreen;
+    for (int t = 0; t < ntables; t++)
+        for (int i = 0; i < ns[t]; i++) {
+            const key_binding_t *b = &tables[t][i];
+            if (!b->bar) continue;
+            int label = t == ntables - 1 || k < labelled;
+            int need = grid_strwidth(b->name) + (label ? grid_strwidth(b->bar) + 2 : 1);
+            if (t == ntables - 1 && gap) {  // a gap after the bare keys
+                x++;
+                gap = 0;
+            }
             if (x + need > g->w) return;
             x += grid_text(g, x, y, -1, b->name, ST_KEY);
-            x += grid_text(g, x + 1, y, -1, b->bar, ST_KEYBAR) + 2;
+            if (label) x += grid_text(g, x + 1, y, -1, b->bar, ST_KEYBAR) + 2;
+            else x++;
+            k += t < ntables - 1;
         }
 }
 

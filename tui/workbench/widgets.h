@@ -51,9 +51,12 @@ struct table {
     int pinned_row;               // -1: none
 };
 
-// Scroll state of a table kept by its screen.
+// Scroll state of a table kept by its screen, and where table_draw last put it (for clicks).
+#define TABLE_MAX_COLS 32
 typedef struct {
     int cursor, top;
+    int y, h, nrows;                                 // header row, rows drawn below it
+    int col_x[TABLE_MAX_COLS], col_w[TABLE_MAX_COLS]; // 0 wide: hidden
 } table_view_t;
 
 // Fits the columns into avail cells (after the two-cell gutter for marks): natural widths
@@ -63,6 +66,9 @@ typedef struct {
 int table_fit(const table_t *t, int avail, int *widths);
 // Draws the header and as many rows as fit into w×h, keeping the cursor visible.
 void table_draw(grid_t *g, int x, int y, int w, int h, const table_t *t, table_view_t *v);
+// What a click at (x, y) hit in the table as last drawn: 1 and *col for a header title,
+// 2 and *row for a row, 0 for nothing.
+int table_hit(const table_view_t *v, int x, int y, int *row, int *col);
 // Moves the cursor for a navigation key (arrows, j/k, PgUp/PgDn, Home/End, g/G); page is
 // the number of visible rows. Returns 1 when the key was a navigation key.
 int table_nav(table_view_t *v, int nrows, int page, int key);
