@@ -128,8 +128,7 @@ struct app {
     char msg[512];
     int msg_style;
     // helper processes (train --detach, cancel, resume, sweep): a failure shows its message
-    // a file the helper needed only to start (the form's spec file) is removed when it succeeds
-    struct { int pid; long log_off; char what[32]; char remove[1200]; } helpers[8];
+    struct { int pid; long log_off; char what[32]; } helpers[8];
     int nhelpers;
     int quit;
     int spawn_record;          // tests: app_spawn records its arguments in spawned instead

@@ -356,7 +356,6 @@ int app_spawn(app_t *a, const char *const *args, lb_err_t *err) {
     }
     a->helpers[a->nhelpers].pid = (int)pid;
     a->helpers[a->nhelpers].log_off = off;
-    a->helpers[a->nhelpers].remove[0] = 0;
     snprintf(a->helpers[a->nhelpers].what, sizeof a->helpers[0].what, "%s", args[0] ? args[0] : "");
     a->nhelpers++;
     return 0;
@@ -369,8 +368,6 @@ int app_helper_exited(app_t *a, int pid, int failed) {
     long off = a->helpers[k].log_off;
     char what[32];
     snprintf(what, sizeof what, "%s", a->helpers[k].what);
-    // its runs hold their spec in the store now: the file written to start it can go
-    if (!failed && a->helpers[k].remove[0]) unlink(a->helpers[k].remove);
     memmove(&a->helpers[k], &a->helpers[k + 1], (size_t)(a->nhelpers - k - 1) * sizeof a->helpers[0]);
     a->nhelpers--;
     if (!failed) return 1;

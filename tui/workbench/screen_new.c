@@ -522,15 +522,13 @@ static void start_run(app_t *a) {
         return;
     }
     free(json);
-    const char *args[] = {"train", path, "--detach", NULL};
+    const char *args[] = {"train", path, "--detach", "--delete-spec", NULL};  // the spec file goes once read
     int64_t last = app_last_run_id(a);
     if (app_spawn(a, args, &err)) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return;
     }
     a->follow_after = last;  // the cursor goes to the new run when it is listed
-    if (a->nhelpers && !a->spawn_record && strlen(path) < sizeof a->helpers[0].remove)
-        memcpy(a->helpers[a->nhelpers - 1].remove, path, strlen(path) + 1);  // goes once train recorded the runs
     a->form_dirty = 0;
     app_pop(a);
     if (grid)
