@@ -430,6 +430,47 @@ static void test_errors(void) {
     generate_result_free(&r);
 }
 
+// min_new_tokens bans </s> until that many tokens exist (transformers'
+// MinNewTokensLengthLogitsProcessor): = max_new_tokens fixes every row's length (what the
+// bench relies on); the cache and the recomputed prefix still agree.
+static void test_min_new_tokens(void) {
+    EXPECT(model_ok);
+    if (!model_ok) return;
+    for (int beams = 1; beams <= 4; beams += 3) {
+        generate_opts_t o;
+        fixture_opts(&o, beams);
+        o.min_new_tokens = o.max_new_tokens;
+        generate_result_t r;
+        lb_err_t err;
+        int rc = generate_batch(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, &o, &r, &err);
+        EXPECTF(rc == 0, "%s", err.msg);
+        if (rc) continue;
+        EXPECT(r.L == 1 + o.max_new_tokens);
+        int eos = 0;
+        for (int b = 0; b < r.B; b++) {
+            EXPECTF(r.n_new[b] == o.max_new_tokens, "beams %d row %d: %d new tokens", beams, b, r.n_new[b]);
+            for (int i = 1; i < r.L; i++) eos += r.ids[(size_t)b * r.L + i] == model.cfg.eos_token_id;
+        }
+        EXPECTF(eos == 0, "beams %d: %d </s> generated before min_new_tokens", beams, eos);
+        generate_result_free(&r);
+        // the beam fixture's rows end after 9 to 11 tokens; a minimum of 10 lengthens the short ones
+        o.min_new_tokens = 10;
+        rc = generate_batch(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, &o, &r, &err);
+        EXPECTF(rc == 0, "%s", err.msg);
+        if (rc) continue;
+        for (int b = 0; b < r.B; b++) EXPECT(r.n_new[b] >= 10);
+        generate_result_free(&r);
+        expect_cache_equal(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, o, "min_new_tokens 10");
+    }
+    generate_opts_t o;
+    generate_opts_default(&o);
+    o.min_new_tokens = -1;
+    generate_result_t r;
+    lb_err_t err;
+    int32_t ids[2] = {5, 1};
+    EXPECT(generate_batch(&model, ids, NULL, 1, 2, &o, &r, &err) == -1 && strstr(err.msg, "min_new_tokens"));
+}
+
 // ---- timing -------------------------------------------------------------------------------
 
 // 48 new tokens, greedy, with and without the cache, on a random model too big for the
@@ -529,6 +570,7 @@ int main(void) {
     RUN(test_greedy_fixture_ngram_rule);
     RUN(test_merged_adapter_generates_like_attached);
     RUN(test_errors);
+    RUN(test_min_new_tokens);
     RUN(test_cache_speedup_48_tokens);
     if (getenv("LB_BENCH")) bench_flan_t5_small();
     if (model_ok) {

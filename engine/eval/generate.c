@@ -419,6 +419,7 @@ static int search_greedy(backend_t *be, const t5_config_t *c, const generate_opt
             int tok = c->pad_token_id;
             if (open[b]) {
                 ban_repeated_ngrams(row, seq + (size_t)b * P, cur_len, o->no_repeat_ngram_size);
+                if (cur_len - 1 < o->min_new_tokens && c->eos_token_id >= 0) row[c->eos_token_id] = -INFINITY;
                 tok = 0;
                 for (int v = 1; v < V; v++)
                     if (row[v] > row[tok]) tok = v;
@@ -528,6 +529,7 @@ static int search_beam(backend_t *be, const t5_config_t *c, const generate_opts_
                     ban_repeated_ngrams(lg + (size_t)r * V, run + (size_t)r * P, cur_len, o->no_repeat_ngram_size);
                     for (int v = 0; v < V; v++) lp[v] = (float)lg[(size_t)r * V + v];
                 }
+                if (cur_len - 1 < o->min_new_tokens && eos >= 0) lp[eos] = -INFINITY;
                 for (int v = 0; v < V; v++) topk_push(tb, &n, K2, lp[v] + run_sc[r], j * V + v);
             }
             for (int k = n; k < K2; k++) {  // only with a vocabulary smaller than 2·nb
@@ -654,6 +656,8 @@ int generate_batch(const t5_model_t *m, const int32_t *input_ids, const int32_t 
                           o->num_beams, 2 * o->num_beams, c->vocab_size);
     if (o->max_new_tokens < 1 || o->max_new_tokens > 1 << 20)
         return lb_err_set(err, LB_EARG, "max_new_tokens = %d: use at least 1", o->max_new_tokens);
+    if (o->min_new_tokens < 0)
+        return lb_err_set(err, LB_EARG, "min_new_tokens = %d: use 0 (off) up to max_new_tokens", o->min_new_tokens);
     if (o->no_repeat_ngram_size < 0)
         return lb_err_set(err, LB_EARG, "no_repeat_ngram_size = %d: use 0 (off) or a positive n-gram size", o->no_repeat_ngram_size);
     if (o->early_stopping < GENERATE_EARLY_HEURISTIC || o->early_stopping > GENERATE_EARLY_NEVER)

@@ -27,11 +27,15 @@ typedef struct {
     float length_penalty;      // finished beam score = Σ log p / (generated tokens)^penalty
     int early_stopping;        // GENERATE_EARLY_*
     int no_repeat_ngram_size;  // 0 = off; else no n-gram occurs twice in a row's ids
+    int min_new_tokens;        // </s> is banned (-inf) until this many tokens are generated,
+                               // as transformers' MinNewTokensLengthLogitsProcessor; 0 = off;
+                               // = max_new_tokens fixes the length (the bench)
     int use_cache;             // 1 (normal); 0 recomputes the prefix every step through
                                // t5_forward (for checking the cache and for timing)
 } generate_opts_t;
 
-// Greedy, 48 new tokens, length penalty 1.0, early_stopping True, no n-gram rule, cache on.
+// Greedy, 48 new tokens, length penalty 1.0, early_stopping True, no n-gram rule, no minimum
+// length, cache on.
 void generate_opts_default(generate_opts_t *o);
 
 typedef struct {
