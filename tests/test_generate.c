@@ -471,6 +471,39 @@ static void test_min_new_tokens(void) {
     EXPECT(generate_batch(&model, ids, NULL, 1, 2, &o, &r, &err) == -1 && strstr(err.msg, "min_new_tokens"));
 }
 
+// The decoder's pool (products cut by output features, attention by row and head, the beam
+// rows' log-softmax and top-k) gives the same ids whatever the thread count, with the
+// adapter attached too (its LoRA term is added per block of outputs).
+static void test_threads_same_ids(void) {
+    EXPECT(model_ok);
+    if (!model_ok) return;
+    int nt0 = lb_pool_threads();
+    for (int beams = 1; beams <= 4; beams += 3) {
+        generate_opts_t o;
+        fixture_opts(&o, beams);
+        o.no_repeat_ngram_size = beams == 4 ? 2 : 0;
+        generate_result_t one, three;
+        lb_err_t err;
+        lb_set_threads(1);
+        int rc = generate_batch(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, &o, &one, &err);
+        EXPECTF(rc == 0, "%s", err.msg);
+        lb_set_threads(3);
+        int rc2 = generate_batch(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, &o, &three, &err);
+        EXPECTF(rc2 == 0, "%s", err.msg);
+        if (!rc && !rc2) {
+            int same = same_ids(&one, &three);
+            EXPECTF(same, "beams %d: 1 and 3 threads differ", beams);
+            if (!same) {
+                print_ids("1 thread", &one);
+                print_ids("3 threads", &three);
+            }
+        }
+        if (!rc) generate_result_free(&one);
+        if (!rc2) generate_result_free(&three);
+    }
+    lb_set_threads(nt0);
+}
+
 // ---- timing -------------------------------------------------------------------------------
 
 // 48 new tokens, greedy, with and without the cache, on a random model too big for the
@@ -571,6 +604,7 @@ int main(void) {
     RUN(test_merged_adapter_generates_like_attached);
     RUN(test_errors);
     RUN(test_min_new_tokens);
+    RUN(test_threads_same_ids);
     RUN(test_cache_speedup_48_tokens);
     if (getenv("LB_BENCH")) bench_flan_t5_small();
     if (model_ok) {
