@@ -8,6 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
+#if !defined(LB_REAL_DOUBLE) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define GEN_AVX512 1
+#endif
+
 // ---------------------------------------------------------------------------------------
 // Encoder
 
@@ -53,6 +59,7 @@ struct generate_dec {
     size_t nsc;             // max(nb·S, P): one slice of sc
     int nt;                 // pool threads sc was made for
     lb_pool_t *pool;        // the decoder's threads: products, attention, activations
+    int avx512;             // the CPU runs few_rows_avx512
     lb_real *bias;          // [H, P] relative position bias of the current query position
     lb_real *xa;            // [max(R, B·S), max_r] LoRA x·Aᵀ
     lb_real *logits;        // [R, V]
@@ -126,8 +133,59 @@ static void softmax_masked(lb_real *row, int n, const int32_t *keep) {
 // same order as in the whole sgemm. A layer packed for bf16 products (t5_use_bf16) runs
 // them on the pool (linear_forward_pool); a W held in bf16 storage, or many rows (the
 // cross-attention keys/values of the encoder output), take linear_forward_pool as is.
+#ifdef GEN_AVX512
+// y [N, lo:hi] = x [N, Kd]·W[lo:hi]ᵀ with AVX-512: 4 weight rows by 4 input rows at a time,
+// each weight row read from memory once per call (it stays in L1 for all N rows).
+__attribute__((target("avx512f"))) static void few_rows_avx512(int N, int Kd, const float *x, const float *W,
+                                                               long lo, long hi, float *y, int ldy) {
+    int kt = Kd & ~15;
+    __mmask16 tail = (__mmask16)((1u << (Kd - kt)) - 1);
+    long o = lo;
+    for (; o < hi; o += 4) {
+        int no = hi - o < 4 ? (int)(hi - o) : 4;
+        const float *w[4];
+        for (int a = 0; a < 4; a++) w[a] = W + (size_t)(o + (a < no ? a : 0)) * Kd;
+        for (int n = 0; n < N; n += 4) {
+            int nn = N - n < 4 ? N - n : 4;
+            const float *xr[4];
+            for (int b = 0; b < 4; b++) xr[b] = x + (size_t)(n + (b < nn ? b : 0)) * Kd;
+            __m512 acc[4][4];
+#pragma GCC unroll 4
+            for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) acc[a][b] = _mm512_setzero_ps();
+            for (int k = 0; k < kt; k += 16) {
+                __m512 wv[4], xv[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++) wv[a] = _mm512_loadu_ps(w[a] + k);
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) xv[b] = _mm512_loadu_ps(xr[b] + k);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
+            }
+            if (tail) {
+                __m512 wv[4], xv[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++) wv[a] = _mm512_maskz_loadu_ps(tail, w[a] + kt);
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) xv[b] = _mm512_maskz_loadu_ps(tail, xr[b] + kt);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
+            }
+            for (int b = 0; b < nn; b++)
+                for (int a = 0; a < no; a++) y[(size_t)(n + b) * ldy + o + a] = _mm512_reduce_add_ps(acc[a][b]);
+        }
+    }
+}
+#endif
+
 typedef struct {
     const linear_t *l;
+    int avx512;  // few_rows_avx512 instead of sgemm
     int N;
     const lb_real *x, *xa;
     lb_real *y;
@@ -139,7 +197,11 @@ static void dec_lin_job(void *ctx, long lo, long hi, int tid) {
     const linear_t *l = j->l;
     int n = (int)(hi - lo), I = l->in, O = l->out;
     // y[:, lo:hi] = x·W[lo:hi]ᵀ
-    lb_gemm(0, 1, j->N, n, I, 1, j->x, I, l->W->w + (size_t)lo * I, I, 0, j->y + lo, O);
+#ifdef GEN_AVX512
+    if (j->avx512) few_rows_avx512(j->N, I, j->x, l->W->w, lo, hi, j->y, O);
+    else
+#endif
+        lb_gemm(0, 1, j->N, n, I, 1, j->x, I, l->W->w + (size_t)lo * I, I, 0, j->y + lo, O);
     // + s·xa·B[lo:hi]ᵀ: linear_forward's LoRA term without dropout (generation never trains)
     if (l->r > 0) lb_gemm(0, 1, j->N, n, l->r, l->scale, j->xa, l->r, l->B + (size_t)lo * l->r, l->r, 1, j->y + lo, O);
 }
@@ -151,7 +213,7 @@ static void dec_linear(generate_dec_t *d, const linear_t *l, int N, const lb_rea
     }
     if (l->r > 0)  // xa [N, R] = x·Aᵀ (small: N·R·I)
         lb_gemm(0, 1, N, l->r, l->in, 1, x, l->in, l->A, l->in, 0, d->xa, l->r);
-    dec_lin_job_t j = {l, N, x, d->xa, y};
+    dec_lin_job_t j = {l, d->avx512, N, x, d->xa, y};
     lb_pool_run_gemms(d->pool, l->out, dec_lin_job, &j);
 }
 
@@ -194,6 +256,9 @@ generate_dec_t *generate_dec_new(const t5_model_t *m, const lb_real *enc_out,
     d->nt = lb_pool_threads();
     d->sc = alloc_real(d, d->nsc * (size_t)d->nt);
     d->pool = lb_pool_new();
+    lb_cpu_t cpu;
+    lb_cpu_detect(&cpu);
+    d->avx512 = cpu.avx512f;
     d->bias = alloc_real(d, (size_t)d->H * d->P);
     d->xa = alloc_real(d, (R > BS ? R : BS) * (size_t)d->max_r);
     d->logits = alloc_real(d, R * d->V);
