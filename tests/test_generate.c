@@ -123,15 +123,20 @@ static float *ref_tensor(const char *file, const char *name, size_t *n) {
 // Feeds batch.json's decoder inputs (labels shifted right) one position at a time through
 // the incremental decoder and compares every position's logits with ref (the fixture's
 // teacher-forced logits [B, T, V]).
+static void check_steps(const t5_model_t *m, const float *ref, size_t n, const char *name, double tol);
+
 static void check_steps_against(const t5_model_t *m, const char *file, const char *name) {
     size_t n = 0;
     float *ref = ref_tensor(file, name, &n);
+    check_steps(m, ref, n, name, 1e-4);
+    free(ref);
+}
+
+// The same against logits ref [B, T, V] (NULL: missing) with relative tolerance tol.
+static void check_steps(const t5_model_t *m, const float *ref, size_t n, const char *name, double tol) {
     int B = batch.b.B, S = batch.b.S, T = batch.b.T, V = m->cfg.vocab_size;
     EXPECT(ref && n == (size_t)B * T * V);
-    if (!ref || n != (size_t)B * T * V) {
-        free(ref);
-        return;
-    }
+    if (!ref || n != (size_t)B * T * V) return;
     lb_err_t err;
     lb_real *enc = malloc(sizeof(lb_real) * (size_t)B * S * m->cfg.d_model);
     EXPECT(generate_encode(m, batch.b.input_ids, batch.b.attention_mask, B, S, enc, &err) == 0);
@@ -153,7 +158,7 @@ static void check_steps_against(const t5_model_t *m, const char *file, const cha
         for (int b = 0; b < B; b++)
             for (int v = 0; v < V; v++) got[((size_t)b * T + t) * V + v] = lg[(size_t)b * V + v];
     }
-    if (d) EXPECT_CLOSE(name, got, ref, n, 1e-4);
+    if (d) EXPECT_CLOSE(name, got, ref, n, tol);
     // a full cache refuses another step
     if (d) {
         int32_t tok[16] = {0};
@@ -163,13 +168,36 @@ static void check_steps_against(const t5_model_t *m, const char *file, const cha
     generate_dec_free(d);
     free(got);
     free(enc);
-    free(ref);
 }
 
 static void test_incremental_logits_match_hf(void) {
     EXPECT(model_ok);
     if (!model_ok) return;
     check_steps_against(&model, FIX "/ref_full.safetensors", "logits");
+}
+
+// Weights held in bf16 (t5_frozen_weights_bf16): the decoder step reads them as bf16 (and
+// widens them in registers); its logits equal the teacher-forced forward's on the same
+// model, whose products convert blocks of W to fp32 first.
+static void test_bf16_held_weights_step(void) {
+    t5_model_t m;
+    lb_err_t err;
+    EXPECT(t5_load(&m, FIX, &err) == 0);
+    EXPECTF(t5_frozen_weights_bf16(&m, &err) == 0, "%s", err.msg);
+    int held = 0;
+    for (int i = 0; i < m.n_lin; i++) held += m.lin[i].W->w16 != NULL;
+    EXPECT(held > 0);
+    int B = batch.b.B, T = batch.b.T, V = m.cfg.vocab_size;
+    t5_acts_t *a = t5_acts_new(&m, B, batch.b.S, T);
+    float loss;
+    EXPECT(t5_forward(&m, a, &batch.b, NULL, &loss, &err) == 0);
+    size_t n = (size_t)B * T * V;
+    float *ref = malloc(sizeof(float) * n);
+    memcpy(ref, t5_acts_logits(a), sizeof(float) * n);
+    t5_acts_free(a);
+    check_steps(&m, ref, n, "bf16-held weights: step logits vs forward", 1e-5);
+    free(ref);
+    t5_free(&m);
 }
 
 static void test_incremental_logits_match_hf_with_lora(void) {
@@ -598,6 +626,7 @@ int main(void) {
     RUN(test_beam4_matches_hf);
     RUN(test_incremental_logits_match_hf);
     RUN(test_incremental_logits_match_hf_with_lora);
+    RUN(test_bf16_held_weights_step);
     RUN(test_cache_equals_no_cache_fixture);
     RUN(test_random_model_cache_padding_and_ngrams);
     RUN(test_greedy_fixture_ngram_rule);

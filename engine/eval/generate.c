@@ -123,16 +123,17 @@ static void softmax_masked(lb_real *row, int n, const int32_t *keep) {
     for (int j = 0; j < n; j++) row[j] *= inv;
 }
 
-
 // The product of a weight for the few rows of a decoder step: y [N, O] = x [N, I]·Wᵀ (+ the
 // LoRA term). Such a product is memory-bound (each weight value is read for N ≤ 8·beams
 // rows), and OpenBLAS, given one sgemm of N rows, repacks all of W and lets its idle
 // threads spin with sched_yield on the cores the next products need. Here a fp32 W is
 // instead cut into one block of output features per pool thread, each an OpenBLAS call of
 // its own on one thread (lb_pool_run_gemms): every output is the same dot product in the
-// same order as in the whole sgemm. A layer packed for bf16 products (t5_use_bf16) runs
-// them on the pool (linear_forward_pool); a W held in bf16 storage, or many rows (the
-// cross-attention keys/values of the encoder output), take linear_forward_pool as is.
+// same order as in the whole sgemm, or (AVX-512) few_rows_avx512, which reads each weight
+// once; a W held in bf16 storage (--bf16-weights) is read as bf16 and widened in registers,
+// half the bytes. A layer packed for bf16 products (t5_use_bf16) runs them on the pool
+// (linear_forward_pool); many rows (the cross-attention keys/values of the encoder output)
+// take linear_forward_pool as is.
 #ifdef GEN_AVX512
 // y [N, lo:hi] = x [N, Kd]·W[lo:hi]ᵀ with AVX-512: 4 weight rows by 4 input rows at a time,
 // each weight row read from memory once per call (it stays in L1 for all N rows).
@@ -181,6 +182,68 @@ __attribute__((target("avx512f"))) static void few_rows_avx512(int N, int Kd, co
         }
     }
 }
+
+// 16 bf16 values widened to fp32 (exact: a bf16 value is the top half of a float).
+__attribute__((target("avx512f"))) static inline __m512 bf16x16_load(const uint16_t *p) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+// The first n < 16 of them, zeros after.
+__attribute__((target("avx512f"))) static inline __m512 bf16x16_tail_load(const uint16_t *p, int n) {
+    uint16_t t[16] = {0};
+    memcpy(t, p, sizeof(uint16_t) * (size_t)n);
+    return bf16x16_load(t);
+}
+
+// few_rows_avx512 for a W held in bf16 (t5_frozen_weights_bf16): each weight is widened to
+// fp32 as it is loaded, so the product is the fp32 product of the same values (what
+// linear_forward computes by converting blocks of W first) reading half the bytes.
+__attribute__((target("avx512f"))) static void few_rows_avx512_w16(int N, int Kd, const float *x, const uint16_t *W,
+                                                               long lo, long hi, float *y, int ldy) {
+    int kt = Kd & ~15;
+    __mmask16 tail = (__mmask16)((1u << (Kd - kt)) - 1);
+    long o = lo;
+    for (; o < hi; o += 4) {
+        int no = hi - o < 4 ? (int)(hi - o) : 4;
+        const uint16_t *w[4];
+        for (int a = 0; a < 4; a++) w[a] = W + (size_t)(o + (a < no ? a : 0)) * Kd;
+        for (int n = 0; n < N; n += 4) {
+            int nn = N - n < 4 ? N - n : 4;
+            const float *xr[4];
+            for (int b = 0; b < 4; b++) xr[b] = x + (size_t)(n + (b < nn ? b : 0)) * Kd;
+            __m512 acc[4][4];
+#pragma GCC unroll 4
+            for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) acc[a][b] = _mm512_setzero_ps();
+            for (int k = 0; k < kt; k += 16) {
+                __m512 wv[4], xv[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++) wv[a] = bf16x16_load(w[a] + k);
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) xv[b] = _mm512_loadu_ps(xr[b] + k);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
+            }
+            if (tail) {
+                __m512 wv[4], xv[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++) wv[a] = bf16x16_tail_load(w[a] + kt, Kd - kt);
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) xv[b] = _mm512_maskz_loadu_ps(tail, xr[b] + kt);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
+            }
+            for (int b = 0; b < nn; b++)
+                for (int a = 0; a < no; a++) y[(size_t)(n + b) * ldy + o + a] = _mm512_reduce_add_ps(acc[a][b]);
+        }
+    }
+}
 #endif
 
 typedef struct {
@@ -198,7 +261,8 @@ static void dec_lin_job(void *ctx, long lo, long hi, int tid) {
     int n = (int)(hi - lo), I = l->in, O = l->out;
     // y[:, lo:hi] = x·W[lo:hi]ᵀ
 #ifdef GEN_AVX512
-    if (j->avx512) few_rows_avx512(j->N, I, j->x, l->W->w, lo, hi, j->y, O);
+    if (j->avx512 && l->W->w16) few_rows_avx512_w16(j->N, I, j->x, l->W->w16, lo, hi, j->y, O);
+    else if (j->avx512) few_rows_avx512(j->N, I, j->x, l->W->w, lo, hi, j->y, O);
     else
 #endif
         lb_gemm(0, 1, j->N, n, I, 1, j->x, I, l->W->w + (size_t)lo * I, I, 0, j->y + lo, O);
@@ -207,7 +271,7 @@ static void dec_lin_job(void *ctx, long lo, long hi, int tid) {
 }
 
 static void dec_linear(generate_dec_t *d, const linear_t *l, int N, const lb_real *x, lb_real *y) {
-    if (l->bf16 || !l->W->w || N > 64) {
+    if (l->bf16 || (!l->W->w && !(d->avx512 && l->W->w16)) || N > 64) {
         linear_forward_pool(l, d->pool, N, x, NULL, y, d->xa, NULL, NULL, 0);
         return;
     }
