@@ -45,8 +45,10 @@ struct generate_dec {
     int pos;                // positions held in the self-attention cache
     int max_r;              // LoRA rank the scratch was sized for
     lb_real *ck, *cv;       // [L, B·S, HK] cross-attention keys / values
-    lb_real *sk, *sv;       // [L, R, P, HK] self-attention cache
-    lb_real *sk2, *sv2;     // [L, R, P, HK] reorder targets, swapped with sk/sv
+    lb_real *sk, *sv;       // [L, R, P, HK] self-attention cache, by slot: row r's prefix is
+                            // in slot slot[r] of every layer
+    int *slot, *slot2;      // [R] each row's slot; the reorder's new map
+    char *claimed;          // [R] reorder scratch: slot kept by some row
     int32_t *mask;          // [B, S] 1 = source token, 0 = padding
     lb_real *x;             // [R, D] residual stream
     lb_real *h;             // [R, D] normed input of a sublayer
@@ -302,8 +304,10 @@ generate_dec_t *generate_dec_new(const t5_model_t *m, const lb_real *enc_out,
     d->cv = alloc_real(d, L * BS * HK);
     d->sk = alloc_real(d, cache);
     d->sv = alloc_real(d, cache);
-    d->sk2 = alloc_real(d, cache);
-    d->sv2 = alloc_real(d, cache);
+    d->slot = xmalloc(sizeof(int) * R);
+    d->slot2 = xmalloc(sizeof(int) * R);
+    d->claimed = xmalloc(R);
+    for (int r = 0; r < d->R; r++) d->slot[r] = r;
     d->mask = xmalloc(sizeof(int32_t) * BS);
     d->bytes += sizeof(int32_t) * BS;
     for (size_t i = 0; i < BS; i++) d->mask[i] = attention_mask ? attention_mask[i] != 0 : 1;
@@ -337,7 +341,7 @@ generate_dec_t *generate_dec_new(const t5_model_t *m, const lb_real *enc_out,
 
 void generate_dec_free(generate_dec_t *d) {
     if (!d) return;
-    free(d->ck); free(d->cv); free(d->sk); free(d->sv); free(d->sk2); free(d->sv2);
+    free(d->ck); free(d->cv); free(d->sk); free(d->sv); free(d->slot); free(d->slot2); free(d->claimed);
     free(d->mask); free(d->x); free(d->h); free(d->y); free(d->q); free(d->kn); free(d->vn);
     free(d->ctx); free(d->fa); free(d->fb); free(d->sc); free(d->bias); free(d->xa);
     free(d->logits);
@@ -348,20 +352,34 @@ void generate_dec_free(generate_dec_t *d) {
 int generate_dec_pos(const generate_dec_t *d) { return d->pos; }
 
 // Beam search's cache reorder: row r continues the prefix of row parents[r] (a row of the
-// same input), as transformers' reorder_cache.
+// same input), as transformers' reorder_cache. Rows point to slots of the cache: the first
+// row continuing a parent takes over the parent's slot as it is; only a parent continued by
+// several rows is copied (into a slot no row keeps), so a step copies (R − distinct parents)
+// prefixes instead of all R.
 static void generate_dec_reorder(generate_dec_t *d, const int *parents) {
-    int same = 1;
-    for (int r = 0; r < d->R && same; r++) same = parents[r] == r;
-    if (same || d->pos == 0) return;
+    int R = d->R;
+    if (d->pos == 0) return;
+    memset(d->claimed, 0, (size_t)R);
+    for (int r = 0; r < R; r++) {
+        int s = d->slot[parents[r]];
+        d->slot2[r] = d->claimed[s] ? -1 : s;
+        d->claimed[s] = 1;
+    }
     size_t row = (size_t)d->P * d->HK, used = (size_t)d->pos * d->HK;
-    for (int l = 0; l < d->L; l++)
-        for (int r = 0; r < d->R; r++) {
-            size_t dst = ((size_t)l * d->R + r) * row, src = ((size_t)l * d->R + parents[r]) * row;
-            memcpy(d->sk2 + dst, d->sk + src, sizeof(lb_real) * used);
-            memcpy(d->sv2 + dst, d->sv + src, sizeof(lb_real) * used);
+    int free_slot = 0;
+    for (int r = 0; r < R; r++) {
+        if (d->slot2[r] >= 0) continue;
+        while (d->claimed[free_slot]) free_slot++;  // as many free slots as copies
+        int src = d->slot[parents[r]], dst = free_slot;
+        d->claimed[dst] = 1;
+        for (int l = 0; l < d->L; l++) {
+            size_t base = (size_t)l * R * row;
+            memcpy(d->sk + base + dst * row, d->sk + base + src * row, sizeof(lb_real) * used);
+            memcpy(d->sv + base + dst * row, d->sv + base + src * row, sizeof(lb_real) * used);
         }
-    lb_real *t = d->sk; d->sk = d->sk2; d->sk2 = t;
-    t = d->sv; d->sv = d->sv2; d->sv2 = t;
+        d->slot2[r] = dst;
+    }
+    int *t = d->slot; d->slot = d->slot2; d->slot2 = t;
 }
 
 // x += y over R rows of D.
@@ -374,7 +392,7 @@ static void add_into(lb_real *x, const lb_real *y, size_t n) {
 // (input, head) for cross attention; each thread scores into its own slice of d->sc.
 typedef struct {
     generate_dec_t *d;
-    const lb_real *skl, *svl;  // [R, P, HK] this layer's self-attention cache
+    const lb_real *skl, *svl;  // [R, P, HK] this layer's self-attention cache (slots)
     const lb_real *ckl, *cvl;  // [B·S, HK] this layer's cross-attention keys / values
     int t;                     // the query position
 } attn_job_t;
@@ -387,11 +405,12 @@ static void self_attn_job(void *ctx, long lo, long hi, int tid) {
     lb_real *sc = d->sc + (size_t)tid * d->nsc;
     for (long i = lo; i < hi; i++) {
         int r = (int)(i / H), h = (int)(i % H);
+        size_t sr = (size_t)d->slot[r] * row;
         // scores [1, t+1] = q·kᵀ (no 1/√K in T5) + bias
-        lb_gemm(0, 1, 1, t + 1, K, 1, d->q + (size_t)r * HK + h * K, HK, j->skl + r * row + h * K, HK, 0, sc, t + 1);
+        lb_gemm(0, 1, 1, t + 1, K, 1, d->q + (size_t)r * HK + h * K, HK, j->skl + sr + h * K, HK, 0, sc, t + 1);
         for (int k = 0; k <= t; k++) sc[k] += d->bias[(size_t)h * P + k];
         softmax_masked(sc, t + 1, NULL);
-        lb_gemm(0, 0, 1, K, t + 1, 1, sc, t + 1, j->svl + r * row + h * K, HK, 0, d->ctx + (size_t)r * HK + h * K, HK);
+        lb_gemm(0, 0, 1, K, t + 1, 1, sc, t + 1, j->svl + sr + h * K, HK, 0, d->ctx + (size_t)r * HK + h * K, HK);
     }
 }
 
@@ -461,8 +480,9 @@ int generate_dec_step(generate_dec_t *d, const int32_t *tokens, lb_real **logits
         dec_linear(d, A->v, R, d->h, d->vn);
         lb_real *skl = d->sk + (size_t)l * R * row, *svl = d->sv + (size_t)l * R * row;
         for (int r = 0; r < R; r++) {
-            memcpy(skl + r * row + (size_t)t * HK, d->kn + (size_t)r * HK, sizeof(lb_real) * HK);
-            memcpy(svl + r * row + (size_t)t * HK, d->vn + (size_t)r * HK, sizeof(lb_real) * HK);
+            size_t sr = (size_t)d->slot[r] * row;
+            memcpy(skl + sr + (size_t)t * HK, d->kn + (size_t)r * HK, sizeof(lb_real) * HK);
+            memcpy(svl + sr + (size_t)t * HK, d->vn + (size_t)r * HK, sizeof(lb_real) * HK);
         }
         attn_job_t sj = {d, skl, svl, NULL, NULL, t};
         lb_pool_run_gemms(d->pool, (long)R * H, self_attn_job, &sj);
