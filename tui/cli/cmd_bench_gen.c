@@ -15,11 +15,12 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: lorabench bench --generate [--shape flan-t5-small|flan-t5-base|DIR] [--batch B]\n"
-            "                       [--src S] [--new N] [--beams LIST] [--rounds N] [--threads N]\n"
+            "                       [--src S] [--new N] [--beams LIST] [--rounds N] [--warmup W] [--threads N]\n"
             "                       [--precision fp32|bf16|auto] [--bf16-weights] [--json]\n\n"
             "Decodes B random inputs of S tokens (no padding) for exactly N new tokens (</s> banned\n"
             "until then) with each beam count of LIST in turn, repeated for --rounds rounds\n"
-            "(interleaved: greedy, beams, greedy, ...), after one warm-up round, and prints per beam count:\n"
+            "(interleaved: greedy, beams, greedy, ...), after W warm-up rounds (default 1; 0 on a busy\n"
+            "machine where each round costs minutes), and prints per beam count:\n"
             "  tokens/s     B·N / decode time: output tokens per second (a beam search computes\n"
             "               num_beams rows per output token)\n"
             "  ms/step      decode time / N: one decoder step of all B·num_beams rows\n"
@@ -34,7 +35,7 @@ static void usage(FILE *f) {
 
 typedef struct {
     const char *shape;
-    int B, S, N, rounds, threads, bf16_weights, json;
+    int B, S, N, rounds, warmup, threads, bf16_weights, json;
     int beams[8], n_beams;
     t5_precision_t precision;
 } gen_opts_t;
@@ -88,7 +89,7 @@ static int load_model(const gen_opts_t *o, const char *small_json, const char *b
 }
 
 int bench_generate(int argc, char **argv, const char *small_json, const char *base_json) {
-    gen_opts_t o = {"flan-t5-small", 8, 256, 64, 3, 2, 0, 0, {1, 4}, 2, T5_PRECISION_FP32};
+    gen_opts_t o = {"flan-t5-small", 8, 256, 64, 3, 1, 2, 0, 0, {1, 4}, 2, T5_PRECISION_FP32};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--generate")) continue;
@@ -121,15 +122,16 @@ int bench_generate(int argc, char **argv, const char *small_json, const char *ba
             }
             i++;
         } else if (!strcmp(a, "--batch") || !strcmp(a, "--src") || !strcmp(a, "--new") ||
-                   !strcmp(a, "--rounds") || !strcmp(a, "--threads")) {
+                   !strcmp(a, "--rounds") || !strcmp(a, "--warmup") || !strcmp(a, "--threads")) {
             char *end = NULL;
             long x = v ? strtol(v, &end, 10) : 0;
-            if (!v || *end || end == v || x < 1 || x > 100000) {
-                fprintf(stderr, "lorabench bench --generate: %s expects an integer from 1 to 100000, not '%s'\n", a, v ? v : "");
+            int min = !strcmp(a, "--warmup") ? 0 : 1;
+            if (!v || *end || end == v || x < min || x > 100000) {
+                fprintf(stderr, "lorabench bench --generate: %s expects an integer from %d to 100000, not '%s'\n", a, min, v ? v : "");
                 return 2;
             }
             int *dst = !strcmp(a, "--batch") ? &o.B : !strcmp(a, "--src") ? &o.S : !strcmp(a, "--new") ? &o.N
-                     : !strcmp(a, "--rounds") ? &o.rounds : &o.threads;
+                     : !strcmp(a, "--rounds") ? &o.rounds : !strcmp(a, "--warmup") ? &o.warmup : &o.threads;
             *dst = (int)x;
             i++;
         } else {
@@ -160,7 +162,7 @@ int bench_generate(int argc, char **argv, const char *small_json, const char *ba
     int nr = o.rounds;
     dec = xcalloc((size_t)o.n_beams * nr, sizeof(double));
     enc = xcalloc((size_t)o.n_beams * nr, sizeof(double));
-    for (int round = -1; round < nr; round++) {  // round -1 warms up
+    for (int round = -o.warmup; round < nr; round++) {  // rounds below 0 warm up
         for (int k = 0; k < o.n_beams; k++) {
             generate_opts_t go;
             generate_opts_default(&go);
