@@ -123,15 +123,20 @@ static float *ref_tensor(const char *file, const char *name, size_t *n) {
 // Feeds batch.json's decoder inputs (labels shifted right) one position at a time through
 // the incremental decoder and compares every position's logits with ref (the fixture's
 // teacher-forced logits [B, T, V]).
+static void check_steps(const t5_model_t *m, const float *ref, size_t n, const char *name, double tol);
+
 static void check_steps_against(const t5_model_t *m, const char *file, const char *name) {
     size_t n = 0;
     float *ref = ref_tensor(file, name, &n);
+    check_steps(m, ref, n, name, 1e-4);
+    free(ref);
+}
+
+// The same against logits ref [B, T, V] (NULL: missing) with relative tolerance tol.
+static void check_steps(const t5_model_t *m, const float *ref, size_t n, const char *name, double tol) {
     int B = batch.b.B, S = batch.b.S, T = batch.b.T, V = m->cfg.vocab_size;
     EXPECT(ref && n == (size_t)B * T * V);
-    if (!ref || n != (size_t)B * T * V) {
-        free(ref);
-        return;
-    }
+    if (!ref || n != (size_t)B * T * V) return;
     lb_err_t err;
     lb_real *enc = malloc(sizeof(lb_real) * (size_t)B * S * m->cfg.d_model);
     EXPECT(generate_encode(m, batch.b.input_ids, batch.b.attention_mask, B, S, enc, &err) == 0);
@@ -153,7 +158,7 @@ static void check_steps_against(const t5_model_t *m, const char *file, const cha
         for (int b = 0; b < B; b++)
             for (int v = 0; v < V; v++) got[((size_t)b * T + t) * V + v] = lg[(size_t)b * V + v];
     }
-    if (d) EXPECT_CLOSE(name, got, ref, n, 1e-4);
+    if (d) EXPECT_CLOSE(name, got, ref, n, tol);
     // a full cache refuses another step
     if (d) {
         int32_t tok[16] = {0};
@@ -163,13 +168,36 @@ static void check_steps_against(const t5_model_t *m, const char *file, const cha
     generate_dec_free(d);
     free(got);
     free(enc);
-    free(ref);
 }
 
 static void test_incremental_logits_match_hf(void) {
     EXPECT(model_ok);
     if (!model_ok) return;
     check_steps_against(&model, FIX "/ref_full.safetensors", "logits");
+}
+
+// Weights held in bf16 (t5_frozen_weights_bf16): the decoder step reads them as bf16 (and
+// widens them in registers); its logits equal the teacher-forced forward's on the same
+// model, whose products convert blocks of W to fp32 first.
+static void test_bf16_held_weights_step(void) {
+    t5_model_t m;
+    lb_err_t err;
+    EXPECT(t5_load(&m, FIX, &err) == 0);
+    EXPECTF(t5_frozen_weights_bf16(&m, &err) == 0, "%s", err.msg);
+    int held = 0;
+    for (int i = 0; i < m.n_lin; i++) held += m.lin[i].W->w16 != NULL;
+    EXPECT(held > 0);
+    int B = batch.b.B, T = batch.b.T, V = m.cfg.vocab_size;
+    t5_acts_t *a = t5_acts_new(&m, B, batch.b.S, T);
+    float loss;
+    EXPECT(t5_forward(&m, a, &batch.b, NULL, &loss, &err) == 0);
+    size_t n = (size_t)B * T * V;
+    float *ref = malloc(sizeof(float) * n);
+    memcpy(ref, t5_acts_logits(a), sizeof(float) * n);
+    t5_acts_free(a);
+    check_steps(&m, ref, n, "bf16-held weights: step logits vs forward", 1e-5);
+    free(ref);
+    t5_free(&m);
 }
 
 static void test_incremental_logits_match_hf_with_lora(void) {
@@ -430,6 +458,80 @@ static void test_errors(void) {
     generate_result_free(&r);
 }
 
+// min_new_tokens bans </s> until that many tokens exist (transformers'
+// MinNewTokensLengthLogitsProcessor): = max_new_tokens fixes every row's length (what the
+// bench relies on); the cache and the recomputed prefix still agree.
+static void test_min_new_tokens(void) {
+    EXPECT(model_ok);
+    if (!model_ok) return;
+    for (int beams = 1; beams <= 4; beams += 3) {
+        generate_opts_t o;
+        fixture_opts(&o, beams);
+        o.min_new_tokens = o.max_new_tokens;
+        generate_result_t r;
+        lb_err_t err;
+        int rc = generate_batch(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, &o, &r, &err);
+        EXPECTF(rc == 0, "%s", err.msg);
+        if (rc) continue;
+        EXPECT(r.L == 1 + o.max_new_tokens);
+        int eos = 0;
+        for (int b = 0; b < r.B; b++) {
+            EXPECTF(r.n_new[b] == o.max_new_tokens, "beams %d row %d: %d new tokens", beams, b, r.n_new[b]);
+            for (int i = 1; i < r.L; i++) eos += r.ids[(size_t)b * r.L + i] == model.cfg.eos_token_id;
+        }
+        EXPECTF(eos == 0, "beams %d: %d </s> generated before min_new_tokens", beams, eos);
+        generate_result_free(&r);
+        // the beam fixture's rows end after 9 to 11 tokens; a minimum of 10 lengthens the short ones
+        o.min_new_tokens = 10;
+        rc = generate_batch(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, &o, &r, &err);
+        EXPECTF(rc == 0, "%s", err.msg);
+        if (rc) continue;
+        for (int b = 0; b < r.B; b++) EXPECT(r.n_new[b] >= 10);
+        generate_result_free(&r);
+        expect_cache_equal(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, o, "min_new_tokens 10");
+    }
+    generate_opts_t o;
+    generate_opts_default(&o);
+    o.min_new_tokens = -1;
+    generate_result_t r;
+    lb_err_t err;
+    int32_t ids[2] = {5, 1};
+    EXPECT(generate_batch(&model, ids, NULL, 1, 2, &o, &r, &err) == -1 && strstr(err.msg, "min_new_tokens"));
+}
+
+// The decoder's pool (products cut by output features, attention by row and head, the beam
+// rows' log-softmax and top-k) gives the same ids whatever the thread count, with the
+// adapter attached too (its LoRA term is added per block of outputs).
+static void test_threads_same_ids(void) {
+    EXPECT(model_ok);
+    if (!model_ok) return;
+    int nt0 = lb_pool_threads();
+    for (int beams = 1; beams <= 4; beams += 3) {
+        generate_opts_t o;
+        fixture_opts(&o, beams);
+        o.no_repeat_ngram_size = beams == 4 ? 2 : 0;
+        generate_result_t one, three;
+        lb_err_t err;
+        lb_set_threads(1);
+        int rc = generate_batch(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, &o, &one, &err);
+        EXPECTF(rc == 0, "%s", err.msg);
+        lb_set_threads(3);
+        int rc2 = generate_batch(&model, batch.b.input_ids, batch.b.attention_mask, batch.b.B, batch.b.S, &o, &three, &err);
+        EXPECTF(rc2 == 0, "%s", err.msg);
+        if (!rc && !rc2) {
+            int same = same_ids(&one, &three);
+            EXPECTF(same, "beams %d: 1 and 3 threads differ", beams);
+            if (!same) {
+                print_ids("1 thread", &one);
+                print_ids("3 threads", &three);
+            }
+        }
+        if (!rc) generate_result_free(&one);
+        if (!rc2) generate_result_free(&three);
+    }
+    lb_set_threads(nt0);
+}
+
 // ---- timing -------------------------------------------------------------------------------
 
 // 48 new tokens, greedy, with and without the cache, on a random model too big for the
@@ -524,11 +626,14 @@ int main(void) {
     RUN(test_beam4_matches_hf);
     RUN(test_incremental_logits_match_hf);
     RUN(test_incremental_logits_match_hf_with_lora);
+    RUN(test_bf16_held_weights_step);
     RUN(test_cache_equals_no_cache_fixture);
     RUN(test_random_model_cache_padding_and_ngrams);
     RUN(test_greedy_fixture_ngram_rule);
     RUN(test_merged_adapter_generates_like_attached);
     RUN(test_errors);
+    RUN(test_min_new_tokens);
+    RUN(test_threads_same_ids);
     RUN(test_cache_speedup_48_tokens);
     if (getenv("LB_BENCH")) bench_flan_t5_small();
     if (model_ok) {

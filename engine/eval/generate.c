@@ -8,6 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
+#if !defined(LB_REAL_DOUBLE) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define GEN_AVX512 1
+#endif
+
 // ---------------------------------------------------------------------------------------
 // Encoder
 
@@ -39,8 +45,10 @@ struct generate_dec {
     int pos;                // positions held in the self-attention cache
     int max_r;              // LoRA rank the scratch was sized for
     lb_real *ck, *cv;       // [L, B·S, HK] cross-attention keys / values
-    lb_real *sk, *sv;       // [L, R, P, HK] self-attention cache
-    lb_real *sk2, *sv2;     // [L, R, P, HK] reorder targets, swapped with sk/sv
+    lb_real *sk, *sv;       // [L, R, P, HK] self-attention cache, by slot: row r's prefix is
+                            // in slot slot[r] of every layer
+    int *slot, *slot2;      // [R] each row's slot; the reorder's new map
+    char *claimed;          // [R] reorder scratch: slot kept by some row
     int32_t *mask;          // [B, S] 1 = source token, 0 = padding
     lb_real *x;             // [R, D] residual stream
     lb_real *h;             // [R, D] normed input of a sublayer
@@ -48,7 +56,12 @@ struct generate_dec {
     lb_real *q, *kn, *vn;   // [R, HK]
     lb_real *ctx;           // [R, HK]
     lb_real *fa, *fb;       // [R, F]
-    lb_real *sc;            // [max(nb·S, P)] attention scores of one (input|row, head)
+    lb_real *sc;            // [nt, max(nb·S, P)] attention scores of one (input|row, head),
+                            // one slice per pool thread
+    size_t nsc;             // max(nb·S, P): one slice of sc
+    int nt;                 // pool threads sc was made for
+    lb_pool_t *pool;        // the decoder's threads: products, attention, activations
+    int avx512;             // the CPU runs few_rows_avx512
     lb_real *bias;          // [H, P] relative position bias of the current query position
     lb_real *xa;            // [max(R, B·S), max_r] LoRA x·Aᵀ
     lb_real *logits;        // [R, V]
@@ -112,6 +125,164 @@ static void softmax_masked(lb_real *row, int n, const int32_t *keep) {
     for (int j = 0; j < n; j++) row[j] *= inv;
 }
 
+// The product of a weight for the few rows of a decoder step: y [N, O] = x [N, I]·Wᵀ (+ the
+// LoRA term). Such a product is memory-bound (each weight value is read for N ≤ 8·beams
+// rows), and OpenBLAS, given one sgemm of N rows, repacks all of W and lets its idle
+// threads spin with sched_yield on the cores the next products need. Here a fp32 W is
+// instead cut into one block of output features per pool thread, each an OpenBLAS call of
+// its own on one thread (lb_pool_run_gemms): every output is the same dot product in the
+// same order as in the whole sgemm, or (AVX-512) few_rows_avx512, which reads each weight
+// once; a W held in bf16 storage (--bf16-weights) is read as bf16 and widened in registers,
+// half the bytes. A layer packed for bf16 products (t5_use_bf16) runs them on the pool
+// (linear_forward_pool); many rows (the cross-attention keys/values of the encoder output)
+// take linear_forward_pool as is.
+#ifdef GEN_AVX512
+// y [N, lo:hi] = x [N, Kd]·W[lo:hi]ᵀ with AVX-512: 4 weight rows by 4 input rows at a time,
+// each weight row read from memory once per call (it stays in L1 for all N rows).
+__attribute__((target("avx512f"))) static void few_rows_avx512(int N, int Kd, const float *x, const float *W,
+                                                               long lo, long hi, float *y, int ldy) {
+    int kt = Kd & ~15;
+    __mmask16 tail = (__mmask16)((1u << (Kd - kt)) - 1);
+    long o = lo;
+    for (; o < hi; o += 4) {
+        int no = hi - o < 4 ? (int)(hi - o) : 4;
+        const float *w[4];
+        for (int a = 0; a < 4; a++) w[a] = W + (size_t)(o + (a < no ? a : 0)) * Kd;
+        for (int n = 0; n < N; n += 4) {
+            int nn = N - n < 4 ? N - n : 4;
+            const float *xr[4];
+            for (int b = 0; b < 4; b++) xr[b] = x + (size_t)(n + (b < nn ? b : 0)) * Kd;
+            __m512 acc[4][4];
+#pragma GCC unroll 4
+            for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) acc[a][b] = _mm512_setzero_ps();
+            for (int k = 0; k < kt; k += 16) {
+                __m512 wv[4], xv[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++) wv[a] = _mm512_loadu_ps(w[a] + k);
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) xv[b] = _mm512_loadu_ps(xr[b] + k);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
+            }
+            if (tail) {
+                __m512 wv[4], xv[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++) wv[a] = _mm512_maskz_loadu_ps(tail, w[a] + kt);
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) xv[b] = _mm512_maskz_loadu_ps(tail, xr[b] + kt);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
+            }
+            for (int b = 0; b < nn; b++)
+                for (int a = 0; a < no; a++) y[(size_t)(n + b) * ldy + o + a] = _mm512_reduce_add_ps(acc[a][b]);
+        }
+    }
+}
+
+// 16 bf16 values widened to fp32 (exact: a bf16 value is the top half of a float).
+__attribute__((target("avx512f"))) static inline __m512 bf16x16_load(const uint16_t *p) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+// The first n < 16 of them, zeros after.
+__attribute__((target("avx512f"))) static inline __m512 bf16x16_tail_load(const uint16_t *p, int n) {
+    uint16_t t[16] = {0};
+    memcpy(t, p, sizeof(uint16_t) * (size_t)n);
+    return bf16x16_load(t);
+}
+
+// few_rows_avx512 for a W held in bf16 (t5_frozen_weights_bf16): each weight is widened to
+// fp32 as it is loaded, so the product is the fp32 product of the same values (what
+// linear_forward computes by converting blocks of W first) reading half the bytes.
+__attribute__((target("avx512f"))) static void few_rows_avx512_w16(int N, int Kd, const float *x, const uint16_t *W,
+                                                               long lo, long hi, float *y, int ldy) {
+    int kt = Kd & ~15;
+    __mmask16 tail = (__mmask16)((1u << (Kd - kt)) - 1);
+    long o = lo;
+    for (; o < hi; o += 4) {
+        int no = hi - o < 4 ? (int)(hi - o) : 4;
+        const uint16_t *w[4];
+        for (int a = 0; a < 4; a++) w[a] = W + (size_t)(o + (a < no ? a : 0)) * Kd;
+        for (int n = 0; n < N; n += 4) {
+            int nn = N - n < 4 ? N - n : 4;
+            const float *xr[4];
+            for (int b = 0; b < 4; b++) xr[b] = x + (size_t)(n + (b < nn ? b : 0)) * Kd;
+            __m512 acc[4][4];
+#pragma GCC unroll 4
+            for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) acc[a][b] = _mm512_setzero_ps();
+            for (int k = 0; k < kt; k += 16) {
+                __m512 wv[4], xv[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++) wv[a] = bf16x16_load(w[a] + k);
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) xv[b] = _mm512_loadu_ps(xr[b] + k);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
+            }
+            if (tail) {
+                __m512 wv[4], xv[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++) wv[a] = bf16x16_tail_load(w[a] + kt, Kd - kt);
+#pragma GCC unroll 4
+                for (int b = 0; b < 4; b++) xv[b] = _mm512_maskz_loadu_ps(tail, xr[b] + kt);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+#pragma GCC unroll 4
+                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
+            }
+            for (int b = 0; b < nn; b++)
+                for (int a = 0; a < no; a++) y[(size_t)(n + b) * ldy + o + a] = _mm512_reduce_add_ps(acc[a][b]);
+        }
+    }
+}
+#endif
+
+typedef struct {
+    const linear_t *l;
+    int avx512;  // few_rows_avx512 instead of sgemm
+    int N;
+    const lb_real *x, *xa;
+    lb_real *y;
+} dec_lin_job_t;
+
+static void dec_lin_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const dec_lin_job_t *j = ctx;
+    const linear_t *l = j->l;
+    int n = (int)(hi - lo), I = l->in, O = l->out;
+    // y[:, lo:hi] = x·W[lo:hi]ᵀ
+#ifdef GEN_AVX512
+    if (j->avx512 && l->W->w16) few_rows_avx512_w16(j->N, I, j->x, l->W->w16, lo, hi, j->y, O);
+    else if (j->avx512) few_rows_avx512(j->N, I, j->x, l->W->w, lo, hi, j->y, O);
+    else
+#endif
+        lb_gemm(0, 1, j->N, n, I, 1, j->x, I, l->W->w + (size_t)lo * I, I, 0, j->y + lo, O);
+    // + s·xa·B[lo:hi]ᵀ: linear_forward's LoRA term without dropout (generation never trains)
+    if (l->r > 0) lb_gemm(0, 1, j->N, n, l->r, l->scale, j->xa, l->r, l->B + (size_t)lo * l->r, l->r, 1, j->y + lo, O);
+}
+
+static void dec_linear(generate_dec_t *d, const linear_t *l, int N, const lb_real *x, lb_real *y) {
+    if (l->bf16 || (!l->W->w && !(d->avx512 && l->W->w16)) || N > 64) {
+        linear_forward_pool(l, d->pool, N, x, NULL, y, d->xa, NULL, NULL, 0);
+        return;
+    }
+    if (l->r > 0)  // xa [N, R] = x·Aᵀ (small: N·R·I)
+        lb_gemm(0, 1, N, l->r, l->in, 1, x, l->in, l->A, l->in, 0, d->xa, l->r);
+    dec_lin_job_t j = {l, d->avx512, N, x, d->xa, y};
+    lb_pool_run_gemms(d->pool, l->out, dec_lin_job, &j);
+}
+
 generate_dec_t *generate_dec_new(const t5_model_t *m, const lb_real *enc_out,
                                  const int32_t *attention_mask, int B, int S, int rows_per_input,
                                  int max_len, lb_err_t *err) {
@@ -133,8 +304,10 @@ generate_dec_t *generate_dec_new(const t5_model_t *m, const lb_real *enc_out,
     d->cv = alloc_real(d, L * BS * HK);
     d->sk = alloc_real(d, cache);
     d->sv = alloc_real(d, cache);
-    d->sk2 = alloc_real(d, cache);
-    d->sv2 = alloc_real(d, cache);
+    d->slot = xmalloc(sizeof(int) * R);
+    d->slot2 = xmalloc(sizeof(int) * R);
+    d->claimed = xmalloc(R);
+    for (int r = 0; r < d->R; r++) d->slot[r] = r;
     d->mask = xmalloc(sizeof(int32_t) * BS);
     d->bytes += sizeof(int32_t) * BS;
     for (size_t i = 0; i < BS; i++) d->mask[i] = attention_mask ? attention_mask[i] != 0 : 1;
@@ -147,46 +320,66 @@ generate_dec_t *generate_dec_new(const t5_model_t *m, const lb_real *enc_out,
     d->ctx = alloc_real(d, R * HK);
     d->fa = alloc_real(d, R * d->F);
     d->fb = alloc_real(d, R * d->F);
-    size_t nsc = (size_t)d->nb * S > (size_t)d->P ? (size_t)d->nb * S : (size_t)d->P;
-    d->sc = alloc_real(d, nsc);
+    d->nsc = (size_t)d->nb * S > (size_t)d->P ? (size_t)d->nb * S : (size_t)d->P;
+    d->nt = lb_pool_threads();
+    d->sc = alloc_real(d, d->nsc * (size_t)d->nt);
+    d->pool = lb_pool_new();
+    lb_cpu_t cpu;
+    lb_cpu_detect(&cpu);
+    d->avx512 = cpu.avx512f;
     d->bias = alloc_real(d, (size_t)d->H * d->P);
     d->xa = alloc_real(d, (R > BS ? R : BS) * (size_t)d->max_r);
     d->logits = alloc_real(d, R * d->V);
     // cross-attention keys and values, once per input and layer
     for (int l = 0; l < d->L; l++) {
         const t5_attn_t *X = &m->dec[l].cross;
-        linear_forward(X->k, (int)BS, enc_out, d->ck + (size_t)l * BS * HK, d->xa, NULL, NULL, 0);
-        linear_forward(X->v, (int)BS, enc_out, d->cv + (size_t)l * BS * HK, d->xa, NULL, NULL, 0);
+        dec_linear(d, X->k, (int)BS, enc_out, d->ck + (size_t)l * BS * HK);
+        dec_linear(d, X->v, (int)BS, enc_out, d->cv + (size_t)l * BS * HK);
     }
     return d;
 }
 
 void generate_dec_free(generate_dec_t *d) {
     if (!d) return;
-    free(d->ck); free(d->cv); free(d->sk); free(d->sv); free(d->sk2); free(d->sv2);
+    free(d->ck); free(d->cv); free(d->sk); free(d->sv); free(d->slot); free(d->slot2); free(d->claimed);
     free(d->mask); free(d->x); free(d->h); free(d->y); free(d->q); free(d->kn); free(d->vn);
     free(d->ctx); free(d->fa); free(d->fb); free(d->sc); free(d->bias); free(d->xa);
     free(d->logits);
+    lb_pool_free(d->pool);
     free(d);
 }
 
 int generate_dec_pos(const generate_dec_t *d) { return d->pos; }
 
 // Beam search's cache reorder: row r continues the prefix of row parents[r] (a row of the
-// same input), as transformers' reorder_cache.
+// same input), as transformers' reorder_cache. Rows point to slots of the cache: the first
+// row continuing a parent takes over the parent's slot as it is; only a parent continued by
+// several rows is copied (into a slot no row keeps), so a step copies (R − distinct parents)
+// prefixes instead of all R.
 static void generate_dec_reorder(generate_dec_t *d, const int *parents) {
-    int same = 1;
-    for (int r = 0; r < d->R && same; r++) same = parents[r] == r;
-    if (same || d->pos == 0) return;
+    int R = d->R;
+    if (d->pos == 0) return;
+    memset(d->claimed, 0, (size_t)R);
+    for (int r = 0; r < R; r++) {
+        int s = d->slot[parents[r]];
+        d->slot2[r] = d->claimed[s] ? -1 : s;
+        d->claimed[s] = 1;
+    }
     size_t row = (size_t)d->P * d->HK, used = (size_t)d->pos * d->HK;
-    for (int l = 0; l < d->L; l++)
-        for (int r = 0; r < d->R; r++) {
-            size_t dst = ((size_t)l * d->R + r) * row, src = ((size_t)l * d->R + parents[r]) * row;
-            memcpy(d->sk2 + dst, d->sk + src, sizeof(lb_real) * used);
-            memcpy(d->sv2 + dst, d->sv + src, sizeof(lb_real) * used);
+    int free_slot = 0;
+    for (int r = 0; r < R; r++) {
+        if (d->slot2[r] >= 0) continue;
+        while (d->claimed[free_slot]) free_slot++;  // as many free slots as copies
+        int src = d->slot[parents[r]], dst = free_slot;
+        d->claimed[dst] = 1;
+        for (int l = 0; l < d->L; l++) {
+            size_t base = (size_t)l * R * row;
+            memcpy(d->sk + base + dst * row, d->sk + base + src * row, sizeof(lb_real) * used);
+            memcpy(d->sv + base + dst * row, d->sv + base + src * row, sizeof(lb_real) * used);
         }
-    lb_real *t = d->sk; d->sk = d->sk2; d->sk2 = t;
-    t = d->sv; d->sv = d->sv2; d->sv2 = t;
+        d->slot2[r] = dst;
+    }
+    int *t = d->slot; d->slot = d->slot2; d->slot2 = t;
 }
 
 // x += y over R rows of D.
@@ -194,10 +387,65 @@ static void add_into(lb_real *x, const lb_real *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
+
+// Attention of one decoder step, one pool item per (row, head) for self attention and per
+// (input, head) for cross attention; each thread scores into its own slice of d->sc.
+typedef struct {
+    generate_dec_t *d;
+    const lb_real *skl, *svl;  // [R, P, HK] this layer's self-attention cache (slots)
+    const lb_real *ckl, *cvl;  // [B·S, HK] this layer's cross-attention keys / values
+    int t;                     // the query position
+} attn_job_t;
+
+static void self_attn_job(void *ctx, long lo, long hi, int tid) {
+    const attn_job_t *j = ctx;
+    generate_dec_t *d = j->d;
+    int H = d->H, K = d->K, HK = d->HK, P = d->P, t = j->t;
+    size_t row = (size_t)P * HK;
+    lb_real *sc = d->sc + (size_t)tid * d->nsc;
+    for (long i = lo; i < hi; i++) {
+        int r = (int)(i / H), h = (int)(i % H);
+        size_t sr = (size_t)d->slot[r] * row;
+        // scores [1, t+1] = q·kᵀ (no 1/√K in T5) + bias
+        lb_gemm(0, 1, 1, t + 1, K, 1, d->q + (size_t)r * HK + h * K, HK, j->skl + sr + h * K, HK, 0, sc, t + 1);
+        for (int k = 0; k <= t; k++) sc[k] += d->bias[(size_t)h * P + k];
+        softmax_masked(sc, t + 1, NULL);
+        lb_gemm(0, 0, 1, K, t + 1, 1, sc, t + 1, j->svl + sr + h * K, HK, 0, d->ctx + (size_t)r * HK + h * K, HK);
+    }
+}
+
+// The nb rows of one input share its keys and values.
+static void cross_attn_job(void *ctx, long lo, long hi, int tid) {
+    const attn_job_t *j = ctx;
+    generate_dec_t *d = j->d;
+    int H = d->H, K = d->K, HK = d->HK, nb = d->nb, S = d->S;
+    lb_real *sc = d->sc + (size_t)tid * d->nsc;
+    for (long i = lo; i < hi; i++) {
+        int b = (int)(i / H), h = (int)(i % H);
+        const lb_real *kb = j->ckl + (size_t)b * S * HK + h * K, *vb = j->cvl + (size_t)b * S * HK + h * K;
+        lb_gemm(0, 1, nb, S, K, 1, d->q + (size_t)b * nb * HK + h * K, HK, kb, HK, 0, sc, S);
+        for (int k = 0; k < nb; k++) softmax_masked(sc + (size_t)k * S, S, d->mask + (size_t)b * S);
+        lb_gemm(0, 0, nb, K, S, 1, sc, S, vb, HK, 0, d->ctx + (size_t)b * nb * HK + h * K, HK);
+    }
+}
+
+// fa = act(fa) (· fb when gated), a chunk of the [R, F] values per thread.
+typedef struct {
+    t5_act_t act;
+    lb_real *fa;
+    const lb_real *fb;  // NULL: not gated
+} act_job_t;
+
+static void act_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const act_job_t *j = ctx;
+    for (long i = lo; i < hi; i++) j->fa[i] = j->fb ? act_apply(j->act, j->fa[i]) * j->fb[i] : act_apply(j->act, j->fa[i]);
+}
+
 int generate_dec_step(generate_dec_t *d, const int32_t *tokens, lb_real **logits, lb_err_t *err) {
     const t5_model_t *m = d->m;
     const t5_config_t *c = &m->cfg;
-    int R = d->R, D = d->D, H = d->H, K = d->K, HK = d->HK, t = d->pos, P = d->P;
+    int R = d->R, D = d->D, H = d->H, HK = d->HK, t = d->pos, P = d->P;
     if (t >= P)
         return lb_err_set(err, LB_EARG, "the decoder cache holds %d positions and is full; make the decoder with a larger max_len", P);
     if (model_max_rank(m) > d->max_r)
@@ -207,6 +455,11 @@ int generate_dec_step(generate_dec_t *d, const int32_t *tokens, lb_real **logits
         if (tokens[r] < 0 || tokens[r] >= d->V)
             return lb_err_set(err, LB_EARG, "decoder token %d of row %d is outside the vocabulary [0, %d)", tokens[r], r, d->V);
         memcpy(d->x + (size_t)r * D, m->shared->w + (size_t)tokens[r] * D, sizeof(lb_real) * D);
+    }
+    if (lb_pool_threads() > d->nt) {  // lb_set_threads raised since: one score slice per thread
+        d->nt = lb_pool_threads();
+        free(d->sc);
+        d->sc = xcalloc(d->nsc * (size_t)d->nt, sizeof(lb_real));
     }
     // relative position bias of query position t against keys 0..t (causal buckets, shared
     // by every block from block 0's table)
@@ -222,54 +475,41 @@ int generate_dec_step(generate_dec_t *d, const int32_t *tokens, lb_real **logits
         // self attention over the cache plus the new position
         const t5_attn_t *A = &blk->self;
         rms_norm(R, D, d->x, A->ln->w, eps, d->h);
-        linear_forward(A->q, R, d->h, d->q, d->xa, NULL, NULL, 0);
-        linear_forward(A->k, R, d->h, d->kn, d->xa, NULL, NULL, 0);
-        linear_forward(A->v, R, d->h, d->vn, d->xa, NULL, NULL, 0);
+        dec_linear(d, A->q, R, d->h, d->q);
+        dec_linear(d, A->k, R, d->h, d->kn);
+        dec_linear(d, A->v, R, d->h, d->vn);
         lb_real *skl = d->sk + (size_t)l * R * row, *svl = d->sv + (size_t)l * R * row;
         for (int r = 0; r < R; r++) {
-            memcpy(skl + r * row + (size_t)t * HK, d->kn + (size_t)r * HK, sizeof(lb_real) * HK);
-            memcpy(svl + r * row + (size_t)t * HK, d->vn + (size_t)r * HK, sizeof(lb_real) * HK);
+            size_t sr = (size_t)d->slot[r] * row;
+            memcpy(skl + sr + (size_t)t * HK, d->kn + (size_t)r * HK, sizeof(lb_real) * HK);
+            memcpy(svl + sr + (size_t)t * HK, d->vn + (size_t)r * HK, sizeof(lb_real) * HK);
         }
-        for (int r = 0; r < R; r++)
-            for (int h = 0; h < H; h++) {
-                // scores [1, t+1] = q·kᵀ (no 1/√K in T5) + bias
-                lb_gemm(0, 1, 1, t + 1, K, 1, d->q + (size_t)r * HK + h * K, HK,
-                        skl + r * row + h * K, HK, 0, d->sc, t + 1);
-                for (int j = 0; j <= t; j++) d->sc[j] += d->bias[(size_t)h * P + j];
-                softmax_masked(d->sc, t + 1, NULL);
-                lb_gemm(0, 0, 1, K, t + 1, 1, d->sc, t + 1, svl + r * row + h * K, HK, 0,
-                        d->ctx + (size_t)r * HK + h * K, HK);
-            }
-        linear_forward(A->o, R, d->ctx, d->y, d->xa, NULL, NULL, 0);
+        attn_job_t sj = {d, skl, svl, NULL, NULL, t};
+        lb_pool_run_gemms(d->pool, (long)R * H, self_attn_job, &sj);
+        dec_linear(d, A->o, R, d->ctx, d->y);
         add_into(d->x, d->y, (size_t)R * D);
         // cross attention: the nb rows of one input share its keys and values
         const t5_attn_t *X = &blk->cross;
         rms_norm(R, D, d->x, X->ln->w, eps, d->h);
-        linear_forward(X->q, R, d->h, d->q, d->xa, NULL, NULL, 0);
+        dec_linear(d, X->q, R, d->h, d->q);
         const lb_real *ckl = d->ck + (size_t)l * BS * HK, *cvl = d->cv + (size_t)l * BS * HK;
-        int nb = d->nb, S = d->S;
-        for (int b = 0; b < d->B; b++)
-            for (int h = 0; h < H; h++) {
-                const lb_real *kb = ckl + (size_t)b * S * HK + h * K, *vb = cvl + (size_t)b * S * HK + h * K;
-                lb_gemm(0, 1, nb, S, K, 1, d->q + (size_t)b * nb * HK + h * K, HK, kb, HK, 0, d->sc, S);
-                for (int j = 0; j < nb; j++) softmax_masked(d->sc + (size_t)j * S, S, d->mask + (size_t)b * S);
-                lb_gemm(0, 0, nb, K, S, 1, d->sc, S, vb, HK, 0, d->ctx + (size_t)b * nb * HK + h * K, HK);
-            }
-        linear_forward(X->o, R, d->ctx, d->y, d->xa, NULL, NULL, 0);
+        attn_job_t xj = {d, NULL, NULL, ckl, cvl, t};
+        lb_pool_run_gemms(d->pool, (long)d->B * H, cross_attn_job, &xj);
+        dec_linear(d, X->o, R, d->ctx, d->y);
         add_into(d->x, d->y, (size_t)R * D);
         // feed forward: wo(act(wi_0 h) · wi_1 h) or wo(act(wi h))
         const t5_ff_t *FF = &blk->ff;
         size_t nf = (size_t)R * d->F;
         rms_norm(R, D, d->x, FF->ln->w, eps, d->h);
         if (c->gated) {
-            linear_forward(FF->wi_0, R, d->h, d->fa, d->xa, NULL, NULL, 0);
-            linear_forward(FF->wi_1, R, d->h, d->fb, d->xa, NULL, NULL, 0);
-            for (size_t i = 0; i < nf; i++) d->fa[i] = act_apply(c->act, d->fa[i]) * d->fb[i];
+            dec_linear(d, FF->wi_0, R, d->h, d->fa);
+            dec_linear(d, FF->wi_1, R, d->h, d->fb);
         } else {
-            linear_forward(FF->wi, R, d->h, d->fa, d->xa, NULL, NULL, 0);
-            for (size_t i = 0; i < nf; i++) d->fa[i] = act_apply(c->act, d->fa[i]);
+            dec_linear(d, FF->wi, R, d->h, d->fa);
         }
-        linear_forward(FF->wo, R, d->fa, d->y, d->xa, NULL, NULL, 0);
+        act_job_t aj = {c->act, d->fa, c->gated ? d->fb : NULL};
+        lb_pool_run(nf >= 4096 ? d->pool : NULL, (long)nf, act_job, &aj);
+        dec_linear(d, FF->wo, R, d->fa, d->y);
         add_into(d->x, d->y, (size_t)R * D);
     }
     rms_norm(R, D, d->x, m->dec_ln->w, eps, d->h);
@@ -277,7 +517,7 @@ int generate_dec_step(generate_dec_t *d, const int32_t *tokens, lb_real **logits
         lb_real s = (lb_real)(1.0 / sqrt((double)D));
         for (size_t i = 0; i < (size_t)R * D; i++) d->h[i] *= s;
     }
-    linear_forward(m->head, R, d->h, d->logits, d->xa, NULL, NULL, 0);
+    dec_linear(d, m->head, R, d->h, d->logits);
     d->pos++;
     *logits = d->logits;
     return 0;
@@ -419,6 +659,7 @@ static int search_greedy(backend_t *be, const t5_config_t *c, const generate_opt
             int tok = c->pad_token_id;
             if (open[b]) {
                 ban_repeated_ngrams(row, seq + (size_t)b * P, cur_len, o->no_repeat_ngram_size);
+                if (cur_len - 1 < o->min_new_tokens && c->eos_token_id >= 0) row[c->eos_token_id] = -INFINITY;
                 tok = 0;
                 for (int v = 1; v < V; v++)
                     if (row[v] > row[tok]) tok = v;
@@ -475,6 +716,42 @@ static void log_softmax_row(const lb_real *x, float *out, int V) {
     for (int v = 0; v < V; v++) out[v] = ((float)x[v] - mx) - ls;
 }
 
+
+// One row of a beam step: log-probabilities (float32), the logits processors (n-gram ban,
+// min_new_tokens), and the row's best K2 of running score + log p, by (score, token).
+typedef struct {
+    const generate_opts_t *o;
+    lb_real *lg;           // [R, V] logits (the n-gram rule writes its row)
+    const int32_t *run;    // [R, P] running ids
+    const float *run_sc;   // [R]
+    float *lp;             // [threads, V] scratch
+    cand_t *row_top;       // [R, K2]
+    int *row_n;            // [R] candidates found (K2 unless the scores are NaN)
+    int V, P, K2, cur_len, eos;
+} row_top_job_t;
+
+static void row_top_job(void *ctx, long lo, long hi, int tid) {
+    const row_top_job_t *j = ctx;
+    int V = j->V;
+    float *lp = j->lp + (size_t)tid * V;
+    for (long r = lo; r < hi; r++) {
+        lb_real *lg = j->lg + (size_t)r * V;
+        log_softmax_row(lg, lp, V);
+        if (j->o->no_repeat_ngram_size > 0) {
+            // the processor runs on the log-probabilities (float -inf)
+            for (int v = 0; v < V; v++) lg[v] = lp[v];
+            ban_repeated_ngrams(lg, j->run + (size_t)r * j->P, j->cur_len, j->o->no_repeat_ngram_size);
+            for (int v = 0; v < V; v++) lp[v] = (float)lg[v];
+        }
+        if (j->cur_len - 1 < j->o->min_new_tokens && j->eos >= 0) lp[j->eos] = -INFINITY;
+        cand_t *t = j->row_top + (size_t)r * j->K2;
+        int n = 0;
+        float sc = j->run_sc[r];
+        for (int v = 0; v < V; v++) topk_push(t, &n, j->K2, lp[v] + sc, v);
+        j->row_n[r] = n;
+    }
+}
+
 // transformers' _beam_search (no sampling, one </s> id): per input, the 2·nb best
 // continuations of all beams; the best nb that did not just finish keep running; those among
 // the top nb that finished (</s> or the length limit) compete for the nb finished slots with
@@ -498,7 +775,9 @@ static int search_beam(backend_t *be, const t5_config_t *c, const generate_opts_
     char *hits = xcalloc((size_t)B * K2, 1);
     cand_t *top = xmalloc(sizeof(cand_t) * (size_t)B * K2);
     int *parents = xmalloc(sizeof(int) * (size_t)R);
-    float *lp = xmalloc(sizeof(float) * (size_t)V);
+    float *lp = xmalloc(sizeof(float) * (size_t)lb_pool_threads() * V);  // [threads, V]
+    cand_t *row_top = xmalloc(sizeof(cand_t) * (size_t)R * K2);     // [R, K2]
+    int *row_n = xmalloc(sizeof(int) * (size_t)R);
     int32_t *m_seq = xmalloc(sizeof(int32_t) * (size_t)R * P);
     float *m_sc = xmalloc(sizeof(float) * (size_t)R);
     int *m_len = xmalloc(sizeof(int) * (size_t)R);
@@ -516,19 +795,20 @@ static int search_beam(backend_t *be, const t5_config_t *c, const generate_opts_
         if ((rc = backend_next(be, run, cur_len, have_parents ? parents : NULL, &lg, err))) break;
         out->steps++;
         // top 2·nb of (running score + log p) over every beam and token of each input
+        // each row's best 2·nb (rows in parallel), then per input the best 2·nb of its rows'
+        // lists taken in row order: equal scores still arrive in index order, so the result
+        // is that of one top-k over every beam and token
+        row_top_job_t rj = {o, lg, run, run_sc, lp, row_top, row_n, V, P, K2, cur_len, eos};
+        lb_pool_run(be->dec ? be->dec->pool : NULL, R, row_top_job, &rj);
         for (int b = 0; b < B; b++) {
             cand_t *tb = top + (size_t)b * K2;
             int n = 0;
             for (int j = 0; j < nb; j++) {
                 int r = b * nb + j;
-                log_softmax_row(lg + (size_t)r * V, lp, V);
-                if (o->no_repeat_ngram_size > 0) {
-                    // the processor runs on the log-probabilities (float -inf)
-                    for (int v = 0; v < V; v++) lg[(size_t)r * V + v] = lp[v];
-                    ban_repeated_ngrams(lg + (size_t)r * V, run + (size_t)r * P, cur_len, o->no_repeat_ngram_size);
-                    for (int v = 0; v < V; v++) lp[v] = (float)lg[(size_t)r * V + v];
+                for (int k = 0; k < row_n[r]; k++) {
+                    const cand_t *rc_ = row_top + (size_t)r * K2 + k;
+                    topk_push(tb, &n, K2, rc_->v, j * V + rc_->i);
                 }
-                for (int v = 0; v < V; v++) topk_push(tb, &n, K2, lp[v] + run_sc[r], j * V + v);
             }
             for (int k = n; k < K2; k++) {  // only with a vocabulary smaller than 2·nb
                 tb[k].v = -INFINITY;
@@ -636,7 +916,8 @@ static int search_beam(backend_t *be, const t5_config_t *c, const generate_opts_
         }
     }
     free(run); free(fin); free(top_seq); free(tmp_seq); free(run_sc); free(fin_sc); free(fin_len);
-    free(fin_done); free(unsat); free(hits); free(top); free(parents); free(lp); free(m_seq);
+    free(fin_done); free(unsat); free(hits); free(top); free(parents); free(lp); free(row_top);
+    free(row_n); free(m_seq);
     free(m_sc); free(m_len); free(m_done);
     return rc;
 }
@@ -654,6 +935,8 @@ int generate_batch(const t5_model_t *m, const int32_t *input_ids, const int32_t 
                           o->num_beams, 2 * o->num_beams, c->vocab_size);
     if (o->max_new_tokens < 1 || o->max_new_tokens > 1 << 20)
         return lb_err_set(err, LB_EARG, "max_new_tokens = %d: use at least 1", o->max_new_tokens);
+    if (o->min_new_tokens < 0)
+        return lb_err_set(err, LB_EARG, "min_new_tokens = %d: use 0 (off) up to max_new_tokens", o->min_new_tokens);
     if (o->no_repeat_ngram_size < 0)
         return lb_err_set(err, LB_EARG, "no_repeat_ngram_size = %d: use 0 (off) or a positive n-gram size", o->no_repeat_ngram_size);
     if (o->early_stopping < GENERATE_EARLY_HEURISTIC || o->early_stopping > GENERATE_EARLY_NEVER)

@@ -4,8 +4,11 @@
 //
 // The encoder runs once per input; each decoder layer's cross-attention keys and values are
 // computed once per input; self-attention keys and values are cached step by step, so a step
-// costs one token per row, not the whole prefix. Every matrix product of a weight goes
-// through linear_forward, so a LoRA adapter attached to the model (lora_attach) is applied.
+// costs one token per row, not the whole prefix; beams are rows of the same products. A
+// step's weight products (a few rows each, memory-bound) run on the decoder's own pool, cut
+// by output features, each weight read once (an AVX-512 kernel; bf16-held weights read as
+// bf16), or through linear_forward_pool where the model is packed for bf16 products; a LoRA
+// adapter attached to the model (lora_attach) is applied either way.
 //
 // Dimensions as in t5.h; here also R decoder rows (B·num_beams), P cached positions.
 #ifndef LB_GENERATE_H
@@ -27,11 +30,15 @@ typedef struct {
     float length_penalty;      // finished beam score = Σ log p / (generated tokens)^penalty
     int early_stopping;        // GENERATE_EARLY_*
     int no_repeat_ngram_size;  // 0 = off; else no n-gram occurs twice in a row's ids
+    int min_new_tokens;        // </s> is banned (-inf) until this many tokens are generated,
+                               // as transformers' MinNewTokensLengthLogitsProcessor; 0 = off;
+                               // = max_new_tokens fixes the length (the bench)
     int use_cache;             // 1 (normal); 0 recomputes the prefix every step through
                                // t5_forward (for checking the cache and for timing)
 } generate_opts_t;
 
-// Greedy, 48 new tokens, length penalty 1.0, early_stopping True, no n-gram rule, cache on.
+// Greedy, 48 new tokens, length penalty 1.0, early_stopping True, no n-gram rule, no minimum
+// length, cache on.
 void generate_opts_default(generate_opts_t *o);
 
 typedef struct {

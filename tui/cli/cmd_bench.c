@@ -32,7 +32,8 @@ static void usage(FILE *f) {
             "                       [--steps N] [--warmup W] [--threads N] [--no-dropout]\n"
             "                       [--save DIR: write the random checkpoint of the shape and stop]\n"
             "                       [--cached-encoder] [--bf16-weights] [--precision auto|fp32|bf16] [--profile] [--json]\n"
-            "       lorabench bench --table [--threads N] [--steps N] [--bf16-weights] [--precision P]\n\n"
+            "       lorabench bench --table [--threads N] [--steps N] [--bf16-weights] [--precision P]\n"
+            "       lorabench bench --generate ...: decoding speed (see bench --generate --help)\n\n"
             "Runs W warm-up steps (default 1) and N timed steps (default 3) of one configuration\n"
             "on random weights of the named shape (or the checkpoint in DIR) and prints:\n"
             "  s/step       median wall time of one step (forward, backward, AdamW)\n"
@@ -466,6 +467,8 @@ int cmd_bench(int argc, char **argv) {
     bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", NULL, 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0, 0, 0,
                       T5_PRECISION_AUTO};
     int table = 0;
+    for (int i = 1; i < argc; i++)  // decoding speed: its own options (cmd_bench_gen.c)
+        if (!strcmp(argv[i], "--generate")) return bench_generate(argc, argv, SMALL_JSON, BASE_JSON);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
