@@ -137,79 +137,38 @@ static void softmax_masked(lb_real *row, int n, const int32_t *keep) {
 // (linear_forward_pool); many rows (the cross-attention keys/values of the encoder output)
 // take linear_forward_pool as is.
 #ifdef GEN_AVX512
-// y [N, lo:hi] = x [N, Kd]·W[lo:hi]ᵀ with AVX-512: 4 weight rows by 4 input rows at a time,
-// each weight row read from memory once per call (it stays in L1 for all N rows).
-__attribute__((target("avx512f"))) static void few_rows_avx512(int N, int Kd, const float *x, const float *W,
-                                                               long lo, long hi, float *y, int ldy) {
-    int kt = Kd & ~15;
-    __mmask16 tail = (__mmask16)((1u << (Kd - kt)) - 1);
-    long o = lo;
-    for (; o < hi; o += 4) {
-        int no = hi - o < 4 ? (int)(hi - o) : 4;
-        const float *w[4];
-        for (int a = 0; a < 4; a++) w[a] = W + (size_t)(o + (a < no ? a : 0)) * Kd;
-        for (int n = 0; n < N; n += 4) {
-            int nn = N - n < 4 ? N - n : 4;
-            const float *xr[4];
-            for (int b = 0; b < 4; b++) xr[b] = x + (size_t)(n + (b < nn ? b : 0)) * Kd;
-            __m512 acc[4][4];
-#pragma GCC unroll 4
-            for (int a = 0; a < 4; a++)
-#pragma GCC unroll 4
-                for (int b = 0; b < 4; b++) acc[a][b] = _mm512_setzero_ps();
-            for (int k = 0; k < kt; k += 16) {
-                __m512 wv[4], xv[4];
-#pragma GCC unroll 4
-                for (int a = 0; a < 4; a++) wv[a] = _mm512_loadu_ps(w[a] + k);
-#pragma GCC unroll 4
-                for (int b = 0; b < 4; b++) xv[b] = _mm512_loadu_ps(xr[b] + k);
-#pragma GCC unroll 4
-                for (int a = 0; a < 4; a++)
-#pragma GCC unroll 4
-                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
-            }
-            if (tail) {
-                __m512 wv[4], xv[4];
-#pragma GCC unroll 4
-                for (int a = 0; a < 4; a++) wv[a] = _mm512_maskz_loadu_ps(tail, w[a] + kt);
-#pragma GCC unroll 4
-                for (int b = 0; b < 4; b++) xv[b] = _mm512_maskz_loadu_ps(tail, xr[b] + kt);
-#pragma GCC unroll 4
-                for (int a = 0; a < 4; a++)
-#pragma GCC unroll 4
-                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
-            }
-            for (int b = 0; b < nn; b++)
-                for (int a = 0; a < no; a++) y[(size_t)(n + b) * ldy + o + a] = _mm512_reduce_add_ps(acc[a][b]);
-        }
-    }
-}
-
 // 16 bf16 values widened to fp32 (exact: a bf16 value is the top half of a float).
 __attribute__((target("avx512f"))) static inline __m512 bf16x16_load(const uint16_t *p) {
     __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
-// The first n < 16 of them, zeros after.
-__attribute__((target("avx512f"))) static inline __m512 bf16x16_tail_load(const uint16_t *p, int n) {
+// 16 weights from k on of weight row w (fp32, or bf16 when w16), the first n only when n < 16
+// (zeros after).
+__attribute__((target("avx512f"), always_inline)) static inline __m512 w_load(const void *w, int w16, int k, int n) {
+    if (!w16) return n < 16 ? _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), (const float *)w + k)
+                            : _mm512_loadu_ps((const float *)w + k);
+    if (n == 16) return bf16x16_load((const uint16_t *)w + k);
     uint16_t t[16] = {0};
-    memcpy(t, p, sizeof(uint16_t) * (size_t)n);
+    memcpy(t, (const uint16_t *)w + k, sizeof(uint16_t) * (size_t)n);
     return bf16x16_load(t);
 }
 
-// few_rows_avx512 for a W held in bf16 (t5_frozen_weights_bf16): each weight is widened to
-// fp32 as it is loaded, so the product is the fp32 product of the same values (what
-// linear_forward computes by converting blocks of W first) reading half the bytes.
-__attribute__((target("avx512f"))) static void few_rows_avx512_w16(int N, int Kd, const float *x, const uint16_t *W,
-                                                               long lo, long hi, float *y, int ldy) {
+// y [N, lo:hi] = x [N, Kd]·W[lo:hi]ᵀ with AVX-512: 4 weight rows by 4 input rows at a time,
+// each weight row read from memory once per call (it stays in L1 for all N rows). W is fp32,
+// or bf16 storage (w16: t5_frozen_weights_bf16), widened as it is loaded, so the product is
+// the fp32 product of the same values (what linear_forward computes by converting blocks
+// of W first) reading half the bytes. Inlined into one copy per storage type.
+__attribute__((target("avx512f"), always_inline)) static inline void few_rows_body(int N, int Kd, const float *x,
+                                                                                  const void *W, int w16, long lo,
+                                                                                  long hi, float *y, int ldy) {
     int kt = Kd & ~15;
     __mmask16 tail = (__mmask16)((1u << (Kd - kt)) - 1);
-    long o = lo;
-    for (; o < hi; o += 4) {
+    size_t wsz = w16 ? sizeof(uint16_t) : sizeof(float);
+    for (long o = lo; o < hi; o += 4) {
         int no = hi - o < 4 ? (int)(hi - o) : 4;
-        const uint16_t *w[4];
-        for (int a = 0; a < 4; a++) w[a] = W + (size_t)(o + (a < no ? a : 0)) * Kd;
+        const void *w[4];
+        for (int a = 0; a < 4; a++) w[a] = (const char *)W + (size_t)(o + (a < no ? a : 0)) * Kd * wsz;
         for (int n = 0; n < N; n += 4) {
             int nn = N - n < 4 ? N - n : 4;
             const float *xr[4];
@@ -219,23 +178,14 @@ __attribute__((target("avx512f"))) static void few_rows_avx512_w16(int N, int Kd
             for (int a = 0; a < 4; a++)
 #pragma GCC unroll 4
                 for (int b = 0; b < 4; b++) acc[a][b] = _mm512_setzero_ps();
-            for (int k = 0; k < kt; k += 16) {
+            for (int k = 0; k < Kd; k += 16) {
+                int kn = k < kt ? 16 : Kd - kt;
                 __m512 wv[4], xv[4];
 #pragma GCC unroll 4
-                for (int a = 0; a < 4; a++) wv[a] = bf16x16_load(w[a] + k);
+                for (int a = 0; a < 4; a++) wv[a] = w_load(w[a], w16, k, kn);
 #pragma GCC unroll 4
-                for (int b = 0; b < 4; b++) xv[b] = _mm512_loadu_ps(xr[b] + k);
-#pragma GCC unroll 4
-                for (int a = 0; a < 4; a++)
-#pragma GCC unroll 4
-                    for (int b = 0; b < 4; b++) acc[a][b] = _mm512_fmadd_ps(wv[a], xv[b], acc[a][b]);
-            }
-            if (tail) {
-                __m512 wv[4], xv[4];
-#pragma GCC unroll 4
-                for (int a = 0; a < 4; a++) wv[a] = bf16x16_tail_load(w[a] + kt, Kd - kt);
-#pragma GCC unroll 4
-                for (int b = 0; b < 4; b++) xv[b] = _mm512_maskz_loadu_ps(tail, xr[b] + kt);
+                for (int b = 0; b < 4; b++)
+                    xv[b] = kn < 16 ? _mm512_maskz_loadu_ps(tail, xr[b] + k) : _mm512_loadu_ps(xr[b] + k);
 #pragma GCC unroll 4
                 for (int a = 0; a < 4; a++)
 #pragma GCC unroll 4
@@ -245,6 +195,16 @@ __attribute__((target("avx512f"))) static void few_rows_avx512_w16(int N, int Kd
                 for (int a = 0; a < no; a++) y[(size_t)(n + b) * ldy + o + a] = _mm512_reduce_add_ps(acc[a][b]);
         }
     }
+}
+
+__attribute__((target("avx512f"))) static void few_rows_avx512(int N, int Kd, const float *x, const float *W,
+                                                               long lo, long hi, float *y, int ldy) {
+    few_rows_body(N, Kd, x, W, 0, lo, hi, y, ldy);
+}
+
+__attribute__((target("avx512f"))) static void few_rows_avx512_w16(int N, int Kd, const float *x, const uint16_t *W,
+                                                                   long lo, long hi, float *y, int ldy) {
+    few_rows_body(N, Kd, x, W, 1, lo, hi, y, ldy);
 }
 #endif
 
