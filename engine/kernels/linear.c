@@ -115,7 +115,7 @@ void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, f
 
 // ---- thread pool ----------------------------------------------------------------------
 // Workers sleep on a condition variable between loops: spinning would steal the cores
-// from OpenBLAS, whose own threads run the matrix products in between.
+// from the work in between (OpenBLAS's threads, the caller's own serial work).
 
 #define LB_POOL_MAX 64
 
