@@ -1,5 +1,10 @@
-// Kernel microbenchmark (make bench-kernels; not part of make test): GFLOP/s of the fp32
-// products (OpenBLAS sgemm through lb_gemm) against the bf16 products of gemm_bf16.h on
+// Kernel microbenchmark (make bench-kernels; not part of make test). First the fp32 paths
+// (gemm_f32.h): OpenBLAS sgemm with its own threads, oneDNN sgemm on an OpenMP team, and
+// oneDNN split over the engine's pool as a layer runs it (linear_forward_pool /
+// linear_backward_pool: one block per pool thread, a team of one each), on the T5-small
+// linear shapes; then the per-head attention products (as lb_pool_run_gemms runs them: one
+// thread each), OpenBLAS against oneDNN. Then the fp32 products (lb_gemm: the path of this
+// process, lb_f32_path) against the bf16 products of gemm_bf16.h on
 // the T5-small linear shapes, forward, backward dx and weight gradient. The two sides are
 // timed interleaved, rep by rep, in one process (the machine is shared, so timings drift:
 // only numbers taken side by side compare); each figure is the median of the reps.
@@ -21,6 +26,7 @@
 
 #include "cpu.h"
 #include "gemm_bf16.h"
+#include "gemm_f32.h"
 #include "linear.h"
 #include "util.h"
 
@@ -31,6 +37,112 @@ static int cmp_d(const void *a, const void *b) {
 
 static void fill(float *x, size_t n, uint64_t *st) {
     for (size_t i = 0; i < n; i++) x[i] = (float)(lb_rng_uniform(st) * 2 - 1);
+}
+
+// One fp32 product C [M, N] = op(A)·op(B) (+ C) of a layer, by `via`.
+typedef struct {
+    int via;  // 0 OpenBLAS, 1 oneDNN on an OpenMP team, 2 oneDNN split over the pool (a layer)
+    int kind;  // 0 fwd y = x·Wᵀ, 1 dx = dy·W, 2 dW += dyᵀ·x
+    int N, in, out, team;
+    float *x, *W, *y, *dy, *dx, *dW;
+    lb_pool_t *pool;
+} f32_job_t;
+
+static void f32_run(f32_job_t *j) {
+    int ta = j->kind == 2, tb = j->kind == 0;
+    int M = j->kind == 2 ? j->out : j->N, Nn = j->kind == 1 ? j->in : j->kind == 0 ? j->out : j->in;
+    int K = j->kind == 0 ? j->in : j->kind == 1 ? j->out : j->N;
+    const float *A = j->kind == 0 ? j->x : j->dy, *B = j->kind == 2 ? j->x : j->W;
+    int lda = j->kind == 0 ? j->in : j->out, ldb = j->in;
+    float *C = j->kind == 0 ? j->y : j->kind == 1 ? j->dx : j->dW;
+    float beta = j->kind == 2 ? 1 : 0;
+    if (j->via == 0) lb_f32_gemm_openblas(ta, tb, M, Nn, K, 1, A, lda, B, ldb, beta, C, Nn);
+    else if (j->via == 1) lb_f32_gemm_onednn(j->team, ta, tb, M, Nn, K, 1, A, lda, B, ldb, beta, C, Nn);
+    else {
+        lb_param_t p = {.w = j->W, .g = j->kind == 2 ? j->dW : NULL};
+        linear_t l = {.name = "bench", .in = j->in, .out = j->out, .W = &p};
+        if (j->kind == 0) linear_forward_pool(&l, j->pool, j->N, j->x, NULL, j->y, NULL, NULL, NULL, 0);
+        else linear_backward_pool(&l, j->pool, j->N, j->x, NULL, j->dy, j->kind == 1 ? j->dx : NULL, 0, NULL,
+                                  NULL, 0);
+    }
+}
+
+// The fp32 table: OpenBLAS against oneDNN (team, pool) on the layer shapes, then the
+// per-head attention products on one thread.
+static void fp32_table(int threads, int reps, lb_pool_t *pool, uint64_t *st) {
+    static const int shapes[][3] = {{2048, 512, 512}, {2048, 512, 2048}, {2048, 2048, 512},
+                                    {2048, 384, 512}, {512, 512, 32128}, {37, 70, 130}};
+    static const char *kn[] = {"fwd", "dx", "dW"};
+    int pooled = lb_f32_path() == LB_F32_ONEDNN;  // the layer path splits over the pool only then
+    printf("fp32 products, %d threads: OpenBLAS (%s) | oneDNN sgemm, OpenMP team | oneDNN split over the "
+           "pool (the layer's path%s)\n", threads, openblas_get_corename(), pooled ? "" : ": not this process's");
+    printf("%-18s %-4s %9s %9s %9s\n", "N x in x out", "", "OpenBLAS", "oneDNN", "oneDNN+pool");
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s][0], In = shapes[s][1], Out = shapes[s][2];
+        f32_job_t j = {.N = N, .in = In, .out = Out, .team = threads, .pool = pool};
+        j.x = xmalloc(sizeof(float) * (size_t)N * In), j.W = xmalloc(sizeof(float) * (size_t)Out * In);
+        j.y = xmalloc(sizeof(float) * (size_t)N * Out), j.dy = xmalloc(sizeof(float) * (size_t)N * Out);
+        j.dx = xmalloc(sizeof(float) * (size_t)N * In), j.dW = xcalloc((size_t)Out * In, sizeof(float));
+        fill(j.x, (size_t)N * In, st), fill(j.W, (size_t)Out * In, st), fill(j.dy, (size_t)N * Out, st);
+        for (int k = 0; k < 3; k++) {
+            j.kind = k;
+            double g[3];
+            // interleaved: each rep runs the three ways once
+            double *tt = xmalloc(sizeof(double) * 3 * (size_t)reps);
+            for (int r = -2; r < reps; r++)
+                for (int v = 0; v < 3; v++) {
+                    j.via = v;
+                    double t0 = lb_now();
+                    if (v < 2 || pooled) f32_run(&j);
+                    if (r >= 0) tt[(size_t)v * reps + r] = lb_now() - t0;
+                }
+            for (int v = 0; v < 3; v++) {
+                qsort(tt + (size_t)v * reps, (size_t)reps, sizeof(double), cmp_d);
+                g[v] = 2.0 * N * In * Out / tt[(size_t)v * reps + reps / 2] * 1e-9;
+            }
+            free(tt);
+            char shp[32];
+            snprintf(shp, sizeof shp, "%dx%dx%d", N, In, Out);
+            if (pooled) printf("%-18s %-4s %9.1f %9.1f %9.1f\n", shp, kn[k], g[0], g[1], g[2]);
+            else printf("%-18s %-4s %9.1f %9.1f %9s\n", shp, kn[k], g[0], g[1], "-");
+        }
+        free(j.x), free(j.W), free(j.y), free(j.dy), free(j.dx), free(j.dW);
+    }
+    // attention, per batch row and head: q·kᵀ [256, 256] over K = 64, P·v [256, 64] over
+    // 256, and the backward's transposed forms; one thread, as inside lb_pool_run_gemms
+    static const int at[][5] = {{256, 256, 64, 0, 1}, {256, 64, 256, 0, 0}, {256, 64, 256, 1, 0},
+                                {64, 256, 64, 0, 1}, {64, 64, 256, 0, 0}, {64, 256, 256, 1, 0}};
+    printf("attention products, one thread: M x N x K, GFLOP/s\n%-18s %-4s %9s %9s\n", "M x N x K", "op",
+           "OpenBLAS", "oneDNN");
+    int nt = lb_pool_threads();
+    lb_set_threads(1);  // OpenBLAS single-threaded, as lb_pool_run_gemms sets it
+    for (size_t s = 0; s < sizeof at / sizeof at[0]; s++) {
+        int M = at[s][0], N = at[s][1], K = at[s][2], ta = at[s][3], tb = at[s][4];
+        float *A = xmalloc(sizeof(float) * (size_t)M * K), *B = xmalloc(sizeof(float) * (size_t)K * N);
+        float *C = xmalloc(sizeof(float) * (size_t)M * N);
+        fill(A, (size_t)M * K, st), fill(B, (size_t)K * N, st);
+        int lda = ta ? M : K, ldb = tb ? K : N, r200 = reps * 20;
+        double *tt = xmalloc(sizeof(double) * 2 * (size_t)r200);
+        for (int r = -2; r < r200; r++)
+            for (int v = 0; v < 2; v++) {
+                double t0 = lb_now();
+                if (v == 0) lb_f32_gemm_openblas(ta, tb, M, N, K, 1, A, lda, B, ldb, 0, C, N);
+                else lb_f32_gemm_onednn(1, ta, tb, M, N, K, 1, A, lda, B, ldb, 0, C, N);
+                if (r >= 0) tt[(size_t)v * r200 + r] = lb_now() - t0;
+            }
+        char shp[32], op[8];
+        snprintf(shp, sizeof shp, "%dx%dx%d", M, N, K);
+        snprintf(op, sizeof op, "%c%c", ta ? 'T' : 'N', tb ? 'T' : 'N');
+        printf("%-18s %-4s", shp, op);
+        for (int v = 0; v < 2; v++) {
+            qsort(tt + (size_t)v * r200, (size_t)r200, sizeof(double), cmp_d);
+            printf(" %9.1f", 2.0 * M * N * K / tt[(size_t)v * r200 + r200 / 2] * 1e-9);
+        }
+        printf("\n");
+        free(A), free(B), free(C), free(tt);
+    }
+    lb_set_threads(nt);
+    printf("GFLOP/s, medians of interleaved reps (%d for the layers, %d for attention)\n\n", reps, reps * 20);
 }
 
 enum { FP32_FWD, BF16_FWD, BF16_FWD16, FP32_DX, BF16_DX, FP32_DW, BF16_DW, FP32_MIX, BF16_MIX, N_KIND };
@@ -50,6 +162,11 @@ int main(int argc, char **argv) {
            cpu.avx512f, cpu.avx512_bf16, cpu.amx_tile, cpu.amx_bf16, cpu.amx_perm);
     printf("threads %d, reps %d, OpenBLAS core %s, OPENBLAS_CORETYPE=%s\n", threads, reps,
            openblas_get_corename(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)");
+    printf("fp32 path: %s\n", lb_f32_path_name(lb_f32_path()));
+    uint64_t st0 = 43;
+    lb_pool_t *fpool = pool ? pool : lb_pool_new();
+    fp32_table(threads, reps, fpool, &st0);
+    if (fpool != pool) lb_pool_free(fpool);
     printf("bf16 path: %s, threads from %s\n", have ? name : why,
            use_pool ? "the engine's pool (OpenMP team of 1 per block)" : "oneDNN's OpenMP team");
     static const int shapes[][3] = {{2048, 512, 512}, {2048, 1024, 512}, {2048, 512, 1024},

@@ -166,8 +166,9 @@ static void one_step(int threads, int which, float *loss, float **g, size_t *n) 
 }
 
 // The engine's own loops split work without changing any sum, so two runs with two
-// threads agree bit for bit; one thread against two differs only by OpenBLAS's own
-// kernel choice (rounding).
+// threads agree bit for bit; one thread against two differs only by rounding: the
+// product library's kernel choice for another thread count or another block of rows
+// (on the oneDNN path a layer's products are cut into one block per pool thread).
 static void test_threads_deterministic(void) {
     int cases[] = {CASE_FULL, CASE_LORA_ALL};
     for (int k = 0; k < 2; k++) {

@@ -1,4 +1,5 @@
-// linear: the one place that multiplies matrices (OpenBLAS cblas_sgemm).
+// linear: the one place that multiplies matrices (lb_gemm: oneDNN sgemm on a CPU with
+// AVX-512 F, else OpenBLAS; gemm_f32.h says why and how it is chosen).
 //
 //   y = x·Wᵀ  (+ s·(drop(x)·Aᵀ)·Bᵀ when a LoRA adapter is attached)
 //
@@ -100,7 +101,7 @@ void linear_set_lora(linear_t *l, int r, lb_real scale, float dropout, lb_real *
 // A W held in bf16 (W->w16) is converted to fp32 a block of rows at a time (at most
 // LINEAR_BF16_BLOCK values, in a buffer of the call's own, so calls on different threads
 // are independent) and each block multiplied as the fp32 W would be: the result is the
-// fp32 product of the same values up to float rounding (OpenBLAS may order a sum
+// fp32 product of the same values up to float rounding (the library may order a sum
 // differently for a block of rows than for the whole W: ~1e-7 relative; on the test
 // fixture it is bit for bit the same).
 void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_real *xa,
@@ -113,7 +114,10 @@ void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_r
 // x again; NULL = convert here. x is still read (LoRA, and layers without bf16). A layer
 // with bf16 products runs its LoRA products on the pool too (OpenBLAS single-threaded in
 // each block, as lb_pool_run_gemms), so that OpenBLAS's own threads stay asleep through a
-// bf16 run; a layer without them ignores pool. pool NULL and x16 NULL is linear_forward.
+// bf16 run. A layer without them uses pool on the oneDNN fp32 path (gemm_f32.h): its
+// products, and its LoRA products, split over the pool, one thread per block, so that
+// libgomp's workers never spin beside the pool; on OpenBLAS it ignores pool.
+// pool NULL and x16 NULL is linear_forward.
 void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
                          const uint16_t *x16, lb_real *y, lb_real *xa, lb_real *tmp,
                          const lb_drop_t *drop, uint64_t site);
@@ -181,12 +185,15 @@ double linear_forward_flops(const linear_t *l, int N);
 double linear_backward_flops(const linear_t *l, int N, int has_dx);
 
 // C [M, N] = alpha·op(A)·op(B) + beta·C, row-major; ta/tb = 1 transposes. The engine's
-// other matrix products (attention) go through here so cblas lives in this file only.
+// other matrix products (attention) go through here, so the choice of library
+// (gemm_f32.h) is made in one place. Threads: lb_pool_threads() (OpenBLAS's count, or the
+// OpenMP team of oneDNN on the calling thread); 1 inside lb_pool_run_gemms.
 void lb_gemm(int ta, int tb, int M, int N, int K, lb_real alpha, const lb_real *A, int lda,
              const lb_real *B, int ldb, lb_real beta, lb_real *C, int ldc);
 
-// Sets the threads of OpenBLAS and of the engine's own parallel loops (process-wide, as
-// OpenBLAS's own setting is). n <= 0 leaves the defaults.
+// Sets the number of busy cores: OpenBLAS's threads, the engine's own parallel loops and
+// the OpenMP teams oneDNN products get (process-wide, as OpenBLAS's own setting is, which
+// holds the count: lb_pool_threads). n <= 0 leaves the defaults.
 void lb_set_threads(int n);
 
 // A small pool of worker threads for the engine's own parallel loops (attention heads,

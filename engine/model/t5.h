@@ -169,7 +169,7 @@ int t5_precision_parse(const char *name);
 int t5_set_precision(t5_model_t *m, t5_precision_t want, t5_precision_t *used, lb_err_t *err);
 
 // The kernel path m's products take on this CPU, e.g. "amx-bf16 (oneDNN brg)" or
-// "fp32 avx512 (OpenBLAS)" (lb_cpu_kernel_path).
+// "fp32 (oneDNN sgemm; CPU has avx512f)" (lb_cpu_kernel_path, lb_f32_path_name).
 const char *t5_kernel_path(const t5_model_t *m);
 
 // Packs the trainable weights' bf16 copies again from their fp32 values: after every

@@ -11,6 +11,7 @@
 
 #include "cpu.h"
 #include "gemm_bf16.h"
+#include "gemm_f32.h"
 #include "t5_internal.h"
 
 // ---------------------------------------------------------------------------------------
@@ -481,6 +482,9 @@ int t5_set_precision(t5_model_t *m, t5_precision_t want, t5_precision_t *used, l
 const char *t5_kernel_path(const t5_model_t *m) {
     lb_cpu_t c;
     lb_cpu_detect(&c);
+#ifndef LB_REAL_DOUBLE
+    if (!m->bf16) return lb_f32_path_name(lb_f32_path());  // the path lb_gemm takes (gemm_f32.h)
+#endif
     return lb_cpu_kernel_path(&c, m->bf16);
 }
 
