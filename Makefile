@@ -102,9 +102,9 @@ run: all
 bench: all
 	$(BUILD)/lorabench bench --table
 
-# fp32 (OpenBLAS) against bf16 (gemm_bf16.h) matrix products, GFLOP/s on 2 threads: first
-# with OpenBLAS's own pick of kernels for this CPU, then with its Haswell (AVX2) ones, which
-# Debian 12's OpenBLAS picks on a model it does not know (Sapphire Rapids: BENCHMARKS.md).
+# fp32 (OpenBLAS and oneDNN, gemm_f32.h) against bf16 (gemm_bf16.h) matrix products, GFLOP/s
+# on 2 threads: first with OpenBLAS's own pick of kernels for this CPU, then with its Haswell
+# (AVX2) ones, which Debian 12's OpenBLAS picks on a model it does not know (BENCHMARKS.md).
 bench-kernels: $(BUILD)/bench_gemm
 	env -u OPENBLAS_CORETYPE $(BUILD)/bench_gemm 2
 	OPENBLAS_CORETYPE=HASWELL $(BUILD)/bench_gemm 2

@@ -1,5 +1,7 @@
 #include "cpu.h"
 
+#include "gemm_f32.h"
+
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -66,9 +68,6 @@ const char *lb_cpu_kernel_path(const lb_cpu_t *c, int bf16) {
     int lvl = bf16 ? lb_cpu_bf16_level(c) : 0;
     if (lvl == 2) return "amx-bf16 (oneDNN brg)";
     if (lvl == 1) return "avx512-bf16 (oneDNN brg)";
-    // OpenBLAS picks its own kernels by CPU model (OPENBLAS_CORETYPE overrides): these
-    // name what the CPU offers, not what OpenBLAS chose (openblas_get_corename says that).
-    if (c->avx512f) return "fp32 (OpenBLAS; CPU has avx512)";
-    if (c->avx2) return "fp32 (OpenBLAS; CPU has avx2)";
-    return "fp32 (OpenBLAS)";
+    // fp32: the path gemm_f32.h picks from these flags (oneDNN with AVX-512 F, else OpenBLAS)
+    return lb_f32_path_name(c->avx512f ? LB_F32_ONEDNN : LB_F32_OPENBLAS);
 }

@@ -26,8 +26,8 @@ int lb_cpu_bf16_level(const lb_cpu_t *c);
 
 // One line naming the path the engine's matrix products take on this CPU, for logs and
 // the bench: "amx-bf16 (oneDNN brg)", "avx512-bf16 (oneDNN brg)" for the bf16 products of
-// frozen weights, else "fp32 (OpenBLAS; CPU has avx512)" and the like (which kernels
-// OpenBLAS took is its own choice, by CPU model: openblas_get_corename). bf16 says whether
+// frozen weights, else the fp32 path gemm_f32.h takes on such a CPU ("fp32 (oneDNN sgemm;
+// CPU has avx512f)" or "fp32 (OpenBLAS)"). bf16 says whether
 // the run holds frozen weights packed in bf16 (the caller's choice, linear_pack_bf16):
 // without it the fp32 name is returned on any CPU.
 const char *lb_cpu_kernel_path(const lb_cpu_t *c, int bf16);
