@@ -107,8 +107,14 @@ static void test_convert(void) {
         size_t n = sizes[t];
         float *x = rand_f(n, 3);
         uint32_t spec[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f800000u, 0xff800000u,
-                           0x00000000u, 0x80000000u, 0x7f7fffffu, 0x3f7fffffu};
-        for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) memcpy(&x[n - 1 - i], &spec[i], 4);
+                           0x00000000u, 0x80000000u, 0x7f7fffffu, 0x3f7fffffu,
+                           0x7fc00000u, 0x7f800001u, 0xffc12345u, 0x7fffffffu,  // NaNs
+                           0x00012345u, 0x80008000u, 0x00018000u};              // subnormals
+        // at the end (the scalar tail of the first size) and at the start (vector lanes)
+        for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
+            memcpy(&x[n - 1 - i], &spec[i], 4);
+            memcpy(&x[i], &spec[i], 4);
+        }
         uint16_t *h = xmalloc(2 * n);
         lb_bf16_from_f32(pool, x, n, h);
         size_t bad = 0, first = n;

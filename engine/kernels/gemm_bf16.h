@@ -36,7 +36,13 @@
 // weight). Debian's oneDNN is built for OpenMP (dnnl_config.h: DNNL_RUNTIME_OMP).
 //
 // Calls are independent: a packed weight is read-only after packing and may be used by
-// several threads at once; nothing here is global except oneDNN's own primitive cache.
+// several threads at once. Each thread keeps one oneDNN engine and stream for its calls
+// (made on its first, destroyed when it exits); the CPU's flags are read once; the rest
+// is oneDNN's own primitive cache. Measured here (oneDNN 2.6, avx512_core_bf16, one
+// thread): making the engine and stream cost ~5 us a call, the matmul descriptor 2-12 us
+// and the primitive (a cache hit) 1-7 us, against 5 us for the product of a generation
+// step (4 x 512 x 384) and 1.5-8 ms for a training step's blocks: per call only for
+// few rows, so descriptors are not cached here.
 #ifndef LB_GEMM_BF16_H
 #define LB_GEMM_BF16_H
 
@@ -83,7 +89,9 @@ int lb_bf16w_flags(const lb_bf16w_t *w);
 
 // dst [n] = src [n] rounded to bf16 (nearest, ties to even, NaN stays NaN): for callers
 // that feed one input to several products (q/k/v, wi_0/wi_1) and convert it once.
-// Threaded as the products are (pool). Works on any CPU (no bf16 hardware needed).
+// Threaded as the products are (pool). Works on any CPU (no bf16 hardware needed); with
+// AVX-512 F it converts 16 values at a time (~0.13 ns a value on one core here, against
+// ~1.1 for the scalar loop), as every product's own conversion of its input does.
 void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst);
 
 // y [N, O] = x [N, I]·Wᵀ (accum = 0) or y += x·Wᵀ (accum = 1); x fp32, rounded once.
