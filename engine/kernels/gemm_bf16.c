@@ -247,6 +247,22 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
     return w;
 }
 
+int lb_bf16w_repack_f32(lb_bf16w_t *w, const float *W) {
+    ctx_t *c = w ? ctx_get() : NULL;
+    if (!c) return -1;
+    match_threads();
+    dnnl_memory_desc_t smd;
+    if (w->fwd) {
+        md2(&smd, w->in, w->out, dnnl_f32, 1, w->in);
+        if (reorder(c, &smd, W, &w->fwd_md, w->fwd)) return -1;
+    }
+    if (w->bwd) {
+        md2(&smd, w->out, w->in, dnnl_f32, w->in, 1);
+        if (reorder(c, &smd, W, &w->bwd_md, w->bwd)) return -1;
+    }
+    return 0;
+}
+
 lb_bf16w_t *lb_bf16w_pack_f32(const float *W, int out, int in, int flags, lb_err_t *err) {
     return pack(W, dnnl_f32, out, in, flags, err);
 }
@@ -302,10 +318,15 @@ static int to_bf16(const float *src, long rows, long cols, long s_row, long s_co
 #endif
             for (long k = 0; k < cols; k++) d[k] = lb_f32_to_bf16(a[k]);
         }
-    } else {  // transposed: walk the source along its rows (contiguous when s_row == 1)
-        for (long k = 0; k < cols; k++) {
-            const float *a = src + k * s_col;
-            for (long i = 0; i < rows; i++) dst[i * cols + k] = lb_f32_to_bf16(a[i * s_row]);
+    } else {  // transposed: 16 columns of dst at a time, so that its writes and the reads
+              // of the 16 source rows stay in cache lines already loaded
+        for (long k0 = 0; k0 < cols; k0 += 16) {
+            long kn = cols - k0 < 16 ? cols - k0 : 16;
+            for (long i = 0; i < rows; i++) {
+                const float *a = src + i * s_row + k0 * s_col;
+                uint16_t *d = dst + i * cols + k0;
+                for (long k = 0; k < kn; k++) d[k] = lb_f32_to_bf16(a[k * s_col]);
+            }
         }
     }
     return 0;

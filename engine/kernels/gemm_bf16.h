@@ -76,6 +76,12 @@ enum {
 // available here or oneDNN refuses the shape.
 lb_bf16w_t *lb_bf16w_pack_f32(const float *W, int out, int in, int flags, lb_err_t *err);
 
+// Packs W [O, I] (fp32, the shape w was made for) again into w's own packings, allocating
+// nothing: for a trainable weight after each update (a new pack each step allocated and
+// faulted in the packings' pages again). Returns 0, or -1 when oneDNN failed (w's values
+// are then unusable: free it or pack again).
+int lb_bf16w_repack_f32(lb_bf16w_t *w, const float *W);
+
 // The same from bf16 values W [O, I] (e.g. a BF16 tensor of a safetensors file, used as
 // is: no rounding happens).
 lb_bf16w_t *lb_bf16w_pack_bf16(const uint16_t *W, int out, int in, int flags, lb_err_t *err);
