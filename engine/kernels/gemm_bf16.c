@@ -55,16 +55,40 @@ int lb_bf16_available(const char **name, char *why, size_t why_len) {
 // destroyed when the thread exits (pthread key), so calls on different threads stay
 // independent without each call making its own (~5 us a call, against products of
 // 5 us for a generation step's rows to milliseconds for a training step's).
+// A matmul primitive kept for reuse, with its memory objects (their data handles set per
+// call), for what makes one: the source and weights layouts, accumulation and the OpenMP
+// team size (oneDNN splits its work by it when the primitive is made).
+typedef struct {
+    int used, accum, team;
+    dnnl_memory_desc_t smd, wmd;
+    dnnl_primitive_t p;
+    dnnl_memory_t ms, mw, md;
+} prim_t;
+
+// Primitives per thread (direct-mapped by a hash of the key): a training step uses ~10
+// shapes per thread, a generation step a few more; a miss only costs a new primitive.
+#define PRIM_SLOTS 64
+
 typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t st;
+    prim_t prim[PRIM_SLOTS];
 } ctx_t;
+
+static void prim_drop(prim_t *e) {
+    if (e->ms) dnnl_memory_destroy(e->ms);
+    if (e->mw) dnnl_memory_destroy(e->mw);
+    if (e->md) dnnl_memory_destroy(e->md);
+    if (e->p) dnnl_primitive_destroy(e->p);
+    memset(e, 0, sizeof *e);
+}
 
 static pthread_key_t ctx_key;
 static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
 
 static void ctx_destroy(void *p) {
     ctx_t *c = p;
+    for (int i = 0; i < PRIM_SLOTS; i++) prim_drop(&c->prim[i]);
     if (c->st) dnnl_stream_destroy(c->st);
     if (c->eng) dnnl_engine_destroy(c->eng);
     free(c);
@@ -137,31 +161,58 @@ static dnnl_primitive_desc_t matmul_pd(ctx_t *c, const dnnl_memory_desc_t *smd,
     return pd;
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// The thread's primitive for dst (+)= src (md smd) · weights (md wmd): from its cache, else
+// made (replacing the slot's). NULL when oneDNN refuses.
+static prim_t *prim_get(ctx_t *c, const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *wmd, int K,
+                        int Nn, int accum) {
+    int team = omp_get_max_threads();
+    uint64_t h = fnv(fnv(0xcbf29ce484222325ull, smd, sizeof *smd), wmd, sizeof *wmd);
+    h = fnv(h, &accum, sizeof accum);
+    h = fnv(h, &team, sizeof team);
+    prim_t *e = &c->prim[h % PRIM_SLOTS];
+    if (e->used && e->accum == accum && e->team == team && !memcmp(&e->smd, smd, sizeof *smd) &&
+        !memcmp(&e->wmd, wmd, sizeof *wmd))
+        return e;
+    prim_drop(e);
+    dnnl_primitive_desc_t pd = matmul_pd(c, smd, wmd, K, Nn, accum);
+    if (!pd) return NULL;
+    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    int ok = dnnl_primitive_create(&e->p, pd) == dnnl_success &&
+             dnnl_memory_create(&e->ms, smd, c->eng, DNNL_MEMORY_NONE) == dnnl_success &&
+             dnnl_memory_create(&e->mw, wmd, c->eng, DNNL_MEMORY_NONE) == dnnl_success &&
+             dnnl_memory_create(&e->md, dmd, c->eng, DNNL_MEMORY_NONE) == dnnl_success;
+    dnnl_primitive_desc_destroy(pd);
+    if (!ok) {
+        prim_drop(e);
+        return NULL;
+    }
+    e->used = 1;
+    e->accum = accum;
+    e->team = team;
+    e->smd = *smd;
+    e->wmd = *wmd;
+    return e;
+}
+
 // dst [M, Nn] (+)= src [M, K] (md smd) · weights [K, Nn] (md wmd), all already bf16.
 // Returns 0, -1 when oneDNN failed before touching dst, -2 when it failed running.
 static int matmul(ctx_t *c, const dnnl_memory_desc_t *smd, const void *src,
                   const dnnl_memory_desc_t *wmd, const void *w, int K, int Nn, float *dst, int accum) {
-    dnnl_primitive_desc_t pd = matmul_pd(c, smd, wmd, K, Nn, accum);
-    if (!pd) return -1;
-    dnnl_primitive_t p = NULL;
-    dnnl_memory_t ms = NULL, mw = NULL, md = NULL;
-    int rc = -1;
-    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    if (dnnl_primitive_create(&p, pd) != dnnl_success) goto done;
-    if (dnnl_memory_create(&ms, smd, c->eng, (void *)src) != dnnl_success) goto done;
-    if (dnnl_memory_create(&mw, wmd, c->eng, (void *)w) != dnnl_success) goto done;
-    if (dnnl_memory_create(&md, dmd, c->eng, dst) != dnnl_success) goto done;
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
-    rc = -2;
-    if (dnnl_primitive_execute(p, c->st, 3, args) != dnnl_success) goto done;
-    rc = dnnl_stream_wait(c->st) == dnnl_success ? 0 : -2;
-done:
-    if (ms) dnnl_memory_destroy(ms);
-    if (mw) dnnl_memory_destroy(mw);
-    if (md) dnnl_memory_destroy(md);
-    if (p) dnnl_primitive_destroy(p);
-    dnnl_primitive_desc_destroy(pd);
-    return rc;
+    prim_t *e = prim_get(c, smd, wmd, K, Nn, accum);
+    if (!e) return -1;
+    if (dnnl_memory_set_data_handle(e->ms, (void *)src) != dnnl_success ||
+        dnnl_memory_set_data_handle(e->mw, (void *)w) != dnnl_success ||
+        dnnl_memory_set_data_handle(e->md, dst) != dnnl_success)
+        return -1;
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->ms}, {DNNL_ARG_WEIGHTS, e->mw}, {DNNL_ARG_DST, e->md}};
+    if (dnnl_primitive_execute(e->p, c->st, 3, args) != dnnl_success) return -2;
+    return dnnl_stream_wait(c->st) == dnnl_success ? 0 : -2;
 }
 
 static void md2(dnnl_memory_desc_t *md, long d0, long d1, dnnl_data_type_t t, long s0, long s1) {
