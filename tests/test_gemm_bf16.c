@@ -107,8 +107,14 @@ static void test_convert(void) {
         size_t n = sizes[t];
         float *x = rand_f(n, 3);
         uint32_t spec[] = {0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f800000u, 0xff800000u,
-                           0x00000000u, 0x80000000u, 0x7f7fffffu, 0x3f7fffffu};
-        for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) memcpy(&x[n - 1 - i], &spec[i], 4);
+                           0x00000000u, 0x80000000u, 0x7f7fffffu, 0x3f7fffffu,
+                           0x7fc00000u, 0x7f800001u, 0xffc12345u, 0x7fffffffu,  // NaNs
+                           0x00012345u, 0x80008000u, 0x00018000u};              // subnormals
+        // at the end (the scalar tail of the first size) and at the start (vector lanes)
+        for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
+            memcpy(&x[n - 1 - i], &spec[i], 4);
+            memcpy(&x[i], &spec[i], 4);
+        }
         uint16_t *h = xmalloc(2 * n);
         lb_bf16_from_f32(pool, x, n, h);
         size_t bad = 0, first = n;
@@ -356,6 +362,44 @@ static void test_linear_w16(void) {
     free(W), free(x), free(W16), free(ya), free(yb);
 }
 
+// lb_bf16w_repack_f32 (a trainable weight after an update) gives what a new packing of
+// the changed values gives, bit for bit, in both orientations, through linear_pack_bf16.
+static void test_repack(void) {
+    if (!have_bf16("test_repack")) return;
+    int N = 40, I = 512, O = 384;
+    float *x = rand_f((size_t)N * I, 1), *dy = rand_f((size_t)N * O, 1);
+    float *W = rand_f((size_t)O * I, 0.1), *W2 = rand_f((size_t)O * I, 0.1);
+    float *y = xmalloc(sizeof(float) * N * O), *y2 = xmalloc(sizeof(float) * N * O);
+    float *dx = xmalloc(sizeof(float) * N * I), *dx2 = xmalloc(sizeof(float) * N * I);
+    lb_err_t err = {0};
+    lb_bf16w_t *w = lb_bf16w_pack_f32(W, O, I, LB_BF16W_FWD | LB_BF16W_BWD, &err);
+    lb_bf16w_t *f = lb_bf16w_pack_f32(W2, O, I, LB_BF16W_FWD | LB_BF16W_BWD, &err);
+    EXPECTF(w && f, "%s", err.msg);
+    if (!w || !f) return;
+    EXPECT(lb_bf16w_repack_f32(w, W2) == 0);
+    EXPECT(lb_bf16w_forward(pool, w, N, x, y, 0) == 0 && lb_bf16w_forward(pool, f, N, x, y2, 0) == 0);
+    EXPECTF(!memcmp(y, y2, sizeof(float) * N * O), "forward after repack differs from a new packing");
+    EXPECT(lb_bf16w_backward_dx(pool, w, N, dy, dx, 0) == 0 && lb_bf16w_backward_dx(pool, f, N, dy, dx2, 0) == 0);
+    EXPECTF(!memcmp(dx, dx2, sizeof(float) * N * I), "dx after repack differs from a new packing");
+    EXPECT(lb_bf16w_repack_f32(NULL, W2) == -1);
+    lb_bf16w_free(w);
+    lb_bf16w_free(f);
+    // through the layer: a trainable W packed again with the same flags keeps its buffers
+    lb_param_t P = {.ndim = 2, .shape = {O, I}, .numel = (size_t)O * I, .w = W, .g = W2};
+    linear_t l = {.name = "repack", .in = I, .out = O, .W = &P};
+    EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD | LINEAR_BF16_BWD | LINEAR_BF16_DW, &err) == 0);
+    const lb_bf16w_t *before = l.w_bf16;
+    memcpy(W, W2, sizeof(float) * O * I);  // "the update"
+    EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD | LINEAR_BF16_BWD | LINEAR_BF16_DW, &err) == 0);
+    EXPECT(l.w_bf16 == before);
+    f = lb_bf16w_pack_f32(W2, O, I, LB_BF16W_FWD, &err);
+    EXPECT(f && lb_bf16w_forward(pool, l.w_bf16, N, x, y, 0) == 0 && lb_bf16w_forward(pool, f, N, x, y2, 0) == 0);
+    EXPECTF(!memcmp(y, y2, sizeof(float) * N * O), "the layer's repacked forward differs");
+    lb_bf16w_free(f);
+    linear_unpack_bf16(&l);
+    free(x), free(dy), free(W), free(W2), free(y), free(y2), free(dx), free(dx2);
+}
+
 int main(void) {
     lb_set_threads(2);
     char impl[64];
@@ -375,6 +419,7 @@ int main(void) {
     RUN(test_linear);
     RUN(test_linear_dropout_pool);
     RUN(test_linear_w16);
+    RUN(test_repack);
     lb_pool_free(pool);
     TH_DONE();
 }

@@ -3,8 +3,13 @@
 #include <dnnl.h>
 #include <stdio.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX512_CONV 1
+#endif
 
 #include "cpu.h"
 #include "linear.h"
@@ -24,9 +29,15 @@ static void match_threads(void) {
     if (omp_get_max_threads() != nt) omp_set_num_threads(nt);
 }
 
+// What the CPU offers is fixed for the process: detected once (CPUID, and on an AMX CPU
+// the arch_prctl asking Linux for the tile state).
+static pthread_once_t avail_once = PTHREAD_ONCE_INIT;
+static lb_cpu_t avail_cpu;
+static void avail_detect(void) { lb_cpu_detect(&avail_cpu); }
+
 int lb_bf16_available(const char **name, char *why, size_t why_len) {
-    lb_cpu_t c;
-    lb_cpu_detect(&c);
+    pthread_once(&avail_once, avail_detect);
+    const lb_cpu_t c = avail_cpu;
     if (name) *name = lb_cpu_kernel_path(&c, 1);
     int ok = lb_cpu_bf16_level(&c) > 0;
     if (!ok && why && why_len) {
@@ -40,27 +51,66 @@ int lb_bf16_available(const char **name, char *why, size_t why_len) {
     return ok;
 }
 
-// Engine and stream of one call: both are light on the CPU, and owning them per call keeps
-// calls on different threads independent.
+// The oneDNN engine and stream of the calling thread: made on a thread's first product and
+// destroyed when the thread exits (pthread key), so calls on different threads stay
+// independent without each call making its own (~5 us a call, against products of
+// 5 us for a generation step's rows to milliseconds for a training step's).
+// A matmul primitive kept for reuse, with its memory objects (their data handles set per
+// call), for what makes one: the source and weights layouts, accumulation and the OpenMP
+// team size (oneDNN splits its work by it when the primitive is made).
+typedef struct {
+    int used, accum, team;
+    dnnl_memory_desc_t smd, wmd;
+    dnnl_primitive_t p;
+    dnnl_memory_t ms, mw, md;
+} prim_t;
+
+// Primitives per thread (direct-mapped by a hash of the key): a training step uses ~10
+// shapes per thread, a generation step a few more; a miss only costs a new primitive.
+#define PRIM_SLOTS 64
+
 typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t st;
+    prim_t prim[PRIM_SLOTS];
 } ctx_t;
 
-static int ctx_open(ctx_t *c) {
-    c->eng = NULL;
-    c->st = NULL;
-    if (dnnl_engine_create(&c->eng, dnnl_cpu, 0) != dnnl_success) return -1;
-    if (dnnl_stream_create(&c->st, c->eng, dnnl_stream_default_flags) != dnnl_success) {
-        dnnl_engine_destroy(c->eng);
-        return -1;
-    }
-    return 0;
+static void prim_drop(prim_t *e) {
+    if (e->ms) dnnl_memory_destroy(e->ms);
+    if (e->mw) dnnl_memory_destroy(e->mw);
+    if (e->md) dnnl_memory_destroy(e->md);
+    if (e->p) dnnl_primitive_destroy(e->p);
+    memset(e, 0, sizeof *e);
 }
 
-static void ctx_close(ctx_t *c) {
+static pthread_key_t ctx_key;
+static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
+
+static void ctx_destroy(void *p) {
+    ctx_t *c = p;
+    for (int i = 0; i < PRIM_SLOTS; i++) prim_drop(&c->prim[i]);
     if (c->st) dnnl_stream_destroy(c->st);
     if (c->eng) dnnl_engine_destroy(c->eng);
+    free(c);
+}
+
+static void ctx_key_make(void) {
+    if (pthread_key_create(&ctx_key, ctx_destroy)) abort();  // only EAGAIN (no keys left) or ENOMEM
+}
+
+// The calling thread's context, or NULL when oneDNN cannot open its CPU engine.
+static ctx_t *ctx_get(void) {
+    pthread_once(&ctx_once, ctx_key_make);
+    ctx_t *c = pthread_getspecific(ctx_key);
+    if (c) return c;
+    c = xcalloc(1, sizeof *c);
+    if (dnnl_engine_create(&c->eng, dnnl_cpu, 0) != dnnl_success ||
+        dnnl_stream_create(&c->st, c->eng, dnnl_stream_default_flags) != dnnl_success ||
+        pthread_setspecific(ctx_key, c)) {
+        ctx_destroy(c);
+        return NULL;
+    }
+    return c;
 }
 
 // dst (md dmd) = src (md smd), converting type and layout.
@@ -111,31 +161,58 @@ static dnnl_primitive_desc_t matmul_pd(ctx_t *c, const dnnl_memory_desc_t *smd,
     return pd;
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+// The thread's primitive for dst (+)= src (md smd) · weights (md wmd): from its cache, else
+// made (replacing the slot's). NULL when oneDNN refuses.
+static prim_t *prim_get(ctx_t *c, const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *wmd, int K,
+                        int Nn, int accum) {
+    int team = omp_get_max_threads();
+    uint64_t h = fnv(fnv(0xcbf29ce484222325ull, smd, sizeof *smd), wmd, sizeof *wmd);
+    h = fnv(h, &accum, sizeof accum);
+    h = fnv(h, &team, sizeof team);
+    prim_t *e = &c->prim[h % PRIM_SLOTS];
+    if (e->used && e->accum == accum && e->team == team && !memcmp(&e->smd, smd, sizeof *smd) &&
+        !memcmp(&e->wmd, wmd, sizeof *wmd))
+        return e;
+    prim_drop(e);
+    dnnl_primitive_desc_t pd = matmul_pd(c, smd, wmd, K, Nn, accum);
+    if (!pd) return NULL;
+    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    int ok = dnnl_primitive_create(&e->p, pd) == dnnl_success &&
+             dnnl_memory_create(&e->ms, smd, c->eng, DNNL_MEMORY_NONE) == dnnl_success &&
+             dnnl_memory_create(&e->mw, wmd, c->eng, DNNL_MEMORY_NONE) == dnnl_success &&
+             dnnl_memory_create(&e->md, dmd, c->eng, DNNL_MEMORY_NONE) == dnnl_success;
+    dnnl_primitive_desc_destroy(pd);
+    if (!ok) {
+        prim_drop(e);
+        return NULL;
+    }
+    e->used = 1;
+    e->accum = accum;
+    e->team = team;
+    e->smd = *smd;
+    e->wmd = *wmd;
+    return e;
+}
+
 // dst [M, Nn] (+)= src [M, K] (md smd) · weights [K, Nn] (md wmd), all already bf16.
 // Returns 0, -1 when oneDNN failed before touching dst, -2 when it failed running.
 static int matmul(ctx_t *c, const dnnl_memory_desc_t *smd, const void *src,
                   const dnnl_memory_desc_t *wmd, const void *w, int K, int Nn, float *dst, int accum) {
-    dnnl_primitive_desc_t pd = matmul_pd(c, smd, wmd, K, Nn, accum);
-    if (!pd) return -1;
-    dnnl_primitive_t p = NULL;
-    dnnl_memory_t ms = NULL, mw = NULL, md = NULL;
-    int rc = -1;
-    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    if (dnnl_primitive_create(&p, pd) != dnnl_success) goto done;
-    if (dnnl_memory_create(&ms, smd, c->eng, (void *)src) != dnnl_success) goto done;
-    if (dnnl_memory_create(&mw, wmd, c->eng, (void *)w) != dnnl_success) goto done;
-    if (dnnl_memory_create(&md, dmd, c->eng, dst) != dnnl_success) goto done;
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
-    rc = -2;
-    if (dnnl_primitive_execute(p, c->st, 3, args) != dnnl_success) goto done;
-    rc = dnnl_stream_wait(c->st) == dnnl_success ? 0 : -2;
-done:
-    if (ms) dnnl_memory_destroy(ms);
-    if (mw) dnnl_memory_destroy(mw);
-    if (md) dnnl_memory_destroy(md);
-    if (p) dnnl_primitive_destroy(p);
-    dnnl_primitive_desc_destroy(pd);
-    return rc;
+    prim_t *e = prim_get(c, smd, wmd, K, Nn, accum);
+    if (!e) return -1;
+    if (dnnl_memory_set_data_handle(e->ms, (void *)src) != dnnl_success ||
+        dnnl_memory_set_data_handle(e->mw, (void *)w) != dnnl_success ||
+        dnnl_memory_set_data_handle(e->md, dst) != dnnl_success)
+        return -1;
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->ms}, {DNNL_ARG_WEIGHTS, e->mw}, {DNNL_ARG_DST, e->md}};
+    if (dnnl_primitive_execute(e->p, c->st, 3, args) != dnnl_success) return -2;
+    return dnnl_stream_wait(c->st) == dnnl_success ? 0 : -2;
 }
 
 static void md2(dnnl_memory_desc_t *md, long d0, long d1, dnnl_data_type_t t, long s0, long s1) {
@@ -146,17 +223,16 @@ static void md2(dnnl_memory_desc_t *md, long d0, long d1, dnnl_data_type_t t, lo
 void lb_bf16_impl_name(int N, int in, int out, char *buf, size_t len) {
     snprintf(buf, len, "unavailable");
     if (!lb_bf16_available(NULL, NULL, 0)) return;
-    ctx_t c;
-    if (ctx_open(&c)) return;
+    ctx_t *c = ctx_get();
+    if (!c) return;
     match_threads();
     dnnl_memory_desc_t smd;
     md2(&smd, N, in, dnnl_bf16, in, 1);
-    dnnl_primitive_desc_t pd = matmul_pd(&c, &smd, NULL, in, out, 0);
+    dnnl_primitive_desc_t pd = matmul_pd(c, &smd, NULL, in, out, 0);
     const char *s = NULL;
     if (pd && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) == dnnl_success && s)
         snprintf(buf, len, "%s", s);
     if (pd) dnnl_primitive_desc_destroy(pd);
-    ctx_close(&c);
 }
 
 // Packs src (md smd: W seen as the [K, Nn] weights of one product) into the layout the
@@ -191,8 +267,8 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
                    "and LB_BF16W_FWD and/or LB_BF16W_BWD", out, in, flags);
         return NULL;
     }
-    ctx_t c;
-    if (ctx_open(&c)) {
+    ctx_t *c = ctx_get();
+    if (!c) {
         lb_err_set(err, LB_EARG, "oneDNN could not open its CPU engine: bf16 products off, fp32 kept");
         return NULL;
     }
@@ -205,15 +281,14 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
     int fail = 0;
     if (flags & LB_BF16W_FWD) {  // Wᵀ as [K = I, N = O]: element (k, n) at n·I + k
         md2(&smd, in, out, t, 1, in);
-        w->fwd = pack_one(&c, &smd, in, out, &w->fwd_md, &w->bytes, W);
+        w->fwd = pack_one(c, &smd, in, out, &w->fwd_md, &w->bytes, W);
         fail |= !w->fwd;
     }
     if (!fail && (flags & LB_BF16W_BWD)) {  // W as [K = O, N = I], row-major
         md2(&smd, out, in, t, in, 1);
-        w->bwd = pack_one(&c, &smd, out, in, &w->bwd_md, &w->bytes, W);
+        w->bwd = pack_one(c, &smd, out, in, &w->bwd_md, &w->bytes, W);
         fail |= !w->bwd;
     }
-    ctx_close(&c);
     if (fail) {
         lb_bf16w_free(w);
         lb_err_set(err, LB_EARG, "oneDNN refused to pack a %d x %d weight for bf16 products: "
@@ -221,6 +296,22 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
         return NULL;
     }
     return w;
+}
+
+int lb_bf16w_repack_f32(lb_bf16w_t *w, const float *W) {
+    ctx_t *c = w ? ctx_get() : NULL;
+    if (!c) return -1;
+    match_threads();
+    dnnl_memory_desc_t smd;
+    if (w->fwd) {
+        md2(&smd, w->in, w->out, dnnl_f32, 1, w->in);
+        if (reorder(c, &smd, W, &w->fwd_md, w->fwd)) return -1;
+    }
+    if (w->bwd) {
+        md2(&smd, w->out, w->in, dnnl_f32, w->in, 1);
+        if (reorder(c, &smd, W, &w->bwd_md, w->bwd)) return -1;
+    }
+    return 0;
 }
 
 lb_bf16w_t *lb_bf16w_pack_f32(const float *W, int out, int in, int flags, lb_err_t *err) {
@@ -241,20 +332,52 @@ void lb_bf16w_free(lb_bf16w_t *w) {
 size_t lb_bf16w_bytes(const lb_bf16w_t *w) { return w ? w->bytes : 0; }
 int lb_bf16w_flags(const lb_bf16w_t *w) { return w ? w->flags : 0; }
 
+#ifdef HAVE_AVX512_CONV
+// d [n] = lb_f32_to_bf16(a [n]) 16 at a time, bit for bit its result (round to nearest
+// even, a NaN kept quiet): ~4x the scalar loop, which the compiler does not vectorise.
+// Used where the CPU has AVX-512 F (avail_cpu: to_bf16 runs only after
+// lb_bf16_available detected it).
+__attribute__((target("avx512f"))) static void row_to_bf16_avx512(const float *a, long n, uint16_t *d) {
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+    const __m512i quiet = _mm512_set1_epi32(0x400000);  // (b >> 16) | 0x40, before the shift
+    long k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512i b = _mm512_loadu_si512((const void *)(a + k));
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs), inf);
+        __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
+        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(b, quiet));
+        _mm256_storeu_si256((__m256i *)(void *)(d + k), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+    for (; k < n; k++) d[k] = lb_f32_to_bf16(a[k]);
+}
+#endif
+
 // dst [rows, cols] bf16 row-major = src (fp32) read at src[i·s_row + j·s_col]. A plain
-// loop (lb_f32_to_bf16, which the compiler vectorises) and not a oneDNN reorder: its
-// generic reorder cost about 10 ns a value, more than the products it feeds.
+// loop (AVX-512 for contiguous rows) and not a oneDNN reorder: its generic reorder cost
+// about 10 ns a value, more than the products it feeds.
 static int to_bf16(const float *src, long rows, long cols, long s_row, long s_col, uint16_t *dst) {
     if (s_col == 1) {
         for (long i = 0; i < rows; i++) {
             const float *a = src + i * s_row;
             uint16_t *d = dst + i * cols;
+#ifdef HAVE_AVX512_CONV
+            if (avail_cpu.avx512f) {
+                row_to_bf16_avx512(a, cols, d);
+                continue;
+            }
+#endif
             for (long k = 0; k < cols; k++) d[k] = lb_f32_to_bf16(a[k]);
         }
-    } else {  // transposed: walk the source along its rows (contiguous when s_row == 1)
-        for (long k = 0; k < cols; k++) {
-            const float *a = src + k * s_col;
-            for (long i = 0; i < rows; i++) dst[i * cols + k] = lb_f32_to_bf16(a[i * s_row]);
+    } else {  // transposed: 16 columns of dst at a time, so that its writes and the reads
+              // of the 16 source rows stay in cache lines already loaded
+        for (long k0 = 0; k0 < cols; k0 += 16) {
+            long kn = cols - k0 < 16 ? cols - k0 : 16;
+            for (long i = 0; i < rows; i++) {
+                const float *a = src + i * s_row + k0 * s_col;
+                uint16_t *d = dst + i * cols + k0;
+                for (long k = 0; k < kn; k++) d[k] = lb_f32_to_bf16(a[k * s_col]);
+            }
         }
     }
     return 0;
@@ -294,8 +417,8 @@ typedef struct {
 // Rows [lo, hi) of the job's output: 0, -1 (nothing written to the output) or -2 (oneDNN
 // failed while writing it).
 static int job_rows(const job_t *j, long lo, long hi) {
-    ctx_t c;
-    if (ctx_open(&c)) return -1;
+    ctx_t *c = ctx_get();
+    if (!c) return -1;
     if (omp_get_max_threads() != j->team) omp_set_num_threads(j->team);
     long r = hi - lo;
     dnnl_memory_desc_t smd, wmd;
@@ -309,20 +432,20 @@ static int job_rows(const job_t *j, long lo, long hi) {
         buf = xalloc64((size_t)r * j->in * 2);
         if (!to_bf16(j->a + lo * j->in, r, j->in, j->in, 1, buf)) {
             md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
-            rc = matmul(&c, &smd, buf, &j->w->fwd_md, j->w->fwd, j->in, j->out,
+            rc = matmul(c, &smd, buf, &j->w->fwd_md, j->w->fwd, j->in, j->out,
                         (float *)j->dst + lo * j->out, j->accum);
         }
         break;
     case J_FWD16:  // y rows = x rows·Wᵀ
         md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
-        rc = matmul(&c, &smd, j->a16 + lo * j->in, &j->w->fwd_md, j->w->fwd, j->in, j->out,
+        rc = matmul(c, &smd, j->a16 + lo * j->in, &j->w->fwd_md, j->w->fwd, j->in, j->out,
                     (float *)j->dst + lo * j->out, j->accum);
         break;
     case J_DX:  // dx rows = bf16(dy rows)·W
         buf = xalloc64((size_t)r * j->out * 2);
         if (!to_bf16(j->a + lo * j->out, r, j->out, j->out, 1, buf)) {
             md2(&smd, r, j->out, dnnl_bf16, j->out, 1);
-            rc = matmul(&c, &smd, buf, &j->w->bwd_md, j->w->bwd, j->out, j->in,
+            rc = matmul(c, &smd, buf, &j->w->bwd_md, j->w->bwd, j->out, j->in,
                         (float *)j->dst + lo * j->in, j->accum);
         }
         break;
@@ -332,12 +455,11 @@ static int job_rows(const job_t *j, long lo, long hi) {
         if (!to_bf16(j->a + lo, r, j->N, 1, j->out, buf)) {
             md2(&smd, r, j->N, dnnl_bf16, j->N, 1);
             md2(&wmd, j->N, j->in, dnnl_bf16, j->in, 1);
-            rc = matmul(&c, &smd, buf, &wmd, j->a16, j->N, j->in, (float *)j->dst + lo * j->in, j->accum);
+            rc = matmul(c, &smd, buf, &wmd, j->a16, j->N, j->in, (float *)j->dst + lo * j->in, j->accum);
         }
         break;
     }
     free(buf);
-    ctx_close(&c);
     return rc;
 }
 

@@ -36,7 +36,13 @@
 // weight). Debian's oneDNN is built for OpenMP (dnnl_config.h: DNNL_RUNTIME_OMP).
 //
 // Calls are independent: a packed weight is read-only after packing and may be used by
-// several threads at once; nothing here is global except oneDNN's own primitive cache.
+// several threads at once. Each thread keeps one oneDNN engine and stream for its calls
+// and its recently used matmul primitives (made on first use, destroyed when the thread
+// exits); the CPU's flags are read once. Measured here (oneDNN 2.6, avx512_core_bf16, one
+// thread): a new engine and stream cost ~5 us a call, the matmul descriptor 2-12 us, the
+// primitive (a hit in oneDNN's own cache) 1-7 us, against 5 us for the product of a
+// generation step's rows (4 x 512 x 384) and 1.5-8 ms for a training step's blocks; with
+// both kept, a 512->384 product of one row went from 16.8 to 6.7 us a call.
 #ifndef LB_GEMM_BF16_H
 #define LB_GEMM_BF16_H
 
@@ -70,6 +76,12 @@ enum {
 // available here or oneDNN refuses the shape.
 lb_bf16w_t *lb_bf16w_pack_f32(const float *W, int out, int in, int flags, lb_err_t *err);
 
+// Packs W [O, I] (fp32, the shape w was made for) again into w's own packings, allocating
+// nothing: for a trainable weight after each update (a new pack each step allocated and
+// faulted in the packings' pages again). Returns 0, or -1 when oneDNN failed (w's values
+// are then unusable: free it or pack again).
+int lb_bf16w_repack_f32(lb_bf16w_t *w, const float *W);
+
 // The same from bf16 values W [O, I] (e.g. a BF16 tensor of a safetensors file, used as
 // is: no rounding happens).
 lb_bf16w_t *lb_bf16w_pack_bf16(const uint16_t *W, int out, int in, int flags, lb_err_t *err);
@@ -83,7 +95,9 @@ int lb_bf16w_flags(const lb_bf16w_t *w);
 
 // dst [n] = src [n] rounded to bf16 (nearest, ties to even, NaN stays NaN): for callers
 // that feed one input to several products (q/k/v, wi_0/wi_1) and convert it once.
-// Threaded as the products are (pool). Works on any CPU (no bf16 hardware needed).
+// Threaded as the products are (pool). Works on any CPU (no bf16 hardware needed); with
+// AVX-512 F it converts 16 values at a time (~0.13 ns a value on one core here, against
+// ~1.1 for the scalar loop), as every product's own conversion of its input does.
 void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst);
 
 // y [N, O] = x [N, I]·Wᵀ (accum = 0) or y += x·Wᵀ (accum = 1); x fp32, rounded once.

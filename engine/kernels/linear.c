@@ -374,6 +374,10 @@ int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err) {
                           "frozen: make it trainable first (t5_set_trainable)", l->name);
     char why[256];
     if (!lb_bf16_available(NULL, why, sizeof why)) return lb_err_set(err, LB_EARG, "%s: %s", l->name, why);
+    // packed before with these flags from fp32 values (a trainable W after an update):
+    // into the same buffers
+    if (pk && l->w_bf16 && flags == l->bf16 && l->W->w && !lb_bf16w_repack_f32(l->w_bf16, l->W->w))
+        return 0;
     lb_bf16w_t *w = NULL;
     if (pk) {
         int f = ((pk & LINEAR_BF16_FWD) ? LB_BF16W_FWD : 0) | ((pk & LINEAR_BF16_BWD) ? LB_BF16W_BWD : 0);

@@ -171,7 +171,8 @@ enum { LINEAR_BF16_FWD = 1, LINEAR_BF16_BWD = 2, LINEAR_BF16_DW = 4 };
 // Returns 0, or -1 with err set and l unchanged (fp32 kept) when this CPU has no bf16
 // products (no AMX bf16 and no AVX-512 bf16: lb_bf16_available), W is trainable for
 // FWD/BWD or frozen for DW, or this is the double-precision build. Calling it again
-// replaces the earlier packing. A product oneDNN fails is redone in fp32, unless it had
+// replaces the earlier packing (with the same flags and fp32 values: in place, no
+// allocation, as t5_bf16_refresh does after every update). A product oneDNN fails is redone in fp32, unless it had
 // already accumulated into its output: that is fatal (gemm_bf16.h; out of memory).
 int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err);
 

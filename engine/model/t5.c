@@ -11,6 +11,9 @@
 
 #include "prof.h"
 #include "t5_internal.h"
+#ifndef LB_REAL_DOUBLE
+#include "gemm_bf16.h"
+#endif
 
 int t5_relative_bucket(int rel, int bidirectional, int num_buckets, int max_distance) {
     int bucket = 0;
@@ -57,19 +60,40 @@ static void add_dropped(t5_acts_t *a, lb_real *x_out, const lb_real *x, lb_real 
     lb_pool_run(a->pool, (long)n, add_job, &j);
 }
 
-// x_out [B·Tq, D] = x + drop(o(attention(norm(x), kv))). kv NULL: self attention.
+// x [N, I] rounded to bf16 once into x16 (the arena's h16 or E16) for the bf16 products
+// that share it (linear_forward_pool's x16): the rounding each would do, done once, so the
+// results are the same bit for bit. NULL (each product converts for itself, or runs in
+// fp32) when the arena has no bf16 room or l has no bf16 forward.
+static const uint16_t *bf16_shared(t5_acts_t *a, const linear_t *l, int N, const lb_real *x, uint16_t *x16) {
+#ifdef LB_REAL_DOUBLE
+    (void)a, (void)l, (void)N, (void)x, (void)x16;
+    return NULL;
+#else
+    if (!x16 || !(l->bf16 & LINEAR_BF16_FWD) || !l->w_bf16) return NULL;
+    LB_PROF(PROF_LINEAR_FWD, lb_bf16_from_f32(a->pool, x, (size_t)N * l->in, x16));
+    return x16;
+#endif
+}
+
+// x_out [B·Tq, D] = x + drop(o(attention(norm(x), kv))). kv NULL: self attention, else
+// kv16 is kv in bf16 (or NULL: converted by the products that read it).
 static void attn_forward(const t5_model_t *m, const t5_attn_t *L, attn_saved_t *s, t5_acts_t *a,
-                         const attn_shape_t *sh, const lb_real *kv, lb_real *x_out,
-                         const lb_drop_t *drop, uint64_t site_res) {
+                         const attn_shape_t *sh, const lb_real *kv, const uint16_t *kv16,
+                         lb_real *x_out, const lb_drop_t *drop, uint64_t site_res) {
     const t5_config_t *c = &m->cfg;
     int D = c->d_model, Nq = sh->B * sh->Tq, Nk = sh->B * sh->Tk;
     LB_PROF(PROF_NORM, rms_forward_p(a->pool, Nq, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h));
-    if (!kv) kv = s->h;
-    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->q, a->pool, Nq, s->h, NULL, s->q, s->xa[0], a->lin_tmp, drop, site_lora(L->q)));
+    // q, k and v of self attention read one input: in bf16 it is rounded once
+    const uint16_t *h16 = bf16_shared(a, L->q, Nq, s->h, a->h16);
+    if (!kv) {
+        kv = s->h;
+        kv16 = h16;
+    }
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->q, a->pool, Nq, s->h, h16, s->q, s->xa[0], a->lin_tmp, drop, site_lora(L->q)));
     a->flops_fwd += linear_forward_flops(L->q, Nq);
-    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->k, a->pool, Nk, kv, NULL, s->k, s->xa[1], a->lin_tmp, drop, site_lora(L->k)));
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->k, a->pool, Nk, kv, kv16, s->k, s->xa[1], a->lin_tmp, drop, site_lora(L->k)));
     a->flops_fwd += linear_forward_flops(L->k, Nk);
-    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->v, a->pool, Nk, kv, NULL, s->v, s->xa[2], a->lin_tmp, drop, site_lora(L->v)));
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->v, a->pool, Nk, kv, kv16, s->v, s->xa[2], a->lin_tmp, drop, site_lora(L->v)));
     a->flops_fwd += linear_forward_flops(L->v, Nk);
     LB_PROF(PROF_ATTN_FWD, attn_core_forward_p(a->pool, sh, s->q, s->k, s->v, s->P, a->pd, s->ctx, drop));
     a->flops_fwd += 2 * attn_core_flops(sh);  // q·kᵀ and P·v
@@ -162,10 +186,12 @@ static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_
     int D = c->d_model, F = c->d_ff;
     LB_PROF(PROF_NORM, rms_forward_p(a->pool, N, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h));
     const linear_t *wa = c->gated ? L->wi_0 : L->wi;
-    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(wa, a->pool, N, s->h, NULL, s->a, s->xa[0], a->lin_tmp, drop, site_lora(wa)));
+    // wi_0 and wi_1 read one input: in bf16 it is rounded once (a plain wi: no sharing)
+    const uint16_t *h16 = c->gated ? bf16_shared(a, wa, N, s->h, a->h16) : NULL;
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(wa, a->pool, N, s->h, h16, s->a, s->xa[0], a->lin_tmp, drop, site_lora(wa)));
     a->flops_fwd += linear_forward_flops(wa, N);
     if (c->gated) {
-        LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->wi_1, a->pool, N, s->h, NULL, s->b, s->xa[1], a->lin_tmp, drop, site_lora(L->wi_1)));
+        LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->wi_1, a->pool, N, s->h, h16, s->b, s->xa[1], a->lin_tmp, drop, site_lora(L->wi_1)));
         a->flops_fwd += linear_forward_flops(L->wi_1, N);
     }
     LB_PROF(PROF_ACT, act_forward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd));
@@ -301,7 +327,7 @@ static void encoder_run(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop
               c->relative_attention_max_distance, a->bkt_enc, a->bias_enc));
     for (int l = 0; l < Le; l++) {
         attn_shape_t sh = {B, H, c->d_kv, S, S, a->bias_enc, a->enc_mask, 0, p, site_of(0, l, SITE_SELF_P)};
-        attn_forward(m, &m->enc[l].self, &a->es[l], a, &sh, NULL, a->ef[l].x, drop, site_of(0, l, SITE_SELF_RES));
+        attn_forward(m, &m->enc[l].self, &a->es[l], a, &sh, NULL, NULL, a->ef[l].x, drop, site_of(0, l, SITE_SELF_RES));
         ff_forward(m, &m->enc[l].ff, &a->ef[l], a, Ne, l + 1 < Le ? a->es[l + 1].x : a->enc_xf, drop,
                    site_of(0, l, SITE_FF_IN), site_of(0, l, SITE_FF_RES));
     }
@@ -316,15 +342,18 @@ static void decoder_run(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop
     int B = a->B, S = a->S, T = a->T, D = c->d_model, H = c->num_heads, V = c->vocab_size;
     int Ld = c->num_decoder_layers, Nd = B * T;
     float p = c->dropout_rate;
+    // every decoder layer's cross k and v read the encoder output: in bf16 it is rounded
+    // once per forward (when the first layer's k runs in bf16)
+    const uint16_t *E16 = Ld > 0 ? bf16_shared(a, m->dec[0].cross.k, B * S, a->enc_E, a->E16) : NULL;
     LB_PROF(PROF_EMBED, embed_forward(Nd, D, a->dec_ids, m->shared->w, a->ds[0].x));
     if (lb_drop_on(drop, p)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->ds[0].x, (size_t)Nd * D, drop, site_of(1, 0, SITE_EMBED), p));
     LB_PROF(PROF_EMBED, fill_bias(m->dec_rel, H, T, T, 0, c->relative_attention_num_buckets,
               c->relative_attention_max_distance, a->bkt_dec, a->bias_dec));
     for (int l = 0; l < Ld; l++) {
         attn_shape_t sh = {B, H, c->d_kv, T, T, a->bias_dec, NULL, 1, p, site_of(1, l, SITE_SELF_P)};
-        attn_forward(m, &m->dec[l].self, &a->ds[l], a, &sh, NULL, a->dc[l].x, drop, site_of(1, l, SITE_SELF_RES));
+        attn_forward(m, &m->dec[l].self, &a->ds[l], a, &sh, NULL, NULL, a->dc[l].x, drop, site_of(1, l, SITE_SELF_RES));
         attn_shape_t sc = {B, H, c->d_kv, T, S, NULL, a->enc_mask, 0, p, site_of(1, l, SITE_CROSS_P)};
-        attn_forward(m, &m->dec[l].cross, &a->dc[l], a, &sc, a->enc_E, a->df[l].x, drop, site_of(1, l, SITE_CROSS_RES));
+        attn_forward(m, &m->dec[l].cross, &a->dc[l], a, &sc, a->enc_E, E16, a->df[l].x, drop, site_of(1, l, SITE_CROSS_RES));
         ff_forward(m, &m->dec[l].ff, &a->df[l], a, Nd, l + 1 < Ld ? a->ds[l + 1].x : a->dec_xf, drop,
                    site_of(1, l, SITE_FF_IN), site_of(1, l, SITE_FF_RES));
     }

@@ -146,13 +146,18 @@ linear_t *t5_find_linear(t5_model_t *m, const char *name);
 int t5_frozen_weights_bf16(t5_model_t *m, lb_err_t *err);
 
 // Precision bf16 (train.precision, --precision): every linear's products run in bf16
-// with fp32 accumulation on the CPU's bf16 matrix hardware (linear_pack_bf16): a frozen
-// weight is packed once for the forward and the input gradient; a trainable one (full,
-// partial) keeps its fp32 master values, is packed from them for the forward and input
-// gradient, and gets its weight gradient from a bf16 product. Call after
-// t5_set_trainable / t5_frozen_weights_bf16 (and adapters attached); the LoRA products,
-// attention, norms, softmax and the loss stay fp32. Returns -1 with err and the model in
-// fp32 where this CPU has no bf16 products.
+// with fp32 accumulation on the CPU's bf16 matrix hardware (linear_pack_bf16). A frozen
+// weight is held in bf16 (t5_frozen_weights_bf16: its fp32 copy is freed, as the products
+// read the rounded values anyway) and packed once for the forward, and for the input
+// gradient only where a backward may need it with m trainable as it is now (not in a
+// frozen model, not in a frozen encoder; a layer that later needs it takes the slower
+// block-converting path, results the same up to rounding). A trainable one (full, partial)
+// keeps its fp32 master values, is packed from them for the forward and input gradient,
+// and gets its weight gradient from a bf16 product. Call after t5_set_trainable (and
+// adapters attached); the LoRA products, attention, norms, softmax and the loss stay
+// fp32. Returns -1 with err and the model in fp32 where this CPU has no bf16 products
+// (checked first: nothing changed) or oneDNN refuses a packing (the frozen weights are
+// then already held in bf16).
 int t5_use_bf16(t5_model_t *m, lb_err_t *err);
 
 // What a run or a command asks for: auto = bf16 where the CPU has AMX bf16 tiles (the

@@ -35,6 +35,8 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     // normed inputs and the input of wo are rebuilt in the backward, not kept per block
     a->hbuf = BUMP(bp, Nmax * D);
     a->gbuf = BUMP(bp, Nmax * F);
+    a->h16 = m->bf16 ? bump(bp, sizeof(uint16_t) * Nmax * D) : NULL;
+    a->E16 = m->bf16 ? bump(bp, sizeof(uint16_t) * Ne * D) : NULL;
 #define XA(l, rows) ((l) && a->lin_r[(l)->id] ? BUMP(bp, (size_t)(rows) * a->lin_r[(l)->id]) : NULL)
     for (int l = 0; l < Le; l++) {
         if (l > 0 && a->enc_shared) {  // nothing is kept for a backward: reuse block 0's buffers

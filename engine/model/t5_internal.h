@@ -54,6 +54,11 @@ struct t5_acts {
     lb_real *bias_enc, *bias_dec;  // [H, S, S], [H, T, T]
     // scratch
     lb_real *hbuf, *gbuf;  // [Nmax, D], [Nmax, F]
+    // bf16 precision (m->bf16 when the arena was made; else NULL): the normed input hbuf
+    // rounded to bf16 once for the products that share it (q/k/v, wi_0/wi_1), and the
+    // encoder output enc_E once per forward for every decoder layer's cross k and v
+    uint16_t *h16;      // [Nmax, D]
+    uint16_t *E16;      // [Ne, D]
     lb_real *tmp;       // [Nmax, max(D, F, HK)]
     lb_real *lin_tmp;   // [Nmax, max in]: LoRA dropout
     lb_real *pd, *dsc;  // [B, H, max Tq·Tk]

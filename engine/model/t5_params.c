@@ -435,15 +435,35 @@ int t5_frozen_weights_bf16(t5_model_t *m, lb_err_t *err) {
     return 0;
 }
 
-// The bf16 products a linear gets: a frozen W the forward and input gradient; a trainable
-// one also its weight gradient.
-static int bf16_flags(const linear_t *l) {
-    return LINEAR_BF16_FWD | LINEAR_BF16_BWD | (l->W->g ? LINEAR_BF16_DW : 0);
+// 1 when a backward may need the input gradient dX through l, with m trainable as it is
+// now: nothing below a frozen encoder (its layers, and the decoder's cross-attention k and
+// v, which read the encoder output), nothing at all in a frozen model (evaluation,
+// forward-only runs). Only the encoder's first block below its lowest trainable layer
+// could be spared more; it is not worth a rule.
+static int may_need_dx(const t5_model_t *m, const linear_t *l) {
+    if (t5_model_frozen(m)) return 0;
+    if (!strncmp(l->name, "encoder.", 8)) return !t5_encoder_frozen(m);
+    if (strstr(l->name, ".EncDecAttention.k") || strstr(l->name, ".EncDecAttention.v"))
+        return !t5_encoder_frozen(m);
+    return 1;
+}
+
+// The bf16 products a linear gets: a trainable W the forward, input and weight gradients;
+// a frozen one the forward, and the input gradient when a backward may need it.
+static int bf16_flags(const t5_model_t *m, const linear_t *l) {
+    if (l->W->g) return LINEAR_BF16_FWD | LINEAR_BF16_BWD | LINEAR_BF16_DW;
+    return LINEAR_BF16_FWD | (may_need_dx(m, l) ? LINEAR_BF16_BWD : 0);
 }
 
 int t5_use_bf16(t5_model_t *m, lb_err_t *err) {
+    char why[256];
+    if (!lb_bf16_available(NULL, why, sizeof why)) return lb_err_set(err, LB_EARG, "%s", why);
+    // Frozen linear weights are held in bf16 (t5_frozen_weights_bf16's storage; a no-op
+    // when already so): the products read the packing, so the fp32 copy would only be
+    // memory (4 bytes a value); the bf16 values (2) stay for everything else that reads W.
+    if (t5_frozen_weights_bf16(m, err)) return -1;
     for (int i = 0; i < m->n_lin; i++) {
-        if (linear_pack_bf16(&m->lin[i], bf16_flags(&m->lin[i]), err)) {
+        if (linear_pack_bf16(&m->lin[i], bf16_flags(m, &m->lin[i]), err)) {
             for (int j = 0; j < i; j++) linear_unpack_bf16(&m->lin[j]);
             m->bf16 = 0;
             return -1;
