@@ -37,27 +37,10 @@ int t5_relative_bucket(int rel, int bidirectional, int num_buckets, int max_dist
 // ---------------------------------------------------------------------------------------
 // Sublayers
 
-typedef struct {
-    lb_real *x_out;
-    const lb_real *x;
-    lb_real *o;
-    const lb_drop_t *drop;
-    uint64_t site;
-    float p;
-} add_job_t;
-
-static void add_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
-    const add_job_t *j = ctx;
-    if (lb_drop_on(j->drop, j->p)) drop_range(j->o + lo, (size_t)(hi - lo), j->drop, j->site, (uint64_t)lo, j->p);
-    for (long i = lo; i < hi; i++) j->x_out[i] = j->x[i] + j->o[i];
-}
-
-// x_out = x + drop(o) (o, scratch, is dropped in place).
-static void add_dropped(t5_acts_t *a, lb_real *x_out, const lb_real *x, lb_real *o, size_t n,
+// x_out = x + drop(o), one pass (t5_ops: drop_add_p).
+static void add_dropped(t5_acts_t *a, lb_real *x_out, const lb_real *x, const lb_real *o, size_t n,
                         const lb_drop_t *drop, uint64_t site, float p) {
-    add_job_t j = {x_out, x, o, drop, site, p};
-    lb_pool_run(a->pool, (long)n, add_job, &j);
+    drop_add_p(a->pool, x_out, x, o, n, drop, site, p);
 }
 
 // x [N, I] rounded to bf16 once into x16 (the arena's h16 or E16) for the bf16 products
@@ -144,8 +127,7 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
     // do = drop_bwd(dres)
     const lb_real *dout = dres;
     if (lb_drop_on(drop, c->dropout_rate)) {
-        memcpy(a->tmp, dres, sizeof(lb_real) * (size_t)Nq * D);
-        LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->tmp, (size_t)Nq * D, drop, site_res, c->dropout_rate));
+        LB_PROF(PROF_DROPOUT, drop_copy_p(a->pool, a->tmp, dres, (size_t)Nq * D, drop, site_res, c->dropout_rate));
         dout = a->tmp;
     }
     LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->o, a->pool, Nq, s->ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
@@ -194,8 +176,8 @@ static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_
         LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->wi_1, a->pool, N, s->h, h16, s->b, s->xa[1], a->lin_tmp, drop, site_lora(L->wi_1)));
         a->flops_fwd += linear_forward_flops(L->wi_1, N);
     }
-    LB_PROF(PROF_ACT, act_forward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd));
-    if (lb_drop_on(drop, c->dropout_rate)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, s->gd, (size_t)N * F, drop, site_in, c->dropout_rate));
+    LB_PROF(PROF_ACT, act_forward_drop_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd, drop, site_in,
+                                         c->dropout_rate));
     LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->wo, a->pool, N, s->gd, NULL, a->tmp, s->xa[2], a->lin_tmp, drop, site_lora(L->wo)));
     a->flops_fwd += linear_forward_flops(L->wo, N);
     LB_PROF(PROF_DROPOUT, add_dropped(a, x_out, s->x, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate));
@@ -213,22 +195,20 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
     if (needs_x(wa) || (c->gated && needs_x(L->wi_1)))  // not kept: rebuilt (see ff_forward)
         LB_PROF(PROF_NORM, rms_apply_p(a->pool, N, D, s->x, L->ln->w, s->inv, s->h));
     if (needs_x(L->wo)) {  // the input of wo, not kept either
-        LB_PROF(PROF_ACT, act_forward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd));
-        if (lb_drop_on(drop, c->dropout_rate))
-            LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, s->gd, (size_t)N * F, drop, site_in, c->dropout_rate));
+        LB_PROF(PROF_ACT, act_forward_drop_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd, drop, site_in,
+                                             c->dropout_rate));
     }
     const lb_real *dout = dres;
     if (lb_drop_on(drop, c->dropout_rate)) {
-        memcpy(a->tmp, dres, sizeof(lb_real) * (size_t)N * D);
-        LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate));
+        LB_PROF(PROF_DROPOUT, drop_copy_p(a->pool, a->tmp, dres, (size_t)N * D, drop, site_res, c->dropout_rate));
         dout = a->tmp;
     }
     LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->wo, a->pool, N, s->gd, s->xa[2], dout, need_dg ? a->da : NULL, 0, a->lin_tmp, drop,
                     site_lora(L->wo)));
     a->flops_bwd += linear_backward_flops(L->wo, N, need_dg);
     if (!need_dg) return;
-    if (lb_drop_on(drop, c->dropout_rate)) LB_PROF(PROF_DROPOUT, lb_dropout_apply_par(a->pool, a->da, (size_t)N * F, drop, site_in, c->dropout_rate));
-    LB_PROF(PROF_ACT, act_backward_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, a->da, a->da, a->db));
+    LB_PROF(PROF_ACT, act_backward_drop_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, a->da, a->da, a->db, drop,
+                                          site_in, c->dropout_rate));
     LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(wa, a->pool, N, s->h, s->xa[0], a->da, need_dh ? a->dh : NULL, 0, a->lin_tmp, drop,
                     site_lora(wa)));
     a->flops_bwd += linear_backward_flops(wa, N, need_dh);
