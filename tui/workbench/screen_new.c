@@ -299,7 +299,8 @@ static void form_time_line(app_t *a, const spec_t *s, char *out, size_t cap) {
         }
     }
     cJSON_Delete(g);
-    snprintf(out, cap, "Start runs the preset's grid: %zu runs, %s: %s (%.40s)", n, t, vals, basis);
+    if (snprintf(out, cap, "Start runs the preset's grid: %zu runs, %s: %s (%.40s)", n, t, vals, basis) >= (int)cap)
+        return;  // a grid of many values: the line is shown as far as it fits
 }
 
 // Recomputes the arithmetic lines from the form: the spec it makes (every field, and what a
