@@ -341,6 +341,10 @@ int store_text_fit(const char *s, int width, char *out, size_t cap);
 // Terminal columns of UTF-8 text (code points; no wide characters are expected).
 int store_text_cols(const char *s);
 
+// s as one CSV field (quoted when it holds a comma, quote or line break; NULL → empty), in
+// a new string the caller frees: the one CSV quoting of every export.
+char *store_csv_quote(const char *s);
+
 // The header of store_runs_csv, ending in a newline.
 const char *store_runs_csv_header(void);
 

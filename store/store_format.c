@@ -67,8 +67,8 @@ static void buf_put(buf_t *b, const char *s, size_t n) {
     b->s[b->len] = 0;
 }
 
-// One CSV field and its separator; quoted when it holds a comma, quote or line break.
-static void csv_field(buf_t *b, const char *s, char sep) {
+// s as one CSV field: quoted when it holds a comma, quote or line break (a quote doubled).
+static void csv_quote(buf_t *b, const char *s) {
     if (s && strpbrk(s, ",\"\n\r")) {
         buf_put(b, "\"", 1);
         for (const char *p = s; *p; p++) {
@@ -79,7 +79,19 @@ static void csv_field(buf_t *b, const char *s, char sep) {
     } else if (s) {
         buf_put(b, s, strlen(s));
     }
+}
+
+// One CSV field and its separator.
+static void csv_field(buf_t *b, const char *s, char sep) {
+    csv_quote(b, s);
     buf_put(b, &sep, 1);
+}
+
+char *store_csv_quote(const char *s) {
+    buf_t b = {0};
+    buf_put(&b, "", 0);
+    csv_quote(&b, s);
+    return b.s;
 }
 
 char *store_runs_csv(const store_run_t *runs, size_t n, double now) {

@@ -286,17 +286,9 @@ int cmd_show(int argc, char **argv) {
 }
 
 static void csv_cell(FILE *f, const char *s) {
-    if (!s) return;
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
+    char *q = store_csv_quote(s);
+    fputs(q, f);
+    free(q);
 }
 
 // A spec value as people read it: strings bare, numbers as %g, lists joined by ",", null as
