@@ -46,6 +46,19 @@ check "adapter_config is PEFT's" 'grep -q "\"peft_type\": \"LORA\"" "$(dirname "
 check "eval --adapter prints ROUGE" 'grep -q "\"rouge1\":{\"f\":" "$T/eval.json"'
 "$B" merge --model "$M" --adapter "$(dirname "$adapter")" --out "$T/merged" > /dev/null
 check "merge writes a checkpoint" '[ -f "$T/merged/model.safetensors" ] && [ -f "$T/merged/config.json" ] && [ -f "$T/merged/tokenizer.json" ]'
+# merge never writes into the folders it reads, nor over a model without --force
+sum_m=$(sha256sum "$M/model.safetensors")
+"$B" merge --model "$M" --adapter "$(dirname "$adapter")" --out "$M" > /dev/null 2> "$T/err2"; rc=$?
+check "merge --out equal to --model is refused, the base untouched" \
+    '[ $rc -ne 0 ] && grep -q "is the folder of --model" "$T/err2" && [ "$(sha256sum "$M/model.safetensors")" = "$sum_m" ]'
+"$B" merge --model "$M" --adapter "$(dirname "$adapter")" --out "$(dirname "$adapter")" > /dev/null 2> "$T/err2"; rc=$?
+check "merge --out equal to --adapter is refused" '[ $rc -ne 0 ] && grep -q "is the folder of --adapter" "$T/err2"'
+sum_o=$(sha256sum "$T/merged/model.safetensors")
+"$B" merge --model "$M" --out "$T/merged" --dtype bf16 > /dev/null 2> "$T/err2"; rc=$?
+check "merge over an existing model needs --force" \
+    '[ $rc -ne 0 ] && grep -q "already holds a model" "$T/err2" && [ "$(sha256sum "$T/merged/model.safetensors")" = "$sum_o" ]'
+"$B" merge --model "$M" --adapter "$(dirname "$adapter")" --out "$T/merged" --force > /dev/null 2> "$T/err2"; rc=$?
+check "merge --force replaces it" '[ $rc -eq 0 ] && [ -f "$T/merged/model.safetensors" ]'
 
 # 3. Bad specs: one message naming the field.
 bad() {  # name json needle

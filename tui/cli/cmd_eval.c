@@ -1,10 +1,12 @@
 // eval and merge: scoring a model (with an optional adapter) on a data split, and writing
 // an adapter merged into its base model as a full Hugging Face checkpoint.
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cli_common.h"
@@ -178,15 +180,45 @@ out:
     return rc;
 }
 
+// 1 (after saying why) when merge must not write into out: the folder of the model or the
+// adapter being read (the weights are memory-mapped from there), or, without force, any
+// folder that already holds a model.
+static int merge_out_refused(const char *out, const char *model, const char *adapter, int force) {
+    char ro[PATH_MAX], rm[PATH_MAX], ra[PATH_MAX];
+    if (!realpath(out, ro)) return 0;  // a new folder
+    const char *src[] = {model, adapter};
+    char *res[] = {rm, ra};
+    for (int i = 0; i < 2; i++)
+        if (src[i] && realpath(src[i], res[i]) && !strcmp(ro, res[i])) {
+            fprintf(stderr, "lorabench merge: --out %s is the folder of --%s, whose files are being read; "
+                    "write the merged model to another folder\n", out, i ? "adapter" : "model");
+            return 1;
+        }
+    static const char *marks[] = {"model.safetensors", "config.json", "adapter_model.safetensors"};
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0] && !force; i++) {
+        char p[PATH_MAX + 64];
+        snprintf(p, sizeof p, "%s/%s", ro, marks[i]);
+        if (access(p, F_OK) == 0) {
+            fprintf(stderr, "lorabench merge: --out %s already holds a model (%s); pick a new folder, or "
+                    "add --force to replace it\n", out, marks[i]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *out = NULL;
     st_dtype_t dtype = ST_F32;
+    int force = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: lorabench merge --model DIR [--adapter DIR] --out DIR [--dtype f32|bf16]\n\n"
+            printf("usage: lorabench merge --model DIR [--adapter DIR] --out DIR [--dtype f32|bf16] [--force]\n\n"
                    "Writes W + s·B·A for every adapted module as a full Hugging Face checkpoint\n"
                    "(config.json, model.safetensors, tokenizer files) that transformers loads.\n"
-                   "Without --adapter it re-saves the model (e.g. --dtype bf16 halves the file).\n");
+                   "Without --adapter it re-saves the model (e.g. --dtype bf16 halves the file).\n"
+                   "--out must be a new or empty folder: one that holds a model is replaced only\n"
+                   "with --force, and never the folder of --model or --adapter (the files being read).\n");
             return 0;
         } else if (!strcmp(argv[i], "--dtype") && i + 1 < argc) {
             const char *d = argv[++i];
@@ -198,6 +230,7 @@ int cmd_merge(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--adapter") && i + 1 < argc) adapter = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--force")) force = 1;
         else {
             fprintf(stderr, "lorabench merge: unknown argument %s; see --help\n", argv[i]);
             return 2;
@@ -207,6 +240,7 @@ int cmd_merge(int argc, char **argv) {
         fprintf(stderr, "lorabench merge: --model and --out are required\n");
         return 2;
     }
+    if (merge_out_refused(out, model, adapter, force)) return 1;
     signal(SIGXFSZ, SIG_IGN);  // past a file-size limit: "no space left" from the write, not a kill
     t5_model_t m;
     lora_adapter_t a;
