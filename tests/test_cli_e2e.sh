@@ -296,4 +296,14 @@ cp "$T/demo.json" "$T/ui-spec-test.json"
 "$B" train "$T/ui-spec-test.json" --delete-spec --workspace "$W9" > "$T/out9c" 2>&1; rc=$?
 check "train --delete-spec removes the spec file once read, and the run is done" \
     '[ $rc -eq 0 ] && [ ! -e "$T/ui-spec-test.json" ] && grep -q ": done" "$T/out9c"'
+# rm takes several ids, and deletes none when one is not a run (it used to delete only the last)
+ids9=$(sqlite3 "$W9/lorabench.db" "SELECT id FROM runs ORDER BY id" | tr '\n' ' ')
+set -- $ids9
+a9=$1 b9=$2
+"$B" rm "$a9" 99999 --workspace "$W9" > /dev/null 2> "$T/err9"; rc=$?
+check "rm with an id that is not a run deletes nothing" \
+    '[ $rc -ne 0 ] && grep -q "nothing deleted" "$T/err9" && [ "$(sqlite3 "$W9/lorabench.db" "SELECT COUNT(*) FROM runs WHERE id = $a9")" = 1 ]'
+"$B" rm "$a9" "$b9" --workspace "$W9" > "$T/out9" 2>&1; rc=$?
+check "rm A B deletes both runs and their folders" \
+    '[ $rc -eq 0 ] && [ "$(sqlite3 "$W9/lorabench.db" "SELECT COUNT(*) FROM runs WHERE id IN ($a9, $b9)")" = 0 ] && [ ! -e "$W9/runs/$a9" ] && [ ! -e "$W9/runs/$b9" ]'
 echo "$pass passed, $fail failed"

@@ -763,40 +763,56 @@ int cmd_export(int argc, char **argv) {
 
 int cmd_rm(int argc, char **argv) {
     const char *ws = NULL;
-    int64_t id = 0;
+    enum { MAX_RM = 4096 };
+    int64_t *ids = xmalloc(sizeof(int64_t) * MAX_RM);
+    int n = 0, rc = 2;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: lorabench rm ID [--workspace DIR]\n\nDeletes a run: its rows (metrics, evals, samples, "
-                   "artifacts) and its folder runs/<id>/. A running run must be cancelled first.\n");
+            printf("usage: lorabench rm IDS [--workspace DIR]\n\nDeletes runs: their rows (metrics, evals, samples, "
+                   "artifacts) and their folders runs/<id>/. IDS as 3, 2 3 7, 2,3,7 or 4-9. A running run\n"
+                   "must be cancelled first; nothing is deleted when an id is not a run.\n");
+            free(ids);
             return 0;
         } else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
-        else if (cli_parse_id(argv[i], &id)) return 2;
+        else if (cli_parse_ids(argv[i], ids, &n, MAX_RM)) goto out;
     }
-    if (!id) {
-        fprintf(stderr, "lorabench rm: give the run id\n");
-        return 2;
+    if (!n) {
+        fprintf(stderr, "lorabench rm: give the run id(s)\n");
+        goto out;
     }
     char *wsdir;
     store_t *st;
-    if (cli_open_store(ws, &wsdir, &st)) return 1;
+    rc = 1;
+    if (cli_open_store(ws, &wsdir, &st)) goto out;
     lb_err_t err = {0};
-    store_run_t r;
-    int rc = 1;
-    if (store_run_get(st, id, &r, &err)) {
-        fprintf(stderr, "lorabench: %s\n", err.msg);
-    } else {
-        if (store_status_parse(r.status) == STORE_RUN_RUNNING && r.pid > 0 && store_pid_alive(r.pid, NULL))
-            fprintf(stderr, "lorabench: run %lld is running (worker %lld); cancel it first with 'lorabench cancel %lld'\n",
-                    (long long)id, (long long)r.pid, (long long)id);
-        else if (store_run_delete(st, id, &err) || store_run_dir_remove(wsdir, id, &err))
-            fprintf(stderr, "lorabench: %s\n", err.msg);
-        else {
-            printf("run %lld deleted\n", (long long)id);
-            rc = 0;
+    // every id must be a run that can go before any is deleted
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) {
+        store_run_t r;
+        if (store_run_get(st, ids[i], &r, &err)) {
+            fprintf(stderr, "lorabench: %s; nothing deleted\n", err.msg);
+            ok = 0;
+            continue;
+        }
+        if (store_status_parse(r.status) == STORE_RUN_RUNNING && r.pid > 0 && store_pid_alive(r.pid, NULL)) {
+            fprintf(stderr, "lorabench: run %lld is running (worker %lld); cancel it first with 'lorabench cancel %lld'; nothing deleted\n",
+                    (long long)ids[i], (long long)r.pid, (long long)ids[i]);
+            ok = 0;
         }
         store_run_clear(&r);
     }
+    for (int i = 0; i < n && ok; i++) {
+        if (store_run_delete(st, ids[i], &err) || store_run_dir_remove(wsdir, ids[i], &err)) {
+            fprintf(stderr, "lorabench: %s\n", err.msg);
+            ok = 0;
+        } else {
+            printf("run %lld deleted\n", (long long)ids[i]);
+        }
+    }
+    if (ok) rc = 0;
     store_close(st);
     free(wsdir);
+out:
+    free(ids);
     return rc;
 }
