@@ -306,4 +306,26 @@ check "rm with an id that is not a run deletes nothing" \
 "$B" rm "$a9" "$b9" --workspace "$W9" > "$T/out9" 2>&1; rc=$?
 check "rm A B deletes both runs and their folders" \
     '[ $rc -eq 0 ] && [ "$(sqlite3 "$W9/lorabench.db" "SELECT COUNT(*) FROM runs WHERE id IN ($a9, $b9)")" = 0 ] && [ ! -e "$W9/runs/$a9" ] && [ ! -e "$W9/runs/$b9" ]'
+# cancel during the final evaluation stops within one generated batch (6 batches of 1, each
+# held 1 s by the test hook) and resume evaluates again (issue 21, finding 9)
+W10="$T/ws10"
+spec evalcancel lora 2 ""
+sed -i 's/"batch_size": 4/"batch_size": 1/' "$T/evalcancel.json"
+LORABENCH_TEST_EVAL_DELAY_MS=1000 "$B" train "$T/evalcancel.json" --workspace "$W10" > /dev/null 2> "$T/err10" &
+tp=$!
+q10() { sqlite3 -cmd ".timeout 5000" "$W10/lorabench.db" "$@"; }
+for _ in $(seq 400); do  # until the adapter is saved: training is over, the evaluation runs
+    [ -f "$W10/runs/1/adapter/adapter_model.safetensors" ] && break
+    sleep 0.05
+done
+t_cancel=$(date +%s.%N)
+"$B" cancel 1 --workspace "$W10" > /dev/null 2>&1
+wait "$tp"
+t_end=$(date +%s.%N)
+check "cancel during the final evaluation: cancelled within a batch, saying so" \
+    '[ "$(q10 "SELECT status FROM runs WHERE id = 1")" = cancelled ] && q10 "SELECT error FROM runs WHERE id = 1" | grep -q "final evaluation" &&
+     [ "$(q10 "SELECT COUNT(*) FROM evals WHERE run_id = 1")" = 0 ] && awk -v a="$t_cancel" -v b="$t_end" "BEGIN{exit !(b - a < 4)}"'
+"$B" resume 1 --workspace "$W10" > /dev/null 2>&1; rc=$?
+check "resume after a cancelled evaluation evaluates and finishes" \
+    '[ $rc -eq 0 ] && [ "$(q10 "SELECT status FROM runs WHERE id = 1")" = done ] && [ "$(q10 "SELECT COUNT(*) FROM evals WHERE run_id = 1")" = 1 ]'
 echo "$pass passed, $fail failed"

@@ -15,7 +15,7 @@ typedef struct {
 } lb_err_t;
 
 enum { LB_OK = 0, LB_EIO = 1, LB_EFORMAT = 2, LB_ESHAPE = 3, LB_EARG = 4, LB_ENOMEM = 5,
-       LB_ENAN = 6, LB_ENOSPC = 7 };
+       LB_ENAN = 6, LB_ENOSPC = 7, LB_ESTOPPED = 8 /* stopped on request (cancel, SIGTERM) */ };
 
 // Fills err (if not NULL) with a code and a printf-style message; returns -1.
 int lb_err_set(lb_err_t *err, int code, const char *fmt, ...)

@@ -58,6 +58,11 @@ int evaluate_split(const t5_model_t *m, const tokenizer_t *tok, const data_split
     int pad = m->cfg.pad_token_id;
     double t0 = lb_now();
     for (int start = 0; start < n; start += bs) {
+        if (o->stop && *o->stop) {  // within one generated batch of a cancel
+            lb_err_set(err, LB_ESTOPPED, "the evaluation was stopped on request after %d of %d examples", start, n);
+            free(order);
+            goto done;
+        }
         int B = n - start < bs ? n - start : bs, S = 0;
         for (int b = 0; b < B; b++)
             if (enc[order[start + b]].n > S) S = enc[order[start + b]].n;

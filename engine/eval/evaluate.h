@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include "data.h"
+#include <signal.h>
+
 #include "rouge.h"
 #include "t5.h"
 #include "tokenizer.h"
@@ -23,6 +25,9 @@ typedef struct {
     // Called after each batch (may be NULL).
     void (*progress)(void *ctx, int done, int total);
     void *ctx;
+    // When set (a cancel or SIGTERM handler of the caller), evaluation stops before the next
+    // batch: evaluate_split returns -1 with err->code LB_ESTOPPED. NULL: never.
+    volatile sig_atomic_t *stop;
 } eval_opts_t;
 
 typedef struct {

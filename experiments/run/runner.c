@@ -354,6 +354,12 @@ static int save_result(session_t *s, store_t *st, int64_t id, lb_err_t *err) {
 // Evaluates the model as it is now. The last evaluation of a LoRA run (last = 1) first
 // merges the adapter into the weights, so that generation runs at the base model's speed;
 // the model is not trained afterwards. Evaluations during training keep it attached.
+// eval_opts_t.progress under the eval_delay_ms test hook: a pause after each batch.
+static void eval_delay(void *ctx, int done, int total) {
+    (void)done, (void)total;
+    usleep((useconds_t)(*(const int *)ctx) * 1000);
+}
+
 static int run_eval(session_t *s, store_t *st, int64_t id, const runner_opts_t *o, int last, lb_err_t *err) {
     const spec_t *sp = &s->spec;
     if (last && s->tp.has_lora && lora_merge_into_model(&s->tp.lora, &s->model, +1, err)) return -1;
@@ -369,6 +375,9 @@ static int run_eval(session_t *s, store_t *st, int64_t id, const runner_opts_t *
         .max_source_tokens = sp->dataset.max_source_tokens,
         .batch_size = sp->train.batch_size > 0 ? sp->train.batch_size : 8,
         .seed = (uint64_t)sp->train.seed,
+        .stop = o->stop,
+        .progress = o->eval_delay_ms > 0 ? eval_delay : NULL,
+        .ctx = (void *)&o->eval_delay_ms,
     };
     eval_result_t res;
     double t0 = lb_now();
@@ -594,7 +603,7 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
         }
         if (sp->train.eval_every > 0 && s->tr.step % sp->train.eval_every == 0 && s->tr.step < s->total_steps) {
             if (flush_metrics(&mb, st, id, err) || run_eval(s, st, id, o, 0, err)) {
-                rc = -1;
+                rc = err->code == LB_ESTOPPED ? 1 : -1;  // a cancel during the evaluation: stopped
                 goto out;
             }
         }
@@ -689,7 +698,13 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
         store_run_set_status(st, id, STORE_STATUS_CANCELLED, "cancelled at the user's request", &e2);
         goto done;
     }
-    if (!s.span && run_eval(&s, st, id, o, 1, err)) goto fail;  // pretraining has no summaries to score
+    if (!s.span && run_eval(&s, st, id, o, 1, err)) {  // pretraining has no summaries to score
+        if (err->code != LB_ESTOPPED) goto fail;
+        // trained and saved; only the scores are missing: resume evaluates again
+        store_run_set_status(st, id, STORE_STATUS_CANCELLED,
+                             "cancelled at the user's request during the final evaluation; `lorabench resume` evaluates again", &e2);
+        goto done;
+    }
     store_run_set_status(st, id, STORE_STATUS_DONE, NULL, &e2);
     checkpoint_remove(&s);
 done:

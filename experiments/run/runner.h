@@ -39,6 +39,9 @@ typedef struct {
     // Test hook: sleep this long after every optimizer step, so that a test can kill the
     // worker in the middle of training. 0 = off.
     int step_delay_ms;
+    // Test hook: sleep this long after every evaluation batch, so that a test can cancel a
+    // run during its evaluation. 0 = off.
+    int eval_delay_ms;
 } runner_opts_t;
 
 // Validates spec and records a new queued run; *id gets its id. Paths in the spec must

@@ -86,13 +86,21 @@ static void print_run_result(store_t *st, int64_t id, int json) {
     store_run_clear(&r);
 }
 
+// The crash and cancel tests' hooks, from the environment: vanish after N steps, slow the
+// steps down, slow the evaluation's batches down.
+static void test_hooks(runner_opts_t *o) {
+    const char *die = getenv("LORABENCH_TEST_DIE_AFTER");
+    if (die) o->die_after_steps = atol(die);
+    const char *delay = getenv("LORABENCH_TEST_STEP_DELAY_MS");
+    if (delay) o->step_delay_ms = atoi(delay);
+    const char *eval_delay = getenv("LORABENCH_TEST_EVAL_DELAY_MS");
+    if (eval_delay) o->eval_delay_ms = atoi(eval_delay);
+}
+
 static int execute_foreground(const char *ws, store_t *st, int64_t id, int json) {
     install_stop_handlers();
     runner_opts_t o = {.workspace = ws, .stop = &stop_requested, .progress = json ? NULL : progress_line};
-    const char *die = getenv("LORABENCH_TEST_DIE_AFTER");  // crash tests: vanish after N steps
-    if (die) o.die_after_steps = atol(die);
-    const char *delay = getenv("LORABENCH_TEST_STEP_DELAY_MS");  // crash tests: slow steps down
-    if (delay) o.step_delay_ms = atoi(delay);
+    test_hooks(&o);
     lb_err_t err = {0};
     int rc = runner_execute(&o, id, &err);
     if (!json) fprintf(stderr, "\n");
@@ -229,10 +237,7 @@ int cmd_worker(int argc, char **argv) {
     }
     install_stop_handlers();
     runner_opts_t o = {.workspace = wsdir, .stop = &stop_requested};
-    const char *die = getenv("LORABENCH_TEST_DIE_AFTER");
-    if (die) o.die_after_steps = atol(die);
-    const char *delay = getenv("LORABENCH_TEST_STEP_DELAY_MS");
-    if (delay) o.step_delay_ms = atoi(delay);
+    test_hooks(&o);
     int rc = runner_execute(&o, id, &err);
     if (rc) fprintf(stderr, "lorabench worker: run %lld failed: %s\n", (long long)id, err.msg);
     free(wsdir);
