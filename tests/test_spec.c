@@ -185,6 +185,11 @@ static void test_bad_fields(void) {
         {"\"train\": {\"position_bias_lr_ratio\": 1e300}", "train.position_bias_lr_ratio: ", "up to 1e+06"},
         {"\"eval\": {\"length_penalty\": 1e300}", "eval.length_penalty: ", "must be -100 to 100"},
         {"\"grid\": {\"lora.alpha\": [16, 1e999]}", "grid.lora.alpha[1]: ", "does not fit a double"},
+        // Text that is not UTF-8 (a Latin-1 byte, a cut sequence) is refused, naming the field.
+        {"\"name\": \"caf\xe9\"", "name: ", "byte 3 is not valid UTF-8"},
+        {"!\"base_model\": \"m\xc3\", \"dataset\": {\"path\": \"d\"}", "base_model: ", "not valid UTF-8"},
+        {"!\"base_model\": \"m\", \"dataset\": {\"path\": \"d\xff\"}", "dataset.path: ", "not valid UTF-8"},
+        {"\"lora\": {\"rank_pattern\": {\"q\xff\": 4}}", "lora.rank_pattern: ", "not valid UTF-8"},
     };
     int n = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < n; i++) {

@@ -2,6 +2,7 @@
 // parsing, the canonical writer, dotted paths (grid, spec_set) and the "valid keys" lists
 // of messages all come from the same description.
 #include "spec.h"
+#include "unicode_norm.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -355,6 +356,14 @@ static int get_num(const cJSON *v, const char *path, double *out, lb_err_t *err)
     return 0;
 }
 
+// Text of a field: valid UTF-8 only, so that names, paths and references stay valid in
+// JSON output and on screen.
+static int check_utf8(const char *text, const char *path, lb_err_t *err) {
+    size_t at = lb_utf8_invalid_at(text, strlen(text));
+    if (at == (size_t)-1) return 0;
+    return field_err(err, path, "byte %zu is not valid UTF-8; save the spec as UTF-8 text", at);
+}
+
 static int find_name(const char *const *names, int n, const char *v) {
     for (int i = 0; i < n; i++)
         if (!strcmp(names[i], v)) return i;
@@ -444,7 +453,9 @@ static int parse_pattern(spec_t *s, const field_t *f, const cJSON *v, const char
         snprintf(epath, sizeof epath, "%.140s.%.140s", path, e->string);
         int bad = 0;
         double value = 0;
-        if (strlen(e->string) == 0 || strlen(e->string) > SPEC_MAX_PATTERN_KEY)
+        if (check_utf8(e->string, path, err))
+            bad = -1;
+        else if (strlen(e->string) == 0 || strlen(e->string) > SPEC_MAX_PATTERN_KEY)
             bad = field_err(err, epath, "a module name of 1 to %d characters is needed",
                             SPEC_MAX_PATTERN_KEY);
         else if (get_num(e, epath, &value, err))
@@ -542,6 +553,7 @@ static int parse_object(const cJSON *obj, const field_t *fields, int n, const ch
         switch (f->type) {
         case F_STR:
             if (!cJSON_IsString(v)) return type_err(err, fpath, "a string", v);
+            if (check_utf8(v->valuestring, fpath, err)) return -1;
             free(*MEMBER(s, f, char *));
             *MEMBER(s, f, char *) = xstrdup(v->valuestring);
             break;
