@@ -2,6 +2,7 @@
 // parsing, the canonical writer, dotted paths (grid, spec_set) and the "valid keys" lists
 // of messages all come from the same description.
 #include "spec.h"
+#include "unicode_norm.h"
 
 #include <cJSON.h>
 #include <errno.h>
@@ -344,6 +345,25 @@ static int get_int(const cJSON *v, const char *path, double lo, double hi, doubl
     return 0;
 }
 
+// A number for a field. JSON's 1e999 reads as infinity, which no field means; the ranges
+// of each field are checked by spec_problems, which names them.
+static int get_num(const cJSON *v, const char *path, double *out, lb_err_t *err) {
+    if (!cJSON_IsNumber(v)) return type_err(err, path, "a number", v);
+    if (!isfinite(v->valuedouble))
+        return field_err(err, path, "the number does not fit a double (it reads as %g); give a "
+                                    "finite number in the field's range", v->valuedouble);
+    *out = v->valuedouble;
+    return 0;
+}
+
+// Text of a field: valid UTF-8 only, so that names, paths and references stay valid in
+// JSON output and on screen.
+static int check_utf8(const char *text, const char *path, lb_err_t *err) {
+    size_t at = lb_utf8_invalid_at(text, strlen(text));
+    if (at == (size_t)-1) return 0;
+    return field_err(err, path, "byte %zu is not valid UTF-8; save the spec as UTF-8 text", at);
+}
+
 static int find_name(const char *const *names, int n, const char *v) {
     for (int i = 0; i < n; i++)
         if (!strcmp(names[i], v)) return i;
@@ -432,17 +452,22 @@ static int parse_pattern(spec_t *s, const field_t *f, const cJSON *v, const char
         char epath[300];
         snprintf(epath, sizeof epath, "%.140s.%.140s", path, e->string);
         int bad = 0;
-        if (strlen(e->string) == 0 || strlen(e->string) > SPEC_MAX_PATTERN_KEY)
+        double value = 0;
+        if (check_utf8(e->string, path, err))
+            bad = -1;
+        else if (strlen(e->string) == 0 || strlen(e->string) > SPEC_MAX_PATTERN_KEY)
             bad = field_err(err, epath, "a module name of 1 to %d characters is needed",
                             SPEC_MAX_PATTERN_KEY);
-        else if (!cJSON_IsNumber(e) || (!is_alpha && e->valuedouble != floor(e->valuedouble)))
-            bad = type_err(err, epath, is_alpha ? "a number" : "a whole number", e);
+        else if (get_num(e, epath, &value, err))
+            bad = -1;
+        else if (!is_alpha && value != floor(value))
+            bad = type_err(err, epath, "a whole number", e);
         if (bad) {
             free_patterns(p, i);
             return -1;
         }
         p[i].key = xstrdup(e->string);
-        p[i].value = e->valuedouble;
+        p[i].value = value;
     }
     if (is_alpha) {
         free_patterns(s->lora.alpha_pattern, s->lora.n_alpha_pattern);
@@ -452,6 +477,21 @@ static int parse_pattern(spec_t *s, const field_t *f, const cJSON *v, const char
         free_patterns(s->lora.rank_pattern, s->lora.n_rank_pattern);
         s->lora.rank_pattern = p;
         s->lora.n_rank_pattern = n;
+    }
+    return 0;
+}
+
+// The numbers of grid values must survive the trip through grid_json: cJSON prints
+// infinity as null, which would mean "the default".
+static int check_grid_numbers(const cJSON *v, const char *path, lb_err_t *err) {
+    double d;
+    if (cJSON_IsNumber(v)) return get_num(v, path, &d, err);
+    int i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        char epath[300];
+        if (e->string) snprintf(epath, sizeof epath, "%.140s.%.140s", path, e->string);
+        else snprintf(epath, sizeof epath, "%.240s[%d]", path, i);
+        if (check_grid_numbers(e, epath, err)) return -1;
     }
     return 0;
 }
@@ -481,6 +521,7 @@ static int check_grid_keys(const cJSON *v, const char *path, lb_err_t *err) {
             if (!strcmp(d->string, e->string)) return field_err(err, epath, "given twice");
         if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) == 0)
             return type_err(err, epath, "a non-empty list of values, e.g. [4, 8, 16]", e);
+        if (check_grid_numbers(e, epath, err)) return -1;
     }
     return 0;
 }
@@ -512,6 +553,7 @@ static int parse_object(const cJSON *obj, const field_t *fields, int n, const ch
         switch (f->type) {
         case F_STR:
             if (!cJSON_IsString(v)) return type_err(err, fpath, "a string", v);
+            if (check_utf8(v->valuestring, fpath, err)) return -1;
             free(*MEMBER(s, f, char *));
             *MEMBER(s, f, char *) = xstrdup(v->valuestring);
             break;
@@ -524,8 +566,8 @@ static int parse_object(const cJSON *obj, const field_t *fields, int n, const ch
             *MEMBER(s, f, int64_t) = (int64_t)d;
             break;
         case F_NUM:
-            if (!cJSON_IsNumber(v)) return type_err(err, fpath, "a number", v);
-            *MEMBER(s, f, double) = v->valuedouble;
+            if (get_num(v, fpath, &d, err)) return -1;
+            *MEMBER(s, f, double) = d;
             break;
         case F_BOOL:
             if (!cJSON_IsBool(v)) return type_err(err, fpath, "true or false", v);
@@ -592,6 +634,11 @@ static void prob(probs_t *p, const char *path, const char *fmt, ...) {
     p->n++;
 }
 
+// Upper bounds of the real-valued fields: far above any useful value, low enough that the
+// engine's float arithmetic stays finite.
+#define SPEC_MAX_LR 10.0
+#define SPEC_MAX_RATIO 1e6
+
 static void check_int(probs_t *p, const char *path, int v, int lo, int hi, const char *what) {
     if (v < lo || v > hi) prob(p, path, "must be %s; got %d", what, v);
 }
@@ -632,8 +679,9 @@ int spec_problems(const spec_t *s, spec_problem_t *out, int max) {
     if ((int)s->method < 0 || (int)s->method > SPEC_METHOD_PARTIAL)
         prob(&p, "method", "unknown method; allowed: none, lora, full, partial");
     check_int(&p, "lora.r", s->lora.r, 1, SPEC_MAX_RANK, "a positive integer (e.g. 4, 8, 16)");
-    if (!(s->lora.alpha > 0))
-        prob(&p, "lora.alpha", "must be a positive number (e.g. 16); got %g", s->lora.alpha);
+    if (!(s->lora.alpha > 0 && s->lora.alpha <= SPEC_MAX_RATIO))
+        prob(&p, "lora.alpha", "must be a positive number up to %g (e.g. 16); got %g",
+             SPEC_MAX_RATIO, s->lora.alpha);
     if (!(s->lora.dropout >= 0 && s->lora.dropout < 1))
         prob(&p, "lora.dropout", "must be at least 0 and below 1 (e.g. 0.05); got %g",
              s->lora.dropout);
@@ -657,10 +705,11 @@ int spec_problems(const spec_t *s, spec_problem_t *out, int max) {
     }
     for (int i = 0; i < s->lora.n_alpha_pattern; i++) {
         double v = s->lora.alpha_pattern[i].value;
-        if (!(v > 0)) {
+        if (!(v > 0 && v <= SPEC_MAX_RATIO)) {
             char path[200];
             snprintf(path, sizeof path, "lora.alpha_pattern.%s", s->lora.alpha_pattern[i].key);
-            prob(&p, path, "must be a positive number (e.g. 32); got %g", v);
+            prob(&p, path, "must be a positive number up to %g (e.g. 32); got %g", SPEC_MAX_RATIO,
+                 v);
         }
     }
     check_int(&p, "partial.top_blocks", s->partial.top_blocks, 0, 1 << 16,
@@ -675,29 +724,34 @@ int spec_problems(const spec_t *s, spec_problem_t *out, int max) {
               "a positive integer (e.g. 8)");
     check_int(&p, "train.grad_accum", s->train.grad_accum, 1, 1 << 16,
               "a positive integer (1 = no accumulation)");
-    if (!(s->train.lr > 0) || !isfinite(s->train.lr))
-        prob(&p, "train.lr", "must be a positive number (e.g. 0.001); got %g", s->train.lr);
-    if (!(s->train.weight_decay >= 0))
-        prob(&p, "train.weight_decay", "must be 0 or more (e.g. 0.01); got %g",
+    if (!(s->train.lr > 0 && s->train.lr <= SPEC_MAX_LR))
+        prob(&p, "train.lr", "must be a positive number up to %g (e.g. 0.001); got %g",
+             SPEC_MAX_LR, s->train.lr);
+    if (!(s->train.weight_decay >= 0 && s->train.weight_decay <= SPEC_MAX_RATIO))
+        prob(&p, "train.weight_decay", "must be 0 to %g (e.g. 0.01); got %g", SPEC_MAX_RATIO,
              s->train.weight_decay);
-    if (!(s->train.warmup >= 0) || (s->train.warmup >= 1 && s->train.warmup != floor(s->train.warmup)))
+    if (!(s->train.warmup >= 0 && s->train.warmup <= INT_MAX) ||
+        (s->train.warmup >= 1 && s->train.warmup != floor(s->train.warmup)))
         prob(&p, "train.warmup", "must be a fraction of the steps below 1 (e.g. 0.06) or a whole "
-                                 "number of steps (e.g. 10); got %g", s->train.warmup);
-    if (!(s->train.max_grad_norm >= 0))
-        prob(&p, "train.max_grad_norm", "must be 0 (no clipping) or more (e.g. 1.0); got %g",
-             s->train.max_grad_norm);
+                                 "number of steps up to %d (e.g. 10); got %g", INT_MAX,
+             s->train.warmup);
+    if (!(s->train.max_grad_norm >= 0 && s->train.max_grad_norm <= SPEC_MAX_RATIO))
+        prob(&p, "train.max_grad_norm", "must be 0 (no clipping) to %g (e.g. 1.0); got %g",
+             SPEC_MAX_RATIO, s->train.max_grad_norm);
     if (s->train.seed < 0)
         prob(&p, "train.seed", "must be 0 or more; got %lld", (long long)s->train.seed);
     check_int(&p, "train.eval_every", s->train.eval_every, 0, INT_MAX,
               "0 (only at the end) or a number of steps");
     check_int(&p, "train.checkpoint_every", s->train.checkpoint_every, 0, INT_MAX,
               "0 (only at the end) or a number of steps");
-    if (!(s->train.loraplus_ratio > 0))
-        prob(&p, "train.loraplus_ratio", "must be a positive number (1 = plain LoRA, 16 as in "
-                                         "the LoRA+ paper); got %g", s->train.loraplus_ratio);
-    if (!(s->train.position_bias_lr_ratio > 0))
-        prob(&p, "train.position_bias_lr_ratio", "must be a positive number (1 = one learning rate "
-                                                 "for all parameters); got %g", s->train.position_bias_lr_ratio);
+    if (!(s->train.loraplus_ratio > 0 && s->train.loraplus_ratio <= SPEC_MAX_RATIO))
+        prob(&p, "train.loraplus_ratio", "must be a positive number up to %g (1 = plain LoRA, 16 "
+                                         "as in the LoRA+ paper); got %g", SPEC_MAX_RATIO,
+             s->train.loraplus_ratio);
+    if (!(s->train.position_bias_lr_ratio > 0 && s->train.position_bias_lr_ratio <= SPEC_MAX_RATIO))
+        prob(&p, "train.position_bias_lr_ratio", "must be a positive number up to %g (1 = one "
+                                                 "learning rate for all parameters); got %g",
+             SPEC_MAX_RATIO, s->train.position_bias_lr_ratio);
     else if (s->train.position_bias_lr_ratio != 1.0 && s->method != SPEC_METHOD_FULL &&
              s->method != SPEC_METHOD_PARTIAL)
         prob(&p, "train.position_bias_lr_ratio", "applies when the position biases train (method \"full\" "
@@ -716,6 +770,10 @@ int spec_problems(const spec_t *s, spec_problem_t *out, int max) {
 
     check_int(&p, "eval.limit", s->eval.limit, 0, INT_MAX, "0 (all examples) or more");
     check_int(&p, "eval.beams", s->eval.beams, 1, 64, "between 1 (greedy) and 64");
+    if (!(fabs(s->eval.length_penalty) <= 100))
+        prob(&p, "eval.length_penalty", "must be -100 to 100 (the exponent of the length that "
+                                        "beam scores are divided by, e.g. 1.0); got %g",
+             s->eval.length_penalty);
     check_int(&p, "eval.max_new_tokens", s->eval.max_new_tokens, 1, 1 << 16,
               "a positive number of tokens (e.g. 48)");
     check_int(&p, "eval.no_repeat_ngram_size", s->eval.no_repeat_ngram_size, 0, 64,

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "unicode_norm.h"
 #include "util.h"
 
 static int open_store(const char *ws, int create, char **ws_out, store_t **st) {
@@ -84,8 +85,17 @@ void cli_json_string(FILE *f, const char *s) {
         case '\r': fputs("\\r", f); break;
         case '\t': fputs("\\t", f); break;
         default:
-            if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-            else fputc(*p, f);
+            if (*p < 0x20) {
+                fprintf(f, "\\u%04x", *p);
+            } else if (*p < 0x80) {
+                fputc(*p, f);
+            } else {  // a valid UTF-8 sequence as it is, an invalid byte as U+FFFD
+                size_t len;
+                uint32_t cp = lb_utf8_decode((const char *)p, strnlen((const char *)p, 4), &len);
+                if (cp == 0xFFFD && len == 1) fputs("\\ufffd", f);
+                else fwrite(p, 1, len, f);
+                p += len - 1;
+            }
         }
     }
     fputc('"', f);

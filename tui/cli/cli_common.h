@@ -25,7 +25,8 @@ int cli_create_store(const char *ws, char **ws_out, store_t **st);
 // Parses a run id; prints an error naming arg and returns -1 when it is not one.
 int cli_parse_id(const char *arg, int64_t *id);
 
-// Prints s as a JSON string literal (with quotes) to f; NULL prints null.
+// Prints s as a JSON string literal (with quotes) to f; NULL prints null. Bytes that are not
+// UTF-8 (a name from an old database) print as U+FFFD, so the output is always valid JSON.
 void cli_json_string(FILE *f, const char *s);
 
 // 1 when arg is --help or -h.
