@@ -604,8 +604,34 @@ static void test_grid_names_by_method(void) {
     spec_free(&s);
 }
 
+// Every bundled preset loads, passes the checks, and its grid expands into valid runs.
+static void test_bundled_presets_valid(void) {
+    static const char *names[] = {"quick-demo", "lora-vs-full", "rank-sweep", "target-modules", "speed",
+                                  "classroom-rank-sweep", "classroom-target-modules", "classroom-lora-vs-full"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "experiments/presets/%s.json", names[i]);
+        spec_t s;
+        lb_err_t err = {0};
+        int rc = spec_load_file(path, &s, &err);
+        EXPECTF(rc == 0, "%s: %s", path, err.msg);
+        if (rc) continue;
+        EXPECTF(spec_check(&s, &err) == 0, "%s: %s", path, err.msg);
+        spec_t *pts = NULL;
+        size_t n = 0;
+        if (s.grid_json) {
+            rc = spec_expand_grid(&s, &pts, &n, &err);
+            EXPECTF(rc == 0 && n > 1, "%s: grid: %s", path, err.msg);
+            for (size_t k = 0; !rc && k < n; k++) EXPECTF(spec_check(&pts[k], &err) == 0, "%s point %zu: %s", path, k + 1, err.msg);
+            if (!rc) spec_list_free(pts, n);
+        }
+        spec_free(&s);
+    }
+}
+
 int main(void) {
     RUN(test_defaults);
+    RUN(test_bundled_presets_valid);
     RUN(test_architecture_example);
     RUN(test_bad_fields);
     RUN(test_problems_list);
