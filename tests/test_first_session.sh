@@ -7,48 +7,8 @@
 # test fixture and a 16-example slice (LORABENCH_DEFAULT_MODEL/_DATASET, as README's
 # --model/--dataset); the keys are README's.
 set -u
-B="$1/lorabench"
-case "$B" in /*) ;; *) B="$PWD/$B" ;; esac
-T=$(mktemp -d)
-SOCK="lbfirst-$$-$RANDOM"
-cleanup() {
-    tmux -L "$SOCK" kill-server 2>/dev/null
-    # the sweep's queue runner and workers started on this workspace, if any still run
-    for p in $(ps -eo pid=,args= | awk -v w="$T/ws" 'index($0, w) { print $1 }'); do kill "$p" 2>/dev/null; done
-    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$SOCK"
-    rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-pass=0 fail=0
-check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL $1"; fi; }
-if ! command -v tmux > /dev/null; then
-    echo "FAIL tmux is not installed (make deps installs it)"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-
-W="$T/ws"
-M="$PWD/tests/fixtures/hf/t5-gated-a"
-mkdir -p "$T/data"
-head -n 16 experiments/data/debsum/train.jsonl > "$T/data/train.jsonl"
-head -n 4 experiments/data/debsum/validation.jsonl > "$T/data/validation.jsonl"
-
-tm() { tmux -L "$SOCK" "$@"; }
-keys() { tm send-keys -t lb "$@"; }
-wait_for() {
-    local end=$(($(date +%s%N) / 1000000 + ${2:-10} * 1000))
-    while :; do
-        tm capture-pane -p -t lb > "$T/screen" 2>/dev/null
-        grep -qE -- "$1" "$T/screen" && return 0
-        [ $(($(date +%s%N) / 1000000)) -ge $end ] && {
-            echo "  (timed out waiting for /$1/; the screen was:)"
-            sed 's/^/  | /' "$T/screen"
-            return 1
-        }
-        sleep 0.1
-    done
-}
+SOCK_PREFIX=lbfirst
+. tests/tui_common.sh
 
 tm -f /dev/null new-session -d -s lb -x 120 -y 40 \
     "cd '$PWD' && LORABENCH_DEFAULT_MODEL='$M' LORABENCH_DEFAULT_DATASET='$T/data' '$B' --workspace '$W'; sleep 60"
@@ -68,8 +28,8 @@ three_done() {
     local end=$(($(date +%s) + $1))
     while [ "$(date +%s)" -lt "$end" ]; do
         tm capture-pane -p -t lb > "$T/screen" 2>/dev/null
-        [ "$(grep -cE "^ +[0-9]+ +quick-demo.* done " "$T/screen")" = 3 ] && return 0
-        grep -qE "^ +[0-9]+ +quick-demo.* (failed|interrupted|cancelled) " "$T/screen" && break
+        [ "$(grep -cE "^ +(◆ +)?[0-9]+ +quick-demo.* done " "$T/screen")" = 3 ] && return 0
+        grep -qE "^ +(◆ +)?[0-9]+ +quick-demo.* (failed|interrupted|cancelled) " "$T/screen" && break
         sleep 0.2
     done
     sed 's/^/  | /' "$T/screen"
