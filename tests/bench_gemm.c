@@ -30,11 +30,6 @@
 #include "linear.h"
 #include "util.h"
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void fill(float *x, size_t n, uint64_t *st) {
     for (size_t i = 0; i < n; i++) x[i] = (float)(lb_rng_uniform(st) * 2 - 1);
 }
@@ -97,7 +92,7 @@ static void fp32_table(int threads, int reps, lb_pool_t *pool, uint64_t *st) {
                     if (r >= 0) tt[(size_t)v * reps + r] = lb_now() - t0;
                 }
             for (int v = 0; v < 3; v++) {
-                qsort(tt + (size_t)v * reps, (size_t)reps, sizeof(double), cmp_d);
+                lb_sort_doubles(tt + (size_t)v * reps, (size_t)reps);
                 g[v] = 2.0 * N * In * Out / tt[(size_t)v * reps + reps / 2] * 1e-9;
             }
             free(tt);
@@ -135,7 +130,7 @@ static void fp32_table(int threads, int reps, lb_pool_t *pool, uint64_t *st) {
         snprintf(op, sizeof op, "%c%c", ta ? 'T' : 'N', tb ? 'T' : 'N');
         printf("%-18s %-4s", shp, op);
         for (int v = 0; v < 2; v++) {
-            qsort(tt + (size_t)v * r200, (size_t)r200, sizeof(double), cmp_d);
+            lb_sort_doubles(tt + (size_t)v * r200, (size_t)r200);
             printf(" %9.1f", 2.0 * M * N * K / tt[(size_t)v * r200 + r200 / 2] * 1e-9);
         }
         printf("\n");
@@ -222,7 +217,7 @@ int main(int argc, char **argv) {
         printf("%-16s %-26s", shp, impl);
         double flop = 2.0 * N * In * Out;
         for (int k = 0; k < N_KIND; k++) {
-            qsort(t + (size_t)k * reps, (size_t)reps, sizeof(double), cmp_d);
+            lb_sort_doubles(t + (size_t)k * reps, (size_t)reps);
             double med = t[(size_t)k * reps + reps / 2];
             if (k == FP32_MIX) flop = 2.0 * N * In * Out + 2.0 * N * R * (In + Out);
             if (med > 0) printf(" %9.1f", flop / med * 1e-9);
@@ -266,7 +261,7 @@ int main(int argc, char **argv) {
             snprintf(shp, sizeof shp, "%dx%dx%d", N, In, Out);
             printf("%-16s", shp);
             for (int k = 0; k < 4; k++) {
-                qsort(t + (size_t)k * reps, (size_t)reps, sizeof(double), cmp_d);
+                lb_sort_doubles(t + (size_t)k * reps, (size_t)reps);
                 printf(" %9.1f", 2.0 * N * In * Out / t[(size_t)k * reps + reps / 2] * 1e-9);
             }
             printf("\n");

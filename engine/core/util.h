@@ -42,6 +42,11 @@ uint64_t lb_rng_next(uint64_t *state);
 double lb_rng_uniform(uint64_t *state);
 double lb_rng_normal(uint64_t *state);
 
+// Sorts v ascending in place; lb_median sorts it and returns the middle value (the mean
+// of the two middle ones for even n). Timings and bootstrap percentiles use them.
+void lb_sort_doubles(double *v, size_t n);
+double lb_median(double *v, size_t n);
+
 // Monotonic time in seconds.
 double lb_now(void);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "porter.h"
+#include "util.h"
 
 // --- tokens ------------------------------------------------------------------------------
 
@@ -412,11 +413,6 @@ static uint64_t rng_below(rng_t *r, uint64_t n) {
     return x % n;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 // numpy.percentile's default ("linear"): position q * (N - 1) between sorted values.
 static double percentile_sorted(const double *v, int n, double q) {
     double pos = q * (n - 1);
@@ -472,7 +468,7 @@ int rouge_aggregate(const rouge_scores_t *per, int n, int resamples, uint64_t se
         for (int m = 0; m < 3; m++) {
             int k = 3 * ty + m;
             double *v = boot + (size_t)k * resamples;
-            qsort(v, (size_t)resamples, sizeof *v, cmp_double);
+            lb_sort_doubles(v, (size_t)resamples);
             dst[m]->mean = mean[k];
             dst[m]->low = percentile_sorted(v, resamples, 0.025);
             dst[m]->high = percentile_sorted(v, resamples, 0.975);

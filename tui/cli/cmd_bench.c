@@ -109,11 +109,6 @@ static int fail(const char *msg) {
     return 1;
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 // The engine's fp32 product (lb_gemm: oneDNN or OpenBLAS, gemm_f32.h) in GFLOP/s on 2048³
 // at the current thread count: best of three after one warm-up, as the machine's practical
 // peak for the same kind of work.
@@ -313,9 +308,7 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
     for (int k = 0; k < PROF_N; k++) r->prof[k] = lb_prof_get((lb_prof_kind_t)k) / o->steps;
     r->fwd_gflop = t5_acts_flops(a, 0) / 1e9;
     r->bwd_gflop = method_none ? 0 : t5_acts_flops(a, 1) / 1e9;
-    qsort(times + o->warmup, (size_t)o->steps, sizeof(double), cmp_d);
-    double *tt = times + o->warmup;
-    r->s_step = o->steps % 2 ? tt[o->steps / 2] : 0.5 * (tt[o->steps / 2 - 1] + tt[o->steps / 2]);
+    r->s_step = lb_median(times + o->warmup, (size_t)o->steps);
     r->rss_mb = (double)lb_peak_rss() / (1024.0 * 1024.0);
     r->tok_s = (double)B * (S + T) / r->s_step;
     r->gflop = r->fwd_gflop + r->bwd_gflop;

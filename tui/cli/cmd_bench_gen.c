@@ -45,16 +45,6 @@ static int fail(const char *msg) {
     return 1;
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static int parse_beams(gen_opts_t *o, const char *s) {
     o->n_beams = 0;
     const char *p = s;
@@ -193,7 +183,7 @@ int bench_generate(int argc, char **argv, const char *small_json, const char *ba
                o.shape, o.B, o.S, o.N, t5_precision_name(used), t5_kernel_path(&m), o.bf16_weights ? "bf16" : "fp32",
                o.threads, o.threads == 1 ? "" : "s", nr, "beams", "tokens/s", "ms/step", "encoder s", "RSS MB");
     for (int k = 0; k < o.n_beams; k++) {
-        double d = median(dec + (size_t)k * nr, nr), e = median(enc + (size_t)k * nr, nr);
+        double d = lb_median(dec + (size_t)k * nr, (size_t)nr), e = lb_median(enc + (size_t)k * nr, (size_t)nr);
         double tps = (double)o.B * o.N / d, ms = 1e3 * d / o.N;
         if (o.json)
             printf("{\"impl\":\"lorabench\",\"config\":\"generate\",\"shape\":\"%s\",\"batch\":%d,\"src\":%d,"
