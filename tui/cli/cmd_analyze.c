@@ -129,7 +129,7 @@ int cmd_analyze(int argc, char **argv) {
         char cache[4200];
         if (analysis_of_run(st, wsdir, id, &r, &cached, cache, sizeof cache, &err)) goto out;
         have = 1;
-        if (!json) fprintf(stderr, "%s %s\n", cached ? "read from" : "computed and cached in", cache);
+        fprintf(stderr, "%s %s\n", cached ? "read from" : "computed and cached in", cache);  // stdout stays JSON
         if (against_run_arg && analysis_runs_similarity(st, wsdir, id, id2, &sim, &nsim, &err)) goto out;
     } else {
         if (adapter ? analysis_adapter(model, adapter, &r, &err) : analysis_finetuned(model, finetuned, &r, &err))
