@@ -51,9 +51,10 @@ sv1=$(printf '%.4g' "$sv1")
 tm -f /dev/null new-session -d -s lb -x 120 -y 40 "cd '$PWD' && '$B' --workspace '$W'; echo EXITED; sleep 60"
 check "workbench shows the three runs" 'wait_for "3 runs, 0 running" 10'
 keys G A  # the last row: run 1
-check "A opens the Analysis screen of run 1" 'wait_for "Analysis" 10 && wait_for "#1 lora-r4-qv +LoRA: ΔW = s·B·A +module 1 of 12" 3'
-check "module 1: encoder q, 64×64, effective rank 4" 'wait_for "encoder.block.0.layer.0.SelfAttention.q +64×64 +effective rank 4" 3'
-check "spectrum and energy panels" 'on_screen "singular values of ΔW" && on_screen "energy kept at rank r"'
+check "A opens the Analysis screen of run 1" 'wait_for "Analysis" 10 && wait_for "#1 lora-r4-qv +LoRA: ΔW = s·B·A" 3'
+check "module 1: encoder q, 64×64, effective rank 4" 'wait_for "module 1 of 12 +encoder.block.0.layer.0.SelfAttention.q +64×64" 3 && on_screen "effective rank 4 "'
+check "the message line says where the analysis is cached" 'on_screen "computed and cached in $W/runs/1/analysis.json|read from $W/runs/1/analysis.json"'
+check "spectrum and energy panels" 'on_screen "σ of ΔW, log scale" && on_screen "energy kept at rank r"'
 check "the largest singular value is that of analyze --json ($sv1)" 'on_screen "│ +1 [█▏▎▍▌▋▊▉]+ +$sv1│"'
 check "four bars, then the energy at r=4 is 1.000" 'on_screen "│ +4 █" && on_screen "r=4 +█+ +1\.000│" && ! on_screen "│ +5 █"'
 cp "$T/screen" "$T/screen_lora"
@@ -77,7 +78,7 @@ cp "$T/screen" "$T/screen_phi"
 keys Down
 check "a module #1 does not adapt says so" 'wait_for "SelfAttention.k" 3 && wait_for "#1 does not adapt this module" 1'
 keys Escape u g A  # the first row: run 3, the full fine-tune
-check "full fine-tune: 37 modules" 'wait_for "#3 full-ft +full fine-tune: ΔW = W_tuned − W_base +module 1 of 37" 10'
+check "full fine-tune: 37 modules" 'wait_for "#3 full-ft +full fine-tune: ΔW = W_tuned − W_base" 10 && wait_for "module 1 of 37 " 1'
 check "full fine-tune: more singular values than rows" 'wait_for "… [0-9]+ more \(e exports all\)" 2'
 cp "$T/screen" "$T/screen_full"
 keys q

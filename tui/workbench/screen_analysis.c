@@ -45,7 +45,7 @@ static void bar(grid_t *g, int x, int y, int w, double frac) {
 // Singular values as bars: a full bar is the largest, each DECADES-th of it a factor of 10.
 static void draw_spectrum(app_t *a, grid_t *g, const analyze_module_t *m, int x, int y, int w, int h) {
     char t[96], v[32];
-    snprintf(t, sizeof t, "singular values of ΔW (log: ¼ bar = ×10)");
+    snprintf(t, sizeof t, "%s", g->ascii ? "sv of dW, log (1/4 bar = x10)" : "σ of ΔW, log scale (¼ bar = ×10)");
     grid_box(g, x, y, w, h, t, ST_DIM);
     int rows = h - 2, bw = w - 16;
     double top = m->n_sv ? m->sv[0] : 0;
@@ -82,7 +82,7 @@ static void draw_phi(app_t *a, grid_t *g, const analyze_sim_t *s, int x, int y, 
     static const uint32_t shade[5] = {' ', 0x2591, 0x2592, 0x2593, 0x2588};
     static const char ascii[5] = {' ', '.', ':', 'o', '#'};
     char t[96];
-    snprintf(t, sizeof t, "φ(i, j) against #%lld", (long long)a->analysis_other);
+    snprintf(t, sizeof t, "%s(i, j) against #%lld", g->ascii ? "phi" : "φ", (long long)a->analysis_other);
     grid_box(g, x, y, w, h, t, ST_DIM);
     if (!s) {
         grid_textf(g, x + 2, y + 1, w - 4, ST_DIM, "#%lld does not adapt this module", (long long)a->analysis_other);
@@ -120,17 +120,20 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     }
     if (a->analysis_module >= r->n) a->analysis_module = r->n - 1;
     const analyze_module_t *m = &r->m[a->analysis_module];
+    int asc = g->ascii;
     char line[600], rel[32];
-    snprintf(line, sizeof line, "#%lld %s  %s  module %d of %d", (long long)a->analysis_id, run ? run->name : "",
-             r->full ? "full fine-tune: ΔW = W_tuned − W_base" : "LoRA: ΔW = s·B·A", a->analysis_module + 1, r->n);
+    snprintf(line, sizeof line, "#%lld %s  %s", (long long)a->analysis_id, run ? run->name : "",
+             r->full ? (asc ? "full fine-tune: dW = W_tuned - W_base" : "full fine-tune: ΔW = W_tuned − W_base")
+                     : (asc ? "LoRA: dW = s*B*A" : "LoRA: ΔW = s·B·A"));
     grid_text_trunc(g, 1, y, g->w - 2, line, ST_BOLD);
+    snprintf(line, sizeof line, "module %d of %d  %s  %d%s%d", a->analysis_module + 1, r->n, m->name, m->out,
+             asc ? "x" : "×", m->in);
+    grid_text_trunc(g, 1, y + 1, g->w - 2, line, ST_ACCENT);
     if (isfinite(m->rel_norm)) snprintf(rel, sizeof rel, "%.4g", m->rel_norm);
     else snprintf(rel, sizeof rel, "-");
-    snprintf(line, sizeof line, "%s  %d×%d  effective rank %d  ‖ΔW‖ %.4g  ‖ΔW‖/‖W‖ %s", m->name, m->out, m->in,
-             m->effective_rank, m->norm, rel);
-    grid_text_trunc(g, 1, y + 1, g->w - 2, line, ST_ACCENT);
-    int cw = grid_text(g, 1, y + 2, -1, a->analysis_cached ? "read from " : "cached in ", ST_DIM);
-    grid_text_tail(g, 1 + cw, y + 2, g->w - 2 - cw, a->analysis_cache, ST_DIM);
+    snprintf(line, sizeof line, "effective rank %d (%s above 1%% of the largest)  %s %s  %s %.4g", m->effective_rank,
+             asc ? "values" : "σ", asc ? "|dW|/|W|" : "‖ΔW‖/‖W‖", rel, asc ? "|dW|" : "‖ΔW‖", m->norm);
+    grid_text_trunc(g, 1, y + 2, g->w - 2, line, ST_NORMAL);
     int top = y + 3, bh = h - 3;
     if (bh < 4) return;
     int lw = g->w / 2;

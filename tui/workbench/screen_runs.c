@@ -296,6 +296,7 @@ static int action(app_t *a, int act, int key) {
         }
         app_push(a, SCR_ANALYSIS);
         if (rc > 0) app_msg(a, ST_WARN, "%s", err.msg);
+        else app_msg(a, ST_DIM, "%s %s", a->analysis_cached ? "read from" : "computed and cached in", a->analysis_cache);
         return 1;
     }
     case A_COMPARE: {
