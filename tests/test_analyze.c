@@ -119,7 +119,12 @@ static cJSON *run_json(const char *args) {
     size_t got;
     while ((got = fread(buf + len, 1, cap - len - 1, p)) > 0) {
         len += got;
-        if (len + 1 >= cap) buf = realloc(buf, cap *= 2);
+        if (len + 1 >= cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) abort();
+            buf = nb;
+        }
     }
     buf[len] = 0;
     int rc = pclose(p);

@@ -21,11 +21,11 @@ static int svd_cols(int m, int n, double *a, double *s, double *u) {
     if (k == 0) return 0;
     const char *job = u ? "S" : "N";
     int *iwork = xmalloc(sizeof(int) * 8 * (size_t)k);
-    double wq, vt1;
+    double wq, vt1 = 0;
     // jobz "S" also writes vt [k, n]: ask for it, then drop it.
     double *vt = u ? xmalloc(sizeof(double) * (size_t)k * (size_t)n) : &vt1;
     int ldu = u ? m : 1, ldvt = u ? k : 1;
-    double u1;
+    double u1 = 0;
     dgesdd_(job, &m, &n, a, &m, s, u ? u : &u1, &ldu, vt, &ldvt, &wq, &lwork, iwork, &info, 1);
     lwork = (int)wq > 1 ? (int)wq : 1;
     double *work = xmalloc(sizeof(double) * (size_t)lwork);
