@@ -11,6 +11,7 @@
 #include "analyze.h"
 #include "cli.h"
 #include "cli_common.h"
+#include "linear.h"
 
 // Singular values shown per module in the text table (all of them are in --json).
 #define SHOW_SV 8
@@ -69,13 +70,14 @@ static void print_similarity(const analyze_sim_t *s, int n) {
 int cmd_analyze(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *against = NULL, *finetuned = NULL, *ws = NULL;
     const char *run_arg = NULL, *against_run_arg = NULL;
-    int json = 0;
+    int json = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (cli_is_help(a)) {
             printf("usage: lorabench analyze --model BASE --adapter DIR [--against DIR] [--json]\n"
                    "       lorabench analyze --model BASE --finetuned DIR [--json]\n"
-                   "       lorabench analyze [--workspace DIR] --run ID [--against-run ID] [--json]\n\n"
+                   "       lorabench analyze [--workspace DIR] --run ID [--against-run ID] [--json]\n"
+                   "       (each also takes --threads N: LAPACK's threads; default: every core)\n\n"
                    "What an adapter or a fine-tune learned, per linear module: the singular values of the\n"
                    "weight change ΔW (s·B·A for LoRA, s = alpha/r or alpha/sqrt(r) with rsLoRA; W_finetuned\n"
                    "− W_base for a full fine-tune), ‖ΔW‖_F / ‖W‖_F, the effective rank (singular values\n"
@@ -98,6 +100,7 @@ int cmd_analyze(int argc, char **argv) {
         else if (!strcmp(a, "--workspace")) ws = argv[++i];
         else if (!strcmp(a, "--run")) run_arg = argv[++i];
         else if (!strcmp(a, "--against-run")) against_run_arg = argv[++i];
+        else if (!strcmp(a, "--threads")) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--json")) json = 1;
         else {
             fprintf(stderr, "lorabench analyze: unknown argument %s; see --help\n", a);
@@ -115,6 +118,7 @@ int cmd_analyze(int argc, char **argv) {
         fprintf(stderr, "lorabench analyze: --against compares two adapters; use it with --adapter\n");
         return 2;
     }
+    lb_set_threads(threads);
     lb_err_t err = {0};
     analyze_result_t r;
     analyze_sim_t *sim = NULL;
