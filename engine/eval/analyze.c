@@ -36,20 +36,28 @@ static int svd_cols(int m, int n, double *a, double *s, double *u) {
     return info;
 }
 
-// ‖W‖_F of a frozen or trainable weight, in double.
-static double weight_norm(const lb_param_t *W) {
-    double s = 0;
-    if (W->w) {
-        for (size_t i = 0; i < W->numel; i++) s += (double)W->w[i] * W->w[i];
-    } else if (W->w16) {
-        for (size_t i = 0; i < W->numel; i++) {
-            uint32_t bits = (uint32_t)W->w16[i] << 16;
-            float f;
-            memcpy(&f, &bits, sizeof f);
-            s += (double)f * f;
-        }
+// ‖W‖_F of the base weight of module lm (its "<name>.weight" in the file) into *norm.
+static int weight_norm(const st_file_t *f, const lora_module_t *lm, double *norm, lb_err_t *err) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.weight", lm->name);
+    const st_tensor_t *t = st_find(f, name);
+    if (!t && !strcmp(lm->name, "lm_head")) t = st_find(f, "shared.weight");  // a tied head
+    if (!t)
+        return lb_err_set(err, LB_ESHAPE, "the adapter adapts %s, which %s does not have; give the model the "
+                          "adapter was trained on", lm->name, f->path);
+    if (t->ndim != 2 || t->shape[0] != lm->out || t->shape[1] != lm->in)
+        return lb_err_set(err, LB_ESHAPE, "%s is not %d×%d in %s as in the adapter; give the model the adapter was "
+                          "trained on", name, lm->out, lm->in, f->path);
+    float *w = xmalloc(sizeof(float) * t->numel);
+    if (st_to_f32(t, w, err)) {
+        free(w);
+        return -1;
     }
-    return sqrt(s);
+    double s = 0;
+    for (size_t i = 0; i < t->numel; i++) s += (double)w[i] * w[i];
+    free(w);
+    *norm = sqrt(s);
+    return 0;
 }
 
 // Fills norm, rel_norm, effective_rank and energy from sv (largest first).
@@ -116,7 +124,7 @@ static int lora_module_sv(const lora_module_t *lm, double *sv) {
     return info;
 }
 
-int analyze_lora(const lora_adapter_t *a, t5_model_t *base, analyze_result_t *out, lb_err_t *err) {
+int analyze_lora(const lora_adapter_t *a, const st_file_t *base, analyze_result_t *out, lb_err_t *err) {
     memset(out, 0, sizeof *out);
     out->m = xcalloc((size_t)(a->n > 0 ? a->n : 1), sizeof(analyze_module_t));
     for (int i = 0; i < a->n; i++) {
@@ -130,19 +138,9 @@ int analyze_lora(const lora_adapter_t *a, t5_model_t *base, analyze_result_t *ou
         mo->n_sv = k;
         mo->sv = xcalloc((size_t)(k > 0 ? k : 1), sizeof(double));
         double w_norm = 0;
-        if (base) {
-            linear_t *l = t5_find_linear(base, lm->name);
-            if (!l) {
-                analyze_result_free(out);
-                return lb_err_set(err, LB_ESHAPE, "the adapter adapts %s, which the base model does not have; "
-                                  "give the model the adapter was trained on", lm->name);
-            }
-            if (l->in != lm->in || l->out != lm->out) {
-                analyze_result_free(out);
-                return lb_err_set(err, LB_ESHAPE, "%s is %d×%d in the base model but %d×%d in the adapter; "
-                                  "give the model the adapter was trained on", lm->name, l->out, l->in, lm->out, lm->in);
-            }
-            w_norm = weight_norm(l->W);
+        if (base && weight_norm(base, lm, &w_norm, err)) {
+            analyze_result_free(out);
+            return -1;
         }
         int info = lora_module_sv(lm, mo->sv);
         if (info != 0) {

@@ -13,6 +13,7 @@
 #define LB_ANALYZE_H
 
 #include "lora.h"
+#include "safetensors.h"
 #include "t5.h"
 #include "util.h"
 
@@ -49,9 +50,11 @@ typedef struct {
 // The rank of energy index k (1, 2, 4, ...).
 static inline int analyze_energy_rank(int k) { return 1 << k; }
 
-// Spectra of every module of a LoRA adapter; base (a loaded model, or NULL) gives ‖W‖ for
-// rel_norm (NAN without it). A module the model lacks is an error naming it.
-int analyze_lora(const lora_adapter_t *a, t5_model_t *base, analyze_result_t *out, lb_err_t *err);
+// Spectra of every module of a LoRA adapter; base (the base model's model.safetensors, or
+// NULL) gives ‖W‖ for rel_norm (NAN without it), reading only the adapted modules' weights
+// (lm_head falls back to shared.weight when tied). A module the file lacks, or of another
+// shape, is an error naming it.
+int analyze_lora(const lora_adapter_t *a, const st_file_t *base, analyze_result_t *out, lb_err_t *err);
 
 // Spectra of W_finetuned − W_base for every linear module (the head only when untied);
 // the two models must have the same configuration.

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "lora_t5.h"
+#include "safetensors.h"
 #include "sha256.h"
 #include "t5.h"
 #include "t5_config.h"
@@ -50,16 +51,29 @@ out:
     return rc;
 }
 
+// The shape of base's config.json, for lora_load.
+static int base_shape(const char *base, lora_shape_t *shape, lb_err_t *err) {
+    t5_config_t cfg;
+    if (t5_config_load(&cfg, base, err)) return -1;
+    lora_shape_from_t5(&cfg, shape);
+    return 0;
+}
+
 int analysis_adapter(const char *base, const char *adapter_dir, analyze_result_t *out, lb_err_t *err) {
-    t5_model_t m;
-    if (t5_load(&m, base, err)) return -1;
+    // Only the adapted modules' weights are read (for ‖W‖), not the whole model.
+    lora_shape_t shape;
+    if (base_shape(base, &shape, err)) return -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", base);
+    st_file_t st;
+    if (st_open(&st, path, err)) return -1;
     lora_adapter_t a;
     int rc = -1;
-    if (lora_load_t5(&a, adapter_dir, &m, err) == 0) {
-        rc = analyze_lora(&a, &m, out, err);
+    if (lora_load(&a, adapter_dir, &shape, err) == 0) {
+        rc = analyze_lora(&a, &st, out, err);
         lora_free(&a);
     }
-    t5_free(&m);
+    st_close(&st);
     return rc;
 }
 
@@ -78,10 +92,8 @@ int analysis_finetuned(const char *base, const char *tuned_dir, analyze_result_t
 
 int analysis_adapters_similarity(const char *base, const char *dir_a, const char *dir_b, analyze_sim_t **out,
                                  int *n, lb_err_t *err) {
-    t5_config_t cfg;
-    if (t5_config_load(&cfg, base, err)) return -1;
     lora_shape_t shape;
-    lora_shape_from_t5(&cfg, &shape);
+    if (base_shape(base, &shape, err)) return -1;
     lora_adapter_t a, b;
     if (lora_load(&a, dir_a, &shape, err)) return -1;
     if (lora_load(&b, dir_b, &shape, err)) {
