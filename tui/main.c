@@ -31,6 +31,7 @@ static const command_t commands[] = {
     {"rm", cmd_rm, "delete a run and its files"},
     {"worker", cmd_worker, "execute one recorded run (started by the workbench)"},
     {"eval", cmd_eval, "generate and score ROUGE on a data split (model + optional adapter)"},
+    {"analyze", cmd_analyze, "what an adapter or fine-tune learned: spectra of ΔW, subspace similarity"},
     {"merge", cmd_merge, "merge an adapter into its base model and save a full checkpoint"},
     {"bench", cmd_bench, "time and memory of a training step (--table: the standard table)"},
     {"generate", cmd_generate, "greedy / beam-search generation (transformers semantics), KV cache"},

@@ -26,6 +26,7 @@ int cmd_bench(int argc, char **argv);
 // `bench --generate` (cmd_bench_gen.c), given the JSON configs of bench's named shapes.
 int bench_generate(int argc, char **argv, const char *small_json, const char *base_json);
 int cmd_merge(int argc, char **argv);
+int cmd_analyze(int argc, char **argv);
 
 // The workbench (ncurses): no arguments, or only --workspace/--ascii.
 int tui_main(int argc, char **argv);

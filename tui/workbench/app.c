@@ -19,6 +19,7 @@ static const screen_t *const screens[SCR_COUNT] = {
     [SCR_MONITOR] = &screen_monitor,
     [SCR_COMPARE] = &screen_compare,
     [SCR_SWEEP] = &screen_sweep,
+    [SCR_ANALYSIS] = &screen_analysis,
 };
 
 // Keys every screen shares; listed after the screen's own keys in help and in the bar.
@@ -66,6 +67,7 @@ void app_free(app_t *a) {
     free(a->workspace);
     free(a->form_base);
     free(a->form_grid);
+    app_analysis_clear(a);
     memset(a, 0, sizeof *a);
 }
 

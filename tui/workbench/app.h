@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "analyze.h"
 #include "grid.h"
 #include "keys.h"
 #include "store.h"
@@ -18,7 +19,7 @@
 #define APP_MIN_H 24
 #define APP_POLL_MS 250
 
-typedef enum { SCR_RUNS, SCR_NEW, SCR_MONITOR, SCR_COMPARE, SCR_SWEEP, SCR_COUNT } screen_id_t;
+typedef enum { SCR_RUNS, SCR_NEW, SCR_MONITOR, SCR_COMPARE, SCR_SWEEP, SCR_ANALYSIS, SCR_COUNT } screen_id_t;
 
 // The metrics, evaluations and first samples of one run, read incrementally.
 typedef struct {
@@ -114,6 +115,16 @@ struct app {
     table_view_t sweep_view;
     int64_t sweep_id;          // 0: the most recent sweep
 
+    // analysis screen (screen_analysis.c; filled by app_analysis_open)
+    int64_t analysis_id;       // the run analysed (0: none)
+    int64_t analysis_other;    // the LoRA run whose φ is shown against it (0: none)
+    analyze_result_t analysis;
+    analyze_sim_t *analysis_sim;  // φ per module both adapt, or NULL
+    int analysis_nsim;
+    int analysis_module;       // the module shown
+    int analysis_cached;       // 1: read from analysis_cache, 0: computed and written there
+    char analysis_cache[4200]; // runs/<id>/analysis.json
+
     // overlays and messages
     int help;
     int help_scroll;
@@ -150,7 +161,7 @@ typedef struct {
     void (*click)(app_t *a, int x, int y);  // a mouse click in the body (NULL: none)
 } screen_t;
 
-extern const screen_t screen_runs, screen_new, screen_monitor, screen_compare, screen_sweep;
+extern const screen_t screen_runs, screen_new, screen_monitor, screen_compare, screen_sweep, screen_analysis;
 
 // Actions shared by every screen (app.c's global key table).
 enum {
@@ -255,6 +266,14 @@ int app_export(app_t *a, const char *stem, const char *ext, const char *text, ch
 double app_metric_x(const store_metric_t *m, int xaxis);
 // The loss-plot x axis name.
 const char *app_xaxis_name(int xaxis);
+
+// The analysis of run id (experiments/run/analysis.h: read from runs/<id>/analysis.json or
+// computed and cached there) and, when other > 0, the subspace similarity φ of the two LoRA
+// runs' adapters, into a->analysis*. -1 with err when run id cannot be analysed; a failing
+// φ leaves the analysis in place, analysis_other 0, and returns 1 with err.
+int app_analysis_open(app_t *a, int64_t id, int64_t other, lb_err_t *err);
+// Frees what app_analysis_open read.
+void app_analysis_clear(app_t *a);
 
 // A growing text buffer for exports.
 typedef struct {

@@ -1,5 +1,6 @@
 // The workbench's data access: the one file of tui/ that reads and writes the store, starts
 // helper processes and writes exports.
+#include "analysis.h"
 #include "app.h"
 #include "cli_common.h"
 
@@ -428,6 +429,34 @@ int app_export(app_t *a, const char *stem, const char *ext, const char *text, ch
     strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
     snprintf(path, cap, "%s/%s-%s.%s", dir, stem, stamp, ext);
     return lb_write_file_atomic(path, text, strlen(text), err);
+}
+
+void app_analysis_clear(app_t *a) {
+    analyze_result_free(&a->analysis);
+    analyze_sim_free(a->analysis_sim, a->analysis_nsim);
+    a->analysis_sim = NULL;
+    a->analysis_nsim = 0;
+    a->analysis_id = a->analysis_other = 0;
+    a->analysis_module = 0;
+}
+
+int app_analysis_open(app_t *a, int64_t id, int64_t other, lb_err_t *err) {
+    analyze_result_t r;
+    int cached = 0;
+    char cache[sizeof a->analysis_cache];
+    if (analysis_of_run(a->st, a->workspace, id, &r, &cached, cache, sizeof cache, err)) return -1;
+    int same = id == a->analysis_id;
+    int module = a->analysis_module;
+    app_analysis_clear(a);
+    a->analysis = r;
+    a->analysis_id = id;
+    a->analysis_cached = cached;
+    snprintf(a->analysis_cache, sizeof a->analysis_cache, "%s", cache);
+    a->analysis_module = same && module < r.n ? module : 0;  // the same run again: the same module
+    if (other <= 0) return 0;
+    if (analysis_runs_similarity(a->st, a->workspace, id, other, &a->analysis_sim, &a->analysis_nsim, err)) return 1;
+    a->analysis_other = other;
+    return 0;
 }
 
 double app_metric_x(const store_metric_t *m, int xaxis) {

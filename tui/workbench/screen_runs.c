@@ -9,7 +9,7 @@
 
 enum {
     A_OPEN = ACT_SCREEN, A_SELECT, A_COMPARE, A_PIN, A_NEW, A_SWEEP, A_FILTER, A_SORT,
-    A_SORT_REV, A_TAGS, A_NOTE, A_CANCEL, A_RESUME, A_DELETE, A_CLEAR_SEL,
+    A_SORT_REV, A_TAGS, A_NOTE, A_CANCEL, A_RESUME, A_DELETE, A_CLEAR_SEL, A_ANALYZE,
     // answers to prompts
     A_FILTER_SET, A_TAGS_SET, A_NOTE_SET, A_CANCEL_YES, A_RESUME_YES, A_DELETE_YES, A_FILTER_LIVE,
     A_FILTER_UNDO,
@@ -31,6 +31,7 @@ static const key_binding_t keys[] = {
     {'r', 0, A_RESUME, "r", "resume an interrupted or cancelled run (asks y/N)", "Resume"},
     {'D', 0, A_DELETE, "D", "delete the run and its files (asks y/N)", "Del"},
     {'u', 0, A_CLEAR_SEL, "u", "clear the selection", "Unsel"},
+    {'A', 0, A_ANALYZE, "A", "analysis: ΔW spectra; with two LoRA runs selected, φ", NULL},
     {TK_UP, 'k', ACT_NONE, "Up/k", "previous run", NULL},
     {TK_DOWN, 'j', ACT_NONE, "Down/j", "next run", NULL},
     {TK_PGUP, TK_PGDN, ACT_NONE, "PgUp/PgDn", "a page up / down", NULL},
@@ -284,6 +285,20 @@ static int action(app_t *a, int act, int key) {
     case A_CLEAR_SEL:
         a->nselected = 0;
         return 1;
+    case A_ANALYZE: {
+        // two runs selected: the first against the second; else the run under the cursor
+        int64_t id = a->nselected == 2 ? a->selected[0] : r ? r->id : 0, other = a->nselected == 2 ? a->selected[1] : 0;
+        if (!id) return 1;
+        int rc = app_analysis_open(a, id, other, &err);
+        if (rc < 0) {
+            app_msg(a, ST_ERROR, "%s", err.msg);
+            return 1;
+        }
+        app_push(a, SCR_ANALYSIS);
+        if (rc > 0) app_msg(a, ST_WARN, "%s", err.msg);
+        else app_msg(a, ST_DIM, "%s %s", a->analysis_cached ? "read from" : "computed and cached in", a->analysis_cache);
+        return 1;
+    }
     case A_COMPARE: {
         a->ncompare = 0;
         for (int i = 0; i < a->nselected && a->ncompare < APP_MAX_COMPARE; i++)

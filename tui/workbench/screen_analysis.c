@@ -1,0 +1,198 @@
+// The Analysis screen (A on a run): what the run learned, one module at a time — the
+// singular values of its ΔW as bars on a log scale, the share of ‖ΔW‖² kept at rank
+// 1, 2, 4 ... 64, and, with two LoRA runs selected, the subspace similarity φ(i, j) of
+// their A matrices as a shaded grid. The numbers come from app_analysis_open (the same
+// code as `lorabench analyze --run`); e writes them all as CSV.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+
+enum { A_NEXT = ACT_SCREEN, A_PREV, A_NEXT_PAGE, A_PREV_PAGE, A_FIRST, A_LAST };
+
+static const key_binding_t keys[] = {
+    {TK_DOWN, 'j', A_NEXT, "Down/j", "next module", "Next"},
+    {TK_UP, 'k', A_PREV, "Up/k", "previous module", "Prev"},
+    {TK_RIGHT, 'l', A_NEXT, "Right/l", "next module", NULL},
+    {TK_LEFT, 'h', A_PREV, "Left/h", "previous module", NULL},
+    {TK_PGDN, 0, A_NEXT_PAGE, "PgDn", "10 modules on", NULL},
+    {TK_PGUP, 0, A_PREV_PAGE, "PgUp", "10 modules back", NULL},
+    {TK_HOME, 'g', A_FIRST, "Home/g", "first module", NULL},
+    {TK_END, 'G', A_LAST, "End/G", "last module", NULL},
+};
+
+// Decades below the largest singular value that the log-scale bars span.
+#define DECADES 4
+
+static const analyze_sim_t *module_sim(const app_t *a, const char *name) {
+    for (int i = 0; i < a->analysis_nsim; i++)
+        if (!strcmp(a->analysis_sim[i].name, name)) return &a->analysis_sim[i];
+    return NULL;
+}
+
+// A bar of frac (0..1) of w cells, in eighths.
+static void bar(grid_t *g, int x, int y, int w, double frac) {
+    static const uint32_t eighths[8] = {0x258F, 0x258E, 0x258D, 0x258C, 0x258B, 0x258A, 0x2589, 0x2588};
+    if (!(frac > 0)) return;
+    if (frac > 1) frac = 1;
+    int e = (int)lround(frac * w * 8);
+    for (int i = 0; i < w && e > 0; i++, e -= 8)
+        grid_put(g, x + i, y, g->ascii ? '#' : e >= 8 ? 0x2588 : eighths[e - 1], ST_BAR);
+}
+
+// Singular values as bars: a full bar is the largest, each DECADES-th of it a factor of 10.
+static void draw_spectrum(app_t *a, grid_t *g, const analyze_module_t *m, int x, int y, int w, int h) {
+    char t[96], v[32];
+    snprintf(t, sizeof t, "%s", g->ascii ? "sv of dW, log (1/4 bar = x10)" : "σ of ΔW, log scale (¼ bar = ×10)");
+    grid_box(g, x, y, w, h, t, ST_DIM);
+    int rows = h - 2, bw = w - 16;
+    double top = m->n_sv ? m->sv[0] : 0;
+    for (int i = 0; i < m->n_sv && i < rows; i++) {
+        int yy = y + 1 + i;
+        if (i == rows - 1 && m->n_sv > rows) {
+            grid_textf(g, x + 2, yy, w - 4, ST_DIM, "… %d more (e exports all)", m->n_sv - i);
+            break;
+        }
+        grid_textf(g, x + 1, yy, 4, ST_DIM, "%3d", i + 1);
+        double frac = top > 0 && m->sv[i] > 0 ? 1 + log10(m->sv[i] / top) / DECADES : 0;
+        bar(g, x + 5, yy, bw, frac);
+        snprintf(v, sizeof v, "%.4g", m->sv[i]);
+        grid_text_right(g, x + w - 1, yy, 10, v, i < m->effective_rank ? ST_NORMAL : ST_DIM);
+    }
+    (void)a;
+}
+
+// The share of ‖ΔW‖² that the best rank-r approximation keeps, r = 1, 2, 4 ... 64.
+static void draw_energy(grid_t *g, const analyze_module_t *m, int x, int y, int w) {
+    grid_box(g, x, y, w, ANALYZE_N_ENERGY + 2, "energy kept at rank r", ST_DIM);
+    for (int k = 0; k < ANALYZE_N_ENERGY; k++) {
+        int yy = y + 1 + k;
+        char v[32];
+        grid_textf(g, x + 1, yy, 6, ST_DIM, "r=%-3d", analyze_energy_rank(k));
+        bar(g, x + 7, yy, w - 16, m->energy[k]);
+        snprintf(v, sizeof v, "%.3f", m->energy[k]);
+        grid_text_right(g, x + w - 1, yy, 8, v, ST_NORMAL);
+    }
+}
+
+// φ(i, j) as a shaded grid: rows i (this run), columns j (the other run).
+static void draw_phi(app_t *a, grid_t *g, const analyze_sim_t *s, int x, int y, int w, int h) {
+    static const uint32_t shade[5] = {' ', 0x2591, 0x2592, 0x2593, 0x2588};
+    static const char ascii[5] = {' ', '.', ':', 'o', '#'};
+    char t[96];
+    snprintf(t, sizeof t, "%s(i, j) against #%lld", g->ascii ? "phi" : "φ", (long long)a->analysis_other);
+    grid_box(g, x, y, w, h, t, ST_DIM);
+    if (!s) {
+        grid_textf(g, x + 2, y + 1, w - 4, ST_DIM, "#%lld does not adapt this module", (long long)a->analysis_other);
+        return;
+    }
+    int n = s->n, show = n;
+    if (show > (w - 6) / 2) show = (w - 6) / 2;
+    if (show > h - 4) show = h - 4;
+    if (show < 0) show = 0;
+    for (int j = 0; j < show; j++) grid_textf(g, x + 5 + 2 * j, y + 1, 2, ST_DIM, "%d", (j + 1) % 10);
+    for (int i = 0; i < show; i++) {
+        grid_textf(g, x + 1, y + 2 + i, 4, ST_DIM, "%3d", i + 1);
+        for (int j = 0; j < show; j++) {
+            double p = s->phi[(size_t)i * n + j];
+            int k = p >= 0.8 ? 4 : p >= 0.6 ? 3 : p >= 0.4 ? 2 : p >= 0.2 ? 1 : 0;
+            uint32_t c = g->ascii ? (uint32_t)ascii[k] : shade[k];
+            grid_put(g, x + 5 + 2 * j, y + 2 + i, c, ST_BAR);
+            grid_put(g, x + 6 + 2 * j, y + 2 + i, c, ST_BAR);
+        }
+    }
+    char legend[128];
+    if (g->ascii) snprintf(legend, sizeof legend, "' '<.2 .<.4 :<.6 o<.8 #>=.8  1 = same subspace");
+    else snprintf(legend, sizeof legend, "░ ≥.2 ▒ ≥.4 ▓ ≥.6 █ ≥.8  1 = same subspace");
+    if (show < n) snprintf(legend + strlen(legend), sizeof legend - strlen(legend), "  (first %d of %d)", show, n);
+    grid_text_trunc(g, x + 1, y + h - 2, w - 2, legend, ST_DIM);
+}
+
+static void draw(app_t *a, grid_t *g, int y, int h) {
+    const analyze_result_t *r = &a->analysis;
+    const store_run_t *run = app_run_by_id(a, a->analysis_id);
+    if (!a->analysis_id || r->n == 0) {
+        grid_text(g, 1, y, g->w - 2, "Nothing to show: pick a finished LoRA or full run in the runs list and press A.",
+                  ST_BOLD);
+        return;
+    }
+    if (a->analysis_module >= r->n) a->analysis_module = r->n - 1;
+    const analyze_module_t *m = &r->m[a->analysis_module];
+    int asc = g->ascii;
+    char line[600], rel[32];
+    snprintf(line, sizeof line, "#%lld %s  %s", (long long)a->analysis_id, run ? run->name : "",
+             r->full ? (asc ? "full fine-tune: dW = W_tuned - W_base" : "full fine-tune: ΔW = W_tuned − W_base")
+                     : (asc ? "LoRA: dW = s*B*A" : "LoRA: ΔW = s·B·A"));
+    grid_text_trunc(g, 1, y, g->w - 2, line, ST_BOLD);
+    snprintf(line, sizeof line, "module %d of %d  %s  %d%s%d", a->analysis_module + 1, r->n, m->name, m->out,
+             asc ? "x" : "×", m->in);
+    grid_text_trunc(g, 1, y + 1, g->w - 2, line, ST_ACCENT);
+    if (isfinite(m->rel_norm)) snprintf(rel, sizeof rel, "%.4g", m->rel_norm);
+    else snprintf(rel, sizeof rel, "-");
+    snprintf(line, sizeof line, "effective rank %d (%s above 1%% of the largest)  %s %s  %s %.4g", m->effective_rank,
+             asc ? "values" : "σ", asc ? "|dW|/|W|" : "‖ΔW‖/‖W‖", rel, asc ? "|dW|" : "‖ΔW‖", m->norm);
+    grid_text_trunc(g, 1, y + 2, g->w - 2, line, ST_NORMAL);
+    int top = y + 3, bh = h - 3;
+    if (bh < 4) return;
+    int lw = g->w / 2;
+    draw_spectrum(a, g, m, 0, top, lw, bh < m->n_sv + 2 ? bh : m->n_sv + 2);  // as tall as needed
+    int rx = lw, rw = g->w - lw;
+    draw_energy(g, m, rx, top, rw);
+    int py = top + ANALYZE_N_ENERGY + 2, ph = y + h - py;
+    const analyze_sim_t *sim = module_sim(a, m->name);
+    if (sim && ph > sim->n + 4) ph = sim->n + 4;
+    if (a->analysis_other && ph >= 5) draw_phi(a, g, sim, rx, py, rw, ph);
+    else if (ph >= 2)
+        widget_wrap(g, rx + 1, py, rw - 2, ph,
+                    "Select two LoRA runs with Space and press A for the subspace similarity of their adapters.", 0,
+                    ST_DIM);
+}
+
+// Every number of the analysis as CSV, one value a row: module, quantity, i, j, value.
+static void export_csv(app_t *a) {
+    const analyze_result_t *r = &a->analysis;
+    app_buf_t b = {0};
+    app_buf_printf(&b, "module,quantity,i,j,value\n");
+    for (int k = 0; k < r->n; k++) {
+        const analyze_module_t *m = &r->m[k];
+        for (int i = 0; i < m->n_sv; i++) app_buf_printf(&b, "%s,singular_value,%d,,%.17g\n", m->name, i + 1, m->sv[i]);
+        app_buf_printf(&b, "%s,norm,,,%.17g\n", m->name, m->norm);
+        if (isfinite(m->rel_norm)) app_buf_printf(&b, "%s,rel_norm,,,%.17g\n", m->name, m->rel_norm);
+        app_buf_printf(&b, "%s,effective_rank,,,%d\n", m->name, m->effective_rank);
+        for (int e = 0; e < ANALYZE_N_ENERGY; e++)
+            app_buf_printf(&b, "%s,energy_at_rank,%d,,%.17g\n", m->name, analyze_energy_rank(e), m->energy[e]);
+    }
+    for (int k = 0; k < a->analysis_nsim; k++) {
+        const analyze_sim_t *s = &a->analysis_sim[k];
+        for (int i = 0; i < s->n; i++)
+            for (int j = 0; j < s->n; j++)
+                app_buf_printf(&b, "%s,phi,%d,%d,%.17g\n", s->name, i + 1, j + 1, s->phi[(size_t)i * s->n + j]);
+    }
+    char stem[64], path[4400];
+    snprintf(stem, sizeof stem, "analysis-%lld", (long long)a->analysis_id);
+    lb_err_t err = {0};
+    if (app_export(a, stem, "csv", b.s ? b.s : "", path, sizeof path, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
+    else app_msg(a, ST_GOOD, "exported the analysis of %d modules to %s", r->n, path);
+    free(b.s);
+}
+
+static int action(app_t *a, int act, int key) {
+    (void)key;
+    int n = a->analysis.n, *cur = &a->analysis_module;
+    switch (act) {
+    case A_NEXT: *cur = *cur + 1 < n ? *cur + 1 : *cur; return 1;
+    case A_PREV: *cur = *cur > 0 ? *cur - 1 : 0; return 1;
+    case A_NEXT_PAGE: *cur = *cur + 10 < n ? *cur + 10 : (n > 0 ? n - 1 : 0); return 1;
+    case A_PREV_PAGE: *cur = *cur > 10 ? *cur - 10 : 0; return 1;
+    case A_FIRST: *cur = 0; return 1;
+    case A_LAST: *cur = n > 0 ? n - 1 : 0; return 1;
+    case ACT_EXPORT:
+        if (n) export_csv(a);
+        return 1;
+    }
+    return 0;
+}
+
+const screen_t screen_analysis = {"Analysis", keys, sizeof keys / sizeof keys[0], draw, action, NULL, NULL};
