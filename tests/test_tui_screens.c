@@ -489,6 +489,7 @@ static void test_sweep_screen(void) {
     snprintf(q, sizeof q, "UPDATE runs SET sweep_id = %lld WHERE id IN (%lld, %lld, %lld)", (long long)sw,
              (long long)id_r8, (long long)id_r64, (long long)id_queued);
     sql(q);
+    store_run_set_pinned(st, id_zs, 1, &err);
     app_t *a = new_app();
     app_key(a, 'w');
     EXPECT(app_screen(a) == SCR_SWEEP);
@@ -496,6 +497,23 @@ static void test_sweep_screen(void) {
     snap(a, "sweep", 160, 48, 0);
     char *t = screen_text(a, 80, 24);
     EXPECTF(strstr(t, "3 runs, 1 queued, 1 running, 1 done") != NULL, "%s", t);
+    // the teaching picture (issue 20): ROUGE-L with its interval by rank, in rank order, with
+    // the trainable parameters, and the pinned zero-shot and the full fine-tune as references
+    EXPECTF(strstr(t, "ROUGE-L with 95% interval by rank") != NULL, "%s", t);
+    EXPECTF(strstr(t, "0.331 [0.306,0.355]") != NULL, "%s", t);
+    const char *r8 = strstr(t, "r=8 "), *r16 = strstr(t, "r=16 "), *r64 = strstr(t, "r=64 ");
+    EXPECTF(r8 && r16 && r64 && r8 < r16 && r16 < r64, "%s", t);
+    EXPECTF(strstr(t, "zero-shot #1 0.171") && strstr(t, "full fine-tune #3 0.362") && strstr(t, "2.6M"), "%s", t);
+    free(t);
+    // v shows the loss curves, then ROUGE during training (r=8 was evaluated at 200 and 400)
+    app_key(a, 'v');
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "loss, EMA") && strstr(t, "A r=8") && strstr(t, "B r=64"), "%s", t);
+    free(t);
+    app_key(a, 'v');
+    snap(a, "sweep_rouge_steps", 80, 24, 0);
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "ROUGE-L during training") && strstr(t, "0.331") && strstr(t, "0.28"), "%s", t);
     free(t);
     free_app(a);
 }

@@ -113,6 +113,8 @@ struct app {
     // sweep screen
     table_view_t sweep_view;
     int64_t sweep_id;          // 0: the most recent sweep
+    int sweep_panel;           // below 140 columns, the picture shown: 0 ROUGE by setting,
+                               //   1 loss curves, 2 ROUGE during training
 
     // overlays and messages
     int help;
