@@ -434,6 +434,8 @@ static void test_compare_screen(void) {
     // Δ against the pinned zero-shot run (ROUGE-1 0.184): +0.168 and +0.200, with signs
     EXPECTF(strstr(t, "+0.168") && strstr(t, "+0.200"), "%s", t);
     EXPECT(strstr(t, "pinned baseline"));
+    // the trainable parameters have their column (issue 20): 65.5k for r=8, 9.7M for full
+    EXPECTF(strstr(t, " trainable ") && strstr(t, "+0.160     65.5k") && strstr(t, "+0.191      9.7M"), "%s", t);
     free(t);
     app_key(a, '2');
     snap(a, "compare_config", 80, 24, 0);

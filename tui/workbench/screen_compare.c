@@ -73,6 +73,7 @@ typedef struct {
     const char *title;
     int w, prec, higher_better;
     double (*get)(const store_run_t *);
+    int no_delta;  // 1: no Δ column (trainable parameters: a choice, not a result)
 } metric_col_t;
 
 static double m_loss(const store_run_t *r) { return r->final_loss; }
@@ -81,10 +82,12 @@ static double m_r2(const store_run_t *r) { return r->rouge2; }
 static double m_rl(const store_run_t *r) { return r->rougeL; }
 static double m_tps(const store_run_t *r) { return r->tokens_per_s; }
 static double m_mem(const store_run_t *r) { return r->peak_rss_mb; }
+static double m_train(const store_run_t *r) { return r->trainable_params >= 0 ? (double)r->trainable_params : NAN; }
 
 static const metric_col_t mcols[] = {
-    {"loss", 7, 3, 0, m_loss}, {"R-1", 7, 3, 1, m_r1}, {"R-2", 7, 3, 1, m_r2},
-    {"R-L", 7, 3, 1, m_rl},    {"tok/s", 7, 0, 1, m_tps}, {"mem MB", 7, 0, 0, m_mem},
+    {"loss", 7, 3, 0, m_loss, 0}, {"R-1", 7, 3, 1, m_r1, 0},          {"R-2", 7, 3, 1, m_r2, 0},
+    {"R-L", 7, 3, 1, m_rl, 0},    {"trainable", 9, 0, 0, m_train, 1}, {"tok/s", 7, 0, 1, m_tps, 0},
+    {"mem MB", 7, 0, 0, m_mem, 0},
 };
 enum { N_MCOLS = sizeof mcols / sizeof mcols[0] };
 
@@ -93,17 +96,21 @@ static int draw_metric_table(app_t *a, grid_t *g, int x, int y, int w, const sto
                              const store_run_t *base) {
     // name column gets what the numbers leave; each metric is value + Δ (Δ hidden if narrow)
     int show_delta = w >= 60;
-    int per = show_delta ? 14 : 8;
-    int ncols = N_MCOLS;
-    while (ncols > 2 && 17 + ncols * per > w) ncols--;
-    int namew = w - ncols * per - 1;
+    int cw[N_MCOLS], cx[N_MCOLS + 1];
+    for (int c = 0; c < N_MCOLS; c++) cw[c] = mcols[c].w + (show_delta ? (mcols[c].no_delta ? 2 : 7) : 1);
+    int ncols = N_MCOLS, total = 0;
+    for (int c = 0; c < ncols; c++) total += cw[c];
+    while (ncols > 2 && 17 + total > w) total -= cw[--ncols];
+    int namew = w - total - 1;
     if (namew > 36) namew = 36;
+    cx[0] = x + namew + 1;
+    for (int c = 0; c < ncols; c++) cx[c + 1] = cx[c] + cw[c];
     grid_fill(g, x, y, w, 1, ' ', ST_HEADER);
     grid_text(g, x, y, namew, "run", ST_HEADER);
     for (int c = 0; c < ncols; c++) {
-        int cx = x + namew + 1 + c * per;
-        grid_text_right(g, cx + 7, y, 7, mcols[c].title, ST_HEADER);
-        if (show_delta) grid_text_right(g, cx + 14, y, 7, a->ascii ? "D" : "Δ", ST_HEADER);
+        int vw = mcols[c].w, vx = cx[c] + vw + (show_delta && mcols[c].no_delta);  // where the value ends
+        grid_text_right(g, vx, y, vw, mcols[c].title, ST_HEADER);
+        if (show_delta && !mcols[c].no_delta) grid_text_right(g, cx[c] + vw + 7, y, 7, a->ascii ? "D" : "Δ", ST_HEADER);
     }
     for (int i = 0; i < n; i++) {
         const store_run_t *r = runs[i];
@@ -113,15 +120,15 @@ static int draw_metric_table(app_t *a, grid_t *g, int x, int y, int w, const sto
         snprintf(name, sizeof name, "#%lld %s%s", (long long)r->id, r->name, r == base ? " (base)" : "");
         grid_text_trunc(g, x + 2, yy, namew - 2, name, r == base ? ST_ACCENT : ST_NORMAL);
         for (int c = 0; c < ncols; c++) {
-            int cx = x + namew + 1 + c * per;
+            int vw = mcols[c].w, vx = cx[c] + vw + (show_delta && mcols[c].no_delta);
             char v[32], d[32];
             double val = mcols[c].get(r);
             if (mcols[c].prec == 0 && !isnan(val)) fmt_count(v, val);
             else fmt_num(v, val, mcols[c].prec);
-            grid_text_right(g, cx + 7, yy, 7, v, ST_NORMAL);
-            if (show_delta && r != base) {
+            grid_text_right(g, vx, yy, vw, v, ST_NORMAL);
+            if (show_delta && !mcols[c].no_delta && r != base) {
                 int st = delta_text(a, val, mcols[c].get(base), mcols[c].higher_better, mcols[c].prec, d);
-                grid_text_right(g, cx + 14, yy, 7, d, st);
+                grid_text_right(g, cx[c] + vw + 7, yy, 7, d, st);
             }
         }
     }
@@ -420,20 +427,22 @@ static void export_compare(app_t *a) {
     if (n < 1) return;
     const store_run_t *base = baseline(a, runs, n);
     app_buf_t b = {0};
-    app_buf_printf(&b, "# Compare\n\nΔ against run %lld (%s).\n\n| run | name | method | trainable |", (long long)base->id,
+    app_buf_printf(&b, "# Compare\n\nΔ against run %lld (%s).\n\n| run | name | method |", (long long)base->id,
                    base->name);
-    for (int c = 0; c < N_MCOLS; c++) app_buf_printf(&b, " %s | Δ |", mcols[c].title);
-    app_buf_printf(&b, "\n|---|---|---|---:|");
-    for (int c = 0; c < N_MCOLS; c++) app_buf_printf(&b, "---:|---:|");
+    for (int c = 0; c < N_MCOLS; c++) app_buf_printf(&b, mcols[c].no_delta ? " %s |" : " %s | Δ |", mcols[c].title);
+    app_buf_printf(&b, "\n|---|---|---|");
+    for (int c = 0; c < N_MCOLS; c++) app_buf_printf(&b, mcols[c].no_delta ? "---:|" : "---:|---:|");
     app_buf_printf(&b, "\n");
     for (int i = 0; i < n; i++) {
         const store_run_t *r = runs[i];
-        char tr[32] = "–";  // a value a run does not have is "–"
-        if (r->trainable_params >= 0) snprintf(tr, sizeof tr, "%lld", (long long)r->trainable_params);
-        app_buf_printf(&b, "| %lld | %s | %s | %s |", (long long)r->id, r->name, r->method, tr);
+        app_buf_printf(&b, "| %lld | %s | %s |", (long long)r->id, r->name, r->method);
         for (int c = 0; c < N_MCOLS; c++) {
-            char v[32] = "–", d[32];
+            char v[32] = "–", d[32];  // a value a run does not have is "–"
             if (isfinite(mcols[c].get(r))) fmt_num(v, mcols[c].get(r), mcols[c].prec);
+            if (mcols[c].no_delta) {
+                app_buf_printf(&b, " %s |", v);
+                continue;
+            }
             delta_text(a, mcols[c].get(r), mcols[c].get(base), mcols[c].higher_better, mcols[c].prec, d);
             app_buf_printf(&b, " %s | %s |", v, r == base ? "" : d);
         }
