@@ -751,6 +751,9 @@ static void test_missing_values(void) {
     app_key(a, 'e');
     char *md = read_export(a);
     EXPECTF(md && strstr(md, "zero-shot") && !strstr(md, "| -1 |") && !strstr(md, "nan"), "%s", md ? md : a->msg);
+    // with intervals and time, the table `export --what sweep --format md` writes
+    EXPECTF(md && strstr(md, "| ROUGE-1 [95% interval] |") && strstr(md, "| time |") && strstr(md, "0.184 [0.154, 0.212]"),
+            "%s", md ? md : a->msg);
     free(md);
     app_key(a, TK_ESC);
     // the compare Markdown with a queued run

@@ -253,6 +253,10 @@ void app_list_presets(app_t *a);
 // Writes text to "<workspace>/exports/<stem>-<time>.<ext>"; *path gets the file name.
 int app_export(app_t *a, const char *stem, const char *ext, const char *text, char *path,
                size_t cap, lb_err_t *err);
+// The results table of runs in Markdown, the one `lorabench export --what sweep --format md`
+// and `sweep` write (cli_results_table: ROUGE-1 with its 95% interval, trainable share,
+// time; "–" where a run has no value). The caller frees it.
+char *app_results_markdown(app_t *a, const store_run_t *const *runs, int n);
 // The x value of metric row k for an XAXIS_* choice (NAN when unknown).
 double app_metric_x(const store_metric_t *m, int xaxis);
 // The loss-plot x axis name.

@@ -430,6 +430,20 @@ int app_export(app_t *a, const char *stem, const char *ext, const char *text, ch
     return lb_write_file_atomic(path, text, strlen(text), err);
 }
 
+char *app_results_markdown(app_t *a, const store_run_t *const *runs, int n) {
+    store_run_t *rows = xcalloc(n > 0 ? (size_t)n : 1, sizeof *rows);
+    for (int i = 0; i < n; i++) rows[i] = *runs[i];  // shallow: cli_results_table only reads
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f) {
+        cli_results_table(f, a->st, rows, (size_t)n, 1);
+        fclose(f);
+    }
+    free(rows);
+    return text ? text : xstrdup("");
+}
+
 double app_metric_x(const store_metric_t *m, int xaxis) {
     switch (xaxis) {
     case XAXIS_TOKENS: return m->tokens >= 0 ? (double)m->tokens : NAN;

@@ -405,20 +405,11 @@ static int action(app_t *a, int act, int key) {
         return 1;
     }
     case ACT_EXPORT: {
+        // the table CLI's `export --what sweep --format md` writes, intervals and time included
+        char *md = app_results_markdown(a, runs, n);
         app_buf_t b = {0};
-        app_buf_printf(&b, "| id | name | status | r | targets | trainable | loss | ROUGE-1 | ROUGE-L |\n|---:|---|---|---:|---|---:|---:|---:|---:|\n");
-        for (int i = 0; i < n; i++) {
-            // a value a run does not have (zero-shot's rank, a queued run's loss) is "–"
-            const store_run_t *r = runs[i];
-            char rk[32] = "–", tr[32] = "–", l[32] = "–", r1[32] = "–", rl[32] = "–";
-            if (r->r >= 0) snprintf(rk, sizeof rk, "%lld", (long long)r->r);
-            if (r->trainable_params >= 0) snprintf(tr, sizeof tr, "%lld", (long long)r->trainable_params);
-            if (isfinite(r->final_loss)) fmt_num(l, r->final_loss, 4);
-            if (isfinite(r->rouge1)) fmt_num(r1, r->rouge1, 4);
-            if (isfinite(r->rougeL)) fmt_num(rl, r->rougeL, 4);
-            app_buf_printf(&b, "| %lld | %s | %s | %s | %s | %s | %s | %s | %s |\n", (long long)r->id, r->name, r->status, rk,
-                           r->targets && *r->targets ? r->targets : "–", tr, l, r1, rl);
-        }
+        app_buf_printf(&b, "# Sweep %lld\n\n%s", (long long)sw, md);
+        free(md);
         char path[4400];
         if (app_export(a, "sweep", "md", b.s ? b.s : "", path, sizeof path, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
         else app_msg(a, ST_GOOD, "exported %d runs to %s", n, path);
