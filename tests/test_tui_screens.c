@@ -787,6 +787,60 @@ static void test_failed_monitor(void) {
     free_app(a);
 }
 
+static int count_of(const char *s, const char *what) {
+    int n = 0;
+    for (const char *p = s; s && (p = strstr(p, what)); p += strlen(what)) n++;
+    return n;
+}
+
+// Issue 20, the lecture: e on Compare exports what the tab shows — Curves as CSV and an SVG
+// plot, Samples as Markdown and CSV, Metrics as Markdown with intervals and time.
+static void test_compare_exports(void) {
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    a->nselected = 0;
+    app_toggle_selected(a, id_zs);
+    app_toggle_selected(a, id_r8);
+    app_toggle_selected(a, id_full);
+    app_key(a, 'c');
+    EXPECT(app_screen(a) == SCR_COMPARE && a->ncompare == 3);
+    app_key(a, 'e');  // metrics
+    char *md = read_export(a);
+    EXPECTF(md && strstr(md, "| ROUGE-1 [95% interval] | ROUGE-L [95% interval] | time |") &&
+                strstr(md, "[0.322, 0.380] | [0.306, 0.355] | 2m00s |"),
+            "%s", md ? md : a->msg);
+    free(md);
+    app_key(a, '3');
+    app_key(a, 'e');
+    EXPECTF(a->msg_style == ST_GOOD && strstr(a->msg, "/exports/curves-") && strstr(a->msg, ".csv and its .svg"), "%s", a->msg);
+    char *csv = read_export(a);
+    // one row per stored step of the two trained runs (zero-shot has none), no nan
+    EXPECTF(csv && !strncmp(csv, "run_id,name,step,tokens,seconds,loss,loss_ema\n", 46) && count_of(csv, "\n") == 1 + 400 + 400 &&
+                !strstr(csv, "nan") && strstr(csv, ",lora-r8-qv,400,972800,"),
+            "%.300s", csv ? csv : a->msg);
+    free(csv);
+    char svgpath[700] = "";
+    const char *p = strstr(a->msg, ws);
+    if (p) sscanf(p, "%599[^ ]", svgpath);
+    char *dot = strrchr(svgpath, '.');
+    if (dot) strcpy(dot, ".svg");
+    lb_err_t err = {0};
+    char *svg = lb_read_file(svgpath, NULL, &err);
+    EXPECTF(svg && !strncmp(svg, "<svg xmlns=", 11) && count_of(svg, "<polyline") == 2 && strstr(svg, ">lora-r8-qv</text>") &&
+                strstr(svg, ">zero-shot (no data)</text>") && strstr(svg, "</svg>\n"),
+            "%s: %.400s", svgpath, svg ? svg : err.msg);
+    free(svg);
+    app_key(a, '4');
+    app_key(a, 'e');
+    md = read_export(a);
+    EXPECTF(md && count_of(md, "## Example ") == 3 && strstr(md, "**Reference:** fast JSON library for C") &&
+                strstr(md, "| full-finetune | fast JSON parser for C |") && strstr(md, "| zero-shot | emacs |"),
+            "%s", md ? md : a->msg);
+    free(md);
+    free_app(a);
+}
+
 int main(void) {
     snprintf(ws, sizeof ws, "/tmp/lb-tui-test-%d", (int)getpid());
     lb_err_t err = {0};
@@ -811,6 +865,7 @@ int main(void) {
     RUN(test_export);
     RUN(test_sort_filter_select);
     RUN(test_sweep_screen);
+    RUN(test_compare_exports);
     RUN(test_form_keys);
     RUN(test_clicks);
     RUN(test_form_grid);
