@@ -627,6 +627,31 @@ static void test_form_grid(void) {
     free_app(a);
 }
 
+// Issue 20, finding 8: loading lora-vs-full shows LoRA with the grid's LoRA learning rate
+// (3e-3), not the preset's base one (2e-4, the full fine-tune's); Method full then shows the
+// full fine-tune's, and zero-shot's grid point its own.
+static void test_form_grid_lr(void) {
+    app_t *a = new_app();
+    snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
+    snprintf(a->default_model, sizeof a->default_model, "tests/fixtures/hf/t5-gated-a");
+    app_key(a, 'n');
+    int k = 0;
+    while (k < a->npresets && strcmp(a->presets[k], "lora-vs-full")) k++;
+    EXPECT(k < a->npresets);
+    a->form[0].choice = k;
+    app_key(a, TK_F1 + 4);  // F5 loads it
+    EXPECTF(strstr(a->msg, "loaded preset lora-vs-full"), "%s", a->msg);
+    EXPECT(focus_label(a, "Method"));
+    EXPECTF(!strcmp(a->form[a->form_focus].choices[a->form[a->form_focus].choice], "lora"), "%d", a->form[a->form_focus].choice);
+    EXPECT(focus_label(a, "Learning rate"));
+    EXPECTF(!strcmp(a->form[a->form_focus].value, "0.003"), "lr %s", a->form[a->form_focus].value);
+    EXPECT(focus_label(a, "Method"));
+    app_key(a, TK_RIGHT);  // full
+    EXPECT(focus_label(a, "Learning rate"));
+    EXPECTF(!strcmp(a->form[a->form_focus].value, "0.0002"), "lr %s", a->form[a->form_focus].value);
+    free_app(a);
+}
+
 // The screen line (0-based) and column where text first appears, found on the drawn text.
 static int find_on_screen(app_t *a, int w, int h, const char *text, int *x) {
     char *t = screen_text(a, w, h);
@@ -866,6 +891,7 @@ int main(void) {
     RUN(test_sort_filter_select);
     RUN(test_sweep_screen);
     RUN(test_compare_exports);
+    RUN(test_form_grid_lr);
     RUN(test_form_keys);
     RUN(test_clicks);
     RUN(test_form_grid);

@@ -118,6 +118,44 @@ static void form_from_spec(app_t *a, const spec_t *s) {
 static void load_preset(app_t *a, int quiet);
 static void form_info(app_t *a);
 
+// The fields a grid point sets, from the loaded preset's grid point of the form's method:
+// loading lora-vs-full shows LoRA with the grid's LoRA learning rate, not the preset's base
+// one (the full fine-tune's), and choosing Method full by hand shows the full fine-tune's.
+static void form_apply_grid_point(app_t *a) {
+    cJSON *g = a->form_grid ? cJSON_Parse(a->form_grid) : NULL;
+    const char *method = methods[a->form[F_METHOD].choice];
+    for (const cJSON *k = g ? g->child : NULL; k; k = k->next) {
+        // the parts of a joined key ("method+train.lr") and where "method" is among them
+        char parts[8][64];
+        int np = 0, mi = -1;
+        for (const char *p = k->string; p && *p && np < 8;) {
+            const char *e = strchr(p, '+');
+            size_t n = e ? (size_t)(e - p) : strlen(p);
+            snprintf(parts[np], sizeof parts[np], "%.*s", (int)n, p);
+            if (!strcmp(parts[np], "method")) mi = np;
+            np++;
+            p = e ? e + 1 : p + n;
+        }
+        if (mi < 0 || np < 2) continue;
+        for (const cJSON *pt = k->child; pt; pt = pt->next) {
+            const cJSON *m = cJSON_GetArrayItem(pt, mi);
+            if (!cJSON_IsString(m) || strcmp(m->valuestring, method)) continue;
+            for (int i = 0; i < np; i++) {
+                const cJSON *v = cJSON_GetArrayItem(pt, i);
+                for (int fi = 0; i != mi && v && fi < F_N; fi++) {
+                    form_field_t *f = &a->form[fi];
+                    if (!field_paths[fi] || strcmp(field_paths[fi], parts[i]) || (f->kind != FIELD_NUMBER && f->kind != FIELD_TEXT))
+                        continue;
+                    if (cJSON_IsNumber(v)) snprintf(f->value, sizeof f->value, "%g", v->valuedouble);
+                    else if (cJSON_IsString(v)) snprintf(f->value, sizeof f->value, "%s", v->valuestring);
+                }
+            }
+            break;
+        }
+    }
+    cJSON_Delete(g);
+}
+
 // Which fields apply to the chosen method (the others are dimmed and skipped by focus).
 static void form_update_disabled(app_t *a) {
     int m = a->form[F_METHOD].choice;
@@ -559,6 +597,7 @@ static void load_preset(app_t *a, int quiet) {
     a->form[F_GRID].checked = grid;
     snprintf(a->form_preset_name, sizeof a->form_preset_name, "%s", s.name ? s.name : a->presets[f->choice]);
     form_from_spec(a, &s);
+    form_apply_grid_point(a);
     a->form_src_tokens = s.dataset.max_source_tokens;
     a->form_tgt_tokens = s.dataset.max_target_tokens;
     // keep what the form does not show; the name and the grid are the form's business
@@ -639,6 +678,7 @@ static int key(app_t *a, int k) {
             a->form[F_GRID].checked = 0;
             app_msg(a, ST_WARN, "Grid unticked: the preset's grid sets %s; Start runs the form's one run", path);
         }
+        if (a->form_focus == F_METHOD) form_apply_grid_point(a);  // the grid's lr for this method
         form_update_disabled(a);
         form_info(a);
     }
