@@ -458,6 +458,11 @@ static void test_compare_screen(void) {
     free_app(a);
 }
 
+static int focus_label(app_t *a, const char *label) {
+    for (int i = 0; i < 40 && strcmp(a->form[a->form_focus].label, label); i++) app_key(a, TK_DOWN);
+    return !strcmp(a->form[a->form_focus].label, label);
+}
+
 static void test_new_run_screen(void) {
     app_t *a = new_app();
     app_key(a, 'n');
@@ -480,6 +485,53 @@ static void test_new_run_screen(void) {
     app_key(a, 0x15);
     app_key(a, '1');
     EXPECTF(strstr(a->form_info[0], "trainable 6,144 of 281,600 (2.182%) in 6 modules") != NULL, "%s", a->form_info[0]);
+    free_app(a);
+}
+
+// Issue 20, finding 8: what the run would refuse shows under its field and Start refuses it
+// (a block past the model's depth, a path that is not a data set); a run of epochs says
+// how long in total, from the data set's size.
+static void test_form_field_checks(void) {
+    app_t *a = new_app();
+    snprintf(a->default_model, sizeof a->default_model, "tests/fixtures/hf/t5-gated-a");
+    a->spawn_record = 1;
+    app_key(a, 'n');
+    int found = 0;
+    for (int i = 0; i < a->nform_info; i++) found |= strstr(a->form_info[i], "Start runs 1 run, about ") && strstr(a->form_info[i], ": 1 epoch of 2500 steps");
+    EXPECT(found);
+    EXPECT(focus_label(a, "Epochs"));
+    app_key(a, 0x15);
+    app_key(a, '4');
+    found = 0;
+    for (int i = 0; i < a->nform_info; i++) found |= strstr(a->form_info[i], ": 4 epochs of 2500 steps") != NULL;
+    EXPECT(found);
+    EXPECT(a->form_error_field < 0);
+    // t5-gated-a has 2 blocks per stack
+    EXPECT(focus_label(a, "Layers"));
+    app_key(a, 0x15);
+    for (const char *p = "0,2"; *p; p++) app_key(a, *p);
+    EXPECTF(a->form_error_field >= 0 && !strcmp(a->form[a->form_error_field].label, "Layers"), "%d", a->form_error_field);
+    char *t = screen_text(a, 80, 24);
+    const char *lay = strstr(t, " Layers "), *msg = strstr(t, "block 2 is past the model's 2 blocks; use 0..1 or all");
+    // the message is on the line right under the field
+    EXPECTF(lay && msg && strchr(lay, '\n') < msg && strchr(strchr(lay, '\n') + 1, '\n') > msg, "%s", t);
+    free(t);
+    app_key(a, 0x13);  // Ctrl-S refuses and stays
+    EXPECTF(app_screen(a) == SCR_NEW && strstr(a->msg, "Layers: block 2 is past") && !a->spawned[0], "%s", a->msg);
+    app_key(a, 0x15);
+    app_key(a, '1');
+    EXPECT(a->form_error_field < 0);
+    // a model folder given as the data set
+    EXPECT(focus_label(a, "Data set"));
+    app_key(a, 0x15);
+    for (const char *p = "tests/fixtures/hf/t5-gated-a"; *p; p++) app_key(a, *p);
+    EXPECTF(a->form_error_field >= 0 && !strcmp(a->form[a->form_error_field].label, "Data set"), "%d", a->form_error_field);
+    EXPECTF(strstr(a->form_error, "dataset.path") != NULL, "%s", a->form_error);
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "dataset.path") != NULL, "%s", t);
+    free(t);
+    app_key(a, 0x13);
+    EXPECTF(app_screen(a) == SCR_NEW && strstr(a->msg, "Data set: dataset.path") && !a->spawned[0], "%s", a->msg);
     free_app(a);
 }
 
@@ -520,10 +572,6 @@ static void test_sweep_screen(void) {
     free_app(a);
 }
 
-static int focus_label(app_t *a, const char *label) {
-    for (int i = 0; i < 40 && strcmp(a->form[a->form_focus].label, label); i++) app_key(a, TK_DOWN);
-    return !strcmp(a->form[a->form_focus].label, label);
-}
 
 // Issue 20, finding 5: letters never fire shortcuts from a non-text field, Enter moves to the
 // next field, only Start or Ctrl-S starts, leaving a changed form asks.
@@ -892,6 +940,7 @@ int main(void) {
     RUN(test_sweep_screen);
     RUN(test_compare_exports);
     RUN(test_form_grid_lr);
+    RUN(test_form_field_checks);
     RUN(test_form_keys);
     RUN(test_clicks);
     RUN(test_form_grid);

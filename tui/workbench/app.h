@@ -107,6 +107,8 @@ struct app {
                                //   form's Grid box is ticked; NULL: none
     char form_preset_name[128];// the loaded preset's name (a grid's runs are named after it)
     int form_dirty;            // a field changed since the form was opened (leaving asks)
+    int form_error_field;      // a field whose value the run would refuse (-1: none), and
+    char form_error[200];      //   why, shown under it; Start refuses while there is one
     int64_t follow_after;      // after Start: the cursor moves to the first run with a larger
                                //   id when it appears (-1: nothing to follow)
 

@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "app.h"
+#include "data.h"
 #include "app_params.h"
 #include "spec.h"
 
@@ -236,17 +238,55 @@ static unsigned spec_targets_from_form(const form_field_t *f, int gated) {
 
 static int form_to_spec(app_t *a, spec_t *s, int estimate, lb_err_t *err);
 
-// The compute of a whole run in GFLOP: its training steps (forward + backward of every
-// micro batch) and its evaluation (a forward per batch of examples, times
-// EVAL_DECODE_COST for generating token by token). NaN when the step count is not known
-// from the spec (epochs over a data set the form does not count).
+// The compute of a whole run of `steps` optimizer steps in GFLOP: its training steps
+// (forward + backward of every micro batch) and its evaluation (a forward per batch of
+// examples, times EVAL_DECODE_COST for generating token by token). NaN when the step count
+// is not known (steps < 0: epochs over a data set that could not be read).
 #define EVAL_DECODE_COST 3.0
-static double run_gflop(const spec_t *s, const app_spec_facts_t *fx) {
-    double steps = s->method == SPEC_METHOD_NONE ? 0 : s->train.max_steps > 0 ? s->train.max_steps : NAN;
+static double run_gflop(const spec_t *s, const app_spec_facts_t *fx, long steps) {
+    double nsteps = s->method == SPEC_METHOD_NONE ? 0 : steps >= 0 ? (double)steps : NAN;
     double eval_n = s->eval.limit > 0 ? s->eval.limit : NAN;
     double fwd = fx->flops.forward / 1e9, bwd = fx->flops.backward / 1e9;
     double batches = ceil(eval_n / (fx->B > 0 ? fx->B : 1));
-    return steps * (fwd + bwd) * (fx->grad_accum > 0 ? fx->grad_accum : 1) + batches * fwd * EVAL_DECODE_COST;
+    return nsteps * (fwd + bwd) * (fx->grad_accum > 0 ? fx->grad_accum : 1) + batches * fwd * EVAL_DECODE_COST;
+}
+
+// The training examples of a spec's data set, read once per path and fields (data_set_load,
+// as the runner's session_setup: one file is split by dataset.split_ratio, 0.9 by default);
+// -1 with err when the path is not a data set. The last answer is kept: the form asks on
+// every key.
+static long form_train_examples(const spec_t *s, lb_err_t *err) {
+    static char key[3000], msg[512];
+    static long n = -1;
+    static double mtime = -1;
+    const char *path = s->dataset.path ? s->dataset.path : "";
+    struct stat sb;
+    double mt = stat(path, &sb) ? -2 : (double)sb.st_mtime;
+    char k[3000];
+    snprintf(k, sizeof k, "%s\n%s\n%s\n%g\n%lld", path, s->dataset.source ? s->dataset.source : "",
+             s->dataset.target ? s->dataset.target : "", s->dataset.split_ratio, (long long)s->train.seed);
+    if (strcmp(k, key) || mt != mtime) {
+        snprintf(key, sizeof key, "%s", k);
+        mtime = mt;
+        data_options_t o = {.source_field = s->dataset.source, .target_field = s->dataset.target, .seed = (uint64_t)s->train.seed};
+        if (mt >= 0 && S_ISREG(sb.st_mode)) {
+            double r = s->dataset.split_ratio > 0 && s->dataset.split_ratio < 1 ? s->dataset.split_ratio : 0.9;
+            o.split_ratio[0] = r;
+            o.split_ratio[1] = (1 - r) / 2;
+            o.split_ratio[2] = 1 - r - o.split_ratio[1];
+        }
+        data_set_t ds = {0};
+        lb_err_t e = {0};
+        const data_split_t *tr = NULL;
+        n = -1;
+        msg[0] = 0;
+        if (!data_set_load(path, &o, &ds, &e) && (tr = data_set_split(&ds, "train", &e))) n = tr->n;
+        else snprintf(msg, sizeof msg, "%.500s", e.msg);
+        if (!e.msg[0] && n < 0) snprintf(msg, sizeof msg, "%.400s is not a data set", path);
+        data_set_free(&ds);
+    }
+    if (n < 0) lb_err_set(err, LB_EARG, "dataset.path: %s", msg);
+    return n;
 }
 
 // The effective speed (GFLOP/s, setup and evaluation included) of the newest finished run
@@ -267,7 +307,8 @@ static double form_rate(app_t *a, int64_t *run) {
         lb_err_t err = {0};
         if (!spec_parse(best->spec, NULL, &s, &err)) {
             app_spec_facts_t *fx = xcalloc(1, sizeof *fx);
-            double g = app_spec_facts(&s, fx, &err) ? NAN : run_gflop(&s, fx);
+            long steps = best->total_steps > 0 ? (long)best->total_steps : s.train.max_steps > 0 ? s.train.max_steps : -1;
+            double g = app_spec_facts(&s, fx, &err) ? NAN : run_gflop(&s, fx, steps);
             free(fx);
             spec_free(&s);
             if (isfinite(g) && g > 0) {
@@ -301,19 +342,32 @@ static void form_time_line(app_t *a, const spec_t *s, char *out, size_t cap) {
     }
     spec_free(&one);
     double total = 0;
+    lb_err_t derr = {0};
+    long examples = s->train.max_steps > 0 ? 0 : form_train_examples(s, &derr);  // epochs: count the data
     for (size_t i = 0; i < n; i++) {
         app_spec_facts_t *fx = xcalloc(1, sizeof *fx);
-        total += app_spec_facts(&specs[i], fx, &err) ? NAN : run_gflop(&specs[i], fx);
+        long steps = examples >= 0 ? spec_total_steps(&specs[i], examples) : -1;
+        total += app_spec_facts(&specs[i], fx, &err) ? NAN : run_gflop(&specs[i], fx, steps);
         free(fx);
     }
     spec_list_free(specs, n);
+    // how the steps add up when they come from epochs: "4 epochs of 625 steps"
+    char how[96] = "";
+    if (s->train.max_steps <= 0 && examples >= 0 && s->method != SPEC_METHOD_NONE) {
+        spec_t e1;
+        spec_copy(&e1, s);
+        e1.train.epochs = 1;
+        long per = spec_total_steps(&e1, examples);
+        spec_free(&e1);
+        snprintf(how, sizeof how, ": %d epoch%s of %ld steps", s->train.epochs, s->train.epochs == 1 ? "" : "s", per);
+    }
     char t[48], d[32], basis[64];
     if (from) snprintf(basis, sizeof basis, "at run #%lld's speed", (long long)from);
     else snprintf(basis, sizeof basis, "time: a guess until a run finishes here");
     if (isfinite(total)) snprintf(t, sizeof t, "about %s", fmt_duration(d, total / rate));
     else snprintf(t, sizeof t, "time depends on the data set's size");
     if (!grid) {
-        snprintf(out, cap, "Start runs 1 run, %s (%s)", t, basis);
+        snprintf(out, cap, "Start runs 1 run, %s%s (%s)", t, how, basis);
         return;
     }
     // the grid's values: "method+train.lr = none,0.003 | lora,0.003 | full,0.001"
@@ -344,8 +398,34 @@ static void form_time_line(app_t *a, const spec_t *s, char *out, size_t cap) {
 // Recomputes the arithmetic lines from the form: the spec it makes (every field, and what a
 // loaded preset sets that the form does not show: rank patterns, norms_only, ...) and the
 // engine's facts for it (app_spec_facts), so that the numbers are the run's.
+// The first field whose value the run would refuse, into a->form_error(_field): a Layers
+// block past the model's depth (on the stacks chosen), a data set path that is not one.
+static void form_field_errors(app_t *a, const spec_t *s, const t5_config_t *cfg) {
+    a->form_error_field = -1;
+    a->form_error[0] = 0;
+    if (s->method == SPEC_METHOD_LORA && cfg) {
+        unsigned st = s->lora.stacks ? s->lora.stacks : 3;
+        int depth = 0;
+        if ((st & 1) && cfg->num_layers > depth) depth = cfg->num_layers;
+        if ((st & 2) && cfg->num_decoder_layers > depth) depth = cfg->num_decoder_layers;
+        for (int i = 0; i < s->lora.n_layers; i++)
+            if (s->lora.layers[i] >= depth) {
+                a->form_error_field = F_LAYERS;
+                snprintf(a->form_error, sizeof a->form_error, "block %d is past the model's %d blocks; use 0..%d or all",
+                         s->lora.layers[i], depth, depth - 1);
+                return;
+            }
+    }
+    lb_err_t err = {0};
+    if (s->dataset.path && strcmp(s->dataset.path, "-") && form_train_examples(s, &err) < 0) {
+        a->form_error_field = F_DATA;
+        snprintf(a->form_error, sizeof a->form_error, "%.190s", err.msg);
+    }
+}
+
 static void form_info(app_t *a) {
     a->nform_info = 0;
+    a->form_error_field = -1;
     size_t cap = sizeof a->form_info[0];
     spec_t s;
     lb_err_t err = {0};
@@ -354,7 +434,9 @@ static void form_info(app_t *a) {
         return;
     }
     app_spec_facts_t *fx = xcalloc(1, sizeof *fx);
-    if (app_spec_facts(&s, fx, &err)) {
+    int facts = app_spec_facts(&s, fx, &err);
+    form_field_errors(a, &s, facts ? NULL : &fx->cfg);
+    if (facts) {
         snprintf(a->form_info[a->nform_info++], cap, "%.150s", err.msg);
         goto done;
     }
@@ -520,6 +602,12 @@ static int form_check_paths(spec_t *s, lb_err_t *err) {
 static void start_run(app_t *a) {
     spec_t s;
     lb_err_t err = {0};
+    form_info(a);
+    if (a->form_error_field >= 0) {
+        app_msg(a, ST_ERROR, "%s: %s", a->form[a->form_error_field].label, a->form_error);
+        a->form_focus = a->form_error_field;
+        return;
+    }
     if (form_to_spec(a, &s, 0, &err)) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return;
@@ -632,8 +720,11 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     int infoh = a->nform_info + 2;
     int avail = h - infoh - 1;
     int top = 0, need = 0;
-    for (int i = 0; i <= a->form_focus; i++) need += field_height(&a->form[i]);
-    while (need > avail && top < a->form_focus) need -= field_height(&a->form[top++]);
+    for (int i = 0; i <= a->form_focus; i++) need += field_height(&a->form[i]) + (i == a->form_error_field);
+    while (need > avail && top < a->form_focus) {
+        need -= field_height(&a->form[top]) + (top == a->form_error_field);
+        top++;
+    }
     int yy = y;
     for (int i = top; i < a->nform && yy < y + avail; i++) {
         form_field_t *f = &a->form[i];
@@ -642,6 +733,10 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
         int w = f->kind == FIELD_TEXT ? g->w - 2 : fw;
         field_draw(g, 1, yy, labelw, w, f, i == a->form_focus);
         yy += field_height(f);
+        if (i == a->form_error_field && yy < y + avail) {  // what the run would refuse, under its field
+            grid_text_trunc(g, 1 + labelw, yy, g->w - 2 - labelw, a->form_error, ST_ERROR);
+            yy++;
+        }
     }
     const form_field_t *cur = &a->form[a->form_focus];
     if (cur->hint) grid_text_trunc(g, 1, y + avail, g->w - 2, cur->hint, ST_DIM);
