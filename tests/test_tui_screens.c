@@ -174,6 +174,7 @@ static app_t *new_app(void) {
     free(a->workspace);
     a->workspace = xstrdup("/tmp/lorabench-test");
     snprintf(a->presets_dir, sizeof a->presets_dir, "tests/fixtures/tui/no-presets");
+    a->user_presets_dir[0] = 0;  // not the tester's ~/.config
     a->now = T0 + 1000;
     a->fixed_now = 1;
     return a;
@@ -700,6 +701,93 @@ static void test_form_grid_lr(void) {
     free_app(a);
 }
 
+static void write_preset(const char *dir, const char *name, const char *method, int r, double lr) {
+    char cwd[512], path[1200], cmd[1400];
+    if (!getcwd(cwd, sizeof cwd)) return;
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    EXPECT(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/%s.json", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    fprintf(f, "{\"name\":\"%s\",\"base_model\":\"%s/tests/fixtures/hf/t5-gated-a\",\"dataset\":{\"path\":\"%s/experiments/data/debsum\"},"
+               "\"method\":\"%s\",\"lora\":{\"r\":%d,\"alpha\":%d},\"train\":{\"lr\":%g,\"max_steps\":20}}\n",
+            name, cwd, cwd, method, r, 2 * r, lr);
+    fclose(f);
+}
+
+static const char *field_value(app_t *a, const char *label) {
+    for (int i = 0; i < a->nform; i++)
+        if (!strcmp(a->form[i].label, label))
+            return a->form[i].kind == FIELD_CHOICE ? a->form[i].choices[a->form[i].choice] : a->form[i].value;
+    return "?";
+}
+
+// Issue 20, the lecture: n with one run selected clones its spec into the form; the user's
+// presets (~/.config/lorabench/presets, <workspace>/presets) are listed beside the bundled
+// ones; Ctrl-O opens a spec file into the form or a folder of presets into the list.
+static void test_clone_and_presets(void) {
+    char upre[400], wpre[400], other[400], spec[500];
+    snprintf(upre, sizeof upre, "%s/config/lorabench/presets", ws);
+    snprintf(wpre, sizeof wpre, "%s/presets", ws);
+    snprintf(other, sizeof other, "%s/lecture-2", ws);
+    write_preset(upre, "lecture-1", "lora", 4, 0.002);
+    write_preset(wpre, "shared-r16", "lora", 16, 0.0005);
+    write_preset(other, "week-3", "full", 8, 0.0001);
+    snprintf(spec, sizeof spec, "%s/week-3.json", other);
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
+    snprintf(a->user_presets_dir, sizeof a->user_presets_dir, "%s", upre);
+    snprintf(a->default_model, sizeof a->default_model, "tests/fixtures/hf/t5-gated-a");
+    // clone: lora-r8-qv (r 8, alpha 16, lr 1e-3) selected
+    a->nselected = 0;
+    app_toggle_selected(a, id_r8);
+    app_key(a, 'n');
+    EXPECTF(app_screen(a) == SCR_NEW && strstr(a->msg, "from run #2's spec (lora-r8-qv)"), "%s", a->msg);
+    EXPECTF(!strcmp(field_value(a, "Method"), "lora") && !strcmp(field_value(a, "Rank r"), "8") &&
+                !strcmp(field_value(a, "Alpha"), "16") && !strcmp(field_value(a, "Learning rate"), "0.001") &&
+                !strcmp(field_value(a, "Max steps"), "400") && !strcmp(field_value(a, "Name"), ""),
+            "%s %s %s %s", field_value(a, "Method"), field_value(a, "Rank r"), field_value(a, "Learning rate"),
+            field_value(a, "Max steps"));
+    app_key(a, TK_ESC);  // unchanged: leaves without asking
+    EXPECT(app_screen(a) == SCR_RUNS);
+    // the user's and the workspace's presets beside the bundled ones
+    a->nselected = 0;
+    app_key(a, 'n');
+    int u = -1, w = -1, q = -1;
+    for (int i = 0; i < a->npresets; i++) {
+        if (!strcmp(a->presets[i], "lecture-1 (yours)")) u = i;
+        if (!strcmp(a->presets[i], "shared-r16 (workspace)")) w = i;
+        if (!strcmp(a->presets[i], "quick-demo")) q = i;
+    }
+    EXPECTF(q == 0 && u > 0 && w > u, "quick-demo %d, lecture-1 %d, shared-r16 %d of %d", q, u, w, a->npresets);
+    a->form[0].choice = w;
+    app_key(a, TK_F1 + 4);
+    EXPECTF(strstr(a->msg, "loaded preset shared-r16 (workspace)") && !strcmp(field_value(a, "Rank r"), "16") &&
+                !strcmp(field_value(a, "Learning rate"), "0.0005"),
+            "%s / r %s", a->msg, field_value(a, "Rank r"));
+    // Ctrl-O: a spec file
+    app_key(a, 0x0f);
+    EXPECT(a->prompt == PROMPT_INPUT);
+    for (const char *p = spec; *p; p++) app_key(a, *p);
+    app_key(a, TK_ENTER);
+    EXPECTF(strstr(a->msg, "loaded the spec") && !strcmp(field_value(a, "Method"), "full") &&
+                !strcmp(field_value(a, "Learning rate"), "0.0001"),
+            "%s", a->msg);
+    // Ctrl-O: a folder of presets joins the list, shown in the Preset field
+    app_key(a, 0x0f);
+    for (const char *p = other; *p; p++) app_key(a, *p);
+    app_key(a, TK_ENTER);
+    EXPECTF(strstr(a->msg, "1 preset of") && !strcmp(a->presets[a->form[0].choice], "week-3 (lecture-2)"), "%s", a->msg);
+    // a path that is neither
+    app_key(a, 0x0f);
+    for (const char *p = "/nonexistent/x.json"; *p; p++) app_key(a, *p);
+    app_key(a, TK_ENTER);
+    EXPECTF(a->msg_style == ST_ERROR && strstr(a->msg, "/nonexistent/x.json: no such file or folder"), "%s", a->msg);
+    free_app(a);
+}
+
 // The screen line (0-based) and column where text first appears, found on the drawn text.
 static int find_on_screen(app_t *a, int w, int h, const char *text, int *x) {
     char *t = screen_text(a, w, h);
@@ -941,6 +1029,7 @@ int main(void) {
     RUN(test_compare_exports);
     RUN(test_form_grid_lr);
     RUN(test_form_field_checks);
+    RUN(test_clone_and_presets);
     RUN(test_form_keys);
     RUN(test_clicks);
     RUN(test_form_grid);

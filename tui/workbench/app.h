@@ -47,6 +47,7 @@ enum { XAXIS_STEP, XAXIS_TOKENS, XAXIS_TIME, XAXIS_N };
 #define APP_MAX_COMPARE 16
 #define APP_MAX_SELECT 64
 #define APP_FORM_MAX 32
+#define APP_MAX_PRESETS 48
 
 struct app {
     // environment
@@ -95,10 +96,14 @@ struct app {
     char form_info[8][160];    // the live arithmetic lines
     int form_src_tokens, form_tgt_tokens;  // the spec's token limits, for the estimates
     int nform_info;
-    char presets[16][128];     // preset names from <presets_dir>/*.json
+    char presets[APP_MAX_PRESETS][128];   // preset names: the bundled ones, then the user's
+                               //   ("name (yours)", "name (workspace)", "name (DIR)")
+    char preset_paths[APP_MAX_PRESETS][1200];  // their files
     int npresets;
-    const char *preset_names[16];  // pointers into presets, for the form's choice field
+    const char *preset_names[APP_MAX_PRESETS];  // pointers into presets, for the form's choice field
     char presets_dir[1024];    // experiments/presets (tests point it elsewhere)
+    char user_presets_dir[1024];  // ~/.config/lorabench/presets ($XDG_CONFIG_HOME), or ""
+    char opened_presets_dir[1024];// a folder opened from the form (Ctrl-O), or ""
     char default_model[1024];  // the form's base model and data set until a preset or the
     char default_dataset[1024];//   user changes them (--model/--dataset, environment, bundled)
     char *form_base;           // spec JSON the form starts from (the loaded preset's fields
@@ -207,6 +212,9 @@ int tui_main(int argc, char **argv);
 // Opens the new-run form: filled in on first use (the first preset, then the session's
 // model and data set); later it keeps the last values, with the focus back on Name.
 void app_form_open(app_t *a);
+// Opens the form filled from run r's spec ("clone this run"): every field and what the form
+// does not show; the name is left to be made from the settings.
+void app_form_clone(app_t *a, const store_run_t *r);
 
 // ---- app_data.c: everything the screens read from or write to the store ----
 
@@ -249,8 +257,9 @@ int app_spawn(app_t *a, const char *const *args, lb_err_t *err);
 // Called by the loop for a reaped child: a helper that failed puts its error (the last
 // line it wrote to runs/ui-spawn.log) on the message line. Returns 1 when pid was a helper.
 int app_helper_exited(app_t *a, int pid, int failed);
-// Fills a->presets with the names of <presets_dir>/*.json: quick-demo first (the newcomer's
-// demo), the rest alphabetically.
+// Fills a->presets and a->preset_paths with the *.json of <presets_dir> (bundled: quick-demo
+// first, the newcomer's demo, the rest alphabetically), then those of user_presets_dir,
+// <workspace>/presets and opened_presets_dir, each named with where it is from.
 void app_list_presets(app_t *a);
 // Writes text to "<workspace>/exports/<stem>-<time>.<ext>"; *path gets the file name.
 int app_export(app_t *a, const char *stem, const char *ext, const char *text, char *path,

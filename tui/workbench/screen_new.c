@@ -17,9 +17,11 @@
 #include "app_params.h"
 #include "spec.h"
 
-enum { A_START = ACT_SCREEN, A_ENTER, A_NEXT, A_PREV, A_PRESET, A_LEAVE, A_QUIT, A_LEAVE_YES, A_QUIT_YES };
+enum { A_START = ACT_SCREEN, A_ENTER, A_NEXT, A_PREV, A_PRESET, A_LEAVE, A_QUIT, A_LEAVE_YES, A_QUIT_YES, A_OPEN,
+       A_OPEN_PATH };
 
 #define KEY_CTRL_S 0x13
+#define KEY_CTRL_O 0x0f
 
 static const key_binding_t keys[] = {
     {TK_DOWN, TK_TAB, A_NEXT, "Down/Tab", "next field", NULL},
@@ -27,6 +29,7 @@ static const key_binding_t keys[] = {
     {TK_ENTER, 0, A_ENTER, "Enter", "next field; on Start: start; on Preset: load the preset", NULL},
     {KEY_CTRL_S, 0, A_START, "Ctrl-S", "start the run (or the preset's grid) from any field", "Start"},
     {TK_F1 + 4, 0, A_PRESET, "F5", "load the preset shown in the Preset field (every field)", "Preset"},
+    {KEY_CTRL_O, 0, A_OPEN, "Ctrl-O", "open a spec file into the form, or a folder of presets into the Preset list", "Open"},
     {TK_ESC, 0, A_LEAVE, "Esc", "back to the runs (asks when a field was changed)", "Back"},
     {TK_F10, 0, A_QUIT, "F10", "quit (asks when a field was changed); q types into text fields", "Quit"},
     {TK_LEFT, TK_RIGHT, ACT_NONE, "Left/Right", "change a choice; move in a row of boxes", NULL},
@@ -664,35 +667,23 @@ static void start_run(app_t *a) {
     else app_msg(a, ST_GOOD, "starting %s (spec %s); it appears in the list in a moment", name, path);
 }
 
-// Loads the preset under the Preset field into every field; quiet: no message (the form's
-// first fill).
-static void load_preset(app_t *a, int quiet) {
-    form_field_t *f = &a->form[F_PRESET];
-    if (!a->npresets) return;
-    if (f->choice < 0 || f->choice >= a->npresets) f->choice = 0;
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s.json", a->presets_dir, a->presets[f->choice]);
-    spec_t s;
-    lb_err_t err = {0};
-    if (spec_load_file(path, &s, &err)) {
-        app_msg(a, ST_ERROR, "%s", err.msg);
-        return;
-    }
-    int grid = s.grid_json != NULL;
-    if (grid) s.name_auto = true;  // a sweep's name would be every run's name
+// Fills every field from a spec, keeping what the form does not show (prefix, token limits,
+// warmup...) as the spec the form starts from; its grid becomes the form's (Grid ticked).
+static void form_load_spec(app_t *a, spec_t *s, const char *name) {
+    int grid = s->grid_json != NULL;
+    if (grid) s->name_auto = true;  // a sweep's name would be every run's name
     free(a->form_grid);
-    a->form_grid = grid ? xstrdup(s.grid_json) : NULL;
+    a->form_grid = grid ? xstrdup(s->grid_json) : NULL;
     a->form[F_GRID].checked = grid;
-    snprintf(a->form_preset_name, sizeof a->form_preset_name, "%s", s.name ? s.name : a->presets[f->choice]);
-    form_from_spec(a, &s);
+    snprintf(a->form_preset_name, sizeof a->form_preset_name, "%s", s->name ? s->name : name);
+    form_from_spec(a, s);
     form_apply_grid_point(a);
-    a->form_src_tokens = s.dataset.max_source_tokens;
-    a->form_tgt_tokens = s.dataset.max_target_tokens;
+    a->form_src_tokens = s->dataset.max_source_tokens;
+    a->form_tgt_tokens = s->dataset.max_target_tokens;
     // keep what the form does not show; the name and the grid are the form's business
-    char *json = spec_to_json(&s, 0);
+    char *json = spec_to_json(s, 0);
     cJSON *root = cJSON_Parse(json);
     free(json);
-    spec_free(&s);
     if (root) {
         cJSON_DeleteItemFromObjectCaseSensitive(root, "name");
         cJSON_DeleteItemFromObjectCaseSensitive(root, "grid");
@@ -704,11 +695,67 @@ static void load_preset(app_t *a, int quiet) {
     }
     form_update_disabled(a);
     form_info(a);
+}
+
+// Loads the preset under the Preset field into every field; quiet: no message (the form's
+// first fill).
+static void load_preset(app_t *a, int quiet) {
+    form_field_t *f = &a->form[F_PRESET];
+    if (!a->npresets) return;
+    if (f->choice < 0 || f->choice >= a->npresets) f->choice = 0;
+    spec_t s;
+    lb_err_t err = {0};
+    if (spec_load_file(a->preset_paths[f->choice], &s, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return;
+    }
+    int grid = s.grid_json != NULL;
+    form_load_spec(a, &s, a->presets[f->choice]);
+    spec_free(&s);
     if (!quiet) {
         a->form_dirty = 1;
         app_msg(a, ST_GOOD, "loaded preset %s%s", a->presets[f->choice],
                 grid ? ": Start runs its grid (untick Grid for the form's one run)" : "");
     }
+}
+
+// Ctrl-O's answer: a spec file loads into the form; a folder of presets joins the Preset
+// list (beside the bundled ones, ~/.config/lorabench/presets and <workspace>/presets).
+static void open_path(app_t *a, const char *path) {
+    struct stat sb;
+    if (!path[0]) return;
+    if (stat(path, &sb)) {
+        app_msg(a, ST_ERROR, "%s: no such file or folder; give a spec file (.json) or a folder of presets", path);
+        return;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        int before = a->npresets;
+        snprintf(a->opened_presets_dir, sizeof a->opened_presets_dir, "%s", path);
+        app_list_presets(a);
+        a->form[F_PRESET].nchoices = a->npresets;
+        form_update_disabled(a);
+        if (a->npresets > before) {
+            a->form[F_PRESET].choice = before;
+            a->form_focus = F_PRESET;
+            int k = a->npresets - before;
+            app_msg(a, ST_GOOD, "%d preset%s of %s %s in the Preset list now; Enter loads the one shown", k, k == 1 ? "" : "s",
+                    path, k == 1 ? "is" : "are");
+        } else {
+            app_msg(a, ST_WARN, "%s has no new presets (*.json files); they may be listed already", path);
+        }
+        return;
+    }
+    spec_t s;
+    lb_err_t err = {0};
+    if (spec_load_file(path, &s, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return;
+    }
+    const char *base = strrchr(path, '/');
+    form_load_spec(a, &s, base ? base + 1 : path);
+    spec_free(&s);
+    a->form_dirty = 1;
+    app_msg(a, ST_GOOD, "loaded the spec %s into the form%s", path, a->form_grid ? ": Start runs its grid" : "");
 }
 
 static void draw(app_t *a, grid_t *g, int y, int h) {
@@ -828,6 +875,12 @@ static int action(app_t *a, int act, int k) {
     case A_PRESET:
         load_preset(a, 0);
         return 1;
+    case A_OPEN:
+        app_input(a, A_OPEN_PATH, 0, "Spec file or presets folder: ", "");
+        return 1;
+    case A_OPEN_PATH:
+        open_path(a, a->prompt_input);
+        return 1;
     case ACT_EXPORT: {
         spec_t s;
         lb_err_t err = {0};
@@ -851,6 +904,26 @@ void app_form_open(app_t *a) {
     a->form_focus = F_NAME;
     a->form_dirty = 0;
     app_push(a, SCR_NEW);
+}
+
+void app_form_clone(app_t *a, const store_run_t *r) {
+    if (!a->form_ready) form_setup(a);
+    spec_t s;
+    lb_err_t err = {0};
+    if (!r->spec || spec_parse(r->spec, "the run's spec", &s, &err)) {
+        app_msg(a, ST_ERROR, "run %lld: %s", (long long)r->id, r->spec ? err.msg : "it has no stored spec to clone");
+        return;
+    }
+    free(s.grid_json);  // a run is one grid point: its clone is that one run
+    s.grid_json = NULL;
+    s.name_auto = true;
+    form_load_spec(a, &s, r->name);
+    spec_free(&s);
+    a->form_preset_name[0] = 0;
+    a->form_focus = F_NAME;
+    a->form_dirty = 0;
+    app_push(a, SCR_NEW);
+    app_msg(a, ST_GOOD, "a new run from run #%lld's spec (%s): change what should differ, then Start", (long long)r->id, r->name);
 }
 
 const screen_t screen_new = {"New run", keys, sizeof keys / sizeof keys[0], draw, action, key, NULL};

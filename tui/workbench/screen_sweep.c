@@ -396,8 +396,7 @@ static int action(app_t *a, int act, int key) {
                     a->presets[a->form[0].choice % a->npresets]);
         return 1;
     case A_START_YES: {
-        char path[1200];
-        snprintf(path, sizeof path, "%s/%s.json", a->presets_dir, a->presets[a->form[0].choice % a->npresets]);
+        const char *path = a->preset_paths[a->form[0].choice % a->npresets];
         const char *args[] = {"sweep", path, NULL};
         if (app_spawn(a, args, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
         else app_msg(a, ST_GOOD, "sweep %s started; its runs appear here as they are queued", path);
