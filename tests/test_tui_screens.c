@@ -570,6 +570,23 @@ static void test_sweep_screen(void) {
     t = screen_text(a, 80, 24);
     EXPECTF(strstr(t, "ROUGE-L during training") && strstr(t, "0.331") && strstr(t, "0.28"), "%s", t);
     free(t);
+    // a sweep whose LoRA runs share r and differ in targets is drawn by target set
+    int64_t sw2 = 0;
+    EXPECT(store_sweep_create(st, "targets", "{\"grid\":{\"lora.targets\":[[\"q\"],[\"q\",\"v\"]]}}", &sw2, &err) == 0);
+    int64_t tq = add_run("t-q", "lora", 8, "q", "[\"q\"]", 0, 10, 0, 0, NAN, NAN, 32768);
+    snprintf(q, sizeof q, "UPDATE runs SET sweep_id = %lld WHERE id IN (%lld, %lld)", (long long)sw2, (long long)tq,
+             (long long)id_r8);
+    sql(q);
+    app_data_refresh(a, 1);
+    a->sweep_id = sw2;
+    a->sweep_panel = 0;
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "ROUGE-L with 95% interval by target modules") && strstr(t, " q,v ") && strstr(t, "32.8k"), "%s", t);
+    free(t);
+    snprintf(q, sizeof q, "UPDATE runs SET sweep_id = %lld WHERE id = %lld", (long long)sw, (long long)id_r8);
+    sql(q);
+    snprintf(q, sizeof q, "DELETE FROM runs WHERE id = %lld", (long long)tq);
+    sql(q);
     free_app(a);
 }
 
