@@ -370,7 +370,7 @@ static void form_time_line(app_t *a, const spec_t *s, char *out, size_t cap) {
     if (isfinite(total)) snprintf(t, sizeof t, "about %s", fmt_duration(d, total / rate));
     else snprintf(t, sizeof t, "time depends on the data set's size");
     if (!grid) {
-        snprintf(out, cap, "Start runs 1 run, %s%s (%s)", t, how, basis);
+        snprintf(out, cap, "Start runs 1 run, %.36s%.40s (%.60s)", t, how, basis);
         return;
     }
     // the grid's values: "method+train.lr = none,0.003 | lora,0.003 | full,0.001"
