@@ -292,7 +292,7 @@ static void draw_curves(app_t *a, grid_t *g, int x, int y, int w, int h, const s
     grid_box(g, x, y, w, h, title, ST_DIM);
     if (rouge && most < 2)
         grid_text_trunc(g, x + 2, y + 2, w - 4,
-                        "no run of this sweep evaluated during training; set eval.every in the preset to see this curve",
+                        "no run of this sweep evaluated during training; set train.eval_every in the preset to see this curve",
                         ST_DIM);
     else if (!np)
         grid_text_trunc(g, x + 2, y + 2, w - 4, "no steps recorded yet", ST_DIM);
