@@ -404,6 +404,10 @@ static int action(app_t *a, int act, int key) {
         return 1;
     }
     case ACT_EXPORT: {
+        if (!n) {
+            app_msg(a, ST_WARN, "no sweep to export yet; s starts a preset's sweep");
+            return 1;
+        }
         // the table CLI's `export --what sweep --format md` writes, intervals and time included
         char *md = app_results_markdown(a, runs, n);
         app_buf_t b = {0};
