@@ -426,12 +426,17 @@ int store_run_set_status(store_t *st, int64_t id, const char *status, const char
                           status ? status : "(null)");
     sqlite3_stmt *s;
     if (stmt_prepare(st,
+                     // a run's time is its active time: a resumed run's start moves on by the
+                     // time it lay stopped (from its finish, kept while it is queued again)
                      "UPDATE runs SET status = ?2,"
-                     " started_at = CASE WHEN ?2 = 'running' THEN COALESCE(started_at, ?3)"
+                     " started_at = CASE WHEN ?2 <> 'running' OR started_at IS NULL THEN COALESCE(started_at,"
+                     "                       CASE WHEN ?2 = 'running' THEN ?3 END)"
+                     "              WHEN status <> 'running' AND finished_at IS NOT NULL"
+                     "                   THEN started_at + MAX(0, ?3 - finished_at)"
                      "              ELSE started_at END,"
                      " heartbeat = CASE WHEN ?2 = 'running' THEN ?3 ELSE heartbeat END,"
                      " finished_at = CASE WHEN ?2 IN ('done', 'failed', 'cancelled', 'interrupted')"
-                     "               THEN ?3 ELSE NULL END,"
+                     "               THEN ?3 WHEN ?2 = 'queued' THEN finished_at ELSE NULL END,"
                      " error = CASE WHEN ?2 IN ('failed', 'cancelled', 'interrupted') THEN ?4"
                      "         ELSE NULL END "
                      "WHERE id = ?1",

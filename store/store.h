@@ -143,8 +143,10 @@ typedef struct {
 // Inserts a run with status queued and returns its id in *id.
 int store_run_create(store_t *st, const store_run_new_t *run, int64_t *id, lb_err_t *err);
 
-// Sets the status (one of STORE_STATUS_*). running: sets started_at (first time only),
-// clears finished_at and error; done/failed/cancelled/interrupted: sets finished_at.
+// Sets the status (one of STORE_STATUS_*). running: sets started_at the first time, and on
+// a resume moves it on by the time the run lay stopped (now - finished_at), so that a run's
+// duration counts active time only; clears finished_at and error. queued keeps finished_at
+// (until the run starts again); done/failed/cancelled/interrupted: sets finished_at.
 // error_text (may be NULL) is stored in runs.error for failed/cancelled/interrupted.
 // A run id that does not exist is an error.
 int store_run_set_status(store_t *st, int64_t id, const char *status, const char *error_text,

@@ -270,6 +270,11 @@ check "compare: zero-shot has no rank, ROUGE-1 has its interval" \
 "$B" export --what sweep --format md --workspace "$W9" > "$T/sweep9.md"
 check "export --what sweep --format md: a Markdown table with intervals and time" \
     'grep -q "^| id | run | status | method | r | targets | trainable | loss | ROUGE-1 \[95% interval\] | ROUGE-2 | ROUGE-L | time |$" "$T/sweep9.md" && [ "$(grep -c "^| [123] | demo-" "$T/sweep9.md")" -eq 3 ] && grep -q "^|---:|" "$T/sweep9.md"'
+"$B" export --what sweep --format svg --workspace "$W9" > "$T/sweep9.svg"
+check "export --what sweep --format svg: the loss curves of its two trained runs, with a legend of three" \
+    'head -c 5 "$T/sweep9.svg" | grep -q "<svg " && [ "$(grep -c "<polyline" "$T/sweep9.svg")" -eq 2 ] && grep -q ">demo-zero-shot (no data)</text>" "$T/sweep9.svg" && tail -1 "$T/sweep9.svg" | grep -q "</svg>"'
+"$B" export --what runs --format svg --workspace "$W9" > /dev/null 2> "$T/svg9.err"; rc=$?
+check "export --format svg of runs is refused with what to use" '[ $rc -eq 2 ] && grep -q "use it with --what metrics, curves or sweep" "$T/svg9.err"'
 # the same spec again: its name is numbered, not shared
 sed -i 's/, "grid": {.*} }$/ }/' "$T/demo.json"
 "$B" train "$T/demo.json" --workspace "$W9" > /dev/null 2>&1

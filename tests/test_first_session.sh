@@ -44,5 +44,13 @@ check "compare opens" 'wait_for "1 Metrics" 5'
 check "compare shows the three side by side" \
     'wait_for "^ A #3 quick-demo" 3 && wait_for "^ B #2 quick-demo" 1 && wait_for "^ C #1 quick-demo" 1'
 check "with their ROUGE bars" 'wait_for "ROUGE-1 with 95% interval" 3'
+# the grid is a sweep: its screen draws the lecture's picture, the LoRA point against the
+# zero-shot and full fine-tune reference lines, with the trainable parameters
+keys Escape w
+check "the Sweep screen shows ROUGE-L with intervals by rank" 'wait_for "ROUGE-L with 95% interval by rank" 5'
+check "with zero-shot and the full fine-tune as reference lines" \
+    'wait_for "zero-shot #[0-9]+ [0-9.]+ +┃ full fine-tune #[0-9]+ [0-9.]+" 3 && wait_for "^ r=8 +[0-9.]+k " 1'
+keys v
+check "v shows the sweep's loss curves overlaid" 'wait_for "loss, EMA" 3 && wait_for "A r=8.*B full" 1'
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -238,6 +238,56 @@ static void test_run_lifecycle(void) {
     free(path);
 }
 
+// Issue 20, finding 13: a run's time is its active time. 100 s of work, then 900 s dead
+// (interrupted at its last heartbeat), then queued and resumed: the 900 s do not count.
+static void test_resume_active_time(void) {
+    char *path = tmp_path("active.db");
+    lb_err_t err = {0};
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    int64_t a = 0;
+    store_run_new_t na = new_run("a", "lora", 4);
+    EXPECT(store_run_create(st, &na, &a, &err) == 0);
+    EXPECT(store_run_set_status(st, a, "running", NULL, &err) == 0);
+    EXPECT(store_run_set_status(st, a, "interrupted", "the worker vanished", &err) == 0);
+    double now = store_now();
+    char q[256];
+    snprintf(q, sizeof q, "UPDATE runs SET started_at = %.3f, finished_at = %.3f WHERE id = %lld", now - 1000, now - 900,
+             (long long)a);
+    EXPECT(raw_exec(path, q) == 0);
+    store_run_t r;
+    EXPECT(store_run_get(st, a, &r, &err) == 0);
+    EXPECTF(fabs(r.duration - 100) < 1, "%g", r.duration);
+    store_run_clear(&r);
+    // resume: queued (the time so far stays), then running, then done a moment later
+    EXPECT(store_run_set_status(st, a, "queued", NULL, &err) == 0);
+    EXPECT(store_run_get(st, a, &r, &err) == 0);
+    EXPECTF(fabs(r.duration - 100) < 1, "queued: %g", r.duration);
+    store_run_clear(&r);
+    EXPECT(store_run_set_status(st, a, "running", NULL, &err) == 0);
+    EXPECT(store_run_get(st, a, &r, &err) == 0);
+    EXPECTF(isnan(r.finished_at) && fabs(store_run_duration(&r, store_now()) - 100) < 5, "running: %g",
+            store_run_duration(&r, store_now()));
+    store_run_clear(&r);
+    EXPECT(store_run_set_status(st, a, "done", NULL, &err) == 0);
+    EXPECT(store_run_get(st, a, &r, &err) == 0);
+    EXPECTF(r.duration >= 100 - 1 && r.duration < 100 + 5, "done: %g (the 900 s it lay dead must not count)", r.duration);
+    store_run_clear(&r);
+    // a status written twice while running moves nothing
+    EXPECT(store_run_set_status(st, a, "running", NULL, &err) == 0);
+    double s1 = 0;
+    EXPECT(store_run_get(st, a, &r, &err) == 0);
+    s1 = r.started_at;
+    store_run_clear(&r);
+    EXPECT(store_run_set_status(st, a, "running", NULL, &err) == 0);
+    EXPECT(store_run_get(st, a, &r, &err) == 0);
+    EXPECT(r.started_at == s1);
+    store_run_clear(&r);
+    store_close(st);
+    free(path);
+}
+
 static void test_metrics_batch_since(void) {
     char *path = tmp_path("c.db");
     lb_err_t err = {0};
@@ -856,6 +906,7 @@ int main(void) {
     }
     RUN(test_open_migrate_idempotent);
     RUN(test_run_lifecycle);
+    RUN(test_resume_active_time);
     RUN(test_metrics_batch_since);
     RUN(test_filter_parser);
     RUN(test_stale_interrupted);

@@ -115,17 +115,26 @@ check "leaving the changed form asks" 'wait_for "Leave the form without starting
 keys y
 check "nothing was recorded" 'wait_for "5 runs, 0 running" 5'
 
-# --- a run whose worker fails (an empty data folder) shows as failed with its error
+# --- a data folder that is not a data set is said under its field, and Start refuses it
 mkdir -p "$T/empty"
 keys n
 wait_for "Name +[a-z0-9-]*_" 5
 keys C-u tui-bad Down C-u "$M" Down C-u "$T/empty"
+check "a data folder without data: the message is under the Data set field" \
+    'wait_for "^ +dataset.path: data set directory .*/empty holds no train" 5'
 keys Up Up Up Up
+wait_for "Enter starts in the background" 5 && keys Enter
+check "Start refuses it, naming the field (focus back on it)" 'wait_for "^ ?Data set: dataset.path" 5 && wait_for "Data set +.*/empty_" 2'
+
+# --- a run whose worker fails (a model whose tokenizer.json is broken) shows as failed with its error
+mkdir -p "$T/badtok" && cp "$M/config.json" "$M/model.safetensors" "$T/badtok/" && echo '{}' > "$T/badtok/tokenizer.json"
+keys C-u "$T/data" Up C-u "$T/badtok"
+keys Up Up Up
 wait_for "Enter starts in the background" 5 && keys Enter
 check "failing run shows as failed" 'wait_for "^ +6 tui-bad +failed" 30'
 check "after Start the cursor went to the new run" 'wait_for "^ #6 tui-bad " 3'
 keys g
-check "its error is shown under the table" 'wait_for "^ error: .*$T/empty" 5'
+check "its error is shown under the table" 'wait_for "^ error: .*$T/badtok" 5'
 
 # --- help and quit
 keys '?'

@@ -174,6 +174,7 @@ static app_t *new_app(void) {
     free(a->workspace);
     a->workspace = xstrdup("/tmp/lorabench-test");
     snprintf(a->presets_dir, sizeof a->presets_dir, "tests/fixtures/tui/no-presets");
+    a->user_presets_dir[0] = 0;  // not the tester's ~/.config
     a->now = T0 + 1000;
     a->fixed_now = 1;
     return a;
@@ -434,6 +435,8 @@ static void test_compare_screen(void) {
     // Δ against the pinned zero-shot run (ROUGE-1 0.184): +0.168 and +0.200, with signs
     EXPECTF(strstr(t, "+0.168") && strstr(t, "+0.200"), "%s", t);
     EXPECT(strstr(t, "pinned baseline"));
+    // the trainable parameters have their column (issue 20): 65.5k for r=8, 9.7M for full
+    EXPECTF(strstr(t, " trainable ") && strstr(t, "+0.160     65.5k") && strstr(t, "+0.191      9.7M"), "%s", t);
     free(t);
     app_key(a, '2');
     snap(a, "compare_config", 80, 24, 0);
@@ -454,6 +457,11 @@ static void test_compare_screen(void) {
     app_key(a, TK_RIGHT);
     snap(a, "compare_samples_2", 160, 48, 0);
     free_app(a);
+}
+
+static int focus_label(app_t *a, const char *label) {
+    for (int i = 0; i < 40 && strcmp(a->form[a->form_focus].label, label); i++) app_key(a, TK_DOWN);
+    return !strcmp(a->form[a->form_focus].label, label);
 }
 
 static void test_new_run_screen(void) {
@@ -481,6 +489,53 @@ static void test_new_run_screen(void) {
     free_app(a);
 }
 
+// Issue 20, finding 8: what the run would refuse shows under its field and Start refuses it
+// (a block past the model's depth, a path that is not a data set); a run of epochs says
+// how long in total, from the data set's size.
+static void test_form_field_checks(void) {
+    app_t *a = new_app();
+    snprintf(a->default_model, sizeof a->default_model, "tests/fixtures/hf/t5-gated-a");
+    a->spawn_record = 1;
+    app_key(a, 'n');
+    int found = 0;
+    for (int i = 0; i < a->nform_info; i++) found |= strstr(a->form_info[i], "Start runs 1 run, about ") && strstr(a->form_info[i], ": 1 epoch of 2500 steps");
+    EXPECT(found);
+    EXPECT(focus_label(a, "Epochs"));
+    app_key(a, 0x15);
+    app_key(a, '4');
+    found = 0;
+    for (int i = 0; i < a->nform_info; i++) found |= strstr(a->form_info[i], ": 4 epochs of 2500 steps") != NULL;
+    EXPECT(found);
+    EXPECT(a->form_error_field < 0);
+    // t5-gated-a has 2 blocks per stack
+    EXPECT(focus_label(a, "Layers"));
+    app_key(a, 0x15);
+    for (const char *p = "0,2"; *p; p++) app_key(a, *p);
+    EXPECTF(a->form_error_field >= 0 && !strcmp(a->form[a->form_error_field].label, "Layers"), "%d", a->form_error_field);
+    char *t = screen_text(a, 80, 24);
+    const char *lay = strstr(t, " Layers "), *msg = strstr(t, "block 2 is past the model's 2 blocks; use 0..1 or all");
+    // the message is on the line right under the field
+    EXPECTF(lay && msg && strchr(lay, '\n') < msg && strchr(strchr(lay, '\n') + 1, '\n') > msg, "%s", t);
+    free(t);
+    app_key(a, 0x13);  // Ctrl-S refuses and stays
+    EXPECTF(app_screen(a) == SCR_NEW && strstr(a->msg, "Layers: block 2 is past") && !a->spawned[0], "%s", a->msg);
+    app_key(a, 0x15);
+    app_key(a, '1');
+    EXPECT(a->form_error_field < 0);
+    // a model folder given as the data set
+    EXPECT(focus_label(a, "Data set"));
+    app_key(a, 0x15);
+    for (const char *p = "tests/fixtures/hf/t5-gated-a"; *p; p++) app_key(a, *p);
+    EXPECTF(a->form_error_field >= 0 && !strcmp(a->form[a->form_error_field].label, "Data set"), "%d", a->form_error_field);
+    EXPECTF(strstr(a->form_error, "dataset.path") != NULL, "%s", a->form_error);
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "dataset.path") != NULL, "%s", t);
+    free(t);
+    app_key(a, 0x13);
+    EXPECTF(app_screen(a) == SCR_NEW && strstr(a->msg, "Data set: dataset.path") && !a->spawned[0], "%s", a->msg);
+    free_app(a);
+}
+
 static void test_sweep_screen(void) {
     lb_err_t err = {0};
     int64_t sw = 0;
@@ -489,6 +544,7 @@ static void test_sweep_screen(void) {
     snprintf(q, sizeof q, "UPDATE runs SET sweep_id = %lld WHERE id IN (%lld, %lld, %lld)", (long long)sw,
              (long long)id_r8, (long long)id_r64, (long long)id_queued);
     sql(q);
+    store_run_set_pinned(st, id_zs, 1, &err);
     app_t *a = new_app();
     app_key(a, 'w');
     EXPECT(app_screen(a) == SCR_SWEEP);
@@ -496,14 +552,44 @@ static void test_sweep_screen(void) {
     snap(a, "sweep", 160, 48, 0);
     char *t = screen_text(a, 80, 24);
     EXPECTF(strstr(t, "3 runs, 1 queued, 1 running, 1 done") != NULL, "%s", t);
+    // the teaching picture (issue 20): ROUGE-L with its interval by rank, in rank order, with
+    // the trainable parameters, and the pinned zero-shot and the full fine-tune as references
+    EXPECTF(strstr(t, "ROUGE-L with 95% interval by rank") != NULL, "%s", t);
+    EXPECTF(strstr(t, "0.331 [0.306,0.355]") != NULL, "%s", t);
+    const char *r8 = strstr(t, "r=8 "), *r16 = strstr(t, "r=16 "), *r64 = strstr(t, "r=64 ");
+    EXPECTF(r8 && r16 && r64 && r8 < r16 && r16 < r64, "%s", t);
+    EXPECTF(strstr(t, "zero-shot #1 0.171") && strstr(t, "full fine-tune #3 0.362") && strstr(t, "2.6M"), "%s", t);
     free(t);
+    // v shows the loss curves, then ROUGE during training (r=8 was evaluated at 200 and 400)
+    app_key(a, 'v');
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "loss, EMA") && strstr(t, "A r=8") && strstr(t, "B r=64"), "%s", t);
+    free(t);
+    app_key(a, 'v');
+    snap(a, "sweep_rouge_steps", 80, 24, 0);
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "ROUGE-L during training") && strstr(t, "0.331") && strstr(t, "0.28"), "%s", t);
+    free(t);
+    // a sweep whose LoRA runs share r and differ in targets is drawn by target set
+    int64_t sw2 = 0;
+    EXPECT(store_sweep_create(st, "targets", "{\"grid\":{\"lora.targets\":[[\"q\"],[\"q\",\"v\"]]}}", &sw2, &err) == 0);
+    int64_t tq = add_run("t-q", "lora", 8, "q", "[\"q\"]", 0, 10, 0, 0, NAN, NAN, 32768);
+    snprintf(q, sizeof q, "UPDATE runs SET sweep_id = %lld WHERE id IN (%lld, %lld)", (long long)sw2, (long long)tq,
+             (long long)id_r8);
+    sql(q);
+    app_data_refresh(a, 1);
+    a->sweep_id = sw2;
+    a->sweep_panel = 0;
+    t = screen_text(a, 80, 24);
+    EXPECTF(strstr(t, "ROUGE-L with 95% interval by target modules") && strstr(t, " q,v ") && strstr(t, "32.8k"), "%s", t);
+    free(t);
+    snprintf(q, sizeof q, "UPDATE runs SET sweep_id = %lld WHERE id = %lld", (long long)sw, (long long)id_r8);
+    sql(q);
+    snprintf(q, sizeof q, "DELETE FROM runs WHERE id = %lld", (long long)tq);
+    sql(q);
     free_app(a);
 }
 
-static int focus_label(app_t *a, const char *label) {
-    for (int i = 0; i < 40 && strcmp(a->form[a->form_focus].label, label); i++) app_key(a, TK_DOWN);
-    return !strcmp(a->form[a->form_focus].label, label);
-}
 
 // Issue 20, finding 5: letters never fire shortcuts from a non-text field, Enter moves to the
 // next field, only Start or Ctrl-S starts, leaving a changed form asks.
@@ -604,6 +690,118 @@ static void test_form_grid(void) {
     app_data_refresh(a, 1);
     EXPECTF(a->runs[a->runs_view.cursor].id == nid, "%lld", (long long)a->runs[a->runs_view.cursor].id);
     EXPECT(a->follow_after == -1);
+    free_app(a);
+}
+
+// Issue 20, finding 8: loading lora-vs-full shows LoRA with the grid's LoRA learning rate
+// (3e-3), not the preset's base one (2e-4, the full fine-tune's); Method full then shows the
+// full fine-tune's, and zero-shot's grid point its own.
+static void test_form_grid_lr(void) {
+    app_t *a = new_app();
+    snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
+    snprintf(a->default_model, sizeof a->default_model, "tests/fixtures/hf/t5-gated-a");
+    app_key(a, 'n');
+    int k = 0;
+    while (k < a->npresets && strcmp(a->presets[k], "lora-vs-full")) k++;
+    EXPECT(k < a->npresets);
+    a->form[0].choice = k;
+    app_key(a, TK_F1 + 4);  // F5 loads it
+    EXPECTF(strstr(a->msg, "loaded preset lora-vs-full"), "%s", a->msg);
+    EXPECT(focus_label(a, "Method"));
+    EXPECTF(!strcmp(a->form[a->form_focus].choices[a->form[a->form_focus].choice], "lora"), "%d", a->form[a->form_focus].choice);
+    EXPECT(focus_label(a, "Learning rate"));
+    EXPECTF(!strcmp(a->form[a->form_focus].value, "0.003"), "lr %s", a->form[a->form_focus].value);
+    EXPECT(focus_label(a, "Method"));
+    app_key(a, TK_RIGHT);  // full
+    EXPECT(focus_label(a, "Learning rate"));
+    EXPECTF(!strcmp(a->form[a->form_focus].value, "0.0002"), "lr %s", a->form[a->form_focus].value);
+    free_app(a);
+}
+
+static void write_preset(const char *dir, const char *name, const char *method, int r, double lr) {
+    char cwd[512], path[1200], cmd[1400];
+    if (!getcwd(cwd, sizeof cwd)) return;
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", dir);
+    EXPECT(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/%s.json", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    fprintf(f, "{\"name\":\"%s\",\"base_model\":\"%s/tests/fixtures/hf/t5-gated-a\",\"dataset\":{\"path\":\"%s/experiments/data/debsum\"},"
+               "\"method\":\"%s\",\"lora\":{\"r\":%d,\"alpha\":%d},\"train\":{\"lr\":%g,\"max_steps\":20}}\n",
+            name, cwd, cwd, method, r, 2 * r, lr);
+    fclose(f);
+}
+
+static const char *field_value(app_t *a, const char *label) {
+    for (int i = 0; i < a->nform; i++)
+        if (!strcmp(a->form[i].label, label))
+            return a->form[i].kind == FIELD_CHOICE ? a->form[i].choices[a->form[i].choice] : a->form[i].value;
+    return "?";
+}
+
+// Issue 20, the lecture: n with one run selected clones its spec into the form; the user's
+// presets (~/.config/lorabench/presets, <workspace>/presets) are listed beside the bundled
+// ones; Ctrl-O opens a spec file into the form or a folder of presets into the list.
+static void test_clone_and_presets(void) {
+    char upre[400], wpre[400], other[400], spec[500];
+    snprintf(upre, sizeof upre, "%s/config/lorabench/presets", ws);
+    snprintf(wpre, sizeof wpre, "%s/presets", ws);
+    snprintf(other, sizeof other, "%s/lecture-2", ws);
+    write_preset(upre, "lecture-1", "lora", 4, 0.002);
+    write_preset(wpre, "shared-r16", "lora", 16, 0.0005);
+    write_preset(other, "week-3", "full", 8, 0.0001);
+    snprintf(spec, sizeof spec, "%s/week-3.json", other);
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
+    snprintf(a->user_presets_dir, sizeof a->user_presets_dir, "%s", upre);
+    snprintf(a->default_model, sizeof a->default_model, "tests/fixtures/hf/t5-gated-a");
+    // clone: lora-r8-qv (r 8, alpha 16, lr 1e-3) selected
+    a->nselected = 0;
+    app_toggle_selected(a, id_r8);
+    app_key(a, 'n');
+    EXPECTF(app_screen(a) == SCR_NEW && strstr(a->msg, "from run #2's spec (lora-r8-qv)"), "%s", a->msg);
+    EXPECTF(!strcmp(field_value(a, "Method"), "lora") && !strcmp(field_value(a, "Rank r"), "8") &&
+                !strcmp(field_value(a, "Alpha"), "16") && !strcmp(field_value(a, "Learning rate"), "0.001") &&
+                !strcmp(field_value(a, "Max steps"), "400") && !strcmp(field_value(a, "Name"), ""),
+            "%s %s %s %s", field_value(a, "Method"), field_value(a, "Rank r"), field_value(a, "Learning rate"),
+            field_value(a, "Max steps"));
+    app_key(a, TK_ESC);  // unchanged: leaves without asking
+    EXPECT(app_screen(a) == SCR_RUNS);
+    // the user's and the workspace's presets beside the bundled ones
+    a->nselected = 0;
+    app_key(a, 'n');
+    int u = -1, w = -1, q = -1;
+    for (int i = 0; i < a->npresets; i++) {
+        if (!strcmp(a->presets[i], "lecture-1 (yours)")) u = i;
+        if (!strcmp(a->presets[i], "shared-r16 (workspace)")) w = i;
+        if (!strcmp(a->presets[i], "quick-demo")) q = i;
+    }
+    EXPECTF(q == 0 && u > 0 && w > u, "quick-demo %d, lecture-1 %d, shared-r16 %d of %d", q, u, w, a->npresets);
+    a->form[0].choice = w;
+    app_key(a, TK_F1 + 4);
+    EXPECTF(strstr(a->msg, "loaded preset shared-r16 (workspace)") && !strcmp(field_value(a, "Rank r"), "16") &&
+                !strcmp(field_value(a, "Learning rate"), "0.0005"),
+            "%s / r %s", a->msg, field_value(a, "Rank r"));
+    // Ctrl-O: a spec file
+    app_key(a, 0x0f);
+    EXPECT(a->prompt == PROMPT_INPUT);
+    for (const char *p = spec; *p; p++) app_key(a, *p);
+    app_key(a, TK_ENTER);
+    EXPECTF(strstr(a->msg, "loaded the spec") && !strcmp(field_value(a, "Method"), "full") &&
+                !strcmp(field_value(a, "Learning rate"), "0.0001"),
+            "%s", a->msg);
+    // Ctrl-O: a folder of presets joins the list, shown in the Preset field
+    app_key(a, 0x0f);
+    for (const char *p = other; *p; p++) app_key(a, *p);
+    app_key(a, TK_ENTER);
+    EXPECTF(strstr(a->msg, "1 preset of") && !strcmp(a->presets[a->form[0].choice], "week-3 (lecture-2)"), "%s", a->msg);
+    // a path that is neither
+    app_key(a, 0x0f);
+    for (const char *p = "/nonexistent/x.json"; *p; p++) app_key(a, *p);
+    app_key(a, TK_ENTER);
+    EXPECTF(a->msg_style == ST_ERROR && strstr(a->msg, "/nonexistent/x.json: no such file or folder"), "%s", a->msg);
     free_app(a);
 }
 
@@ -731,6 +929,9 @@ static void test_missing_values(void) {
     app_key(a, 'e');
     char *md = read_export(a);
     EXPECTF(md && strstr(md, "zero-shot") && !strstr(md, "| -1 |") && !strstr(md, "nan"), "%s", md ? md : a->msg);
+    // with intervals and time, the table `export --what sweep --format md` writes
+    EXPECTF(md && strstr(md, "| ROUGE-1 [95% interval] |") && strstr(md, "| time |") && strstr(md, "0.184 [0.154, 0.212]"),
+            "%s", md ? md : a->msg);
     free(md);
     app_key(a, TK_ESC);
     // the compare Markdown with a queued run
@@ -764,6 +965,60 @@ static void test_failed_monitor(void) {
     free_app(a);
 }
 
+static int count_of(const char *s, const char *what) {
+    int n = 0;
+    for (const char *p = s; s && (p = strstr(p, what)); p += strlen(what)) n++;
+    return n;
+}
+
+// Issue 20, the lecture: e on Compare exports what the tab shows — Curves as CSV and an SVG
+// plot, Samples as Markdown and CSV, Metrics as Markdown with intervals and time.
+static void test_compare_exports(void) {
+    app_t *a = new_app();
+    free(a->workspace);
+    a->workspace = xstrdup(ws);
+    a->nselected = 0;
+    app_toggle_selected(a, id_zs);
+    app_toggle_selected(a, id_r8);
+    app_toggle_selected(a, id_full);
+    app_key(a, 'c');
+    EXPECT(app_screen(a) == SCR_COMPARE && a->ncompare == 3);
+    app_key(a, 'e');  // metrics
+    char *md = read_export(a);
+    EXPECTF(md && strstr(md, "| ROUGE-1 [95% interval] | ROUGE-L [95% interval] | time |") &&
+                strstr(md, "[0.322, 0.380] | [0.306, 0.355] | 2m00s |"),
+            "%s", md ? md : a->msg);
+    free(md);
+    app_key(a, '3');
+    app_key(a, 'e');
+    EXPECTF(a->msg_style == ST_GOOD && strstr(a->msg, "/exports/curves-") && strstr(a->msg, ".csv and its .svg"), "%s", a->msg);
+    char *csv = read_export(a);
+    // one row per stored step of the two trained runs (zero-shot has none), no nan
+    EXPECTF(csv && !strncmp(csv, "run_id,name,step,tokens,seconds,loss,loss_ema\n", 46) && count_of(csv, "\n") == 1 + 400 + 400 &&
+                !strstr(csv, "nan") && strstr(csv, ",lora-r8-qv,400,972800,"),
+            "%.300s", csv ? csv : a->msg);
+    free(csv);
+    char svgpath[700] = "";
+    const char *p = strstr(a->msg, ws);
+    if (p) sscanf(p, "%599[^ ]", svgpath);
+    char *dot = strrchr(svgpath, '.');
+    if (dot) strcpy(dot, ".svg");
+    lb_err_t err = {0};
+    char *svg = lb_read_file(svgpath, NULL, &err);
+    EXPECTF(svg && !strncmp(svg, "<svg xmlns=", 11) && count_of(svg, "<polyline") == 2 && strstr(svg, ">lora-r8-qv</text>") &&
+                strstr(svg, ">zero-shot (no data)</text>") && strstr(svg, "</svg>\n"),
+            "%s: %.400s", svgpath, svg ? svg : err.msg);
+    free(svg);
+    app_key(a, '4');
+    app_key(a, 'e');
+    md = read_export(a);
+    EXPECTF(md && count_of(md, "## Example ") == 3 && strstr(md, "**Reference:** fast JSON library for C") &&
+                strstr(md, "| full-finetune | fast JSON parser for C |") && strstr(md, "| zero-shot | emacs |"),
+            "%s", md ? md : a->msg);
+    free(md);
+    free_app(a);
+}
+
 int main(void) {
     snprintf(ws, sizeof ws, "/tmp/lb-tui-test-%d", (int)getpid());
     lb_err_t err = {0};
@@ -788,6 +1043,10 @@ int main(void) {
     RUN(test_export);
     RUN(test_sort_filter_select);
     RUN(test_sweep_screen);
+    RUN(test_compare_exports);
+    RUN(test_form_grid_lr);
+    RUN(test_form_field_checks);
+    RUN(test_clone_and_presets);
     RUN(test_form_keys);
     RUN(test_clicks);
     RUN(test_form_grid);

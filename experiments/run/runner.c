@@ -210,8 +210,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
         int B = sp->train.batch_size;
         s->batches_per_epoch = (s->train.n + B - 1) / B;
         s->steps_per_epoch = (s->batches_per_epoch + sp->train.grad_accum - 1) / sp->train.grad_accum;
-        s->total_steps = sp->train.max_steps > 0 ? sp->train.max_steps : (long)sp->train.epochs * s->steps_per_epoch;
-        if (s->total_steps < 1) s->total_steps = 1;
+        s->total_steps = spec_total_steps(sp, s->train.n);
     }
     // Trainable parameters.
     train_method_opts_t mo;

@@ -69,6 +69,14 @@ int spec_warmup_steps(const spec_t *s, int total_steps) {
     return (int)s->train.warmup;
 }
 
+long spec_total_steps(const spec_t *s, long n_train) {
+    if (s->train.max_steps > 0) return s->train.max_steps;
+    if (s->dataset.limit > 0 && s->dataset.limit < n_train) n_train = s->dataset.limit;
+    long B = s->train.batch_size > 0 ? s->train.batch_size : 1, accum = s->train.grad_accum > 0 ? s->train.grad_accum : 1;
+    long batches = (n_train + B - 1) / B, total = (long)s->train.epochs * ((batches + accum - 1) / accum);
+    return total < 1 ? 1 : total;
+}
+
 // ---- the field tables ------------------------------------------------------------------
 
 typedef enum { F_STR, F_INT, F_I64, F_NUM, F_BOOL, F_ENUM, F_SET, F_LAYERS, F_PATTERN, F_OBJ,

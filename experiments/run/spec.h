@@ -212,6 +212,12 @@ void spec_targets_string(unsigned targets, char *buf, size_t size);
 // Warmup in steps for a run of total_steps: a fraction below 1 is rounded up.
 int spec_warmup_steps(const spec_t *s, int total_steps);
 
+// The optimizer steps of a run over n_train training examples (before dataset.limit):
+// train.max_steps when set, else train.epochs passes of ceil(examples / batch_size)
+// batches, grad_accum of them per step; at least 1. The runner and the new-run form's time
+// estimate both count with it.
+long spec_total_steps(const spec_t *s, long n_train);
+
 // The spec's method, LoRA configuration, partial choice and learning-rate groups in the
 // engine's terms: what train_params_setup makes trainable, and what parameter counts
 // without a model (the new-run form) count.

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "cli_common.h"
 #include "store.h"
+#include "svg.h"
 #include "util.h"
 
 static void json_num(FILE *f, double v) {
@@ -556,7 +557,8 @@ int cmd_export(int argc, char **argv) {
                    "loss for zero-shot) is an empty CSV field and a JSON null. --runs takes 2,3,7 or 4-9.\n"
                    "--what sweep: the runs of one sweep (default the latest); --format md is the slide-ready\n"
                    "table: method, rank, targets, trainable parameters, loss, ROUGE-1 with its 95%% bootstrap\n"
-                   "interval, ROUGE-2, ROUGE-L and time.\n");
+                   "interval, ROUGE-2, ROUGE-L and time.\n"
+                   "--format svg (with --what metrics, curves or sweep): the loss curves of the runs as an SVG plot.\n");
             return 0;
         } else if (!strcmp(argv[i], "--what") && i + 1 < argc) what = argv[++i];
         else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
@@ -570,11 +572,21 @@ int cmd_export(int argc, char **argv) {
         }
     }
     int is_sweep = !strcmp(what, "sweep");
-    if (is_sweep) what = "runs";
+    int svg = !strcmp(format, "svg");
+    if (svg && !is_sweep && strcmp(what, "metrics") && strcmp(what, "curves")) {
+        fprintf(stderr, "lorabench export: --format svg plots loss curves; use it with --what metrics, curves or sweep\n");
+        return 2;
+    }
+    if (!strcmp(what, "curves") && !svg) {
+        fprintf(stderr, "lorabench export: --what curves is an SVG plot; add --format svg (or use --what metrics for the rows)\n");
+        return 2;
+    }
+    if (is_sweep) what = svg ? "metrics" : "runs";
+    if (!strcmp(what, "curves")) what = "metrics";
     if (!strcmp(format, "markdown")) format = "md";
     int json = !strcmp(format, "json"), md = !strcmp(format, "md");
-    if (!json && !md && strcmp(format, "csv")) {
-        fprintf(stderr, "lorabench export: --format must be csv, json or md\n");
+    if (!json && !md && !svg && strcmp(format, "csv")) {
+        fprintf(stderr, "lorabench export: --format must be csv, json, md or svg\n");
         return 2;
     }
     if (strcmp(what, "runs") && strcmp(what, "metrics") && strcmp(what, "evals") && strcmp(what, "samples")) {
@@ -631,7 +643,31 @@ int cmd_export(int argc, char **argv) {
         return 1;
     }
     int first = 1;
-    if (md) {
+    if (svg) {
+        // the loss of every chosen run against its step, as the workbench's Curves export
+        svg_series_t *ss = xcalloc(n ? n : 1, sizeof *ss);
+        double **bufs = xcalloc(2 * n + 1, sizeof *bufs);
+        for (size_t i = 0; i < n; i++) {
+            store_metric_t *m = NULL;
+            size_t nm = 0;
+            if (store_metrics_since(st, runs[i].id, -1, &m, &nm, &err)) nm = 0;
+            bufs[2 * i] = xmalloc((nm + 1) * sizeof(double));
+            bufs[2 * i + 1] = xmalloc((nm + 1) * sizeof(double));
+            for (size_t k = 0; k < nm; k++) bufs[2 * i][k] = (double)m[k].step, bufs[2 * i + 1][k] = m[k].loss;
+            free(m);
+            ss[i] = (svg_series_t){runs[i].name, bufs[2 * i], bufs[2 * i + 1], (int)nm};
+        }
+        char title[96];
+        if (is_sweep) snprintf(title, sizeof title, "Training loss, sweep %lld", (long long)sweep);
+        else snprintf(title, sizeof title, "Training loss");
+        char *text = svg_plot(title, "step", "loss", ss, (int)n, 0);
+        fputs(text, stdout);
+        free(text);
+        for (size_t i = 0; i < 2 * n; i++) free(bufs[i]);
+        free(bufs);
+        free(ss);
+        n = 0;
+    } else if (md) {
         if (is_sweep) printf("Sweep %lld: %zu runs. ROUGE with its 95%% bootstrap interval; time is training and evaluation.\n\n",
                              (long long)sweep, n);
         cli_results_table(stdout, st, runs, n, 1);

@@ -45,6 +45,9 @@ void app_init(app_t *a, store_t *st, const char *workspace, int ascii) {
     a->follow_after = -1;
     app_sort_load(a);
     snprintf(a->presets_dir, sizeof a->presets_dir, "experiments/presets");
+    const char *cfg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");  // the user's presets
+    if (cfg && *cfg) snprintf(a->user_presets_dir, sizeof a->user_presets_dir, "%.900s/lorabench/presets", cfg);
+    else if (home && *home) snprintf(a->user_presets_dir, sizeof a->user_presets_dir, "%.900s/.config/lorabench/presets", home);
     snprintf(a->default_model, sizeof a->default_model, "experiments/models/t5-tiny");
     snprintf(a->default_dataset, sizeof a->default_dataset, "experiments/data/debsum");
     a->stack[0] = SCR_RUNS;

@@ -48,6 +48,7 @@ enum { XAXIS_STEP, XAXIS_TOKENS, XAXIS_TIME, XAXIS_N };
 #define APP_MAX_COMPARE 16
 #define APP_MAX_SELECT 64
 #define APP_FORM_MAX 32
+#define APP_MAX_PRESETS 48
 
 struct app {
     // environment
@@ -96,10 +97,14 @@ struct app {
     char form_info[8][160];    // the live arithmetic lines
     int form_src_tokens, form_tgt_tokens;  // the spec's token limits, for the estimates
     int nform_info;
-    char presets[16][128];     // preset names from <presets_dir>/*.json
+    char presets[APP_MAX_PRESETS][128];   // preset names: the bundled ones, then the user's
+                               //   ("name (yours)", "name (workspace)", "name (DIR)")
+    char preset_paths[APP_MAX_PRESETS][1200];  // their files
     int npresets;
-    const char *preset_names[16];  // pointers into presets, for the form's choice field
+    const char *preset_names[APP_MAX_PRESETS];  // pointers into presets, for the form's choice field
     char presets_dir[1024];    // experiments/presets (tests point it elsewhere)
+    char user_presets_dir[1024];  // ~/.config/lorabench/presets ($XDG_CONFIG_HOME), or ""
+    char opened_presets_dir[1024];// a folder opened from the form (Ctrl-O), or ""
     char default_model[1024];  // the form's base model and data set until a preset or the
     char default_dataset[1024];//   user changes them (--model/--dataset, environment, bundled)
     char *form_base;           // spec JSON the form starts from (the loaded preset's fields
@@ -108,12 +113,16 @@ struct app {
                                //   form's Grid box is ticked; NULL: none
     char form_preset_name[128];// the loaded preset's name (a grid's runs are named after it)
     int form_dirty;            // a field changed since the form was opened (leaving asks)
+    int form_error_field;      // a field whose value the run would refuse (-1: none), and
+    char form_error[200];      //   why, shown under it; Start refuses while there is one
     int64_t follow_after;      // after Start: the cursor moves to the first run with a larger
                                //   id when it appears (-1: nothing to follow)
 
     // sweep screen
     table_view_t sweep_view;
     int64_t sweep_id;          // 0: the most recent sweep
+    int sweep_panel;           // below 140 columns, the picture shown: 0 ROUGE by setting,
+                               //   1 loss curves, 2 ROUGE during training
 
     // analysis screen (screen_analysis.c; filled by app_analysis_open)
     int64_t analysis_id;       // the run analysed (0: none)
@@ -214,6 +223,9 @@ int tui_main(int argc, char **argv);
 // Opens the new-run form: filled in on first use (the first preset, then the session's
 // model and data set); later it keeps the last values, with the focus back on Name.
 void app_form_open(app_t *a);
+// Opens the form filled from run r's spec ("clone this run"): every field and what the form
+// does not show; the name is left to be made from the settings.
+void app_form_clone(app_t *a, const store_run_t *r);
 
 // ---- app_data.c: everything the screens read from or write to the store ----
 
@@ -256,12 +268,17 @@ int app_spawn(app_t *a, const char *const *args, lb_err_t *err);
 // Called by the loop for a reaped child: a helper that failed puts its error (the last
 // line it wrote to runs/ui-spawn.log) on the message line. Returns 1 when pid was a helper.
 int app_helper_exited(app_t *a, int pid, int failed);
-// Fills a->presets with the names of <presets_dir>/*.json: quick-demo first (the newcomer's
-// demo), the rest alphabetically.
+// Fills a->presets and a->preset_paths with the *.json of <presets_dir> (bundled: quick-demo
+// first, the newcomer's demo, the rest alphabetically), then those of user_presets_dir,
+// <workspace>/presets and opened_presets_dir, each named with where it is from.
 void app_list_presets(app_t *a);
 // Writes text to "<workspace>/exports/<stem>-<time>.<ext>"; *path gets the file name.
 int app_export(app_t *a, const char *stem, const char *ext, const char *text, char *path,
                size_t cap, lb_err_t *err);
+// The results table of runs in Markdown, the one `lorabench export --what sweep --format md`
+// and `sweep` write (cli_results_table: ROUGE-1 with its 95% interval, trainable share,
+// time; "–" where a run has no value). The caller frees it.
+char *app_results_markdown(app_t *a, const store_run_t *const *runs, int n);
 // The x value of metric row k for an XAXIS_* choice (NAN when unknown).
 double app_metric_x(const store_metric_t *m, int xaxis);
 // The loss-plot x axis name.

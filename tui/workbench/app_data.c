@@ -400,19 +400,41 @@ static int preset_cmp(const void *x, const void *y) {
     return strcmp(p, q);
 }
 
-void app_list_presets(app_t *a) {
-    a->npresets = 0;
-    DIR *d = opendir(a->presets_dir);
+// Appends the *.json of dir, named "NAME" (from = NULL) or "NAME (from)", sorted.
+static void presets_add_dir(app_t *a, const char *dir, const char *from) {
+    if (!dir || !dir[0]) return;
+    DIR *d = opendir(dir);
     if (!d) return;
+    char names[APP_MAX_PRESETS][128];
+    int n = 0, room = APP_MAX_PRESETS - a->npresets;
     struct dirent *e;
-    int cap = (int)(sizeof a->presets / sizeof a->presets[0]);
-    while ((e = readdir(d)) && a->npresets < cap) {
-        size_t n = strlen(e->d_name);
-        if (n > 5 && !strcmp(e->d_name + n - 5, ".json") && n - 5 < sizeof a->presets[0])
-            snprintf(a->presets[a->npresets++], sizeof a->presets[0], "%.*s", (int)(n - 5), e->d_name);
+    while ((e = readdir(d)) && n < room) {
+        size_t len = strlen(e->d_name);
+        if (len > 5 && !strcmp(e->d_name + len - 5, ".json") && len - 5 < 100)
+            snprintf(names[n++], sizeof names[0], "%.*s", (int)(len - 5), e->d_name);
     }
     closedir(d);
-    qsort(a->presets, (size_t)a->npresets, sizeof a->presets[0], preset_cmp);
+    qsort(names, (size_t)n, sizeof names[0], preset_cmp);
+    for (int i = 0; i < n; i++) {
+        int k = a->npresets++;
+        if (from) snprintf(a->presets[k], sizeof a->presets[k], "%.100s (%.20s)", names[i], from);
+        else snprintf(a->presets[k], sizeof a->presets[k], "%.100s", names[i]);
+        snprintf(a->preset_paths[k], sizeof a->preset_paths[k], "%.1000s/%.100s.json", dir, names[i]);
+    }
+}
+
+void app_list_presets(app_t *a) {
+    a->npresets = 0;
+    presets_add_dir(a, a->presets_dir, NULL);
+    presets_add_dir(a, a->user_presets_dir, "yours");
+    char ws[1100];
+    snprintf(ws, sizeof ws, "%.1000s/presets", a->workspace);
+    presets_add_dir(a, ws, "workspace");
+    if (a->opened_presets_dir[0] && strcmp(a->opened_presets_dir, ws) && strcmp(a->opened_presets_dir, a->user_presets_dir) &&
+        strcmp(a->opened_presets_dir, a->presets_dir)) {
+        const char *base = strrchr(a->opened_presets_dir, '/');
+        presets_add_dir(a, a->opened_presets_dir, base && base[1] ? base + 1 : a->opened_presets_dir);
+    }
     for (int i = 0; i < a->npresets; i++) a->preset_names[i] = a->presets[i];
 }
 
@@ -457,6 +479,20 @@ int app_analysis_open(app_t *a, int64_t id, int64_t other, lb_err_t *err) {
     if (analysis_runs_similarity(a->st, a->workspace, id, other, &a->analysis_sim, &a->analysis_nsim, err)) return 1;
     a->analysis_other = other;
     return 0;
+}
+
+char *app_results_markdown(app_t *a, const store_run_t *const *runs, int n) {
+    store_run_t *rows = xcalloc(n > 0 ? (size_t)n : 1, sizeof *rows);
+    for (int i = 0; i < n; i++) rows[i] = *runs[i];  // shallow: cli_results_table only reads
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f) {
+        cli_results_table(f, a->st, rows, (size_t)n, 1);
+        fclose(f);
+    }
+    free(rows);
+    return text ? text : xstrdup("");
 }
 
 double app_metric_x(const store_metric_t *m, int xaxis) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "svg.h"
 
 enum { A_TAB = ACT_SCREEN, A_BTAB, A_TAB1, A_TAB2, A_TAB3, A_TAB4, A_DIFF, A_SMOOTH_UP, A_SMOOTH_DOWN,
        A_LOGY, A_XAXIS, A_DOWN, A_UP, A_NEXT, A_PREV };
@@ -73,6 +74,7 @@ typedef struct {
     const char *title;
     int w, prec, higher_better;
     double (*get)(const store_run_t *);
+    int no_delta;  // 1: no Δ column (trainable parameters: a choice, not a result)
 } metric_col_t;
 
 static double m_loss(const store_run_t *r) { return r->final_loss; }
@@ -81,10 +83,12 @@ static double m_r2(const store_run_t *r) { return r->rouge2; }
 static double m_rl(const store_run_t *r) { return r->rougeL; }
 static double m_tps(const store_run_t *r) { return r->tokens_per_s; }
 static double m_mem(const store_run_t *r) { return r->peak_rss_mb; }
+static double m_train(const store_run_t *r) { return r->trainable_params >= 0 ? (double)r->trainable_params : NAN; }
 
 static const metric_col_t mcols[] = {
-    {"loss", 7, 3, 0, m_loss}, {"R-1", 7, 3, 1, m_r1}, {"R-2", 7, 3, 1, m_r2},
-    {"R-L", 7, 3, 1, m_rl},    {"tok/s", 7, 0, 1, m_tps}, {"mem MB", 7, 0, 0, m_mem},
+    {"loss", 7, 3, 0, m_loss, 0}, {"R-1", 7, 3, 1, m_r1, 0},          {"R-2", 7, 3, 1, m_r2, 0},
+    {"R-L", 7, 3, 1, m_rl, 0},    {"trainable", 9, 0, 0, m_train, 1}, {"tok/s", 7, 0, 1, m_tps, 0},
+    {"mem MB", 7, 0, 0, m_mem, 0},
 };
 enum { N_MCOLS = sizeof mcols / sizeof mcols[0] };
 
@@ -93,17 +97,21 @@ static int draw_metric_table(app_t *a, grid_t *g, int x, int y, int w, const sto
                              const store_run_t *base) {
     // name column gets what the numbers leave; each metric is value + Δ (Δ hidden if narrow)
     int show_delta = w >= 60;
-    int per = show_delta ? 14 : 8;
-    int ncols = N_MCOLS;
-    while (ncols > 2 && 17 + ncols * per > w) ncols--;
-    int namew = w - ncols * per - 1;
+    int cw[N_MCOLS], cx[N_MCOLS + 1];
+    for (int c = 0; c < N_MCOLS; c++) cw[c] = mcols[c].w + (show_delta ? (mcols[c].no_delta ? 2 : 7) : 1);
+    int ncols = N_MCOLS, total = 0;
+    for (int c = 0; c < ncols; c++) total += cw[c];
+    while (ncols > 2 && 17 + total > w) total -= cw[--ncols];
+    int namew = w - total - 1;
     if (namew > 36) namew = 36;
+    cx[0] = x + namew + 1;
+    for (int c = 0; c < ncols; c++) cx[c + 1] = cx[c] + cw[c];
     grid_fill(g, x, y, w, 1, ' ', ST_HEADER);
     grid_text(g, x, y, namew, "run", ST_HEADER);
     for (int c = 0; c < ncols; c++) {
-        int cx = x + namew + 1 + c * per;
-        grid_text_right(g, cx + 7, y, 7, mcols[c].title, ST_HEADER);
-        if (show_delta) grid_text_right(g, cx + 14, y, 7, a->ascii ? "D" : "Δ", ST_HEADER);
+        int vw = mcols[c].w, vx = cx[c] + vw + (show_delta && mcols[c].no_delta);  // where the value ends
+        grid_text_right(g, vx, y, vw, mcols[c].title, ST_HEADER);
+        if (show_delta && !mcols[c].no_delta) grid_text_right(g, cx[c] + vw + 7, y, 7, a->ascii ? "D" : "Δ", ST_HEADER);
     }
     for (int i = 0; i < n; i++) {
         const store_run_t *r = runs[i];
@@ -113,15 +121,15 @@ static int draw_metric_table(app_t *a, grid_t *g, int x, int y, int w, const sto
         snprintf(name, sizeof name, "#%lld %s%s", (long long)r->id, r->name, r == base ? " (base)" : "");
         grid_text_trunc(g, x + 2, yy, namew - 2, name, r == base ? ST_ACCENT : ST_NORMAL);
         for (int c = 0; c < ncols; c++) {
-            int cx = x + namew + 1 + c * per;
+            int vw = mcols[c].w, vx = cx[c] + vw + (show_delta && mcols[c].no_delta);
             char v[32], d[32];
             double val = mcols[c].get(r);
             if (mcols[c].prec == 0 && !isnan(val)) fmt_count(v, val);
             else fmt_num(v, val, mcols[c].prec);
-            grid_text_right(g, cx + 7, yy, 7, v, ST_NORMAL);
-            if (show_delta && r != base) {
+            grid_text_right(g, vx, yy, vw, v, ST_NORMAL);
+            if (show_delta && !mcols[c].no_delta && r != base) {
                 int st = delta_text(a, val, mcols[c].get(base), mcols[c].higher_better, mcols[c].prec, d);
-                grid_text_right(g, cx + 14, yy, 7, d, st);
+                grid_text_right(g, cx[c] + vw + 7, yy, 7, d, st);
             }
         }
     }
@@ -420,24 +428,33 @@ static void export_compare(app_t *a) {
     if (n < 1) return;
     const store_run_t *base = baseline(a, runs, n);
     app_buf_t b = {0};
-    app_buf_printf(&b, "# Compare\n\nΔ against run %lld (%s).\n\n| run | name | method | trainable |", (long long)base->id,
+    app_buf_printf(&b, "# Compare\n\nΔ against run %lld (%s).\n\n| run | name | method |", (long long)base->id,
                    base->name);
-    for (int c = 0; c < N_MCOLS; c++) app_buf_printf(&b, " %s | Δ |", mcols[c].title);
-    app_buf_printf(&b, "\n|---|---|---|---:|");
-    for (int c = 0; c < N_MCOLS; c++) app_buf_printf(&b, "---:|---:|");
-    app_buf_printf(&b, "\n");
+    for (int c = 0; c < N_MCOLS; c++) app_buf_printf(&b, mcols[c].no_delta ? " %s |" : " %s | Δ |", mcols[c].title);
+    app_buf_printf(&b, " ROUGE-1 [95%% interval] | ROUGE-L [95%% interval] | time |\n|---|---|---|");
+    for (int c = 0; c < N_MCOLS; c++) app_buf_printf(&b, mcols[c].no_delta ? "---:|" : "---:|---:|");
+    app_buf_printf(&b, "---:|---:|---:|\n");
     for (int i = 0; i < n; i++) {
         const store_run_t *r = runs[i];
-        char tr[32] = "–";  // a value a run does not have is "–"
-        if (r->trainable_params >= 0) snprintf(tr, sizeof tr, "%lld", (long long)r->trainable_params);
-        app_buf_printf(&b, "| %lld | %s | %s | %s |", (long long)r->id, r->name, r->method, tr);
+        app_buf_printf(&b, "| %lld | %s | %s |", (long long)r->id, r->name, r->method);
         for (int c = 0; c < N_MCOLS; c++) {
-            char v[32] = "–", d[32];
+            char v[32] = "–", d[32];  // a value a run does not have is "–"
             if (isfinite(mcols[c].get(r))) fmt_num(v, mcols[c].get(r), mcols[c].prec);
+            if (mcols[c].no_delta) {
+                app_buf_printf(&b, " %s |", v);
+                continue;
+            }
             delta_text(a, mcols[c].get(r), mcols[c].get(base), mcols[c].higher_better, mcols[c].prec, d);
             app_buf_printf(&b, " %s | %s |", v, r == base ? "" : d);
         }
-        app_buf_printf(&b, "\n");
+        // the intervals of the latest evaluation and the run's active time
+        const store_eval_t *ev = app_series_last_eval(app_series(a, r->id));
+        char i1[64] = "–", il[64] = "–", tm[32] = "–";
+        if (ev && isfinite(ev->rouge1_low)) snprintf(i1, sizeof i1, "[%.3f, %.3f]", ev->rouge1_low, ev->rouge1_high);
+        if (ev && isfinite(ev->rougeL_low)) snprintf(il, sizeof il, "[%.3f, %.3f]", ev->rougeL_low, ev->rougeL_high);
+        double dur = store_run_duration(r, a->now);
+        if (isfinite(dur)) fmt_duration(tm, dur);
+        app_buf_printf(&b, " %s | %s | %s |\n", i1, il, tm);
     }
     cfg_t c;
     cfg_build(&c, runs, n);
@@ -460,10 +477,124 @@ static void export_compare(app_t *a) {
     free(b.s);
 }
 
+// The Curves tab as files: every point of the shown curves as CSV (raw and smoothed loss
+// against step, tokens and time) and the plot as SVG, smoothed, on the tab's x axis.
+static void export_curves(app_t *a) {
+    const store_run_t *runs[APP_MAX_COMPARE];
+    int n = compare_runs(a, runs);
+    if (n < 1) return;
+    app_buf_t csv = {0};
+    app_buf_printf(&csv, "run_id,name,step,tokens,seconds,loss,loss_ema\n");
+    svg_series_t ss[APP_MAX_COMPARE];
+    double *bufs[2 * APP_MAX_COMPARE];
+    for (int i = 0; i < n; i++) {
+        app_series_t *s = app_series(a, runs[i]->id);
+        double *xs = xmalloc((s->n + 1) * sizeof *xs), *ys = xmalloc((s->n + 1) * sizeof *ys);
+        double *raw = xmalloc((s->n + 1) * sizeof *raw);
+        for (size_t k = 0; k < s->n; k++) {
+            xs[k] = app_metric_x(&s->m[k], a->cmp_xaxis);
+            raw[k] = s->m[k].loss;
+        }
+        plot_ema(raw, (int)s->n, a->smooth, ys);
+        for (size_t k = 0; k < s->n; k++) {
+            const store_metric_t *m = &s->m[k];
+            app_buf_printf(&csv, "%lld,", (long long)runs[i]->id);
+            app_buf_csv(&csv, runs[i]->name, ',');
+            app_buf_printf(&csv, "%lld,", (long long)m->step);
+            if (m->tokens >= 0) app_buf_printf(&csv, "%lld", (long long)m->tokens);  // a missing value is empty
+            app_buf_printf(&csv, ",");
+            if (isfinite(m->wall_s)) app_buf_printf(&csv, "%.3f", m->wall_s);
+            app_buf_printf(&csv, ",");
+            if (isfinite(raw[k])) app_buf_printf(&csv, "%.6g", raw[k]);
+            app_buf_printf(&csv, ",");
+            if (isfinite(ys[k])) app_buf_printf(&csv, "%.6g", ys[k]);
+            app_buf_printf(&csv, "\n");
+        }
+        free(raw);
+        bufs[2 * i] = xs;
+        bufs[2 * i + 1] = ys;
+        ss[i] = (svg_series_t){runs[i]->name, xs, ys, (int)s->n};
+    }
+    char title[128];
+    snprintf(title, sizeof title, "Training loss (EMA %.*f)", app_smooth_digits(a->smooth), a->smooth);
+    char *svg = svg_plot(title, app_xaxis_name(a->cmp_xaxis), "loss", ss, n, a->cmp_logy);
+    for (int i = 0; i < 2 * n; i++) free(bufs[i]);
+    char path[4400], path2[4400];
+    lb_err_t err = {0};
+    if (app_export(a, "curves", "csv", csv.s ? csv.s : "", path, sizeof path, &err) ||
+        app_export(a, "curves", "svg", svg, path2, sizeof path2, &err))
+        app_msg(a, ST_ERROR, "%s", err.msg);
+    else app_msg(a, ST_GOOD, "exported the curves of %d runs to %s and its .svg plot", n, path);
+    free(svg);
+    free(csv.s);
+}
+
+// The Samples tab as files: every input with the reference and each run's summary, as
+// Markdown (for reading) and CSV (one row per run and input).
+static void export_samples(app_t *a) {
+    const store_run_t *runs[APP_MAX_COMPARE];
+    int n = compare_runs(a, runs);
+    if (n < 1) return;
+    app_buf_t md = {0}, csv = {0};
+    app_buf_printf(&md, "# Samples\n\n");
+    app_buf_printf(&csv, "idx,run_id,name,source,reference,prediction,rouge1,rouge2,rougeL\n");
+    // the inputs in the order of the first run that has each one
+    int64_t done[APP_MAX_COMPARE * 64];
+    int ndone = 0, ninputs = 0;
+    for (int i = 0; i < n; i++) {
+        app_series_t *si = app_series(a, runs[i]->id);
+        for (size_t k = 0; k < si->nsamples; k++) {
+            const store_sample_row_t *first = &si->samples[k];
+            int seen = 0;
+            for (int d = 0; d < ndone; d++) seen |= done[d] == first->idx;
+            if (seen || ndone == (int)(sizeof done / sizeof done[0])) continue;
+            done[ndone++] = first->idx;
+            ninputs++;
+            app_buf_printf(&md, "## Example %lld\n\n**Source:** %s\n\n**Reference:** %s\n\n| run | summary | R-1 | R-2 | R-L |\n"
+                                "|---|---|---:|---:|---:|\n", (long long)first->idx, first->source ? first->source : "–",
+                           first->reference ? first->reference : "–");
+            for (int r = 0; r < n; r++) {
+                app_series_t *s = app_series(a, runs[r]->id);
+                const store_sample_row_t *sm = NULL;
+                for (size_t q = 0; q < s->nsamples; q++)
+                    if (s->samples[q].idx == first->idx) sm = &s->samples[q];
+                if (!sm) {
+                    app_buf_printf(&md, "| %s | (not generated) | – | – | – |\n", runs[r]->name);
+                    continue;
+                }
+                app_buf_printf(&md, "| %s | ", runs[r]->name);
+                for (const char *p = sm->prediction ? sm->prediction : ""; *p; p++)  // a '|' would end the cell
+                    app_buf_printf(&md, *p == '|' ? "\\|" : *p == '\n' ? " " : "%c", *p);
+                app_buf_printf(&md, " | %.3f | %.3f | %.3f |\n", sm->rouge1, sm->rouge2, sm->rougeL);
+                app_buf_printf(&csv, "%lld,%lld,", (long long)sm->idx, (long long)runs[r]->id);
+                app_buf_csv(&csv, runs[r]->name, ',');
+                app_buf_csv(&csv, sm->source ? sm->source : "", ',');
+                app_buf_csv(&csv, sm->reference ? sm->reference : "", ',');
+                app_buf_csv(&csv, sm->prediction ? sm->prediction : "", ',');
+                app_buf_printf(&csv, "%.4f,%.4f,%.4f\n", sm->rouge1, sm->rouge2, sm->rougeL);
+            }
+            app_buf_printf(&md, "\n");
+        }
+    }
+    char path[4400], path2[4400];
+    lb_err_t err = {0};
+    if (!ninputs) app_msg(a, ST_WARN, "no generated samples to export yet: they appear after an evaluation");
+    else if (app_export(a, "samples", "md", md.s, path, sizeof path, &err) ||
+             app_export(a, "samples", "csv", csv.s, path2, sizeof path2, &err))
+        app_msg(a, ST_ERROR, "%s", err.msg);
+    else app_msg(a, ST_GOOD, "exported %d inputs of %d runs to %s and its .csv", ninputs, n, path);
+    free(md.s);
+    free(csv.s);
+}
+
 static int action(app_t *a, int act, int key) {
     (void)key;
     switch (act) {
-    case ACT_EXPORT: export_compare(a); return 1;
+    case ACT_EXPORT:
+        if (a->cmp_tab == CMP_CURVES) export_curves(a);
+        else if (a->cmp_tab == CMP_SAMPLES) export_samples(a);
+        else export_compare(a);
+        return 1;
     case A_TAB: a->cmp_tab = (a->cmp_tab + 1) % CMP_NTABS; a->cmp_scroll = 0; return 1;
     case A_BTAB: a->cmp_tab = (a->cmp_tab + CMP_NTABS - 1) % CMP_NTABS; a->cmp_scroll = 0; return 1;
     case A_TAB1: case A_TAB2: case A_TAB3: case A_TAB4:

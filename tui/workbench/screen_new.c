@@ -9,15 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "app.h"
+#include "data.h"
 #include "app_params.h"
 #include "spec.h"
 
-enum { A_START = ACT_SCREEN, A_ENTER, A_NEXT, A_PREV, A_PRESET, A_LEAVE, A_QUIT, A_LEAVE_YES, A_QUIT_YES };
+enum { A_START = ACT_SCREEN, A_ENTER, A_NEXT, A_PREV, A_PRESET, A_LEAVE, A_QUIT, A_LEAVE_YES, A_QUIT_YES, A_OPEN,
+       A_OPEN_PATH };
 
 #define KEY_CTRL_S 0x13
+#define KEY_CTRL_O 0x0f
 
 static const key_binding_t keys[] = {
     {TK_DOWN, TK_TAB, A_NEXT, "Down/Tab", "next field", NULL},
@@ -25,6 +29,7 @@ static const key_binding_t keys[] = {
     {TK_ENTER, 0, A_ENTER, "Enter", "next field; on Start: start; on Preset: load the preset", NULL},
     {KEY_CTRL_S, 0, A_START, "Ctrl-S", "start the run (or the preset's grid) from any field", "Start"},
     {TK_F1 + 4, 0, A_PRESET, "F5", "load the preset shown in the Preset field (every field)", "Preset"},
+    {KEY_CTRL_O, 0, A_OPEN, "Ctrl-O", "open a spec file into the form, or a folder of presets into the Preset list", "Open"},
     {TK_ESC, 0, A_LEAVE, "Esc", "back to the runs (asks when a field was changed)", "Back"},
     {TK_F10, 0, A_QUIT, "F10", "quit (asks when a field was changed); q types into text fields", "Quit"},
     {TK_LEFT, TK_RIGHT, ACT_NONE, "Left/Right", "change a choice; move in a row of boxes", NULL},
@@ -118,6 +123,44 @@ static void form_from_spec(app_t *a, const spec_t *s) {
 static void load_preset(app_t *a, int quiet);
 static void form_info(app_t *a);
 
+// The fields a grid point sets, from the loaded preset's grid point of the form's method:
+// loading lora-vs-full shows LoRA with the grid's LoRA learning rate, not the preset's base
+// one (the full fine-tune's), and choosing Method full by hand shows the full fine-tune's.
+static void form_apply_grid_point(app_t *a) {
+    cJSON *g = a->form_grid ? cJSON_Parse(a->form_grid) : NULL;
+    const char *method = methods[a->form[F_METHOD].choice];
+    for (const cJSON *k = g ? g->child : NULL; k; k = k->next) {
+        // the parts of a joined key ("method+train.lr") and where "method" is among them
+        char parts[8][64];
+        int np = 0, mi = -1;
+        for (const char *p = k->string; p && *p && np < 8;) {
+            const char *e = strchr(p, '+');
+            size_t n = e ? (size_t)(e - p) : strlen(p);
+            snprintf(parts[np], sizeof parts[np], "%.*s", (int)n, p);
+            if (!strcmp(parts[np], "method")) mi = np;
+            np++;
+            p = e ? e + 1 : p + n;
+        }
+        if (mi < 0 || np < 2) continue;
+        for (const cJSON *pt = k->child; pt; pt = pt->next) {
+            const cJSON *m = cJSON_GetArrayItem(pt, mi);
+            if (!cJSON_IsString(m) || strcmp(m->valuestring, method)) continue;
+            for (int i = 0; i < np; i++) {
+                const cJSON *v = cJSON_GetArrayItem(pt, i);
+                for (int fi = 0; i != mi && v && fi < F_N; fi++) {
+                    form_field_t *f = &a->form[fi];
+                    if (!field_paths[fi] || strcmp(field_paths[fi], parts[i]) || (f->kind != FIELD_NUMBER && f->kind != FIELD_TEXT))
+                        continue;
+                    if (cJSON_IsNumber(v)) snprintf(f->value, sizeof f->value, "%g", v->valuedouble);
+                    else if (cJSON_IsString(v)) snprintf(f->value, sizeof f->value, "%s", v->valuestring);
+                }
+            }
+            break;
+        }
+    }
+    cJSON_Delete(g);
+}
+
 // Which fields apply to the chosen method (the others are dimmed and skipped by focus).
 static void form_update_disabled(app_t *a) {
     int m = a->form[F_METHOD].choice;
@@ -198,17 +241,55 @@ static unsigned spec_targets_from_form(const form_field_t *f, int gated) {
 
 static int form_to_spec(app_t *a, spec_t *s, int estimate, lb_err_t *err);
 
-// The compute of a whole run in GFLOP: its training steps (forward + backward of every
-// micro batch) and its evaluation (a forward per batch of examples, times
-// EVAL_DECODE_COST for generating token by token). NaN when the step count is not known
-// from the spec (epochs over a data set the form does not count).
+// The compute of a whole run of `steps` optimizer steps in GFLOP: its training steps
+// (forward + backward of every micro batch) and its evaluation (a forward per batch of
+// examples, times EVAL_DECODE_COST for generating token by token). NaN when the step count
+// is not known (steps < 0: epochs over a data set that could not be read).
 #define EVAL_DECODE_COST 3.0
-static double run_gflop(const spec_t *s, const app_spec_facts_t *fx) {
-    double steps = s->method == SPEC_METHOD_NONE ? 0 : s->train.max_steps > 0 ? s->train.max_steps : NAN;
+static double run_gflop(const spec_t *s, const app_spec_facts_t *fx, long steps) {
+    double nsteps = s->method == SPEC_METHOD_NONE ? 0 : steps >= 0 ? (double)steps : NAN;
     double eval_n = s->eval.limit > 0 ? s->eval.limit : NAN;
     double fwd = fx->flops.forward / 1e9, bwd = fx->flops.backward / 1e9;
     double batches = ceil(eval_n / (fx->B > 0 ? fx->B : 1));
-    return steps * (fwd + bwd) * (fx->grad_accum > 0 ? fx->grad_accum : 1) + batches * fwd * EVAL_DECODE_COST;
+    return nsteps * (fwd + bwd) * (fx->grad_accum > 0 ? fx->grad_accum : 1) + batches * fwd * EVAL_DECODE_COST;
+}
+
+// The training examples of a spec's data set, read once per path and fields (data_set_load,
+// as the runner's session_setup: one file is split by dataset.split_ratio, 0.9 by default);
+// -1 with err when the path is not a data set. The last answer is kept: the form asks on
+// every key.
+static long form_train_examples(const spec_t *s, lb_err_t *err) {
+    static char key[3000], msg[512];
+    static long n = -1;
+    static double mtime = -1;
+    const char *path = s->dataset.path ? s->dataset.path : "";
+    struct stat sb;
+    double mt = stat(path, &sb) ? -2 : (double)sb.st_mtime;
+    char k[3000];
+    snprintf(k, sizeof k, "%s\n%s\n%s\n%g\n%lld", path, s->dataset.source ? s->dataset.source : "",
+             s->dataset.target ? s->dataset.target : "", s->dataset.split_ratio, (long long)s->train.seed);
+    if (strcmp(k, key) || mt != mtime) {
+        snprintf(key, sizeof key, "%s", k);
+        mtime = mt;
+        data_options_t o = {.source_field = s->dataset.source, .target_field = s->dataset.target, .seed = (uint64_t)s->train.seed};
+        if (mt >= 0 && S_ISREG(sb.st_mode)) {
+            double r = s->dataset.split_ratio > 0 && s->dataset.split_ratio < 1 ? s->dataset.split_ratio : 0.9;
+            o.split_ratio[0] = r;
+            o.split_ratio[1] = (1 - r) / 2;
+            o.split_ratio[2] = 1 - r - o.split_ratio[1];
+        }
+        data_set_t ds = {0};
+        lb_err_t e = {0};
+        const data_split_t *tr = NULL;
+        n = -1;
+        msg[0] = 0;
+        if (!data_set_load(path, &o, &ds, &e) && (tr = data_set_split(&ds, "train", &e))) n = tr->n;
+        else snprintf(msg, sizeof msg, "%.500s", e.msg);
+        if (!e.msg[0] && n < 0) snprintf(msg, sizeof msg, "%.400s is not a data set", path);
+        data_set_free(&ds);
+    }
+    if (n < 0) lb_err_set(err, LB_EARG, "dataset.path: %s", msg);
+    return n;
 }
 
 // The effective speed (GFLOP/s, setup and evaluation included) of the newest finished run
@@ -229,7 +310,8 @@ static double form_rate(app_t *a, int64_t *run) {
         lb_err_t err = {0};
         if (!spec_parse(best->spec, NULL, &s, &err)) {
             app_spec_facts_t *fx = xcalloc(1, sizeof *fx);
-            double g = app_spec_facts(&s, fx, &err) ? NAN : run_gflop(&s, fx);
+            long steps = best->total_steps > 0 ? (long)best->total_steps : s.train.max_steps > 0 ? s.train.max_steps : -1;
+            double g = app_spec_facts(&s, fx, &err) ? NAN : run_gflop(&s, fx, steps);
             free(fx);
             spec_free(&s);
             if (isfinite(g) && g > 0) {
@@ -263,19 +345,32 @@ static void form_time_line(app_t *a, const spec_t *s, char *out, size_t cap) {
     }
     spec_free(&one);
     double total = 0;
+    lb_err_t derr = {0};
+    long examples = s->train.max_steps > 0 ? 0 : form_train_examples(s, &derr);  // epochs: count the data
     for (size_t i = 0; i < n; i++) {
         app_spec_facts_t *fx = xcalloc(1, sizeof *fx);
-        total += app_spec_facts(&specs[i], fx, &err) ? NAN : run_gflop(&specs[i], fx);
+        long steps = examples >= 0 ? spec_total_steps(&specs[i], examples) : -1;
+        total += app_spec_facts(&specs[i], fx, &err) ? NAN : run_gflop(&specs[i], fx, steps);
         free(fx);
     }
     spec_list_free(specs, n);
+    // how the steps add up when they come from epochs: "4 epochs of 625 steps"
+    char how[96] = "";
+    if (s->train.max_steps <= 0 && examples >= 0 && s->method != SPEC_METHOD_NONE) {
+        spec_t e1;
+        spec_copy(&e1, s);
+        e1.train.epochs = 1;
+        long per = spec_total_steps(&e1, examples);
+        spec_free(&e1);
+        snprintf(how, sizeof how, ": %d epoch%s of %ld steps", s->train.epochs, s->train.epochs == 1 ? "" : "s", per);
+    }
     char t[48], d[32], basis[64];
     if (from) snprintf(basis, sizeof basis, "at run #%lld's speed", (long long)from);
     else snprintf(basis, sizeof basis, "time: a guess until a run finishes here");
     if (isfinite(total)) snprintf(t, sizeof t, "about %s", fmt_duration(d, total / rate));
     else snprintf(t, sizeof t, "time depends on the data set's size");
     if (!grid) {
-        snprintf(out, cap, "Start runs 1 run, %s (%s)", t, basis);
+        snprintf(out, cap, "Start runs 1 run, %.36s%.40s (%.60s)", t, how, basis);
         return;
     }
     // the grid's values: "method+train.lr = none,0.003 | lora,0.003 | full,0.001"
@@ -306,8 +401,34 @@ static void form_time_line(app_t *a, const spec_t *s, char *out, size_t cap) {
 // Recomputes the arithmetic lines from the form: the spec it makes (every field, and what a
 // loaded preset sets that the form does not show: rank patterns, norms_only, ...) and the
 // engine's facts for it (app_spec_facts), so that the numbers are the run's.
+// The first field whose value the run would refuse, into a->form_error(_field): a Layers
+// block past the model's depth (on the stacks chosen), a data set path that is not one.
+static void form_field_errors(app_t *a, const spec_t *s, const t5_config_t *cfg) {
+    a->form_error_field = -1;
+    a->form_error[0] = 0;
+    if (s->method == SPEC_METHOD_LORA && cfg) {
+        unsigned st = s->lora.stacks ? s->lora.stacks : 3;
+        int depth = 0;
+        if ((st & 1) && cfg->num_layers > depth) depth = cfg->num_layers;
+        if ((st & 2) && cfg->num_decoder_layers > depth) depth = cfg->num_decoder_layers;
+        for (int i = 0; i < s->lora.n_layers; i++)
+            if (s->lora.layers[i] >= depth) {
+                a->form_error_field = F_LAYERS;
+                snprintf(a->form_error, sizeof a->form_error, "block %d is past the model's %d blocks; use 0..%d or all",
+                         s->lora.layers[i], depth, depth - 1);
+                return;
+            }
+    }
+    lb_err_t err = {0};
+    if (s->dataset.path && strcmp(s->dataset.path, "-") && form_train_examples(s, &err) < 0) {
+        a->form_error_field = F_DATA;
+        snprintf(a->form_error, sizeof a->form_error, "%.190s", err.msg);
+    }
+}
+
 static void form_info(app_t *a) {
     a->nform_info = 0;
+    a->form_error_field = -1;
     size_t cap = sizeof a->form_info[0];
     spec_t s;
     lb_err_t err = {0};
@@ -316,7 +437,9 @@ static void form_info(app_t *a) {
         return;
     }
     app_spec_facts_t *fx = xcalloc(1, sizeof *fx);
-    if (app_spec_facts(&s, fx, &err)) {
+    int facts = app_spec_facts(&s, fx, &err);
+    form_field_errors(a, &s, facts ? NULL : &fx->cfg);
+    if (facts) {
         snprintf(a->form_info[a->nform_info++], cap, "%.150s", err.msg);
         goto done;
     }
@@ -482,6 +605,12 @@ static int form_check_paths(spec_t *s, lb_err_t *err) {
 static void start_run(app_t *a) {
     spec_t s;
     lb_err_t err = {0};
+    form_info(a);
+    if (a->form_error_field >= 0) {
+        app_msg(a, ST_ERROR, "%s: %s", a->form[a->form_error_field].label, a->form_error);
+        a->form_focus = a->form_error_field;
+        return;
+    }
     if (form_to_spec(a, &s, 0, &err)) {
         app_msg(a, ST_ERROR, "%s", err.msg);
         return;
@@ -538,34 +667,23 @@ static void start_run(app_t *a) {
     else app_msg(a, ST_GOOD, "starting %s (spec %s); it appears in the list in a moment", name, path);
 }
 
-// Loads the preset under the Preset field into every field; quiet: no message (the form's
-// first fill).
-static void load_preset(app_t *a, int quiet) {
-    form_field_t *f = &a->form[F_PRESET];
-    if (!a->npresets) return;
-    if (f->choice < 0 || f->choice >= a->npresets) f->choice = 0;
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s.json", a->presets_dir, a->presets[f->choice]);
-    spec_t s;
-    lb_err_t err = {0};
-    if (spec_load_file(path, &s, &err)) {
-        app_msg(a, ST_ERROR, "%s", err.msg);
-        return;
-    }
-    int grid = s.grid_json != NULL;
-    if (grid) s.name_auto = true;  // a sweep's name would be every run's name
+// Fills every field from a spec, keeping what the form does not show (prefix, token limits,
+// warmup...) as the spec the form starts from; its grid becomes the form's (Grid ticked).
+static void form_load_spec(app_t *a, spec_t *s, const char *name) {
+    int grid = s->grid_json != NULL;
+    if (grid) s->name_auto = true;  // a sweep's name would be every run's name
     free(a->form_grid);
-    a->form_grid = grid ? xstrdup(s.grid_json) : NULL;
+    a->form_grid = grid ? xstrdup(s->grid_json) : NULL;
     a->form[F_GRID].checked = grid;
-    snprintf(a->form_preset_name, sizeof a->form_preset_name, "%s", s.name ? s.name : a->presets[f->choice]);
-    form_from_spec(a, &s);
-    a->form_src_tokens = s.dataset.max_source_tokens;
-    a->form_tgt_tokens = s.dataset.max_target_tokens;
+    snprintf(a->form_preset_name, sizeof a->form_preset_name, "%s", s->name ? s->name : name);
+    form_from_spec(a, s);
+    form_apply_grid_point(a);
+    a->form_src_tokens = s->dataset.max_source_tokens;
+    a->form_tgt_tokens = s->dataset.max_target_tokens;
     // keep what the form does not show; the name and the grid are the form's business
-    char *json = spec_to_json(&s, 0);
+    char *json = spec_to_json(s, 0);
     cJSON *root = cJSON_Parse(json);
     free(json);
-    spec_free(&s);
     if (root) {
         cJSON_DeleteItemFromObjectCaseSensitive(root, "name");
         cJSON_DeleteItemFromObjectCaseSensitive(root, "grid");
@@ -577,11 +695,67 @@ static void load_preset(app_t *a, int quiet) {
     }
     form_update_disabled(a);
     form_info(a);
+}
+
+// Loads the preset under the Preset field into every field; quiet: no message (the form's
+// first fill).
+static void load_preset(app_t *a, int quiet) {
+    form_field_t *f = &a->form[F_PRESET];
+    if (!a->npresets) return;
+    if (f->choice < 0 || f->choice >= a->npresets) f->choice = 0;
+    spec_t s;
+    lb_err_t err = {0};
+    if (spec_load_file(a->preset_paths[f->choice], &s, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return;
+    }
+    int grid = s.grid_json != NULL;
+    form_load_spec(a, &s, a->presets[f->choice]);
+    spec_free(&s);
     if (!quiet) {
         a->form_dirty = 1;
         app_msg(a, ST_GOOD, "loaded preset %s%s", a->presets[f->choice],
                 grid ? ": Start runs its grid (untick Grid for the form's one run)" : "");
     }
+}
+
+// Ctrl-O's answer: a spec file loads into the form; a folder of presets joins the Preset
+// list (beside the bundled ones, ~/.config/lorabench/presets and <workspace>/presets).
+static void open_path(app_t *a, const char *path) {
+    struct stat sb;
+    if (!path[0]) return;
+    if (stat(path, &sb)) {
+        app_msg(a, ST_ERROR, "%s: no such file or folder; give a spec file (.json) or a folder of presets", path);
+        return;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        int before = a->npresets;
+        snprintf(a->opened_presets_dir, sizeof a->opened_presets_dir, "%s", path);
+        app_list_presets(a);
+        a->form[F_PRESET].nchoices = a->npresets;
+        form_update_disabled(a);
+        if (a->npresets > before) {
+            a->form[F_PRESET].choice = before;
+            a->form_focus = F_PRESET;
+            int k = a->npresets - before;
+            app_msg(a, ST_GOOD, "%d preset%s of %s %s in the Preset list now; Enter loads the one shown", k, k == 1 ? "" : "s",
+                    path, k == 1 ? "is" : "are");
+        } else {
+            app_msg(a, ST_WARN, "%s has no new presets (*.json files); they may be listed already", path);
+        }
+        return;
+    }
+    spec_t s;
+    lb_err_t err = {0};
+    if (spec_load_file(path, &s, &err)) {
+        app_msg(a, ST_ERROR, "%s", err.msg);
+        return;
+    }
+    const char *base = strrchr(path, '/');
+    form_load_spec(a, &s, base ? base + 1 : path);
+    spec_free(&s);
+    a->form_dirty = 1;
+    app_msg(a, ST_GOOD, "loaded the spec %s into the form%s", path, a->form_grid ? ": Start runs its grid" : "");
 }
 
 static void draw(app_t *a, grid_t *g, int y, int h) {
@@ -593,8 +767,11 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     int infoh = a->nform_info + 2;
     int avail = h - infoh - 1;
     int top = 0, need = 0;
-    for (int i = 0; i <= a->form_focus; i++) need += field_height(&a->form[i]);
-    while (need > avail && top < a->form_focus) need -= field_height(&a->form[top++]);
+    for (int i = 0; i <= a->form_focus; i++) need += field_height(&a->form[i]) + (i == a->form_error_field);
+    while (need > avail && top < a->form_focus) {
+        need -= field_height(&a->form[top]) + (top == a->form_error_field);
+        top++;
+    }
     int yy = y;
     for (int i = top; i < a->nform && yy < y + avail; i++) {
         form_field_t *f = &a->form[i];
@@ -603,6 +780,10 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
         int w = f->kind == FIELD_TEXT ? g->w - 2 : fw;
         field_draw(g, 1, yy, labelw, w, f, i == a->form_focus);
         yy += field_height(f);
+        if (i == a->form_error_field && yy < y + avail) {  // what the run would refuse, under its field
+            grid_text_trunc(g, 1 + labelw, yy, g->w - 2 - labelw, a->form_error, ST_ERROR);
+            yy++;
+        }
     }
     const form_field_t *cur = &a->form[a->form_focus];
     if (cur->hint) grid_text_trunc(g, 1, y + avail, g->w - 2, cur->hint, ST_DIM);
@@ -639,6 +820,7 @@ static int key(app_t *a, int k) {
             a->form[F_GRID].checked = 0;
             app_msg(a, ST_WARN, "Grid unticked: the preset's grid sets %s; Start runs the form's one run", path);
         }
+        if (a->form_focus == F_METHOD) form_apply_grid_point(a);  // the grid's lr for this method
         form_update_disabled(a);
         form_info(a);
     }
@@ -693,6 +875,12 @@ static int action(app_t *a, int act, int k) {
     case A_PRESET:
         load_preset(a, 0);
         return 1;
+    case A_OPEN:
+        app_input(a, A_OPEN_PATH, 0, "Spec file or presets folder: ", "");
+        return 1;
+    case A_OPEN_PATH:
+        open_path(a, a->prompt_input);
+        return 1;
     case ACT_EXPORT: {
         spec_t s;
         lb_err_t err = {0};
@@ -716,6 +904,26 @@ void app_form_open(app_t *a) {
     a->form_focus = F_NAME;
     a->form_dirty = 0;
     app_push(a, SCR_NEW);
+}
+
+void app_form_clone(app_t *a, const store_run_t *r) {
+    if (!a->form_ready) form_setup(a);
+    spec_t s;
+    lb_err_t err = {0};
+    if (!r->spec || spec_parse(r->spec, "the run's spec", &s, &err)) {
+        app_msg(a, ST_ERROR, "run %lld: %s", (long long)r->id, r->spec ? err.msg : "it has no stored spec to clone");
+        return;
+    }
+    free(s.grid_json);  // a run is one grid point: its clone is that one run
+    s.grid_json = NULL;
+    s.name_auto = true;
+    form_load_spec(a, &s, r->name);
+    spec_free(&s);
+    a->form_preset_name[0] = 0;
+    a->form_focus = F_NAME;
+    a->form_dirty = 0;
+    app_push(a, SCR_NEW);
+    app_msg(a, ST_GOOD, "a new run from run #%lld's spec (%s): change what should differ, then Start", (long long)r->id, r->name);
 }
 
 const screen_t screen_new = {"New run", keys, sizeof keys / sizeof keys[0], draw, action, key, NULL};

@@ -20,7 +20,7 @@ static const key_binding_t keys[] = {
     {' ', 0, A_SELECT, "Space", "select / unselect the run (for compare)", "Sel"},
     {'c', 0, A_COMPARE, "c", "compare the selected runs (or the run and the baseline)", "Cmp"},
     {'p', 0, A_PIN, "p", "pin the run as the baseline (again: unpin)", "Pin"},
-    {'n', 0, A_NEW, "n", "new run", "New"},
+    {'n', 0, A_NEW, "n", "new run; with one run selected (Space): a clone of it", "New"},
     {'w', 0, A_SWEEP, "w", "sweeps: queued, running and done runs of a sweep", "Sweep"},
     {'/', 0, A_FILTER, "/", "filter as you type: a word matches names; method=lora r>=8 rouge1>0.3", "Filter"},
     {'s', 0, A_SORT, "s", "sort by the next column", "Sort"},
@@ -332,9 +332,13 @@ static int action(app_t *a, int act, int key) {
         else app_msg(a, ST_NORMAL, pin ? "run #%lld is the baseline now" : "baseline unpinned (#%lld)", (long long)id);
         return 1;
     }
-    case A_NEW:
-        app_form_open(a);
+    case A_NEW: {
+        // one run selected with Space: clone it ("clone this run"), else the form as left
+        const store_run_t *one = a->nselected == 1 ? app_run_by_id(a, a->selected[0]) : NULL;
+        if (one) app_form_clone(a, one);
+        else app_form_open(a);
         return 1;
+    }
     case A_SWEEP:
         a->sweep_view.cursor = a->sweep_view.top = 0;
         app_push(a, SCR_SWEEP);
