@@ -473,10 +473,12 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "generated %ld tokens in %.3f s (encoder %.3f s): %.1f tokens/s, beams %d, cache %s, precision %s\n",
                 g.tokens, g.seconds, g.encode_s, g.seconds > 0 ? g.tokens / g.seconds : 0.0, o.num_beams,
                 o.use_cache ? "on" : "off", t5_precision_name(g.t.used));
+        int n_models = 0;
+        for (int i = 0; i < g.t.n; i++) n_models += g.t.v[i].is_model;
         if (n_adapters)
-            fprintf(stderr, "model loads %d in %.3f s; %d adapter%s applied to the loaded base (%s) in %.3f ms\n",
-                    g.t.model_loads, g.t.load_s, n_adapters, n_adapters == 1 ? "" : "s",
-                    sw == TRYOUT_MERGE ? "merge" : "attach", switch_s * 1e3);
+            fprintf(stderr, "model loads %d in %.3f s (%d fine-tuned model%s besides the base); %d adapter%s applied to the loaded base (%s) in %.3f ms\n",
+                    g.t.model_loads, g.t.load_s, n_models, n_models == 1 ? "" : "s", n_adapters - n_models,
+                    n_adapters - n_models == 1 ? "" : "s", sw == TRYOUT_MERGE ? "merge" : "attach", switch_s * 1e3);
     }
 free_tryout:
     tryout_free(&g.t);
