@@ -9,7 +9,7 @@
 
 enum {
     A_OPEN = ACT_SCREEN, A_SELECT, A_COMPARE, A_PIN, A_NEW, A_SWEEP, A_FILTER, A_SORT,
-    A_SORT_REV, A_TAGS, A_NOTE, A_CANCEL, A_RESUME, A_DELETE, A_CLEAR_SEL,
+    A_SORT_REV, A_TAGS, A_NOTE, A_CANCEL, A_RESUME, A_DELETE, A_CLEAR_SEL, A_TRY,
     // answers to prompts
     A_FILTER_SET, A_TAGS_SET, A_NOTE_SET, A_CANCEL_YES, A_RESUME_YES, A_DELETE_YES, A_FILTER_LIVE,
     A_FILTER_UNDO,
@@ -31,6 +31,7 @@ static const key_binding_t keys[] = {
     {'r', 0, A_RESUME, "r", "resume an interrupted or cancelled run (asks y/N)", "Resume"},
     {'D', 0, A_DELETE, "D", "delete the run and its files (asks y/N)", "Del"},
     {'u', 0, A_CLEAR_SEL, "u", "clear the selection", "Unsel"},
+    {'g', 0, A_TRY, "g", "try the selected runs (or the run) on a text, beside the base model", "Try"},
     {TK_UP, 'k', ACT_NONE, "Up/k", "previous run", NULL},
     {TK_DOWN, 'j', ACT_NONE, "Down/j", "next run", NULL},
     {TK_PGUP, TK_PGDN, ACT_NONE, "PgUp/PgDn", "a page up / down", NULL},
@@ -283,6 +284,10 @@ static int action(app_t *a, int act, int key) {
         return 1;
     case A_CLEAR_SEL:
         a->nselected = 0;
+        return 1;
+    case A_TRY:
+        if (a->nselected) app_try_open(a, a->selected, a->nselected);
+        else if (r) app_try_open(a, &r->id, 1);
         return 1;
     case A_COMPARE: {
         a->ncompare = 0;
