@@ -1,4 +1,4 @@
-// The Try screen on a temporary store whose runs point at the fixture model: g on the
+// The Try screen on a temporary store whose runs point at the fixture model: i on the
 // runs list opens it with the base and each run (a run of method none is the base itself);
 // its layout before generating (golden, 80x24 and 120x40); typing, Enter, and the outputs
 // that appear equal to what tryout gives for the same text (the base loaded once); Esc
@@ -96,7 +96,7 @@ static void test_layout_and_outputs(void) {
     app_t *a = new_app();
     int64_t ids[2] = {id_zs, id_lora};
     select_runs(a, ids, 2);
-    app_key(a, 'g');
+    app_key(a, 'i');
     EXPECT(app_screen(a) == SCR_TRY);
     snap(a, "try", 80, 24);
     snap(a, "try", 120, 40);
@@ -159,17 +159,17 @@ static void test_refusals(void) {
     app_t *a = new_app();
     int64_t mixed[2] = {id_lora, id_other};
     select_runs(a, mixed, 2);
-    app_key(a, 'g');
+    app_key(a, 'i');
     EXPECT(app_screen(a) == SCR_RUNS);
     EXPECTF(strstr(a->msg, "select runs of one base model"), "%s", a->msg);
     int64_t q[1] = {id_queued};
     select_runs(a, q, 1);
-    app_key(a, 'g');
+    app_key(a, 'i');
     EXPECT(app_screen(a) == SCR_RUNS);
     EXPECTF(strstr(a->msg, "has no stored adapter or model yet"), "%s", a->msg);
     // F10 quits from the input; q types
     select_runs(a, &id_lora, 1);
-    app_key(a, 'g');
+    app_key(a, 'i');
     EXPECT(app_screen(a) == SCR_TRY);
     app_key(a, 'q');
     EXPECT(!a->quit);

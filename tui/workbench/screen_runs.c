@@ -31,7 +31,7 @@ static const key_binding_t keys[] = {
     {'r', 0, A_RESUME, "r", "resume an interrupted or cancelled run (asks y/N)", "Resume"},
     {'D', 0, A_DELETE, "D", "delete the run and its files (asks y/N)", "Del"},
     {'u', 0, A_CLEAR_SEL, "u", "clear the selection", "Unsel"},
-    {'g', 0, A_TRY, "g", "try the selected runs (or the run) on a text, beside the base model", "Try"},
+    {'i', 0, A_TRY, "i", "try the selected runs (or the run) on an input text, beside the base model", "Try"},
     {TK_UP, 'k', ACT_NONE, "Up/k", "previous run", NULL},
     {TK_DOWN, 'j', ACT_NONE, "Down/j", "next run", NULL},
     {TK_PGUP, TK_PGDN, ACT_NONE, "PgUp/PgDn", "a page up / down", NULL},

@@ -1,4 +1,4 @@
-// The Try screen (g on runs): one input text, and the output of the base model (zero-shot)
+// The Try screen (i on runs): one input text, and the output of the base model (zero-shot)
 // beside that of every chosen run's adapter or fine-tuned model, each with its generation
 // time. The base is loaded once, at the first Enter, and the adapters are applied to it in
 // turn unmerged (engine/eval/tryout.h: attaching is a few pointer writes, no reload); a
@@ -190,7 +190,7 @@ void app_try_open(app_t *a, const int64_t *ids, int n) {
                 if (sp.dataset.prefix) prefix = sp.dataset.prefix;
             }
         } else if (strcmp(s->base_dir, r->base_model ? r->base_model : "")) {
-            app_msg(a, ST_WARN, "run #%lld has the base model %s, not %s: select runs of one base model, then g",
+            app_msg(a, ST_WARN, "run #%lld has the base model %s, not %s: select runs of one base model, then i",
                     (long long)r->id, r->base_model, s->base_dir);
             goto fail;
         }
@@ -199,7 +199,7 @@ void app_try_open(app_t *a, const int64_t *ids, int n) {
         s->ncols++;
     }
     if (!s->base_dir[0]) {
-        app_msg(a, ST_WARN, "no run to try: put the cursor on a run (or select some with Space), then g");
+        app_msg(a, ST_WARN, "no run to try: put the cursor on a run (or select some with Space), then i");
         goto fail;
     }
     snprintf(s->input, sizeof s->input, "%s", prefix);
