@@ -18,7 +18,7 @@ enum { A_GENERATE = ACT_SCREEN, A_EXAMPLE, A_QUIT, A_CLEAR };
 
 static const key_binding_t keys[] = {
     {TK_ENTER, 0, A_GENERATE, "Enter", "generate the input with the base and every run (the base loads once, at the first)", "Generate"},
-    {TK_F1 + 1, 0, A_EXAMPLE, "F2", "the next validation example of the runs' last evaluation as input", "Example"},
+    {TK_TAB, TK_F1 + 1, A_EXAMPLE, "Tab/F2", "the next validation example of the runs' last evaluation as input", "Example"},
     {0x15, 0, A_CLEAR, "Ctrl-U", "clear the input", NULL},
     {TK_ESC, 0, ACT_BACK, "Esc", "stop generating (after the current output); else back to the runs", "Stop/Back"},
     {TK_F10, 0, A_QUIT, "F10", "quit (letters type into the input)", "Quit"},
@@ -325,7 +325,7 @@ static void try_draw(app_t *a, grid_t *g, int y, int h) {
     int box_rows = widget_wrap_rows(s->input, w - 4);
     if (box_rows < 1) box_rows = 1;
     if (box_rows > 3) box_rows = 3;
-    grid_box(g, 0, y, w, box_rows + 2, "input (type or paste; Enter generates; F2 a validation example)", ST_BOLD);
+    grid_box(g, 0, y, w, box_rows + 2, "input (type or paste; Enter generates; Tab a validation example)", ST_BOLD);
     int skip = widget_wrap_rows(s->input, w - 4) - box_rows;
     widget_wrap(g, 2, y + 1, w - 4, box_rows, s->input, skip > 0 ? skip : 0, ST_ACCENT);
     if (s->pos == (int)strlen(s->input)) {
