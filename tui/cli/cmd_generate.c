@@ -1,6 +1,7 @@
-// lorabench generate: greedy or beam-search generation with a T5 model directory (and an
-// optional LoRA adapter), from a batch of token ids (the fixtures' batch.json, for checking
-// against Hugging Face), from texts given on the command line, or over a data set split.
+// lorabench generate: greedy or beam-search generation with a T5 model directory (and LoRA
+// adapters: several are applied in turn to one load of the model, tryout.h), from a batch of
+// token ids (the fixtures' batch.json, for checking against Hugging Face), from texts given
+// on the command line, or over a data set split.
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
