@@ -137,16 +137,19 @@ static void test_layout_and_outputs(void) {
     EXPECTF(strstr(s, "done; 1 model load in"), "%s", s);
     EXPECT(strstr(s, "Try"));
     free(s);
-    // Esc right after Enter stops before the last output; a second Esc leaves
+    // Esc right after Enter stops after the current output and stays; once idle, Esc
+    // leaves (on a machine slow enough to finish both outputs in between, it just leaves)
     app_key(a, TK_BACKSPACE);
     app_key(a, TK_ENTER);
     app_key(a, TK_ESC);
-    EXPECT(app_screen(a) == SCR_TRY);
-    EXPECT(wait_idle(a));
-    s = screen_text(a, 120, 40);
-    EXPECTF(strstr(s, "stopped;") || strstr(s, "done;"), "%s", s);
-    free(s);
-    app_key(a, TK_ESC);
+    if (app_screen(a) == SCR_TRY) {
+        EXPECTF(strstr(a->msg, "stopping after the current output"), "%s", a->msg);
+        EXPECT(wait_idle(a));
+        s = screen_text(a, 120, 40);
+        EXPECTF(strstr(s, "stopped;") || strstr(s, "done;"), "%s", s);
+        free(s);
+        app_key(a, TK_ESC);
+    }
     EXPECT(app_screen(a) == SCR_RUNS);
     EXPECT(a->try_state == NULL);
     free(base);
