@@ -3,8 +3,8 @@
 // time. The base is loaded once, at the first Enter, and the adapters are applied to it in
 // turn unmerged (engine/eval/tryout.h: attaching is a few pointer writes, no reload); a
 // full fine-tune's model is loaded once as its own. Generation runs on a background thread
-// so that the screen keeps drawing ("generating…") and Esc stops it after the current
-// output.
+// (one for the screen's life, woken per request) so that the screen keeps drawing
+// ("generating…") and Esc stops it after the current output.
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,9 +40,11 @@ typedef struct {
 
 struct app_try {
     pthread_mutex_t mu;    // guards everything the thread writes: cols, status, busy
-    pthread_t thread;
-    int started;           // a thread was started and not yet joined
-    int busy;              // it runs
+    pthread_cond_t wake;   // a request (pending) or the end (quit)
+    pthread_t thread;      // one for the screen's life: the engine's threads and scratch
+    int started;           //   stay warm between requests
+    int pending, quit;
+    int busy;              // a request runs
     volatile int stop;     // Esc: stop after the current output
     char base_dir[4096];
     int opened;            // tryout_open done (the base is loaded)
@@ -58,8 +60,7 @@ struct app_try {
     try_col_t cols[APP_MAX_SELECT + 1];
 };
 
-static void *generate_thread(void *arg) {
-    struct app_try *s = arg;
+static void run_request(struct app_try *s) {
     lb_err_t err = {0};
     if (!s->opened) {
         pthread_mutex_lock(&s->mu);
@@ -79,7 +80,7 @@ static void *generate_thread(void *arg) {
             snprintf(s->status, sizeof s->status, "%.250s", err.msg);
             s->busy = 0;
             pthread_mutex_unlock(&s->mu);
-            return NULL;
+            return;
         }
         s->opened = 1;
         pthread_mutex_unlock(&s->mu);
@@ -110,11 +111,29 @@ static void *generate_thread(void *arg) {
              models == 1 ? ", 1 full fine-tune" : models > 1 ? ", each full fine-tune once" : "");
     s->busy = 0;
     pthread_mutex_unlock(&s->mu);
+}
+
+static void *generate_thread(void *arg) {
+    struct app_try *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->pending && !s->quit) pthread_cond_wait(&s->wake, &s->mu);
+        if (s->quit) break;
+        s->pending = 0;
+        pthread_mutex_unlock(&s->mu);
+        run_request(s);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
 static void join_thread(struct app_try *s) {
     if (!s->started) return;
+    pthread_mutex_lock(&s->mu);
+    s->quit = 1;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
     s->started = 0;
 }
@@ -136,6 +155,7 @@ void app_try_close(app_t *a) {
     if (s->opened) tryout_free(&s->t);
     for (int i = 0; i < s->ncols; i++) free(s->cols[i].text);
     pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->wake);
     free(s);
     a->try_state = NULL;
 }
@@ -164,6 +184,7 @@ void app_try_open(app_t *a, const int64_t *ids, int n) {
     app_try_close(a);
     struct app_try *s = xcalloc(1, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, NULL);
     generate_opts_default(&s->go);
     s->max_src = 512;
     try_col_t *base = &s->cols[s->ncols++];
@@ -212,6 +233,7 @@ void app_try_open(app_t *a, const int64_t *ids, int n) {
 fail:
     if (have_spec) spec_free(&sp);
     pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->wake);
     free(s);
 }
 
@@ -221,18 +243,22 @@ static void start(app_t *a) {
         app_msg(a, ST_WARN, "still generating: wait, or Esc to stop after the current output");
         return;
     }
-    join_thread(s);
+    if (!s->started) {
+        if (pthread_create(&s->thread, NULL, generate_thread, s)) {
+            app_msg(a, ST_ERROR, "could not start the generation thread; close other programs and press Enter again");
+            return;
+        }
+        s->started = 1;
+    }
+    pthread_mutex_lock(&s->mu);
     snprintf(s->request, sizeof s->request, "%s", s->input);
     s->stop = 0;
     s->busy = 1;
+    s->pending = 1;
     for (int i = 0; i < s->ncols; i++) s->cols[i].state = 1;
     snprintf(s->status, sizeof s->status, "generating…");
-    if (pthread_create(&s->thread, NULL, generate_thread, s)) {
-        s->busy = 0;
-        app_msg(a, ST_ERROR, "could not start the generation thread; close other programs and press Enter again");
-        return;
-    }
-    s->started = 1;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void next_example(app_t *a) {
