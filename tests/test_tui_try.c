@@ -3,7 +3,7 @@
 // its layout before generating (golden, 80x24 and 120x40); typing, Enter, and the outputs
 // that appear equal to what tryout gives for the same text (the base loaded once); Esc
 // during generation stops it, Esc after leaves; runs of another base or without weights
-// are refused with a message. LB_UPDATE_GOLDEN=1 rewrites the goldens.
+// are refused with a message, a base that does not load says so. LB_UPDATE_GOLDEN=1 rewrites the goldens.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +19,7 @@
 
 static char ws[256];
 static store_t *st;
-static int64_t id_zs, id_lora, id_other, id_queued;
+static int64_t id_zs, id_lora, id_other, id_queued, id_nobase;
 
 static int64_t add_run(const char *name, const char *method, const char *base, const char *adapter) {
     lb_err_t err = {0};
@@ -170,6 +170,17 @@ static void test_refusals(void) {
     app_key(a, 'i');
     EXPECT(app_screen(a) == SCR_RUNS);
     EXPECTF(strstr(a->msg, "has no stored adapter or model yet"), "%s", a->msg);
+    // a base model that cannot be loaded: its message on the status line, nothing waits
+    select_runs(a, &id_nobase, 1);
+    app_key(a, 'i');
+    EXPECT(app_screen(a) == SCR_TRY);
+    app_key(a, TK_ENTER);
+    EXPECT(wait_idle(a));
+    char *t = screen_text(a, 120, 40);
+    EXPECTF(strstr(t, "/tmp/lb-no-such-model") && !strstr(t, "waiting") && !strstr(t, "generating"), "%s", t);
+    free(t);
+    app_key(a, TK_ESC);
+    EXPECT(app_screen(a) == SCR_RUNS);
     // F10 quits from the input; q types
     select_runs(a, &id_lora, 1);
     app_key(a, 'i');
@@ -204,6 +215,7 @@ int main(void) {
     id_lora = add_run("lora-fixture", "lora", MODEL, MODEL "/adapter/adapter_model.safetensors");
     id_other = add_run("other-base", "lora", "experiments/models/t5-tiny", MODEL "/adapter/adapter_model.safetensors");
     id_queued = add_run("queued", "lora", MODEL, NULL);
+    id_nobase = add_run("no-base", "lora", "/tmp/lb-no-such-model", MODEL "/adapter/adapter_model.safetensors");
     RUN(test_layout_and_outputs);
     RUN(test_refusals);
     store_close(st);

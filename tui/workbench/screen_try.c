@@ -55,7 +55,7 @@ struct app_try {
     int pos;               // cursor, a byte offset
     char request[1024];    // the input being generated
     char status[256];
-    int example;           // the next validation example F2 takes
+    int example;           // the next validation example Tab takes
     int ncols;
     try_col_t cols[APP_MAX_SELECT + 1];
 };
@@ -78,6 +78,7 @@ static void run_request(struct app_try *s) {
         pthread_mutex_lock(&s->mu);
         if (rc) {
             snprintf(s->status, sizeof s->status, "%.250s", err.msg);
+            for (int i = 0; i < s->ncols; i++) s->cols[i].state = 0;
             s->busy = 0;
             pthread_mutex_unlock(&s->mu);
             return;
