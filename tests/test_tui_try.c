@@ -3,7 +3,8 @@
 // its layout before generating (golden, 80x24 and 120x40); typing, Enter, and the outputs
 // that appear equal to what tryout gives for the same text (the base loaded once); Esc
 // during generation stops it, Esc after leaves; runs of another base or without weights
-// are refused with a message, a base that does not load says so. LB_UPDATE_GOLDEN=1 rewrites the goldens.
+// are refused with a message, a base that does not load says so. LB_UPDATE_GOLDEN=1
+// rewrites the goldens.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
