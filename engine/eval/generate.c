@@ -229,7 +229,7 @@ static void dec_lin_job(void *ctx, long lo, long hi, int tid) {
 #endif
         lb_gemm(0, 1, j->N, n, I, 1, j->x, I, l->W->w + (size_t)lo * I, I, 0, j->y + lo, O);
     // + s·xa·B[lo:hi]ᵀ: linear_forward's LoRA term without dropout (generation never trains)
-    if (l->r > 0) lb_gemm(0, 1, j->N, n, l->r, l->scale, j->xa, l->r, l->B + (size_t)lo * l->r, l->r, 1, j->y + lo, O);
+    if (l->r > 0) linear_lora_up(l, j->N, j->xa, lo, hi, j->y);
 }
 
 static void dec_linear(generate_dec_t *d, const linear_t *l, int N, const lb_real *x, lb_real *y) {
@@ -237,8 +237,7 @@ static void dec_linear(generate_dec_t *d, const linear_t *l, int N, const lb_rea
         linear_forward_pool(l, d->pool, N, x, NULL, y, d->xa, NULL, NULL, 0);
         return;
     }
-    if (l->r > 0)  // xa [N, R] = x·Aᵀ (small: N·R·I)
-        lb_gemm(0, 1, N, l->r, l->in, 1, x, l->in, l->A, l->in, 0, d->xa, l->r);
+    if (l->r > 0) linear_lora_down(l, N, x, d->xa);  // xa [N, R] = x·Aᵀ (small: N·R·I)
     dec_lin_job_t j = {l, d->avx512, N, x, d->xa, y};
     lb_pool_run_gemms(d->pool, l->out, dec_lin_job, &j);
 }

@@ -502,9 +502,24 @@ void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_rea
     if (l->r > 0) {
         lb_pool_t *lp = lora_pool(l, pool);
         const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
+        if (!lp) {  // the calls a generation step makes on its blocks of features
+            linear_lora_down(l, N, xd, xa);
+            linear_lora_up(l, N, xa, 0, l->out, y);
+            return;
+        }
         pgemm(lp, 0, 0, 1, N, l->r, l->in, 1, xd, l->in, l->A, l->in, 0, xa, l->r);     // [N, R]
         pgemm(lp, 0, 0, 1, N, l->out, l->r, l->scale, xa, l->r, l->B, l->r, 1, y, l->out);
     }
+}
+
+void linear_lora_down(const linear_t *l, int N, const lb_real *x, lb_real *xa) {
+    // xa [N, R] = x·Aᵀ
+    lb_gemm(0, 1, N, l->r, l->in, 1, x, l->in, l->A, l->in, 0, xa, l->r);
+}
+
+void linear_lora_up(const linear_t *l, int N, const lb_real *xa, long lo, long hi, lb_real *y) {
+    // y[:, lo:hi] += s·xa·B[lo:hi]ᵀ, y [N, O]
+    lb_gemm(0, 1, N, (int)(hi - lo), l->r, l->scale, xa, l->r, l->B + (size_t)lo * l->r, l->r, 1, y + lo, l->out);
 }
 
 double linear_forward_flops(const linear_t *l, int N) {

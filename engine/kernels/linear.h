@@ -122,6 +122,13 @@ void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_rea
                          const uint16_t *x16, lb_real *y, lb_real *xa, lb_real *tmp,
                          const lb_drop_t *drop, uint64_t site);
 
+// linear_forward's LoRA term in two steps, for inference (no dropout) by callers that cut a
+// layer's product into blocks of output features (the decoder's step, generate.c):
+// xa [N, R] = x·Aᵀ once, then y[:, lo:hi] += s·xa·B[lo:hi]ᵀ per block (y [N, O]). The
+// calls linear_forward itself makes when it runs without a pool. l->r must be > 0.
+void linear_lora_down(const linear_t *l, int N, const lb_real *x, lb_real *xa);
+void linear_lora_up(const linear_t *l, int N, const lb_real *xa, long lo, long hi, lb_real *y);
+
 // Backward of linear_forward given dy [N, O]: dW += dyᵀ·x only when W is trainable,
 // dA/dB only when set, and dx [N, I] only when dx != NULL (dx_accum = 1 adds to it,
 // 0 overwrites it). tmp [N, I] is scratch for the LoRA dropout. A bf16 W (never

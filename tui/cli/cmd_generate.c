@@ -1,6 +1,7 @@
-// lorabench generate: greedy or beam-search generation with a T5 model directory (and an
-// optional LoRA adapter), from a batch of token ids (the fixtures' batch.json, for checking
-// against Hugging Face), from texts given on the command line, or over a data set split.
+// lorabench generate: greedy or beam-search generation with a T5 model directory (and LoRA
+// adapters: several are applied in turn to one load of the model, tryout.h), from a batch of
+// token ids (the fixtures' batch.json, for checking against Hugging Face), from texts given
+// on the command line, or over a data set split.
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -14,21 +15,21 @@
 #include "cli_common.h"
 #include "data.h"
 #include "generate.h"
-#include "lora.h"
-#include "lora_t5.h"
 #include "t5.h"
 #include "tokenizer.h"
+#include "tryout.h"
 #include "util.h"
 
 int cmd_generate(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lorabench generate --model DIR [--adapter DIR]\n"
-            "                          (--batch FILE.json | --input TEXT... | --dataset PATH)\n"
+            "usage: lorabench generate --model DIR [--adapter DIR]... [--include-base]\n"
+            "                          (--batch FILE.json | --input TEXT... [--json] | --dataset PATH)\n"
             "                          [--beams N] [--max-new-tokens M] [--length-penalty X]\n"
             "                          [--early-stopping true|false|never] [--no-repeat-ngram N]\n"
             "                          [--threads N] [--precision fp32|bf16|auto] [--no-cache] [--stats]\n"
+            "                          [--switch attach|merge]\n"
             "\n"
             "Generates with transformers' semantics (greedy when --beams is 1, else beam search),\n"
             "the encoder run once per input and the decoder's keys and values cached.\n"
@@ -36,14 +37,25 @@ static void usage(FILE *f) {
             "  --model DIR           a Hugging Face T5 directory: config.json, model.safetensors,\n"
             "                        tokenizer.json (the tokenizer is needed for text in or out)\n"
             "  --adapter DIR         a LoRA adapter (PEFT adapter_config.json and\n"
-            "                        adapter_model.safetensors) applied on top of the model\n"
+            "                        adapter_model.safetensors) applied on top of the model; repeat\n"
+            "                        it to try several: the model is loaded once and each adapter\n"
+            "                        applied to it in turn. A folder with config.json and\n"
+            "                        model.safetensors instead (a full fine-tune) is loaded as a\n"
+            "                        model of its own. With several, each output names its folder\n"
+            "  --include-base        also generate with the model alone (first, named null / base)\n"
+            "  --switch MODE         attach (default): adapters stay unmerged, switching is a few\n"
+            "                        pointer writes; merge: merged into the weights and unmerged\n"
+            "                        again for the next one\n"
             "  --batch FILE.json     {\"input_ids\": [[...], ...], \"attention_mask\": [[...], ...]}\n"
             "                        (the mask is optional); prints one JSON object\n"
             "                        {\"ids\": [[...], ...], \"text\": [...]}, each id list starting\n"
             "                        with the decoder start token (text when the model directory\n"
             "                        has a tokenizer.json)\n"
             "  --input TEXT          a text to complete (repeat for several); prints one output\n"
-            "                        text per line\n"
+            "                        text per line (several adapters: under \"# base\" / \"# DIR\")\n"
+            "    --json              one JSON line per input and adapter, each input generated\n"
+            "                        alone: {\"input\": i, \"adapter\": \"DIR\" or null for the base,\n"
+            "                        \"text\": \"...\", \"ms\": its generation time}\n"
             "  --dataset PATH        a data set file or directory (see README); prints one JSON\n"
             "                        line per example {\"index\", \"prediction\", \"reference\"}\n"
             "    --split NAME        split of the data set (default validation, else the only one)\n"
@@ -62,7 +74,8 @@ static void usage(FILE *f) {
             "  --precision P         fp32 (default, the reference), bf16 (the weights' products in\n"
             "                        bf16 with fp32 accumulation), auto (bf16 where the CPU has AMX)\n"
             "  --no-cache            recompute the whole prefix every step (slow; for checking)\n"
-            "  --stats               print timing and generated tokens per second on stderr\n");
+            "  --stats               print timing and generated tokens per second on stderr (with\n"
+            "                        adapters also how many models were loaded and the switch time)\n");
 }
 
 static int parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
@@ -155,12 +168,15 @@ static int read_batch(const char *path, int *B, int *S, int32_t **ids, int32_t *
 }
 
 typedef struct {
-    t5_model_t m;
-    tokenizer_t *tok;
+    tryout_t t;
+    const t5_model_t *m;  // the variant generating now
+    tokenizer_t *tok;     // the base's (NULL: none)
     const generate_opts_t *o;
-    int stats;
-    long tokens;      // generated, up to and including </s>
-    double seconds;   // generate_batch wall time
+    const char *label;    // the variant's adapter or model folder, NULL for the base
+    int labelled;         // 1: several variants, each output names its own
+    int json;             // --json (--input only)
+    long tokens;          // generated, up to and including </s>
+    double seconds;       // generate_batch wall time
     double encode_s;
 } gen_ctx_t;
 
@@ -169,7 +185,7 @@ static int run_batch(gen_ctx_t *g, const int32_t *ids, const int32_t *mask, int 
                      generate_result_t *r) {
     lb_err_t err = {0};
     double t0 = lb_now();
-    if (generate_batch(&g->m, ids, mask, B, S, g->o, r, &err)) {
+    if (generate_batch(g->m, ids, mask, B, S, g->o, r, &err)) {
         fprintf(stderr, "lorabench generate: %s\n", err.msg);
         return -1;
     }
@@ -179,49 +195,23 @@ static int run_batch(gen_ctx_t *g, const int32_t *ids, const int32_t *mask, int 
     return 0;
 }
 
-// The text of row b (special tokens skipped), malloc'ed.
-static char *row_text(const gen_ctx_t *g, const generate_result_t *r, int b) {
-    int *ids = xmalloc(sizeof(int) * (size_t)r->L);
-    for (int i = 0; i < r->L; i++) ids[i] = r->ids[(size_t)b * r->L + i];
-    char *s = tokenizer_decode(g->tok, ids, r->L, 1);
-    free(ids);
-    return s;
+// Tokenizes texts into a padded batch (tryout_encode_texts); prints the error.
+static int encode_texts(const gen_ctx_t *g, char **texts, int n, int max_src, int32_t **ids,
+                        int32_t **mask, int *S) {
+    lb_err_t err = {0};
+    if (tryout_encode_texts(g->tok, &g->m->cfg, (const char *const *)texts, n, max_src, ids, mask, S, &err)) {
+        fprintf(stderr, "lorabench generate: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
 }
 
-// Tokenizes texts (with </s>) into a padded batch; cuts to max_src tokens keeping </s>.
-static int encode_texts(const gen_ctx_t *g, char **texts, int n, int max_src, int32_t **ids_out,
-                        int32_t **mask_out, int *S_out) {
-    int **ids = xcalloc((size_t)n, sizeof *ids);
-    int *len = xcalloc((size_t)n, sizeof *len), S = 1, rc = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        lb_err_t err = {0};
-        if (tokenizer_encode(g->tok, texts[i], 1, &ids[i], &len[i], &err)) {
-            fprintf(stderr, "lorabench generate: input %d: %s\n", i + 1, err.msg);
-            rc = -1;
-            break;
-        }
-        len[i] = data_truncate_ids(ids[i], len[i], max_src, tokenizer_eos_id(g->tok));
-        if (len[i] == 0) {  // an empty text without a template: feed </s> alone
-            ids[i] = xrealloc(ids[i], sizeof(int));
-            ids[i][0] = g->m.cfg.eos_token_id;
-            len[i] = 1;
-        }
-        if (len[i] > S) S = len[i];
-    }
-    if (!rc) {
-        *ids_out = xcalloc((size_t)n * S, sizeof(int32_t));
-        *mask_out = xcalloc((size_t)n * S, sizeof(int32_t));
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < S; j++) {
-                (*ids_out)[(size_t)i * S + j] = j < len[i] ? ids[i][j] : g->m.cfg.pad_token_id;
-                (*mask_out)[(size_t)i * S + j] = j < len[i];
-            }
-        *S_out = S;
-    }
-    for (int i = 0; i < n; i++) free(ids[i]);
-    free(ids);
-    free(len);
-    return rc;
+// , "adapter": "DIR" (or null for the base) when the output names its variant.
+static void print_label(const gen_ctx_t *g) {
+    if (!g->labelled && !g->json) return;
+    printf(", \"adapter\": ");
+    if (g->label) cli_json_string(stdout, g->label);
+    else printf("null");
 }
 
 static int do_batch_file(gen_ctx_t *g, const char *path) {
@@ -240,10 +230,11 @@ static int do_batch_file(gen_ctx_t *g, const char *path) {
         printf("]");
     }
     printf("]");
+    print_label(g);
     if (g->tok) {
         printf(", \"text\": [");
         for (int b = 0; b < B; b++) {
-            char *s = row_text(g, &r, b);
+            char *s = tryout_row_text(g->tok, &r, b);
             if (b) printf(", ");
             cli_json_string(stdout, s);
             free(s);
@@ -255,21 +246,39 @@ static int do_batch_file(gen_ctx_t *g, const char *path) {
     return 0;
 }
 
+// Without --json the inputs are generated together, one output line each (under a
+// "# base" / "# DIR" line when there are several variants); with --json each input is
+// generated alone, so that its "ms" is its own.
 static int do_inputs(gen_ctx_t *g, char **texts, int n, int max_src) {
-    int32_t *ids, *mask;
-    int S;
-    if (encode_texts(g, texts, n, max_src, &ids, &mask, &S)) return 1;
-    generate_result_t r;
-    int rc = run_batch(g, ids, mask, n, S, &r);
-    free(ids);
-    free(mask);
-    if (rc) return 1;
-    for (int b = 0; b < n; b++) {
-        char *s = row_text(g, &r, b);
-        printf("%s\n", s);
-        free(s);
+    if (g->labelled && !g->json) printf("# %s\n", g->label ? g->label : "base");
+    int per = g->json ? 1 : n;
+    for (int start = 0; start < n; start += per) {
+        int32_t *ids, *mask;
+        int S;
+        if (encode_texts(g, texts + start, per, max_src, &ids, &mask, &S)) return 1;
+        generate_result_t r;
+        double t0 = lb_now();
+        int rc = run_batch(g, ids, mask, per, S, &r);
+        double ms = (lb_now() - t0) * 1e3;
+        free(ids);
+        free(mask);
+        if (rc) return 1;
+        for (int b = 0; b < per; b++) {
+            char *s = tryout_row_text(g->tok, &r, b);
+            if (g->json) {
+                printf("{\"input\": %d", start + b);
+                print_label(g);
+                printf(", \"text\": ");
+                cli_json_string(stdout, s);
+                printf(", \"ms\": %.3f}\n", ms);
+            } else {
+                printf("%s\n", s);
+            }
+            free(s);
+        }
+        fflush(stdout);
+        generate_result_free(&r);
     }
-    generate_result_free(&r);
     return 0;
 }
 
@@ -314,8 +323,10 @@ static int do_dataset(gen_ctx_t *g, const char *path, const char *split, const c
         free(mask);
         if (rc) break;
         for (int b = 0; b < cnt; b++) {
-            char *s = row_text(g, &r, b);
-            printf("{\"index\": %d, \"prediction\": ", start + b);
+            char *s = tryout_row_text(g->tok, &r, b);
+            printf("{\"index\": %d", start + b);
+            print_label(g);
+            printf(", \"prediction\": ");
             cli_json_string(stdout, s);
             printf(", \"reference\": ");
             cli_json_string(stdout, sp->ex[start + b].refs[0]);
@@ -330,35 +341,46 @@ static int do_dataset(gen_ctx_t *g, const char *path, const char *split, const c
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *batch = NULL, *dataset = NULL, *split = NULL,
-               *prefix = NULL;
+    const char *model = NULL, *batch = NULL, *dataset = NULL, *split = NULL, *prefix = NULL;
     char **inputs = xcalloc((size_t)argc, sizeof(char *));
-    int n_inputs = 0, stats = 0, rc = 1;
+    char **adapters = xcalloc((size_t)argc, sizeof(char *));
+    int n_inputs = 0, n_adapters = 0, stats = 0, include_base = 0, json = 0, rc = 1;
     long threads = 0, limit = 0, bs = 8, max_src = 512, v;
     int precision = T5_PRECISION_FP32;
+    tryout_switch_t sw = TRYOUT_ATTACH;
     generate_opts_t o;
     generate_opts_default(&o);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) {
             usage(stdout);
-            free(inputs);
-            return 0;
+            rc = 0;
+            goto out;
         }
         if (!strcmp(a, "--stats")) { stats = 1; continue; }
         if (!strcmp(a, "--no-cache")) { o.use_cache = 0; continue; }
+        if (!strcmp(a, "--include-base")) { include_base = 1; continue; }
+        if (!strcmp(a, "--json")) { json = 1; continue; }
         if (i + 1 >= argc) {
             fprintf(stderr, "lorabench generate: %s needs a value (or is unknown); see 'lorabench generate --help'.\n", a);
             goto out;
         }
         const char *val = argv[++i];
         if (!strcmp(a, "--model")) model = val;
-        else if (!strcmp(a, "--adapter")) adapter = val;
+        else if (!strcmp(a, "--adapter")) adapters[n_adapters++] = (char *)val;
         else if (!strcmp(a, "--batch")) batch = val;
         else if (!strcmp(a, "--input")) inputs[n_inputs++] = (char *)val;
         else if (!strcmp(a, "--dataset")) dataset = val;
         else if (!strcmp(a, "--split")) split = val;
         else if (!strcmp(a, "--prefix")) prefix = val;
+        else if (!strcmp(a, "--switch")) {
+            if (!strcmp(val, "attach")) sw = TRYOUT_ATTACH;
+            else if (!strcmp(val, "merge")) sw = TRYOUT_MERGE;
+            else {
+                fprintf(stderr, "lorabench generate: --switch must be attach or merge, not '%s'.\n", val);
+                goto out;
+            }
+        }
         else if (!strcmp(a, "--limit")) { if (parse_long(a, val, 0, 1L << 30, &limit)) goto out; }
         else if (!strcmp(a, "--batch-size")) { if (parse_long(a, val, 1, 4096, &bs)) goto out; }
         else if (!strcmp(a, "--max-source-tokens")) { if (parse_long(a, val, 0, 1L << 20, &max_src)) goto out; }
@@ -402,63 +424,67 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "lorabench generate: give exactly one of --batch FILE.json, --input TEXT or --dataset PATH.\n");
         goto out;
     }
+    if (include_base && !n_adapters) {
+        fprintf(stderr, "lorabench generate: --include-base goes with --adapter DIR (the base alone is what generate does without adapters).\n");
+        goto out;
+    }
+    if (json && !n_inputs) {
+        fprintf(stderr, "lorabench generate: --json goes with --input TEXT (--batch and --dataset print JSON already).\n");
+        goto out;
+    }
     if (threads > 0) lb_set_threads((int)threads);
     gen_ctx_t g;
     memset(&g, 0, sizeof g);
     g.o = &o;
-    g.stats = stats;
+    g.json = json;
     lb_err_t err = {0};
-    if (t5_load(&g.m, model, &err)) {
+    // the base is loaded once; each adapter is applied to it in turn (tryout.h)
+    if (tryout_open(&g.t, model, (t5_precision_t)precision, sw, &err)) {
         fprintf(stderr, "lorabench generate: %s\n", err.msg);
         goto out;
     }
-    char tpath[4096];
-    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model);
-    if (access(tpath, R_OK) == 0) {
-        g.tok = tokenizer_load(tpath, &err);
-        if (!g.tok) {
-            fprintf(stderr, "lorabench generate: %s\n", err.msg);
-            goto free_model;
-        }
-    } else if (!batch) {
-        fprintf(stderr, "lorabench generate: %s is missing; --input and --dataset need the model's tokenizer (or use --batch with token ids).\n", tpath);
-        goto free_model;
+    g.tok = g.t.tok;
+    if (!g.tok && !batch) {
+        fprintf(stderr, "lorabench generate: %s/tokenizer.json is missing; --input and --dataset need the model's tokenizer (or use --batch with token ids).\n", model);
+        goto free_tryout;
     }
-    lora_adapter_t ad;
-    int have_ad = 0;
-    if (adapter) {
-        if (lora_load_t5(&ad, adapter, &g.m, &err)) {
+    for (int i = 0; i < n_adapters; i++) {
+        if (tryout_add(&g.t, adapters[i], &err) < 0) {
             fprintf(stderr, "lorabench generate: %s\n", err.msg);
-            goto free_tok;
-        }
-        have_ad = 1;
-        if (lora_attach(&ad, &g.m, NULL, &err)) {
-            fprintf(stderr, "lorabench generate: %s\n", err.msg);
-            goto free_ad;
+            goto free_tryout;
         }
     }
-    t5_precision_t used;
-    if (t5_set_precision(&g.m, (t5_precision_t)precision, &used, &err)) {
-        fprintf(stderr, "lorabench generate: %s\n", err.msg);
-        goto free_ad;
+    int first = n_adapters && !include_base ? 0 : TRYOUT_VARIANT_BASE;
+    g.labelled = n_adapters + (first == TRYOUT_VARIANT_BASE) > 1;
+    double switch_s = 0;
+    rc = 0;
+    for (int vi = first; vi < n_adapters && !rc; vi++) {
+        if (!(g.m = tryout_use(&g.t, vi, &err))) {
+            fprintf(stderr, "lorabench generate: %s\n", err.msg);
+            rc = 1;
+            break;
+        }
+        switch_s += g.t.switch_s;
+        g.label = vi == TRYOUT_VARIANT_BASE ? NULL : adapters[vi];
+        if (batch) rc = do_batch_file(&g, batch);
+        else if (n_inputs) rc = do_inputs(&g, inputs, n_inputs, (int)max_src);
+        else rc = do_dataset(&g, dataset, split, prefix, limit, (int)bs, (int)max_src);
     }
-    if (batch) rc = do_batch_file(&g, batch);
-    else if (n_inputs) rc = do_inputs(&g, inputs, n_inputs, (int)max_src);
-    else rc = do_dataset(&g, dataset, split, prefix, limit, (int)bs, (int)max_src);
-    if (!rc && stats)
+    if (!rc && stats) {
         fprintf(stderr, "generated %ld tokens in %.3f s (encoder %.3f s): %.1f tokens/s, beams %d, cache %s, precision %s\n",
                 g.tokens, g.seconds, g.encode_s, g.seconds > 0 ? g.tokens / g.seconds : 0.0, o.num_beams,
-                o.use_cache ? "on" : "off", t5_precision_name(used));
-free_ad:
-    if (have_ad) {
-        lora_detach(&ad, &g.m);
-        lora_free(&ad);
+                o.use_cache ? "on" : "off", t5_precision_name(g.t.used));
+        int n_models = 0;
+        for (int i = 0; i < g.t.n; i++) n_models += g.t.v[i].is_model;
+        if (n_adapters)
+            fprintf(stderr, "model loads %d in %.3f s (%d fine-tuned model%s besides the base); %d adapter%s applied to the loaded base (%s) in %.3f ms\n",
+                    g.t.model_loads, g.t.load_s, n_models, n_models == 1 ? "" : "s", n_adapters - n_models,
+                    n_adapters - n_models == 1 ? "" : "s", sw == TRYOUT_MERGE ? "merge" : "attach", switch_s * 1e3);
     }
-free_tok:
-    if (g.tok) tokenizer_free(g.tok);
-free_model:
-    t5_free(&g.m);
+free_tryout:
+    tryout_free(&g.t);
 out:
     free(inputs);
+    free(adapters);
     return rc;
 }

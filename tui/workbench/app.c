@@ -20,6 +20,7 @@ static const screen_t *const screens[SCR_COUNT] = {
     [SCR_COMPARE] = &screen_compare,
     [SCR_SWEEP] = &screen_sweep,
     [SCR_ANALYSIS] = &screen_analysis,
+    [SCR_TRY] = &screen_try,
 };
 
 // Keys every screen shares; listed after the screen's own keys in help and in the bar.
@@ -59,6 +60,7 @@ void app_init(app_t *a, store_t *st, const char *workspace, int ascii) {
 }
 
 void app_free(app_t *a) {
+    app_try_close(a);
     store_runs_free(a->runs, a->nruns);
     if (a->pinned_id) store_run_clear(&a->pinned_run);
     for (size_t i = 0; i < a->nseries; i++) {

@@ -19,7 +19,7 @@
 #define APP_MIN_H 24
 #define APP_POLL_MS 250
 
-typedef enum { SCR_RUNS, SCR_NEW, SCR_MONITOR, SCR_COMPARE, SCR_SWEEP, SCR_ANALYSIS, SCR_COUNT } screen_id_t;
+typedef enum { SCR_RUNS, SCR_NEW, SCR_MONITOR, SCR_COMPARE, SCR_SWEEP, SCR_ANALYSIS, SCR_TRY, SCR_COUNT } screen_id_t;
 
 // The metrics, evaluations and first samples of one run, read incrementally.
 typedef struct {
@@ -134,6 +134,9 @@ struct app {
     int analysis_cached;       // 1: read from analysis_cache, 0: computed and written there
     char analysis_cache[4200]; // runs/<id>/analysis.json
 
+    // try screen (screen_try.c): the loaded models, the input, the outputs
+    struct app_try *try_state; // NULL until opened
+
     // overlays and messages
     int help;
     int help_scroll;
@@ -170,7 +173,7 @@ typedef struct {
     void (*click)(app_t *a, int x, int y);  // a mouse click in the body (NULL: none)
 } screen_t;
 
-extern const screen_t screen_runs, screen_new, screen_monitor, screen_compare, screen_sweep, screen_analysis;
+extern const screen_t screen_runs, screen_new, screen_monitor, screen_compare, screen_sweep, screen_analysis, screen_try;
 
 // Actions shared by every screen (app.c's global key table).
 enum {
@@ -227,6 +230,18 @@ void app_form_open(app_t *a);
 // does not show; the name is left to be made from the settings.
 void app_form_clone(app_t *a, const store_run_t *r);
 
+// ---- screen_try.c ----
+
+// Opens the Try screen on runs ids (at most APP_MAX_SELECT): the base model of the runs
+// (loaded once, in the background, at the first Enter) beside each run's adapter or model.
+// Runs of different base models, or without weights, get a message instead.
+void app_try_open(app_t *a, const int64_t *ids, int n);
+// Stops the background generation (after its current output), waits for it and frees
+// the models; nothing when the screen was never opened.
+void app_try_close(app_t *a);
+// 1 while the background generation runs (tests wait on it).
+int app_try_busy(app_t *a);
+
 // ---- app_data.c: everything the screens read from or write to the store ----
 
 // Re-reads the run list (filter, sort) and the series of the runs on screen when the
@@ -249,6 +264,10 @@ void app_filter_expr(const char *text, char *out, size_t cap);
 // <workspace>/runs/<id>/worker.log, oldest first; returns how many (0: no log). path gets
 // the log's file name.
 int app_run_log_tail(app_t *a, int64_t id, char (*lines)[200], int max, char *path, size_t cap);
+// The folder a run's weights are in, for generation: its adapter's (artifact "adapter") or
+// its model's ("model", *is_model = 1); dir empty when the run stored neither (a run of
+// method none, or one not finished). -1 with err when the store cannot be read.
+int app_run_weights(app_t *a, int64_t id, char *dir, size_t cap, int *is_model, lb_err_t *err);
 // The largest run id of the workspace (0: none), filter or not.
 int64_t app_last_run_id(app_t *a);
 // The run with this id in the current list (or the pinned baseline, listed or not), or NULL.

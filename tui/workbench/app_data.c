@@ -537,3 +537,22 @@ void app_buf_csv(app_buf_t *b, const char *field, char sep) {
         app_buf_printf(b, "%s%c", f, sep);
     }
 }
+
+int app_run_weights(app_t *a, int64_t id, char *dir, size_t cap, int *is_model, lb_err_t *err) {
+    store_artifact_t *rows = NULL;
+    size_t n = 0;
+    dir[0] = 0;
+    *is_model = 0;
+    if (store_artifacts_list(a->st, id, NULL, &rows, &n, err)) return -1;
+    // the newest adapter or model file; its folder is what generation loads
+    for (size_t i = n; i-- > 0 && !dir[0];) {
+        int model = !strcmp(rows[i].kind, "model");
+        if (!model && strcmp(rows[i].kind, "adapter")) continue;
+        const char *slash = strrchr(rows[i].path, '/');
+        int len = slash ? (int)(slash - rows[i].path) : 1;
+        snprintf(dir, cap, "%.*s", len, slash ? rows[i].path : ".");
+        *is_model = model;
+    }
+    store_artifacts_free(rows, n);
+    return 0;
+}

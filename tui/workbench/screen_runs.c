@@ -9,7 +9,7 @@
 
 enum {
     A_OPEN = ACT_SCREEN, A_SELECT, A_COMPARE, A_PIN, A_NEW, A_SWEEP, A_FILTER, A_SORT,
-    A_SORT_REV, A_TAGS, A_NOTE, A_CANCEL, A_RESUME, A_DELETE, A_CLEAR_SEL, A_ANALYZE,
+    A_SORT_REV, A_TAGS, A_NOTE, A_CANCEL, A_RESUME, A_DELETE, A_CLEAR_SEL, A_ANALYZE, A_TRY,
     // answers to prompts
     A_FILTER_SET, A_TAGS_SET, A_NOTE_SET, A_CANCEL_YES, A_RESUME_YES, A_DELETE_YES, A_FILTER_LIVE,
     A_FILTER_UNDO,
@@ -32,6 +32,7 @@ static const key_binding_t keys[] = {
     {'D', 0, A_DELETE, "D", "delete the run and its files (asks y/N)", "Del"},
     {'u', 0, A_CLEAR_SEL, "u", "clear the selection", "Unsel"},
     {'A', 0, A_ANALYZE, "A", "analysis: ΔW spectra; with two LoRA runs selected, φ", NULL},
+    {'i', 0, A_TRY, "i", "try the selected runs (or the run) on an input text, beside the base model", "Try"},
     {TK_UP, 'k', ACT_NONE, "Up/k", "previous run", NULL},
     {TK_DOWN, 'j', ACT_NONE, "Down/j", "next run", NULL},
     {TK_PGUP, TK_PGDN, ACT_NONE, "PgUp/PgDn", "a page up / down", NULL},
@@ -299,6 +300,10 @@ static int action(app_t *a, int act, int key) {
         else app_msg(a, ST_DIM, "%s %s", a->analysis_cached ? "read from" : "computed and cached in", a->analysis_cache);
         return 1;
     }
+    case A_TRY:
+        if (a->nselected) app_try_open(a, a->selected, a->nselected);
+        else if (r) app_try_open(a, &r->id, 1);
+        return 1;
     case A_COMPARE: {
         a->ncompare = 0;
         for (int i = 0; i < a->nselected && a->ncompare < APP_MAX_COMPARE; i++)
