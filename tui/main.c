@@ -34,7 +34,7 @@ static const command_t commands[] = {
     {"analyze", cmd_analyze, "what an adapter or fine-tune learned: spectra of ΔW, subspace similarity"},
     {"merge", cmd_merge, "merge an adapter into its base model and save a full checkpoint"},
     {"bench", cmd_bench, "time and memory of a training step (--table: the standard table)"},
-    {"generate", cmd_generate, "greedy / beam-search generation (transformers semantics), KV cache"},
+    {"generate", cmd_generate, "greedy / beam-search generation (transformers semantics); several adapters on one loaded base"},
     {"tensors", cmd_tensors, "run a batch and write loss, logits, gradients (checks a checkpoint)"},
     {"tokenize", cmd_tokenize, "encode/decode text with a tokenizer.json, one JSON value per line"},
     {"data", cmd_data, "statistics of a data set; data build-debsum builds the bundled one"},
