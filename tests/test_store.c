@@ -120,9 +120,10 @@ static void test_open_migrate_idempotent(void) {
     EXPECT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN "
                          "('runs_by_created','runs_by_status','evals_by_run')") == 3);
 
-    // A version-1 database (before runs.precision) is migrated at open, its runs kept, and
-    // the new column works through the view.
-    EXPECT(raw_exec(path, "ALTER TABLE runs DROP COLUMN precision; PRAGMA user_version = 1") == 0);
+    // A version-1 database (before runs.precision, cluster_jobs and imports) is migrated at
+    // open, its runs kept, and the new column works through the view.
+    EXPECT(raw_exec(path, "DROP TABLE cluster_jobs; DROP TABLE imports; "
+                          "ALTER TABLE runs DROP COLUMN precision; PRAGMA user_version = 1") == 0);
     st = NULL;
     EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
     EXPECT(st && store_schema_version(st, &v, &err) == 0 && v == STORE_SCHEMA_VERSION);
@@ -133,6 +134,8 @@ static void test_open_migrate_idempotent(void) {
     EXPECT(run.name && !strcmp(run.name, "first") && run.precision && !strcmp(run.precision, "bf16"));
     store_run_clear(&run);
     store_close(st);
+    EXPECT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
+                         "('cluster_jobs','imports')") == 2);
 
     // A database from a newer build is refused with a message naming the file.
     EXPECT(raw_exec(path, "PRAGMA user_version = 99") == 0);
