@@ -288,6 +288,15 @@ int store_import_workspace(store_t *st, const char *ws, const char *src_ws, int6
         return lb_err_set(err, LB_EIO, "%s: no such workspace folder (%s)", ws, strerror(errno));
     if (!strcmp(src_abs, ws_abs))
         return lb_err_set(err, LB_EARG, "%s is this workspace; give another workspace's folder to import from", src_ws);
+    if (sweep_id > 0) {
+        int64_t *found;
+        size_t n_found;
+        if (select_ids(st, "SELECT id FROM main.sweeps WHERE id = ?1", sweep_id, &found, &n_found, err)) return -1;
+        free(found);
+        if (n_found == 0)
+            return lb_err_set(err, LB_EARG, "there is no sweep %lld in %s; give the id of one of its sweeps, or no "
+                                            "--sweep", (long long)sweep_id, ws);
+    }
     char *src_db = store_workspace_db_path(src_abs);
     if (access(src_db, R_OK) != 0) {
         lb_err_set(err, LB_EIO, "%s has no lorabench.db; give a workspace folder (one with lorabench.db, e.g. a "
