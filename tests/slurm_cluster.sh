@@ -31,6 +31,16 @@ slurm_stop_dir() {
     done
 }
 
+# Job steps (slurmstepd) of a cluster whose slurmd was killed outlive it: they are known by
+# the SLURM_CONF in their environment.
+slurm_stop_steps() {
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(cat "$p/comm" 2> /dev/null)" = slurmstepd ] || continue
+        tr '\0' '\n' < "$p/environ" 2> /dev/null | grep -qxF "SLURM_CONF=$1/slurm.conf" && kill -9 "${p#/proc/}" 2> /dev/null
+    done
+}
+
 slurm_reap_leftovers() {
     local d owner
     for d in /tmp/lorabench-slurm.*; do
@@ -38,6 +48,7 @@ slurm_reap_leftovers() {
         owner=$(cat "$d/owner.pid" 2> /dev/null)
         if [ -n "$owner" ] && kill -0 "$owner" 2> /dev/null; then continue; fi
         slurm_stop_dir "$d"
+        slurm_stop_steps "$d"
         rm -rf "$d"
     done
 }
@@ -105,5 +116,6 @@ slurm_stop() {
         for _ in $(seq 30); do [ -z "$(squeue -h 2> /dev/null)" ] && break; sleep 0.2; done
     fi
     slurm_stop_dir "$SLURM_DIR"
+    slurm_stop_steps "$SLURM_DIR"
     rm -rf "$SLURM_DIR"
 }

@@ -109,5 +109,39 @@ check "importing a folder without a database says what to give" '[ $rc -eq 1 ] &
 "$B" import "$W" --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
 check "importing a workspace into itself is refused" '[ $rc -eq 1 ] && grep -q "is this workspace" "$T/err"'
 
+# 5. The workbench lists a cluster sweep's tasks under the runs and imports them as they
+# finish; X (then y) cancels the sweep: scancel empties the queue, the started tasks stop at
+# their next step and are imported as cancelled, and the sweep is merged.
+W5="$T/ws5"
+(cd "$T" && LORABENCH_TEST_STEP_DELAY_MS=2000 "$B" sweep grid.json --slurm --workspace "$W5") > "$T/sub5" 2>&1
+job5=$(sqlite3 "$W5/lorabench.db" "SELECT job_id FROM cluster_jobs")
+SOCK="lbslurm-$$-$RANDOM"
+tm() { tmux -L "$SOCK" "$@"; }
+trap 'tm kill-server 2> /dev/null; slurm_stop; rm -rf "$T"' EXIT
+tm -f /dev/null new-session -d -s lb -x 140 -y 40 "SLURM_CONF='$SLURM_CONF' '$B' --workspace '$W5'; sleep 60"
+wait_screen() {  # REGEX SECONDS
+    for _ in $(seq $((${2} * 5))); do
+        tm capture-pane -p -t lb > "$T/screen" 2> /dev/null
+        grep -qE -- "$1" "$T/screen" && return 0
+        sleep 0.2
+    done
+    echo "  (timed out waiting for /$1/; the screen was:)"; sed 's/^/  | /' "$T/screen"
+    return 1
+}
+check "the workbench lists the cluster tasks, one running with its step and loss" \
+    'wait_screen "cluster tasks not imported yet: 4" 30 && wait_screen "task 0  cl-r1 +running +step [1-6]/6 +loss [0-9]+\.[0-9]{4}" 40'
+tm send-keys -t lb X
+check "X asks before cancelling the cluster sweep" 'wait_screen "Cancel cluster sweep 1 \(scancel job $job5\)\? \[y/N\]" 10'
+tm send-keys -t lb y
+check "y runs scancel and the workbench says so" 'wait_screen "cluster sweep 1 cancelled \(scancel\)" 10'
+for _ in $(seq 100); do [ -z "$(squeue -h -j "$job5" 2> /dev/null)" ] && break; sleep 0.2; done
+check "the cancelled job leaves the queue" '[ -z "$(squeue -h -j "$job5" 2> /dev/null)" ]'
+q5() { sqlite3 "$W5/lorabench.db" "$1"; }
+for _ in $(seq 100); do [ "$(q5 "SELECT state FROM cluster_jobs")" = merged ] && break; sleep 0.2; done
+check "the cancelled sweep is merged: its started runs imported as cancelled, no run done" \
+    '[ "$(q5 "SELECT state FROM cluster_jobs")" = merged ] && [ "$(q5 "SELECT COUNT(*) FROM runs WHERE status = '"'cancelled'"'")" -ge 1 ] && [ "$(q5 "SELECT COUNT(*) FROM runs WHERE status != '"'cancelled'"'")" = 0 ]'
+check "the workbench shows the imported runs as cancelled" 'wait_screen "^ +[0-9]+ cl-r[0-9]+ +cancelled " 10'
+tm kill-server 2> /dev/null
+
 echo "test_slurm: $(($(date +%s) - t_start)) s" >&2
 echo "$pass passed, $fail failed"

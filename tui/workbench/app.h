@@ -11,6 +11,7 @@
 
 #include "grid.h"
 #include "keys.h"
+#include "slurm.h"
 #include "store.h"
 #include "widgets.h"
 
@@ -109,6 +110,10 @@ struct app {
     int form_dirty;            // a field changed since the form was opened (leaving asks)
     int64_t follow_after;      // after Start: the cursor moves to the first run with a larger
                                //   id when it appears (-1: nothing to follow)
+
+    // cluster sweeps (sweep --slurm): their tasks not imported yet, read every few seconds
+    slurm_task_t *tasks;
+    size_t ntasks;
 
     // sweep screen
     table_view_t sweep_view;
@@ -209,6 +214,10 @@ void app_form_open(app_t *a);
 // Re-reads the run list (filter, sort) and the series of the runs on screen when the
 // store changed or force is set. Returns 1 when something changed.
 int app_data_refresh(app_t *a, int force);
+
+// Brings the workspace's cluster sweeps up to date (squeue, the task workspaces): imports
+// finished tasks' runs (saying so) and keeps the others in a->tasks for the runs list.
+void app_cluster_sync(app_t *a);
 
 // Pins run id as the baseline (pin = 1) or unpins it, then refreshes; -1 with err.
 int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err);
