@@ -882,7 +882,7 @@ static void test_import(void) {
     free(db);
     if (!a || !b) return;
     // source: run 1 done (3 steps, an eval, an adapter file), run 2 still running
-    int64_t r1, r2, taken;
+    int64_t r1 = 0, r2 = 0, taken = 0;
     store_run_new_t n1 = new_run("lora-r8", "lora", 8), n2 = new_run("lora-r16", "lora", 16);
     EXPECT(store_run_create(a, &n1, &r1, &err) == 0 && store_run_create(a, &n2, &r2, &err) == 0);
     store_metric_t m[3] = {metric(1, 4.0), metric(2, 3.5), metric(3, 3.25)};
