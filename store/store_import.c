@@ -150,11 +150,17 @@ int store_import_done(store_t *st, const char *source, int64_t source_run) {
     return found;
 }
 
+// What a run becomes in the workspace it is imported into: its own status and error
+// (status NULL), or the given ones (a cluster task that ended before its run did).
+typedef struct {
+    const char *status, *error;
+} import_as_t;
+
 // Copies run src_id of the attached database "src" (the workspace at the absolute path
 // source) into the main one, with its files from files (a copy already made); *added = 0
 // when another process imported it first.
 static int import_run(store_t *st, const char *ws, const char *source, int64_t src_id, int64_t sweep_id,
-                      const char *files, int *added, lb_err_t *err) {
+                      const import_as_t *as, const char *files, int *added, lb_err_t *err) {
     *added = 0;
     if (db_begin(st, err)) return -1;
     if (store_import_done(st, source, src_id)) {  // checked again under the write lock
@@ -175,16 +181,16 @@ static int import_run(store_t *st, const char *ws, const char *source, int64_t s
     snprintf(base, sizeof base, "%s", name);
     for (int k = 2; store_run_name_taken(st, name) && k < 100000; k++) store_name_numbered(base, k, name, sizeof name);
 
-    bind_t run_b[] = {{NULL, src_id}, {name, 0}, {NULL, sweep_id}};
+    bind_t run_b[] = {{NULL, src_id}, {name, 0}, {NULL, sweep_id}, {as->status, 0}, {as->error, 0}};
     if (exec_bound(st,
                    "INSERT INTO main.runs (name, spec, method, status, base_model, dataset, created_at, "
                    "started_at, finished_at, heartbeat, trainable_params, total_params, r, alpha, targets, "
                    "total_steps, step, final_loss, tokens_per_s, peak_rss_mb, error, tags, notes, sweep_id, "
-                   "precision) SELECT ?2, spec, method, status, base_model, dataset, created_at, started_at, "
-                   "finished_at, heartbeat, trainable_params, total_params, r, alpha, targets, total_steps, "
-                   "step, final_loss, tokens_per_s, peak_rss_mb, error, tags, notes, ?3, precision "
-                   "FROM src.runs WHERE id = ?1",
-                   run_b, 3, "copying a run", err))
+                   "precision) SELECT ?2, spec, method, COALESCE(?4, status), base_model, dataset, created_at, "
+                   "started_at, COALESCE(finished_at, heartbeat, started_at), heartbeat, trainable_params, "
+                   "total_params, r, alpha, targets, total_steps, step, final_loss, tokens_per_s, peak_rss_mb, "
+                   "COALESCE(?5, error), tags, notes, ?3, precision FROM src.runs WHERE id = ?1",
+                   run_b, 5, "copying a run", err))
         goto fail;
     int64_t new_id = sqlite3_last_insert_rowid(st->db);
     bind_t ids_b[] = {{NULL, src_id}, {NULL, new_id}};
@@ -277,8 +283,9 @@ static void remove_tree(const char *path) {
     rmdir(path);
 }
 
-int store_import_workspace(store_t *st, const char *ws, const char *src_ws, int64_t sweep_id,
-                           int *n_imported, lb_err_t *err) {
+// Imports the runs of src_ws that the query `which` lists (ids), as `as` says.
+static int import_runs(store_t *st, const char *ws, const char *src_ws, int64_t sweep_id, const char *which,
+                       const import_as_t *as, int *n_imported, lb_err_t *err) {
     if (n_imported) *n_imported = 0;
     char src_abs[PATH_MAX], ws_abs[PATH_MAX];
     if (!realpath(src_ws, src_abs))
@@ -323,10 +330,7 @@ int store_import_workspace(store_t *st, const char *ws, const char *src_ws, int6
                    src_ws, (long long)version, STORE_SCHEMA_VERSION, src_ws);
         goto done;
     }
-    if (select_ids(st,
-                   "SELECT id FROM src.runs WHERE status IN ('done', 'failed', 'cancelled') ORDER BY id",
-                   0, &ids, &n, err))
-        goto done;
+    if (select_ids(st, which, 0, &ids, &n, err)) goto done;
     rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         if (store_import_done(st, src_abs, ids[i])) continue;
@@ -341,7 +345,7 @@ int store_import_workspace(store_t *st, const char *ws, const char *src_ws, int6
         char *from = str_fmt("%s/runs/%lld", src_abs, (long long)ids[i]);
         int added = 0;
         rc = copy_tree(from, tmp, err);
-        if (!rc) rc = import_run(st, ws_abs, src_abs, ids[i], sweep_id, tmp, &added, err);
+        if (!rc) rc = import_run(st, ws_abs, src_abs, ids[i], sweep_id, as, tmp, &added, err);
         if (!added) remove_tree(tmp);
         if (added && n_imported) (*n_imported)++;
         free(from);
@@ -351,6 +355,22 @@ done:
     free(ids);
     sqlite3_exec(st->db, "DETACH DATABASE src", NULL, NULL, NULL);
     return rc;
+}
+
+int store_import_workspace(store_t *st, const char *ws, const char *src_ws, int64_t sweep_id,
+                           int *n_imported, lb_err_t *err) {
+    const import_as_t as = {NULL, NULL};
+    return import_runs(st, ws, src_ws, sweep_id,
+                       "SELECT id FROM src.runs WHERE status IN ('done', 'failed', 'cancelled') ORDER BY id", &as,
+                       n_imported, err);
+}
+
+int store_import_unfinished(store_t *st, const char *ws, const char *src_ws, int64_t sweep_id, const char *status,
+                            const char *why, int *n_imported, lb_err_t *err) {
+    const import_as_t as = {status, why};
+    return import_runs(st, ws, src_ws, sweep_id,
+                       "SELECT id FROM src.runs WHERE status IN ('queued', 'running', 'interrupted') ORDER BY id",
+                       &as, n_imported, err);
 }
 
 int store_workspace_peek(const char *src_ws, store_peek_t *out, lb_err_t *err) {

@@ -23,6 +23,13 @@
 int store_import_workspace(store_t *st, const char *ws, const char *src_ws, int64_t sweep_id,
                            int *n_imported, lb_err_t *err);
 
+// For a workspace that nothing will write again (a cluster task whose job ended before its
+// run did: time limit, node failure, SIGKILL): imports its unfinished runs (queued, running
+// or interrupted) as status (STORE_STATUS_INTERRUPTED or _CANCELLED) with the error text why,
+// once, as store_import_workspace does.
+int store_import_unfinished(store_t *st, const char *ws, const char *src_ws, int64_t sweep_id, const char *status,
+                            const char *why, int *n_imported, lb_err_t *err);
+
 // The newest run of a workspace as a cluster task's status line shows it, read without
 // writing anything (the task may be training on another host).
 typedef struct {

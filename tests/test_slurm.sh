@@ -109,7 +109,21 @@ check "importing a folder without a database says what to give" '[ $rc -eq 1 ] &
 "$B" import "$W" --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
 check "importing a workspace into itself is refused" '[ $rc -eq 1 ] && grep -q "is this workspace" "$T/err"'
 
-# 5. The workbench lists a cluster sweep's tasks under the runs and imports them as they
+# 5. Tasks whose process dies mid-run (as at a time limit or a node failure) leave their
+# runs unfinished: once the job left the queue they are imported as interrupted, with an
+# error naming the task and its output, and the sweep is merged.
+W6="$T/ws6"
+(cd "$T" && LORABENCH_TEST_DIE_AFTER=2 "$B" sweep grid.json --slurm --workspace "$W6") > /dev/null 2>&1
+q6() { sqlite3 "$W6/lorabench.db" "$1"; }
+for _ in $(seq 200); do
+    "$B" runs --workspace "$W6" > /dev/null 2>&1
+    [ "$(q6 "SELECT state FROM cluster_jobs")" = merged ] && break
+    sleep 0.3
+done
+check "tasks that died mid-run come in as interrupted runs naming their task, and the sweep is merged" \
+    '[ "$(q6 "SELECT state FROM cluster_jobs")" = merged ] && [ "$(q6 "SELECT COUNT(*) FROM runs WHERE status = '"'interrupted'"' AND step = 2 AND error LIKE '"'its Slurm task (job %, task _) ended before the run did (time limit, node failure or a kill); see %task-_.out'"'")" = 4 ]'
+
+# 6. The workbench lists a cluster sweep's tasks under the runs and imports them as they
 # finish; X (then y) cancels the sweep: scancel empties the queue, the started tasks stop at
 # their next step and are imported as cancelled, and the sweep is merged.
 W5="$T/ws5"

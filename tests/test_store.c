@@ -954,6 +954,17 @@ static void test_import(void) {
     // a deleted imported run stays deleted
     EXPECT(store_run_delete(b, new_id, &err) == 0);
     EXPECT(store_import_workspace(b, dst_ws, src_ws, 0, &added, &err) == 0 && added == 0);
+    // a run left running by a task that ended comes over as the caller says, once
+    int64_t r3 = 0;
+    store_run_new_t n3 = new_run("lora-r4", "lora", 4);
+    EXPECT(store_run_create(a, &n3, &r3, &err) == 0 && store_run_set_status(a, r3, STORE_STATUS_RUNNING, NULL, &err) == 0);
+    EXPECT(store_import_workspace(b, dst_ws, src_ws, 0, &added, &err) == 0 && added == 0);
+    EXPECT(store_import_unfinished(b, dst_ws, src_ws, sweep, STORE_STATUS_INTERRUPTED, "its task ended", &added, &err) == 0 &&
+           added == 1);
+    EXPECT(store_run_get(b, new_id + 2, &got, &err) == 0 && !strcmp(got.name, "lora-r4") &&
+           !strcmp(got.status, "interrupted") && got.error && !strcmp(got.error, "its task ended") && got.finished_at > 0);
+    store_run_clear(&got);
+    EXPECT(store_import_unfinished(b, dst_ws, src_ws, sweep, STORE_STATUS_INTERRUPTED, "x", &added, &err) == 0 && added == 0);
     // refused: itself, no database, an unknown sweep
     EXPECT(store_import_workspace(b, dst_ws, dst_ws, 0, &added, &err) == -1 && strstr(err.msg, "is this workspace"));
     EXPECT(store_import_workspace(b, dst_ws, tmp_root, 0, &added, &err) == -1 && strstr(err.msg, "has no lorabench.db"));

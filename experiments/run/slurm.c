@@ -212,6 +212,10 @@ static void point_name(const char *dir, int64_t i, char *out, size_t cap) {
     }
 }
 
+static int is_final_run(store_status_t s) {
+    return s == STORE_RUN_DONE || s == STORE_RUN_FAILED || s == STORE_RUN_CANCELLED;
+}
+
 static int is_final(slurm_task_state_t s) {
     return s == SLURM_TASK_DONE || s == SLURM_TASK_FAILED || s == SLURM_TASK_CANCELLED;
 }
@@ -266,8 +270,22 @@ int slurm_sync(store_t *st, const char *ws, slurm_task_t **tasks, size_t *n_task
             int imported = pk.found && store_import_done(st, task_ws, pk.source_run);
             if (!imported && pk.found && is_final(t.state)) {
                 int added = 0;
-                if (store_import_workspace(st, ws, task_ws, job->sweep_id, &added, err)) rc = -1;
-                else imported = 1;
+                if (is_final_run(run_status)) {
+                    rc = store_import_workspace(st, ws, task_ws, job->sweep_id, &added, err);
+                } else {
+                    // The task left the queue before its run finished: nothing writes that
+                    // workspace any more, so its run comes over as it stopped.
+                    char why[4400];
+                    snprintf(why, sizeof why, "its Slurm task (job %s, task %lld) ended before the run did (%s); "
+                             "see %s", job->job_id, (long long)i,
+                             t.state == SLURM_TASK_CANCELLED ? "scancel" : "time limit, node failure or a kill",
+                             t.out);
+                    rc = store_import_unfinished(st, ws, task_ws, job->sweep_id,
+                                                 t.state == SLURM_TASK_CANCELLED ? STORE_STATUS_CANCELLED
+                                                                                 : STORE_STATUS_INTERRUPTED,
+                                                 why, &added, err);
+                }
+                if (!rc) imported = 1;
                 if (n_imported) *n_imported += added;
             }
             if (!is_final(t.state) || (pk.found && !imported)) all_merged = 0;
