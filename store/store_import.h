@@ -30,8 +30,10 @@ int store_import_workspace(store_t *st, const char *ws, const char *src_ws, int6
 int store_import_unfinished(store_t *st, const char *ws, const char *src_ws, int64_t sweep_id, const char *status,
                             const char *why, int *n_imported, lb_err_t *err);
 
-// The newest run of a workspace as a cluster task's status line shows it, read without
-// writing anything (the task may be training on another host).
+// The newest run of a workspace as a cluster task's status line shows it, opened read-only
+// (slurm_sync reads a task's workspace only once the task has left the queue: a reader of
+// a database in WAL mode still writes its -shm index, which must not happen from a second
+// host while the task's host writes).
 typedef struct {
     int found;               // 0: no database or no run yet (the task has not started)
     int64_t source_run;      // the run's id in that workspace

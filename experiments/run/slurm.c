@@ -212,6 +212,33 @@ static void point_name(const char *dir, int64_t i, char *out, size_t cap) {
     }
 }
 
+// A running task's step and loss from the last progress line its `train` wrote to its
+// output file ("run 1  step 3/6  loss 4.4123 ...", the foreground progress of
+// tui/cli/cmd_train.c): plain appends to a file, which any host may read while another
+// writes, unlike a SQLite database in WAL mode (a reader writes to its -shm index).
+static void out_progress(slurm_task_t *t) {
+    FILE *f = fopen(t->out, "rb");
+    if (!f) return;
+    char buf[8192];
+    long start = 0;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        start = size > (long)sizeof buf - 1 ? size - (long)sizeof buf + 1 : 0;
+    }
+    size_t n = fseek(f, start, SEEK_SET) == 0 ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    fclose(f);
+    buf[n] = 0;
+    for (char *p = buf; (p = strstr(p, "  step ")) != NULL; p++) {
+        long long step, total;
+        double loss;
+        if (sscanf(p, "  step %lld/%lld  loss %lf", &step, &total, &loss) == 3) {
+            t->step = step;
+            t->total_steps = total;
+            t->loss = loss;
+        }
+    }
+}
+
 static int is_final_run(store_status_t s) {
     return s == STORE_RUN_DONE || s == STORE_RUN_FAILED || s == STORE_RUN_CANCELLED;
 }
@@ -249,23 +276,30 @@ int slurm_sync(store_t *st, const char *ws, slurm_task_t **tasks, size_t *n_task
                 if (!strcmp(queue[k].job, job->job_id) && queue[k].index == i) qstate = queue[k].state;
             char task_ws[4200];
             snprintf(task_ws, sizeof task_ws, "%s/task-%lld", job->dir, (long long)i);
-            store_peek_t pk;
-            lb_err_t perr;
-            if (store_workspace_peek(task_ws, &pk, &perr)) pk.found = 0;
-            store_status_t run_status = pk.found ? store_status_parse(pk.status) : STORE_RUN_UNKNOWN;
-            if (run_status == STORE_RUN_DONE) t.state = SLURM_TASK_DONE;
-            else if (run_status == STORE_RUN_FAILED) t.state = SLURM_TASK_FAILED;
-            else if (run_status == STORE_RUN_CANCELLED) t.state = SLURM_TASK_CANCELLED;
-            else if (qstate && (!strcmp(qstate, "PENDING") || !strcmp(qstate, "CONFIGURING")) && !pk.found)
-                t.state = SLURM_TASK_PENDING;
-            else if (qstate) t.state = SLURM_TASK_RUNNING;
-            else if (!queue_known) t.state = SLURM_TASK_UNKNOWN;
-            else if (!strcmp(job->state, STORE_JOB_CANCELLED)) t.state = SLURM_TASK_CANCELLED;
-            else t.state = SLURM_TASK_FAILED;  // left the queue without a finished run
-            if (pk.found) {
-                t.step = pk.step;
-                t.total_steps = pk.total_steps;
-                t.loss = pk.loss;
+            store_peek_t pk = {.found = 0};
+            store_status_t run_status = STORE_RUN_UNKNOWN;
+            if (qstate || !queue_known) {
+                // Queued or running (or not known): its database may be open on another host,
+                // so it is not touched; the step and loss come from its output.
+                if (!queue_known) t.state = SLURM_TASK_UNKNOWN;
+                else if (!strcmp(qstate, "PENDING") || !strcmp(qstate, "CONFIGURING")) t.state = SLURM_TASK_PENDING;
+                else t.state = SLURM_TASK_RUNNING;
+                out_progress(&t);
+            } else {
+                // It left the queue: nothing writes its workspace any more.
+                lb_err_t perr;
+                if (store_workspace_peek(task_ws, &pk, &perr)) pk.found = 0;
+                if (pk.found) run_status = store_status_parse(pk.status);
+                if (run_status == STORE_RUN_DONE) t.state = SLURM_TASK_DONE;
+                else if (run_status == STORE_RUN_FAILED) t.state = SLURM_TASK_FAILED;
+                else if (run_status == STORE_RUN_CANCELLED) t.state = SLURM_TASK_CANCELLED;
+                else if (!strcmp(job->state, STORE_JOB_CANCELLED)) t.state = SLURM_TASK_CANCELLED;
+                else t.state = SLURM_TASK_FAILED;  // ended without a finished run
+                if (pk.found) {
+                    t.step = pk.step;
+                    t.total_steps = pk.total_steps;
+                    t.loss = pk.loss;
+                }
             }
             int imported = pk.found && store_import_done(st, task_ws, pk.source_run);
             if (!imported && pk.found && is_final(t.state)) {

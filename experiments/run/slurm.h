@@ -61,12 +61,14 @@ typedef struct {
     char out[4096];          // its output file (the reason a task failed is there)
 } slurm_task_t;
 
-// Brings the workspace's unmerged cluster sweeps up to date: asks squeue once, reads each
-// task's workspace, imports the runs of finished tasks into st (whose folder is ws) and
-// marks a sweep merged once every task ended and was imported. *tasks (may be NULL; free
-// it) gets the tasks not imported yet, in sweep and task order; *n_imported (may be NULL)
-// how many runs were imported now. Without Slurm commands on this machine the tasks are
-// shown as unknown, and runs already finished are still imported.
+// Brings the workspace's unmerged cluster sweeps up to date: asks squeue once; a task in
+// the queue is pending or running (its step and loss read from its output file, never its
+// database, which its host may be writing); a task that left the queue is read from its
+// workspace and its run imported into st (whose folder is ws). A sweep is marked merged
+// once every task ended and was imported. *tasks (may be NULL; free it) gets the tasks not
+// imported yet, in sweep and task order; *n_imported (may be NULL) how many runs were
+// imported now. When squeue cannot be asked (no Slurm here, controller down) the tasks
+// are unknown and nothing is imported (lorabench import does it by hand).
 int slurm_sync(store_t *st, const char *ws, slurm_task_t **tasks, size_t *n_tasks, int *n_imported,
                lb_err_t *err);
 
