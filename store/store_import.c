@@ -478,6 +478,24 @@ int store_cluster_job_set_state(store_t *st, int64_t sweep_id, const char *state
     return 0;
 }
 
+int store_sweep_drop_empty(store_t *st, const char *ws, int64_t sweep_id, lb_err_t *err) {
+    if (db_begin(st, err)) return -1;
+    bind_t b[] = {{NULL, sweep_id}};
+    if (exec_bound(st, "DELETE FROM sweeps WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM runs WHERE sweep_id = ?1)", b, 1,
+                   "removing an empty sweep", err)) {
+        db_rollback(st);
+        return -1;
+    }
+    int dropped = sqlite3_changes(st->db) > 0;
+    if (db_commit(st, err)) return -1;
+    if (dropped) {
+        char *dir = str_fmt("%s/sweeps/%lld", ws, (long long)sweep_id);
+        remove_tree(dir);
+        free(dir);
+    }
+    return 0;
+}
+
 void store_cluster_jobs_free(store_cluster_job_t *rows, size_t n) {
     for (size_t i = 0; i < n; i++) {
         free(rows[i].job_id);

@@ -76,6 +76,10 @@ int store_cluster_jobs_list(store_t *st, int unmerged_only, store_cluster_job_t 
 // Sets a cluster sweep's state (one of STORE_JOB_*); an unknown sweep is an error.
 int store_cluster_job_set_state(store_t *st, int64_t sweep_id, const char *state, lb_err_t *err);
 
+// Deletes sweep sweep_id when it has no runs (a sweep whose submission failed), with its
+// cluster_jobs row and its folder <ws>/sweeps/<id>; a sweep with runs is left alone.
+int store_sweep_drop_empty(store_t *st, const char *ws, int64_t sweep_id, lb_err_t *err);
+
 // Frees rows from store_cluster_jobs_list.
 void store_cluster_jobs_free(store_cluster_job_t *rows, size_t n);
 

@@ -49,6 +49,10 @@ check "--ntasks 0 is refused, naming the option" '[ $rc -eq 2 ] && grep -q "ntas
 "$B" sweep "$T/grid.json" --slurm --time "1 day" > /dev/null 2> "$T/err"; rc=$?
 check "a --time with a space is refused" '[ $rc -eq 2 ] && grep -q "is not a Slurm value" "$T/err"'
 
+"$B" sweep "$T/grid.json" --slurm --partition nosuch --workspace "$T/wbad" > /dev/null 2> "$T/err"; rc=$?
+check "a partition sbatch refuses: its message, and no sweep or folder left behind" \
+    '[ $rc -eq 1 ] && grep -q "sbatch refused .*job.sbatch: .*[Pp]artition" "$T/err" && [ "$(sqlite3 "$T/wbad/lorabench.db" "SELECT COUNT(*) FROM sweeps")" = 0 ] && [ ! -e "$T/wbad/sweeps/1" ]'
+
 # 2. Submitted: the tasks show in runs while they wait and run (slowed steps, so there is
 # a moment to see), then become the workspace's runs.
 (cd "$T" && LORABENCH_TEST_STEP_DELAY_MS=500 "$B" sweep grid.json --slurm --workspace "$W") > "$T/sub" 2>&1; rc=$?

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 // A growing string.
 typedef struct {
@@ -106,9 +107,9 @@ char *slurm_script(const slurm_opts_t *o, const char *exe, const char *cwd, cons
     return b.s;
 }
 
-int slurm_sweep_submit(store_t *st, const char *ws, const spec_t *specs, size_t n, const char *name,
-                       const char *base_json, const slurm_opts_t *o, const char *exe, int64_t *sweep_id,
-                       char **job_id, lb_err_t *err) {
+static int submit(store_t *st, const char *ws, const spec_t *specs, size_t n, const char *name,
+                  const char *base_json, const slurm_opts_t *o, const char *exe, int64_t *sweep_id,
+                  char **job_id, lb_err_t *err) {
     *job_id = NULL;
     if (n == 0) return lb_err_set(err, LB_EARG, "the sweep has no grid points; give the spec a \"grid\"");
     char ws_abs[4096], cwd[4096];
@@ -152,6 +153,20 @@ int slurm_sweep_submit(store_t *st, const char *ws, const spec_t *specs, size_t 
         return 0;
     }
     free(out);
+    return -1;
+}
+
+int slurm_sweep_submit(store_t *st, const char *ws, const spec_t *specs, size_t n, const char *name,
+                       const char *base_json, const slurm_opts_t *o, const char *exe, int64_t *sweep_id,
+                       char **job_id, lb_err_t *err) {
+    *sweep_id = 0;
+    if (submit(st, ws, specs, n, name, base_json, o, exe, sweep_id, job_id, err) == 0) return 0;
+    // Nothing was submitted: no sweep is left behind, nor its folder.
+    if (*sweep_id > 0) {
+        lb_err_t ignored;
+        store_sweep_drop_empty(st, ws, *sweep_id, &ignored);
+        *sweep_id = 0;
+    }
     return -1;
 }
 
