@@ -3,7 +3,8 @@
 
 PKGS      := openblas libcjson ncursesw sqlite3
 DEB_PKGS  := build-essential pkg-config libopenblas-dev libcjson-dev libncurses-dev \
-             libsqlite3-dev tmux clang cppcheck sqlite3 valgrind util-linux libdnnl-dev
+             libsqlite3-dev tmux clang cppcheck sqlite3 valgrind util-linux libdnnl-dev \
+             slurm-wlm munge
 BUILD     ?= build
 CC        ?= cc
 SAN       ?=

@@ -1,4 +1,4 @@
--- lorabench store schema, version 2 (STORE_SCHEMA_VERSION in store/store.h).
+-- lorabench store schema, version 3 (STORE_SCHEMA_VERSION in store/store.h).
 --
 -- This file is the truth for the newest schema: a fresh database gets all of it in one
 -- transaction at open, and PRAGMA user_version is then set to STORE_SCHEMA_VERSION. A
@@ -13,6 +13,31 @@ CREATE TABLE sweeps (
     name        TEXT NOT NULL,
     spec        TEXT NOT NULL,            -- the base spec with its grid, canonical JSON
     created_at  REAL NOT NULL
+);
+
+-- A sweep submitted to a Slurm cluster as a job array (lorabench sweep --slurm): task i
+-- trains in its own workspace <dir>/task-<i>, so no database is written by two hosts; the
+-- submitting workspace imports the finished tasks' runs. state: submitted until every task
+-- has ended and been imported (merged), or cancelled (scancel).
+CREATE TABLE cluster_jobs (
+    sweep_id    INTEGER PRIMARY KEY REFERENCES sweeps (id) ON DELETE CASCADE,
+    job_id      TEXT NOT NULL,            -- the job array's id (sbatch --parsable)
+    dir         TEXT NOT NULL,            -- absolute path of the sweep's folder
+    n_tasks     INTEGER NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'submitted'
+                CHECK (state IN ('submitted', 'cancelled', 'merged')),
+    created_at  REAL NOT NULL
+);
+
+-- Runs copied in from another workspace (lorabench import, a cluster sweep's tasks): the
+-- source workspace's absolute path and the run's id there, so importing again adds nothing.
+-- No foreign key on run_id: a deleted imported run stays deleted on the next import.
+CREATE TABLE imports (
+    source      TEXT NOT NULL,
+    source_run  INTEGER NOT NULL,
+    run_id      INTEGER NOT NULL,
+    imported_at REAL NOT NULL,
+    PRIMARY KEY (source, source_run)
 );
 
 -- AUTOINCREMENT so that a deleted run's id (and so its folder runs/<id>/) is never reused.

@@ -22,8 +22,15 @@ extern const char lb_schema_sql[];  // store/schema.sql, compiled in by the Make
 static const char *const migrations[] = {
     // 1 -> 2: the precision a run's products used
     "ALTER TABLE runs ADD COLUMN precision TEXT CHECK (precision IN ('fp32', 'bf16'));",
+    // 2 -> 3: sweeps submitted to a Slurm cluster, and where imported runs came from
+    "CREATE TABLE cluster_jobs (sweep_id INTEGER PRIMARY KEY REFERENCES sweeps (id) ON DELETE CASCADE,"
+    " job_id TEXT NOT NULL, dir TEXT NOT NULL, n_tasks INTEGER NOT NULL,"
+    " state TEXT NOT NULL DEFAULT 'submitted' CHECK (state IN ('submitted', 'cancelled', 'merged')),"
+    " created_at REAL NOT NULL);"
+    "CREATE TABLE imports (source TEXT NOT NULL, source_run INTEGER NOT NULL, run_id INTEGER NOT NULL,"
+    " imported_at REAL NOT NULL, PRIMARY KEY (source, source_run));",
 };
-enum { N_MIGRATIONS = 1 };
+enum { N_MIGRATIONS = 2 };
 _Static_assert(N_MIGRATIONS + 1 == STORE_SCHEMA_VERSION,
                "add a migration to store.c for every schema version after 1");
 
@@ -136,17 +143,17 @@ static int exec_retry(store_t *st, const char *sql) {
 }
 
 // BEGIN IMMEDIATE with retries / COMMIT with retries / ROLLBACK (never fails loudly).
-static void db_rollback(store_t *st) {
+void db_rollback(store_t *st) {
     if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-static int db_begin(store_t *st, lb_err_t *err) {
+int db_begin(store_t *st, lb_err_t *err) {
     if (exec_retry(st, "BEGIN IMMEDIATE") != SQLITE_OK)
         return db_fail(st, "starting a write transaction", err);
     return 0;
 }
 
-static int db_commit(store_t *st, lb_err_t *err) {
+int db_commit(store_t *st, lb_err_t *err) {
     if (exec_retry(st, "COMMIT") != SQLITE_OK) {
         db_fail(st, "committing", err);
         db_rollback(st);

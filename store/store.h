@@ -22,7 +22,7 @@
 
 // The schema version this build writes (PRAGMA user_version). store/schema.sql is this
 // version; older databases are migrated at open.
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 // Milliseconds a call waits for another process's lock before it fails (busy_timeout).
 // The environment variable LORABENCH_BUSY_TIMEOUT_MS, when set to a positive number,

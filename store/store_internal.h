@@ -22,6 +22,12 @@ int stmt_step(store_t *st, sqlite3_stmt *stmt);
 // Fills err from the connection's last error, naming the file and what was being done.
 int db_fail(store_t *st, const char *what, lb_err_t *err);
 
+// BEGIN IMMEDIATE (waiting for the write lock), COMMIT (rolling back when it fails) and
+// ROLLBACK (when a transaction is open; never fails loudly).
+int db_begin(store_t *st, lb_err_t *err);
+int db_commit(store_t *st, lb_err_t *err);
+void db_rollback(store_t *st);
+
 // The column list read by stmt_read_run (from runs_view), and the reader.
 extern const char stmt_run_columns[];
 void stmt_read_run(sqlite3_stmt *s, store_run_t *run);

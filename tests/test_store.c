@@ -13,6 +13,7 @@
 
 #include "harness.h"
 #include "store.h"
+#include "store_import.h"
 
 static char tmp_root[64];
 
@@ -120,9 +121,10 @@ static void test_open_migrate_idempotent(void) {
     EXPECT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN "
                          "('runs_by_created','runs_by_status','evals_by_run')") == 3);
 
-    // A version-1 database (before runs.precision) is migrated at open, its runs kept, and
-    // the new column works through the view.
-    EXPECT(raw_exec(path, "ALTER TABLE runs DROP COLUMN precision; PRAGMA user_version = 1") == 0);
+    // A version-1 database (before runs.precision, cluster_jobs and imports) is migrated at
+    // open, its runs kept, and the new column works through the view.
+    EXPECT(raw_exec(path, "DROP TABLE cluster_jobs; DROP TABLE imports; "
+                          "ALTER TABLE runs DROP COLUMN precision; PRAGMA user_version = 1") == 0);
     st = NULL;
     EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
     EXPECT(st && store_schema_version(st, &v, &err) == 0 && v == STORE_SCHEMA_VERSION);
@@ -133,6 +135,8 @@ static void test_open_migrate_idempotent(void) {
     EXPECT(run.name && !strcmp(run.name, "first") && run.precision && !strcmp(run.precision, "bf16"));
     store_run_clear(&run);
     store_close(st);
+    EXPECT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name IN "
+                         "('cluster_jobs','imports')") == 2);
 
     // A database from a newer build is refused with a message naming the file.
     EXPECT(raw_exec(path, "PRAGMA user_version = 99") == 0);
@@ -898,6 +902,141 @@ static void test_format(void) {
     free(ws);
 }
 
+// A file of size bytes of the letter c.
+static void write_file(const char *path, int c, size_t size) {
+    FILE *f = fopen(path, "w");
+    for (size_t i = 0; f && i < size; i++) fputc(c, f);
+    if (f) fclose(f);
+}
+
+// import: a source workspace's finished runs come over whole (row, metrics, evals, samples,
+// artifacts with their paths moved, files), once; running ones wait; names are numbered;
+// a deleted imported run stays deleted; itself, a folder without a database, an unknown
+// sweep are refused. The peek reads a task workspace's newest run.
+static void test_import(void) {
+    lb_err_t err = {0};
+    char src[256], dst[256];
+    snprintf(src, sizeof src, "%s/imp-src", tmp_root);
+    snprintf(dst, sizeof dst, "%s/imp-dst", tmp_root);
+    char *src_ws = NULL, *dst_ws = NULL;
+    EXPECTF(store_workspace_resolve(src, &src_ws, &err) == 0 && store_workspace_resolve(dst, &dst_ws, &err) == 0,
+            "%s", err.msg);
+    store_peek_t pk;
+    EXPECT(store_workspace_peek(src_ws, &pk, &err) == 0 && !pk.found);  // no database yet
+    char *db = store_workspace_db_path(src_ws);
+    store_t *a = NULL, *b = NULL;
+    EXPECTF(store_open(db, &a, &err) == 0, "%s", err.msg);
+    free(db);
+    db = store_workspace_db_path(dst_ws);
+    EXPECTF(store_open(db, &b, &err) == 0, "%s", err.msg);
+    free(db);
+    if (!a || !b) return;
+    // source: run 1 done (3 steps, an eval, an adapter file), run 2 still running
+    int64_t r1 = 0, r2 = 0, taken = 0;
+    store_run_new_t n1 = new_run("lora-r8", "lora", 8), n2 = new_run("lora-r16", "lora", 16);
+    EXPECT(store_run_create(a, &n1, &r1, &err) == 0 && store_run_create(a, &n2, &r2, &err) == 0);
+    store_metric_t m[3] = {metric(1, 4.0), metric(2, 3.5), metric(3, 3.25)};
+    EXPECT(store_metrics_insert_batch(a, r1, m, 3, &err) == 0 && store_metrics_insert_batch(a, r2, m, 1, &err) == 0);
+    add_eval(a, r1, 3, 0.4);
+    store_run_summary_t sum = store_run_summary_unset();
+    sum.final_loss = 3.25;
+    EXPECT(store_run_update_summary(a, r1, &sum, &err) == 0);
+    char *rd = NULL, path[512];
+    EXPECT(store_run_dir(src_ws, r1, 1, &rd, &err) == 0);
+    snprintf(path, sizeof path, "%s/adapter", rd);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/adapter/adapter_model.safetensors", rd);
+    write_file(path, 'w', 100000);
+    EXPECT(store_artifact_add(a, r1, "adapter", path, 100000, "ab12", 3, &err) == 0);
+    EXPECT(store_artifact_add(a, r1, "base", "/models/elsewhere/model.safetensors", 5, NULL, -1, &err) == 0);
+    EXPECT(store_run_set_status(a, r1, STORE_STATUS_RUNNING, NULL, &err) == 0);
+    EXPECT(store_run_set_status(a, r1, STORE_STATUS_DONE, NULL, &err) == 0);
+    EXPECT(store_run_set_status(a, r2, STORE_STATUS_RUNNING, NULL, &err) == 0);
+    EXPECT(store_workspace_peek(src_ws, &pk, &err) == 0 && pk.found && pk.source_run == r2 &&
+           !strcmp(pk.status, "running") && pk.step == 1 && pk.loss == 4.0);
+    // destination already has a run named lora-r8
+    store_run_new_t nt = new_run("lora-r8", "full", -1);
+    EXPECT(store_run_create(b, &nt, &taken, &err) == 0);
+
+    int added = -1;
+    EXPECTF(store_import_workspace(b, dst_ws, src_ws, 0, &added, &err) == 0 && added == 1, "%s", err.msg);
+    int64_t new_id = taken + 1;
+    store_run_t got;
+    EXPECTF(store_run_get(b, new_id, &got, &err) == 0, "%s", err.msg);
+    EXPECT(got.name && !strcmp(got.name, "lora-r8 (2)") && !strcmp(got.status, "done") && got.final_loss == 3.25 &&
+           got.r == 8 && got.step == 3 && fabs(got.rouge1 - 0.4) < 1e-12 && got.sweep_id <= 0 && got.pid == -1);
+    store_run_clear(&got);
+    int64_t count = 0;
+    EXPECT(store_metrics_count(b, new_id, &count, &err) == 0 && count == 3);
+    store_eval_t *evs = NULL;
+    size_t ne = 0;
+    EXPECT(store_evals_list(b, new_id, &evs, &ne, &err) == 0 && ne == 1);
+    store_sample_row_t *smp = NULL;
+    size_t ns = 0;
+    if (ne == 1) EXPECT(store_samples_list(b, evs[0].id, 0, -1, &smp, &ns, &err) == 0 && ns == 2 &&
+                        !strcmp(smp[1].prediction, "summary"));
+    store_samples_free(smp, ns);
+    free(evs);
+    store_artifact_t *arts = NULL;
+    size_t na = 0;
+    char want[512];
+    snprintf(want, sizeof want, "%s/runs/%lld/adapter/adapter_model.safetensors", dst_ws, (long long)new_id);
+    EXPECT(store_artifacts_list(b, new_id, NULL, &arts, &na, &err) == 0 && na == 2);
+    if (na == 2) {
+        EXPECTF(!strcmp(arts[0].path, want) && !strcmp(arts[0].sha256, "ab12") && arts[0].bytes == 100000, "%s",
+                arts[0].path);
+        EXPECTF(!strcmp(arts[1].path, "/models/elsewhere/model.safetensors"), "%s", arts[1].path);
+    }
+    store_artifacts_free(arts, na);
+    struct stat sb;
+    EXPECT(stat(want, &sb) == 0 && sb.st_size == 100000);
+    EXPECT(stat(path, &sb) == 0);  // the source keeps its file
+
+    // again: nothing; the running run once it is done: that one only
+    EXPECT(store_import_workspace(b, dst_ws, src_ws, 0, &added, &err) == 0 && added == 0);
+    EXPECT(store_run_set_status(a, r2, STORE_STATUS_FAILED, "diverged", &err) == 0);
+    int64_t sweep = 0;
+    EXPECT(store_sweep_create(b, "s", "{}", &sweep, &err) == 0);
+    EXPECT(store_import_workspace(b, dst_ws, src_ws, sweep, &added, &err) == 0 && added == 1);
+    EXPECT(store_run_get(b, new_id + 1, &got, &err) == 0 && !strcmp(got.status, "failed") && got.sweep_id == sweep &&
+           got.error && !strcmp(got.error, "diverged"));
+    store_run_clear(&got);
+    // a deleted imported run stays deleted
+    EXPECT(store_run_delete(b, new_id, &err) == 0);
+    EXPECT(store_import_workspace(b, dst_ws, src_ws, 0, &added, &err) == 0 && added == 0);
+    // a run left running by a task that ended comes over as the caller says, once
+    int64_t r3 = 0;
+    store_run_new_t n3 = new_run("lora-r4", "lora", 4);
+    EXPECT(store_run_create(a, &n3, &r3, &err) == 0 && store_run_set_status(a, r3, STORE_STATUS_RUNNING, NULL, &err) == 0);
+    EXPECT(store_import_workspace(b, dst_ws, src_ws, 0, &added, &err) == 0 && added == 0);
+    EXPECT(store_import_unfinished(b, dst_ws, src_ws, sweep, STORE_STATUS_INTERRUPTED, "its task ended", &added, &err) == 0 &&
+           added == 1);
+    EXPECT(store_run_get(b, new_id + 2, &got, &err) == 0 && !strcmp(got.name, "lora-r4") &&
+           !strcmp(got.status, "interrupted") && got.error && !strcmp(got.error, "its task ended") && got.finished_at > 0);
+    store_run_clear(&got);
+    EXPECT(store_import_unfinished(b, dst_ws, src_ws, sweep, STORE_STATUS_INTERRUPTED, "x", &added, &err) == 0 && added == 0);
+    // refused: itself, no database, an unknown sweep
+    EXPECT(store_import_workspace(b, dst_ws, dst_ws, 0, &added, &err) == -1 && strstr(err.msg, "is this workspace"));
+    EXPECT(store_import_workspace(b, dst_ws, tmp_root, 0, &added, &err) == -1 && strstr(err.msg, "has no lorabench.db"));
+    EXPECT(store_import_workspace(b, dst_ws, src_ws, 99, &added, &err) == -1 && strstr(err.msg, "there is no sweep 99"));
+    // cluster sweeps: recorded, listed until merged
+    store_cluster_job_t *jobs = NULL;
+    size_t nj = 0;
+    EXPECT(store_cluster_job_add(b, sweep, "4711", "/ws/sweeps/1", 4, &err) == 0);
+    EXPECT(store_cluster_jobs_list(b, 1, &jobs, &nj, &err) == 0 && nj == 1 && !strcmp(jobs[0].job_id, "4711") &&
+           jobs[0].n_tasks == 4 && !strcmp(jobs[0].state, STORE_JOB_SUBMITTED));
+    store_cluster_jobs_free(jobs, nj);
+    EXPECT(store_cluster_job_set_state(b, sweep, STORE_JOB_MERGED, &err) == 0);
+    EXPECT(store_cluster_jobs_list(b, 1, &jobs, &nj, &err) == 0 && nj == 0);
+    store_cluster_jobs_free(jobs, nj);
+    EXPECT(store_cluster_job_set_state(b, 999, STORE_JOB_MERGED, &err) == -1 && strstr(err.msg, "sweep 999"));
+    free(rd);
+    store_close(a);
+    store_close(b);
+    free(src_ws);
+    free(dst_ws);
+}
+
 int main(void) {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/lb_test_store_XXXXXX");
     if (!mkdtemp(tmp_root)) {
@@ -914,6 +1053,7 @@ int main(void) {
     RUN(test_delete_cascades);
     RUN(test_workspace);
     RUN(test_format);
+    RUN(test_import);
     RUN(test_concurrent_writers_and_poller);
     nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     TH_DONE();

@@ -946,6 +946,43 @@ static void test_missing_values(void) {
     free_app(a);
 }
 
+// A cluster sweep's tasks not imported yet (sweep --slurm) are listed under the runs table,
+// one line each with state, step and live loss, a failed one with its output file; X asks
+// before cancelling that sweep, and says so when there is none.
+static void test_cluster_tasks(void) {
+    app_t *a = new_app();
+    app_key(a, 'X');
+    EXPECTF(strstr(a->msg, "no cluster sweep has tasks left to cancel"), "%s", a->msg);
+    a->ntasks = 3;
+    a->tasks = xcalloc(3, sizeof(slurm_task_t));
+    const slurm_task_state_t states[3] = {SLURM_TASK_RUNNING, SLURM_TASK_PENDING, SLURM_TASK_FAILED};
+    for (int i = 0; i < 3; i++) {
+        slurm_task_t *t = &a->tasks[i];
+        t->sweep_id = 4;
+        snprintf(t->job_id, sizeof t->job_id, "812");
+        t->index = i;
+        snprintf(t->name, sizeof t->name, "cl-r%d", 1 << i);
+        t->state = states[i];
+        t->step = i == 0 ? 3 : -1;
+        t->total_steps = i == 0 ? 6 : -1;
+        t->loss = i == 0 ? 4.41234 : NAN;
+        snprintf(t->out, sizeof t->out, "/ws/sweeps/4/task-%d.out", i);
+    }
+    char *t = screen_text(a, 120, 30);
+    EXPECTF(strstr(t, "cluster tasks not imported yet: 3  (X: cancel sweep 4, scancel)"), "%s", t);
+    EXPECTF(strstr(t, "sweep 4 job 812 task 0  cl-r1                  running   step 3/6       loss 4.4123"), "%s", t);
+    EXPECTF(strstr(t, "task 1  cl-r2                  pending   step -         loss -"), "%s", t);
+    EXPECTF(strstr(t, "failed    step -         loss -       /ws/sweeps/4/task-2.out"), "%s", t);
+    EXPECTF(strstr(t, "lora-r16-qv    queued"), "the runs table is still there: %s", t);
+    free(t);
+    app_key(a, 'X');
+    EXPECTF(a->prompt == PROMPT_CONFIRM && strstr(a->prompt_text, "Cancel cluster sweep 4 (scancel job 812)? [y/N]"),
+            "%s", a->prompt_text);
+    app_key(a, 'n');
+    EXPECT(a->prompt == PROMPT_NONE && a->ntasks == 3);
+    free_app(a);
+}
+
 // Issue 20, finding 9: a failed run's monitor shows its error and the end of its worker's log.
 static void test_failed_monitor(void) {
     char dir[512], cmd[1400];
@@ -1052,6 +1089,7 @@ int main(void) {
     RUN(test_form_grid);
     RUN(test_compare_many);
     RUN(test_missing_values);
+    RUN(test_cluster_tasks);
     store_close(st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ws);

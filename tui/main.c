@@ -29,6 +29,7 @@ static const command_t commands[] = {
     {"resume", cmd_resume, "continue an interrupted or cancelled run from its checkpoint"},
     {"cancel", cmd_cancel, "stop a running run after its current step"},
     {"rm", cmd_rm, "delete a run and its files"},
+    {"import", cmd_import, "copy another workspace's finished runs into this one (once)"},
     {"worker", cmd_worker, "execute one recorded run (started by the workbench)"},
     {"eval", cmd_eval, "generate and score ROUGE on a data split (model + optional adapter)"},
     {"analyze", cmd_analyze, "what an adapter or fine-tune learned: spectra of ΔW, subspace similarity"},

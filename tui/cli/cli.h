@@ -27,6 +27,13 @@ int cmd_bench(int argc, char **argv);
 int bench_generate(int argc, char **argv, const char *small_json, const char *base_json);
 int cmd_merge(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
+int cmd_import(int argc, char **argv);
+// `sweep --slurm` (cmd_sweep_slurm.c): the sweep as a Slurm job array.
+int cmd_sweep_slurm(int argc, char **argv);
+// Brings the workspace's cluster sweeps up to date (imports finished tasks' runs, says so on
+// stderr); print != 0 also prints the tasks not imported yet as a table on stdout.
+struct store;
+void cli_cluster_sync(struct store *st, const char *ws, int print);
 
 // The workbench (ncurses): no arguments, or only --workspace/--ascii.
 int tui_main(int argc, char **argv);

@@ -109,14 +109,17 @@ int cmd_runs(int argc, char **argv) {
         }
     }
     store_t *st;
-    if (cli_open_store(ws, NULL, &st)) return 1;
+    char *wsdir;
+    if (cli_open_store(ws, &wsdir, &st)) return 1;
     lb_err_t err = {0};
     store_mark_stale_interrupted(st, store_now(), LB_STALE_SECONDS, NULL, NULL, NULL, &err);
+    cli_cluster_sync(st, wsdir, 0);  // a cluster sweep's finished tasks become runs here
     store_run_t *runs;
     size_t n;
     if (store_runs_list(st, sort, desc, filter, &runs, &n, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
         store_close(st);
+        free(wsdir);
         return 1;
     }
     if (json) {
@@ -149,9 +152,11 @@ int cmd_runs(int argc, char **argv) {
         }
         cli_table_print(stdout, t, 0);
         cli_table_free(t);
+        cli_cluster_sync(st, wsdir, 1);  // and those still queued or training
     }
     store_runs_free(runs, n);
     store_close(st);
+    free(wsdir);
     return 0;
 }
 

@@ -434,6 +434,8 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
 int cmd_sweep(int argc, char **argv) {
     const char *ws = NULL, *path = NULL;
     int parallel = 1, detach = 0, json = 0, delete_spec = 0;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--slurm")) return cmd_sweep_slurm(argc, argv);  // cmd_sweep_slurm.c
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             printf("usage: lorabench sweep SPEC.json [--parallel N] [--detach] [--json] [--delete-spec] [--workspace DIR]\n\n"
@@ -441,7 +443,8 @@ int cmd_sweep(int argc, char **argv) {
                    "them one after another, or N at a time with --parallel. A grid with one zero-shot point\n"
                    "(method none) pins that run as the baseline. Each run's line is printed as it finishes,\n"
                    "then the sweep's results table (export --what sweep --format md writes it as Markdown).\n"
-                   "--delete-spec removes SPEC.json once it is read, as train's does.\n");
+                   "--delete-spec removes SPEC.json once it is read, as train's does.\n"
+                   "--slurm submits the sweep to a Slurm cluster instead (sweep --slurm --help).\n");
             return 0;
         } else if (!strcmp(argv[i], "--parallel") && i + 1 < argc) parallel = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--detach")) detach = 1;

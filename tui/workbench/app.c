@@ -73,6 +73,7 @@ void app_free(app_t *a) {
     free(a->form_base);
     free(a->form_grid);
     app_analysis_clear(a);
+    free(a->tasks);
     memset(a, 0, sizeof *a);
 }
 
@@ -437,7 +438,7 @@ int tui_main(int argc, char **argv) {
     int w, h;
     term_size(&w, &h);
     grid_t *g = grid_new(w, h, a->ascii);
-    double last_stale = 0;
+    double last_stale = 0, last_cluster = 0;
     while (!a->quit) {
         a->now = store_now();
         // reap finished helper processes (train --detach, cancel, resume)
@@ -451,6 +452,10 @@ int tui_main(int argc, char **argv) {
             store_mark_stale_interrupted(st, a->now, 30, NULL, NULL, &marked, &err);
             last_stale = a->now;
             if (marked) app_data_refresh(a, 1);
+        }
+        if (a->now - last_cluster > 2) {  // squeue and the task workspaces, not every frame
+            app_cluster_sync(a);
+            last_cluster = a->now;
         }
         app_data_refresh(a, 0);
         term_size(&w, &h);

@@ -12,6 +12,7 @@
 #include "analyze.h"
 #include "grid.h"
 #include "keys.h"
+#include "slurm.h"
 #include "store.h"
 #include "widgets.h"
 
@@ -117,6 +118,10 @@ struct app {
     char form_error[200];      //   why, shown under it; Start refuses while there is one
     int64_t follow_after;      // after Start: the cursor moves to the first run with a larger
                                //   id when it appears (-1: nothing to follow)
+
+    // cluster sweeps (sweep --slurm): their tasks not imported yet, read every few seconds
+    slurm_task_t *tasks;
+    size_t ntasks;
 
     // sweep screen
     table_view_t sweep_view;
@@ -247,6 +252,10 @@ int app_try_busy(app_t *a);
 // Re-reads the run list (filter, sort) and the series of the runs on screen when the
 // store changed or force is set. Returns 1 when something changed.
 int app_data_refresh(app_t *a, int force);
+
+// Brings the workspace's cluster sweeps up to date (squeue, the task workspaces): imports
+// finished tasks' runs (saying so) and keeps the others in a->tasks for the runs list.
+void app_cluster_sync(app_t *a);
 
 // Pins run id as the baseline (pin = 1) or unpins it, then refreshes; -1 with err.
 int app_pin_run(app_t *a, int64_t id, int pin, lb_err_t *err);

@@ -94,6 +94,20 @@ static int in_compare(const app_t *a, int64_t id) {
     return 0;
 }
 
+void app_cluster_sync(app_t *a) {
+    slurm_task_t *tasks;
+    size_t n;
+    int imported;
+    lb_err_t err = {0};
+    if (slurm_sync(a->st, a->workspace, &tasks, &n, &imported, &err)) app_msg(a, ST_ERROR, "cluster sweeps: %s", err.msg);
+    else if (imported) app_msg(a, ST_NORMAL, "imported %d finished cluster run%s", imported, imported == 1 ? "" : "s");
+    free(a->tasks);
+    a->tasks = tasks;
+    a->ntasks = n;
+    // data_version moves only for other connections' commits, not for this one's imports
+    if (imported) app_data_refresh(a, 1);
+}
+
 int app_data_refresh(app_t *a, int force) {
     lb_err_t err = {0};
     int64_t v = 0;

@@ -12,7 +12,7 @@ enum {
     A_SORT_REV, A_TAGS, A_NOTE, A_CANCEL, A_RESUME, A_DELETE, A_CLEAR_SEL, A_ANALYZE, A_TRY,
     // answers to prompts
     A_FILTER_SET, A_TAGS_SET, A_NOTE_SET, A_CANCEL_YES, A_RESUME_YES, A_DELETE_YES, A_FILTER_LIVE,
-    A_FILTER_UNDO,
+    A_FILTER_UNDO, A_SCANCEL, A_SCANCEL_YES,
 };
 
 static const key_binding_t keys[] = {
@@ -33,6 +33,7 @@ static const key_binding_t keys[] = {
     {'u', 0, A_CLEAR_SEL, "u", "clear the selection", "Unsel"},
     {'A', 0, A_ANALYZE, "A", "analysis: ΔW spectra; with two LoRA runs selected, φ", NULL},
     {'i', 0, A_TRY, "i", "try the selected runs (or the run) on an input text, beside the base model", "Try"},
+    {'X', 0, A_SCANCEL, "X", "cancel the listed cluster sweep (scancel; asks y/N)", NULL},
     {TK_UP, 'k', ACT_NONE, "Up/k", "previous run", NULL},
     {TK_DOWN, 'j', ACT_NONE, "Down/j", "next run", NULL},
     {TK_PGUP, TK_PGDN, ACT_NONE, "PgUp/PgDn", "a page up / down", NULL},
@@ -184,6 +185,30 @@ static void table_setup(app_t *a, table_t *t, unsigned char *marked) {
     t->marked = marked;
 }
 
+// Tasks of cluster sweeps (sweep --slurm) not imported yet: a title and a line each, at
+// most TASK_ROWS, between the table and the run under the cursor. Their runs join the
+// table as they finish.
+enum { TASK_ROWS = 5 };
+
+static int task_lines(const app_t *a) {
+    return a->ntasks ? 1 + (a->ntasks > TASK_ROWS ? TASK_ROWS : (int)a->ntasks) : 0;
+}
+
+static void draw_tasks(app_t *a, grid_t *g, int y) {
+    grid_textf(g, 1, y, g->w - 2, ST_DIM, "cluster tasks not imported yet: %zu%s  (X: cancel sweep %lld, scancel)",
+               a->ntasks, a->ntasks > TASK_ROWS ? ", the first shown" : "", (long long)a->tasks[0].sweep_id);
+    for (int i = 0; i < task_lines(a) - 1; i++) {
+        const slurm_task_t *t = &a->tasks[i];
+        static const int styles[] = {ST_DIM, ST_WARN, ST_GOOD, ST_BAD, ST_DIM, ST_DIM};
+        char step[48] = "-", loss[24] = "-";
+        if (t->step >= 0) snprintf(step, sizeof step, "%lld/%lld", (long long)t->step, (long long)t->total_steps);
+        if (!isnan(t->loss)) snprintf(loss, sizeof loss, "%.4f", t->loss);
+        grid_textf(g, 2, y + 1 + i, g->w - 3, styles[t->state], "sweep %lld job %s task %lld  %-22s %-9s step %-9s loss %-7s %s",
+                   (long long)t->sweep_id, t->job_id, (long long)t->index, t->name, slurm_task_state_name(t->state), step,
+                   loss, t->state == SLURM_TASK_FAILED ? t->out : "");
+    }
+}
+
 static void draw(app_t *a, grid_t *g, int y, int h) {
     // summary line: counts, filter, sort
     int running = 0;
@@ -197,6 +222,8 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
                  (long long)a->pinned_id, a->pinned_run.name ? a->pinned_run.name : "");
     grid_text_trunc(g, 1, y, g->w - 2, line, ST_DIM);
     if (a->filter[0]) grid_restyle(g, 1 + n + 2, y, grid_strwidth(a->filter) + 8, ST_ACCENT);
+    int k = task_lines(a);
+    if (k) draw_tasks(a, g, y + h - 3 - k);
     if (!a->nruns) {
         grid_text(g, 2, y + 2, g->w - 4,
                   a->filter[0] ? "No run matches the filter; / changes it (empty shows all)."
@@ -206,7 +233,7 @@ static void draw(app_t *a, grid_t *g, int y, int h) {
     unsigned char *marked = xcalloc(a->nruns, 1);
     table_t t;
     table_setup(a, &t, marked);
-    table_draw(g, 0, y + 1, g->w, h - 4, &t, &a->runs_view);
+    table_draw(g, 0, y + 1, g->w, h - 4 - k, &t, &a->runs_view);
     free(marked);
     // the run under the cursor: where it came from, its note and error
     const store_run_t *r = &a->runs[a->runs_view.cursor];
@@ -433,6 +460,19 @@ static int action(app_t *a, int act, int key) {
         const char *args[] = {act == A_CANCEL_YES ? "cancel" : "resume", id, NULL};
         if (app_spawn(a, args, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
         else app_msg(a, ST_NORMAL, "%s run #%s requested", act == A_CANCEL_YES ? "cancelling" : "resuming", id);
+        return 1;
+    }
+    case A_SCANCEL:
+        if (!a->ntasks) app_msg(a, ST_WARN, "no cluster sweep has tasks left to cancel");
+        else app_confirm(a, A_SCANCEL_YES, a->tasks[0].sweep_id, "Cancel cluster sweep %lld (scancel job %s)? [y/N]",
+                         (long long)a->tasks[0].sweep_id, a->tasks[0].job_id);
+        return 1;
+    case A_SCANCEL_YES: {
+        int rc = slurm_sweep_cancel(a->st, a->prompt_run, &err);
+        app_cluster_sync(a);
+        if (rc) app_msg(a, ST_ERROR, "%s", err.msg);
+        else app_msg(a, ST_NORMAL, "cluster sweep %lld cancelled (scancel); its started runs stop and are imported",
+                     (long long)a->prompt_run);
         return 1;
     }
     case A_DELETE_YES:
