@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "cli_common.h"
+#include "lb_mpi.h"
 #include "runner.h"
 #include "spec.h"
 #include "store.h"
@@ -97,9 +98,21 @@ static void test_hooks(runner_opts_t *o) {
     if (eval_delay) o->eval_delay_ms = atoi(eval_delay);
 }
 
-static int execute_foreground(const char *ws, store_t *st, int64_t id, int json) {
+// Under mpirun (comm->size > 1): rank 0's id of the run that every rank executes, shared
+// just before rank 0 executes it; -1 when rank 0 failed before (the other ranks return).
+static int share_run_id(const train_comm_t *comm, int64_t id) {
+    lb_err_t err = {0};
+    if (comm->size <= 1) return 0;
+    if (lb_mpi_share(comm, &id, &err) == 0) return 0;
+    fprintf(stderr, "lorabench: %s\n", err.msg);
+    return -1;
+}
+
+static int execute_foreground(const char *ws, store_t *st, int64_t id, int json, const train_comm_t *comm) {
+    if (share_run_id(comm, id)) return 1;
     install_stop_handlers();
-    runner_opts_t o = {.workspace = ws, .stop = &stop_requested, .progress = json ? NULL : progress_line};
+    runner_opts_t o = {.workspace = ws, .stop = &stop_requested, .progress = json ? NULL : progress_line,
+                       .comm = comm->size > 1 ? comm : NULL};
     test_hooks(&o);
     lb_err_t err = {0};
     int rc = runner_execute(&o, id, &err);
@@ -107,6 +120,38 @@ static int execute_foreground(const char *ws, store_t *st, int64_t id, int json)
     if (rc) fprintf(stderr, "lorabench: run %lld failed: %s\n", (long long)id, err.msg);
     print_run_result(st, id, json);
     return rc ? 1 : 0;
+}
+
+// A data-parallel rank other than 0 (`mpirun -n N lorabench train|resume`): waits for rank
+// 0's run id, then trains its share of the run in step with rank 0 and writes nothing.
+static int execute_peer(const char *ws, const train_comm_t *comm) {
+    int64_t id = -1;
+    lb_err_t err = {0};
+    if (lb_mpi_share(comm, &id, &err)) {
+        fprintf(stderr, "lorabench (rank %d): %s\n", comm->rank, err.msg);
+        return 1;
+    }
+    if (id <= 0) return 1;  // rank 0 said why
+    char *wsdir;
+    if (store_workspace_resolve(ws, &wsdir, &err)) {
+        fprintf(stderr, "lorabench (rank %d): %s\n", comm->rank, err.msg);
+        return 1;
+    }
+    install_stop_handlers();
+    runner_opts_t o = {.workspace = wsdir, .stop = &stop_requested, .comm = comm};
+    test_hooks(&o);
+    int rc = runner_execute(&o, id, &err);
+    if (rc) fprintf(stderr, "lorabench (rank %d): run %lld failed: %s\n", comm->rank, (long long)id, err.msg);
+    free(wsdir);
+    return rc ? 1 : 0;
+}
+
+// Joins the job when mpirun started this process; *comm->size 1 otherwise.
+static int join_mpi(train_comm_t *comm, int *joined) {
+    lb_err_t err = {0};
+    if (lb_mpi_join(comm, joined, &err) == 0) return 0;
+    fprintf(stderr, "lorabench: %s\n", err.msg);
+    return -1;
 }
 
 static int spawn_detached(const char *ws, int64_t id) {
@@ -121,6 +166,9 @@ static int spawn_detached(const char *ws, int64_t id) {
 
 static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n, const char *name,
                            const char *base_json, int parallel, int detach, int json);
+
+static int train_lead(const char *ws, const char *spec_path, int detach, int json, int delete_spec, int pretrain,
+                      const train_comm_t *comm);
 
 static int train_or_pretrain(int argc, char **argv, int pretrain) {
     const char *ws = NULL, *spec_path = NULL;
@@ -156,13 +204,32 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
         fprintf(stderr, "lorabench train: give a spec file, e.g. lorabench train experiments/presets/quick-demo.json\n");
         return 2;
     }
+    train_comm_t comm;
+    int joined;
+    if (join_mpi(&comm, &joined)) return 1;
+    int rc = comm.rank > 0 ? execute_peer(ws, &comm) : train_lead(ws, spec_path, detach, json, delete_spec, pretrain, &comm);
+    if (joined) lb_mpi_leave(&comm);
+    return rc;
+}
+
+// train and pretrain in this process (rank 0 under mpirun).
+static int train_lead(const char *ws, const char *spec_path, int detach, int json, int delete_spec, int pretrain,
+                      const train_comm_t *comm) {
     spec_t spec;
     lb_err_t err = {0};
     int load_rc = spec_load_file(spec_path, &spec, &err);
     if (delete_spec) unlink(spec_path);  // read (or found wrong): the file has done its work
     if (load_rc) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
+        share_run_id(comm, -1);
         return 1;
+    }
+    if (comm->size > 1 && (detach || spec.grid_json)) {
+        fprintf(stderr, "lorabench: under mpirun, train runs one run in the foreground; leave out %s\n",
+                detach ? "--detach" : "the spec's \"grid\" (start each of its runs with mpirun)");
+        share_run_id(comm, -1);
+        spec_free(&spec);
+        return 2;
     }
     if (pretrain) {
         spec.method = SPEC_METHOD_FULL;
@@ -171,6 +238,7 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
     char *wsdir;
     store_t *st;
     if (cli_create_store(ws, &wsdir, &st)) {
+        share_run_id(comm, -1);
         spec_free(&spec);
         return 1;
     }
@@ -191,12 +259,13 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
         int64_t id;
         if (runner_create_run(st, &spec, -1, &id, &err)) {
             fprintf(stderr, "lorabench: %s\n", err.msg);
+            share_run_id(comm, -1);
             rc = 1;
         } else if (detach) {
             rc = spawn_detached(wsdir, id) ? 1 : 0;
             if (!rc) printf("%lld\n", (long long)id);
         } else {
-            rc = execute_foreground(wsdir, st, id, json);
+            rc = execute_foreground(wsdir, st, id, json, comm);
         }
     }
     spec_free(&spec);
@@ -244,6 +313,8 @@ int cmd_worker(int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
+static int resume_lead(const char *ws, int64_t id, int detach, int json, const train_comm_t *comm);
+
 int cmd_resume(int argc, char **argv) {
     const char *ws = NULL;
     int64_t id = 0;
@@ -262,10 +333,29 @@ int cmd_resume(int argc, char **argv) {
         fprintf(stderr, "lorabench resume: give the run id ('lorabench runs' lists them)\n");
         return 2;
     }
+    train_comm_t comm;
+    int joined;
+    if (join_mpi(&comm, &joined)) return 1;
+    int rc = comm.rank > 0 ? execute_peer(ws, &comm) : resume_lead(ws, id, detach, json, &comm);
+    if (joined) lb_mpi_leave(&comm);
+    return rc;
+}
+
+// resume in this process (rank 0 under mpirun).
+static int resume_lead(const char *ws, int64_t id, int detach, int json, const train_comm_t *comm) {
     char *wsdir;
     store_t *st;
-    if (cli_open_store(ws, &wsdir, &st)) return 1;
+    if (comm->size > 1 && detach) {
+        fprintf(stderr, "lorabench: under mpirun, resume continues the run in the foreground; leave out --detach\n");
+        share_run_id(comm, -1);
+        return 2;
+    }
+    if (cli_open_store(ws, &wsdir, &st)) {
+        share_run_id(comm, -1);
+        return 1;
+    }
     lb_err_t err = {0};
+    int executed = 0;  // under mpirun: the other ranks got the id
     store_mark_stale_interrupted(st, store_now(), LB_STALE_SECONDS, NULL, NULL, NULL, &err);
     store_run_t r;
     int rc = 1;
@@ -282,10 +372,12 @@ int cmd_resume(int argc, char **argv) {
             rc = spawn_detached(wsdir, id) ? 1 : 0;
             if (!rc) printf("%lld\n", (long long)id);
         } else {
-            rc = execute_foreground(wsdir, st, id, json);
+            executed = 1;
+            rc = execute_foreground(wsdir, st, id, json, comm);
         }
         store_run_clear(&r);
     }
+    if (!executed) share_run_id(comm, -1);
     store_close(st);
     free(wsdir);
     return rc;
