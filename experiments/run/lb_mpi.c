@@ -7,7 +7,7 @@
 #include <time.h>
 
 // Names of the world size in the environment of OpenMPI's, PMIx's and MPICH's launchers.
-static int launched_by_mpi(void) {
+int lb_mpi_launched(void) {
     static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (getenv(vars[i])) return 1;
@@ -44,7 +44,7 @@ int lb_mpi_join(train_comm_t *c, int *joined, lb_err_t *err) {
     memset(c, 0, sizeof *c);
     c->size = 1;
     *joined = 0;
-    if (!launched_by_mpi()) return 0;
+    if (!lb_mpi_launched()) return 0;
     int provided, rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);  // only this thread calls MPI
     if (rc != MPI_SUCCESS) return mpi_error(rc, "Init", err);
     *joined = 1;

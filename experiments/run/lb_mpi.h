@@ -11,6 +11,9 @@
 #include "train.h"
 #include "util.h"
 
+// Whether mpirun (or another PMI launcher) started this process, from its environment.
+int lb_mpi_launched(void);
+
 // Joins the job when mpirun (or another PMI launcher) started this process: its
 // environment names a world size. *c gets rank and size and the sums; *joined = 1 then, and
 // lb_mpi_leave must be called before the process exits. Otherwise c->size = 1, nothing is

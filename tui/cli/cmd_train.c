@@ -549,6 +549,10 @@ int cmd_sweep(int argc, char **argv) {
         fprintf(stderr, "lorabench sweep: give a spec file with a \"grid\" (and --parallel N >= 1)\n");
         return 2;
     }
+    if (lb_mpi_launched()) {  // every rank would record and run the whole sweep
+        fprintf(stderr, "lorabench sweep: not under mpirun; start each of the grid's runs with mpirun -n N lorabench train\n");
+        return 2;
+    }
     spec_t spec;
     lb_err_t err = {0};
     int load_rc = spec_load_file(path, &spec, &err);
