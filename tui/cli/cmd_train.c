@@ -168,14 +168,14 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
                            const char *base_json, int parallel, int detach, int json);
 
 static int train_lead(const char *ws, const char *spec_path, int detach, int json, int delete_spec, int pretrain,
-                      const train_comm_t *comm);
+                      int threads, const train_comm_t *comm);
 
 static int train_or_pretrain(int argc, char **argv, int pretrain) {
     const char *ws = NULL, *spec_path = NULL;
-    int detach = 0, json = 0, delete_spec = 0;
+    int detach = 0, json = 0, delete_spec = 0, threads = -1;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i]) && pretrain) {
-            printf("usage: lorabench pretrain SPEC.json [--detach] [--json] [--workspace DIR]\n\n"
+            printf("usage: lorabench pretrain SPEC.json [--detach] [--json] [--threads N] [--workspace DIR]\n\n"
                    "Pretrains with T5's span-corruption objective (15%% noise, mean span 3, <extra_id_N>\n"
                    "sentinels) on the data set's source texts: method full, train.objective span_corruption.\n"
                    "A base_model folder with config.json and tokenizer.json but no model.safetensors starts\n"
@@ -183,19 +183,31 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
                    "for any run; the result is runs/<id>/model/, a Hugging Face model folder.\n");
             return 0;
         } else if (cli_is_help(argv[i])) {
-            printf("usage: lorabench train SPEC.json [--detach] [--json] [--delete-spec] [--workspace DIR]\n\n"
+            printf("usage: lorabench train SPEC.json [--detach] [--json] [--delete-spec] [--threads N] [--workspace DIR]\n\n"
                    "Records a run from SPEC (see README: spec format) and trains it. In the foreground a\n"
                    "progress line shows step/total, loss, tokens/s and ETA; Ctrl-C stops after the step,\n"
                    "writes a checkpoint and marks the run cancelled (resume continues it). --detach\n"
                    "starts a worker process, prints the run id and returns at once. A spec with a\n"
                    "\"grid\" runs as a sweep. --delete-spec removes SPEC.json once it is read (a temporary\n"
-                   "file, as the workbench writes; the run keeps its spec in the workspace).\n");
+                   "file, as the workbench writes; the run keeps its spec in the workspace). --threads N\n"
+                   "replaces the spec's \"threads\" (0: all cores).\n\n"
+                   "Under mpirun (mpirun -n N lorabench train SPEC.json) the N processes train one run\n"
+                   "data-parallel: each takes its share of every batch, threads are per process, and\n"
+                   "process 0 alone writes the workspace (README: On a cluster).\n");
             return 0;
         } else if (!strcmp(argv[i], "--detach")) detach = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--delete-spec")) delete_spec = 1;
         else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
-        else if (argv[i][0] == '-') {
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end || v < 0 || v > 1024) {
+                fprintf(stderr, "lorabench train: --threads must be 0 (all cores) or a number of threads up to 1024\n");
+                return 2;
+            }
+            threads = (int)v;
+        } else if (argv[i][0] == '-') {
             fprintf(stderr, "lorabench train: unknown option %s; see --help\n", argv[i]);
             return 2;
         } else spec_path = argv[i];
@@ -207,14 +219,14 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
     train_comm_t comm;
     int joined;
     if (join_mpi(&comm, &joined)) return 1;
-    int rc = comm.rank > 0 ? execute_peer(ws, &comm) : train_lead(ws, spec_path, detach, json, delete_spec, pretrain, &comm);
+    int rc = comm.rank > 0 ? execute_peer(ws, &comm) : train_lead(ws, spec_path, detach, json, delete_spec, pretrain, threads, &comm);
     if (joined) lb_mpi_leave(&comm);
     return rc;
 }
 
 // train and pretrain in this process (rank 0 under mpirun).
 static int train_lead(const char *ws, const char *spec_path, int detach, int json, int delete_spec, int pretrain,
-                      const train_comm_t *comm) {
+                      int threads, const train_comm_t *comm) {
     spec_t spec;
     lb_err_t err = {0};
     int load_rc = spec_load_file(spec_path, &spec, &err);
@@ -231,6 +243,7 @@ static int train_lead(const char *ws, const char *spec_path, int detach, int jso
         spec_free(&spec);
         return 2;
     }
+    if (threads >= 0) spec.threads = threads;  // recorded with the run: every rank reads it
     if (pretrain) {
         spec.method = SPEC_METHOD_FULL;
         spec.train.objective = SPEC_OBJ_SPAN_CORRUPTION;
