@@ -145,7 +145,8 @@ static int comm_sum_micro(const train_comm_t *c, double v[4], long step, lb_err_
     if (c->sum_f64(c->ctx, v, 4, failed ? &e2 : err)) return -1;
     if (failed) return -1;
     if (v[3] != 0)
-        return lb_err_set(err, LB_EIO, "another rank of the data-parallel run failed at step %ld; its output says why",
+        return lb_err_set(err, LB_EIO,
+                          "another rank of the data-parallel run failed at step %ld; mpirun's output shows that rank's message",
                           step + 1);
     return 0;
 }

@@ -547,7 +547,8 @@ static int ranks_agree(const runner_opts_t *o, int flag, lb_err_t *err) {
     lb_err_t e2;
     if (o->comm->sum_f64(o->comm->ctx, &v, 1, flag == RANKS_FAILED ? &e2 : err)) return RANKS_FAILED;
     if (v >= RANKS_FAILED && flag != RANKS_FAILED)
-        lb_err_set(err, LB_EIO, "another rank of the data-parallel run failed; rank 0's run error or that rank's output says why");
+        lb_err_set(err, LB_EIO,
+                   "another rank of the data-parallel run failed; mpirun's output shows that rank's message");
     return v >= RANKS_FAILED ? RANKS_FAILED : v > 0 ? RANKS_STOP : RANKS_GO;
 }
 
@@ -684,13 +685,17 @@ static void remove_stale_temps(const char *run_dir) {
 
 // A data-parallel rank other than 0: reads the run, sets it up and trains its share of each
 // batch in step with rank 0 (ranks_agree after the set-up and before every step); rank 0
-// writes the store, checkpoints and results.
+// writes the store, checkpoints and results. o->workspace NULL: fails as rank 0 is told.
 static int execute_peer(const runner_opts_t *o, int64_t id, lb_err_t *err) {
-    char *dbp = store_workspace_db_path(o->workspace);
     store_t *st = NULL;
     session_t s = {0};
-    int rc = store_open(dbp, &st, err);
-    free(dbp);
+    // no workspace (the caller could not find it): fail, but through ranks_agree
+    int rc = o->workspace ? 0 : lb_err_set(err, LB_EARG, "this rank found no workspace");
+    if (o->workspace) {
+        char *dbp = store_workspace_db_path(o->workspace);
+        rc = store_open(dbp, &st, err);
+        free(dbp);
+    }
     if (!rc) {
         store_run_t run = {0};
         rc = store_run_get(st, id, &run, err);

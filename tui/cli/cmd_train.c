@@ -132,10 +132,10 @@ static int execute_peer(const char *ws, const train_comm_t *comm) {
         return 1;
     }
     if (id <= 0) return 1;  // rank 0 said why
-    char *wsdir;
-    if (store_workspace_resolve(ws, &wsdir, &err)) {
+    char *wsdir = NULL;
+    if (store_workspace_find(ws, &wsdir, &err)) {  // rank 0 made it; runner_execute fails too, telling rank 0
         fprintf(stderr, "lorabench (rank %d): %s\n", comm->rank, err.msg);
-        return 1;
+        wsdir = NULL;
     }
     install_stop_handlers();
     runner_opts_t o = {.workspace = wsdir, .stop = &stop_requested, .comm = comm};
