@@ -174,7 +174,9 @@ int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_
         double scale = 1.0 / n_micro;
         if (comm) {  // the global batch's loss: sums over the ranks (t5_forward's loss is per target token)
             double v[4] = {(double)l * (double)n_tgt, (double)n_tgt, (double)(n_src + n_tgt), rc != 0};
+            double tc = lb_now();
             if (comm_sum_micro(comm, v, t->step, err)) return -1;
+            r->comm_seconds += lb_now() - tc;
             l = v[1] > 0 ? (float)(v[0] / v[1]) : 0.0f;
             scale = v[1] > 0 ? (double)n_tgt / v[1] / n_micro : 0;
             r->tokens += (long)v[2];
@@ -190,7 +192,11 @@ int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_
     }
     // LoRA's gradients are small; a full fine-tune's are reduced after the backward, not
     // overlapped with it (see README: On a cluster)
-    if (comm && comm->sum(comm->ctx, t->tp->grads, t->tp->n, err)) return -1;
+    if (comm) {
+        double tc = lb_now();
+        if (comm->sum(comm->ctx, t->tp->grads, t->tp->n, err)) return -1;
+        r->comm_seconds += lb_now() - tc;
+    }
     LB_PROF(PROF_OPTIM, r->grad_norm = sqrt(optim_sum_sq(t->tp->grads, t->tp->n)));
     if (!isfinite(r->grad_norm))
         return lb_err_set(err, LB_ENAN, "the gradient became NaN or infinite at step %ld", t->step + 1);

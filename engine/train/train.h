@@ -110,6 +110,7 @@ typedef struct {
     double grad_norm;    // global norm before clipping
     long tokens;         // source + target tokens that are not padding (all ranks')
     double seconds;      // wall time of the step
+    double comm_seconds; // of which in train_comm_t's sums (waiting for the slowest rank included)
 } train_result_t;
 
 typedef struct {

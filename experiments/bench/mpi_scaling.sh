@@ -7,7 +7,9 @@
 # whose 8192 ids all fit FLAN-T5's vocabulary) and examples made of 8 debsum descriptions
 # each, cut to SRC source and TGT target tokens (so every batch is BATCH × SRC and BATCH ×
 # TGT, the shape `lorabench bench` times), STEPS steps; the step time is the
-# median of steps 2..STEPS (the runner's step_ms of rank 0, the gradient sums included).
+# median of steps 2..STEPS (the runner's step_ms of rank 0, the gradient sums included);
+# sum_pct is the share of rank 0's step time spent in the sums over the whole run (waiting
+# for the slowest rank included: what overlapping the sums with the backward could save).
 # Prints one JSON line per measurement (also appended to OUT) and a table of medians.
 #
 #   experiments/bench/mpi_scaling.sh [--bin build/lorabench] [--configs "1x2 2x1"]
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
     --precision) PRECISION=$2; shift 2 ;;
     --mpirun-args) MPIARGS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "mpi_scaling: unknown option $1; see --help" >&2; exit 2 ;;
   esac
 done
@@ -86,12 +88,15 @@ JSON
     # the median step (the lower middle one of an even count) with its tokens/s
     "$BIN" export --what metrics --format csv --workspace "$ws" | awk -F, 'NR > 1 && $2 > 1 {print $8, $7}' |
         sort -n > "$tmp/steps"
-    local k ms tps
+    local k ms tps pct
     k=$(wc -l < "$tmp/steps")
+    # rank 0's note: the share of the step time in the sums (MPI_Allreduce)
+    pct=$(cat "$tmp/out" "$tmp/err" | sed -n 's/.*: \([0-9.]*\)% of the step time in the sums.*/\1/p' | head -n 1)
+    [ -n "$pct" ] || pct=null
     [ "$k" -gt 0 ] || { echo "mpi_scaling: $method ${R}x$Th stored no step after the first" >&2; exit 1; }
     read -r ms tps < <(sed -n "$(( (k + 1) / 2 ))p" "$tmp/steps")
-    printf '{"method":"%s","ranks":%d,"threads":%d,"cores":%d,"batch":%d,"src":%d,"tgt":%d,"steps":%d,"round":%d,"step_ms":%.1f,"tokens_per_s":%.1f}\n' \
-        "$method" "$R" "$Th" $((R * Th)) "$BATCH" "$SRC" "$TGT" "$STEPS" "$round" "$ms" "$tps" | tee -a "$OUT" >> "$tmp/all.jsonl"
+    printf '{"method":"%s","ranks":%d,"threads":%d,"cores":%d,"batch":%d,"src":%d,"tgt":%d,"steps":%d,"round":%d,"step_ms":%.1f,"tokens_per_s":%.1f,"sum_pct":%s}\n' \
+        "$method" "$R" "$Th" $((R * Th)) "$BATCH" "$SRC" "$TGT" "$STEPS" "$round" "$ms" "$tps" "$pct" | tee -a "$OUT" >> "$tmp/all.jsonl"
     rm -rf "$ws"
 }
 for round in $(seq 1 "$ROUNDS"); do
@@ -104,15 +109,16 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 echo "median step time over $ROUNDS rounds (FLAN-T5-small shape, batch $BATCH, src $SRC, tgt $TGT; speed-up against the first configuration)"
-printf '%-6s %-10s %10s %12s %9s\n' method ranks×thr "ms/step" "tokens/s" speed-up
+printf '%-6s %-10s %10s %12s %9s %7s\n' method ranks×thr "ms/step" "tokens/s" speed-up "sums %"
 for method in $METHODS; do
     base=""
     for c in $CONFIGS; do
         R=${c%x*} Th=${c#*x}
-        read -r ms tps < <(grep "\"method\":\"$method\",\"ranks\":$R,\"threads\":$Th," "$tmp/all.jsonl" |
-            sed 's/.*"step_ms":\([0-9.]*\),"tokens_per_s":\([0-9.]*\).*/\1 \2/' | sort -n |
-            awk '{a[NR] = $1; b[NR] = $2} END {i = int((NR + 1) / 2); print a[i], b[i]}')
+        read -r ms tps pct < <(grep "\"method\":\"$method\",\"ranks\":$R,\"threads\":$Th," "$tmp/all.jsonl" |
+            sed 's/.*"step_ms":\([0-9.]*\),"tokens_per_s":\([0-9.]*\),"sum_pct":\([0-9.a-z]*\).*/\1 \2 \3/' | sort -n |
+            awk '{a[NR] = $1; b[NR] = $2; c[NR] = $3} END {i = int((NR + 1) / 2); print a[i], b[i], c[i]}')
         [ -z "$base" ] && base=$ms
-        printf '%-6s %-10s %10.1f %12.1f %8.2fx\n' "$method" "${R}×$Th" "$ms" "$tps" "$(awk -v a="$base" -v b="$ms" 'BEGIN{print a/b}')"
+        printf '%-6s %-10s %10.1f %12.1f %8.2fx %7s\n' "$method" "${R}×$Th" "$ms" "$tps" \
+            "$(awk -v a="$base" -v b="$ms" 'BEGIN{print a/b}')" "$pct"
     done
 done

@@ -69,6 +69,7 @@ typedef struct {
     int n_sentinels;
     enc_cache_t enc;
     int lead;                    // writes the store, checkpoints and results (not a data-parallel rank > 0)
+    double step_s, comm_s;       // data parallel: time in steps and in their sums, this process
 } session_t;
 
 static int encode_cb(void *ctx, const char *text, int **ids, int *n, lb_err_t *err) {
@@ -583,6 +584,8 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
         }
         s->tokens_seen += r.tokens;
         s->last_loss = r.loss;
+        s->step_s += r.seconds;
+        s->comm_s += r.comm_seconds;
         int n_batches = train_data_feed_batches(&s->feed, err);
         if (n_batches < 0) {
             rc = -1;
@@ -646,6 +649,9 @@ out:
     } else if (flush_metrics(&mb, st, id, err)) {
         rc = -1;
     }
+    if ((rc == 0 || rc == 1) && o->comm && s->lead && s->step_s > 0)  // is overlapping the sums worth it?
+        runner_note(o, id, "data parallel over %d ranks: %.1f%% of the step time in the sums of losses and gradients (MPI_Allreduce, waiting for the slowest rank included)",
+                    o->comm->size, 100 * s->comm_s / s->step_s);
     if ((rc == 0 || rc == 1) && s->enc.on && s->lead)
         runner_note(o, id, "the encoder is frozen: %ld example encodings computed, %ld taken from the cache (%.1f MB%s; train.cache_encoder)",
                     s->enc.computed, s->enc.reused, (double)s->enc.bytes / 1048576.0,
