@@ -34,9 +34,25 @@ static int sum_real(void *ctx, lb_real *buf, size_t n, lb_err_t *err) {
     return 0;
 }
 
+// Waits for req without holding a core: after a millisecond of polling it sleeps between
+// tests, as the other ranks may be busy for long (rank 0 evaluating or writing a
+// checkpoint while the others wait for the next step), and a blocking MPI call would spin.
+static int wait_idle(MPI_Request *req) {
+    double t0 = MPI_Wtime();
+    struct timespec pause = {0, 200000};
+    for (int done = 0;;) {
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS || done) return rc;
+        if (MPI_Wtime() - t0 > 1e-3) nanosleep(&pause, NULL);
+    }
+}
+
+// The loss sums and the ranks' agreements (a few numbers each).
 static int sum_f64(void *ctx, double *buf, size_t n, lb_err_t *err) {
     (void)ctx;
-    int rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Request req;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &req);
+    if (rc == MPI_SUCCESS) rc = wait_idle(&req);
     return rc == MPI_SUCCESS ? 0 : mpi_error(rc, "Allreduce of the loss", err);
 }
 
@@ -63,12 +79,7 @@ int lb_mpi_share(const train_comm_t *c, int64_t *v, lb_err_t *err) {
 
 void lb_mpi_leave(train_comm_t *c) {
     MPI_Request req;
-    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) == MPI_SUCCESS) {
-        // MPI_Barrier would spin on a core that rank 0's evaluation could use
-        struct timespec ms = {0, 1000000};
-        for (int done = 0; !done && MPI_Test(&req, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS;)
-            if (!done) nanosleep(&ms, NULL);
-    }
+    if (MPI_Ibarrier(MPI_COMM_WORLD, &req) == MPI_SUCCESS) wait_idle(&req);  // rank 0 may still evaluate
     MPI_Finalize();
     memset(c, 0, sizeof *c);
     c->size = 1;
