@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Data-parallel training under mpirun (issue 23): `mpirun -n 2 lorabench train` gives the
 # same loss at every step as one process (1e-4 relative; LoRA and full fine-tuning, uneven
-# shares of the batch, grad_accum 2); a cancel stops every rank; a NaN fails the run on
-# every rank; a rank killed with SIGKILL (rank 1, then rank 0) leaves the run interrupted
-# and the store intact, and resume (without mpirun, and with it) finishes it with the
-# loss of an uninterrupted run. Every mpirun has a timeout: a hang is a failure.
+# shares of the batch, grad_accum 2; pretraining too); a cancel stops every rank; a NaN
+# fails the run on every rank; a rank killed with SIGKILL (rank 1, then rank 0) leaves the
+# run interrupted and the store intact, and resume (without mpirun, and with it) finishes
+# it with the loss of an uninterrupted run. Every mpirun has a timeout: a hang is a failure.
 set -u
 B="$1/lorabench"
 if ! command -v mpirun > /dev/null; then
@@ -57,6 +57,13 @@ for method in lora full; do
     check "$method: integrity_check ok" '[ "$(sqlite3 "$T/two-$method/lorabench.db" "PRAGMA integrity_check")" = ok ]'
 done
 ref=$(final_loss "$T/one-lora" 1)
+# pretraining: span corruption draws each example's noise from (seed, micro batch, example),
+# so a rank's share is corrupted as in one process
+"$B" pretrain "$T/full.json" --workspace "$T/one-pre" > /dev/null 2>&1
+timeout 120 $MPI "$B" pretrain "$T/full.json" --workspace "$T/two-pre" > /dev/null 2>&1; rc=$?
+losses "$T/one-pre" 1 > "$T/one.txt"; losses "$T/two-pre" 1 > "$T/two.txt"
+check "pretrain: mpirun -n 2 exits 0 ($rc), 8 steps, each loss as one process's (1e-4)" \
+    '[ $rc -eq 0 ] && [ $(wc -l < "$T/two.txt") -eq 8 ] && same_losses "$T/one.txt" "$T/two.txt"'
 
 # 2. NaN: every rank stops, the run fails with the message, nothing hangs.
 spec nan lora 4 4 1e30
