@@ -725,7 +725,11 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
     store_t *st = NULL;
     int rc = store_open(dbp, &st, err);
     free(dbp);
-    if (rc) return -1;
+    if (rc) {
+        lb_err_t e3;
+        ranks_agree(o, RANKS_FAILED, &e3);  // the other ranks wait for the set-up's end
+        return -1;
+    }
     session_t s = {0};
     s.lead = 1;
     store_run_t run = {0};
