@@ -1,14 +1,17 @@
 # lorabench — build, run, test.  `make run` and `make test` install missing Debian
 # packages first (make deps), so they are the whole set-up on a fresh machine.
 
-PKGS      := openblas libcjson ncursesw sqlite3
+PKGS      := openblas libcjson ncursesw sqlite3 ompi-c
 DEB_PKGS  := build-essential pkg-config libopenblas-dev libcjson-dev libncurses-dev \
              libsqlite3-dev tmux clang cppcheck sqlite3 valgrind util-linux libdnnl-dev \
-             slurm-wlm munge
+             slurm-wlm munge \
+             libopenmpi-dev openmpi-bin
 BUILD     ?= build
 CC        ?= cc
 SAN       ?=
 
+# OpenMPI (ompi-c: libopenmpi-dev) is linked in for `mpirun -n N lorabench train`
+# (experiments/run/lb_mpi.c); a run without mpirun never initialises it.
 # oneDNN (libdnnl-dev: bf16 products on AMX / AVX-512 bf16) ships no .pc file; its
 # Debian build runs on OpenMP (libgomp), whose team size engine/kernels/gemm_bf16.c sets.
 HAVE_PKGS := $(shell pkg-config --exists $(PKGS) 2>/dev/null && test -f /usr/include/dnnl.h && echo yes)

@@ -136,9 +136,25 @@ void train_free(train_t *t) {
     memset(t, 0, sizeof *t);
 }
 
+// Sums the micro batch's loss sum, target tokens, tokens and failure flag over the ranks.
+// Every rank calls it for every micro batch, also one that failed: the others would wait
+// for it otherwise.
+static int comm_sum_micro(const train_comm_t *c, double v[4], long step, lb_err_t *err) {
+    int failed = v[3] != 0;
+    lb_err_t e2;
+    if (c->sum_f64(c->ctx, v, 4, failed ? &e2 : err)) return -1;
+    if (failed) return -1;
+    if (v[3] != 0)
+        return lb_err_set(err, LB_EIO,
+                          "another rank of the data-parallel run failed at step %ld; mpirun's output shows that rank's message",
+                          step + 1);
+    return 0;
+}
+
 int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err) {
     double t0 = lb_now();
     int n_micro = t->o.grad_accum;
+    const train_comm_t *comm = t->comm;
     memset(r, 0, sizeof *r);
     memset(t->tp->grads, 0, t->tp->n * sizeof(lb_real));
     double sum = 0;
@@ -146,19 +162,40 @@ int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_
         // every micro batch gets its own dropout masks
         uint64_t micro = (uint64_t)t->step * (uint64_t)n_micro + (uint64_t)k;
         lb_drop_t drop = {t->o.seed, micro, t->o.dropout};
-        t5_batch_t b;
-        if (feed->next(feed->ctx, micro, &b, err)) return -1;
-        float l;
-        if (feed->forward ? feed->forward(feed->ctx, t->m, t->a, &b, &drop, &l, err)
-                          : t5_forward(t->m, t->a, &b, &drop, &l, err))
-            return -1;
+        t5_batch_t b = {0};
+        float l = 0;
+        int rc = feed->next(feed->ctx, micro, &b, err);
+        if (!rc && b.B > 0)
+            rc = feed->forward ? feed->forward(feed->ctx, t->m, t->a, &b, &drop, &l, err)
+                               : t5_forward(t->m, t->a, &b, &drop, &l, err);
+        long n_src = 0, n_tgt = 0;
+        for (int i = 0; !rc && i < b.B * b.S; i++) n_src += b.attention_mask[i] != 0;
+        for (int i = 0; !rc && i < b.B * b.T; i++) n_tgt += b.labels[i] != -100;
+        double scale = 1.0 / n_micro;
+        if (comm) {  // the global batch's loss: sums over the ranks (t5_forward's loss is per target token)
+            double v[4] = {(double)l * (double)n_tgt, (double)n_tgt, (double)(n_src + n_tgt), rc != 0};
+            double tc = lb_now();
+            if (comm_sum_micro(comm, v, t->step, err)) return -1;
+            r->comm_seconds += lb_now() - tc;
+            l = v[1] > 0 ? (float)(v[0] / v[1]) : 0.0f;
+            scale = v[1] > 0 ? (double)n_tgt / v[1] / n_micro : 0;
+            r->tokens += (long)v[2];
+        } else {
+            if (rc) return -1;
+            r->tokens += n_src + n_tgt;
+        }
         if (!isfinite(l))
             return lb_err_set(err, LB_ENAN, "the loss became %s at step %ld", isnan(l) ? "NaN" : "infinite",
                               t->step + 1);
-        t5_backward(t->m, t->a, &drop, 1.0f / (float)n_micro);
+        if (b.B > 0) t5_backward(t->m, t->a, &drop, (float)scale);
         sum += l;
-        for (int i = 0; i < b.B * b.S; i++) r->tokens += b.attention_mask[i] != 0;
-        for (int i = 0; i < b.B * b.T; i++) r->tokens += b.labels[i] != -100;
+    }
+    // LoRA's gradients are small; a full fine-tune's are reduced after the backward, not
+    // overlapped with it (see README: On a cluster)
+    if (comm) {
+        double tc = lb_now();
+        if (comm->sum(comm->ctx, t->tp->grads, t->tp->n, err)) return -1;
+        r->comm_seconds += lb_now() - tc;
     }
     LB_PROF(PROF_OPTIM, r->grad_norm = sqrt(optim_sum_sq(t->tp->grads, t->tp->n)));
     if (!isfinite(r->grad_norm))
@@ -223,15 +260,21 @@ int train_data_feed_next(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err
     if (train_data_feed_batches(f, err) < 0) return -1;
     const int *idx = f->plan.order + f->plan.start[f->batch];
     int n = f->plan.start[f->batch + 1] - f->plan.start[f->batch];
-    if (f->make ? f->make(f->make_ctx, idx, n, micro, &f->cur, err)
-                : data_batch_make(f->data, idx, n, f->pad_id, f->start_id, &f->cur, err))
+    if (f->ranks > 1) {  // this rank's rows of the global batch
+        int lo = (int)((long)n * f->rank / f->ranks), hi = (int)((long)n * (f->rank + 1) / f->ranks);
+        idx += lo;
+        n = hi - lo;
+    }
+    if (n > 0 && (f->make ? f->make(f->make_ctx, idx, n, micro, &f->cur, err)
+                          : data_batch_make(f->data, idx, n, f->pad_id, f->start_id, &f->cur, err)))
         return -1;
-    f->have_cur = 1;
+    f->have_cur = n > 0;
     if (++f->batch >= f->plan.n_batches) {
         f->batch = 0;
         f->epoch++;
     }
-    *b = (t5_batch_t){f->cur.B, f->cur.S, f->cur.T, f->cur.input_ids, f->cur.attention_mask, f->cur.labels};
+    if (n == 0) *b = (t5_batch_t){0};
+    else *b = (t5_batch_t){f->cur.B, f->cur.S, f->cur.T, f->cur.input_ids, f->cur.attention_mask, f->cur.labels};
     return 0;
 }
 

@@ -77,10 +77,23 @@ typedef struct {
 // warmup over 1000 steps, no accumulation, seed 42, dropout on.
 void train_opts_default(train_opts_t *o);
 
+// How the ranks of a data-parallel run (lorabench under mpirun) combine their work: every
+// rank computes its share of each global batch (the feed's rank/ranks), and the step sums
+// the loss sums, token counts and gradients over the ranks, so that each rank applies the
+// update one process would from the whole batch. The engine knows no MPI: the caller
+// supplies the sums (experiments/run/lb_mpi.c). NULL in train_t: one process.
+typedef struct {
+    int rank, size;
+    // Sums buf[0..n) over the ranks, the result on every rank. 0, or -1 with err.
+    int (*sum)(void *ctx, lb_real *buf, size_t n, lb_err_t *err);
+    int (*sum_f64)(void *ctx, double *buf, size_t n, lb_err_t *err);
+    void *ctx;
+} train_comm_t;
+
 // Where a step's micro batches come from, and (optionally) how one is run forward.
 typedef struct {
     // Micro batch number `micro` of the whole run (step·grad_accum + k): fills *b, which
-    // stays valid until the next call. Required.
+    // stays valid until the next call (B = 0: this rank's share is empty). Required.
     int (*next)(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err);
     // The forward of the batch just returned by next, in place of t5_forward (the
     // runner's encoder-output cache). NULL: t5_forward.
@@ -92,11 +105,12 @@ typedef struct {
 // What one step did.
 typedef struct {
     long step;           // optimizer steps done (1 after the first)
-    float loss;          // mean loss of the step's micro batches
+    float loss;          // mean loss of the step's micro batches (each: per target token)
     float lr;            // learning rate used by this step
     double grad_norm;    // global norm before clipping
-    long tokens;         // source + target tokens that are not padding
+    long tokens;         // source + target tokens that are not padding (all ranks')
     double seconds;      // wall time of the step
+    double comm_seconds; // of which in train_comm_t's sums (waiting for the slowest rank included)
 } train_result_t;
 
 typedef struct {
@@ -106,6 +120,7 @@ typedef struct {
     train_params_t *tp;
     adamw_t opt;         // moments of tp's values; opt.t steps taken (restored on resume)
     long step;           // optimizer steps done
+    const train_comm_t *comm;  // data-parallel ranks (set after train_init); NULL: one process
 } train_t;
 
 // Prepares training of tp's values on m with activations a.
@@ -115,7 +130,10 @@ void train_free(train_t *t);
 // The gradients of one step without the update: zero them, then forward + backward of
 // o.grad_accum micro batches from feed (loss scaled by 1/grad_accum, dropout masks from
 // (seed, micro)); the loss and the global gradient norm are checked for NaN/inf (LB_ENAN,
-// naming the step). r gets the mean loss, norm and tokens.
+// naming the step). r gets the mean loss, norm and tokens. With t->comm, each micro batch's
+// loss is the global batch's (loss sums and target tokens summed over the ranks before the
+// backward, which is scaled by this rank's share of the tokens) and the gradients are
+// summed after the last backward; a failure on any rank fails the step on every rank.
 int train_gradients(train_t *t, const train_feed_t *feed, train_result_t *r, lb_err_t *err);
 
 // The update from the gradients train_gradients left (r from it): clipping by the global
@@ -138,6 +156,7 @@ typedef struct {
     uint64_t seed;
     int pad_id, start_id;
     int epoch, batch;     // position
+    int rank, ranks;      // data parallel: this rank's rows of every batch (ranks 0 or 1: all)
     int (*make)(void *ctx, const int *idx, int n, uint64_t micro, data_batch_t *b, lb_err_t *err);
     void *make_ctx;
     data_plan_t plan;
@@ -149,7 +168,9 @@ typedef struct {
 void train_data_feed_init(train_data_feed_t *f, const data_tokenized_t *data, int batch_size, uint64_t seed,
                           int pad_id, int start_id);
 void train_data_feed_free(train_data_feed_t *f);
-// The feed's `next`, for train_feed_t (ctx: a train_data_feed_t).
+// The feed's `next`, for train_feed_t (ctx: a train_data_feed_t). Every rank plans the same
+// global batches; rank k of n takes rows [B·k/n, B·(k+1)/n) of each, padded on their own
+// (padding does not change a row's loss), so the plan and position do not depend on n.
 int train_data_feed_next(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t *err);
 // Batches in the current epoch (its plan is made when needed), or -1 with err.
 int train_data_feed_batches(train_data_feed_t *f, lb_err_t *err);

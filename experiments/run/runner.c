@@ -68,6 +68,8 @@ typedef struct {
     int sentinels[100];
     int n_sentinels;
     enc_cache_t enc;
+    int lead;                    // writes the store, checkpoints and results (not a data-parallel rank > 0)
+    double step_s, comm_s;       // data parallel: time in steps and in their sums, this process
 } session_t;
 
 static int encode_cb(void *ctx, const char *text, int **ids, int *n, lb_err_t *err) {
@@ -236,12 +238,17 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
         to.dropout = 1;
         s->acts = t5_acts_new(&s->model, sp->train.batch_size, s->max_s, s->max_t);
         train_init(&s->tr, &s->model, s->acts, &s->tp, &to);
+        s->tr.comm = o->comm;
         s->tr_ready = 1;
         train_data_feed_init(&s->feed, &s->train, sp->train.batch_size, (uint64_t)sp->train.seed,
                              s->model.cfg.pad_token_id, s->model.cfg.decoder_start_token_id);
         if (s->span) {
             s->feed.make = span_batch_make;
             s->feed.make_ctx = s;
+        }
+        if (o->comm) {  // this rank's rows of every batch
+            s->feed.rank = o->comm->rank;
+            s->feed.ranks = o->comm->size;
         }
         s->feed_ready = 1;
         if (sp->train.cache_encoder && !s->span && t5_encoder_frozen(&s->model)) {
@@ -259,8 +266,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
     sum.precision = t5_precision_name(s->precision);
     sum.total_params = (int64_t)facts.total;
     sum.total_steps = sp->method == SPEC_METHOD_NONE ? 0 : s->total_steps;
-    if (store_run_update_summary(st, id, &sum, err)) return -1;
-    (void)o;
+    if (s->lead && store_run_update_summary(st, id, &sum, err)) return -1;
     return 0;
 }
 
@@ -419,6 +425,7 @@ typedef struct {
 } metric_buf_t;
 
 static int flush_metrics(metric_buf_t *mb, store_t *st, int64_t id, lb_err_t *err) {
+    if (!st) mb->n = 0;  // a data-parallel rank > 0: rank 0 stores the same rows
     if (mb->n == 0) return 0;
     int rc = store_metrics_insert_batch(st, id, mb->rows, (size_t)mb->n, err);
     mb->n = 0;
@@ -530,8 +537,24 @@ static int session_next_batch(void *ctx, uint64_t micro, t5_batch_t *b, lb_err_t
     return train_data_feed_next(&s->feed, micro, b, err);
 }
 
+// Data parallel: every rank passes here with its flag (0 go on, RANKS_STOP asked to stop,
+// RANKS_FAILED failed) and gets the largest meaning of the sum, so that all ranks go on,
+// stop or fail together and none waits for a rank that left. One process: its own flag.
+enum { RANKS_GO = 0, RANKS_STOP = 1, RANKS_FAILED = 1000 };
+static int ranks_agree(const runner_opts_t *o, int flag, lb_err_t *err) {
+    if (!o->comm) return flag;
+    double v = flag;
+    lb_err_t e2;
+    if (o->comm->sum_f64(o->comm->ctx, &v, 1, flag == RANKS_FAILED ? &e2 : err)) return RANKS_FAILED;
+    if (v >= RANKS_FAILED && flag != RANKS_FAILED)
+        lb_err_set(err, LB_EIO,
+                   "another rank of the data-parallel run failed; mpirun's output shows that rank's message");
+    return v >= RANKS_FAILED ? RANKS_FAILED : v > 0 ? RANKS_STOP : RANKS_GO;
+}
+
 // Trains from the session's position to total_steps, or until asked to stop.
 // Returns 0 (finished), 1 (stopped on request), 2 (killed by the test hook), -1 (error).
+// st is NULL on a data-parallel rank > 0: it stores, checkpoints and evaluates nothing.
 static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t *o, lb_err_t *err) {
     const spec_t *sp = &s->spec;
     metric_buf_t mb = {.last_flush = lb_now()};
@@ -541,7 +564,12 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
     long tokens_start = s->tokens_seen;
     int rc = 0;
     while (s->tr.step < s->total_steps) {
-        if (o->stop && *o->stop) {
+        int go = ranks_agree(o, o->stop && *o->stop ? RANKS_STOP : RANKS_GO, err);  // a cancel reaches rank 0 only
+        if (go == RANKS_FAILED) {
+            rc = -1;
+            goto out;
+        }
+        if (go == RANKS_STOP) {
             rc = 1;
             break;
         }
@@ -555,6 +583,8 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
         }
         s->tokens_seen += r.tokens;
         s->last_loss = r.loss;
+        s->step_s += r.seconds;
+        s->comm_s += r.comm_seconds;
         int n_batches = train_data_feed_batches(&s->feed, err);
         if (n_batches < 0) {
             rc = -1;
@@ -575,6 +605,7 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
         if (mb.n == 64 || now - mb.last_flush >= 1.0 || s->tr.step == s->total_steps) {
             if (flush_metrics(&mb, st, id, err)) {
                 rc = -1;
+                ranks_agree(o, RANKS_FAILED, err);
                 goto out;
             }
         }
@@ -594,15 +625,18 @@ static int train_loop(session_t *s, store_t *st, int64_t id, const runner_opts_t
             rc = 2;
             goto out;
         }
-        if (sp->train.checkpoint_every > 0 && s->tr.step % sp->train.checkpoint_every == 0 && s->tr.step < s->total_steps) {
+        if (s->lead && sp->train.checkpoint_every > 0 && s->tr.step % sp->train.checkpoint_every == 0 &&
+            s->tr.step < s->total_steps) {
             if (flush_metrics(&mb, st, id, err) || checkpoint_write(s, err)) {
                 rc = -1;
+                ranks_agree(o, RANKS_FAILED, err);
                 goto out;
             }
         }
-        if (sp->train.eval_every > 0 && s->tr.step % sp->train.eval_every == 0 && s->tr.step < s->total_steps) {
+        if (s->lead && sp->train.eval_every > 0 && s->tr.step % sp->train.eval_every == 0 && s->tr.step < s->total_steps) {
             if (flush_metrics(&mb, st, id, err) || run_eval(s, st, id, o, 0, err)) {
                 rc = err->code == LB_ESTOPPED ? 1 : -1;  // a cancel during the evaluation: stopped
+                ranks_agree(o, rc == 1 ? RANKS_STOP : RANKS_FAILED, err);
                 goto out;
             }
         }
@@ -614,11 +648,14 @@ out:
     } else if (flush_metrics(&mb, st, id, err)) {
         rc = -1;
     }
-    if ((rc == 0 || rc == 1) && s->enc.on)
+    if ((rc == 0 || rc == 1) && o->comm && s->lead && s->step_s > 0)  // is overlapping the sums worth it?
+        runner_note(o, id, "data parallel over %d ranks: %.1f%% of the step time in the sums of losses and gradients (MPI_Allreduce, waiting for the slowest rank included)",
+                    o->comm->size, 100 * s->comm_s / s->step_s);
+    if ((rc == 0 || rc == 1) && s->enc.on && s->lead)
         runner_note(o, id, "the encoder is frozen: %ld example encodings computed, %ld taken from the cache (%.1f MB%s; train.cache_encoder)",
                     s->enc.computed, s->enc.reused, (double)s->enc.bytes / 1048576.0,
                     s->enc.over_budget ? ", full: the rest are recomputed; LORABENCH_ENCODER_CACHE_MB raises it" : "");
-    if (rc == 0 || rc == 1) {
+    if ((rc == 0 || rc == 1) && st) {
         double el = lb_now() - t_start;
         store_run_summary_t sum = store_run_summary_unset();
         sum.step = s->tr.step;
@@ -651,15 +688,52 @@ static void remove_stale_temps(const char *run_dir) {
     }
 }
 
+// A data-parallel rank other than 0: reads the run, sets it up and trains its share of each
+// batch in step with rank 0 (ranks_agree after the set-up and before every step); rank 0
+// writes the store, checkpoints and results. o->workspace NULL: fails as rank 0 is told.
+static int execute_peer(const runner_opts_t *o, int64_t id, lb_err_t *err) {
+    store_t *st = NULL;
+    session_t s = {0};
+    // no workspace (the caller could not find it): fail, but through ranks_agree
+    int rc = o->workspace ? 0 : lb_err_set(err, LB_EARG, "this rank found no workspace");
+    if (o->workspace) {
+        char *dbp = store_workspace_db_path(o->workspace);
+        rc = store_open(dbp, &st, err);
+        free(dbp);
+    }
+    if (!rc) {
+        store_run_t run = {0};
+        rc = store_run_get(st, id, &run, err);
+        if (!rc) rc = spec_parse(run.spec, "runs.spec", &s.spec, err);
+        store_run_clear(&run);
+        store_close(st);
+    }
+    int resumed = 0;
+    if (!rc) rc = store_run_dir(o->workspace, id, 0, &s.run_dir, err);
+    if (!rc) rc = session_setup(&s, o, NULL, id, err);
+    if (!rc && s.tp.n) rc = checkpoint_read(&s, &resumed, err);
+    if (ranks_agree(o, rc ? RANKS_FAILED : RANKS_GO, err) == RANKS_FAILED) rc = -1;
+    else if (s.tp.n) rc = train_loop(&s, NULL, id, o, err) < 0 ? -1 : 0;
+    session_free(&s);
+    return rc;
+}
+
 int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
+    if (o->comm && o->comm->rank > 0) return execute_peer(o, id, err);
     char *dbp = store_workspace_db_path(o->workspace);
     store_t *st = NULL;
     int rc = store_open(dbp, &st, err);
     free(dbp);
-    if (rc) return -1;
+    if (rc) {
+        lb_err_t e3;
+        ranks_agree(o, RANKS_FAILED, &e3);  // the other ranks wait for the set-up's end
+        return -1;
+    }
     session_t s = {0};
+    s.lead = 1;
     store_run_t run = {0};
     lb_err_t e2;
+    int agreed = 0;  // data parallel: the ranks passed the set-up together (ranks_agree)
     if (store_run_get(st, id, &run, err)) goto fail_nostatus;
     if (spec_parse(run.spec, "runs.spec", &s.spec, err)) goto fail;
     if (store_run_dir(o->workspace, id, 1, &s.run_dir, err)) goto fail;
@@ -675,6 +749,8 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
     if (session_setup(&s, o, st, id, err)) goto fail;
     int resumed = 0;
     if (s.tp.n && checkpoint_read(&s, &resumed, err)) goto fail;
+    agreed = 1;
+    if (ranks_agree(o, RANKS_GO, err) == RANKS_FAILED) goto fail;
     int trc = 0;
     if (s.tp.n) {
         trc = train_loop(&s, st, id, o, err);
@@ -714,6 +790,7 @@ done:
 fail:
     store_run_set_status(st, id, STORE_STATUS_FAILED, err->msg, &e2);
 fail_nostatus:
+    if (!agreed) ranks_agree(o, RANKS_FAILED, &e2);  // the other ranks wait for the set-up's end
     store_run_clear(&run);
     session_free(&s);
     store_close(st);

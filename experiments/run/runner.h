@@ -14,6 +14,7 @@
 
 #include "spec.h"
 #include "store.h"
+#include "train.h"
 #include "util.h"
 
 // What the foreground `train` shows on its progress line.
@@ -42,6 +43,10 @@ typedef struct {
     // Test hook: sleep this long after every evaluation batch, so that a test can cancel a
     // run during its evaluation. 0 = off.
     int eval_delay_ms;
+    // Data parallel (`mpirun -n N lorabench train`, experiments/run/lb_mpi.c): every rank
+    // executes the run on its share of each batch; rank 0 alone writes the store,
+    // checkpoints and results and evaluates. NULL: one process.
+    const train_comm_t *comm;
 } runner_opts_t;
 
 // Validates spec and records a new queued run; *id gets its id. Paths in the spec must
@@ -52,7 +57,8 @@ int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t
 
 // Executes run `id` in this process: from its last checkpoint if it has one (resume),
 // else from the start. Sets the run's status (running, then done / failed / cancelled) and
-// its error text; returns 0 when the run finished or was cancelled cleanly.
+// its error text; returns 0 when the run finished or was cancelled cleanly. A rank other
+// than 0 (o->comm) trains in step with rank 0 and writes nothing.
 int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err);
 
 // Starts `exe worker --workspace W --run ID` as a detached process (posix_spawn, new

@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "cli_common.h"
+#include "lb_mpi.h"
 #include "runner.h"
 #include "spec.h"
 #include "store.h"
@@ -97,9 +98,21 @@ static void test_hooks(runner_opts_t *o) {
     if (eval_delay) o->eval_delay_ms = atoi(eval_delay);
 }
 
-static int execute_foreground(const char *ws, store_t *st, int64_t id, int json) {
+// Under mpirun (comm->size > 1): rank 0's id of the run that every rank executes, shared
+// just before rank 0 executes it; -1 when rank 0 failed before (the other ranks return).
+static int share_run_id(const train_comm_t *comm, int64_t id) {
+    lb_err_t err = {0};
+    if (comm->size <= 1) return 0;
+    if (lb_mpi_share(comm, &id, &err) == 0) return 0;
+    fprintf(stderr, "lorabench: %s\n", err.msg);
+    return -1;
+}
+
+static int execute_foreground(const char *ws, store_t *st, int64_t id, int json, const train_comm_t *comm) {
+    if (share_run_id(comm, id)) return 1;
     install_stop_handlers();
-    runner_opts_t o = {.workspace = ws, .stop = &stop_requested, .progress = json ? NULL : progress_line};
+    runner_opts_t o = {.workspace = ws, .stop = &stop_requested, .progress = json ? NULL : progress_line,
+                       .comm = comm->size > 1 ? comm : NULL};
     test_hooks(&o);
     lb_err_t err = {0};
     int rc = runner_execute(&o, id, &err);
@@ -107,6 +120,38 @@ static int execute_foreground(const char *ws, store_t *st, int64_t id, int json)
     if (rc) fprintf(stderr, "lorabench: run %lld failed: %s\n", (long long)id, err.msg);
     print_run_result(st, id, json);
     return rc ? 1 : 0;
+}
+
+// A data-parallel rank other than 0 (`mpirun -n N lorabench train|resume`): waits for rank
+// 0's run id, then trains its share of the run in step with rank 0 and writes nothing.
+static int execute_peer(const char *ws, const train_comm_t *comm) {
+    int64_t id = -1;
+    lb_err_t err = {0};
+    if (lb_mpi_share(comm, &id, &err)) {
+        fprintf(stderr, "lorabench (rank %d): %s\n", comm->rank, err.msg);
+        return 1;
+    }
+    if (id <= 0) return 1;  // rank 0 said why
+    char *wsdir = NULL;
+    if (store_workspace_find(ws, &wsdir, &err)) {  // rank 0 made it; runner_execute fails too, telling rank 0
+        fprintf(stderr, "lorabench (rank %d): %s\n", comm->rank, err.msg);
+        wsdir = NULL;
+    }
+    install_stop_handlers();
+    runner_opts_t o = {.workspace = wsdir, .stop = &stop_requested, .comm = comm};
+    test_hooks(&o);
+    int rc = runner_execute(&o, id, &err);
+    if (rc) fprintf(stderr, "lorabench (rank %d): run %lld failed: %s\n", comm->rank, (long long)id, err.msg);
+    free(wsdir);
+    return rc ? 1 : 0;
+}
+
+// Joins the job when mpirun started this process; *comm->size 1 otherwise.
+static int join_mpi(train_comm_t *comm, int *joined) {
+    lb_err_t err = {0};
+    if (lb_mpi_join(comm, joined, &err) == 0) return 0;
+    fprintf(stderr, "lorabench: %s\n", err.msg);
+    return -1;
 }
 
 static int spawn_detached(const char *ws, int64_t id) {
@@ -122,12 +167,15 @@ static int spawn_detached(const char *ws, int64_t id) {
 static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n, const char *name,
                            const char *base_json, int parallel, int detach, int json);
 
+static int train_lead(const char *ws, const char *spec_path, int detach, int json, int delete_spec, int pretrain,
+                      int threads, const train_comm_t *comm);
+
 static int train_or_pretrain(int argc, char **argv, int pretrain) {
     const char *ws = NULL, *spec_path = NULL;
-    int detach = 0, json = 0, delete_spec = 0;
+    int detach = 0, json = 0, delete_spec = 0, threads = -1;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i]) && pretrain) {
-            printf("usage: lorabench pretrain SPEC.json [--detach] [--json] [--workspace DIR]\n\n"
+            printf("usage: lorabench pretrain SPEC.json [--detach] [--json] [--threads N] [--workspace DIR]\n\n"
                    "Pretrains with T5's span-corruption objective (15%% noise, mean span 3, <extra_id_N>\n"
                    "sentinels) on the data set's source texts: method full, train.objective span_corruption.\n"
                    "A base_model folder with config.json and tokenizer.json but no model.safetensors starts\n"
@@ -135,19 +183,31 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
                    "for any run; the result is runs/<id>/model/, a Hugging Face model folder.\n");
             return 0;
         } else if (cli_is_help(argv[i])) {
-            printf("usage: lorabench train SPEC.json [--detach] [--json] [--delete-spec] [--workspace DIR]\n\n"
+            printf("usage: lorabench train SPEC.json [--detach] [--json] [--delete-spec] [--threads N] [--workspace DIR]\n\n"
                    "Records a run from SPEC (see README: spec format) and trains it. In the foreground a\n"
                    "progress line shows step/total, loss, tokens/s and ETA; Ctrl-C stops after the step,\n"
                    "writes a checkpoint and marks the run cancelled (resume continues it). --detach\n"
                    "starts a worker process, prints the run id and returns at once. A spec with a\n"
                    "\"grid\" runs as a sweep. --delete-spec removes SPEC.json once it is read (a temporary\n"
-                   "file, as the workbench writes; the run keeps its spec in the workspace).\n");
+                   "file, as the workbench writes; the run keeps its spec in the workspace). --threads N\n"
+                   "replaces the spec's \"threads\" (0: all cores).\n\n"
+                   "Under mpirun (mpirun -n N lorabench train SPEC.json) the N processes train one run\n"
+                   "data-parallel: each takes its share of every batch, threads are per process, and\n"
+                   "process 0 alone writes the workspace (README: On a cluster).\n");
             return 0;
         } else if (!strcmp(argv[i], "--detach")) detach = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else if (!strcmp(argv[i], "--delete-spec")) delete_spec = 1;
         else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
-        else if (argv[i][0] == '-') {
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (end == argv[i] || *end || v < 0 || v > 1024) {
+                fprintf(stderr, "lorabench train: --threads must be 0 (all cores) or a number of threads up to 1024\n");
+                return 2;
+            }
+            threads = (int)v;
+        } else if (argv[i][0] == '-') {
             fprintf(stderr, "lorabench train: unknown option %s; see --help\n", argv[i]);
             return 2;
         } else spec_path = argv[i];
@@ -156,14 +216,34 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
         fprintf(stderr, "lorabench train: give a spec file, e.g. lorabench train experiments/presets/quick-demo.json\n");
         return 2;
     }
+    train_comm_t comm;
+    int joined;
+    if (join_mpi(&comm, &joined)) return 1;
+    int rc = comm.rank > 0 ? execute_peer(ws, &comm) : train_lead(ws, spec_path, detach, json, delete_spec, pretrain, threads, &comm);
+    if (joined) lb_mpi_leave(&comm);
+    return rc;
+}
+
+// train and pretrain in this process (rank 0 under mpirun).
+static int train_lead(const char *ws, const char *spec_path, int detach, int json, int delete_spec, int pretrain,
+                      int threads, const train_comm_t *comm) {
     spec_t spec;
     lb_err_t err = {0};
     int load_rc = spec_load_file(spec_path, &spec, &err);
     if (delete_spec) unlink(spec_path);  // read (or found wrong): the file has done its work
     if (load_rc) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
+        share_run_id(comm, -1);
         return 1;
     }
+    if (comm->size > 1 && (detach || spec.grid_json)) {
+        fprintf(stderr, "lorabench: under mpirun, train runs one run in the foreground; leave out %s\n",
+                detach ? "--detach" : "the spec's \"grid\" (start each of its runs with mpirun)");
+        share_run_id(comm, -1);
+        spec_free(&spec);
+        return 2;
+    }
+    if (threads >= 0) spec.threads = threads;  // recorded with the run: every rank reads it
     if (pretrain) {
         spec.method = SPEC_METHOD_FULL;
         spec.train.objective = SPEC_OBJ_SPAN_CORRUPTION;
@@ -171,6 +251,7 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
     char *wsdir;
     store_t *st;
     if (cli_create_store(ws, &wsdir, &st)) {
+        share_run_id(comm, -1);
         spec_free(&spec);
         return 1;
     }
@@ -191,12 +272,13 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
         int64_t id;
         if (runner_create_run(st, &spec, -1, &id, &err)) {
             fprintf(stderr, "lorabench: %s\n", err.msg);
+            share_run_id(comm, -1);
             rc = 1;
         } else if (detach) {
             rc = spawn_detached(wsdir, id) ? 1 : 0;
             if (!rc) printf("%lld\n", (long long)id);
         } else {
-            rc = execute_foreground(wsdir, st, id, json);
+            rc = execute_foreground(wsdir, st, id, json, comm);
         }
     }
     spec_free(&spec);
@@ -244,6 +326,8 @@ int cmd_worker(int argc, char **argv) {
     return rc ? 1 : 0;
 }
 
+static int resume_lead(const char *ws, int64_t id, int detach, int json, const train_comm_t *comm);
+
 int cmd_resume(int argc, char **argv) {
     const char *ws = NULL;
     int64_t id = 0;
@@ -262,10 +346,29 @@ int cmd_resume(int argc, char **argv) {
         fprintf(stderr, "lorabench resume: give the run id ('lorabench runs' lists them)\n");
         return 2;
     }
+    train_comm_t comm;
+    int joined;
+    if (join_mpi(&comm, &joined)) return 1;
+    int rc = comm.rank > 0 ? execute_peer(ws, &comm) : resume_lead(ws, id, detach, json, &comm);
+    if (joined) lb_mpi_leave(&comm);
+    return rc;
+}
+
+// resume in this process (rank 0 under mpirun).
+static int resume_lead(const char *ws, int64_t id, int detach, int json, const train_comm_t *comm) {
     char *wsdir;
     store_t *st;
-    if (cli_open_store(ws, &wsdir, &st)) return 1;
+    if (comm->size > 1 && detach) {
+        fprintf(stderr, "lorabench: under mpirun, resume continues the run in the foreground; leave out --detach\n");
+        share_run_id(comm, -1);
+        return 2;
+    }
+    if (cli_open_store(ws, &wsdir, &st)) {
+        share_run_id(comm, -1);
+        return 1;
+    }
     lb_err_t err = {0};
+    int executed = 0;  // under mpirun: the other ranks got the id
     store_mark_stale_interrupted(st, store_now(), LB_STALE_SECONDS, NULL, NULL, NULL, &err);
     store_run_t r;
     int rc = 1;
@@ -282,10 +385,12 @@ int cmd_resume(int argc, char **argv) {
             rc = spawn_detached(wsdir, id) ? 1 : 0;
             if (!rc) printf("%lld\n", (long long)id);
         } else {
-            rc = execute_foreground(wsdir, st, id, json);
+            executed = 1;
+            rc = execute_foreground(wsdir, st, id, json, comm);
         }
         store_run_clear(&r);
     }
+    if (!executed) share_run_id(comm, -1);
     store_close(st);
     free(wsdir);
     return rc;
@@ -458,6 +563,10 @@ int cmd_sweep(int argc, char **argv) {
     }
     if (!path || parallel < 1) {
         fprintf(stderr, "lorabench sweep: give a spec file with a \"grid\" (and --parallel N >= 1)\n");
+        return 2;
+    }
+    if (lb_mpi_launched()) {  // every rank would record and run the whole sweep
+        fprintf(stderr, "lorabench sweep: not under mpirun; start each of the grid's runs with mpirun -n N lorabench train\n");
         return 2;
     }
     spec_t spec;
