@@ -785,24 +785,15 @@ int cmd_rm(int argc, char **argv) {
     rc = 1;
     if (cli_open_store(ws, &wsdir, &st)) goto out;
     lb_err_t err = {0};
-    // every id must be a run that can go before any is deleted
+    // Every id must be a run that can go before any is deleted: checked and deleted in one
+    // transaction, so a run resumed from elsewhere meanwhile is not deleted under its worker.
     int ok = 1;
-    for (int i = 0; i < n && ok; i++) {
-        store_run_t r;
-        if (store_run_get(st, ids[i], &r, &err)) {
-            fprintf(stderr, "lorabench: %s; nothing deleted\n", err.msg);
-            ok = 0;
-            continue;
-        }
-        if (store_status_parse(r.status) == STORE_RUN_RUNNING && r.pid > 0 && store_pid_alive(r.pid, NULL)) {
-            fprintf(stderr, "lorabench: run %lld is running (worker %lld); cancel it first with 'lorabench cancel %lld'; nothing deleted\n",
-                    (long long)ids[i], (long long)r.pid, (long long)ids[i]);
-            ok = 0;
-        }
-        store_run_clear(&r);
+    if (store_runs_delete_idle(st, ids, (size_t)n, &err)) {
+        fprintf(stderr, "lorabench: %s; nothing deleted\n", err.msg);
+        ok = 0;
     }
     for (int i = 0; i < n && ok; i++) {
-        if (store_run_delete(st, ids[i], &err) || store_run_dir_remove(wsdir, ids[i], &err)) {
+        if (store_run_dir_remove(wsdir, ids[i], &err)) {
             fprintf(stderr, "lorabench: %s\n", err.msg);
             ok = 0;
         } else {
