@@ -438,14 +438,22 @@ int store_sweep_create(store_t *st, const char *name, const char *spec, int64_t 
 // same columns and show a missing value the same way: empty in CSV, null in JSON, "–" on
 // screen (never -1 or nan).
 
-// Fits s into width terminal columns (UTF-8, one column per code point). A longer s keeps
-// its start and its end joined by "…": the end is where the runs of a sweep differ
-// ("rank-sweep-r16" / "rank-sweep-r32"). Writes a NUL-terminated string into out (cap
-// bytes) and returns the columns it takes.
+// Fits s into width terminal columns (UTF-8; CJK and emoji take two columns, combining
+// marks none: store_cp_cols). A longer s keeps its start and its end joined by "…": the end
+// is where the runs of a sweep differ ("rank-sweep-r16" / "rank-sweep-r32"); a character
+// is never cut. Writes a NUL-terminated string into out (cap bytes) and returns the
+// columns it takes.
 int store_text_fit(const char *s, int width, char *out, size_t cap);
 
-// Terminal columns of UTF-8 text (code points; no wide characters are expected).
+// Terminal columns of UTF-8 text: the sum of store_cp_cols (an invalid byte takes one).
 int store_text_cols(const char *s);
+
+// Terminal columns of one code point: 2 for East Asian wide / full-width characters and
+// emoji, 0 for combining and zero-width ones, else 1. wcwidth under a UTF-8 LC_CTYPE (what
+// ncurses uses; programs set it with setlocale(LC_CTYPE, "")), else a built-in table of
+// the same ranges. The one home of text width: the command line's tables and the
+// workbench's grid both count with it.
+int store_cp_cols(uint32_t cp);
 
 // s as one CSV field (quoted when it holds a comma, quote or line break; NULL → empty), in
 // a new string the caller frees: the one CSV quoting of every export.

@@ -803,6 +803,24 @@ static void test_format(void) {
     EXPECTF(w == 16 && !strcmp(out, "quick…ne-lr0.003"), "%d %s", w, out);
     EXPECT(store_text_fit("rank-sweep-r16", 9, out, sizeof out) == 9 && strstr(out, "…") && strstr(out, "r16"));
     EXPECT(store_text_cols("a–b…") == 4);
+    // Display width: CJK and emoji take two columns, a combining mark none; a fitted name is
+    // never cut inside a character and never wider than asked.
+    EXPECT(store_text_cols("日本語") == 6 && store_text_cols("r8-🚀") == 5 && store_text_cols("e\xcc\x81") == 1);
+    w = store_text_fit("日本語のモデル-r16", 10, out, sizeof out);
+    EXPECTF(w <= 10 && w >= 9 && strstr(out, "…") && strstr(out, "r16") && store_text_cols(out) == w, "%d %s", w, out);
+    for (int width = 1; width < 20; width++) {
+        w = store_text_fit("模型🚀名字-lora-r16-长", width, out, sizeof out);
+        const char *p = out;
+        int ok = 1;
+        while (*p) {  // every character whole: a lead byte starts each sequence
+            unsigned char c = (unsigned char)*p;
+            int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+            for (int k = 1; k < len && ok; k++) ok = ((unsigned char)p[k] & 0xC0) == 0x80;
+            if (!len || !ok) { ok = 0; break; }
+            p += len;
+        }
+        EXPECTF(ok && w <= width && store_text_cols(out) == w, "width %d: %d '%s'", width, w, out);
+    }
 
     char *path = tmp_path("fmt.db");
     lb_err_t err = {0};
