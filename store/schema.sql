@@ -34,6 +34,9 @@ CREATE TABLE runs (
     -- time (/proc/<pid>/stat field 22), so that a reused pid is not taken for the owner.
     pid              INTEGER,
     pid_start        INTEGER,
+    -- the cgroup's OOM-kill count when the worker claimed the run: a worker found dead after
+    -- it rose is reported as out of memory
+    oom_kills        INTEGER,
     heartbeat        REAL,                -- last sign of life of the worker
     trainable_params INTEGER,
     total_params     INTEGER,

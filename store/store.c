@@ -26,6 +26,7 @@ static const char *const migrations[] = {
     // 2 -> 3: run ownership (the owner's start time) and identity (uuid, spec hash); older
     // runs keep NULL there and are executed as before
     "ALTER TABLE runs ADD COLUMN pid_start INTEGER;"
+    "ALTER TABLE runs ADD COLUMN oom_kills INTEGER;"
     "ALTER TABLE runs ADD COLUMN uuid TEXT;"
     "ALTER TABLE runs ADD COLUMN spec_hash TEXT;",
 };
@@ -712,7 +713,7 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
     // heartbeat is stale and the pid is gone.
     sqlite3_stmt *s;
     if (stmt_prepare(st,
-                     "SELECT id, pid, heartbeat, status, pid_start FROM runs WHERE "
+                     "SELECT id, pid, heartbeat, status, pid_start, oom_kills, peak_rss_mb, spec FROM runs WHERE "
                      "(status = 'running' AND (pid_start IS NOT NULL OR "
                      "  COALESCE(heartbeat, started_at, created_at) < ?1)) OR "
                      "(status = 'queued' AND pid IS NOT NULL AND pid_start IS NOT NULL)",
@@ -720,7 +721,8 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
         return -1;
     sqlite3_bind_double(s, 1, now - stale_seconds);
     size_t n = 0, cap = 0;
-    struct cand { int64_t id, pid, start; double hb; int queued; } *c = NULL;
+    struct cand { int64_t id, pid, start; double hb, rss_mb; int queued, oom, batch; } *c = NULL;
+    long oom_now = lb_oom_kills();
     int rc;
     while ((rc = n ? sqlite3_step(s) : stmt_step(st, s)) == SQLITE_ROW) {
         int64_t pid = stmt_col_int(s, 1);
@@ -734,6 +736,13 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
         c[n].hb = stmt_col_real(s, 2);
         const char *status = (const char *)sqlite3_column_text(s, 3);
         c[n].queued = status && !strcmp(status, STORE_STATUS_QUEUED);
+        // The kernel's OOM killer acted in this cgroup since the worker started: it is the
+        // likeliest end of a worker that vanished without a word.
+        c[n].oom = !c[n].queued && sqlite3_column_type(s, 5) != SQLITE_NULL && oom_now >= 0 &&
+                   oom_now > sqlite3_column_int64(s, 5);
+        c[n].rss_mb = stmt_col_real(s, 6);
+        const char *spec = (const char *)sqlite3_column_text(s, 7), *b = spec ? strstr(spec, "\"batch_size\":") : NULL;
+        c[n].batch = b ? atoi(b + 13) : 0;
         n++;
     }
     sqlite3_finalize(s);
@@ -744,7 +753,7 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
     if (!n) return 0;
     int marked = 0;
     if (stmt_prepare(st,
-                     "UPDATE runs SET status = 'interrupted', "
+                     "UPDATE runs SET status = ?8, "
                      " finished_at = COALESCE(heartbeat, started_at, ?3), error = ?4 "
                      "WHERE id = ?1 AND status = ?5 AND heartbeat IS ?2 AND pid IS ?6 "
                      " AND pid_start IS ?7",
@@ -754,8 +763,18 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
     }
     if (db_begin(st, err)) goto fail_nolock;
     for (size_t i = 0; i < n; i++) {
-        char msg[256];
-        if (c[i].queued)
+        char msg[400];
+        if (c[i].oom && c[i].batch > 1)
+            snprintf(msg, sizeof msg,
+                     "out of memory: the kernel's OOM killer ended the worker (pid %lld; its last recorded "
+                     "memory %.0f MiB); start it again with train.batch_size %d (half of %d)",
+                     (long long)c[i].pid, isnan(c[i].rss_mb) ? 0.0 : c[i].rss_mb, c[i].batch / 2, c[i].batch);
+        else if (c[i].oom)
+            snprintf(msg, sizeof msg,
+                     "out of memory: the kernel's OOM killer ended the worker (pid %lld); shorten "
+                     "dataset.max_source_tokens or use a smaller model",
+                     (long long)c[i].pid);
+        else if (c[i].queued)
             snprintf(msg, sizeof msg,
                      "the process that queued it (pid %lld) ended before starting it; "
                      "'lorabench resume %lld' runs it",
@@ -779,6 +798,7 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
         stmt_bind_int(s, 6, c[i].pid);
         if (c[i].start >= 0) sqlite3_bind_int64(s, 7, c[i].start);
         else sqlite3_bind_null(s, 7);
+        stmt_bind_text(s, 8, c[i].oom ? STORE_STATUS_FAILED : STORE_STATUS_INTERRUPTED);
         if (stmt_step(st, s) != SQLITE_DONE) {
             db_fail(st, "marking a stale run interrupted", err);
             db_rollback(st);

@@ -213,7 +213,11 @@ void store_runs_free(store_run_t *runs, size_t n);
 
 // Runs that are `running` with a heartbeat (or, without one, a start) older than
 // now - stale_seconds and whose worker process is gone (pid_alive returns 0, or the pid is
-// unknown) become `interrupted`, with an error text saying so. pid_alive may be NULL for
+// unknown) become `interrupted`, with an error text saying so. A run whose owner was
+// recorded with its start time (store_run_claim, store_run_queue) is judged at once by
+// store_owner_alive instead, queued runs too (their owner: the process that queued them).
+// A worker found dead after the cgroup's OOM-kill count rose since its claim
+// (lb_oom_kills) makes its run `failed` with "out of memory" and half its batch size. pid_alive may be NULL for
 // store_pid_alive. *n_marked (may be NULL) gets how many changed.
 typedef int (*store_pid_alive_fn)(int64_t pid, void *ctx);
 

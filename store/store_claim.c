@@ -228,6 +228,11 @@ int store_run_claim(store_t *st, int64_t id, const store_owner_t *queued_by,
         goto fail;
     }
     if (set_state(st, id, STORE_STATUS_RUNNING, worker, NULL, err)) goto fail;
+    sqlite3_stmt *s;  // the OOM-kill count now: see store_mark_stale_interrupted
+    if (stmt_prepare(st, "UPDATE runs SET oom_kills = ?2 WHERE id = ?1", &s, err)) goto fail;
+    sqlite3_bind_int64(s, 1, id);
+    stmt_bind_int(s, 2, lb_oom_kills());
+    if (step_write(st, s, "recording the worker", err)) goto fail;
     return db_commit(st, err);
 fail:
     db_rollback(st);

@@ -12,6 +12,7 @@
 #     BEGIN EXCLUSIVE; LORABENCH_BUSY_TIMEOUT_MS shortens the wait), a missing base model,
 #     a deleted adapter file: one clear sentence naming the thing, exit status non-zero,
 #     nothing stored damaged.
+#  5. A run that cannot fit in memory: refused before training, with the numbers.
 set -u
 B="$1/lorabench"
 case "$B" in /*) ;; *) B="$PWD/$B" ;; esac
@@ -291,6 +292,15 @@ check "deleted adapter: merge exits non-zero naming the file, writes nothing" \
     '[ $rc -ne 0 ] && grep -q "$ADAPTER1/adapter_model.safetensors" "$T/err" && [ ! -e "$T/m-del/model.safetensors" ]'
 "$B" show 1 --workspace "$W" > "$T/show" 2>&1; rc=$?
 check "deleted adapter: show still works" '[ $rc -eq 0 ] && grep -q "artifact adapter" "$T/show"'
+
+# Out of memory: a run whose activation arena alone is about 1.5 TB (batch 65536 at up to
+# 512 source tokens) is refused before training with the numbers and a batch size that fits,
+# instead of being killed by the kernel part way through.
+sed 's/"batch_size": 4/"batch_size": 65536/; s/"max_source_tokens": 40/"max_source_tokens": 512/' "$T/small.json" > "$T/oom.json"
+"$B" train "$T/oom.json" --workspace "$W" --json > /dev/null 2> "$T/err"; rc=$?
+oom=$(q "SELECT MAX(id) FROM runs")
+check "out of memory: refused before training, with the numbers and a batch size that fits" \
+    '[ $rc -eq 1 ] && [ "$(status_of "$oom")" = failed ] && error_of "$oom" | grep -Eq "needs about [0-9]+ MiB .* but [0-9]+ MiB is available .*lower train.batch_size to [0-9]+" && [ "$(q "SELECT COUNT(*) FROM metrics WHERE run_id = $oom")" = 0 ]'
 
 # ---- Nothing stored was damaged ----------------------------------------------------------
 check "final integrity_check ok" 'intact "$W"'

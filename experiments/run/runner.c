@@ -154,6 +154,41 @@ int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t
 
 static int span_batch_make(void *ctx, const int *idx, int n, uint64_t micro, data_batch_t *b, lb_err_t *err);
 
+// Refuses, with the numbers, a run whose memory (t5_facts_memory: weights, gradients,
+// optimizer, the activation arena for its largest batch) exceeds what this process may
+// still take (lb_mem_available: MemAvailable or the cgroup's limit) plus what it holds
+// already; the kernel would otherwise kill the worker without a word part way through. The
+// message names the largest batch size that fits.
+static int memory_check(const session_t *s, const train_method_opts_t *mo, lb_err_t *err) {
+    const spec_t *sp = &s->spec;
+    char what[800];
+    size_t avail = lb_mem_available(what, sizeof what);
+    if (!avail && !what[0]) return 0;  // nothing to go by (no /proc)
+    size_t have = avail + lb_current_rss();
+    t5_facts_memory_t m;
+    int B = sp->train.batch_size;
+    if (t5_facts_memory(&s->model.cfg, mo, B, s->max_s, s->max_t, sp->train.frozen_weights_bf16, &m, err)) return -1;
+    if (m.total <= have) return 0;
+    int fit = B;
+    t5_facts_memory_t mf = m;
+    while (fit > 1 && mf.total > have) {
+        fit /= 2;
+        if (t5_facts_memory(&s->model.cfg, mo, fit, s->max_s, s->max_t, sp->train.frozen_weights_bf16, &mf, err)) return -1;
+    }
+    const double MB = 1048576.0;
+    char hint[160];
+    if (mf.total <= have)
+        snprintf(hint, sizeof hint, "lower train.batch_size to %d (train.grad_accum %d keeps the effective batch)", fit,
+                 sp->train.grad_accum * (B / fit));
+    else
+        snprintf(hint, sizeof hint, "even batch size 1 does not fit: lower dataset.max_source_tokens, or use a smaller model");
+    return lb_err_set(err, LB_ENOMEM,
+                      "the run needs about %.0f MiB (weights %.0f, activations %.0f for train.batch_size %d at %d+%d tokens, "
+                      "gradients and optimizer %.0f) but %.0f MiB is available (%s); %s",
+                      (double)m.total / MB, (double)m.weights / MB, (double)m.acts / MB, B, s->max_s, s->max_t,
+                      (double)(m.grads + m.optimizer + m.adapter) / MB, (double)have / MB, what, hint);
+}
+
 // Loads the model, tokenizer and data and makes the chosen parameters trainable.
 static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int64_t id, lb_err_t *err) {
     spec_t *sp = &s->spec;
@@ -245,6 +280,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
         to.grad_accum = sp->train.grad_accum;
         to.seed = (uint64_t)sp->train.seed;
         to.dropout = 1;
+        if (memory_check(s, &mo, err)) return -1;
         s->acts = t5_acts_new(&s->model, sp->train.batch_size, s->max_s, s->max_t);
         train_init(&s->tr, &s->model, s->acts, &s->tp, &to);
         s->tr_ready = 1;
