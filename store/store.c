@@ -333,6 +333,52 @@ fail:
     return -1;
 }
 
+int store_open_readonly(const char *path, store_t **out, lb_err_t *err) {
+    *out = NULL;
+    store_t *st = xcalloc(1, sizeof *st);
+    st->path = xstrdup(path);
+    st->busy_ms = STORE_BUSY_TIMEOUT_MS;
+    // A WAL database needs its -shm file; when it is missing and the folder is not
+    // writable it cannot be made, and the file is then read as immutable (nobody with
+    // write access can be changing it then but its owner).
+    for (int immutable = 0; immutable < 2; immutable++) {
+        size_t n = strlen(path) * 3 + 64;
+        char *uri = xmalloc(n), *u = uri;
+        u += snprintf(u, n, "file:");
+        for (const unsigned char *p = (const unsigned char *)path; *p; p++)  // %-escape what a URI path cannot hold
+            u += (*p == '%' || *p == '?' || *p == '#' || *p < 0x20) ? sprintf(u, "%%%02X", *p) : sprintf(u, "%c", *p);
+        snprintf(u, n - (size_t)(u - uri), "?mode=ro%s", immutable ? "&immutable=1" : "");
+        int rc = sqlite3_open_v2(uri, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+        free(uri);
+        if (rc == SQLITE_OK) {
+            sqlite3_extended_result_codes(st->db, 1);
+            sqlite3_busy_timeout(st->db, st->busy_ms);
+            int64_t v;
+            if (read_int_pragma(st, "PRAGMA user_version", &v, err) == 0) {
+                if (v != STORE_SCHEMA_VERSION) {
+                    lb_err_set(err, LB_EFORMAT,
+                               "%s has schema version %lld and this lorabench reads version %d; it is read-only "
+                               "for this user, so ask its owner to open it once with this lorabench",
+                               path, (long long)v, STORE_SCHEMA_VERSION);
+                    goto fail;
+                }
+                *out = st;
+                return 0;
+            }
+        } else if (!st->db) {
+            lb_err_set(err, LB_ENOMEM, "%s: cannot open the database (out of memory)", path);
+            goto fail;
+        } else {
+            db_fail(st, "opening the database read-only", err);
+        }
+        sqlite3_close_v2(st->db);
+        st->db = NULL;
+    }
+fail:
+    store_close(st);
+    return -1;
+}
+
 void store_close(store_t *st) {
     if (!st) return;
     if (st->db) sqlite3_close_v2(st->db);

@@ -77,6 +77,11 @@ int store_run_dir_remove(const char *workspace, int64_t run_id, lb_err_t *err);
 // open a fresh file at once. A database from a newer lorabench is refused.
 int store_open(const char *path, store_t **out, lb_err_t *err);
 
+// Opens the database at path for reading only (no WAL switch, no migration, no write):
+// for commands that only read (runs, show, export, compare) in a workspace this user may
+// not write. A database of another schema version is an error saying who can migrate it.
+int store_open_readonly(const char *path, store_t **out, lb_err_t *err);
+
 // Closes the connection (NULL is fine).
 void store_close(store_t *st);
 

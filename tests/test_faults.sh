@@ -214,6 +214,15 @@ if [ "$(id -u)" = 0 ] && [ -n "$NOBODY" ]; then
     $NOBODY "$B" train "$T/small.json" --workspace "$T/ro-new/ws" > /dev/null 2> "$T/err"; rc=$?
     check "read-only: a workspace that cannot be created is named" \
         '[ $rc -ne 0 ] && grep -q "$T/ro-new/ws" "$T/err" && grep -qi "permission denied" "$T/err"'
+    # Reading needs no write access: runs, show, export and compare work (read-only open).
+    $NOBODY "$B" runs --workspace "$W" > "$T/ro-runs" 2> "$T/err"; rc=$?
+    check "read-only: runs lists the runs" '[ $rc -eq 0 ] && [ ! -s "$T/err" ] && grep -Eq "^ +\*?1 +kill +done" "$T/ro-runs"'
+    $NOBODY "$B" show 1 --workspace "$W" > "$T/ro-show" 2> "$T/err"; rc=$?
+    check "read-only: show works" '[ $rc -eq 0 ] && grep -q "artifact adapter" "$T/ro-show"'
+    $NOBODY "$B" export --what runs --format csv --workspace "$W" > "$T/ro-csv" 2> "$T/err"; rc=$?
+    check "read-only: export works" '[ $rc -eq 0 ] && [ "$(grep -c "^[0-9]" "$T/ro-csv")" = "$n0" ]'
+    $NOBODY "$B" compare 1 2 --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
+    check "read-only: compare works" '[ $rc -eq 0 ]'
     check "read-only: nothing written" '[ "$(q "SELECT COUNT(*) FROM runs")" = "$n0" ] && intact "$W"'
     chmod 700 "$T"
 else

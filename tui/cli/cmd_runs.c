@@ -108,7 +108,7 @@ int cmd_runs(int argc, char **argv) {
         }
     }
     store_t *st;
-    if (cli_open_store(ws, NULL, &st)) return 1;
+    if (cli_open_store_read(ws, NULL, &st)) return 1;
     lb_err_t err = {0};
     store_mark_stale_interrupted(st, store_now(), LB_STALE_SECONDS, NULL, NULL, NULL, &err);
     store_run_t *runs;
@@ -220,7 +220,7 @@ int cmd_show(int argc, char **argv) {
         return 2;
     }
     store_t *st;
-    if (cli_open_store(ws, NULL, &st)) return 1;
+    if (cli_open_store_read(ws, NULL, &st)) return 1;
     store_run_t r;
     lb_err_t err = {0};
     if (store_run_get(st, id, &r, &err)) {
@@ -432,7 +432,7 @@ int cmd_compare(int argc, char **argv) {
         return 2;
     }
     store_t *st;
-    if (cli_open_store(ws, NULL, &st)) return 1;
+    if (cli_open_store_read(ws, NULL, &st)) return 1;
     store_run_t *runs = xcalloc((size_t)n_ids, sizeof(store_run_t));
     store_eval_t *evs = xcalloc((size_t)n_ids, sizeof(store_eval_t));
     lb_err_t err = {0};
@@ -596,7 +596,7 @@ int cmd_export(int argc, char **argv) {
         }
     }
     store_t *st;
-    if (cli_open_store(ws, NULL, &st)) {
+    if (cli_open_store_read(ws, NULL, &st)) {
         free(want);
         return 1;
     }
