@@ -3,6 +3,7 @@
 #include "store_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -147,7 +148,29 @@ void db_rollback(store_t *st) {
     if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+// 0 when the database file still starts with SQLite's header (or is empty: a database
+// being made). A file overwritten in place (another program, a bad copy) keeps the old
+// pages in this connection's cache and WAL, and a write would mix them into it: nothing
+// is written once the header is gone.
+static int header_ok(const store_t *st) {
+    // Read through SQLite's own file handle: opening and closing the file here would drop
+    // the POSIX locks SQLite holds on it in this process.
+    sqlite3_file *fp = NULL;
+    if (sqlite3_file_control(st->db, "main", SQLITE_FCNTL_FILE_POINTER, &fp) != SQLITE_OK || !fp || !fp->pMethods)
+        return 0;
+    sqlite3_int64 size = 0;
+    if (fp->pMethods->xFileSize(fp, &size) != SQLITE_OK || size == 0) return 0;
+    char h[16];
+    if (fp->pMethods->xRead(fp, h, sizeof h, 0) != SQLITE_OK) return -1;
+    return memcmp(h, "SQLite format 3", 16) ? -1 : 0;
+}
+
 int db_begin(store_t *st, lb_err_t *err) {
+    if (header_ok(st))
+        return lb_err_set(err, LB_EFORMAT,
+                          "%s is no longer an SQLite database (the file was overwritten); nothing more is "
+                          "written to it: quit, and restore it from a backup or move it away",
+                          st->path);
     if (exec_retry(st, "BEGIN IMMEDIATE") != SQLITE_OK)
         return db_fail(st, "starting a write transaction", err);
     return 0;
@@ -381,6 +404,9 @@ fail:
 
 void store_close(store_t *st) {
     if (!st) return;
+    // The last connection to close checkpoints the WAL into the file: not into one that
+    // was overwritten (header_ok).
+    if (st->db && header_ok(st)) sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
     if (st->db) sqlite3_close_v2(st->db);
     free(st->path);
     free(st);

@@ -987,6 +987,33 @@ static void test_ownership(void) {
     free(path);
 }
 
+// A database file overwritten in place while a connection is open (as a workbench has it)
+// gets no more writes: the old pages in the connection's cache and WAL are not mixed in.
+static void test_overwritten_database(void) {
+    char *path = tmp_path("garbage.db");
+    lb_err_t err;
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    store_run_new_t nr = new_run("g", "lora", 4);
+    int64_t a = 0;
+    EXPECT(store_run_create(st, &nr, &a, &err) == 0);
+    FILE *f = fopen(path, "r+b");
+    char junk[4096];
+    memset(junk, 'x', sizeof junk);
+    EXPECT(f && fwrite(junk, 1, sizeof junk, f) == sizeof junk);
+    if (f) fclose(f);
+    EXPECT(store_run_set_tags(st, a, "t", &err) == -1 && strstr(err.msg, "no longer an SQLite database") &&
+           strstr(err.msg, path));
+    EXPECT(store_run_create(st, &nr, &a, &err) == -1);
+    store_close(st);  // closing must not checkpoint old pages into it either
+    f = fopen(path, "rb");
+    char head[16] = "";
+    EXPECT(f && fread(head, 1, sizeof head, f) == sizeof head && !memcmp(head, "xxxxxxxxxxxxxxxx", 16));
+    if (f) fclose(f);
+    free(path);
+}
+
 int main(void) {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/lb_test_store_XXXXXX");
     if (!mkdtemp(tmp_root)) {
@@ -1004,6 +1031,7 @@ int main(void) {
     RUN(test_format);
     RUN(test_concurrent_writers_and_poller);
     RUN(test_ownership);
+    RUN(test_overwritten_database);
     nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     TH_DONE();
 }
