@@ -287,7 +287,10 @@ int store_runs_transfer(store_t *st, const store_owner_t *from, const store_owne
                         lb_err_t *err);
 
 // Releases owner's queued runs: they become status (cancelled or interrupted) with
-// error_text (where "%lld" is replaced by each run's id). *n (may be NULL) gets how many.
+// error_text (where "%lld" is replaced by each run's id; NULL: none). *n (may be NULL) gets
+// how many. With status queued the runs keep waiting without an owner: for runs that a
+// process queues for another to start later (a batch scheduler), which any worker or
+// resume may then claim.
 int store_runs_release(store_t *st, const store_owner_t *owner, const char *status,
                        const char *error_text, int *n, lb_err_t *err);
 

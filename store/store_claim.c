@@ -296,8 +296,8 @@ int store_runs_release(store_t *st, const store_owner_t *owner, const char *stat
     }
     for (size_t i = 0; i < k; i++) {
         char msg[512];
-        snprintf(msg, sizeof msg, error_text, (long long)ids[i]);
-        if (set_state(st, ids[i], status, NULL, msg, err)) {
+        if (error_text) snprintf(msg, sizeof msg, error_text, (long long)ids[i]);
+        if (set_state(st, ids[i], status, NULL, error_text ? msg : NULL, err)) {
             free(ids);
             goto fail;
         }

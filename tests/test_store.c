@@ -948,6 +948,13 @@ static void test_ownership(void) {
     EXPECT(store_run_get(st, c, &r, &err) == 0 && !strcmp(r.status, "cancelled") && r.error &&
            strstr(r.error, "resume ") && r.pid < 0);
     store_run_clear(&r);
+    // Queued for a later, unknown worker: no owner, and any worker may claim it.
+    EXPECT(store_run_queue(st, c, &me, &err) == 0);
+    EXPECT(store_runs_release(st, &me, STORE_STATUS_QUEUED, NULL, &n, &err) == 0 && n == 1);
+    EXPECT(store_mark_stale_interrupted(st, store_now(), 60, NULL, NULL, &marked, &err) == 0 && marked == 0);
+    EXPECT(store_run_claim(st, c, NULL, &me, &err) == 0);
+    EXPECT(store_run_cancel(st, c, &what, &w, &err) == 0 && what == STORE_CANCEL_SIGNAL && w.pid == me.pid);
+    EXPECT(store_run_set_status(st, c, "cancelled", NULL, &err) == 0);
     // A worker that vanished after the cgroup's OOM killer acted (its count rose since the
     // claim, here by recording a lower one) is reported as out of memory, with a batch size.
     if (lb_oom_kills() >= 0) {
