@@ -369,7 +369,6 @@ static void print_sweep_table(store_t *st, int64_t sweep_id) {
 // (resumable), and the exit code is 128 + the signal. Returns the exit code.
 static int drive_sweep(const char *ws, store_t *st, const spec_t *specs, const int64_t *ids, size_t n,
                        int parallel, int json) {
-    (void)ws;
     lb_err_t err = {0};
     install_stop_handlers();
     store_owner_t me = store_owner_self();
@@ -456,6 +455,13 @@ static int run_sweep_specs(const char *ws, store_t **stp, spec_t *specs, size_t 
     for (size_t i = 0; i < n; i++) {
         if (runner_create_run(st, &specs[i], sweep_id, &ids[i], &err)) {
             fprintf(stderr, "lorabench: sweep point %zu (%s): %s\n", i + 1, specs[i].name, err.msg);
+            // the points queued so far are not left waiting on this process
+            store_owner_t me = store_owner_self();
+            lb_err_t e2;
+            store_runs_release(st, &me, STORE_STATUS_FAILED,
+                               "its sweep stopped before starting it (another point was refused); "
+                               "'lorabench resume %lld' runs it",
+                               NULL, &e2);
             free(ids);
             return 1;
         }
