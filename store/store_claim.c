@@ -295,7 +295,7 @@ int store_runs_release(store_t *st, const store_owner_t *owner, const char *stat
         goto fail;
     }
     for (size_t i = 0; i < k; i++) {
-        char msg[512];
+        char msg[512] = "";
         if (error_text) snprintf(msg, sizeof msg, error_text, (long long)ids[i]);
         if (set_state(st, ids[i], status, NULL, error_text ? msg : NULL, err)) {
             free(ids);
