@@ -54,7 +54,14 @@ CREATE TABLE runs (
     created_at       REAL NOT NULL,
     started_at       REAL,
     finished_at      REAL,
-    pid              INTEGER,             -- the worker's process id while it runs
+    -- The run's owner: while running its worker, while queued the process that queued it
+    -- (a sweep driver, train --detach, resume). A process is named by its id and its start
+    -- time (/proc/<pid>/stat field 22), so that a reused pid is not taken for the owner.
+    pid              INTEGER,
+    pid_start        INTEGER,
+    -- the cgroup's OOM-kill count when the worker claimed the run: a worker found dead after
+    -- it rose is reported as out of memory
+    oom_kills        INTEGER,
     heartbeat        REAL,                -- last sign of life of the worker
     trainable_params INTEGER,
     total_params     INTEGER,
@@ -73,7 +80,12 @@ CREATE TABLE runs (
     sweep_id         INTEGER REFERENCES sweeps (id) ON DELETE SET NULL,
     pinned           INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
     -- the precision the run's matrix products used (train.precision "auto" resolved)
-    precision        TEXT CHECK (precision IN ('fp32', 'bf16'))
+    precision        TEXT CHECK (precision IN ('fp32', 'bf16')),
+    -- The run's identity, which its folder (runs/<id>/RUN) and checkpoints carry too: a
+    -- folder or checkpoint of another run is refused, never adopted. NULL in runs made
+    -- before schema version 3.
+    uuid             TEXT,
+    spec_hash        TEXT                 -- sha256 of spec
 );
 CREATE INDEX runs_by_created ON runs (created_at);
 CREATE INDEX runs_by_status ON runs (status, heartbeat);

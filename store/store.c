@@ -3,6 +3,7 @@
 #include "store_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 #include <sys/statvfs.h>
 #include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
 
 extern const char lb_schema_sql[];  // store/schema.sql, compiled in by the Makefile
 
@@ -29,8 +31,14 @@ static const char *const migrations[] = {
     " created_at REAL NOT NULL);"
     "CREATE TABLE imports (source TEXT NOT NULL, source_run INTEGER NOT NULL, run_id INTEGER NOT NULL,"
     " imported_at REAL NOT NULL, PRIMARY KEY (source, source_run));",
+    // 3 -> 4: run ownership (the owner's start time) and identity (uuid, spec hash); older
+    // runs keep NULL there and are executed as before
+    "ALTER TABLE runs ADD COLUMN pid_start INTEGER;"
+    "ALTER TABLE runs ADD COLUMN oom_kills INTEGER;"
+    "ALTER TABLE runs ADD COLUMN uuid TEXT;"
+    "ALTER TABLE runs ADD COLUMN spec_hash TEXT;",
 };
-enum { N_MIGRATIONS = 2 };
+enum { N_MIGRATIONS = 3 };
 _Static_assert(N_MIGRATIONS + 1 == STORE_SCHEMA_VERSION,
                "add a migration to store.c for every schema version after 1");
 
@@ -147,7 +155,29 @@ void db_rollback(store_t *st) {
     if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+// 0 when the database file still starts with SQLite's header (or is empty: a database
+// being made). A file overwritten in place (another program, a bad copy) keeps the old
+// pages in this connection's cache and WAL, and a write would mix them into it: nothing
+// is written once the header is gone.
+static int header_ok(const store_t *st) {
+    // Read through SQLite's own file handle: opening and closing the file here would drop
+    // the POSIX locks SQLite holds on it in this process.
+    sqlite3_file *fp = NULL;
+    if (sqlite3_file_control(st->db, "main", SQLITE_FCNTL_FILE_POINTER, &fp) != SQLITE_OK || !fp || !fp->pMethods)
+        return 0;
+    sqlite3_int64 size = 0;
+    if (fp->pMethods->xFileSize(fp, &size) != SQLITE_OK || size == 0) return 0;
+    char h[16];
+    if (fp->pMethods->xRead(fp, h, sizeof h, 0) != SQLITE_OK) return -1;
+    return memcmp(h, "SQLite format 3", 16) ? -1 : 0;
+}
+
 int db_begin(store_t *st, lb_err_t *err) {
+    if (header_ok(st))
+        return lb_err_set(err, LB_EFORMAT,
+                          "%s is no longer an SQLite database (the file was overwritten); nothing more is "
+                          "written to it: quit, and restore it from a backup or move it away",
+                          st->path);
     if (exec_retry(st, "BEGIN IMMEDIATE") != SQLITE_OK)
         return db_fail(st, "starting a write transaction", err);
     return 0;
@@ -163,31 +193,31 @@ int db_commit(store_t *st, lb_err_t *err) {
 }
 
 // Binding helpers: NULL string, NAN real, negative integer bind SQL NULL.
-static void stmt_bind_text(sqlite3_stmt *s, int i, const char *v) {
+void stmt_bind_text(sqlite3_stmt *s, int i, const char *v) {
     if (v) sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
     else sqlite3_bind_null(s, i);
 }
 
-static void stmt_bind_real(sqlite3_stmt *s, int i, double v) {
+void stmt_bind_real(sqlite3_stmt *s, int i, double v) {
     if (isnan(v)) sqlite3_bind_null(s, i);
     else sqlite3_bind_double(s, i, v);
 }
 
-static void stmt_bind_int(sqlite3_stmt *s, int i, int64_t v) {  // v < 0 -> NULL
+void stmt_bind_int(sqlite3_stmt *s, int i, int64_t v) {  // v < 0 -> NULL
     if (v < 0) sqlite3_bind_null(s, i);
     else sqlite3_bind_int64(s, i, v);
 }
 
 // Column helpers: SQL NULL reads as NAN / -1 / NULL.
-static double stmt_col_real(sqlite3_stmt *s, int i) {
+double stmt_col_real(sqlite3_stmt *s, int i) {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? NAN : sqlite3_column_double(s, i);
 }
 
-static int64_t stmt_col_int(sqlite3_stmt *s, int i) {
+int64_t stmt_col_int(sqlite3_stmt *s, int i) {
     return sqlite3_column_type(s, i) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, i);
 }
 
-static char *stmt_col_str(sqlite3_stmt *s, int i) {  // malloc'd or NULL
+char *stmt_col_str(sqlite3_stmt *s, int i) {  // malloc'd or NULL
     const unsigned char *t = sqlite3_column_text(s, i);
     return t ? xstrdup((const char *)t) : NULL;
 }
@@ -333,8 +363,57 @@ fail:
     return -1;
 }
 
+int store_open_readonly(const char *path, store_t **out, lb_err_t *err) {
+    *out = NULL;
+    store_t *st = xcalloc(1, sizeof *st);
+    st->path = xstrdup(path);
+    st->busy_ms = STORE_BUSY_TIMEOUT_MS;
+    // A WAL database needs its -shm file; when it is missing and the folder is not
+    // writable it cannot be made, and the file is then read as immutable (nobody with
+    // write access can be changing it then but its owner).
+    for (int immutable = 0; immutable < 2; immutable++) {
+        size_t n = strlen(path) * 3 + 64;
+        char *uri = xmalloc(n), *u = uri;
+        u += snprintf(u, n, "file:");
+        for (const unsigned char *p = (const unsigned char *)path; *p; p++)  // %-escape what a URI path cannot hold
+            u += (*p == '%' || *p == '?' || *p == '#' || *p < 0x20) ? sprintf(u, "%%%02X", *p) : sprintf(u, "%c", *p);
+        snprintf(u, n - (size_t)(u - uri), "?mode=ro%s", immutable ? "&immutable=1" : "");
+        int rc = sqlite3_open_v2(uri, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+        free(uri);
+        if (rc == SQLITE_OK) {
+            sqlite3_extended_result_codes(st->db, 1);
+            sqlite3_busy_timeout(st->db, st->busy_ms);
+            int64_t v;
+            if (read_int_pragma(st, "PRAGMA user_version", &v, err) == 0) {
+                if (v != STORE_SCHEMA_VERSION) {
+                    lb_err_set(err, LB_EFORMAT,
+                               "%s has schema version %lld and this lorabench reads version %d; it is read-only "
+                               "for this user, so ask its owner to open it once with this lorabench",
+                               path, (long long)v, STORE_SCHEMA_VERSION);
+                    goto fail;
+                }
+                *out = st;
+                return 0;
+            }
+        } else if (!st->db) {
+            lb_err_set(err, LB_ENOMEM, "%s: cannot open the database (out of memory)", path);
+            goto fail;
+        } else {
+            db_fail(st, "opening the database read-only", err);
+        }
+        sqlite3_close_v2(st->db);
+        st->db = NULL;
+    }
+fail:
+    store_close(st);
+    return -1;
+}
+
 void store_close(store_t *st) {
     if (!st) return;
+    // The last connection to close checkpoints the WAL into the file: not into one that
+    // was overwritten (header_ok).
+    if (st->db && header_ok(st)) sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
     if (st->db) sqlite3_close_v2(st->db);
     free(st->path);
     free(st);
@@ -375,6 +454,25 @@ static int in_list(const char *v, const char *const *list, size_t n) {
     return 0;
 }
 
+// A random (version 4) UUID, from the kernel's generator.
+static void new_uuid(char out[37]) {
+    unsigned char b[16];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f ? fread(b, 1, sizeof b, f) : 0;
+    if (f) fclose(f);
+    if (got != sizeof b) {  // no /dev/urandom: time and pid, still unique per run in practice
+        uint64_t x = (uint64_t)(store_now() * 1e6) ^ ((uint64_t)getpid() << 40);
+        for (int i = 0; i < 16; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            b[i] = (unsigned char)x;
+        }
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
 int store_run_create(store_t *st, const store_run_new_t *run, int64_t *id, lb_err_t *err) {
     if (!run->name || !run->spec || !run->method)
         return lb_err_set(err, LB_EARG, "store_run_create: a run needs a name, a spec and a method");
@@ -382,13 +480,24 @@ int store_run_create(store_t *st, const store_run_new_t *run, int64_t *id, lb_er
         return lb_err_set(err, LB_EARG,
                           "unknown method '%s' for run '%s'; use none, lora, full or partial",
                           run->method, run->name);
+    char uuid[37];
+    new_uuid(uuid);
+    // The id is past every folder in runs/ as well as every id the database gave out: a
+    // database restored from a backup would otherwise hand a new run an old run's folder.
+    char *ws = store_workspace_of(st);
+    int64_t past_folders = store_run_dir_max_id(ws) + 1;
     sqlite3_stmt *s;
     if (stmt_prepare(st,
-                     "INSERT INTO runs (name, spec, method, status, base_model, dataset, "
-                     "created_at, r, alpha, targets, total_steps, sweep_id, tags) "
-                     "VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                     &s, err))
+                     "INSERT INTO runs (id, name, spec, method, status, base_model, dataset, "
+                     "created_at, r, alpha, targets, total_steps, sweep_id, tags, pid, pid_start, "
+                     "uuid, spec_hash) "
+                     "VALUES (MAX(?13, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'runs'), 0) + 1,"
+                     " COALESCE((SELECT MAX(id) FROM runs), 0) + 1),"
+                     " ?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?14, ?15, ?16, ?17)",
+                     &s, err)) {
+        free(ws);
         return -1;
+    }
     stmt_bind_text(s, 1, run->name);
     stmt_bind_text(s, 2, run->spec);
     stmt_bind_text(s, 3, run->method);
@@ -402,18 +511,35 @@ int store_run_create(store_t *st, const store_run_new_t *run, int64_t *id, lb_er
     if (run->sweep_id > 0) sqlite3_bind_int64(s, 11, run->sweep_id);
     else sqlite3_bind_null(s, 11);
     stmt_bind_text(s, 12, run->tags);
+    sqlite3_bind_int64(s, 13, past_folders);
+    if (run->owner && run->owner->pid > 0) {
+        sqlite3_bind_int64(s, 14, run->owner->pid);
+        sqlite3_bind_int64(s, 15, run->owner->start);
+    }
+    stmt_bind_text(s, 16, uuid);
+    stmt_bind_text(s, 17, run->spec_hash);
     if (db_begin(st, err)) {
         sqlite3_finalize(s);
+        free(ws);
         return -1;
     }
     if (stmt_step(st, s) != SQLITE_DONE) {
         db_fail(st, "creating a run", err);
         sqlite3_finalize(s);
         db_rollback(st);
+        free(ws);
         return -1;
     }
     sqlite3_finalize(s);
     int64_t new_id = sqlite3_last_insert_rowid(st->db);
+    // The folder is made and stamped before the row is committed: a folder that appeared
+    // since the scan above leaves no row behind.
+    if (store_run_dir_stamp(ws, new_id, uuid, run->spec_hash, err)) {
+        db_rollback(st);
+        free(ws);
+        return -1;
+    }
+    free(ws);
     if (db_commit(st, err)) return -1;
     *id = new_id;
     return 0;
@@ -565,7 +691,8 @@ const char stmt_run_columns[] =
     "id, name, spec, method, status, base_model, dataset, created_at, started_at, "
     "finished_at, heartbeat, pid, trainable_params, total_params, r, alpha, targets, "
     "total_steps, step, final_loss, tokens_per_s, peak_rss_mb, error, tags, notes, "
-    "sweep_id, pinned, precision, rouge1, rouge2, rougeL, rougeLsum, eval_step, duration, trainable_pct";
+    "sweep_id, pinned, precision, rouge1, rouge2, rougeL, rougeLsum, eval_step, duration, trainable_pct, "
+    "pid_start, uuid, spec_hash";
 
 void stmt_read_run(sqlite3_stmt *s, store_run_t *r) {
     memset(r, 0, sizeof *r);
@@ -606,6 +733,9 @@ void stmt_read_run(sqlite3_stmt *s, store_run_t *r) {
     r->eval_step = stmt_col_int(s, i++);
     r->duration = stmt_col_real(s, i++);
     r->trainable_pct = stmt_col_real(s, i++);
+    r->pid_start = stmt_col_int(s, i++);
+    r->uuid = stmt_col_str(s, i++);
+    r->spec_hash = stmt_col_str(s, i++);
 }
 
 int store_run_get(store_t *st, int64_t id, store_run_t *run, lb_err_t *err) {
@@ -640,6 +770,8 @@ void store_run_clear(store_run_t *r) {
     free(r->tags);
     free(r->notes);
     free(r->precision);
+    free(r->uuid);
+    free(r->spec_hash);
     memset(r, 0, sizeof *r);
 }
 
@@ -660,24 +792,41 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
     if (n_marked) *n_marked = 0;
     if (!pid_alive) pid_alive = store_pid_alive;
     // Find candidates without the write lock: the TUI calls this on every poll, and almost
-    // always nothing is stale.
+    // always nothing is stale. A run whose owner is named with its start time is judged at
+    // once (store_owner_alive is exact); one with only a pid (made before schema 3) once its
+    // heartbeat is stale and the pid is gone.
     sqlite3_stmt *s;
     if (stmt_prepare(st,
-                     "SELECT id, pid, heartbeat FROM runs WHERE status = 'running' AND "
-                     "COALESCE(heartbeat, started_at, created_at) < ?1",
+                     "SELECT id, pid, heartbeat, status, pid_start, oom_kills, peak_rss_mb, spec FROM runs WHERE "
+                     "(status = 'running' AND (pid_start IS NOT NULL OR "
+                     "  COALESCE(heartbeat, started_at, created_at) < ?1)) OR "
+                     "(status = 'queued' AND pid IS NOT NULL AND pid_start IS NOT NULL)",
                      &s, err))
         return -1;
     sqlite3_bind_double(s, 1, now - stale_seconds);
     size_t n = 0, cap = 0;
-    struct cand { int64_t id, pid; double hb; } *c = NULL;
+    struct cand { int64_t id, pid, start; double hb, rss_mb; int queued, oom, batch; } *c = NULL;
+    long oom_now = lb_oom_kills();
     int rc;
     while ((rc = n ? sqlite3_step(s) : stmt_step(st, s)) == SQLITE_ROW) {
         int64_t pid = stmt_col_int(s, 1);
-        if (pid > 0 && pid_alive(pid, ctx)) continue;  // slow but alive: leave it running
+        int has_start = sqlite3_column_type(s, 4) != SQLITE_NULL;
+        store_owner_t o = {pid, has_start ? sqlite3_column_int64(s, 4) : 0};
+        if (has_start ? store_owner_alive(&o) : pid > 0 && pid_alive(pid, ctx)) continue;
         if (n == cap) c = xrealloc(c, (cap = cap ? 2 * cap : 8) * sizeof *c);
         c[n].id = stmt_col_int(s, 0);
         c[n].pid = pid;
+        c[n].start = has_start ? o.start : -1;
         c[n].hb = stmt_col_real(s, 2);
+        const char *status = (const char *)sqlite3_column_text(s, 3);
+        c[n].queued = status && !strcmp(status, STORE_STATUS_QUEUED);
+        // The kernel's OOM killer acted in this cgroup since the worker started: it is the
+        // likeliest end of a worker that vanished without a word.
+        c[n].oom = !c[n].queued && sqlite3_column_type(s, 5) != SQLITE_NULL && oom_now >= 0 &&
+                   oom_now > sqlite3_column_int64(s, 5);
+        c[n].rss_mb = stmt_col_real(s, 6);
+        const char *spec = (const char *)sqlite3_column_text(s, 7), *b = spec ? strstr(spec, "\"batch_size\":") : NULL;
+        c[n].batch = b ? atoi(b + 13) : 0;
         n++;
     }
     sqlite3_finalize(s);
@@ -688,17 +837,33 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
     if (!n) return 0;
     int marked = 0;
     if (stmt_prepare(st,
-                     "UPDATE runs SET status = 'interrupted', "
+                     "UPDATE runs SET status = ?8, "
                      " finished_at = COALESCE(heartbeat, started_at, ?3), error = ?4 "
-                     "WHERE id = ?1 AND status = 'running' AND heartbeat IS ?2",
+                     "WHERE id = ?1 AND status = ?5 AND heartbeat IS ?2 AND pid IS ?6 "
+                     " AND pid_start IS ?7",
                      &s, err)) {
         free(c);
         return -1;
     }
     if (db_begin(st, err)) goto fail_nolock;
     for (size_t i = 0; i < n; i++) {
-        char msg[256];
-        if (c[i].pid > 0)
+        char msg[400];
+        if (c[i].oom && c[i].batch > 1)
+            snprintf(msg, sizeof msg,
+                     "out of memory: the kernel's OOM killer ended the worker (pid %lld; its last recorded "
+                     "memory %.0f MiB); start it again with train.batch_size %d (half of %d)",
+                     (long long)c[i].pid, isnan(c[i].rss_mb) ? 0.0 : c[i].rss_mb, c[i].batch / 2, c[i].batch);
+        else if (c[i].oom)
+            snprintf(msg, sizeof msg,
+                     "out of memory: the kernel's OOM killer ended the worker (pid %lld); shorten "
+                     "dataset.max_source_tokens or use a smaller model",
+                     (long long)c[i].pid);
+        else if (c[i].queued)
+            snprintf(msg, sizeof msg,
+                     "the process that queued it (pid %lld) ended before starting it; "
+                     "'lorabench resume %lld' runs it",
+                     (long long)c[i].pid, (long long)c[i].id);
+        else if (c[i].pid > 0)
             snprintf(msg, sizeof msg,
                      "the worker (pid %lld) stopped without a final status; "
                      "'lorabench resume %lld' continues from its last checkpoint",
@@ -713,6 +878,11 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
         stmt_bind_real(s, 2, c[i].hb);  // unchanged since we looked: the worker did not revive
         sqlite3_bind_double(s, 3, now);
         stmt_bind_text(s, 4, msg);
+        stmt_bind_text(s, 5, c[i].queued ? STORE_STATUS_QUEUED : STORE_STATUS_RUNNING);
+        stmt_bind_int(s, 6, c[i].pid);
+        if (c[i].start >= 0) sqlite3_bind_int64(s, 7, c[i].start);
+        else sqlite3_bind_null(s, 7);
+        stmt_bind_text(s, 8, c[i].oom ? STORE_STATUS_FAILED : STORE_STATUS_INTERRUPTED);
         if (stmt_step(st, s) != SQLITE_DONE) {
             db_fail(st, "marking a stale run interrupted", err);
             db_rollback(st);

@@ -22,7 +22,7 @@
 
 // The schema version this build writes (PRAGMA user_version). store/schema.sql is this
 // version; older databases are migrated at open.
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 // Milliseconds a call waits for another process's lock before it fails (busy_timeout).
 // The environment variable LORABENCH_BUSY_TIMEOUT_MS, when set to a positive number,
@@ -50,6 +50,22 @@ char *store_workspace_db_path(const char *workspace);
 int store_run_dir(const char *workspace, int64_t run_id, int create, char **out,
                   lb_err_t *err);
 
+// Writes runs/<id>/RUN, the folder's identity stamp ({"run": id, "uuid": ..., "spec_hash":
+// ...}), creating the folder, which must not exist yet: an existing one belongs to another
+// run (a restored database) and is an error naming it.
+int store_run_dir_stamp(const char *workspace, int64_t run_id, const char *uuid,
+                        const char *spec_hash, lb_err_t *err);
+
+// Checks that runs/<id>/ is this run's folder before a worker uses it: its RUN stamp names
+// uuid. A missing folder is made and stamped; a folder with files but no stamp, or with
+// another run's stamp, is refused with a message naming it and what to do. uuid NULL (a
+// run from before schema 3): nothing is checked.
+int store_run_dir_check(const char *workspace, int64_t run_id, const char *uuid,
+                        const char *spec_hash, lb_err_t *err);
+
+// The largest number that names a folder in <workspace>/runs (0 when none).
+int64_t store_run_dir_max_id(const char *workspace);
+
 // Removes "<workspace>/runs/<id>" and everything under it (no error when it is absent).
 // Symbolic links inside are removed, never followed.
 int store_run_dir_remove(const char *workspace, int64_t run_id, lb_err_t *err);
@@ -60,6 +76,11 @@ int store_run_dir_remove(const char *workspace, int64_t run_id, lb_err_t *err);
 // the schema or its migrations applied in one transaction. Safe when several processes
 // open a fresh file at once. A database from a newer lorabench is refused.
 int store_open(const char *path, store_t **out, lb_err_t *err);
+
+// Opens the database at path for reading only (no WAL switch, no migration, no write):
+// for commands that only read (runs, show, export, compare) in a workspace this user may
+// not write. A database of another schema version is an error saying who can migrate it.
+int store_open_readonly(const char *path, store_t **out, lb_err_t *err);
 
 // Closes the connection (NULL is fine).
 void store_close(store_t *st);
@@ -114,6 +135,10 @@ typedef struct {
     int64_t total_steps;
     int64_t sweep_id;
     const char *tags;
+    const char *spec_hash;   // sha256 of spec (hex), stamped on the folder and checkpoints
+    // The process that will start the run (store_owner_self() of a sweep driver, train,
+    // the workbench's helper); NULL or pid 0: none, the run waits until someone resumes it.
+    const struct store_owner *owner;
 } store_run_new_t;
 
 // A run as the list and detail views show it (runs joined with its latest evaluation).
@@ -133,6 +158,8 @@ typedef struct {
     int64_t sweep_id;
     int pinned;
     char *precision;         // "fp32" or "bf16" once the run started; NULL before
+    int64_t pid_start;       // the owner's start time (store_owner_t.start); -1 unknown
+    char *uuid, *spec_hash;  // the run's identity; NULL for runs made before schema 3
     // from the latest evaluation (NAN when none) and derived:
     double rouge1, rouge2, rougeL, rougeLsum;
     int64_t eval_step;
@@ -140,7 +167,9 @@ typedef struct {
     double trainable_pct;    // 100 * trainable / total
 } store_run_t;
 
-// Inserts a run with status queued and returns its id in *id.
+// Inserts a run with status queued and returns its id in *id. The run gets a new uuid and
+// its own folder runs/<id>/ stamped with it (store_run_dir_stamp): an id whose folder
+// already exists (a database restored from a backup) is skipped, never reused.
 int store_run_create(store_t *st, const store_run_new_t *run, int64_t *id, lb_err_t *err);
 
 // Sets the status (one of STORE_STATUS_*). running: sets started_at the first time, and on
@@ -191,7 +220,11 @@ void store_runs_free(store_run_t *runs, size_t n);
 
 // Runs that are `running` with a heartbeat (or, without one, a start) older than
 // now - stale_seconds and whose worker process is gone (pid_alive returns 0, or the pid is
-// unknown) become `interrupted`, with an error text saying so. pid_alive may be NULL for
+// unknown) become `interrupted`, with an error text saying so. A run whose owner was
+// recorded with its start time (store_run_claim, store_run_queue) is judged at once by
+// store_owner_alive instead, queued runs too (their owner: the process that queued them).
+// A worker found dead after the cgroup's OOM-kill count rose since its claim
+// (lb_oom_kills) makes its run `failed` with "out of memory" and half its batch size. pid_alive may be NULL for
 // store_pid_alive. *n_marked (may be NULL) gets how many changed.
 typedef int (*store_pid_alive_fn)(int64_t pid, void *ctx);
 
@@ -200,8 +233,93 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
                                  store_pid_alive_fn pid_alive, void *ctx, int *n_marked,
                                  lb_err_t *err);
 
-// Whether a process with this id exists on this machine (kill(pid, 0)).
+// Whether a process with this id exists on this machine (kill(pid, 0)). Runs claimed with
+// an owner's start time are judged by store_owner_alive instead, which a reused pid does
+// not fool.
 int store_pid_alive(int64_t pid, void *ctx);
+
+// ---- run ownership (store_claim.c) -----------------------------------------------------
+// Every queued or running run has one owner: the process that queued it (until a worker
+// claims it) or its worker. Each change of owner or status is one conditional UPDATE in a
+// BEGIN IMMEDIATE transaction, checked for the one row it must change, so two processes
+// racing for a run cannot both win; every reader that sees an owner gone (store_owner_alive)
+// turns the run `interrupted` (store_mark_stale_interrupted), which `resume` continues.
+
+// A process: its id and its start time in clock ticks after boot (/proc/<pid>/stat field
+// 22). start 0: unknown (no /proc), then only the pid is compared.
+typedef struct store_owner {
+    int64_t pid;
+    int64_t start;
+} store_owner_t;
+
+// This process.
+store_owner_t store_owner_self(void);
+
+// The start time of process pid (0 when it does not exist or /proc is unreadable).
+int64_t store_proc_start(int64_t pid);
+
+// 1 when the process o names is alive: its pid exists, is not a zombie, and (when o->start
+// is known) started at o->start. A pid reused by another process is 0.
+int store_owner_alive(const store_owner_t *o);
+
+// Sends sig to the process o names only if it is still that process (pidfd where the kernel
+// has it, so the check and the signal cannot be split by a pid being reused). 0 sent; -1
+// the process is gone or another one has its pid.
+int store_owner_signal(const store_owner_t *o, int sig);
+
+// Queues run id for a new execution owned by owner: from interrupted, cancelled or failed,
+// or from queued when its owner is gone or unrecorded. Anything else (running, done, queued
+// by a live process, or a lost race against another resume) is an error naming the run's
+// state and what to do.
+int store_run_queue(store_t *st, int64_t id, const store_owner_t *owner, lb_err_t *err);
+
+// Claims run id for execution by worker: queued -> running, in one step. With queued_by (not
+// NULL, pid > 0) only a run that queued_by still owns is claimed (a sweep's run that was
+// cancelled, resumed elsewhere or deleted is not). An error names the run's state; the run
+// is left as it is.
+int store_run_claim(store_t *st, int64_t id, const store_owner_t *queued_by,
+                     const store_owner_t *worker, lb_err_t *err);
+
+// 1 when run id is queued and owned by owner (0 otherwise, also for an unknown id).
+int store_run_owned(store_t *st, int64_t id, const store_owner_t *owner);
+
+// Moves every queued run that owner owns to owner to: a sweep driver that forked into the
+// background hands its queue to the child. *n (may be NULL) gets how many moved.
+int store_runs_transfer(store_t *st, const store_owner_t *from, const store_owner_t *to, int *n,
+                        lb_err_t *err);
+
+// Releases owner's queued runs: they become status (cancelled or interrupted) with
+// error_text (where "%lld" is replaced by each run's id; NULL: none). *n (may be NULL) gets
+// how many. With status queued the runs keep waiting without an owner: for runs that a
+// process queues for another to start later (a batch scheduler), which any worker or
+// resume may then claim.
+int store_runs_release(store_t *st, const store_owner_t *owner, const char *status,
+                       const char *error_text, int *n, lb_err_t *err);
+
+// The same for one run: when it is queued and owner owns it, it becomes status with
+// error_text; otherwise nothing changes (not an error).
+int store_run_release(store_t *st, int64_t id, const store_owner_t *owner, const char *status,
+                      const char *error_text, lb_err_t *err);
+
+// What store_run_cancel did.
+typedef enum {
+    STORE_CANCEL_QUEUED,    // it was queued: now cancelled
+    STORE_CANCEL_SIGNAL,    // it runs: *worker is the live worker to signal (SIGTERM)
+    STORE_CANCEL_DEAD,      // it was running, but its worker is gone: now interrupted
+} store_cancel_t;
+
+// Cancels run id, deciding on the state read in the same transaction as the change. A run
+// in any other state (done, failed, cancelled, interrupted) is an error saying so.
+int store_run_cancel(store_t *st, int64_t id, store_cancel_t *what, store_owner_t *worker,
+                     lb_err_t *err);
+
+// Deletes runs ids[0..n) with their rows, all or none, checking in the same transaction
+// that none of them is running or queued with a live owner (an error names the first that
+// is and says to cancel it). Their folders are left to store_run_dir_remove.
+int store_runs_delete_idle(store_t *st, const int64_t *ids, size_t n, lb_err_t *err);
+
+// The workspace folder of an open store (the folder of its database), malloc'd.
+char *store_workspace_of(const store_t *st);
 
 // Current wall-clock time in Unix seconds.
 double store_now(void);
@@ -334,14 +452,22 @@ int store_sweep_create(store_t *st, const char *name, const char *spec, int64_t 
 // same columns and show a missing value the same way: empty in CSV, null in JSON, "–" on
 // screen (never -1 or nan).
 
-// Fits s into width terminal columns (UTF-8, one column per code point). A longer s keeps
-// its start and its end joined by "…": the end is where the runs of a sweep differ
-// ("rank-sweep-r16" / "rank-sweep-r32"). Writes a NUL-terminated string into out (cap
-// bytes) and returns the columns it takes.
+// Fits s into width terminal columns (UTF-8; CJK and emoji take two columns, combining
+// marks none: store_cp_cols). A longer s keeps its start and its end joined by "…": the end
+// is where the runs of a sweep differ ("rank-sweep-r16" / "rank-sweep-r32"); a character
+// is never cut. Writes a NUL-terminated string into out (cap bytes) and returns the
+// columns it takes.
 int store_text_fit(const char *s, int width, char *out, size_t cap);
 
-// Terminal columns of UTF-8 text (code points; no wide characters are expected).
+// Terminal columns of UTF-8 text: the sum of store_cp_cols (an invalid byte takes one).
 int store_text_cols(const char *s);
+
+// Terminal columns of one code point: 2 for East Asian wide / full-width characters and
+// emoji, 0 for combining and zero-width ones, else 1. wcwidth under a UTF-8 LC_CTYPE (what
+// ncurses uses; programs set it with setlocale(LC_CTYPE, "")), else a built-in table of
+// the same ranges. The one home of text width: the command line's tables and the
+// workbench's grid both count with it.
+int store_cp_cols(uint32_t cp);
 
 // s as one CSV field (quoted when it holds a comma, quote or line break; NULL → empty), in
 // a new string the caller frees: the one CSV quoting of every export.

@@ -1,28 +1,69 @@
 // How a run's row is written for people and files: names fitted with a middle ellipsis,
 // the runs CSV, durations, numbered names. See store.h.
+#include <langinfo.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <wchar.h>
 
 #include "store_internal.h"
 
-static int is_cont(unsigned char c) { return (c & 0xC0) == 0x80; }
+// The next code point of UTF-8 text at *sp (advancing it); an invalid byte is U+FFFD and
+// takes one byte, so that text is never cut inside a character nor stuck on a bad one.
+static uint32_t utf8_next(const char **sp) {
+    const unsigned char *s = (const unsigned char *)*sp;
+    uint32_t c = s[0];
+    int n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+    if (n < 0) {
+        *sp += 1;
+        return 0xFFFD;
+    }
+    c &= n == 0 ? 0x7F : n == 1 ? 0x1F : n == 2 ? 0x0F : 0x07;
+    for (int i = 1; i <= n; i++) {
+        if ((s[i] & 0xC0) != 0x80) {
+            *sp += i;
+            return 0xFFFD;
+        }
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    *sp += n + 1;
+    return c;
+}
+
+// East Asian wide and full-width ranges and emoji (after Markus Kuhn's wcwidth), for a
+// locale whose character set is not UTF-8.
+static int cp_cols_table(uint32_t c) {
+    if ((c >= 0x0300 && c <= 0x036F) || (c >= 0x0483 && c <= 0x0489) || (c >= 0x0591 && c <= 0x05BD) ||
+        (c >= 0x200B && c <= 0x200F) || (c >= 0x20D0 && c <= 0x20FF) || (c >= 0xFE00 && c <= 0xFE0F) ||
+        (c >= 0xFE20 && c <= 0xFE2F) || c == 0xFEFF || (c >= 0xE0100 && c <= 0xE01EF))
+        return 0;
+    if (c >= 0x1100 &&
+        (c <= 0x115F || c == 0x2329 || c == 0x232A || (c >= 0x2E80 && c <= 0xA4CF && c != 0x303F) ||
+         (c >= 0xAC00 && c <= 0xD7A3) || (c >= 0xF900 && c <= 0xFAFF) || (c >= 0xFE10 && c <= 0xFE19) ||
+         (c >= 0xFE30 && c <= 0xFE6F) || (c >= 0xFF00 && c <= 0xFF60) || (c >= 0xFFE0 && c <= 0xFFE6) ||
+         (c >= 0x1F300 && c <= 0x1F64F) || (c >= 0x1F680 && c <= 0x1F6FF) || (c >= 0x1F900 && c <= 0x1F9FF) ||
+         (c >= 0x20000 && c <= 0x2FFFD) || (c >= 0x30000 && c <= 0x3FFFD)))
+        return 2;
+    return 1;
+}
+
+int store_cp_cols(uint32_t cp) {
+    if (cp < 0x7F) return 1;  // ASCII (control characters are shown as one blank)
+    // With a UTF-8 locale, the C library's wcwidth: what ncurses and the terminal use.
+    const char *cs = nl_langinfo(CODESET);
+    if (cs && (!strcmp(cs, "UTF-8") || !strcmp(cs, "utf8"))) {
+        int w = wcwidth((wchar_t)cp);
+        return w < 0 ? 1 : w;
+    }
+    return cp_cols_table(cp);
+}
 
 int store_text_cols(const char *s) {
     int n = 0;
-    for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) n += !is_cont(*p);
+    if (!s) return 0;
+    while (*s) n += store_cp_cols(utf8_next(&s));
     return n;
-}
-
-// Byte offset just past the first k code points of s.
-static size_t head_bytes(const char *s, int k) {
-    size_t i = 0;
-    for (int c = 0; s[i] && c < k; c++) {
-        i++;
-        while (s[i] && is_cont((unsigned char)s[i])) i++;
-    }
-    return i;
 }
 
 int store_text_fit(const char *s, int width, char *out, size_t cap) {
@@ -36,8 +77,25 @@ int store_text_fit(const char *s, int width, char *out, size_t cap) {
     }
     // keep more of the end: that is where a sweep's runs differ
     int keep = width - 1, head = keep / 3, tail = keep - head;
-    size_t hb = head_bytes(s, head), tb = strlen(s) - head_bytes(s, cols - tail);
-    snprintf(out, cap, "%.*s…%s", (int)hb, s, s + strlen(s) - tb);
+    // head: whole characters while they fit in `head` columns
+    const char *p = s, *head_end = s;
+    for (int c = 0; *p;) {
+        const char *q = p;
+        int w = store_cp_cols(utf8_next(&q));
+        if (c + w > head) break;
+        c += w;
+        p = head_end = q;
+    }
+    // tail: the shortest end of s that fills at most `tail` columns, from whole characters
+    const char *tail_start = s + strlen(s);
+    for (p = head_end; *p;) {
+        if (store_text_cols(p) <= tail) {
+            tail_start = p;
+            break;
+        }
+        utf8_next(&p);
+    }
+    snprintf(out, cap, "%.*s…%s", (int)(head_end - s), s, tail_start);
     return store_text_cols(out);
 }
 

@@ -22,11 +22,20 @@ int stmt_step(store_t *st, sqlite3_stmt *stmt);
 // Fills err from the connection's last error, naming the file and what was being done.
 int db_fail(store_t *st, const char *what, lb_err_t *err);
 
-// BEGIN IMMEDIATE (waiting for the write lock), COMMIT (rolling back when it fails) and
-// ROLLBACK (when a transaction is open; never fails loudly).
+// BEGIN IMMEDIATE (waiting for the write lock, with retries) / COMMIT with retries (rolls
+// back when it fails) / ROLLBACK when a transaction is open.
 int db_begin(store_t *st, lb_err_t *err);
 int db_commit(store_t *st, lb_err_t *err);
 void db_rollback(store_t *st);
+
+// Binding helpers: NULL string, NAN real, negative integer bind SQL NULL; the column readers
+// give NAN, -1 and NULL for SQL NULL (strings malloc'd).
+void stmt_bind_text(sqlite3_stmt *s, int i, const char *v);
+void stmt_bind_real(sqlite3_stmt *s, int i, double v);
+void stmt_bind_int(sqlite3_stmt *s, int i, int64_t v);
+double stmt_col_real(sqlite3_stmt *s, int i);
+int64_t stmt_col_int(sqlite3_stmt *s, int i);
+char *stmt_col_str(sqlite3_stmt *s, int i);
 
 // The column list read by stmt_read_run (from runs_view), and the reader.
 extern const char stmt_run_columns[];

@@ -1,7 +1,9 @@
 // The workspace folder: where lorabench.db and runs/<id>/ live.
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -152,4 +154,127 @@ int store_run_dir_remove(const char *workspace, int64_t run_id, lb_err_t *err) {
     }
     free(p);
     return 0;
+}
+
+int64_t store_run_dir_max_id(const char *workspace) {
+    char *runs = join(workspace, "runs");
+    DIR *d = opendir(runs);
+    free(runs);
+    if (!d) return 0;
+    int64_t max = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *c = e->d_name;
+        while (*c >= '0' && *c <= '9') c++;
+        if (c == e->d_name || *c || c - e->d_name > 18) continue;
+        int64_t v = strtoll(e->d_name, NULL, 10);
+        if (v > max) max = v;
+    }
+    closedir(d);
+    return max;
+}
+
+// The RUN stamp's text for a run.
+static void stamp_text(char *out, size_t cap, int64_t run_id, const char *uuid, const char *spec_hash) {
+    snprintf(out, cap, "{\"run\": %lld, \"uuid\": \"%s\", \"spec_hash\": \"%s\"}\n", (long long)run_id, uuid,
+             spec_hash ? spec_hash : "");
+}
+
+static int write_stamp(const char *dir, int64_t run_id, const char *uuid, const char *spec_hash,
+                       lb_err_t *err) {
+    char *path = join(dir, "RUN");
+    char text[512];
+    stamp_text(text, sizeof text, run_id, uuid, spec_hash);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    size_t len = strlen(text);
+    int ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
+    int e = errno;
+    if (fd >= 0) close(fd);
+    if (!ok) {
+        lb_err_set(err, e == ENOSPC ? LB_ENOSPC : LB_EIO, "cannot write %s: %s; check the workspace's disk", path,
+                   strerror(e));
+        if (fd >= 0) unlink(path);
+    }
+    free(path);
+    return ok ? 0 : -1;
+}
+
+int store_run_dir_stamp(const char *workspace, int64_t run_id, const char *uuid,
+                        const char *spec_hash, lb_err_t *err) {
+    char *runs = join(workspace, "runs");
+    int rc = make_dirs(runs, err);
+    free(runs);
+    if (rc) return -1;
+    char *p = run_dir_path(workspace, run_id);
+    if (mkdir(p, 0755) != 0) {
+        if (errno == EEXIST)
+            lb_err_set(err, LB_EIO,
+                       "the folder %s already exists and belongs to no run in this database (a restored "
+                       "or moved database?); move it away and try again",
+                       p);
+        else
+            lb_err_set(err, errno == ENOSPC ? LB_ENOSPC : LB_EIO, "cannot create the folder %s: %s", p,
+                       strerror(errno));
+        free(p);
+        return -1;
+    }
+    rc = write_stamp(p, run_id, uuid, spec_hash, err);
+    if (rc) rmdir(p);
+    free(p);
+    return rc;
+}
+
+int store_run_dir_check(const char *workspace, int64_t run_id, const char *uuid,
+                        const char *spec_hash, lb_err_t *err) {
+    if (!uuid) return 0;
+    char *p = run_dir_path(workspace, run_id);
+    char *stamp = join(p, "RUN");
+    int rc = -1;
+    char text[512] = "";
+    FILE *f = fopen(stamp, "r");
+    if (f) {
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        text[n] = 0;
+        fclose(f);
+        char want[128];
+        snprintf(want, sizeof want, "\"uuid\": \"%s\"", uuid);
+        if (strstr(text, want)) rc = 0;
+        else
+            lb_err_set(err, LB_EARG,
+                       "%s belongs to another run (its RUN stamp is not run %lld's, uuid %s; a restored "
+                       "or moved database?); move the folder away (e.g. mv %s %s.old) and resume again",
+                       p, (long long)run_id, uuid, p, p);
+        goto out;
+    }
+    if (errno != ENOENT) {
+        lb_err_set(err, LB_EIO, "cannot read %s: %s; check the workspace's permissions", stamp, strerror(errno));
+        goto out;
+    }
+    // No stamp: a missing or empty folder (only the log the spawner opened) becomes this
+    // run's; anything else is some other run's files.
+    DIR *d = opendir(p);
+    int foreign = 0;
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "worker.log")) foreign = 1;
+        closedir(d);
+    } else if (errno != ENOENT) {
+        lb_err_set(err, LB_EIO, "cannot read the folder %s: %s", p, strerror(errno));
+        goto out;
+    } else if (make_dirs(p, err)) {
+        goto out;
+    }
+    if (foreign) {
+        lb_err_set(err, LB_EARG,
+                   "%s holds files but no RUN stamp of run %lld (another run's folder, from a restored or "
+                   "moved database?); move the folder away (e.g. mv %s %s.old) and resume again",
+                   p, (long long)run_id, p, p);
+        goto out;
+    }
+    rc = write_stamp(p, run_id, uuid, spec_hash, err);
+out:
+    free(stamp);
+    free(p);
+    return rc;
 }

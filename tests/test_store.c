@@ -24,10 +24,13 @@ static int rm_entry(const char *p, const struct stat *sb, int t, struct FTW *f) 
     return remove(p);
 }
 
+// A database in a folder of its own: a workspace's runs/ folders steer the ids it gives out.
 static char *tmp_path(const char *name) {
-    static int counter;  // test-only: distinct file per call
+    static int counter;  // test-only: distinct folder per call
     char *p = malloc(256);
-    snprintf(p, 256, "%s/%d-%s", tmp_root, counter++, name);
+    snprintf(p, 256, "%s/%d", tmp_root, counter++);
+    mkdir(p, 0755);
+    snprintf(p + strlen(p), 256 - strlen(p), "/%s", name);
     return p;
 }
 
@@ -121,10 +124,13 @@ static void test_open_migrate_idempotent(void) {
     EXPECT(raw_int(path, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN "
                          "('runs_by_created','runs_by_status','evals_by_run')") == 3);
 
-    // A version-1 database (before runs.precision, cluster_jobs and imports) is migrated at
-    // open, its runs kept, and the new column works through the view.
+    // A version-1 database (before runs.precision, the ownership columns, cluster_jobs and
+    // imports) is migrated at open, its runs kept, and the new column works through the view.
     EXPECT(raw_exec(path, "DROP TABLE cluster_jobs; DROP TABLE imports; "
-                          "ALTER TABLE runs DROP COLUMN precision; PRAGMA user_version = 1") == 0);
+                          "ALTER TABLE runs DROP COLUMN precision; ALTER TABLE runs DROP COLUMN pid_start; "
+                          "ALTER TABLE runs DROP COLUMN oom_kills; "
+                          "ALTER TABLE runs DROP COLUMN uuid; ALTER TABLE runs DROP COLUMN spec_hash; "
+                          "PRAGMA user_version = 1") == 0);
     st = NULL;
     EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
     EXPECT(st && store_schema_version(st, &v, &err) == 0 && v == STORE_SCHEMA_VERSION);
@@ -852,6 +858,24 @@ static void test_format(void) {
     EXPECTF(w == 16 && !strcmp(out, "quick…ne-lr0.003"), "%d %s", w, out);
     EXPECT(store_text_fit("rank-sweep-r16", 9, out, sizeof out) == 9 && strstr(out, "…") && strstr(out, "r16"));
     EXPECT(store_text_cols("a–b…") == 4);
+    // Display width: CJK and emoji take two columns, a combining mark none; a fitted name is
+    // never cut inside a character and never wider than asked.
+    EXPECT(store_text_cols("日本語") == 6 && store_text_cols("r8-🚀") == 5 && store_text_cols("e\xcc\x81") == 1);
+    w = store_text_fit("日本語のモデル-r16", 10, out, sizeof out);
+    EXPECTF(w <= 10 && w >= 9 && strstr(out, "…") && strstr(out, "r16") && store_text_cols(out) == w, "%d %s", w, out);
+    for (int width = 1; width < 20; width++) {
+        w = store_text_fit("模型🚀名字-lora-r16-长", width, out, sizeof out);
+        const char *p = out;
+        int ok = 1;
+        while (*p) {  // every character whole: a lead byte starts each sequence
+            unsigned char c = (unsigned char)*p;
+            int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+            for (int k = 1; k < len && ok; k++) ok = ((unsigned char)p[k] & 0xC0) == 0x80;
+            if (!len || !ok) { ok = 0; break; }
+            p += len;
+        }
+        EXPECTF(ok && w <= width && store_text_cols(out) == w, "width %d: %d '%s'", width, w, out);
+    }
 
     char *path = tmp_path("fmt.db");
     lb_err_t err = {0};
@@ -1037,6 +1061,154 @@ static void test_import(void) {
     free(dst_ws);
 }
 
+// Run ownership (store_claim.c): one owner per queued or running run, claims that only one
+// of two racers wins, a reused pid never taken for the owner.
+static void test_ownership(void) {
+    char *path = tmp_path("own.db");
+    lb_err_t err;
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    store_owner_t me = store_owner_self();
+    EXPECT(me.pid == getpid() && me.start > 0 && store_owner_alive(&me));
+    store_owner_t reused = {me.pid, me.start + 1};  // our pid, another start time: not us
+    EXPECT(!store_owner_alive(&reused) && store_owner_signal(&reused, 0) == -1);
+    EXPECT(store_owner_signal(&me, 0) == 0);
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    waitpid(child, NULL, 0);
+    store_owner_t dead = {child, store_proc_start(child)};
+    EXPECT(dead.start == 0 && !store_owner_alive(&dead));
+
+    // A run queued by us: a second process's resume and claim are refused.
+    store_run_new_t nr = new_run("o", "lora", 4);
+    nr.owner = &me;
+    int64_t a = 0;
+    EXPECTF(store_run_create(st, &nr, &a, &err) == 0, "%s", err.msg);
+    store_run_t r;
+    EXPECT(store_run_get(st, a, &r, &err) == 0 && r.uuid && strlen(r.uuid) == 36 && r.pid == me.pid &&
+           r.pid_start == me.start);
+    store_run_clear(&r);
+    EXPECT(store_run_owned(st, a, &me) == 1 && store_run_owned(st, a, &reused) == 0);
+    store_owner_t other = {1, store_proc_start(1)};  // init: alive, not us
+    EXPECT(store_run_queue(st, a, &other, &err) == -1 && strstr(err.msg, "queued by process"));
+    EXPECT(store_run_claim(st, a, &other, &other, &err) == -1 && strstr(err.msg, "queued by another process"));
+    EXPECT(store_runs_delete_idle(st, &a, 1, &err) == -1 && strstr(err.msg, "cancel it first"));
+    // Our own worker claims it; a second claim finds it running.
+    EXPECTF(store_run_claim(st, a, &me, &me, &err) == 0, "%s", err.msg);
+    EXPECT(store_run_claim(st, a, &me, &me, &err) == -1 && strstr(err.msg, "is running, not queued"));
+    EXPECT(store_run_queue(st, a, &me, &err) == -1 && strstr(err.msg, "is running"));
+    int marked = -1;
+    EXPECT(store_mark_stale_interrupted(st, store_now(), 60, NULL, NULL, &marked, &err) == 0 && marked == 0);
+    // The worker's pid reused by another process: seen dead at once, cancel signals no one.
+    char sql[200];
+    snprintf(sql, sizeof sql, "UPDATE runs SET pid_start = %lld WHERE id = %lld", (long long)reused.start, (long long)a);
+    EXPECT(raw_exec(path, sql) == 0);
+    store_cancel_t what;
+    store_owner_t w;
+    EXPECT(store_run_cancel(st, a, &what, &w, &err) == 0 && what == STORE_CANCEL_DEAD);
+    EXPECT(store_run_get(st, a, &r, &err) == 0 && !strcmp(r.status, "interrupted") && r.error &&
+           strstr(r.error, "resume"));
+    store_run_clear(&r);
+    // Two resumes: the first queues it, the second is told who has it.
+    EXPECTF(store_run_queue(st, a, &me, &err) == 0, "%s", err.msg);
+    EXPECT(store_run_queue(st, a, &other, &err) == -1);
+    EXPECT(store_run_cancel(st, a, &what, &w, &err) == 0 && what == STORE_CANCEL_QUEUED);
+    EXPECT(store_run_cancel(st, a, &what, &w, &err) == -1 && strstr(err.msg, "nothing to cancel"));
+
+    // Queued runs of an owner that died become interrupted; of a live owner stay queued.
+    store_run_new_t nb = new_run("dead-owner", "lora", 4);
+    nb.owner = &dead;
+    int64_t b = 0, c = 0;
+    EXPECT(store_run_create(st, &nb, &b, &err) == 0);
+    nb.name = "live-owner";
+    nb.owner = &me;
+    EXPECT(store_run_create(st, &nb, &c, &err) == 0);
+    EXPECT(store_mark_stale_interrupted(st, store_now(), 60, NULL, NULL, &marked, &err) == 0 && marked == 1);
+    EXPECT(store_run_get(st, b, &r, &err) == 0 && !strcmp(r.status, "interrupted") && strstr(r.error, "queued it"));
+    store_run_clear(&r);
+    // The owner hands its queue over, and releases it.
+    int n = 0;
+    EXPECT(store_runs_transfer(st, &me, &other, &n, &err) == 0 && n == 1 && store_run_owned(st, c, &other));
+    EXPECT(store_runs_release(st, &other, STORE_STATUS_CANCELLED, "gone with its sweep; resume %lld", &n, &err) == 0 &&
+           n == 1);
+    EXPECT(store_run_get(st, c, &r, &err) == 0 && !strcmp(r.status, "cancelled") && r.error &&
+           strstr(r.error, "resume ") && r.pid < 0);
+    store_run_clear(&r);
+    // Queued for a later, unknown worker: no owner, and any worker may claim it.
+    EXPECT(store_run_queue(st, c, &me, &err) == 0);
+    EXPECT(store_runs_release(st, &me, STORE_STATUS_QUEUED, NULL, &n, &err) == 0 && n == 1);
+    EXPECT(store_mark_stale_interrupted(st, store_now(), 60, NULL, NULL, &marked, &err) == 0 && marked == 0);
+    EXPECT(store_run_claim(st, c, NULL, &me, &err) == 0);
+    EXPECT(store_run_cancel(st, c, &what, &w, &err) == 0 && what == STORE_CANCEL_SIGNAL && w.pid == me.pid);
+    EXPECT(store_run_set_status(st, c, "cancelled", NULL, &err) == 0);
+    // A worker that vanished after the cgroup's OOM killer acted (its count rose since the
+    // claim, here by recording a lower one) is reported as out of memory, with a batch size.
+    if (lb_oom_kills() >= 0) {
+        store_run_new_t no = new_run("oom", "lora", 4);
+        no.spec = "{\"train\":{\"batch_size\":64}}";
+        no.owner = &me;
+        int64_t e = 0;
+        EXPECT(store_run_create(st, &no, &e, &err) == 0 && store_run_claim(st, e, &me, &me, &err) == 0);
+        snprintf(sql, sizeof sql, "UPDATE runs SET oom_kills = oom_kills - 1, pid_start = %lld WHERE id = %lld",
+                 (long long)reused.start, (long long)e);
+        EXPECT(raw_exec(path, sql) == 0);
+        EXPECT(store_mark_stale_interrupted(st, store_now(), 60, NULL, NULL, &marked, &err) == 0 && marked == 1);
+        EXPECT(store_run_get(st, e, &r, &err) == 0);
+        EXPECTF(!strcmp(r.status, "failed") && r.error && strstr(r.error, "out of memory") &&
+                    strstr(r.error, "train.batch_size 32"),
+                "%s: %s", r.status, r.error ? r.error : "");
+        store_run_clear(&r);
+        EXPECT(store_runs_delete_idle(st, &e, 1, &err) == 0);
+    } else {
+        printf("     (no cgroup OOM-kill count here: the out-of-memory report is not checked)\n");
+    }
+    int64_t both[2] = {b, c};
+    EXPECTF(store_runs_delete_idle(st, both, 2, &err) == 0, "%s", err.msg);
+
+    // A folder in runs/ that no run of this database owns (a restored backup) is never
+    // handed to a new run: the id goes past it.
+    char *ws = store_workspace_of(st), dir[400];
+    snprintf(dir, sizeof dir, "%s/runs/%lld", ws, (long long)c + 5);
+    EXPECT(mkdir(dir, 0755) == 0);
+    int64_t d = 0;
+    nb.name = "after-restore";
+    EXPECT(store_run_create(st, &nb, &d, &err) == 0 && d == c + 6);
+    EXPECT(store_run_dir_check(ws, c + 5, "0000", NULL, &err) == 0);  // empty: becomes the run's
+    EXPECT(store_run_dir_check(ws, d, "not-its-uuid", NULL, &err) == -1 && strstr(err.msg, "belongs to another run"));
+    free(ws);
+    store_close(st);
+    free(path);
+}
+
+// A database file overwritten in place while a connection is open (as a workbench has it)
+// gets no more writes: the old pages in the connection's cache and WAL are not mixed in.
+static void test_overwritten_database(void) {
+    char *path = tmp_path("garbage.db");
+    lb_err_t err;
+    store_t *st = NULL;
+    EXPECTF(store_open(path, &st, &err) == 0, "%s", err.msg);
+    if (!st) return;
+    store_run_new_t nr = new_run("g", "lora", 4);
+    int64_t a = 0;
+    EXPECT(store_run_create(st, &nr, &a, &err) == 0);
+    FILE *f = fopen(path, "r+b");
+    char junk[4096];
+    memset(junk, 'x', sizeof junk);
+    EXPECT(f && fwrite(junk, 1, sizeof junk, f) == sizeof junk);
+    if (f) fclose(f);
+    EXPECT(store_run_set_tags(st, a, "t", &err) == -1 && strstr(err.msg, "no longer an SQLite database") &&
+           strstr(err.msg, path));
+    EXPECT(store_run_create(st, &nr, &a, &err) == -1);
+    store_close(st);  // closing must not checkpoint old pages into it either
+    f = fopen(path, "rb");
+    char head[16] = "";
+    EXPECT(f && fread(head, 1, sizeof head, f) == sizeof head && !memcmp(head, "xxxxxxxxxxxxxxxx", 16));
+    if (f) fclose(f);
+    free(path);
+}
+
 int main(void) {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/lb_test_store_XXXXXX");
     if (!mkdtemp(tmp_root)) {
@@ -1055,6 +1227,8 @@ int main(void) {
     RUN(test_format);
     RUN(test_import);
     RUN(test_concurrent_writers_and_poller);
+    RUN(test_ownership);
+    RUN(test_overwritten_database);
     nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     TH_DONE();
 }

@@ -31,7 +31,7 @@ static void die(const lb_err_t *err) {
 static int64_t add_run(const char *name, const char *method, int r) {
     lb_err_t err = {0};
     store_run_new_t nr = {name, "{}", method, FIXTURE, "experiments/data/debsum", r > 0 ? r : -1,
-                          r > 0 ? 8.0 : NAN, r > 0 ? "q,v" : NULL, 10, -1, NULL};
+                          r > 0 ? 8.0 : NAN, r > 0 ? "q,v" : NULL, 10, -1, NULL, NULL, NULL};
     int64_t id = 0;
     if (store_run_create(st, &nr, &id, &err) || store_run_set_status(st, id, "done", NULL, &err)) die(&err);
     return id;

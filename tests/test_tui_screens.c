@@ -44,7 +44,7 @@ static int64_t add_run(const char *name, const char *method, int r, const char *
     lb_err_t err = {0};
     store_run_new_t nr = {name, spec_json(name, method, r, targets_json, strcmp(method, "full") ? 1e-3 : 1e-4),
                           method, "experiments/models/t5-tiny", "experiments/data/debsum", r > 0 ? r : -1,
-                          r > 0 ? 2.0 * r : NAN, targets, total, -1, NULL};
+                          r > 0 ? 2.0 * r : NAN, targets, total, -1, NULL, NULL, NULL};
     int64_t id = 0;
     if (store_run_create(st, &nr, &id, &err)) {
         fprintf(stderr, "%s\n", err.msg);

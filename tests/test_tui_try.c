@@ -30,7 +30,7 @@ static int64_t add_run(const char *name, const char *method, const char *base, c
              "\"prefix\":\"summarize: \",\"max_source_tokens\":64},\"method\":\"%s\",\"lora\":{\"r\":8,"
              "\"alpha\":16,\"targets\":[\"q\",\"v\"]},\"eval\":{\"limit\":4,\"max_new_tokens\":10}}",
              name, base, method);
-    store_run_new_t nr = {name, spec, method, base, "experiments/data/debsum", 8, 16, "q,v", 10, -1, NULL};
+    store_run_new_t nr = {name, spec, method, base, "experiments/data/debsum", 8, 16, "q,v", 10, -1, NULL, NULL, NULL};
     int64_t id = 0;
     EXPECT(store_run_create(st, &nr, &id, &err) == 0);
     if (adapter) {

@@ -47,6 +47,23 @@ static void test_grid_utf8_and_dump(void) {
     EXPECTF(!strncmp(t, "~efgh\nabcdefgh\n", 15), "%s", t);
     free(t);
     grid_free(g);
+    // Wide characters (CJK, emoji) take two cells, so that what follows a name stays in its
+    // column; half of one that does not fit is a blank.
+    g = grid_new(12, 2, 0);
+    EXPECT(grid_strwidth("日本語") == 6 && grid_strwidth("a🚀") == 3);
+    EXPECT(grid_text(g, 0, 0, -1, "日本語ab", ST_NORMAL) == 8);
+    EXPECT(g->cells[6].ch == 'a' && g->cells[1].ch == GRID_WIDE_CONT && grid_cell_is_wide(g, 0, 0));
+    EXPECT(grid_text(g, 0, 1, 5, "日本語", ST_NORMAL) == 5);
+    t = grid_dump_text(g);
+    EXPECTF(!strcmp(t, "日本語ab\n日本\n"), "%s", t);
+    free(t);
+    grid_clear(g);
+    EXPECT(grid_text_trunc(g, 0, 0, 6, "模型名字-r16", ST_NORMAL) == 6);
+    EXPECT(grid_text_tail(g, 0, 1, 6, "模型名字-r16", ST_NORMAL) == 5);  // 字 would need 2 of the 6
+    t = grid_dump_text(g);
+    EXPECTF(!strcmp(t, "模型 …\n…-r16\n"), "%s", t);
+    free(t);
+    grid_free(g);
 }
 
 static void test_formatting(void) {

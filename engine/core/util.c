@@ -168,3 +168,108 @@ size_t lb_peak_rss(void) {
     getrusage(RUSAGE_SELF, &ru);
     return (size_t)ru.ru_maxrss * 1024;
 }
+
+size_t lb_current_rss(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0, rss = 0;
+    int ok = f && fscanf(f, "%lu %lu", &pages, &rss) == 2;
+    if (f) fclose(f);
+    return ok ? (size_t)rss * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+// The first number in a file (a cgroup's "max" reads as no limit: 0 with *unlimited).
+static int read_number_file(const char *path, unsigned long long *v) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char buf[64] = "";
+    int ok = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    if (!ok) return -1;
+    if (!strncmp(buf, "max", 3)) return 1;
+    char *end;
+    *v = strtoull(buf, &end, 10);
+    return end == buf ? -1 : 0;
+}
+
+// This process's cgroup folder for the memory controller, into dir: v2 (the "0::" line)
+// or v1 (the "memory" line); falls back to the mount's root (a container's own cgroup).
+static int cgroup_dir(char *dir, size_t cap, int *v2) {  // dir: at least 600 bytes
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    char line[400], rel[512] = "";
+    int have_v1 = 0, have_v2 = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        if (!strncmp(line, "0::", 3)) snprintf(rel, sizeof rel, "%s", line + 3), have_v2 = 1;
+        char *m = strstr(line, ":memory:");
+        if (m) snprintf(rel, sizeof rel, "%s", m + 8), have_v1 = 1;
+    }
+    if (f) fclose(f);
+    struct stat sb;
+    const char *const tries[][2] = {{"/sys/fs/cgroup", "memory.max"}, {"/sys/fs/cgroup/memory", "memory.limit_in_bytes"}};
+    for (int k = have_v1 ? 1 : 0; k < 2; k++) {
+        if (k == 0 && !have_v2) continue;
+        char p[1200];
+        snprintf(p, sizeof p, "%s%s/%s", tries[k][0], rel, tries[k][1]);
+        if (stat(p, &sb) == 0) {
+            snprintf(dir, cap, "%s%s", tries[k][0], rel);
+            *v2 = k == 0;
+            return 0;
+        }
+        snprintf(p, sizeof p, "%s/%s", tries[k][0], tries[k][1]);
+        if (stat(p, &sb) == 0) {
+            snprintf(dir, cap, "%s", tries[k][0]);
+            *v2 = k == 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+size_t lb_mem_available(char *what, size_t cap) {
+    size_t avail = 0;
+    int known = 0;
+    if (what && cap) what[0] = 0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long kb;
+        if (sscanf(line, "MemAvailable: %lu kB", &kb) == 1) {
+            avail = (size_t)kb * 1024;
+            known = 1;
+            if (what && cap) snprintf(what, cap, "MemAvailable in /proc/meminfo");
+        }
+    }
+    if (f) fclose(f);
+    char dir[600];
+    int v2 = 0;
+    if (cgroup_dir(dir, sizeof dir, &v2) == 0) {
+        char path[700], used_path[700];
+        unsigned long long limit = 0, used = 0;
+        snprintf(path, sizeof path, "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
+        snprintf(used_path, sizeof used_path, "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes");
+        // v1 writes "no limit" as a huge number (a page-rounded LONG_MAX)
+        if (read_number_file(path, &limit) == 0 && limit < (1ull << 60) && read_number_file(used_path, &used) == 0) {
+            size_t room = limit > used ? (size_t)(limit - used) : 0;
+            if (!known || room < avail) {
+                avail = room;
+                if (what && cap) snprintf(what, cap, "the limit in %s", path);
+            }
+        }
+    }
+    return avail;
+}
+
+long lb_oom_kills(void) {
+    char dir[600], path[700], line[256];
+    int v2 = 0;
+    if (cgroup_dir(dir, sizeof dir, &v2)) return -1;
+    snprintf(path, sizeof path, "%s/%s", dir, v2 ? "memory.events" : "memory.oom_control");
+    FILE *f = fopen(path, "r");
+    long n = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        long v;
+        if (sscanf(line, "oom_kill %ld", &v) == 1) n = v;
+    }
+    if (f) fclose(f);
+    return n;
+}

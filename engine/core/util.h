@@ -53,6 +53,19 @@ double lb_now(void);
 // Peak resident set size of this process in bytes (from getrusage).
 size_t lb_peak_rss(void);
 
+// Resident memory of this process now (/proc/self/statm; 0 when unknown).
+size_t lb_current_rss(void);
+
+// Bytes this process may still take: the smaller of MemAvailable (/proc/meminfo) and the
+// room left under its cgroup's memory limit (v2 memory.max - memory.current, or v1
+// memory.limit_in_bytes - memory.usage_in_bytes). what (may be NULL; cap bytes) gets the
+// name of the one that binds. 0 when neither can be read.
+size_t lb_mem_available(char *what, size_t cap);
+
+// How many processes of this cgroup the kernel's OOM killer has killed so far (cgroup v2
+// memory.events oom_kill, v1 memory.oom_control oom_kill); -1 when unknown.
+long lb_oom_kills(void);
+
 // bfloat16 (the top half of a float32): the value of one, exactly.
 static inline float lb_bf16_to_f32(uint16_t h) {
     uint32_t b = (uint32_t)h << 16;

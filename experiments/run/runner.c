@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data.h"
@@ -46,6 +47,7 @@ typedef struct {
 typedef struct {
     spec_t spec;
     char *run_dir;
+    const char *uuid, *spec_hash;  // the run's identity (NULL: a run from before schema 3)
     t5_model_t model;
     int model_loaded;
     tokenizer_t *tok;
@@ -125,7 +127,15 @@ int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t
     snprintf(name, sizeof name, "%s", spec->name);
     for (int k = 2; store_run_name_taken(st, name) && k < 100000; k++)
         store_name_numbered(spec->name, k, name, sizeof name);
+    sha256_t h;
+    char spec_hash[65];
+    sha256_init(&h);
+    sha256_update(&h, json, strlen(json));
+    sha256_final_hex(&h, spec_hash);
+    store_owner_t me = store_owner_self();
     store_run_new_t r = {
+        .spec_hash = spec_hash,
+        .owner = &me,
         .name = name,
         .spec = json,
         .method = spec_method_name(spec->method),
@@ -145,6 +155,41 @@ int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t
 // ---- setting a run up ------------------------------------------------------------------
 
 static int span_batch_make(void *ctx, const int *idx, int n, uint64_t micro, data_batch_t *b, lb_err_t *err);
+
+// Refuses, with the numbers, a run whose memory (t5_facts_memory: weights, gradients,
+// optimizer, the activation arena for its largest batch) exceeds what this process may
+// still take (lb_mem_available: MemAvailable or the cgroup's limit) plus what it holds
+// already; the kernel would otherwise kill the worker without a word part way through. The
+// message names the largest batch size that fits.
+static int memory_check(const session_t *s, const train_method_opts_t *mo, lb_err_t *err) {
+    const spec_t *sp = &s->spec;
+    char what[800];
+    size_t avail = lb_mem_available(what, sizeof what);
+    if (!avail && !what[0]) return 0;  // nothing to go by (no /proc)
+    size_t have = avail + lb_current_rss();
+    t5_facts_memory_t m;
+    int B = sp->train.batch_size;
+    if (t5_facts_memory(&s->model.cfg, mo, B, s->max_s, s->max_t, sp->train.frozen_weights_bf16, &m, err)) return -1;
+    if (m.total <= have) return 0;
+    int fit = B;
+    t5_facts_memory_t mf = m;
+    while (fit > 1 && mf.total > have) {
+        fit /= 2;
+        if (t5_facts_memory(&s->model.cfg, mo, fit, s->max_s, s->max_t, sp->train.frozen_weights_bf16, &mf, err)) return -1;
+    }
+    const double MB = 1048576.0;
+    char hint[160];
+    if (mf.total <= have)
+        snprintf(hint, sizeof hint, "lower train.batch_size to %d (train.grad_accum %d keeps the effective batch)", fit,
+                 sp->train.grad_accum * (B / fit));
+    else
+        snprintf(hint, sizeof hint, "even batch size 1 does not fit: lower dataset.max_source_tokens, or use a smaller model");
+    return lb_err_set(err, LB_ENOMEM,
+                      "the run needs about %.0f MiB (weights %.0f, activations %.0f for train.batch_size %d at %d+%d tokens, "
+                      "gradients and optimizer %.0f) but %.0f MiB is available (%s); %s",
+                      (double)m.total / MB, (double)m.weights / MB, (double)m.acts / MB, B, s->max_s, s->max_t,
+                      (double)(m.grads + m.optimizer + m.adapter) / MB, (double)have / MB, what, hint);
+}
 
 // Loads the model, tokenizer and data and makes the chosen parameters trainable.
 static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int64_t id, lb_err_t *err) {
@@ -236,6 +281,7 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
         to.grad_accum = sp->train.grad_accum;
         to.seed = (uint64_t)sp->train.seed;
         to.dropout = 1;
+        if (memory_check(s, &mo, err)) return -1;
         s->acts = t5_acts_new(&s->model, sp->train.batch_size, s->max_s, s->max_t);
         train_init(&s->tr, &s->model, s->acts, &s->tp, &to);
         s->tr.comm = o->comm;
@@ -273,11 +319,13 @@ static int session_setup(session_t *s, const runner_opts_t *o, store_t *st, int6
 // ---- checkpoints -----------------------------------------------------------------------
 
 static int checkpoint_write(session_t *s, lb_err_t *err) {
-    char path[4096], meta[512];
+    char path[4096], meta[768];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", s->run_dir);
     snprintf(meta, sizeof meta,
-             "{\"step\":\"%ld\",\"epoch\":\"%d\",\"batch\":\"%d\",\"adam_t\":\"%ld\",\"tokens\":\"%ld\",\"loss\":\"%.9g\"}",
-             s->tr.step, s->feed.epoch, s->feed.batch, s->tr.opt.t, s->tokens_seen, s->last_loss);
+             "{\"step\":\"%ld\",\"epoch\":\"%d\",\"batch\":\"%d\",\"adam_t\":\"%ld\",\"tokens\":\"%ld\",\"loss\":\"%.9g\","
+             "\"run_uuid\":\"%s\",\"spec_hash\":\"%s\"}",
+             s->tr.step, s->feed.epoch, s->feed.batch, s->tr.opt.t, s->tokens_seen, s->last_loss,
+             s->uuid ? s->uuid : "", s->spec_hash ? s->spec_hash : "");
     st_out_t ts[3] = {{"params", s->tp.params, 1, {(int64_t)s->tp.n}},
                       {"adam_m", s->tr.opt.m, 1, {(int64_t)s->tp.n}},
                       {"adam_v", s->tr.opt.v, 1, {(int64_t)s->tp.n}}};
@@ -300,14 +348,38 @@ static long meta_long(const char *json, const char *key) {
     return p ? strtol(p + strlen(pat), NULL, 10) : 0;
 }
 
-// Restores a checkpoint when the run has one; *resumed = 1 then.
-static int checkpoint_read(session_t *s, int *resumed, lb_err_t *err) {
+// The checkpoint's value of a string key of its metadata ("" when absent).
+static void meta_str(const char *json, const char *key, char *out, size_t cap) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    const char *p = json ? strstr(json, pat) : NULL;
+    size_t n = 0;
+    if (p)
+        for (p += strlen(pat); p[n] && p[n] != '"' && n + 1 < cap; n++) out[n] = p[n];
+    out[n] = 0;
+}
+
+// Restores a checkpoint when the run has one; *resumed = 1 then. A checkpoint of another
+// run (its run_uuid or spec_hash differ from the run's) is refused, never loaded.
+static int checkpoint_read(session_t *s, int64_t id, int *resumed, lb_err_t *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/checkpoint.safetensors", s->run_dir);
     *resumed = 0;
     if (access(path, F_OK) != 0) return 0;
     st_file_t f;
     if (st_open(&f, path, err)) return -1;
+    if (s->uuid) {
+        char uuid[64], hash[80];
+        meta_str(f.metadata_json, "run_uuid", uuid, sizeof uuid);
+        meta_str(f.metadata_json, "spec_hash", hash, sizeof hash);
+        if (strcmp(uuid, s->uuid) || (s->spec_hash && strcmp(hash, s->spec_hash))) {
+            st_close(&f);
+            return lb_err_set(err, LB_EARG,
+                              "%s belongs to another run (its run_uuid '%s' is not run %lld's %s, or its spec "
+                              "differs); move it away and resume again to start run %lld afresh",
+                              path, uuid, (long long)id, s->uuid, (long long)id);
+        }
+    }
     int64_t n = (int64_t)s->tp.n;
     int rc = st_load_f32(&f, "params", 1, &n, s->tp.params, err);
     if (!rc) rc = st_load_f32(&f, "adam_m", 1, &n, s->tr.opt.m, err);
@@ -668,22 +740,42 @@ out:
     return rc;
 }
 
+// Whether name is a temporary of lb_write_file_atomic: NAME.tmp.DIGITS.
+static int is_our_temp(const char *name) {
+    const char *t = strstr(name, ".tmp.");
+    if (!t || t == name) return 0;
+    const char *d = t + 5;
+    if (!*d) return 0;
+    for (; *d; d++)
+        if (*d < '0' || *d > '9') return 0;
+    return 1;
+}
+
 // A worker killed while writing a file leaves its temporary (NAME.tmp.PID, from
 // lb_write_file_atomic) behind. Only one worker executes a run at a time, so the next one
-// removes them from the run's folder.
+// removes them from the run's folder: only names of that form, only plain files, and only
+// in folders that are really inside the run's (a symbolic link to elsewhere is not
+// entered), so that nothing outside the workspace is ever deleted.
 static void remove_stale_temps(const char *run_dir) {
     static const char *const subdirs[] = {"", "/adapter", "/model"};
+    struct stat sb;
+    if (lstat(run_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) return;
     for (size_t k = 0; k < sizeof subdirs / sizeof subdirs[0]; k++) {
-        char dir[4200], path[4500];
+        char dir[4200];
         snprintf(dir, sizeof dir, "%s%s", run_dir, subdirs[k]);
-        DIR *d = opendir(dir);
-        if (!d) continue;
+        if (lstat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) continue;
+        int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (!d) {
+            if (fd >= 0) close(fd);
+            continue;
+        }
         struct dirent *e;
-        while ((e = readdir(d)))
-            if (strstr(e->d_name, ".tmp.")) {
-                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-                unlink(path);
-            }
+        while ((e = readdir(d))) {
+            if (!is_our_temp(e->d_name)) continue;
+            if (fstatat(fd, e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode)) continue;
+            unlinkat(fd, e->d_name, 0);
+        }
         closedir(d);
     }
 }
@@ -711,7 +803,7 @@ static int execute_peer(const runner_opts_t *o, int64_t id, lb_err_t *err) {
     int resumed = 0;
     if (!rc) rc = store_run_dir(o->workspace, id, 0, &s.run_dir, err);
     if (!rc) rc = session_setup(&s, o, NULL, id, err);
-    if (!rc && s.tp.n) rc = checkpoint_read(&s, &resumed, err);
+    if (!rc && s.tp.n) rc = checkpoint_read(&s, id, &resumed, err);
     if (ranks_agree(o, rc ? RANKS_FAILED : RANKS_GO, err) == RANKS_FAILED) rc = -1;
     else if (s.tp.n) rc = train_loop(&s, NULL, id, o, err) < 0 ? -1 : 0;
     session_free(&s);
@@ -734,21 +826,24 @@ int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err) {
     store_run_t run = {0};
     lb_err_t e2;
     int agreed = 0;  // data parallel: the ranks passed the set-up together (ranks_agree)
+    // The claim comes first: a run that another process runs, or that was cancelled,
+    // resumed elsewhere or deleted since it was queued, is left exactly as it is.
+    store_owner_t me = store_owner_self();
+    if (store_run_claim(st, id, o->queued_by.pid > 0 ? &o->queued_by : NULL, &me, err)) goto fail_nostatus;
     if (store_run_get(st, id, &run, err)) goto fail_nostatus;
     if (spec_parse(run.spec, "runs.spec", &s.spec, err)) goto fail;
+    s.uuid = run.uuid;
+    s.spec_hash = run.spec_hash;
+    if (store_run_dir_check(o->workspace, id, run.uuid, run.spec_hash, err)) goto fail;
     if (store_run_dir(o->workspace, id, 1, &s.run_dir, err)) goto fail;
     remove_stale_temps(s.run_dir);
-    // The pid first, so that nobody takes the run for one whose worker is gone.
-    store_run_heartbeat(st, id, (int64_t)getpid(), &e2);
-    if (store_run_set_status(st, id, STORE_STATUS_RUNNING, NULL, err)) goto fail;
-    store_run_heartbeat(st, id, (int64_t)getpid(), &e2);
     if (o->progress) {
         runner_progress_t p = {.run_id = id, .phase = "load"};
         o->progress(o->ctx, &p);
     }
     if (session_setup(&s, o, st, id, err)) goto fail;
     int resumed = 0;
-    if (s.tp.n && checkpoint_read(&s, &resumed, err)) goto fail;
+    if (s.tp.n && checkpoint_read(&s, id, &resumed, err)) goto fail;
     agreed = 1;
     if (ranks_agree(o, RANKS_GO, err) == RANKS_FAILED) goto fail;
     int trc = 0;
@@ -812,12 +907,68 @@ int runner_spawn_worker(const char *exe, const char *workspace, int64_t id, int6
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
     posix_spawnattr_init(&at);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID);
-    char *argv[] = {"lorabench", "worker", "--workspace", (char *)workspace, "--run", idbuf, NULL};
+    // The worker claims the run only while this process still owns it (store_run_claim).
+    char owner[64];
+    store_owner_t me = store_owner_self();
+    snprintf(owner, sizeof owner, "%lld:%lld", (long long)me.pid, (long long)me.start);
+    char *argv[] = {"lorabench", "worker", "--workspace", (char *)workspace, "--run", idbuf, "--queued-by", owner, NULL};
     pid_t p;
     int e = posix_spawn(&p, exe, &fa, &at, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     if (e != 0) return lb_err_set(err, LB_EIO, "cannot start the worker %s: %s", exe, strerror(e));
     *pid = p;
+    return 0;
+}
+
+// The last line of a worker's log (what it said before it exited), into out.
+static void log_last_line(const char *workspace, int64_t id, char *out, size_t cap) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/runs/%lld/worker.log", workspace, (long long)id);
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[1024];
+    while (fgets(line, sizeof line, f))
+        if (line[0] && line[0] != '\n') {
+            size_t n = strlen(line) < cap - 1 ? strlen(line) : cap - 1;
+            memcpy(out, line, n);
+            out[n] = 0;
+        }
+    fclose(f);
+    size_t n = strlen(out);
+    while (n && (out[n - 1] == '\n' || out[n - 1] == '\r')) out[--n] = 0;
+}
+
+int runner_start_worker(const char *exe, store_t *st, int64_t id, int64_t *pid, lb_err_t *err) {
+    char *ws = store_workspace_of(st);
+    int rc = runner_spawn_worker(exe, ws, id, pid, err);
+    store_owner_t me = store_owner_self();
+    if (rc) {
+        lb_err_t e2;
+        store_run_release(st, id, &me, STORE_STATUS_FAILED, err->msg, &e2);
+        free(ws);
+        return -1;
+    }
+    // Wait until the worker has claimed the run (usually milliseconds): until then this
+    // process owns it, and its exit would make readers take the run for abandoned.
+    for (int waited = 0; waited < 120000 && store_run_owned(st, id, &me); waited += 20) {
+        int status;
+        pid_t done = waitpid((pid_t)*pid, &status, WNOHANG);
+        if (done == (pid_t)*pid) {
+            if (!store_run_owned(st, id, &me)) break;  // claimed, then ended at once
+            char last[512], msg[800];
+            log_last_line(ws, id, last, sizeof last);
+            snprintf(msg, sizeof msg, "the worker (pid %lld) exited before starting the run%s%s%s",
+                     (long long)*pid, last[0] ? ": \"" : "", last, last[0] ? "\"" : "");
+            lb_err_t e2;
+            store_run_release(st, id, &me, STORE_STATUS_FAILED, msg, &e2);
+            lb_err_set(err, LB_EIO, "%s; see %s/runs/%lld/worker.log", msg, ws, (long long)id);
+            free(ws);
+            return -1;
+        }
+        usleep(20000);
+    }
+    free(ws);
     return 0;
 }

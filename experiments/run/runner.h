@@ -34,6 +34,9 @@ typedef struct {
     volatile sig_atomic_t *stop;
     void (*progress)(void *ctx, const runner_progress_t *p);
     void *ctx;
+    // The process that queued the run (store_owner_t; pid 0: none known, e.g. the run is
+    // queued by no live process). runner_execute claims the run only from that owner.
+    store_owner_t queued_by;
     // Test hook: after this many optimizer steps of this process, stop as if killed
     // (no status change, no checkpoint). 0 = off.
     long die_after_steps;
@@ -56,14 +59,24 @@ int runner_create_run(store_t *st, const spec_t *spec, int64_t sweep_id, int64_t
                       lb_err_t *err);
 
 // Executes run `id` in this process: from its last checkpoint if it has one (resume),
-// else from the start. Sets the run's status (running, then done / failed / cancelled) and
-// its error text; returns 0 when the run finished or was cancelled cleanly. A rank other
-// than 0 (o->comm) trains in step with rank 0 and writes nothing.
+// else from the start. It first claims the queued run (store_run_claim, from o->queued_by):
+// a run that is not queued, or queued by another process, is an error and left unchanged.
+// A folder or checkpoint that is not the run's (store_run_dir_check, the checkpoint's
+// run_uuid) is refused, never adopted. Sets the run's status (running, then done / failed / cancelled) and
+// its error text; returns 0 when the run finished or was cancelled cleanly. A rank other than 0 (o->comm)
+// trains in step with rank 0 and writes nothing.
 int runner_execute(const runner_opts_t *o, int64_t id, lb_err_t *err);
 
-// Starts `exe worker --workspace W --run ID` as a detached process (posix_spawn, new
-// session, output to runs/<id>/worker.log); *pid gets its process id.
+// Starts `exe worker --workspace W --run ID --queued-by PID:START` as a detached process
+// (posix_spawn, new session, output to runs/<id>/worker.log); *pid gets its process id.
+// The worker claims the run only while this process owns it.
 int runner_spawn_worker(const char *exe, const char *workspace, int64_t id, int64_t *pid,
                         lb_err_t *err);
+
+// runner_spawn_worker for a run this process queued (st's workspace), then waits until the
+// worker has claimed it, so that the run never waits on an owner that is gone. A worker that
+// exits before claiming leaves the run failed with the reason (its log's last line), and
+// an error here.
+int runner_start_worker(const char *exe, store_t *st, int64_t id, int64_t *pid, lb_err_t *err);
 
 #endif

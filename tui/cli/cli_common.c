@@ -31,6 +31,33 @@ static int open_store(const char *ws, int create, char **ws_out, store_t **st) {
 
 int cli_open_store(const char *ws, char **ws_out, store_t **st) { return open_store(ws, 0, ws_out, st); }
 
+int cli_open_store_read(const char *ws, char **ws_out, store_t **st) {
+    lb_err_t err = {0};
+    char *dir = NULL;
+    if (store_workspace_find(ws, &dir, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        return -1;
+    }
+    char *db = store_workspace_db_path(dir);
+    int writable = access(db, W_OK) == 0 && access(dir, W_OK) == 0;
+    free(db);
+    if (writable) {  // the usual case: the full open (WAL, migrations)
+        free(dir);
+        return open_store(ws, 0, ws_out, st);
+    }
+    db = store_workspace_db_path(dir);
+    int rc = store_open_readonly(db, st, &err);
+    free(db);
+    if (rc) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        free(dir);
+        return -1;
+    }
+    if (ws_out) *ws_out = dir;
+    else free(dir);
+    return 0;
+}
+
 int cli_create_store(const char *ws, char **ws_out, store_t **st) { return open_store(ws, 1, ws_out, st); }
 
 int cli_parse_id(const char *arg, int64_t *id) {

@@ -21,6 +21,9 @@ int cli_open_store(const char *ws, char **ws_out, store_t **st);
 // cli_open_store for the commands that start runs (train, pretrain, sweep): a missing
 // workspace is created.
 int cli_create_store(const char *ws, char **ws_out, store_t **st);
+// For commands that only read (runs, show, export, compare): like cli_open_store, and in a
+// workspace this user cannot write, the database opened read-only (store_open_readonly).
+int cli_open_store_read(const char *ws, char **ws_out, store_t **st);
 
 // Parses a run id; prints an error naming arg and returns -1 when it is not one.
 int cli_parse_id(const char *arg, int64_t *id);

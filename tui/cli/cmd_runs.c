@@ -110,7 +110,7 @@ int cmd_runs(int argc, char **argv) {
     }
     store_t *st;
     char *wsdir;
-    if (cli_open_store(ws, &wsdir, &st)) return 1;
+    if (cli_open_store_read(ws, &wsdir, &st)) return 1;
     lb_err_t err = {0};
     store_mark_stale_interrupted(st, store_now(), LB_STALE_SECONDS, NULL, NULL, NULL, &err);
     cli_cluster_sync(st, wsdir, 0);  // a cluster sweep's finished tasks become runs here
@@ -226,7 +226,7 @@ int cmd_show(int argc, char **argv) {
         return 2;
     }
     store_t *st;
-    if (cli_open_store(ws, NULL, &st)) return 1;
+    if (cli_open_store_read(ws, NULL, &st)) return 1;
     store_run_t r;
     lb_err_t err = {0};
     if (store_run_get(st, id, &r, &err)) {
@@ -438,7 +438,7 @@ int cmd_compare(int argc, char **argv) {
         return 2;
     }
     store_t *st;
-    if (cli_open_store(ws, NULL, &st)) return 1;
+    if (cli_open_store_read(ws, NULL, &st)) return 1;
     store_run_t *runs = xcalloc((size_t)n_ids, sizeof(store_run_t));
     store_eval_t *evs = xcalloc((size_t)n_ids, sizeof(store_eval_t));
     lb_err_t err = {0};
@@ -613,7 +613,7 @@ int cmd_export(int argc, char **argv) {
         }
     }
     store_t *st;
-    if (cli_open_store(ws, NULL, &st)) {
+    if (cli_open_store_read(ws, NULL, &st)) {
         free(want);
         return 1;
     }
@@ -826,24 +826,15 @@ int cmd_rm(int argc, char **argv) {
     rc = 1;
     if (cli_open_store(ws, &wsdir, &st)) goto out;
     lb_err_t err = {0};
-    // every id must be a run that can go before any is deleted
+    // Every id must be a run that can go before any is deleted: checked and deleted in one
+    // transaction, so a run resumed from elsewhere meanwhile is not deleted under its worker.
     int ok = 1;
-    for (int i = 0; i < n && ok; i++) {
-        store_run_t r;
-        if (store_run_get(st, ids[i], &r, &err)) {
-            fprintf(stderr, "lorabench: %s; nothing deleted\n", err.msg);
-            ok = 0;
-            continue;
-        }
-        if (store_status_parse(r.status) == STORE_RUN_RUNNING && r.pid > 0 && store_pid_alive(r.pid, NULL)) {
-            fprintf(stderr, "lorabench: run %lld is running (worker %lld); cancel it first with 'lorabench cancel %lld'; nothing deleted\n",
-                    (long long)ids[i], (long long)r.pid, (long long)ids[i]);
-            ok = 0;
-        }
-        store_run_clear(&r);
+    if (store_runs_delete_idle(st, ids, (size_t)n, &err)) {
+        fprintf(stderr, "lorabench: %s; nothing deleted\n", err.msg);
+        ok = 0;
     }
     for (int i = 0; i < n && ok; i++) {
-        if (store_run_delete(st, ids[i], &err) || store_run_dir_remove(wsdir, ids[i], &err)) {
+        if (store_run_dir_remove(wsdir, ids[i], &err)) {
             fprintf(stderr, "lorabench: %s\n", err.msg);
             ok = 0;
         } else {

@@ -1,5 +1,6 @@
 // train, worker, resume, cancel and sweep: starting and stopping runs.
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,11 +17,11 @@
 #include "store.h"
 #include "util.h"
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, stop_signal;
 
 static void on_stop(int sig) {
-    (void)sig;
     stop_requested = 1;
+    stop_signal = sig;
 }
 
 static void install_stop_handlers(void) {
@@ -108,11 +109,12 @@ static int share_run_id(const train_comm_t *comm, int64_t id) {
     return -1;
 }
 
+// Executes run id, which this process queued, here (rank 0 under mpirun).
 static int execute_foreground(const char *ws, store_t *st, int64_t id, int json, const train_comm_t *comm) {
     if (share_run_id(comm, id)) return 1;
     install_stop_handlers();
     runner_opts_t o = {.workspace = ws, .stop = &stop_requested, .progress = json ? NULL : progress_line,
-                       .comm = comm->size > 1 ? comm : NULL};
+                       .comm = comm->size > 1 ? comm : NULL, .queued_by = store_owner_self()};
     test_hooks(&o);
     lb_err_t err = {0};
     int rc = runner_execute(&o, id, &err);
@@ -154,17 +156,18 @@ static int join_mpi(train_comm_t *comm, int *joined) {
     return -1;
 }
 
-static int spawn_detached(const char *ws, int64_t id) {
+// Starts a worker for run id, which this process queued, and returns once it has claimed it.
+static int spawn_detached(store_t *st, int64_t id) {
     int64_t pid;
     lb_err_t err = {0};
-    if (runner_spawn_worker(cli_self_exe(), ws, id, &pid, &err)) {
+    if (runner_start_worker(cli_self_exe(), st, id, &pid, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
         return -1;
     }
     return 0;
 }
 
-static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n, const char *name,
+static int run_sweep_specs(const char *ws, store_t **stp, spec_t *specs, size_t n, const char *name,
                            const char *base_json, int parallel, int detach, int json);
 
 static int train_lead(const char *ws, const char *spec_path, int detach, int json, int delete_spec, int pretrain,
@@ -264,7 +267,7 @@ static int train_lead(const char *ws, const char *spec_path, int detach, int jso
             rc = 1;
         } else {
             char *base = spec_to_json(&spec, 0);
-            rc = run_sweep_specs(wsdir, st, specs, n, spec.name, base, 1, detach, json);
+            rc = run_sweep_specs(wsdir, &st, specs, n, spec.name, base, 1, detach, json);
             free(base);
             spec_list_free(specs, n);
         }
@@ -275,7 +278,7 @@ static int train_lead(const char *ws, const char *spec_path, int detach, int jso
             share_run_id(comm, -1);
             rc = 1;
         } else if (detach) {
-            rc = spawn_detached(wsdir, id) ? 1 : 0;
+            rc = spawn_detached(st, id) ? 1 : 0;
             if (!rc) printf("%lld\n", (long long)id);
         } else {
             rc = execute_foreground(wsdir, st, id, json, comm);
@@ -294,12 +297,23 @@ int cmd_pretrain(int argc, char **argv) { return train_or_pretrain(argc, argv, 1
 int cmd_worker(int argc, char **argv) {
     const char *ws = NULL;
     int64_t id = 0;
+    store_owner_t queued_by = {0, 0};
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: lorabench worker --workspace DIR --run ID\n\nExecutes one recorded run (started by the "
-                   "workbench or train --detach). SIGTERM: finish the step, checkpoint, mark cancelled.\n");
+            printf("usage: lorabench worker --workspace DIR --run ID [--queued-by PID:START]\n\nExecutes one recorded "
+                   "run (started by the workbench or train --detach). It claims the queued run first (only from\n"
+                   "the process --queued-by names, when given); a run that is not queued is left alone.\n"
+                   "SIGTERM: finish the step, checkpoint, mark cancelled.\n");
             return 0;
         } else if (!strcmp(argv[i], "--workspace") && i + 1 < argc) ws = argv[++i];
+        else if (!strcmp(argv[i], "--queued-by") && i + 1 < argc) {
+            long long p = 0, t = 0;
+            if (sscanf(argv[++i], "%lld:%lld", &p, &t) != 2 || p <= 0 || t < 0) {
+                fprintf(stderr, "lorabench worker: --queued-by takes PID:START (two whole numbers), not %s\n", argv[i]);
+                return 2;
+            }
+            queued_by.pid = p, queued_by.start = t;
+        }
         else if (!strcmp(argv[i], "--run") && i + 1 < argc) {
             if (cli_parse_id(argv[++i], &id)) return 2;
         } else {
@@ -317,8 +331,13 @@ int cmd_worker(int argc, char **argv) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
         return 1;
     }
+    if (getenv("LORABENCH_TEST_WORKER_FAIL")) {  // test hook: a worker that cannot start
+        fprintf(stderr, "lorabench worker: %s\n", getenv("LORABENCH_TEST_WORKER_FAIL"));
+        free(wsdir);
+        return 1;
+    }
     install_stop_handlers();
-    runner_opts_t o = {.workspace = wsdir, .stop = &stop_requested};
+    runner_opts_t o = {.workspace = wsdir, .stop = &stop_requested, .queued_by = queued_by};
     test_hooks(&o);
     int rc = runner_execute(&o, id, &err);
     if (rc) fprintf(stderr, "lorabench worker: run %lld failed: %s\n", (long long)id, err.msg);
@@ -370,25 +389,18 @@ static int resume_lead(const char *ws, int64_t id, int detach, int json, const t
     lb_err_t err = {0};
     int executed = 0;  // under mpirun: the other ranks got the id
     store_mark_stale_interrupted(st, store_now(), LB_STALE_SECONDS, NULL, NULL, NULL, &err);
-    store_run_t r;
+    // Queued for this process in one step: of two resumes at once, one gets the run and
+    // the other an error saying who has it.
+    store_owner_t me = store_owner_self();
     int rc = 1;
-    if (store_run_get(st, id, &r, &err)) {
+    if (store_run_queue(st, id, &me, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
+    } else if (detach) {
+        rc = spawn_detached(st, id) ? 1 : 0;
+        if (!rc) printf("%lld\n", (long long)id);
     } else {
-        store_status_t status = store_status_parse(r.status);
-        if (status == STORE_RUN_RUNNING || status == STORE_RUN_DONE) {
-            fprintf(stderr, "lorabench: run %lld is %s; only interrupted, cancelled, failed or queued runs can be resumed\n",
-                    (long long)id, r.status);
-        } else if (store_run_set_status(st, id, STORE_STATUS_QUEUED, NULL, &err)) {
-            fprintf(stderr, "lorabench: %s\n", err.msg);
-        } else if (detach) {
-            rc = spawn_detached(wsdir, id) ? 1 : 0;
-            if (!rc) printf("%lld\n", (long long)id);
-        } else {
-            executed = 1;
-            rc = execute_foreground(wsdir, st, id, json, comm);
-        }
-        store_run_clear(&r);
+        executed = 1;
+        rc = execute_foreground(wsdir, st, id, json, comm);
     }
     if (!executed) share_run_id(comm, -1);
     store_close(st);
@@ -413,22 +425,26 @@ int cmd_cancel(int argc, char **argv) {
     }
     store_t *st;
     if (cli_open_store(ws, NULL, &st)) return 1;
-    store_run_t r;
     lb_err_t err = {0};
     int rc = 1;
-    if (store_run_get(st, id, &r, &err)) {
+    store_cancel_t what;
+    store_owner_t worker = {0, 0};
+    // The state is read and changed in one transaction; a worker is signalled only if it is
+    // still the process that claimed the run (not one that got its pid later).
+    if (store_run_cancel(st, id, &what, &worker, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
-    } else if (store_status_parse(r.status) == STORE_RUN_QUEUED) {
-        rc = store_run_set_status(st, id, STORE_STATUS_CANCELLED, "cancelled before it started", &err) ? 1 : 0;
-        if (!rc) printf("run %lld cancelled\n", (long long)id);
-        store_run_clear(&r);
-    } else if (store_status_parse(r.status) == STORE_RUN_RUNNING && r.pid > 0 && kill((pid_t)r.pid, SIGTERM) == 0) {
-        printf("run %lld: asked worker %lld to stop after its current step\n", (long long)id, (long long)r.pid);
+    } else if (what == STORE_CANCEL_QUEUED) {
+        printf("run %lld cancelled\n", (long long)id);
         rc = 0;
-        store_run_clear(&r);
+    } else if (what == STORE_CANCEL_SIGNAL && store_owner_signal(&worker, SIGTERM) == 0) {
+        printf("run %lld: asked worker %lld to stop after its current step\n", (long long)id, (long long)worker.pid);
+        rc = 0;
     } else {
-        fprintf(stderr, "lorabench: run %lld is %s with no live worker; nothing to cancel\n", (long long)id, r.status);
-        store_run_clear(&r);
+        // The worker is gone (or its pid is another process's now): the run is interrupted.
+        if (what == STORE_CANCEL_SIGNAL)
+            store_mark_stale_interrupted(st, store_now(), LB_STALE_SECONDS, NULL, NULL, NULL, &err);
+        fprintf(stderr, "lorabench: run %lld has no live worker (pid %lld is gone); it is interrupted now and "
+                        "'lorabench resume %lld' continues it\n", (long long)id, (long long)worker.pid, (long long)id);
     }
     store_close(st);
     return rc;
@@ -450,59 +466,35 @@ static void print_sweep_table(store_t *st, int64_t sweep_id) {
     store_runs_free(runs, n);
 }
 
-// Runs the sweep's specs: records every run as queued, then executes them as worker
-// processes, `parallel` at a time (detach: start them all in the background instead).
-static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n, const char *name,
-                           const char *base_json, int parallel, int detach, int json) {
+// Executes the queued runs ids[0..n) that this process owns, `parallel` worker processes
+// at a time, printing each run's result as it ends. A run that is no longer queued by this
+// process (cancelled, resumed elsewhere or deleted since) is skipped with a line saying so.
+// SIGINT/SIGTERM: the workers are asked to stop, the runs not started become cancelled
+// (resumable), and the exit code is 128 + the signal. Returns the exit code.
+static int drive_sweep(const char *ws, store_t *st, const spec_t *specs, const int64_t *ids, size_t n,
+                       int parallel, int json) {
     lb_err_t err = {0};
-    // Each finished run's line shows up at once, also when stdout is a file or a pipe
-    // (sweep > log), not at exit.
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    int64_t sweep_id;
-    if (store_sweep_create(st, name ? name : "sweep", base_json, &sweep_id, &err)) {
-        fprintf(stderr, "lorabench: %s\n", err.msg);
-        return 1;
-    }
-    int64_t *ids = xcalloc(n, sizeof(int64_t));
-    for (size_t i = 0; i < n; i++) {
-        if (runner_create_run(st, &specs[i], sweep_id, &ids[i], &err)) {
-            fprintf(stderr, "lorabench: sweep point %zu (%s): %s\n", i + 1, specs[i].name, err.msg);
-            free(ids);
-            return 1;
-        }
-    }
-    // A sweep's zero-shot run is the reference its other runs are read against: pinned as
-    // the baseline (compare's Δ, the workbench's reference line).
-    int64_t zero_shot = 0;
-    int n_zero_shot = 0;
-    for (size_t i = 0; i < n; i++)
-        if (specs[i].method == SPEC_METHOD_NONE) zero_shot = ids[i], n_zero_shot++;
-    if (n_zero_shot == 1 && n > 1) store_run_set_pinned(st, zero_shot, 1, &err);
-    fprintf(stderr, "sweep %lld: %zu runs queued\n", (long long)sweep_id, n);
-    if (detach) {
-        // One background process works through the queue so detach returns at once.
-        for (size_t i = 0; i < n; i++) printf("%lld\n", (long long)ids[i]);
-        pid_t p = fork();
-        if (p == 0) {
-            setsid();
-            for (size_t i = 0; i < n; i++) {
-                int64_t pid;
-                if (runner_spawn_worker(cli_self_exe(), ws, ids[i], &pid, &err) == 0) waitpid((pid_t)pid, NULL, 0);
-            }
-            _exit(0);
-        }
-        free(ids);
-        return p < 0 ? 1 : 0;
-    }
     install_stop_handlers();
+    store_owner_t me = store_owner_self();
     size_t next = 0, running = 0;
     int failed = 0;
     pid_t *pids = xcalloc(n, sizeof(pid_t));
     while ((next < n || running > 0) && !(stop_requested && running == 0)) {
         while (!stop_requested && next < n && running < (size_t)(parallel > 0 ? parallel : 1)) {
+            if (!store_run_owned(st, ids[next], &me)) {
+                store_run_t r;
+                int gone = store_run_get(st, ids[next], &r, &err) != 0;
+                fprintf(stderr, "run %lld (%s) skipped: %s\n", (long long)ids[next], specs[next].name,
+                        gone ? "it was deleted" : "it is no longer queued by this sweep (cancelled or resumed elsewhere)");
+                if (!gone) store_run_clear(&r);
+                next++;
+                continue;
+            }
             int64_t pid;
             if (runner_spawn_worker(cli_self_exe(), ws, ids[next], &pid, &err)) {
                 fprintf(stderr, "lorabench: %s\n", err.msg);
+                lb_err_t e2;
+                store_run_release(st, ids[next], &me, STORE_STATUS_FAILED, err.msg, &e2);
                 failed++;
                 next++;
                 continue;
@@ -512,6 +504,7 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
             next++;
             running++;
         }
+        if (running == 0) continue;
         int status;
         pid_t done = waitpid(-1, &status, 0);
         if (done < 0) {
@@ -527,13 +520,127 @@ static int run_sweep_specs(const char *ws, store_t *st, spec_t *specs, size_t n,
                 pids[i] = 0;
                 running--;
                 if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed++;
+                if (store_run_owned(st, ids[i], &me)) {  // the worker ended before it claimed the run
+                    char msg[300];
+                    snprintf(msg, sizeof msg, "the worker (pid %lld) exited before starting the run; see runs/%lld/worker.log",
+                             (long long)done, (long long)ids[i]);
+                    lb_err_t e2;
+                    store_run_release(st, ids[i], &me, STORE_STATUS_FAILED, msg, &e2);
+                }
                 print_run_result(st, ids[i], json);
             }
     }
     free(pids);
-    free(ids);
-    if (!json) print_sweep_table(st, sweep_id);
+    if (stop_requested) {
+        int k = 0;
+        store_runs_release(st, &me, STORE_STATUS_CANCELLED,
+                           "cancelled with its sweep before it started; 'lorabench resume %lld' runs it", &k, &err);
+        if (k) fprintf(stderr, "sweep stopped: %d runs not started are cancelled (resume runs them)\n", k);
+        return 128 + (int)stop_signal;
+    }
     return failed ? 1 : 0;
+}
+
+// Runs the sweep's specs: records every run as queued, then executes them as worker
+// processes, `parallel` at a time (detach: start them all in the background instead).
+static int run_sweep_specs(const char *ws, store_t **stp, spec_t *specs, size_t n, const char *name,
+                           const char *base_json, int parallel, int detach, int json) {
+    store_t *st = *stp;
+    lb_err_t err = {0};
+    // Each finished run's line shows up at once, also when stdout is a file or a pipe
+    // (sweep > log), not at exit.
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int64_t sweep_id;
+    if (store_sweep_create(st, name ? name : "sweep", base_json, &sweep_id, &err)) {
+        fprintf(stderr, "lorabench: %s\n", err.msg);
+        return 1;
+    }
+    int64_t *ids = xcalloc(n, sizeof(int64_t));
+    for (size_t i = 0; i < n; i++) {
+        if (runner_create_run(st, &specs[i], sweep_id, &ids[i], &err)) {
+            fprintf(stderr, "lorabench: sweep point %zu (%s): %s\n", i + 1, specs[i].name, err.msg);
+            // the points queued so far are not left waiting on this process
+            store_owner_t me = store_owner_self();
+            lb_err_t e2;
+            store_runs_release(st, &me, STORE_STATUS_FAILED,
+                               "its sweep stopped before starting it (another point was refused); "
+                               "'lorabench resume %lld' runs it",
+                               NULL, &e2);
+            free(ids);
+            return 1;
+        }
+    }
+    // A sweep's zero-shot run is the reference its other runs are read against: pinned as
+    // the baseline (compare's Δ, the workbench's reference line).
+    int64_t zero_shot = 0;
+    int n_zero_shot = 0;
+    for (size_t i = 0; i < n; i++)
+        if (specs[i].method == SPEC_METHOD_NONE) zero_shot = ids[i], n_zero_shot++;
+    if (n_zero_shot == 1 && n > 1) store_run_set_pinned(st, zero_shot, 1, &err);
+    fprintf(stderr, "sweep %lld: %zu runs queued\n", (long long)sweep_id, n);
+    if (!detach) {
+        int rc = drive_sweep(ws, st, specs, ids, n, parallel, json);
+        free(ids);
+        if (!json) print_sweep_table(st, sweep_id);
+        return rc;
+    }
+    // One background process works through the queue so that detach returns at once. It
+    // takes the queued runs over (they are owned by their driver) before this one returns,
+    // so that no moment leaves them with an owner that is gone.
+    for (size_t i = 0; i < n; i++) printf("%lld\n", (long long)ids[i]);
+    fflush(NULL);
+    store_owner_t me = store_owner_self();
+    // No SQLite connection may cross a fork (the child's would share the parent's lock
+    // bookkeeping): this one is closed first, and the child opens its own.
+    store_close(st);
+    *stp = st = NULL;
+    int pfd[2];
+    pid_t p = pipe(pfd) == 0 ? fork() : -1;
+    if (p == 0) {
+        close(pfd[0]);
+        setsid();
+        char log[4200];
+        snprintf(log, sizeof log, "%s/runs/sweep-%lld.log", ws, (long long)sweep_id);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        // A connection of its own: SQLite connections must not cross a fork.
+        char *db = store_workspace_db_path(ws);
+        store_t *st2 = NULL;
+        store_owner_t child = store_owner_self();
+        int ok = store_open(db, &st2, &err) == 0 && store_runs_transfer(st2, &me, &child, NULL, &err) == 0;
+        free(db);
+        char c = ok ? 'y' : 'n';
+        if (write(pfd[1], &c, 1) != 1) ok = 0;
+        close(pfd[1]);
+        if (!ok) {
+            fprintf(stderr, "lorabench: %s\n", err.msg);
+            _exit(1);
+        }
+        _exit(drive_sweep(ws, st2, specs, ids, n, 1, 0));
+    }
+    char c = 'n';
+    if (p > 0) {
+        close(pfd[1]);
+        if (read(pfd[0], &c, 1) != 1) c = 'n';
+        close(pfd[0]);
+    }
+    free(ids);
+    if (c != 'y') {
+        int k = 0;
+        char *db = store_workspace_db_path(ws);
+        if (store_open(db, stp, &err) == 0) store_runs_release(*stp, &me, STORE_STATUS_FAILED,
+                           "the sweep's background process could not take its runs over; 'lorabench resume %lld' runs it",
+                           &k, &err);
+        free(db);
+        fprintf(stderr, "lorabench: could not start the sweep's background process; its %d queued runs are failed "
+                        "(resume runs them), see %s/runs/sweep-%lld.log\n", k, ws, (long long)sweep_id);
+        return 1;
+    }
+    return 0;
 }
 
 int cmd_sweep(int argc, char **argv) {
@@ -589,7 +696,7 @@ int cmd_sweep(int argc, char **argv) {
     int rc = 1;
     if (!cli_create_store(ws, &wsdir, &st)) {
         char *base = spec_to_json(&spec, 0);
-        rc = run_sweep_specs(wsdir, st, specs, n, spec.name, base, parallel, detach, json);
+        rc = run_sweep_specs(wsdir, &st, specs, n, spec.name, base, parallel, detach, json);
         free(base);
         store_close(st);
         free(wsdir);

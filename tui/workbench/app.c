@@ -204,10 +204,7 @@ static void draw_message_line(app_t *a, grid_t *g, int y) {
         char before[256];
         snprintf(before, sizeof before, "%.*s", a->prompt_pos, a->prompt_input);
         int cx = grid_strwidth(before);
-        while (cx > room - 1 && v < cur) {
-            grid_utf8_next(&v);
-            cx--;
-        }
+        while (cx > room - 1 && v < cur) cx -= grid_cp_width(grid_utf8_next(&v));
         grid_text(g, n, y, room, v, ST_ACCENT);
         if (*cur) {
             const char *nx = cur;

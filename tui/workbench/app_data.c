@@ -387,8 +387,10 @@ int app_helper_exited(app_t *a, int pid, int failed) {
     a->nhelpers--;
     if (!failed) return 1;
     a->follow_after = -1;  // a start that failed has no new run for the cursor to go to
-    // the helper's last line of output is its one-sentence error
-    char log[4200], last[400] = "";
+    // the helper's last line of output is its one-sentence error; helpers share the log, so
+    // a line of the command line's own errors ("lorabench: ...") is preferred to another
+    // helper's progress written after it
+    char log[4200], last[400] = "", last_err[400] = "";
     snprintf(log, sizeof log, "%s/runs/ui-spawn.log", a->workspace);
     FILE *f = fopen(log, "r");
     if (f) {
@@ -397,10 +399,12 @@ int app_helper_exited(app_t *a, int pid, int failed) {
         while (fgets(line, sizeof line, f)) {
             line[strcspn(line, "\r\n")] = 0;
             if (line[0]) snprintf(last, sizeof last, "%s", line);
+            if (!strncmp(line, "lorabench: ", 11)) snprintf(last_err, sizeof last_err, "%s", line + 11);
         }
         fclose(f);
     }
-    if (last[0]) app_msg(a, ST_ERROR, "%s failed: %s", what, last);
+    if (last_err[0]) app_msg(a, ST_ERROR, "%s failed: %s", what, last_err);
+    else if (last[0]) app_msg(a, ST_ERROR, "%s failed: %s", what, last);
     else app_msg(a, ST_ERROR, "%s failed; see %s", what, log);
     a->data_version = -1;  // the run list may have changed
     return 1;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store.h"
 #include "util.h"
 
 grid_t *grid_new(int w, int h, int ascii) {
@@ -62,9 +63,20 @@ static uint32_t ascii_fold(const grid_t *g, uint32_t ch) {
 void grid_put(grid_t *g, int x, int y, uint32_t ch, int style) {
     grid_cell_t *c = grid_at(g, x, y);
     if (!c) return;
+    if (ch == GRID_WIDE_CONT) {
+        c->ch = ch;
+        c->style = (uint8_t)style;
+        return;
+    }
     if (ch < 0x20 || ch == 0x7f) ch = ' ';
     c->ch = ascii_fold(g, ch);
     c->style = (uint8_t)style;
+}
+
+int grid_cell_is_wide(const grid_t *g, int x, int y) {
+    if (x < 0 || y < 0 || x >= g->w || y >= g->h) return 0;
+    uint32_t ch = g->cells[(size_t)y * g->w + x].ch;
+    return ch != GRID_WIDE_CONT && grid_cp_width(ch) == 2;
 }
 
 void grid_restyle(grid_t *g, int x, int y, int w, int style) {
@@ -116,15 +128,9 @@ int grid_utf8_put(uint32_t cp, char *out) {
     return 4;
 }
 
-int grid_strwidth(const char *s) {
-    int n = 0;
-    if (!s) return 0;
-    while (*s) {
-        grid_utf8_next(&s);
-        n++;
-    }
-    return n;
-}
+int grid_strwidth(const char *s) { return store_text_cols(s); }
+
+int grid_cp_width(uint32_t cp) { return cp < 0x20 || cp == 0x7f ? 1 : store_cp_cols(cp); }
 
 int grid_text(grid_t *g, int x, int y, int maxw, const char *s, int style) {
     if (!s) return 0;
@@ -132,8 +138,16 @@ int grid_text(grid_t *g, int x, int y, int maxw, const char *s, int style) {
     int n = 0;
     while (*s && n < maxw) {
         uint32_t c = grid_utf8_next(&s);
+        int w = grid_cp_width(c);
+        if (w == 0) continue;  // a combining mark: the cell keeps its base character
+        if (n + w > maxw) {  // half a wide character does not fit: a blank instead
+            grid_put(g, x + n, y, ' ', style);
+            n++;
+            break;
+        }
         grid_put(g, x + n, y, c, style);
-        n++;
+        if (w == 2) grid_put(g, x + n + 1, y, GRID_WIDE_CONT, style);
+        n += w;
     }
     return n;
 }
@@ -151,7 +165,7 @@ int grid_text_tail(grid_t *g, int x, int y, int maxw, const char *s, int style) 
     if (!s || maxw <= 0) return 0;
     int w = grid_strwidth(s);
     if (w <= maxw) return grid_text(g, x, y, maxw, s, style);
-    for (; *s && w > maxw - 1; w--) grid_utf8_next(&s);
+    while (*s && w > maxw - 1) w -= grid_cp_width(grid_utf8_next(&s));
     grid_put(g, x, y, g->ascii ? '~' : 0x2026, style);
     return 1 + grid_text(g, x + 1, y, maxw - 1, s, style);
 }
@@ -210,7 +224,14 @@ char *grid_dump_text(const grid_t *g) {
     for (int y = 0; y < g->h; y++) {
         int last = g->w - 1;
         while (last >= 0 && g->cells[(size_t)y * g->w + last].ch == ' ') last--;
-        for (int x = 0; x <= last; x++) len += grid_utf8_put(g->cells[(size_t)y * g->w + x].ch, out + len);
+        for (int x = 0; x <= last; x++) {
+            uint32_t ch = g->cells[(size_t)y * g->w + x].ch;
+            if (ch == GRID_WIDE_CONT) {
+                if (grid_cell_is_wide(g, x - 1, y)) continue;  // the right half of a wide character
+                ch = ' ';
+            }
+            len += grid_utf8_put(ch, out + len);
+        }
         out[len++] = '\n';
     }
     out[len] = 0;

@@ -1,5 +1,6 @@
 // The in-memory cell grid every screen draws into. One cell holds one Unicode code point
-// (no wide characters) and one semantic style; tui/term.c alone turns styles into colours
+// and one semantic style; a wide character (CJK, emoji: store_cp_cols 2) takes its cell and
+// the next, which holds GRID_WIDE_CONT; tui/term.c alone turns styles into colours
 // or attributes and copies the grid to ncurses, so screens are testable without a terminal
 // (grid_dump_text / grid_dump_styles give the golden-file form).
 #ifndef LB_GRID_H
@@ -35,8 +36,11 @@ typedef enum {
 
 #define GRID_NSERIES 6
 
+// The right half of a wide character (not a code point any text holds).
+#define GRID_WIDE_CONT 0u
+
 typedef struct {
-    uint32_t ch;    // Unicode code point; ' ' when empty
+    uint32_t ch;    // Unicode code point; ' ' when empty; GRID_WIDE_CONT: see above
     uint8_t style;  // grid_style_t
 } grid_cell_t;
 
@@ -84,8 +88,12 @@ void grid_vline(grid_t *g, int x, int y, int h, int style);
 // A box outline with an optional title on its top edge.
 void grid_box(grid_t *g, int x, int y, int w, int h, const char *title, int style);
 
-// Number of code points (= cells) of a UTF-8 string.
+// Cells a UTF-8 string takes (store_text_cols: wide characters two, combining marks none).
 int grid_strwidth(const char *s);
+// Cells one code point takes (store_cp_cols; a control character is one blank).
+int grid_cp_width(uint32_t cp);
+// 1 when cell (x, y) holds the left half of a wide character.
+int grid_cell_is_wide(const grid_t *g, int x, int y);
 // Decodes one UTF-8 code point at *s, advancing *s; invalid bytes give U+FFFD ('?' in ASCII).
 uint32_t grid_utf8_next(const char **s);
 // Encodes a code point as UTF-8 into out (4 bytes at most); returns the byte count.

@@ -476,7 +476,10 @@ static int action(app_t *a, int act, int key) {
         return 1;
     }
     case A_DELETE_YES:
-        if (store_run_delete(a->st, a->prompt_run, &err) || store_run_dir_remove(a->workspace, a->prompt_run, &err))
+        // store_runs_delete_idle checks the run's state again as it deletes: a run resumed
+        // from a shell while the prompt was open is refused, not deleted under its worker.
+        if (store_runs_delete_idle(a->st, &a->prompt_run, 1, &err) ||
+            store_run_dir_remove(a->workspace, a->prompt_run, &err))
             app_msg(a, ST_ERROR, "%s", err.msg);
         else app_msg(a, ST_NORMAL, "deleted run #%lld", (long long)a->prompt_run);
         if (app_is_selected(a, a->prompt_run)) app_toggle_selected(a, a->prompt_run);

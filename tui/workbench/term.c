@@ -132,7 +132,10 @@ void term_present(const grid_t *g) {
             const grid_cell_t *c = &g->cells[(size_t)y * g->w + x];
             // the bottom-right cell would scroll some terminals: leave it alone
             if (y == H - 1 && x == W - 1) break;
-            wchar_t wc[2] = {(wchar_t)c->ch, 0};
+            // the right half of a wide character: ncurses drew it with its left half
+            if (c->ch == GRID_WIDE_CONT && grid_cell_is_wide(g, x - 1, y)) continue;
+            if (grid_cell_is_wide(g, x, y) && x + 1 >= W) break;  // would wrap
+            wchar_t wc[2] = {(wchar_t)(c->ch == GRID_WIDE_CONT ? ' ' : c->ch), 0};
             cchar_t cc;
             attr_t at = style_attr[c->style < ST_COUNT ? c->style : 0];
             setcchar(&cc, wc, at & ~A_COLOR, (short)PAIR_NUMBER(at), NULL);

@@ -575,13 +575,16 @@ static int wrap_lines(const char *text, int w, void (*fn)(void *, const char *, 
     const char *p = text ? text : "";
     if (w < 1) return 0;
     while (*p) {
-        // take up to w code points, break at the last space if the line overflows
+        // take up to w cells, break at the last space if the line overflows
         const char *q = p, *brk = NULL;
         int n = 0;
         while (*q && *q != '\n' && n < w) {
             if (*q == ' ') brk = q;
-            grid_utf8_next(&q);
-            n++;
+            const char *q2 = q;
+            int cw = grid_cp_width(grid_utf8_next(&q2));
+            if (n + cw > w && n > 0) break;
+            q = q2;
+            n += cw;
         }
         const char *end = q;
         if (*q && *q != '\n' && *q != ' ' && brk && brk > p) end = brk;
@@ -640,10 +643,7 @@ void field_draw(grid_t *g, int x, int y, int labelw, int w, const form_field_t *
         // show the end of a long value while editing it
         const char *v = f->value;
         int len = grid_strwidth(v);
-        while (focused && len > fw - 1 && *v) {
-            grid_utf8_next(&v);
-            len--;
-        }
+        while (focused && len > fw - 1 && *v) len -= grid_cp_width(grid_utf8_next(&v));
         // a long value shows its end (a path's folder name), after an ellipsis
         if (focused) grid_text(g, vx, y, fw, v, vst);
         else grid_text_tail(g, vx, y, fw, v, vst);
