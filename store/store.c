@@ -793,7 +793,7 @@ int store_mark_stale_interrupted(store_t *st, double now, double stale_seconds,
     if (!pid_alive) pid_alive = store_pid_alive;
     // Find candidates without the write lock: the TUI calls this on every poll, and almost
     // always nothing is stale. A run whose owner is named with its start time is judged at
-    // once (store_owner_alive is exact); one with only a pid (made before schema 3) once its
+    // once (store_owner_alive is exact); one with only a pid (made before schema 4) once its
     // heartbeat is stale and the pid is gone.
     sqlite3_stmt *s;
     if (stmt_prepare(st,

@@ -59,7 +59,7 @@ int store_run_dir_stamp(const char *workspace, int64_t run_id, const char *uuid,
 // Checks that runs/<id>/ is this run's folder before a worker uses it: its RUN stamp names
 // uuid. A missing folder is made and stamped; a folder with files but no stamp, or with
 // another run's stamp, is refused with a message naming it and what to do. uuid NULL (a
-// run from before schema 3): nothing is checked.
+// run from before schema 4): nothing is checked.
 int store_run_dir_check(const char *workspace, int64_t run_id, const char *uuid,
                         const char *spec_hash, lb_err_t *err);
 
@@ -159,7 +159,7 @@ typedef struct {
     int pinned;
     char *precision;         // "fp32" or "bf16" once the run started; NULL before
     int64_t pid_start;       // the owner's start time (store_owner_t.start); -1 unknown
-    char *uuid, *spec_hash;  // the run's identity; NULL for runs made before schema 3
+    char *uuid, *spec_hash;  // the run's identity; NULL for runs made before schema 4
     // from the latest evaluation (NAN when none) and derived:
     double rouge1, rouge2, rougeL, rougeLsum;
     int64_t eval_step;

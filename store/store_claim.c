@@ -102,7 +102,7 @@ typedef struct {
     store_status_t status;
     char status_name[16];
     store_owner_t owner;     // pid 0: none recorded
-    int has_start;           // the owner was recorded with its start time (schema 3)
+    int has_start;           // the owner was recorded with its start time (schema 4)
 } run_state_t;
 
 static int no_such_run(store_t *st, int64_t id, lb_err_t *err) {

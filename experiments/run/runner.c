@@ -47,7 +47,7 @@ typedef struct {
 typedef struct {
     spec_t spec;
     char *run_dir;
-    const char *uuid, *spec_hash;  // the run's identity (NULL: a run from before schema 3)
+    const char *uuid, *spec_hash;  // the run's identity (NULL: a run from before schema 4)
     t5_model_t model;
     int model_loaded;
     tokenizer_t *tok;
