@@ -1050,8 +1050,8 @@ static void attn_dbias_job(void *ctx, long lo, long hi, int tid) {
 }
 
 // Backward of attn_core_forward_p from dctx [B·Tq, H·K]. Fills dq/dk/dv (each optional,
-// overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd and ds are
-// scratch [B, H, Tq, Tk].
+// overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd is scratch as for
+// the forward, ds scratch [B, H, Tq, Tk].
 void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
                                  const lb_real *k, const lb_real *v, const lb_real *P, lb_real *pd,
                                  lb_real *ds, const lb_real *dctx, lb_real *dq, lb_real *dk,

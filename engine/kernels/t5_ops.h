@@ -15,8 +15,8 @@
 // Attention core for one (query rows, key rows) pair of tensors laid out [B·Tq, H·K] and
 // [B·Tk, H·K]: P [B, H, Tq, Tk] = softmax(q·kᵀ + bias + mask) (no 1/√K: T5 folds it into
 // the initialisation), ctx = drop(P)·v. bias [H, Tq, Tk] or NULL; key_mask [B, Tk] or NULL
-// (0 = padding); causal hides keys after the query. pd [B, H, Tq, Tk] is scratch for the
-// dropped probabilities.
+// (0 = padding); causal hides keys after the query. pd [min(threads, B·H), Tq, Tk] is
+// scratch for the dropped probabilities: one (b, h) per pool thread (lb_pool_threads).
 typedef struct {
     int B, H, K, Tq, Tk;
     const lb_real *bias;
@@ -87,8 +87,8 @@ void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *
 double attn_core_flops(const attn_shape_t *s);
 
 // Backward of attn_core_forward_p from dctx [B·Tq, H·K]. Fills dq/dk/dv (each optional,
-// overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd and ds are
-// scratch [B, H, Tq, Tk].
+// overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd is scratch as for
+// the forward, ds scratch [B, H, Tq, Tk].
 void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
                                  const lb_real *k, const lb_real *v, const lb_real *P, lb_real *pd,
                                  lb_real *ds, const lb_real *dctx, lb_real *dq, lb_real *dk,

@@ -93,10 +93,17 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->tmp = BUMP(bp, Nmax * wmax);
     a->lin_tmp = BUMP(bp, Nmax * wmax);
     size_t tt = max3((size_t)S * S, (size_t)T * S, (size_t)T * T);
-    a->pd = BUMP(bp, (size_t)B * H * tt); a->dsc = BUMP(bp, (size_t)B * H * tt);
     a->dres = BUMP(bp, Nd * D); a->dres_enc = BUMP(bp, Ne * D); a->dh = BUMP(bp, Nmax * D);
+    // an attention backward's scratch and a feed forward backward's are never live at
+    // once: they share one region
+    size_t shared = bp->off;
+    a->dsc = BUMP(bp, (size_t)B * H * tt);
     a->dq = BUMP(bp, Nmax * HK); a->dk = BUMP(bp, Nmax * HK); a->dv = BUMP(bp, Nmax * HK);
-    a->dctx = BUMP(bp, Nmax * HK); a->da = BUMP(bp, Nmax * F); a->db = BUMP(bp, Nmax * F);
+    a->dctx = BUMP(bp, Nmax * HK);
+    size_t attn_end = bp->off;
+    bp->off = shared;
+    a->da = BUMP(bp, Nmax * F); a->db = BUMP(bp, Nmax * F);
+    if (bp->off < attn_end) bp->off = attn_end;
     a->dE = BUMP(bp, Ne * D); a->dhs = BUMP(bp, Nd * D);
     a->dbias_enc = BUMP(bp, (size_t)H * S * S); a->dbias_dec = BUMP(bp, (size_t)H * T * T);
 }
@@ -118,7 +125,8 @@ static t5_acts_t *acts_plan(const t5_model_t *m, int B, int S, int T) {
     for (int i = 0; i < m->n_lin; i++) a->lin_r[i] = m->lin[i].r;
     bump_t bp = {NULL, 0};
     acts_layout(a, m, &bp);
-    a->bytes = bp.off + 64;
+    a->pd_n = t5_acts_pd_need(a, B * c->num_heads, max3((size_t)S * S, (size_t)T * S, (size_t)T * T));
+    a->bytes = bp.off + 64 + sizeof(lb_real) * a->pd_n;
     return a;
 }
 
@@ -128,7 +136,25 @@ t5_acts_t *t5_acts_new(const t5_model_t *m, int B, int S, int T) {
     a->mem = xcalloc(1, a->bytes);
     bump_t bp = {(char *)(((uintptr_t)a->mem + 63) & ~(uintptr_t)63), 0};
     acts_layout(a, m, &bp);
+    a->pd = xmalloc(sizeof(lb_real) * a->pd_n);
     return a;
+}
+
+size_t t5_acts_pd_need(const t5_acts_t *a, int BH, size_t tt) {
+    (void)a;
+    int nt = lb_pool_threads();
+    return (size_t)(nt < BH ? nt : BH) * tt;
+}
+
+lb_real *t5_acts_pd(t5_acts_t *a, int BH, size_t tt) {
+    size_t n = t5_acts_pd_need(a, BH, tt);
+    if (n > a->pd_n) {  // more threads than when the arena was made
+        free(a->pd);
+        a->pd = xmalloc(sizeof(lb_real) * n);
+        a->bytes += sizeof(lb_real) * (n - a->pd_n);
+        a->pd_n = n;
+    }
+    return a->pd;
 }
 
 size_t t5_acts_size(const t5_model_t *m, int B, int S, int T) {
@@ -143,6 +169,7 @@ void t5_acts_free(t5_acts_t *a) {
     free(a->es); free(a->ef); free(a->ds); free(a->dc); free(a->df);
     free(a->lin_r);
     lb_pool_free(a->pool);
+    free(a->pd);
     free(a->mem);
     free(a);
 }

@@ -61,7 +61,11 @@ struct t5_acts {
     uint16_t *E16;      // [Ne, D]
     lb_real *tmp;       // [Nmax, max(D, F, HK)]
     lb_real *lin_tmp;   // [Nmax, max in]: LoRA dropout
-    lb_real *pd, *dsc;  // [B, H, max Tq·Tk]
+    lb_real *dsc;       // [B, H, max Tq·Tk]
+    // the dropped probabilities of one (b, h) per pool thread: [threads, max Tq·Tk],
+    // allocated apart from the arena so that it can grow with lb_set_threads (t5_acts_pd)
+    lb_real *pd;
+    size_t pd_n;
     lb_real *dres, *dres_enc, *dh, *dq, *dk, *dv, *dctx, *da, *db, *dE, *dhs;
     lb_real *dbias_enc, *dbias_dec;
     int *lin_r;         // rank capacity of each linear
@@ -76,6 +80,11 @@ struct t5_acts {
     void *mem;
     size_t bytes;
 };
+
+// The per-thread scratch of attention over B·H items of tt scores (a->pd), grown when the
+// pool now has more threads than when the arena was made; t5_acts_pd_need its size.
+lb_real *t5_acts_pd(t5_acts_t *a, int BH, size_t tt);
+size_t t5_acts_pd_need(const t5_acts_t *a, int BH, size_t tt);
 
 // 1 when no parameter or adapter of m has a gradient (evaluation, forward-only runs).
 int t5_model_frozen(const t5_model_t *m);
