@@ -607,6 +607,22 @@ void drop_add_p(lb_pool_t *pool, lb_real *x_out, const lb_real *x, const lb_real
     lb_pool_run(n > 32768 ? pool : NULL, (long)n, drop_add_job, &j);
 }
 
+typedef struct {
+    const uint16_t *src;
+    lb_real *dst;
+} widen_job_t;
+
+static void widen_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const widen_job_t *j = ctx;
+    lb_bf16_to_real(j->src + lo, (size_t)(hi - lo), j->dst + lo);
+}
+
+void bf16_to_real_p(lb_pool_t *pool, const uint16_t *src, size_t n, lb_real *dst) {
+    widen_job_t j = {src, dst};
+    lb_pool_run(n > 32768 ? pool : NULL, (long)n, widen_job, &j);
+}
+
 // dst = drop(src) over the pool.
 void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d,
                  uint64_t site, float p) {

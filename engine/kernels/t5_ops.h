@@ -49,6 +49,9 @@ void drop_add_p(lb_pool_t *pool, lb_real *x_out, const lb_real *x, const lb_real
 void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d,
                  uint64_t site, float p);
 
+// dst [n] = src [n] widened from bf16 (exact) over the pool (lb_bf16_to_real in blocks).
+void bf16_to_real_p(lb_pool_t *pool, const uint16_t *src, size_t n, lb_real *dst);
+
 // T5 layer norm (RMS): y = x · (mean(x²) + eps)^-½ · w; inv [N] keeps the factor.
 void rms_forward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
                           lb_real eps, lb_real *inv, lb_real *y);

@@ -26,6 +26,20 @@ static size_t max3(size_t a, size_t b, size_t c) {
     return m > c ? m : c;
 }
 
+// A feed forward's pre-activations a, b [N, F]: fp32, or with bf16 kept, a16 and b16 (a
+// and b are set to the arena's da and db once those exist).
+static void ff_ab(ff_saved_t *f, bump_t *bp, size_t N, int F, int gated, int bf16) {
+    if (bf16) {
+        f->a16 = bump(bp, sizeof(uint16_t) * N * F);
+        f->b16 = gated ? bump(bp, sizeof(uint16_t) * N * F) : NULL;
+        f->a = f->b = NULL;
+        return;
+    }
+    f->a = BUMP(bp, N * F);
+    f->b = gated ? BUMP(bp, N * F) : NULL;
+    f->a16 = f->b16 = NULL;
+}
+
 static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     const t5_config_t *c = &m->cfg;
     int B = a->Bc, S = a->Sc, T = a->Tc, D = c->d_model, H = c->num_heads, F = c->d_ff;
@@ -36,6 +50,13 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->hbuf = BUMP(bp, Nmax * D);
     a->gbuf = BUMP(bp, Nmax * F);
     a->h16 = m->bf16 ? bump(bp, sizeof(uint16_t) * Nmax * D) : NULL;
+    // bf16 precision keeps the feed forward's pre-activations in bf16 for the backward
+    // (a stack that keeps nothing for a backward keeps them in fp32, unconverted)
+#ifdef LB_REAL_DOUBLE
+    int ff16 = 0;
+#else
+    int ff16 = m->bf16;
+#endif
     a->E16 = m->bf16 ? bump(bp, sizeof(uint16_t) * Ne * D) : NULL;
 #define XA(l, rows) ((l) && a->lin_r[(l)->id] ? BUMP(bp, (size_t)(rows) * a->lin_r[(l)->id]) : NULL)
     for (int l = 0; l < Le; l++) {
@@ -53,7 +74,8 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
         ff_saved_t *f = &a->ef[l];
         const t5_ff_t *FL = &m->enc[l].ff;
         f->x = BUMP(bp, Ne * D); f->inv = BUMP(bp, Ne); f->h = a->hbuf;
-        f->a = BUMP(bp, Ne * F); f->b = c->gated ? BUMP(bp, Ne * F) : NULL; f->gd = a->gbuf;
+        ff_ab(f, bp, Ne, F, c->gated, ff16 && !a->enc_shared);
+        f->gd = a->gbuf;
         f->xa[0] = XA(c->gated ? FL->wi_0 : FL->wi, Ne); f->xa[1] = XA(FL->wi_1, Ne); f->xa[2] = XA(FL->wo, Ne);
     }
     for (int l = 0; l < Ld; l++) {
@@ -75,7 +97,8 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
         ff_saved_t *f = &a->df[l];
         const t5_ff_t *FL = &m->dec[l].ff;
         f->x = BUMP(bp, Nd * D); f->inv = BUMP(bp, Nd); f->h = a->hbuf;
-        f->a = BUMP(bp, Nd * F); f->b = c->gated ? BUMP(bp, Nd * F) : NULL; f->gd = a->gbuf;
+        ff_ab(f, bp, Nd, F, c->gated, ff16 && !a->dec_shared);
+        f->gd = a->gbuf;
         f->xa[0] = XA(c->gated ? FL->wi_0 : FL->wi, Nd); f->xa[1] = XA(FL->wi_1, Nd); f->xa[2] = XA(FL->wo, Nd);
     }
     a->enc_xf = BUMP(bp, Ne * D); a->enc_invf = BUMP(bp, Ne); a->enc_out = BUMP(bp, Ne * D);
@@ -105,6 +128,10 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->da = BUMP(bp, Nmax * F); a->db = BUMP(bp, Nmax * F);
     if (bp->off < attn_end) bp->off = attn_end;
     a->dE = BUMP(bp, Ne * D); a->dhs = BUMP(bp, Nd * D);
+    for (int l = 0; l < Le; l++)  // kept in bf16: written in the forward's da, db first
+        if (a->ef[l].a16) a->ef[l].a = a->da, a->ef[l].b = c->gated ? a->db : NULL;
+    for (int l = 0; l < Ld; l++)
+        if (a->df[l].a16) a->df[l].a = a->da, a->df[l].b = c->gated ? a->db : NULL;
     a->dbias_enc = BUMP(bp, (size_t)H * S * S); a->dbias_dec = BUMP(bp, (size_t)H * T * T);
 }
 

@@ -35,6 +35,10 @@ typedef struct {
     lb_real *x, *inv, *h;  // as above
     lb_real *a;            // [N, F] wi or wi_0 output
     lb_real *b;            // [N, F] wi_1 output (gated)
+    // bf16 precision: a and b are kept for the backward in bf16 (a16, b16), and a, b point
+    // to the arena's da, db, where the forward's products write them (fp32 until the
+    // activation has read them); NULL otherwise
+    uint16_t *a16, *b16;
     lb_real *gd;           // [N, F] dropped activation, the input of wo (gbuf, rebuilt)
     lb_real *xa[3];        // LoRA of wi|wi_0, wi_1, wo
 } ff_saved_t;
