@@ -86,6 +86,12 @@ void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *
                                 const lb_real *k, const lb_real *v, lb_real *P, lb_real *pd,
                                 lb_real *ctx, const lb_drop_t *drop);
 
+// attn_core_forward_p keeping P in bf16: P16 [B, H, Tq, Tk] gets the probabilities
+// rounded once (ctx is computed from the fp32 ones, as attn_core_forward_p computes it);
+// pd has two slices a thread ([min(threads, B·H), 2, Tq, Tk]).
+void attn_core_forward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
+                           const lb_real *v, uint16_t *P16, lb_real *pd, lb_real *ctx, const lb_drop_t *drop);
+
 // FLOPs of one of the core's products (all four have the same size).
 double attn_core_flops(const attn_shape_t *s);
 
@@ -96,6 +102,13 @@ void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real 
                                  const lb_real *k, const lb_real *v, const lb_real *P, lb_real *pd,
                                  lb_real *ds, const lb_real *dctx, lb_real *dq, lb_real *dk,
                                  lb_real *dv, lb_real *dbias, const lb_drop_t *drop);
+
+// attn_core_backward_p from the P16 of attn_core_forward16_p (widened per (b, h) into a
+// thread's second slice of pd, [min(threads, B·H), 2, Tq, Tk]).
+void attn_core_backward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
+                            const lb_real *v, const uint16_t *P16, lb_real *pd, lb_real *ds,
+                            const lb_real *dctx, lb_real *dq, lb_real *dk, lb_real *dv, lb_real *dbias,
+                            const lb_drop_t *drop);
 
 // Cross entropy over rows with label >= 0: returns Σ loss (double) and the count in *n.
 double xent_forward_p(lb_pool_t *pool, int N, int V, const lb_real *logits,

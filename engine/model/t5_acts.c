@@ -40,6 +40,12 @@ static void ff_ab(ff_saved_t *f, bump_t *bp, size_t N, int F, int gated, int bf1
     f->a16 = f->b16 = NULL;
 }
 
+// Attention probabilities of n scores: fp32, or kept in bf16 (P16).
+static void attn_P(attn_saved_t *s, bump_t *bp, size_t n, int bf16) {
+    s->P = bf16 ? NULL : BUMP(bp, n);
+    s->P16 = bf16 ? bump(bp, sizeof(uint16_t) * n) : NULL;
+}
+
 static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     const t5_config_t *c = &m->cfg;
     int B = a->Bc, S = a->Sc, T = a->Tc, D = c->d_model, H = c->num_heads, F = c->d_ff;
@@ -50,8 +56,9 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->hbuf = BUMP(bp, Nmax * D);
     a->gbuf = BUMP(bp, Nmax * F);
     a->h16 = m->bf16 ? bump(bp, sizeof(uint16_t) * Nmax * D) : NULL;
-    // bf16 precision keeps the feed forward's pre-activations in bf16 for the backward
-    // (a stack that keeps nothing for a backward keeps them in fp32, unconverted)
+    // bf16 precision keeps the feed forward's pre-activations and the attention
+    // probabilities in bf16 for the backward (a stack that keeps nothing for a backward
+    // keeps them in fp32, unconverted)
 #ifdef LB_REAL_DOUBLE
     int ff16 = 0;
 #else
@@ -69,7 +76,7 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
         const t5_attn_t *L = &m->enc[l].self;
         s->x = BUMP(bp, Ne * D); s->inv = BUMP(bp, Ne); s->h = a->hbuf;
         s->q = BUMP(bp, Ne * HK); s->k = BUMP(bp, Ne * HK); s->v = BUMP(bp, Ne * HK);
-        s->P = BUMP(bp, (size_t)B * H * S * S); s->ctx = BUMP(bp, Ne * HK);
+        attn_P(s, bp, (size_t)B * H * S * S, ff16 && !a->enc_shared); s->ctx = BUMP(bp, Ne * HK);
         s->xa[0] = XA(L->q, Ne); s->xa[1] = XA(L->k, Ne); s->xa[2] = XA(L->v, Ne); s->xa[3] = XA(L->o, Ne);
         ff_saved_t *f = &a->ef[l];
         const t5_ff_t *FL = &m->enc[l].ff;
@@ -91,7 +98,7 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
             size_t Nk = w ? Ne : Nd, Tk = w ? S : T;
             s->x = BUMP(bp, Nd * D); s->inv = BUMP(bp, Nd); s->h = a->hbuf;
             s->q = BUMP(bp, Nd * HK); s->k = BUMP(bp, Nk * HK); s->v = BUMP(bp, Nk * HK);
-            s->P = BUMP(bp, (size_t)B * H * T * Tk); s->ctx = BUMP(bp, Nd * HK);
+            attn_P(s, bp, (size_t)B * H * T * Tk, ff16 && !a->dec_shared); s->ctx = BUMP(bp, Nd * HK);
             s->xa[0] = XA(L->q, Nd); s->xa[1] = XA(L->k, Nk); s->xa[2] = XA(L->v, Nk); s->xa[3] = XA(L->o, Nd);
         }
         ff_saved_t *f = &a->df[l];
@@ -152,7 +159,9 @@ static t5_acts_t *acts_plan(const t5_model_t *m, int B, int S, int T) {
     for (int i = 0; i < m->n_lin; i++) a->lin_r[i] = m->lin[i].r;
     bump_t bp = {NULL, 0};
     acts_layout(a, m, &bp);
-    a->pd_n = t5_acts_pd_need(a, B * c->num_heads, max3((size_t)S * S, (size_t)T * S, (size_t)T * T));
+    // two slices a thread where some P is kept in bf16 (attn_core_forward16_p)
+    int two = m->bf16 && !(a->enc_shared && a->dec_shared);
+    a->pd_n = t5_acts_pd_need(a, B * c->num_heads, (two ? 2 : 1) * max3((size_t)S * S, (size_t)T * S, (size_t)T * T));
     a->bytes = bp.off + 64 + sizeof(lb_real) * a->pd_n;
     return a;
 }

@@ -26,7 +26,8 @@ typedef struct {
     lb_real *h;      // [N, D] normed input (the arena's one hbuf: rebuilt when needed)
     lb_real *q;      // [N, HK]
     lb_real *k, *v;  // [Nk, HK] (Nk = B·S for cross attention)
-    lb_real *P;      // [B, H, Tq, Tk]
+    lb_real *P;      // [B, H, Tq, Tk], or NULL when kept in bf16:
+    uint16_t *P16;   // [B, H, Tq, Tk] (bf16 precision, a stack that keeps it for a backward)
     lb_real *ctx;    // [N, HK]
     lb_real *xa[4];  // LoRA x·Aᵀ of q, k, v, o: [N or Nk, R]
 } attn_saved_t;
