@@ -121,7 +121,9 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->bias_enc = BUMP(bp, (size_t)H * S * S); a->bias_dec = BUMP(bp, (size_t)H * T * T);
     size_t wmax = max3((size_t)D, (size_t)F, (size_t)HK);
     a->tmp = BUMP(bp, Nmax * wmax);
-    a->lin_tmp = BUMP(bp, Nmax * wmax);
+    int any_lora = 0;  // the LoRA dropout's scratch: only where an adapter can be attached
+    for (int i = 0; i < a->n_lin; i++) any_lora |= a->lin_r[i] > 0;
+    a->lin_tmp = any_lora ? BUMP(bp, Nmax * wmax) : NULL;
     size_t tt = max3((size_t)S * S, (size_t)T * S, (size_t)T * T);
     a->dres = BUMP(bp, Nd * D); a->dres_enc = BUMP(bp, Ne * D); a->dh = BUMP(bp, Nmax * D);
     // an attention backward's scratch and a feed forward backward's are never live at

@@ -65,7 +65,7 @@ struct t5_acts {
     uint16_t *h16;      // [Nmax, D]
     uint16_t *E16;      // [Ne, D]
     lb_real *tmp;       // [Nmax, max(D, F, HK)]
-    lb_real *lin_tmp;   // [Nmax, max in]: LoRA dropout
+    lb_real *lin_tmp;   // [Nmax, max in]: LoRA dropout (NULL without adapters)
     lb_real *dsc;       // [B, H, max Tq·Tk]
     // the dropped probabilities of one (b, h) per pool thread: [threads, max Tq·Tk],
     // allocated apart from the arena so that it can grow with lb_set_threads (t5_acts_pd)
