@@ -516,12 +516,13 @@ static void test_bf16_full_grads_near_torch(void) {
     size_t ab = (size_t)(c->gated ? 2 : 1) * c->d_ff * (Ne * c->num_layers + Nd * c->num_decoder_layers);
     t5_acts_t *a = t5_acts_new(&m, batch.b.B, batch.b.S, batch.b.T);
     // bf16 adds the shared roundings h16 [Nmax, D] and E16 [Ne, D] and a second scratch
-    // slice of scores a thread, and halves a, b and the probabilities P (64-byte
-    // alignment: up to 64 bytes a buffer)
+    // slice of scores a thread, and halves a, b, the probabilities P and the attention
+    // outputs ctx (64-byte alignment: up to 64 bytes a buffer)
     size_t B = (size_t)batch.b.B, S = (size_t)batch.b.S, T = (size_t)batch.b.T, H = (size_t)c->num_heads;
     size_t nP = B * H * (S * S * c->num_layers + (T * T + T * S) * c->num_decoder_layers);
     size_t tt = S * S > T * S ? S * S : T * S, nt = (size_t)lb_pool_threads();
-    size_t want = fp32_bytes + 2 * ((Ne > Nd ? Ne : Nd) * D + Ne * D) - 2 * ab - 2 * nP +
+    size_t nctx = (size_t)H * c->d_kv * (Ne * c->num_layers + 2 * Nd * c->num_decoder_layers);  // no adapters
+    size_t want = fp32_bytes + 2 * ((Ne > Nd ? Ne : Nd) * D + Ne * D) - 2 * ab - 2 * nP - 2 * nctx +
                   sizeof(lb_real) * (nt < B * H ? nt : B * H) * (tt > T * T ? tt : T * T);
     size_t got = t5_acts_bytes(a), slack = 64 * (size_t)(4 + 2 * (c->num_layers + c->num_decoder_layers));
     EXPECTF(got + slack >= want && got <= want + slack, "bf16 arena %zu bytes, %zu expected", got, want);

@@ -88,7 +88,12 @@ static void attn_forward(const t5_model_t *m, const t5_attn_t *L, attn_saved_t *
     else
         LB_PROF(PROF_ATTN_FWD, attn_core_forward_p(a->pool, sh, s->q, s->k, s->v, s->P, attn_pd(a, sh, 1), s->ctx, drop));
     a->flops_fwd += 2 * attn_core_flops(sh);  // q·kᵀ and P·v
-    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->o, a->pool, Nq, s->ctx, NULL, a->tmp, s->xa[3], a->lin_tmp, drop, site_lora(L->o)));
+    // ctx kept in bf16: rounded once, for o's forward now and its weight gradient later
+    const uint16_t *c16 = s->ctx16 ? bf16_shared(a, L->o, Nq, s->ctx, s->ctx16) : NULL;
+#ifndef LB_REAL_DOUBLE
+    if (s->ctx16 && !c16) LB_PROF(PROF_LINEAR_FWD, lb_bf16_from_f32(a->pool, s->ctx, (size_t)Nq * c->num_heads * c->d_kv, s->ctx16));
+#endif
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->o, a->pool, Nq, s->ctx, c16, a->tmp, s->xa[3], a->lin_tmp, drop, site_lora(L->o)));
     a->flops_fwd += linear_forward_flops(L->o, Nq);
     LB_PROF(PROF_DROPOUT, add_dropped(a, x_out, s->x, a->tmp, (size_t)Nq * D, drop, site_res, c->dropout_rate));
 }
@@ -138,7 +143,13 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
         LB_PROF(PROF_DROPOUT, drop_copy_p(a->pool, a->tmp, dres, (size_t)Nq * D, drop, site_res, c->dropout_rate));
         dout = a->tmp;
     }
-    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->o, a->pool, Nq, s->ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
+    // ctx kept in bf16: widened into dq (free until the attention core's backward)
+    const lb_real *ctx = s->ctx;
+    if (s->ctx16 && needs_x(L->o)) {
+        LB_PROF(PROF_LINEAR_BWD, bf16_to_real_p(a->pool, s->ctx16, (size_t)Nq * c->num_heads * c->d_kv, a->dq));
+        ctx = a->dq;
+    }
+    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->o, a->pool, Nq, ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
                     drop, site_lora(L->o)));
     a->flops_bwd += linear_backward_flops(L->o, Nq, need_dctx);
     if (!need_dctx) return;

@@ -46,6 +46,14 @@ static void attn_P(attn_saved_t *s, bump_t *bp, size_t n, int bf16) {
     s->P16 = bf16 ? bump(bp, sizeof(uint16_t) * n) : NULL;
 }
 
+// The attention output ctx [n]: fp32, or (bf16, no adapter on o) ctx16, with ctx set to
+// the arena's dctx once that exists.
+static void attn_ctx(const t5_acts_t *a, attn_saved_t *s, const t5_attn_t *L, bump_t *bp, size_t n, int bf16) {
+    int k16 = bf16 && a->lin_r[L->o->id] == 0;
+    s->ctx = k16 ? NULL : BUMP(bp, n);
+    s->ctx16 = k16 ? bump(bp, sizeof(uint16_t) * n) : NULL;
+}
+
 static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     const t5_config_t *c = &m->cfg;
     int B = a->Bc, S = a->Sc, T = a->Tc, D = c->d_model, H = c->num_heads, F = c->d_ff;
@@ -76,7 +84,8 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
         const t5_attn_t *L = &m->enc[l].self;
         s->x = BUMP(bp, Ne * D); s->inv = BUMP(bp, Ne); s->h = a->hbuf;
         s->q = BUMP(bp, Ne * HK); s->k = BUMP(bp, Ne * HK); s->v = BUMP(bp, Ne * HK);
-        attn_P(s, bp, (size_t)B * H * S * S, ff16 && !a->enc_shared); s->ctx = BUMP(bp, Ne * HK);
+        attn_P(s, bp, (size_t)B * H * S * S, ff16 && !a->enc_shared);
+        attn_ctx(a, s, L, bp, Ne * HK, ff16 && !a->enc_shared);
         s->xa[0] = XA(L->q, Ne); s->xa[1] = XA(L->k, Ne); s->xa[2] = XA(L->v, Ne); s->xa[3] = XA(L->o, Ne);
         ff_saved_t *f = &a->ef[l];
         const t5_ff_t *FL = &m->enc[l].ff;
@@ -98,7 +107,8 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
             size_t Nk = w ? Ne : Nd, Tk = w ? S : T;
             s->x = BUMP(bp, Nd * D); s->inv = BUMP(bp, Nd); s->h = a->hbuf;
             s->q = BUMP(bp, Nd * HK); s->k = BUMP(bp, Nk * HK); s->v = BUMP(bp, Nk * HK);
-            attn_P(s, bp, (size_t)B * H * T * Tk, ff16 && !a->dec_shared); s->ctx = BUMP(bp, Nd * HK);
+            attn_P(s, bp, (size_t)B * H * T * Tk, ff16 && !a->dec_shared);
+            attn_ctx(a, s, L, bp, Nd * HK, ff16 && !a->dec_shared);
             s->xa[0] = XA(L->q, Nd); s->xa[1] = XA(L->k, Nk); s->xa[2] = XA(L->v, Nk); s->xa[3] = XA(L->o, Nd);
         }
         ff_saved_t *f = &a->df[l];
@@ -137,10 +147,15 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->da = BUMP(bp, Nmax * F); a->db = BUMP(bp, Nmax * F);
     if (bp->off < attn_end) bp->off = attn_end;
     a->dE = BUMP(bp, Ne * D); a->dhs = BUMP(bp, Nd * D);
-    for (int l = 0; l < Le; l++)  // kept in bf16: written in the forward's da, db first
+    for (int l = 0; l < Le; l++) {  // kept in bf16: written in the forward's da, db, dctx first
         if (a->ef[l].a16) a->ef[l].a = a->da, a->ef[l].b = c->gated ? a->db : NULL;
-    for (int l = 0; l < Ld; l++)
+        if (a->es[l].ctx16) a->es[l].ctx = a->dctx;
+    }
+    for (int l = 0; l < Ld; l++) {
         if (a->df[l].a16) a->df[l].a = a->da, a->df[l].b = c->gated ? a->db : NULL;
+        if (a->ds[l].ctx16) a->ds[l].ctx = a->dctx;
+        if (a->dc[l].ctx16) a->dc[l].ctx = a->dctx;
+    }
     a->dbias_enc = BUMP(bp, (size_t)H * S * S); a->dbias_dec = BUMP(bp, (size_t)H * T * T);
 }
 

@@ -28,7 +28,10 @@ typedef struct {
     lb_real *k, *v;  // [Nk, HK] (Nk = B·S for cross attention)
     lb_real *P;      // [B, H, Tq, Tk], or NULL when kept in bf16:
     uint16_t *P16;   // [B, H, Tq, Tk] (bf16 precision, a stack that keeps it for a backward)
-    lb_real *ctx;    // [N, HK]
+    lb_real *ctx;    // [N, HK]; with ctx16, the arena's dctx (scratch in the forward)
+    // bf16 precision without an adapter on o: ctx kept in bf16 for o's weight gradient,
+    // whose bf16 product rounds it to these values anyway (else NULL)
+    uint16_t *ctx16;
     lb_real *xa[4];  // LoRA x·Aᵀ of q, k, v, o: [N or Nk, R]
 } attn_saved_t;
 
