@@ -97,11 +97,22 @@ static void check_case(const char *model, const char *body) {
     EXPECTF(fx->mem.weights == w && fx->mem.weights_bf16 == h, "%s: weights form %zu, model %zu", body, fx->mem.weights, w);
     EXPECT(fx->mem.grads == tp.n * sizeof(lb_real) && fx->mem.optimizer == 2 * tp.n * sizeof(float));
     t5_facts_memory_t m16;
-    EXPECT(t5_facts_memory(&fx->cfg, &fx->method, B, S, T, 1, &m16, &err) == 0);
+    EXPECT(t5_facts_memory(&fx->cfg, &fx->method, B, S, T, 1, T5_PRECISION_FP32, &m16, &err) == 0);
+    EXPECTF(m16.acts == fx->mem.acts || t5_precision_is_bf16(s.train.precision), "%s: fp32 arena", body);
     EXPECT(t5_frozen_weights_bf16(&m, &err) == 0);
     w = t5_weight_bytes(&m, &h);
     EXPECTF(m16.weights == w && m16.weights_bf16 == h && (h > 0) == (mo.method != TRAIN_METHOD_FULL),
             "%s: bf16 weights form %zu (%zu bf16), model %zu (%zu bf16)", body, m16.weights, m16.weights_bf16, w, h);
+    // precision bf16 (where it runs): the arena of a model in bf16, which keeps some
+    // activations in bf16
+    if (t5_precision_is_bf16(T5_PRECISION_BF16)) {
+        t5_facts_memory_t mb;
+        EXPECT(t5_facts_memory(&fx->cfg, &fx->method, B, S, T, 1, T5_PRECISION_BF16, &mb, &err) == 0);
+        EXPECTF(t5_use_bf16(&m, &err) == 0, "%s: %s", body, err.msg);
+        t5_acts_t *ab = t5_acts_new(&m, B, S, T);
+        EXPECTF(mb.acts == t5_acts_bytes(ab), "%s: bf16 arena form %zu, engine %zu", body, mb.acts, t5_acts_bytes(ab));
+        t5_acts_free(ab);
+    }
     t5_acts_free(a);
     free(ids);
     free(mask);

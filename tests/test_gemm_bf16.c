@@ -400,6 +400,50 @@ static void test_repack(void) {
     free(x), free(dy), free(W), free(W2), free(y), free(y2), free(dx), free(dx2);
 }
 
+// LB_BF16W_BWD_LATE: dx packed at each call from the fp32 W last given gives what the kept
+// packing gives, bit for bit, also after a repack from new values; a trainable layer
+// takes it (no backward packing held), a frozen one keeps its packing.
+static void test_late_dx(void) {
+    if (!have_bf16("test_late_dx")) return;
+    int N = 40, I = 512, O = 384;
+    float *dy = rand_f((size_t)N * O, 1), *W = rand_f((size_t)O * I, 0.1), *W2 = rand_f((size_t)O * I, 0.1);
+    float *big = rand_f((size_t)2 * O * I, 0.1);
+    float *dx = xmalloc(sizeof(float) * N * I), *dx2 = xmalloc(sizeof(float) * N * I);
+    lb_err_t err = {0};
+    EXPECT(lb_bf16w_pack_f32(W, O, I, LB_BF16W_BWD | LB_BF16W_BWD_LATE, &err) == NULL && err.msg[0]);
+    uint16_t one = 0x3f80;
+    EXPECT(lb_bf16w_pack_bf16(&one, 1, 1, LB_BF16W_BWD_LATE, &err) == NULL);
+    lb_bf16w_t *late = lb_bf16w_pack_f32(W, O, I, LB_BF16W_FWD | LB_BF16W_BWD_LATE, &err);
+    lb_bf16w_t *kept = lb_bf16w_pack_f32(W, O, I, LB_BF16W_BWD, &err);
+    lb_bf16w_t *other = lb_bf16w_pack_f32(big, 2 * O, I, LB_BF16W_BWD_LATE, &err);
+    EXPECTF(late && kept && other, "%s", err.msg);
+    if (!late || !kept || !other) return;
+    lb_bf16w_t *fwd = lb_bf16w_pack_f32(W, O, I, LB_BF16W_FWD, &err);
+    EXPECT(fwd && lb_bf16w_bytes(late) == lb_bf16w_bytes(fwd) && lb_bf16w_bytes(other) == 0);  // nothing held for dx
+    lb_bf16w_free(fwd);
+    EXPECT(lb_bf16w_backward_dx(pool, late, N, dy, dx, 0) == 0 && lb_bf16w_backward_dx(pool, kept, N, dy, dx2, 0) == 0);
+    EXPECTF(!memcmp(dx, dx2, sizeof(float) * N * I), "late dx differs from the kept packing's");
+    // another (larger) late weight's call between: the shared buffer grows and is reused
+    float *dyb = rand_f((size_t)N * 2 * O, 1);
+    EXPECT(lb_bf16w_backward_dx(pool, other, N, dyb, dx2, 0) == 0);
+    EXPECT(lb_bf16_late_bytes() >= (size_t)2 * O * I * 2);
+    EXPECT(lb_bf16w_repack_f32(late, W2) == 0 && lb_bf16w_repack_f32(kept, W2) == 0);
+    EXPECT(lb_bf16w_backward_dx(pool, late, N, dy, dx, 0) == 0 && lb_bf16w_backward_dx(pool, kept, N, dy, dx2, 0) == 0);
+    EXPECTF(!memcmp(dx, dx2, sizeof(float) * N * I), "late dx after a repack differs from the kept packing's");
+    lb_bf16w_free(late), lb_bf16w_free(kept), lb_bf16w_free(other);
+    // through the layer: trainable, the backward is late; frozen, it is kept
+    lb_param_t P = {.ndim = 2, .shape = {O, I}, .numel = (size_t)O * I, .w = W, .g = W2};
+    linear_t l = {.name = "late", .in = I, .out = O, .W = &P};
+    EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD | LINEAR_BF16_BWD | LINEAR_BF16_DW, &err) == 0);
+    EXPECT(lb_bf16w_flags(l.w_bf16) == (LB_BF16W_FWD | LB_BF16W_BWD_LATE));
+    linear_unpack_bf16(&l);
+    P.g = NULL;
+    EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD | LINEAR_BF16_BWD, &err) == 0);
+    EXPECT(lb_bf16w_flags(l.w_bf16) == (LB_BF16W_FWD | LB_BF16W_BWD));
+    linear_unpack_bf16(&l);
+    free(dy), free(W), free(W2), free(big), free(dx), free(dx2), free(dyb);
+}
+
 int main(void) {
     lb_set_threads(2);
     char impl[64];
@@ -420,6 +464,7 @@ int main(void) {
     RUN(test_linear_dropout_pool);
     RUN(test_linear_w16);
     RUN(test_repack);
+    RUN(test_late_dx);
     lb_pool_free(pool);
     TH_DONE();
 }

@@ -19,6 +19,7 @@ struct lb_bf16w {
     dnnl_memory_desc_t fwd_md;  // weights [K = I, N = O] as the matmul packs them
     dnnl_memory_desc_t bwd_md;  // weights [K = O, N = I]
     void *fwd, *bwd;            // the packed values, or NULL when not packed
+    const float *src;           // LB_BF16W_BWD_LATE: the fp32 W last packed from
     size_t bytes;
 };
 
@@ -73,6 +74,8 @@ typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t st;
     prim_t prim[PRIM_SLOTS];
+    void *late;        // the backward packing of an LB_BF16W_BWD_LATE weight, for one call
+    size_t late_cap;   // its bytes
 } ctx_t;
 
 static void prim_drop(prim_t *e) {
@@ -91,6 +94,7 @@ static void ctx_destroy(void *p) {
     for (int i = 0; i < PRIM_SLOTS; i++) prim_drop(&c->prim[i]);
     if (c->st) dnnl_stream_destroy(c->st);
     if (c->eng) dnnl_engine_destroy(c->eng);
+    free(c->late);
     free(c);
 }
 
@@ -235,16 +239,23 @@ void lb_bf16_impl_name(int N, int in, int out, char *buf, size_t len) {
     if (pd) dnnl_primitive_desc_destroy(pd);
 }
 
+// The layout the matmul chooses for the [K, Nn] weights of one product (into *out_md);
+// 0, or -1 when oneDNN refuses the shape.
+static int pack_layout(ctx_t *c, int K, int Nn, dnnl_memory_desc_t *out_md) {
+    dnnl_memory_desc_t act;
+    md2(&act, 256, K, dnnl_bf16, K, 1);  // the layout does not depend on the rows
+    dnnl_primitive_desc_t pd = matmul_pd(c, &act, NULL, K, Nn, 0);
+    if (!pd) return -1;
+    *out_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    return 0;
+}
+
 // Packs src (md smd: W seen as the [K, Nn] weights of one product) into the layout the
 // matmul chooses for it; *out_md gets that layout.
 static void *pack_one(ctx_t *c, const dnnl_memory_desc_t *smd, int K, int Nn,
                       dnnl_memory_desc_t *out_md, size_t *bytes, const void *src) {
-    dnnl_memory_desc_t act;
-    md2(&act, 256, K, dnnl_bf16, K, 1);  // the layout does not depend on the rows
-    dnnl_primitive_desc_t pd = matmul_pd(c, &act, NULL, K, Nn, 0);
-    if (!pd) return NULL;
-    *out_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
-    dnnl_primitive_desc_destroy(pd);
+    if (pack_layout(c, K, Nn, out_md)) return NULL;
     size_t n = dnnl_memory_desc_get_size(out_md);
     void *buf = aligned_alloc(64, (n + 63) / 64 * 64);
     if (!buf) return NULL;
@@ -262,9 +273,15 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
         lb_err_set(err, LB_EARG, "%s", why);
         return NULL;
     }
-    if (out <= 0 || in <= 0 || !(flags & (LB_BF16W_FWD | LB_BF16W_BWD))) {
+    if (out <= 0 || in <= 0 || !(flags & (LB_BF16W_FWD | LB_BF16W_BWD | LB_BF16W_BWD_LATE)) ||
+        (flags & ~(LB_BF16W_FWD | LB_BF16W_BWD | LB_BF16W_BWD_LATE)) ||
+        ((flags & LB_BF16W_BWD) && (flags & LB_BF16W_BWD_LATE))) {
         lb_err_set(err, LB_EARG, "bf16 packing of a %d x %d weight with flags %d: give both sizes "
-                   "and LB_BF16W_FWD and/or LB_BF16W_BWD", out, in, flags);
+                   "and LB_BF16W_FWD and/or one of LB_BF16W_BWD, LB_BF16W_BWD_LATE", out, in, flags);
+        return NULL;
+    }
+    if ((flags & LB_BF16W_BWD_LATE) && t != dnnl_f32) {
+        lb_err_set(err, LB_EARG, "LB_BF16W_BWD_LATE packs from fp32 values: use lb_bf16w_pack_f32");
         return NULL;
     }
     ctx_t *c = ctx_get();
@@ -289,6 +306,10 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
         w->bwd = pack_one(c, &smd, out, in, &w->bwd_md, &w->bytes, W);
         fail |= !w->bwd;
     }
+    if (!fail && (flags & LB_BF16W_BWD_LATE)) {  // the layout now, the values at each call
+        fail |= pack_layout(c, out, in, &w->bwd_md) != 0;
+        w->src = W;
+    }
     if (fail) {
         lb_bf16w_free(w);
         lb_err_set(err, LB_EARG, "oneDNN refused to pack a %d x %d weight for bf16 products: "
@@ -311,6 +332,7 @@ int lb_bf16w_repack_f32(lb_bf16w_t *w, const float *W) {
         md2(&smd, w->out, w->in, dnnl_f32, w->in, 1);
         if (reorder(c, &smd, W, &w->bwd_md, w->bwd)) return -1;
     }
+    if (w->flags & LB_BF16W_BWD_LATE) w->src = W;
     return 0;
 }
 
@@ -405,6 +427,7 @@ enum { J_CONV, J_FWD, J_FWD16, J_DX, J_DW };
 typedef struct {
     int kind;
     const lb_bf16w_t *w;
+    const void *bwd;      // J_DX: the packed W (w->bwd, or the late packing)
     int N, out, in;       // the product's sizes (N rows of activations)
     const float *a;       // J_CONV: src [rows, in]; J_FWD: x [N, I]; J_DX, J_DW: dy [N, O]
     const uint16_t *a16;  // J_FWD16: x [N, I]; J_DW: x [N, I] in bf16
@@ -445,7 +468,7 @@ static int job_rows(const job_t *j, long lo, long hi) {
         buf = xalloc64((size_t)r * j->out * 2);
         if (!to_bf16(j->a + lo * j->out, r, j->out, j->out, 1, buf)) {
             md2(&smd, r, j->out, dnnl_bf16, j->out, 1);
-            rc = matmul(c, &smd, buf, &j->w->bwd_md, j->w->bwd, j->out, j->in,
+            rc = matmul(c, &smd, buf, &j->w->bwd_md, j->bwd, j->out, j->in,
                         (float *)j->dst + lo * j->in, j->accum);
         }
         break;
@@ -535,11 +558,39 @@ int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uin
     return N == 0 ? 0 : job_run(pool, &j, N);
 }
 
+// The backward packing of a late weight, made now from its fp32 W into the calling
+// thread's buffer (one for all late weights; grown to the largest). The reorder runs on
+// the calling thread alone: an OpenMP team would leave its workers spinning through the
+// pool's product that follows (gemm_bf16.h).
+static const void *late_pack(const lb_bf16w_t *w) {
+    ctx_t *c = ctx_get();
+    if (!c || !w->src) return NULL;
+    size_t n = dnnl_memory_desc_get_size(&w->bwd_md);
+    if (n > c->late_cap) {
+        free(c->late);
+        c->late = aligned_alloc(64, (n + 63) / 64 * 64);
+        c->late_cap = c->late ? n : 0;
+        if (!c->late) return NULL;
+    }
+    if (omp_get_max_threads() != 1) omp_set_num_threads(1);
+    dnnl_memory_desc_t smd;
+    md2(&smd, w->out, w->in, dnnl_f32, w->in, 1);
+    return reorder(c, &smd, w->src, &w->bwd_md, c->late) ? NULL : c->late;
+}
+
 int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
                          int accum) {
-    if (!w || !w->bwd || N < 0) return -1;
-    job_t j = {.kind = J_DX, .w = w, .N = N, .out = w->out, .in = w->in, .a = dy, .dst = dx, .accum = accum};
-    return N == 0 ? 0 : job_run(pool, &j, N);
+    if (!w || !(w->bwd || (w->flags & LB_BF16W_BWD_LATE)) || N < 0) return -1;
+    if (N == 0) return 0;
+    const void *bwd = w->bwd ? w->bwd : late_pack(w);
+    if (!bwd) return -1;
+    job_t j = {.kind = J_DX, .w = w, .bwd = bwd, .N = N, .out = w->out, .in = w->in, .a = dy, .dst = dx, .accum = accum};
+    return job_run(pool, &j, N);
+}
+
+size_t lb_bf16_late_bytes(void) {
+    ctx_t *c = ctx_get();
+    return c ? c->late_cap : 0;
 }
 
 int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,

@@ -67,6 +67,12 @@ typedef struct lb_bf16w lb_bf16w_t;
 enum {
     LB_BF16W_FWD = 1,  // pack for lb_bf16w_forward*  (O·I bf16 values)
     LB_BF16W_BWD = 2,  // pack for lb_bf16w_backward_dx (another O·I values)
+    // pack for lb_bf16w_backward_dx at each call (instead of LB_BF16W_BWD), from the fp32
+    // W last given to lb_bf16w_pack_f32 / lb_bf16w_repack_f32, which the caller keeps valid
+    // and unchanged until then, into a buffer of the calling thread that every late
+    // weight shares: for a trainable weight that is packed again after each update anyway,
+    // the same packing work, held once for the largest weight instead of once per weight
+    LB_BF16W_BWD_LATE = 4,
 };
 
 // Packs W [O, I] (fp32, row-major) into a new weight for the products named by flags
@@ -113,9 +119,13 @@ int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uin
                           int accum);
 
 // dx [N, I] = dy [N, O]·W (accum = 0) or dx += dy·W (accum = 1); dy fp32, rounded once.
-// Needs LB_BF16W_BWD. Returns 0 or -1, as lb_bf16w_forward.
+// Needs LB_BF16W_BWD or LB_BF16W_BWD_LATE (the same values, packed now). Returns 0 or -1,
+// as lb_bf16w_forward.
 int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
                          int accum);
+
+// Bytes the calling thread holds for LB_BF16W_BWD_LATE packings (the largest so far).
+size_t lb_bf16_late_bytes(void);
 
 // dW [O, I] = dyᵀ·x (accum = 0) or dW += dyᵀ·x (accum = 1), with dy [N, O] and x [N, I]
 // fp32, each rounded to bf16 once (the weight gradient of a full fine-tune, whose fp32

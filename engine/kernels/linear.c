@@ -380,7 +380,11 @@ int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err) {
         return 0;
     lb_bf16w_t *w = NULL;
     if (pk) {
-        int f = ((pk & LINEAR_BF16_FWD) ? LB_BF16W_FWD : 0) | ((pk & LINEAR_BF16_BWD) ? LB_BF16W_BWD : 0);
+        // a trainable W is packed again after every update: its backward packing is made
+        // at each backward instead, in a buffer all such weights share (gemm_bf16.h)
+        int late = l->W->g && l->W->w && !l->W->w16;
+        int f = ((pk & LINEAR_BF16_FWD) ? LB_BF16W_FWD : 0) |
+                ((pk & LINEAR_BF16_BWD) ? (late ? LB_BF16W_BWD_LATE : LB_BF16W_BWD) : 0);
         w = l->W->w16 ? lb_bf16w_pack_bf16(l->W->w16, l->out, l->in, f, err)
                       : lb_bf16w_pack_f32(l->W->w, l->out, l->in, f, err);
         if (!w) return -1;

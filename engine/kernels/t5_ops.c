@@ -171,6 +171,21 @@ static int vec512_ok(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
 }
 
+// round_bf16's 16 lanes: lb_f32_to_bf16 (nearest, ties to even) without the bf16
+// instructions; a block holding a NaN is left to the scalar loop. Returns the count done.
+LB_AVX512 static size_t round_bf16_512(const float *src, size_t n, uint16_t *dst) {
+    size_t i = 0;
+    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = _mm512_loadu_ps(src + i);
+        if (_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q)) break;
+        __m512i b = _mm512_castps_si512(x);
+        __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
+        _mm256_storeu_si256((__m256i *)(void *)(dst + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+    return i;
+}
+
 static inline __mmask16 tail16(int left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
 
 // Loads and stores of 16 lanes, masked only for a tail (m != all): a masked store costs
@@ -607,6 +622,22 @@ void drop_add_p(lb_pool_t *pool, lb_real *x_out, const lb_real *x, const lb_real
     lb_pool_run(n > 32768 ? pool : NULL, (long)n, drop_add_job, &j);
 }
 
+typedef struct {
+    const uint16_t *src;
+    lb_real *dst;
+} widen_job_t;
+
+static void widen_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const widen_job_t *j = ctx;
+    lb_bf16_to_real(j->src + lo, (size_t)(hi - lo), j->dst + lo);
+}
+
+void bf16_to_real_p(lb_pool_t *pool, const uint16_t *src, size_t n, lb_real *dst) {
+    widen_job_t j = {src, dst};
+    lb_pool_run(n > 32768 ? pool : NULL, (long)n, widen_job, &j);
+}
+
 // dst = drop(src) over the pool.
 void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d,
                  uint64_t site, float p) {
@@ -889,7 +920,17 @@ typedef struct {
     const lb_real *q, *k, *v, *P, *dctx;
     lb_real *Pw, *pd, *ctx, *ds, *dq, *dk, *dv, *dbias;
     const lb_drop_t *drop;
+    uint16_t *P16;  // P kept in bf16 (attn_core_forward16_p), else NULL
 } attn_job_t;
+
+// dst [n] = src [n] rounded to bf16 (lb_f32_to_bf16, 16 lanes at a time with AVX-512).
+static void round_bf16(const lb_real *src, size_t n, uint16_t *dst) {
+    size_t i = 0;
+#ifdef LB_VEC
+    if (use512()) i = round_bf16_512(src, n, dst);
+#endif
+    for (; i < n; i++) dst[i] = lb_f32_to_bf16((float)src[i]);
+}
 
 // The scalar (and AVX2) form of one score row: bias, mask, softmax, each a pass.
 static void attn_row_fwd(lb_real *row, int Tk, int lim, const lb_real *br, const int32_t *km) {
@@ -928,11 +969,12 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
     drop_consts_t dk = {0, 0, 0};
     if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
-    lb_real *pdt = j->pd + (size_t)tid * tt;
+    // with P kept in bf16 each thread has two slices: the dropped P, then P itself
+    lb_real *pdt = j->pd + (size_t)tid * tt * (j->P16 ? 2 : 1);
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         size_t o = (size_t)it * tt;
-        lb_real *P = j->Pw + o;
+        lb_real *P = j->P16 ? pdt + tt : j->Pw + o;
         lb_gemm(0, 1, Tq, Tk, K, 1, j->q + (size_t)b * Tq * HK + h * K, HK,
                 j->k + (size_t)b * Tk * HK + h * K, HK, 0, P, Tk);
         const int32_t *km = s->key_mask ? s->key_mask + (size_t)b * Tk : NULL;
@@ -959,13 +1001,20 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
         }
         lb_gemm(0, 0, Tq, K, Tk, 1, Pd, Tk, j->v + (size_t)b * Tk * HK + h * K, HK, 0,
                 j->ctx + (size_t)b * Tq * HK + h * K, HK);
+        if (j->P16) round_bf16(P, tt, j->P16 + o);
     }
 }
 
 void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
                                 const lb_real *k, const lb_real *v, lb_real *P, lb_real *pd,
                                 lb_real *ctx, const lb_drop_t *drop) {
-    attn_job_t j = {s, q, k, v, NULL, NULL, P, pd, ctx, NULL, NULL, NULL, NULL, NULL, drop};
+    attn_job_t j = {s, q, k, v, NULL, NULL, P, pd, ctx, NULL, NULL, NULL, NULL, NULL, drop, NULL};
+    lb_pool_run_gemms(pool, (long)s->B * s->H, attn_fwd_job, &j);
+}
+
+void attn_core_forward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
+                           const lb_real *v, uint16_t *P16, lb_real *pd, lb_real *ctx, const lb_drop_t *drop) {
+    attn_job_t j = {s, q, k, v, NULL, NULL, NULL, pd, ctx, NULL, NULL, NULL, NULL, NULL, drop, P16};
     lb_pool_run_gemms(pool, (long)s->B * s->H, attn_fwd_job, &j);
 }
 
@@ -987,11 +1036,12 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
     drop_consts_t dk = {0, 0, 0};
     if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
-    lb_real *pdt = j->pd + (size_t)tid * tt;
+    lb_real *pdt = j->pd + (size_t)tid * tt * (j->P16 ? 2 : 1);
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         size_t o = (size_t)it * tt;
-        const lb_real *P = j->P + o, *dc = j->dctx + (size_t)b * Tq * HK + h * K;
+        const lb_real *P = j->P16 ? pdt + tt : j->P + o, *dc = j->dctx + (size_t)b * Tq * HK + h * K;
+        if (j->P16) lb_bf16_to_real(j->P16 + o, tt, pdt + tt);
         int have_pd = 0;
         if (j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
             const lb_real *Pd = P;
@@ -1050,13 +1100,22 @@ static void attn_dbias_job(void *ctx, long lo, long hi, int tid) {
 }
 
 // Backward of attn_core_forward_p from dctx [B·Tq, H·K]. Fills dq/dk/dv (each optional,
-// overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd and ds are
-// scratch [B, H, Tq, Tk].
+// overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd is scratch as for
+// the forward, ds scratch [B, H, Tq, Tk].
 void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
                                  const lb_real *k, const lb_real *v, const lb_real *P, lb_real *pd,
                                  lb_real *ds, const lb_real *dctx, lb_real *dq, lb_real *dk,
                                  lb_real *dv, lb_real *dbias, const lb_drop_t *drop) {
-    attn_job_t j = {s, q, k, v, P, dctx, NULL, pd, NULL, ds, dq, dk, dv, dbias, drop};
+    attn_job_t j = {s, q, k, v, P, dctx, NULL, pd, NULL, ds, dq, dk, dv, dbias, drop, NULL};
+    lb_pool_run_gemms(pool, (long)s->B * s->H, attn_bwd_job, &j);
+    if (dbias) lb_pool_run(pool, s->H, attn_dbias_job, &j);
+}
+
+void attn_core_backward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
+                            const lb_real *v, const uint16_t *P16, lb_real *pd, lb_real *ds,
+                            const lb_real *dctx, lb_real *dq, lb_real *dk, lb_real *dv, lb_real *dbias,
+                            const lb_drop_t *drop) {
+    attn_job_t j = {s, q, k, v, NULL, dctx, NULL, pd, NULL, ds, dq, dk, dv, dbias, drop, (uint16_t *)P16};
     lb_pool_run_gemms(pool, (long)s->B * s->H, attn_bwd_job, &j);
     if (dbias) lb_pool_run(pool, s->H, attn_dbias_job, &j);
 }

@@ -15,8 +15,8 @@
 // Attention core for one (query rows, key rows) pair of tensors laid out [B·Tq, H·K] and
 // [B·Tk, H·K]: P [B, H, Tq, Tk] = softmax(q·kᵀ + bias + mask) (no 1/√K: T5 folds it into
 // the initialisation), ctx = drop(P)·v. bias [H, Tq, Tk] or NULL; key_mask [B, Tk] or NULL
-// (0 = padding); causal hides keys after the query. pd [B, H, Tq, Tk] is scratch for the
-// dropped probabilities.
+// (0 = padding); causal hides keys after the query. pd [min(threads, B·H), Tq, Tk] is
+// scratch for the dropped probabilities: one (b, h) per pool thread (lb_pool_threads).
 typedef struct {
     int B, H, K, Tq, Tk;
     const lb_real *bias;
@@ -48,6 +48,9 @@ void drop_add_p(lb_pool_t *pool, lb_real *x_out, const lb_real *x, const lb_real
 // dst = drop(src) over the pool in one pass (memcpy, then lb_dropout_apply_par, fused).
 void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d,
                  uint64_t site, float p);
+
+// dst [n] = src [n] widened from bf16 (exact) over the pool (lb_bf16_to_real in blocks).
+void bf16_to_real_p(lb_pool_t *pool, const uint16_t *src, size_t n, lb_real *dst);
 
 // T5 layer norm (RMS): y = x · (mean(x²) + eps)^-½ · w; inv [N] keeps the factor.
 void rms_forward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
@@ -83,16 +86,29 @@ void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *
                                 const lb_real *k, const lb_real *v, lb_real *P, lb_real *pd,
                                 lb_real *ctx, const lb_drop_t *drop);
 
+// attn_core_forward_p keeping P in bf16: P16 [B, H, Tq, Tk] gets the probabilities
+// rounded once (ctx is computed from the fp32 ones, as attn_core_forward_p computes it);
+// pd has two slices a thread ([min(threads, B·H), 2, Tq, Tk]).
+void attn_core_forward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
+                           const lb_real *v, uint16_t *P16, lb_real *pd, lb_real *ctx, const lb_drop_t *drop);
+
 // FLOPs of one of the core's products (all four have the same size).
 double attn_core_flops(const attn_shape_t *s);
 
 // Backward of attn_core_forward_p from dctx [B·Tq, H·K]. Fills dq/dk/dv (each optional,
-// overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd and ds are
-// scratch [B, H, Tq, Tk].
+// overwritten) and adds Σ_b dscores to dbias [H, Tq, Tk] when dbias. pd is scratch as for
+// the forward, ds scratch [B, H, Tq, Tk].
 void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
                                  const lb_real *k, const lb_real *v, const lb_real *P, lb_real *pd,
                                  lb_real *ds, const lb_real *dctx, lb_real *dq, lb_real *dk,
                                  lb_real *dv, lb_real *dbias, const lb_drop_t *drop);
+
+// attn_core_backward_p from the P16 of attn_core_forward16_p (widened per (b, h) into a
+// thread's second slice of pd, [min(threads, B·H), 2, Tq, Tk]).
+void attn_core_backward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
+                            const lb_real *v, const uint16_t *P16, lb_real *pd, lb_real *ds,
+                            const lb_real *dctx, lb_real *dq, lb_real *dk, lb_real *dv, lb_real *dbias,
+                            const lb_drop_t *drop);
 
 // Cross entropy over rows with label >= 0: returns Σ loss (double) and the count in *n.
 double xent_forward_p(lb_pool_t *pool, int N, int V, const lb_real *logits,

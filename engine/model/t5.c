@@ -58,6 +58,11 @@ static const uint16_t *bf16_shared(t5_acts_t *a, const linear_t *l, int N, const
 #endif
 }
 
+// The per-thread scratch of the attention core: slices of Tq·Tk scores a thread.
+static lb_real *attn_pd(t5_acts_t *a, const attn_shape_t *sh, int slices) {
+    return t5_acts_pd(a, sh->B * sh->H, (size_t)slices * sh->Tq * sh->Tk);
+}
+
 // x_out [B·Tq, D] = x + drop(o(attention(norm(x), kv))). kv NULL: self attention, else
 // kv16 is kv in bf16 (or NULL: converted by the products that read it).
 static void attn_forward(const t5_model_t *m, const t5_attn_t *L, attn_saved_t *s, t5_acts_t *a,
@@ -78,9 +83,17 @@ static void attn_forward(const t5_model_t *m, const t5_attn_t *L, attn_saved_t *
     a->flops_fwd += linear_forward_flops(L->k, Nk);
     LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->v, a->pool, Nk, kv, kv16, s->v, s->xa[2], a->lin_tmp, drop, site_lora(L->v)));
     a->flops_fwd += linear_forward_flops(L->v, Nk);
-    LB_PROF(PROF_ATTN_FWD, attn_core_forward_p(a->pool, sh, s->q, s->k, s->v, s->P, a->pd, s->ctx, drop));
+    if (s->P16)
+        LB_PROF(PROF_ATTN_FWD, attn_core_forward16_p(a->pool, sh, s->q, s->k, s->v, s->P16, attn_pd(a, sh, 2), s->ctx, drop));
+    else
+        LB_PROF(PROF_ATTN_FWD, attn_core_forward_p(a->pool, sh, s->q, s->k, s->v, s->P, attn_pd(a, sh, 1), s->ctx, drop));
     a->flops_fwd += 2 * attn_core_flops(sh);  // q·kᵀ and P·v
-    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->o, a->pool, Nq, s->ctx, NULL, a->tmp, s->xa[3], a->lin_tmp, drop, site_lora(L->o)));
+    // ctx kept in bf16: rounded once, for o's forward now and its weight gradient later
+    const uint16_t *c16 = s->ctx16 ? bf16_shared(a, L->o, Nq, s->ctx, s->ctx16) : NULL;
+#ifndef LB_REAL_DOUBLE
+    if (s->ctx16 && !c16) LB_PROF(PROF_LINEAR_FWD, lb_bf16_from_f32(a->pool, s->ctx, (size_t)Nq * c->num_heads * c->d_kv, s->ctx16));
+#endif
+    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->o, a->pool, Nq, s->ctx, c16, a->tmp, s->xa[3], a->lin_tmp, drop, site_lora(L->o)));
     a->flops_fwd += linear_forward_flops(L->o, Nq);
     LB_PROF(PROF_DROPOUT, add_dropped(a, x_out, s->x, a->tmp, (size_t)Nq * D, drop, site_res, c->dropout_rate));
 }
@@ -130,12 +143,22 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
         LB_PROF(PROF_DROPOUT, drop_copy_p(a->pool, a->tmp, dres, (size_t)Nq * D, drop, site_res, c->dropout_rate));
         dout = a->tmp;
     }
-    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->o, a->pool, Nq, s->ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
+    // ctx kept in bf16: widened into dq (free until the attention core's backward)
+    const lb_real *ctx = s->ctx;
+    if (s->ctx16 && needs_x(L->o)) {
+        LB_PROF(PROF_LINEAR_BWD, bf16_to_real_p(a->pool, s->ctx16, (size_t)Nq * c->num_heads * c->d_kv, a->dq));
+        ctx = a->dq;
+    }
+    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->o, a->pool, Nq, ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
                     drop, site_lora(L->o)));
     a->flops_bwd += linear_backward_flops(L->o, Nq, need_dctx);
     if (!need_dctx) return;
-    LB_PROF(PROF_ATTN_BWD, attn_core_backward_p(a->pool, sh, s->q, s->k, s->v, s->P, a->pd, a->dsc, a->dctx, need_dq ? a->dq : NULL,
-                       need_dk ? a->dk : NULL, need_dv ? a->dv : NULL, nd->dbias, drop));
+    if (s->P16)
+        LB_PROF(PROF_ATTN_BWD, attn_core_backward16_p(a->pool, sh, s->q, s->k, s->v, s->P16, attn_pd(a, sh, 2), a->dsc, a->dctx,
+                           need_dq ? a->dq : NULL, need_dk ? a->dk : NULL, need_dv ? a->dv : NULL, nd->dbias, drop));
+    else
+        LB_PROF(PROF_ATTN_BWD, attn_core_backward_p(a->pool, sh, s->q, s->k, s->v, s->P, attn_pd(a, sh, 1), a->dsc, a->dctx,
+                           need_dq ? a->dq : NULL, need_dk ? a->dk : NULL, need_dv ? a->dv : NULL, nd->dbias, drop));
     // dv = Pᵀ·dctx, dP = dctx·vᵀ (for any of dq, dk, dbias), dq = dS·k, dk = dSᵀ·q
     a->flops_bwd += attn_core_flops(sh) * (need_dv + (need_dq || need_dk || nd->dbias) + need_dq + need_dk);
     // input gradients: self attention sums q, k, v into dh; cross sends k, v to dE
@@ -162,6 +185,33 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
         LB_PROF(PROF_NORM, rms_backward_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, a->dh, L->ln->g, nd->need_dx ? dres : NULL));
 }
 
+// bf16 precision: the pre-activations a, b (in the arena's da, db) kept as a16, b16.
+static void ff_keep16(t5_acts_t *a, const ff_saved_t *s, int N, int F) {
+#ifdef LB_REAL_DOUBLE
+    (void)a, (void)s, (void)N, (void)F;
+#else
+    if (!s->a16) return;
+    LB_PROF(PROF_ACT, lb_bf16_from_f32(a->pool, s->a, (size_t)N * F, s->a16));
+    if (s->b16) LB_PROF(PROF_ACT, lb_bf16_from_f32(a->pool, s->b, (size_t)N * F, s->b16));
+#endif
+}
+
+// The pre-activations a, b of s in fp32 for the backward: s->a, s->b, or (kept in bf16)
+// a16, b16 widened into to_a, to_b.
+static void ff_ab32(t5_acts_t *a, const ff_saved_t *s, int N, int F, lb_real *to_a, lb_real *to_b,
+                    const lb_real **pa, const lb_real **pb) {
+    *pa = s->a;
+    *pb = s->b;
+    if (!s->a16) return;
+    LB_PROF(PROF_ACT, bf16_to_real_p(a->pool, s->a16, (size_t)N * F, to_a));
+    *pa = to_a;
+    *pb = NULL;
+    if (s->b16) {
+        LB_PROF(PROF_ACT, bf16_to_real_p(a->pool, s->b16, (size_t)N * F, to_b));
+        *pb = to_b;
+    }
+}
+
 static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_acts_t *a, int N,
                        lb_real *x_out, const lb_drop_t *drop, uint64_t site_in, uint64_t site_res) {
     const t5_config_t *c = &m->cfg;
@@ -178,6 +228,7 @@ static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_
     }
     LB_PROF(PROF_ACT, act_forward_drop_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd, drop, site_in,
                                          c->dropout_rate));
+    ff_keep16(a, s, N, F);
     LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->wo, a->pool, N, s->gd, NULL, a->tmp, s->xa[2], a->lin_tmp, drop, site_lora(L->wo)));
     a->flops_fwd += linear_forward_flops(L->wo, N);
     LB_PROF(PROF_DROPOUT, add_dropped(a, x_out, s->x, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate));
@@ -194,8 +245,10 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
     if (!need_dg && !linear_trainable(L->wo)) return;
     if (needs_x(wa) || (c->gated && needs_x(L->wi_1)))  // not kept: rebuilt (see ff_forward)
         LB_PROF(PROF_NORM, rms_apply_p(a->pool, N, D, s->x, L->ln->w, s->inv, s->h));
+    const lb_real *fa, *fb;
     if (needs_x(L->wo)) {  // the input of wo, not kept either
-        LB_PROF(PROF_ACT, act_forward_drop_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd, drop, site_in,
+        ff_ab32(a, s, N, F, a->da, a->db, &fa, &fb);
+        LB_PROF(PROF_ACT, act_forward_drop_p(a->pool, c->act, (size_t)N * F, fa, c->gated ? fb : NULL, s->gd, drop, site_in,
                                              c->dropout_rate));
     }
     const lb_real *dout = dres;
@@ -207,7 +260,9 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
                     site_lora(L->wo)));
     a->flops_bwd += linear_backward_flops(L->wo, N, need_dg);
     if (!need_dg) return;
-    LB_PROF(PROF_ACT, act_backward_drop_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, a->da, a->da, a->db, drop,
+    // gd and the dropped dres are used: their buffers take a and b when kept in bf16
+    ff_ab32(a, s, N, F, a->gbuf, a->tmp, &fa, &fb);
+    LB_PROF(PROF_ACT, act_backward_drop_p(a->pool, c->act, (size_t)N * F, fa, c->gated ? fb : NULL, a->da, a->da, a->db, drop,
                                           site_in, c->dropout_rate));
     LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(wa, a->pool, N, s->h, s->xa[0], a->da, need_dh ? a->dh : NULL, 0, a->lin_tmp, drop,
                     site_lora(wa)));

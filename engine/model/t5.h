@@ -173,6 +173,10 @@ int t5_precision_parse(const char *name);
 // fix (fp32 or auto); auto falls back to fp32 silently.
 int t5_set_precision(t5_model_t *m, t5_precision_t want, t5_precision_t *used, lb_err_t *err);
 
+// 1 when t5_set_precision(want) would run m in bf16 on this CPU (else fp32, or an error
+// for bf16 asked where it cannot run).
+int t5_precision_is_bf16(t5_precision_t want);
+
 // The kernel path m's products take on this CPU, e.g. "amx-bf16 (oneDNN brg)" or
 // "fp32 (oneDNN sgemm; CPU has avx512f)" (lb_cpu_kernel_path, lb_f32_path_name).
 const char *t5_kernel_path(const t5_model_t *m);

@@ -26,6 +26,34 @@ static size_t max3(size_t a, size_t b, size_t c) {
     return m > c ? m : c;
 }
 
+// A feed forward's pre-activations a, b [N, F]: fp32, or with bf16 kept, a16 and b16 (a
+// and b are set to the arena's da and db once those exist).
+static void ff_ab(ff_saved_t *f, bump_t *bp, size_t N, int F, int gated, int bf16) {
+    if (bf16) {
+        f->a16 = bump(bp, sizeof(uint16_t) * N * F);
+        f->b16 = gated ? bump(bp, sizeof(uint16_t) * N * F) : NULL;
+        f->a = f->b = NULL;
+        return;
+    }
+    f->a = BUMP(bp, N * F);
+    f->b = gated ? BUMP(bp, N * F) : NULL;
+    f->a16 = f->b16 = NULL;
+}
+
+// Attention probabilities of n scores: fp32, or kept in bf16 (P16).
+static void attn_P(attn_saved_t *s, bump_t *bp, size_t n, int bf16) {
+    s->P = bf16 ? NULL : BUMP(bp, n);
+    s->P16 = bf16 ? bump(bp, sizeof(uint16_t) * n) : NULL;
+}
+
+// The attention output ctx [n]: fp32, or (bf16, no adapter on o) ctx16, with ctx set to
+// the arena's dctx once that exists.
+static void attn_ctx(const t5_acts_t *a, attn_saved_t *s, const t5_attn_t *L, bump_t *bp, size_t n, int bf16) {
+    int k16 = bf16 && a->lin_r[L->o->id] == 0;
+    s->ctx = k16 ? NULL : BUMP(bp, n);
+    s->ctx16 = k16 ? bump(bp, sizeof(uint16_t) * n) : NULL;
+}
+
 static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     const t5_config_t *c = &m->cfg;
     int B = a->Bc, S = a->Sc, T = a->Tc, D = c->d_model, H = c->num_heads, F = c->d_ff;
@@ -36,6 +64,14 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->hbuf = BUMP(bp, Nmax * D);
     a->gbuf = BUMP(bp, Nmax * F);
     a->h16 = m->bf16 ? bump(bp, sizeof(uint16_t) * Nmax * D) : NULL;
+    // bf16 precision keeps the feed forward's pre-activations and the attention
+    // probabilities in bf16 for the backward (a stack that keeps nothing for a backward
+    // keeps them in fp32, unconverted)
+#ifdef LB_REAL_DOUBLE
+    int ff16 = 0;
+#else
+    int ff16 = m->bf16;
+#endif
     a->E16 = m->bf16 ? bump(bp, sizeof(uint16_t) * Ne * D) : NULL;
 #define XA(l, rows) ((l) && a->lin_r[(l)->id] ? BUMP(bp, (size_t)(rows) * a->lin_r[(l)->id]) : NULL)
     for (int l = 0; l < Le; l++) {
@@ -48,12 +84,14 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
         const t5_attn_t *L = &m->enc[l].self;
         s->x = BUMP(bp, Ne * D); s->inv = BUMP(bp, Ne); s->h = a->hbuf;
         s->q = BUMP(bp, Ne * HK); s->k = BUMP(bp, Ne * HK); s->v = BUMP(bp, Ne * HK);
-        s->P = BUMP(bp, (size_t)B * H * S * S); s->ctx = BUMP(bp, Ne * HK);
+        attn_P(s, bp, (size_t)B * H * S * S, ff16 && !a->enc_shared);
+        attn_ctx(a, s, L, bp, Ne * HK, ff16 && !a->enc_shared);
         s->xa[0] = XA(L->q, Ne); s->xa[1] = XA(L->k, Ne); s->xa[2] = XA(L->v, Ne); s->xa[3] = XA(L->o, Ne);
         ff_saved_t *f = &a->ef[l];
         const t5_ff_t *FL = &m->enc[l].ff;
         f->x = BUMP(bp, Ne * D); f->inv = BUMP(bp, Ne); f->h = a->hbuf;
-        f->a = BUMP(bp, Ne * F); f->b = c->gated ? BUMP(bp, Ne * F) : NULL; f->gd = a->gbuf;
+        ff_ab(f, bp, Ne, F, c->gated, ff16 && !a->enc_shared);
+        f->gd = a->gbuf;
         f->xa[0] = XA(c->gated ? FL->wi_0 : FL->wi, Ne); f->xa[1] = XA(FL->wi_1, Ne); f->xa[2] = XA(FL->wo, Ne);
     }
     for (int l = 0; l < Ld; l++) {
@@ -69,13 +107,15 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
             size_t Nk = w ? Ne : Nd, Tk = w ? S : T;
             s->x = BUMP(bp, Nd * D); s->inv = BUMP(bp, Nd); s->h = a->hbuf;
             s->q = BUMP(bp, Nd * HK); s->k = BUMP(bp, Nk * HK); s->v = BUMP(bp, Nk * HK);
-            s->P = BUMP(bp, (size_t)B * H * T * Tk); s->ctx = BUMP(bp, Nd * HK);
+            attn_P(s, bp, (size_t)B * H * T * Tk, ff16 && !a->dec_shared);
+            attn_ctx(a, s, L, bp, Nd * HK, ff16 && !a->dec_shared);
             s->xa[0] = XA(L->q, Nd); s->xa[1] = XA(L->k, Nk); s->xa[2] = XA(L->v, Nk); s->xa[3] = XA(L->o, Nd);
         }
         ff_saved_t *f = &a->df[l];
         const t5_ff_t *FL = &m->dec[l].ff;
         f->x = BUMP(bp, Nd * D); f->inv = BUMP(bp, Nd); f->h = a->hbuf;
-        f->a = BUMP(bp, Nd * F); f->b = c->gated ? BUMP(bp, Nd * F) : NULL; f->gd = a->gbuf;
+        ff_ab(f, bp, Nd, F, c->gated, ff16 && !a->dec_shared);
+        f->gd = a->gbuf;
         f->xa[0] = XA(c->gated ? FL->wi_0 : FL->wi, Nd); f->xa[1] = XA(FL->wi_1, Nd); f->xa[2] = XA(FL->wo, Nd);
     }
     a->enc_xf = BUMP(bp, Ne * D); a->enc_invf = BUMP(bp, Ne); a->enc_out = BUMP(bp, Ne * D);
@@ -91,13 +131,31 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->bias_enc = BUMP(bp, (size_t)H * S * S); a->bias_dec = BUMP(bp, (size_t)H * T * T);
     size_t wmax = max3((size_t)D, (size_t)F, (size_t)HK);
     a->tmp = BUMP(bp, Nmax * wmax);
-    a->lin_tmp = BUMP(bp, Nmax * wmax);
+    int any_lora = 0;  // the LoRA dropout's scratch: only where an adapter can be attached
+    for (int i = 0; i < a->n_lin; i++) any_lora |= a->lin_r[i] > 0;
+    a->lin_tmp = any_lora ? BUMP(bp, Nmax * wmax) : NULL;
     size_t tt = max3((size_t)S * S, (size_t)T * S, (size_t)T * T);
-    a->pd = BUMP(bp, (size_t)B * H * tt); a->dsc = BUMP(bp, (size_t)B * H * tt);
     a->dres = BUMP(bp, Nd * D); a->dres_enc = BUMP(bp, Ne * D); a->dh = BUMP(bp, Nmax * D);
+    // an attention backward's scratch and a feed forward backward's are never live at
+    // once: they share one region
+    size_t shared = bp->off;
+    a->dsc = BUMP(bp, (size_t)B * H * tt);
     a->dq = BUMP(bp, Nmax * HK); a->dk = BUMP(bp, Nmax * HK); a->dv = BUMP(bp, Nmax * HK);
-    a->dctx = BUMP(bp, Nmax * HK); a->da = BUMP(bp, Nmax * F); a->db = BUMP(bp, Nmax * F);
+    a->dctx = BUMP(bp, Nmax * HK);
+    size_t attn_end = bp->off;
+    bp->off = shared;
+    a->da = BUMP(bp, Nmax * F); a->db = BUMP(bp, Nmax * F);
+    if (bp->off < attn_end) bp->off = attn_end;
     a->dE = BUMP(bp, Ne * D); a->dhs = BUMP(bp, Nd * D);
+    for (int l = 0; l < Le; l++) {  // kept in bf16: written in the forward's da, db, dctx first
+        if (a->ef[l].a16) a->ef[l].a = a->da, a->ef[l].b = c->gated ? a->db : NULL;
+        if (a->es[l].ctx16) a->es[l].ctx = a->dctx;
+    }
+    for (int l = 0; l < Ld; l++) {
+        if (a->df[l].a16) a->df[l].a = a->da, a->df[l].b = c->gated ? a->db : NULL;
+        if (a->ds[l].ctx16) a->ds[l].ctx = a->dctx;
+        if (a->dc[l].ctx16) a->dc[l].ctx = a->dctx;
+    }
     a->dbias_enc = BUMP(bp, (size_t)H * S * S); a->dbias_dec = BUMP(bp, (size_t)H * T * T);
 }
 
@@ -118,7 +176,10 @@ static t5_acts_t *acts_plan(const t5_model_t *m, int B, int S, int T) {
     for (int i = 0; i < m->n_lin; i++) a->lin_r[i] = m->lin[i].r;
     bump_t bp = {NULL, 0};
     acts_layout(a, m, &bp);
-    a->bytes = bp.off + 64;
+    // two slices a thread where some P is kept in bf16 (attn_core_forward16_p)
+    int two = m->bf16 && !(a->enc_shared && a->dec_shared);
+    a->pd_n = t5_acts_pd_need(a, B * c->num_heads, (two ? 2 : 1) * max3((size_t)S * S, (size_t)T * S, (size_t)T * T));
+    a->bytes = bp.off + 64 + sizeof(lb_real) * a->pd_n;
     return a;
 }
 
@@ -128,7 +189,25 @@ t5_acts_t *t5_acts_new(const t5_model_t *m, int B, int S, int T) {
     a->mem = xcalloc(1, a->bytes);
     bump_t bp = {(char *)(((uintptr_t)a->mem + 63) & ~(uintptr_t)63), 0};
     acts_layout(a, m, &bp);
+    a->pd = xmalloc(sizeof(lb_real) * a->pd_n);
     return a;
+}
+
+size_t t5_acts_pd_need(const t5_acts_t *a, int BH, size_t tt) {
+    (void)a;
+    int nt = lb_pool_threads();
+    return (size_t)(nt < BH ? nt : BH) * tt;
+}
+
+lb_real *t5_acts_pd(t5_acts_t *a, int BH, size_t tt) {
+    size_t n = t5_acts_pd_need(a, BH, tt);
+    if (n > a->pd_n) {  // more threads than when the arena was made
+        free(a->pd);
+        a->pd = xmalloc(sizeof(lb_real) * n);
+        a->bytes += sizeof(lb_real) * (n - a->pd_n);
+        a->pd_n = n;
+    }
+    return a->pd;
 }
 
 size_t t5_acts_size(const t5_model_t *m, int B, int S, int T) {
@@ -143,6 +222,7 @@ void t5_acts_free(t5_acts_t *a) {
     free(a->es); free(a->ef); free(a->ds); free(a->dc); free(a->df);
     free(a->lin_r);
     lb_pool_free(a->pool);
+    free(a->pd);
     free(a->mem);
     free(a);
 }

@@ -26,8 +26,12 @@ typedef struct {
     lb_real *h;      // [N, D] normed input (the arena's one hbuf: rebuilt when needed)
     lb_real *q;      // [N, HK]
     lb_real *k, *v;  // [Nk, HK] (Nk = B·S for cross attention)
-    lb_real *P;      // [B, H, Tq, Tk]
-    lb_real *ctx;    // [N, HK]
+    lb_real *P;      // [B, H, Tq, Tk], or NULL when kept in bf16:
+    uint16_t *P16;   // [B, H, Tq, Tk] (bf16 precision, a stack that keeps it for a backward)
+    lb_real *ctx;    // [N, HK]; with ctx16, the arena's dctx (scratch in the forward)
+    // bf16 precision without an adapter on o: ctx kept in bf16 for o's weight gradient,
+    // whose bf16 product rounds it to these values anyway (else NULL)
+    uint16_t *ctx16;
     lb_real *xa[4];  // LoRA x·Aᵀ of q, k, v, o: [N or Nk, R]
 } attn_saved_t;
 
@@ -35,6 +39,10 @@ typedef struct {
     lb_real *x, *inv, *h;  // as above
     lb_real *a;            // [N, F] wi or wi_0 output
     lb_real *b;            // [N, F] wi_1 output (gated)
+    // bf16 precision: a and b are kept for the backward in bf16 (a16, b16), and a, b point
+    // to the arena's da, db, where the forward's products write them (fp32 until the
+    // activation has read them); NULL otherwise
+    uint16_t *a16, *b16;
     lb_real *gd;           // [N, F] dropped activation, the input of wo (gbuf, rebuilt)
     lb_real *xa[3];        // LoRA of wi|wi_0, wi_1, wo
 } ff_saved_t;
@@ -60,8 +68,12 @@ struct t5_acts {
     uint16_t *h16;      // [Nmax, D]
     uint16_t *E16;      // [Ne, D]
     lb_real *tmp;       // [Nmax, max(D, F, HK)]
-    lb_real *lin_tmp;   // [Nmax, max in]: LoRA dropout
-    lb_real *pd, *dsc;  // [B, H, max Tq·Tk]
+    lb_real *lin_tmp;   // [Nmax, max in]: LoRA dropout (NULL without adapters)
+    lb_real *dsc;       // [B, H, max Tq·Tk]
+    // the dropped probabilities of one (b, h) per pool thread: [threads, max Tq·Tk],
+    // allocated apart from the arena so that it can grow with lb_set_threads (t5_acts_pd)
+    lb_real *pd;
+    size_t pd_n;
     lb_real *dres, *dres_enc, *dh, *dq, *dk, *dv, *dctx, *da, *db, *dE, *dhs;
     lb_real *dbias_enc, *dbias_dec;
     int *lin_r;         // rank capacity of each linear
@@ -76,6 +88,11 @@ struct t5_acts {
     void *mem;
     size_t bytes;
 };
+
+// The per-thread scratch of attention over B·H items of tt scores (a->pd), grown when the
+// pool now has more threads than when the arena was made; t5_acts_pd_need its size.
+lb_real *t5_acts_pd(t5_acts_t *a, int BH, size_t tt);
+size_t t5_acts_pd_need(const t5_acts_t *a, int BH, size_t tt);
 
 // 1 when no parameter or adapter of m has a gradient (evaluation, forward-only runs).
 int t5_model_frozen(const t5_model_t *m);

@@ -485,6 +485,14 @@ int t5_precision_parse(const char *name) {
     return -1;
 }
 
+int t5_precision_is_bf16(t5_precision_t want) {
+    if (want == T5_PRECISION_FP32) return 0;
+    lb_cpu_t c;
+    lb_cpu_detect(&c);
+    if (want == T5_PRECISION_AUTO && lb_cpu_bf16_level(&c) < 2) return 0;
+    return lb_bf16_available(NULL, NULL, 0);
+}
+
 int t5_set_precision(t5_model_t *m, t5_precision_t want, t5_precision_t *used, lb_err_t *err) {
     *used = T5_PRECISION_FP32;
     if (want == T5_PRECISION_FP32) return 0;

@@ -201,7 +201,7 @@ int t5_facts_flops(const t5_config_t *cfg, const train_method_opts_t *o, int B, 
 }
 
 int t5_facts_memory(const t5_config_t *cfg, const train_method_opts_t *o, int B, int S, int T,
-                    int frozen_bf16, t5_facts_memory_t *out, lb_err_t *err) {
+                    int frozen_bf16, t5_precision_t precision, t5_facts_memory_t *out, lb_err_t *err) {
     memset(out, 0, sizeof *out);
     if (check_bst(B, S, T, err)) return -1;
     plan_t p;
@@ -210,6 +210,7 @@ int t5_facts_memory(const t5_config_t *cfg, const train_method_opts_t *o, int B,
     out->adapter = p.tp.has_lora ? p.tp.n * sizeof(float) : 0;
     out->grads = p.tp.n * sizeof(lb_real);
     out->optimizer = 2 * p.tp.n * sizeof(float);  // adamw_init: m and v
+    p.m.bf16 = t5_precision_is_bf16(precision);  // the arena's layout reads only this
     out->acts = t5_acts_size(&p.m, B, S, T);
     out->total = out->weights + out->adapter + out->grads + out->optimizer + out->acts;
     plan_free(&p);

@@ -61,9 +61,10 @@ typedef struct {
 
 // Bytes a run holds: weights (fp32, or with frozen_bf16 the frozen linear weights in bf16
 // as t5_frozen_weights_bf16 keeps them), the trainable values' gradients and optimizer
-// state, and the activation arena t5_acts_new makes for batches of at most (B, S, T).
-// Tokenizer, data and the encoder-output cache are not counted.
+// state, and the activation arena t5_acts_new makes for batches of at most (B, S, T) in
+// the precision a run asking for `precision` gets here (bf16 keeps some activations in
+// bf16: t5_precision_is_bf16). Tokenizer, data and the encoder-output cache are not counted.
 int t5_facts_memory(const t5_config_t *cfg, const train_method_opts_t *o, int B, int S, int T,
-                    int frozen_bf16, t5_facts_memory_t *out, lb_err_t *err);
+                    int frozen_bf16, t5_precision_t precision, t5_facts_memory_t *out, lb_err_t *err);
 
 #endif

@@ -18,7 +18,8 @@ int app_spec_facts(const spec_t *s, app_spec_facts_t *out, lb_err_t *err) {
     out->grad_accum = s->train.grad_accum;
     if (t5_facts_params(&out->cfg, &out->method, &out->params, err) ||
         t5_facts_flops(&out->cfg, &out->method, out->B, out->S, out->T, &out->flops, err) ||
-        t5_facts_memory(&out->cfg, &out->method, out->B, out->S, out->T, s->train.frozen_weights_bf16, &out->mem, err))
+        t5_facts_memory(&out->cfg, &out->method, out->B, out->S, out->T, s->train.frozen_weights_bf16, s->train.precision,
+                        &out->mem, err))
         return -1;
     return 0;
 }
