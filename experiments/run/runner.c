@@ -169,13 +169,13 @@ static int memory_check(const session_t *s, const train_method_opts_t *mo, lb_er
     size_t have = avail + lb_current_rss();
     t5_facts_memory_t m;
     int B = sp->train.batch_size;
-    if (t5_facts_memory(&s->model.cfg, mo, B, s->max_s, s->max_t, sp->train.frozen_weights_bf16, &m, err)) return -1;
+    if (t5_facts_memory(&s->model.cfg, mo, B, s->max_s, s->max_t, sp->train.frozen_weights_bf16, sp->train.precision, &m, err)) return -1;
     if (m.total <= have) return 0;
     int fit = B;
     t5_facts_memory_t mf = m;
     while (fit > 1 && mf.total > have) {
         fit /= 2;
-        if (t5_facts_memory(&s->model.cfg, mo, fit, s->max_s, s->max_t, sp->train.frozen_weights_bf16, &mf, err)) return -1;
+        if (t5_facts_memory(&s->model.cfg, mo, fit, s->max_s, s->max_t, sp->train.frozen_weights_bf16, sp->train.precision, &mf, err)) return -1;
     }
     const double MB = 1048576.0;
     char hint[160];
