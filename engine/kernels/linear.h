@@ -162,12 +162,13 @@ enum { LINEAR_BF16_FWD = 1, LINEAR_BF16_BWD = 2, LINEAR_BF16_DW = 4 };
 // caller packs again after every change (t5_bf16_refresh after each optimizer step). The caller decides: a run whose
 // precision is bf16, on a CPU where lb_bf16_available says yes. FWD/BWD need a frozen W
 // (W->g NULL), held in fp32 (W->w) or bf16 (W->w16), and pack it now into l->w_bf16
-// (2 bytes per value for each of FWD and BWD), owned by l: free it with
-// linear_unpack_bf16 before the model is freed (t5_free does not know of it).
+// (2 bytes per value for each of FWD and BWD), owned by l and freed by linear_unpack_bf16
+// (t5_free calls it for every linear of a model).
 // When: after the weights are loaded and t5_set_trainable / t5_frozen_weights_bf16 have
 // run, once per run; the packing is a copy, later changes to W are not seen. W itself
 // stays as it was and must stay valid (fallbacks and t5_param_writable read it), so a
-// packed layer holds its weight twice or three times (W, the FWD and the BWD packings).
+// packed layer holds its weight twice or three times (W, the FWD and the BWD packings; a
+// trainable W's BWD packing is made during each backward instead with LB_BF16W_BWD_LATE).
 // Threads: the products run on the pool given to linear_forward_pool /
 // linear_backward_pool, one block of rows per pool thread, each on a oneDNN call with an
 // OpenMP team of one (no OpenMP workers exist then); linear_forward / linear_backward
