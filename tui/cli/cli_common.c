@@ -9,7 +9,9 @@
 #include "unicode_norm.h"
 #include "util.h"
 
-static int open_store(const char *ws, int create, char **ws_out, store_t **st) {
+// read_only: 0 the full open (WAL, migrations); 1 read-only when this user cannot write the
+// database or its folder (reads still work in a workspace of another user), else full.
+static int open_store(const char *ws, int create, int read_only, char **ws_out, store_t **st) {
     lb_err_t err = {0};
     char *dir = NULL;
     if (create ? store_workspace_resolve(ws, &dir, &err) : store_workspace_find(ws, &dir, &err)) {
@@ -17,7 +19,8 @@ static int open_store(const char *ws, int create, char **ws_out, store_t **st) {
         return -1;
     }
     char *db = store_workspace_db_path(dir);
-    int rc = store_open(db, st, &err);
+    if (read_only) read_only = !(access(db, W_OK) == 0 && access(dir, W_OK) == 0);
+    int rc = read_only ? store_open_readonly(db, st, &err) : store_open(db, st, &err);
     free(db);
     if (rc) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
@@ -29,36 +32,11 @@ static int open_store(const char *ws, int create, char **ws_out, store_t **st) {
     return 0;
 }
 
-int cli_open_store(const char *ws, char **ws_out, store_t **st) { return open_store(ws, 0, ws_out, st); }
+int cli_open_store(const char *ws, char **ws_out, store_t **st) { return open_store(ws, 0, 0, ws_out, st); }
 
-int cli_open_store_read(const char *ws, char **ws_out, store_t **st) {
-    lb_err_t err = {0};
-    char *dir = NULL;
-    if (store_workspace_find(ws, &dir, &err)) {
-        fprintf(stderr, "lorabench: %s\n", err.msg);
-        return -1;
-    }
-    char *db = store_workspace_db_path(dir);
-    int writable = access(db, W_OK) == 0 && access(dir, W_OK) == 0;
-    free(db);
-    if (writable) {  // the usual case: the full open (WAL, migrations)
-        free(dir);
-        return open_store(ws, 0, ws_out, st);
-    }
-    db = store_workspace_db_path(dir);
-    int rc = store_open_readonly(db, st, &err);
-    free(db);
-    if (rc) {
-        fprintf(stderr, "lorabench: %s\n", err.msg);
-        free(dir);
-        return -1;
-    }
-    if (ws_out) *ws_out = dir;
-    else free(dir);
-    return 0;
-}
+int cli_open_store_read(const char *ws, char **ws_out, store_t **st) { return open_store(ws, 0, 1, ws_out, st); }
 
-int cli_create_store(const char *ws, char **ws_out, store_t **st) { return open_store(ws, 1, ws_out, st); }
+int cli_create_store(const char *ws, char **ws_out, store_t **st) { return open_store(ws, 1, 0, ws_out, st); }
 
 int cli_parse_id(const char *arg, int64_t *id) {
     char *end;
@@ -156,4 +134,21 @@ void cli_cell(FILE *f, const char *s, int width, int right) {
     fputs(s, f);
     if (!right)
         for (int i = 0; i < pad; i++) fputc(' ', f);
+}
+
+int cli_spec_load(const char *path, int delete_spec, spec_t *spec) {
+    lb_err_t err = {0};
+    int rc = spec_load_file(path, spec, &err);
+    if (delete_spec) unlink(path);
+    if (rc) fprintf(stderr, "lorabench: %s\n", err.msg);
+    return rc ? -1 : 0;
+}
+
+int cli_spec_load_grid(const char *path, int delete_spec, spec_t *spec, spec_t **specs, size_t *n) {
+    if (cli_spec_load(path, delete_spec, spec)) return -1;
+    lb_err_t err = {0};
+    if (spec_expand_grid(spec, specs, n, &err) == 0) return 0;
+    fprintf(stderr, "lorabench: %s\n", err.msg);
+    spec_free(spec);
+    return -1;
 }

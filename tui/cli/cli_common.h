@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "spec.h"
 #include "store.h"
 
 // A running run whose worker process is gone and whose heartbeat is older than this is
@@ -77,6 +78,13 @@ int cli_latest_eval(store_t *st, int64_t run_id, store_eval_t *out);
 // loss, ROUGE-1 with its 95% bootstrap interval, ROUGE-2, ROUGE-L, time. The table a
 // sweep ends with and `export --what sweep --format md` writes (md: Markdown).
 void cli_results_table(FILE *f, store_t *st, const store_run_t *runs, size_t n, int md);
+
+// Reads the spec file at path (printing the message when it cannot); delete_spec removes
+// the file once read, right or wrong (a temporary spec has done its work). 0 or -1.
+int cli_spec_load(const char *path, int delete_spec, spec_t *spec);
+// The same, then its "grid" expanded into *specs / *n (spec_list_free); spec is freed when
+// the expansion fails.
+int cli_spec_load_grid(const char *path, int delete_spec, spec_t *spec, spec_t **specs, size_t *n);
 
 // Parses run ids given as "3", "2,3,7" or "4-9" (and mixtures: "2,4-6") into ids[], at most
 // max; prints a message naming the bad part and returns -1 when one is not an id.

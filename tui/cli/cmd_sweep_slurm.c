@@ -70,21 +70,10 @@ int cmd_sweep_slurm(int argc, char **argv) {
                         "experiments/presets/rank-sweep.json --slurm\n");
         return 2;
     }
-    spec_t spec;
-    lb_err_t err = {0};
-    int load_rc = spec_load_file(path, &spec, &err);
-    if (delete_spec) unlink(path);
-    if (load_rc) {
-        fprintf(stderr, "lorabench: %s\n", err.msg);
-        return 1;
-    }
-    spec_t *specs;
+    spec_t spec, *specs;
     size_t n;
-    if (spec_expand_grid(&spec, &specs, &n, &err)) {
-        fprintf(stderr, "lorabench: %s\n", err.msg);
-        spec_free(&spec);
-        return 1;
-    }
+    if (cli_spec_load_grid(path, delete_spec, &spec, &specs, &n)) return 1;
+    lb_err_t err = {0};
     const char *name = spec.name ? spec.name : "sweep";
     char exe[PATH_MAX];
     if (!realpath(cli_self_exe(), exe)) snprintf(exe, sizeof exe, "lorabench");

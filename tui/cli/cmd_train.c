@@ -232,10 +232,7 @@ static int train_lead(const char *ws, const char *spec_path, int detach, int jso
                       int threads, const train_comm_t *comm) {
     spec_t spec;
     lb_err_t err = {0};
-    int load_rc = spec_load_file(spec_path, &spec, &err);
-    if (delete_spec) unlink(spec_path);  // read (or found wrong): the file has done its work
-    if (load_rc) {
-        fprintf(stderr, "lorabench: %s\n", err.msg);
+    if (cli_spec_load(spec_path, delete_spec, &spec)) {
         share_run_id(comm, -1);
         return 1;
     }
@@ -676,21 +673,9 @@ int cmd_sweep(int argc, char **argv) {
         fprintf(stderr, "lorabench sweep: not under mpirun; start each of the grid's runs with mpirun -n N lorabench train\n");
         return 2;
     }
-    spec_t spec;
-    lb_err_t err = {0};
-    int load_rc = spec_load_file(path, &spec, &err);
-    if (delete_spec) unlink(path);
-    if (load_rc) {
-        fprintf(stderr, "lorabench: %s\n", err.msg);
-        return 1;
-    }
-    spec_t *specs;
+    spec_t spec, *specs;
     size_t n;
-    if (spec_expand_grid(&spec, &specs, &n, &err)) {
-        fprintf(stderr, "lorabench: %s\n", err.msg);
-        spec_free(&spec);
-        return 1;
-    }
+    if (cli_spec_load_grid(path, delete_spec, &spec, &specs, &n)) return 1;
     char *wsdir;
     store_t *st;
     int rc = 1;
