@@ -261,11 +261,6 @@ static void prompt_key(app_t *a, int key) {
         else app_msg(a, ST_DIM, "cancelled: nothing changed");
         return;
     }
-    // a line editor: Left/Right, Home/End (Ctrl-A/Ctrl-E), Backspace/Del, Ctrl-U clears
-    char *in = a->prompt_input;
-    size_t len = strlen(in);
-    size_t pos = (size_t)a->prompt_pos <= len ? (size_t)a->prompt_pos : len;
-    int edited = 0;
     if (key == TK_ESC) {
         a->prompt = PROMPT_NONE;
         if (a->prompt_cancel) s->action(a, a->prompt_cancel, key);
@@ -275,41 +270,9 @@ static void prompt_key(app_t *a, int key) {
         a->prompt = PROMPT_NONE;
         s->action(a, a->prompt_action, key);
         return;
-    } else if (key == TK_LEFT) {
-        while (pos > 0 && ((unsigned char)in[--pos] & 0xC0) == 0x80) {}
-    } else if (key == TK_RIGHT) {
-        if (pos < len) pos++;
-        while (pos < len && ((unsigned char)in[pos] & 0xC0) == 0x80) pos++;
-    } else if (key == TK_HOME || key == 0x01) {
-        pos = 0;
-    } else if (key == TK_END || key == 0x05) {
-        pos = len;
-    } else if (key == 0x15) {
-        in[0] = 0;
-        pos = 0;
-        edited = 1;
-    } else if ((key == TK_BACKSPACE || key == 8) && pos > 0) {
-        size_t p = pos;
-        while (p > 0 && ((unsigned char)in[--p] & 0xC0) == 0x80) {}
-        memmove(in + p, in + pos, len - pos + 1);
-        pos = p;
-        edited = 1;
-    } else if (key == TK_DEL && pos < len) {
-        size_t e = pos + 1;
-        while (e < len && ((unsigned char)in[e] & 0xC0) == 0x80) e++;
-        memmove(in + pos, in + e, len - e + 1);
-        edited = 1;
-    } else if (key >= 0x20 && key < TK_UP && key != 0x7f) {
-        char enc[4];
-        int n = grid_utf8_put((uint32_t)key, enc);
-        if (len + (size_t)n < sizeof a->prompt_input) {
-            memmove(in + pos + n, in + pos, len - pos + 1);
-            memcpy(in + pos, enc, (size_t)n);
-            pos += (size_t)n;
-            edited = 1;
-        }
     }
-    a->prompt_pos = (int)pos;
+    // a line editor (widget_line_edit): Left/Right, Home/End, Backspace/Del, Ctrl-U clears
+    int edited = widget_line_edit(a->prompt_input, sizeof a->prompt_input, &a->prompt_pos, key) == 2;
     if (edited && a->prompt_live) s->action(a, a->prompt_live, key);
 }
 

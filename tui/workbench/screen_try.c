@@ -301,41 +301,11 @@ static int try_action(app_t *a, int action, int key) {
     return 0;
 }
 
-// The input line editor: printable keys type, Backspace/Del, Left/Right, Home/End.
+// The input line editor (widget_line_edit): printable keys type, Backspace/Del,
+// Left/Right, Home/End, Ctrl-U clears.
 static int try_key(app_t *a, int key) {
     struct app_try *s = a->try_state;
-    char *in = s->input;
-    size_t len = strlen(in), pos = (size_t)s->pos <= len ? (size_t)s->pos : len;
-    if (key == TK_LEFT) {
-        while (pos > 0 && ((unsigned char)in[--pos] & 0xC0) == 0x80) {}
-    } else if (key == TK_RIGHT) {
-        if (pos < len) pos++;
-        while (pos < len && ((unsigned char)in[pos] & 0xC0) == 0x80) pos++;
-    } else if (key == TK_HOME || key == 0x01) {
-        pos = 0;
-    } else if (key == TK_END || key == 0x05) {
-        pos = len;
-    } else if ((key == TK_BACKSPACE || key == 8) && pos > 0) {
-        size_t p = pos;
-        while (p > 0 && ((unsigned char)in[--p] & 0xC0) == 0x80) {}
-        memmove(in + p, in + pos, len - pos + 1);
-        pos = p;
-    } else if (key == TK_DEL && pos < len) {
-        size_t e = pos + 1;
-        while (e < len && ((unsigned char)in[e] & 0xC0) == 0x80) e++;
-        memmove(in + pos, in + e, len - e + 1);
-    } else if (key >= 0x20 && key < TK_UP && key != 0x7f) {
-        char enc[4];
-        int n = grid_utf8_put((uint32_t)key, enc);
-        if (len + (size_t)n >= sizeof s->input) return 1;
-        memmove(in + pos + n, in + pos, len - pos + 1);
-        memcpy(in + pos, enc, (size_t)n);
-        pos += (size_t)n;
-    } else {
-        return 0;
-    }
-    s->pos = (int)pos;
-    return 1;
+    return widget_line_edit(s->input, sizeof s->input, &s->pos, key) != 0;
 }
 
 static const char *state_name(int state) {

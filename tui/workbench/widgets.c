@@ -684,6 +684,54 @@ void field_draw(grid_t *g, int x, int y, int labelw, int w, const form_field_t *
     }
 }
 
+int widget_line_edit(char *buf, size_t cap, int *pos_io, int key) {
+    char *in = buf;
+    size_t len = strlen(in), pos = (size_t)*pos_io <= len ? (size_t)*pos_io : len;
+    int rc = 1;
+    if (key == TK_LEFT) {
+        while (pos > 0 && ((unsigned char)in[--pos] & 0xC0) == 0x80) {}
+    } else if (key == TK_RIGHT) {
+        if (pos < len) pos++;
+        while (pos < len && ((unsigned char)in[pos] & 0xC0) == 0x80) pos++;
+    } else if (key == TK_HOME || key == 0x01) {
+        pos = 0;
+    } else if (key == TK_END || key == 0x05) {
+        pos = len;
+    } else if (key == 0x15) {
+        in[0] = 0;
+        pos = 0;
+        rc = 2;
+    } else if (key == TK_BACKSPACE || key == 8) {
+        if (pos > 0) {
+            size_t p = pos;
+            while (p > 0 && ((unsigned char)in[--p] & 0xC0) == 0x80) {}
+            memmove(in + p, in + pos, len - pos + 1);
+            pos = p;
+            rc = 2;
+        }
+    } else if (key == TK_DEL) {
+        if (pos < len) {
+            size_t e = pos + 1;
+            while (e < len && ((unsigned char)in[e] & 0xC0) == 0x80) e++;
+            memmove(in + pos, in + e, len - e + 1);
+            rc = 2;
+        }
+    } else if (key >= 0x20 && key < TK_UP && key != 0x7f) {
+        char enc[4];
+        int n = grid_utf8_put((uint32_t)key, enc);
+        if (len + (size_t)n < cap) {
+            memmove(in + pos + n, in + pos, len - pos + 1);
+            memcpy(in + pos, enc, (size_t)n);
+            pos += (size_t)n;
+            rc = 2;
+        }
+    } else {
+        return 0;
+    }
+    *pos_io = (int)pos;
+    return rc;
+}
+
 int field_key(form_field_t *f, int key) {
     if (f->disabled) return 0;
     switch (f->kind) {

@@ -150,4 +150,10 @@ void field_draw(grid_t *g, int x, int y, int labelw, int w, const form_field_t *
 // Edits a field with a key: 0 = not used, 1 = used, 2 = used and the value changed.
 int field_key(form_field_t *f, int key);
 
+// A one-line UTF-8 editor over buf (cap bytes) with the cursor at byte *pos: printable keys
+// type, Backspace/Del delete a character, Left/Right move by one, Home/End (Ctrl-A/Ctrl-E),
+// Ctrl-U clears. Returns 0 for a key it does not handle, 1 when the cursor moved, 2 when
+// the text changed.
+int widget_line_edit(char *buf, size_t cap, int *pos, int key);
+
 #endif
