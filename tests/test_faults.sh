@@ -202,28 +202,31 @@ NOBODY=""
 if command -v setpriv > /dev/null; then NOBODY="setpriv --reuid=65534 --regid=65534 --clear-groups"; fi
 if [ "$(id -u)" = 0 ] && [ -n "$NOBODY" ]; then
     chmod 755 "$T"  # the data and specs readable, the workspace still root's
+    # nobody runs a copy of the binary in $T: the checkout's own folder may be one that other
+    # users cannot enter (a clone under /root), and exec would then fail with another message
+    cp "$B" "$T/lorabench-ro" && chmod 755 "$T/lorabench-ro"
     n0=$(q "SELECT COUNT(*) FROM runs")
-    $NOBODY "$B" train "$T/small.json" --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
+    $NOBODY "$T/lorabench-ro" train "$T/small.json" --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
     check "read-only: train exits non-zero" '[ $rc -ne 0 ]'
     # On failure its stderr is printed: it failed once in 373 runs (a fresh Debian 12 chroot)
     # and the output was not kept to tell why.
     check "read-only: one sentence naming the database" \
         '{ [ $(wc -l < "$T/err") -eq 1 ] && grep -q "$W/lorabench.db is read-only" "$T/err"; } || { sed "s/^/    stderr: /" "$T/err"; false; }'
-    $NOBODY "$B" resume 3 --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
+    $NOBODY "$T/lorabench-ro" resume 3 --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
     check "read-only: resume exits non-zero naming the database" '[ $rc -ne 0 ] && grep -q "$W/lorabench.db" "$T/err"'
     mkdir -p "$T/ro-new"
     # (train creates a missing workspace; runs would only say there is none)
-    $NOBODY "$B" train "$T/small.json" --workspace "$T/ro-new/ws" > /dev/null 2> "$T/err"; rc=$?
+    $NOBODY "$T/lorabench-ro" train "$T/small.json" --workspace "$T/ro-new/ws" > /dev/null 2> "$T/err"; rc=$?
     check "read-only: a workspace that cannot be created is named" \
         '[ $rc -ne 0 ] && grep -q "$T/ro-new/ws" "$T/err" && grep -qi "permission denied" "$T/err"'
     # Reading needs no write access: runs, show, export and compare work (read-only open).
-    $NOBODY "$B" runs --workspace "$W" > "$T/ro-runs" 2> "$T/err"; rc=$?
+    $NOBODY "$T/lorabench-ro" runs --workspace "$W" > "$T/ro-runs" 2> "$T/err"; rc=$?
     check "read-only: runs lists the runs" '[ $rc -eq 0 ] && [ ! -s "$T/err" ] && grep -Eq "^ +\*?1 +kill +done" "$T/ro-runs"'
-    $NOBODY "$B" show 1 --workspace "$W" > "$T/ro-show" 2> "$T/err"; rc=$?
+    $NOBODY "$T/lorabench-ro" show 1 --workspace "$W" > "$T/ro-show" 2> "$T/err"; rc=$?
     check "read-only: show works" '[ $rc -eq 0 ] && grep -q "artifact adapter" "$T/ro-show"'
-    $NOBODY "$B" export --what runs --format csv --workspace "$W" > "$T/ro-csv" 2> "$T/err"; rc=$?
+    $NOBODY "$T/lorabench-ro" export --what runs --format csv --workspace "$W" > "$T/ro-csv" 2> "$T/err"; rc=$?
     check "read-only: export works" '[ $rc -eq 0 ] && [ "$(grep -c "^[0-9]" "$T/ro-csv")" = "$n0" ]'
-    $NOBODY "$B" compare 1 2 --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
+    $NOBODY "$T/lorabench-ro" compare 1 2 --workspace "$W" > /dev/null 2> "$T/err"; rc=$?
     check "read-only: compare works" '[ $rc -eq 0 ]'
     check "read-only: nothing written" '[ "$(q "SELECT COUNT(*) FROM runs")" = "$n0" ] && intact "$W"'
     chmod 700 "$T"
