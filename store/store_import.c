@@ -266,21 +266,10 @@ fail_committed:
     return -1;
 }
 
+// What was copied or dropped goes whole; a failure leaves a folder that says what it is.
 static void remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char *p = str_fmt("%s/%s", path, e->d_name);
-            struct stat sb;
-            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) remove_tree(p);
-            else unlink(p);
-            free(p);
-        }
-        closedir(d);
-    }
-    rmdir(path);
+    lb_err_t e;
+    store_remove_tree(path, &e);
 }
 
 // Imports the runs of src_ws that the query `which` lists (ids), as `as` says.

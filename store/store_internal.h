@@ -41,4 +41,8 @@ char *stmt_col_str(sqlite3_stmt *s, int i);
 extern const char stmt_run_columns[];
 void stmt_read_run(sqlite3_stmt *s, store_run_t *run);
 
+// Removes path and everything below it, never following a symbolic link out of it (a link is
+// removed itself); a missing path is fine. 0, or -1 with err naming the folder.
+int store_remove_tree(const char *path, lb_err_t *err);
+
 #endif

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store_internal.h"
+
 static char *join(const char *a, const char *b) {
     size_t n = strlen(a) + strlen(b) + 2;
     char *s = xmalloc(n);
@@ -137,23 +139,21 @@ static int remove_entry(const char *path, const struct stat *sb, int type, struc
     return remove(path) != 0 && errno != ENOENT ? -1 : 0;
 }
 
+int store_remove_tree(const char *path, lb_err_t *err) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return 0;
+    // FTW_DEPTH: children before their folder; FTW_PHYS: never follow links out of it.
+    if (nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        return lb_err_set(err, LB_EIO, "cannot remove the folder %s: %s; remove it by hand", path, strerror(errno));
+    return 0;
+}
+
 int store_run_dir_remove(const char *workspace, int64_t run_id, lb_err_t *err) {
     if (run_id <= 0) return lb_err_set(err, LB_EARG, "invalid run id %lld", (long long)run_id);
     char *p = run_dir_path(workspace, run_id);
-    struct stat sb;
-    if (lstat(p, &sb) != 0) {
-        free(p);
-        return 0;
-    }
-    // FTW_DEPTH: children before their folder; FTW_PHYS: never follow links out of it.
-    if (nftw(p, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
-        lb_err_set(err, LB_EIO, "cannot remove the run folder %s: %s; remove it by hand", p,
-                   strerror(errno));
-        free(p);
-        return -1;
-    }
+    int rc = store_remove_tree(p, err);
     free(p);
-    return 0;
+    return rc;
 }
 
 int64_t store_run_dir_max_id(const char *workspace) {
