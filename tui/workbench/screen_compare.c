@@ -183,22 +183,31 @@ static int draw_bar_group(app_t *a, grid_t *g, int x, int y, int w, int hmax, co
     return rows;
 }
 
+// A run's loss curve as the Curves tab shows it: x on the tab's axis, the raw loss and its
+// EMA at the tab's smoothing (each malloc'd, one spare slot); returns the number of points.
+static int loss_curve(app_t *a, int64_t id, double **xs, double **raw, double **ys) {
+    app_series_t *s = app_series(a, id);
+    *xs = xmalloc((s->n + 1) * sizeof **xs);
+    *ys = xmalloc((s->n + 1) * sizeof **ys);
+    *raw = xmalloc((s->n + 1) * sizeof **raw);
+    for (size_t k = 0; k < s->n; k++) {
+        (*xs)[k] = app_metric_x(&s->m[k], a->cmp_xaxis);
+        (*raw)[k] = s->m[k].loss;
+    }
+    plot_ema(*raw, (int)s->n, a->smooth, *ys);
+    return (int)s->n;
+}
+
 static void draw_curves(app_t *a, grid_t *g, int x, int y, int w, int h, const store_run_t **runs, int n) {
     plot_series_t ps[APP_MAX_COMPARE];
     double *bufs[APP_MAX_COMPARE * 2];
     for (int i = 0; i < n; i++) {
-        app_series_t *s = app_series(a, runs[i]->id);
-        double *xs = xmalloc((s->n + 1) * sizeof *xs), *ys = xmalloc((s->n + 1) * sizeof *ys);
-        double *raw = xmalloc((s->n + 1) * sizeof *raw);
-        for (size_t k = 0; k < s->n; k++) {
-            xs[k] = app_metric_x(&s->m[k], a->cmp_xaxis);
-            raw[k] = s->m[k].loss;
-        }
-        plot_ema(raw, (int)s->n, a->smooth, ys);
+        double *xs, *raw, *ys;
+        int np = loss_curve(a, runs[i]->id, &xs, &raw, &ys);
         free(raw);
         bufs[2 * i] = xs;
         bufs[2 * i + 1] = ys;
-        ps[i] = (plot_series_t){runs[i]->name, xs, ys, (int)s->n, run_style(i), run_letter(i)};
+        ps[i] = (plot_series_t){runs[i]->name, xs, ys, np, run_style(i), run_letter(i)};
     }
     char title[96];
     snprintf(title, sizeof title, "loss, EMA %.*f%s", app_smooth_digits(a->smooth), a->smooth, a->cmp_logy ? ", log y" : "");
@@ -489,13 +498,8 @@ static void export_curves(app_t *a) {
     double *bufs[2 * APP_MAX_COMPARE];
     for (int i = 0; i < n; i++) {
         app_series_t *s = app_series(a, runs[i]->id);
-        double *xs = xmalloc((s->n + 1) * sizeof *xs), *ys = xmalloc((s->n + 1) * sizeof *ys);
-        double *raw = xmalloc((s->n + 1) * sizeof *raw);
-        for (size_t k = 0; k < s->n; k++) {
-            xs[k] = app_metric_x(&s->m[k], a->cmp_xaxis);
-            raw[k] = s->m[k].loss;
-        }
-        plot_ema(raw, (int)s->n, a->smooth, ys);
+        double *xs, *raw, *ys;
+        loss_curve(a, runs[i]->id, &xs, &raw, &ys);
         for (size_t k = 0; k < s->n; k++) {
             const store_metric_t *m = &s->m[k];
             app_buf_printf(&csv, "%lld,", (long long)runs[i]->id);
