@@ -497,7 +497,7 @@ static void test_position_bias_lr_ratio(void) {
 }
 // Precision bf16, full fine-tune: every gradient within bf16 rounding of torch's fp32 ones
 // (relative Frobenius error per tensor), with the arena keeping the feed forward's
-// pre-activations and the attention probabilities in bf16 (half the bytes of fp32). Skipped where bf16 cannot run.
+// pre-activations, the attention probabilities and q, k, v in bf16 (half the bytes of fp32). Skipped where bf16 cannot run.
 static void test_bf16_full_grads_near_torch(void) {
     EXPECT(model_ok);
     if (!model_ok) return;
@@ -515,15 +515,20 @@ static void test_bf16_full_grads_near_torch(void) {
     size_t Ne = (size_t)batch.b.B * batch.b.S, Nd = (size_t)batch.b.B * batch.b.T, D = (size_t)c->d_model;
     size_t ab = (size_t)(c->gated ? 2 : 1) * c->d_ff * (Ne * c->num_layers + Nd * c->num_decoder_layers);
     t5_acts_t *a = t5_acts_new(&m, batch.b.B, batch.b.S, batch.b.T);
-    // bf16 adds the shared roundings h16 [Nmax, D] and E16 [Ne, D] and a second scratch
-    // slice of scores a thread, and halves a, b, the probabilities P and the attention
-    // outputs ctx (64-byte alignment: up to 64 bytes a buffer)
+    // bf16 adds the shared roundings h16 [Nmax, D] and E16 [Ne, D] and, a thread, a second
+    // scratch slice of scores and one (b, h) of q, k, v; it halves a, b, the probabilities
+    // P, q, k, v and the attention outputs ctx (64-byte alignment: up to 64 bytes a buffer)
     size_t B = (size_t)batch.b.B, S = (size_t)batch.b.S, T = (size_t)batch.b.T, H = (size_t)c->num_heads;
+    size_t K = (size_t)c->d_kv;
     size_t nP = B * H * (S * S * c->num_layers + (T * T + T * S) * c->num_decoder_layers);
     size_t tt = S * S > T * S ? S * S : T * S, nt = (size_t)lb_pool_threads();
-    size_t nctx = (size_t)H * c->d_kv * (Ne * c->num_layers + 2 * Nd * c->num_decoder_layers);  // no adapters
-    size_t want = fp32_bytes + 2 * ((Ne > Nd ? Ne : Nd) * D + Ne * D) - 2 * ab - 2 * nP - 2 * nctx +
-                  sizeof(lb_real) * (nt < B * H ? nt : B * H) * (tt > T * T ? tt : T * T);
+    tt = tt > T * T ? tt : T * T;
+    size_t pd16[3] = {2 * S * S + 3 * S * K, 2 * T * S + (T + 2 * S) * K, 2 * T * T + 3 * T * K}, p16 = 0;
+    for (int i = 0; i < 3; i++) p16 = pd16[i] > p16 ? pd16[i] : p16;
+    size_t nctx = H * K * (Ne * c->num_layers + 2 * Nd * c->num_decoder_layers);  // no adapters
+    size_t nqkv = H * K * (3 * Ne * c->num_layers + (4 * Nd + 2 * Ne) * c->num_decoder_layers);
+    size_t want = fp32_bytes + 2 * ((Ne > Nd ? Ne : Nd) * D + Ne * D) - 2 * ab - 2 * nP - 2 * nctx - 2 * nqkv +
+                  sizeof(lb_real) * (nt < B * H ? nt : B * H) * (p16 - tt);
     size_t got = t5_acts_bytes(a), slack = 64 * (size_t)(4 + 2 * (c->num_layers + c->num_decoder_layers));
     EXPECTF(got + slack >= want && got <= want + slack, "bf16 arena %zu bytes, %zu expected", got, want);
     float loss;

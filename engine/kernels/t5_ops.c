@@ -921,6 +921,9 @@ typedef struct {
     lb_real *Pw, *pd, *ctx, *ds, *dq, *dk, *dv, *dbias;
     const lb_drop_t *drop;
     uint16_t *P16;  // P kept in bf16 (attn_core_forward16_p), else NULL
+    // q, k, v kept in bf16: written by attn_core_forward16_p (when not NULL), read
+    // instead of q, k, v by attn_core_backward16_p
+    uint16_t *q16, *k16, *v16;
 } attn_job_t;
 
 // dst [n] = src [n] rounded to bf16 (lb_f32_to_bf16, 16 lanes at a time with AVX-512).
@@ -930,6 +933,19 @@ static void round_bf16(const lb_real *src, size_t n, uint16_t *dst) {
     if (use512()) i = round_bf16_512(src, n, dst);
 #endif
     for (; i < n; i++) dst[i] = lb_f32_to_bf16((float)src[i]);
+}
+
+// The [T, K] slice of head h of one batch row of x [·, H·K] (bf16, starting at that
+// batch row): rounded from src (round_slice16), widened into a dense [T, K] (widen_slice16).
+static void round_slice16(const lb_real *src, int T, int K, int HK, int h, uint16_t *dst) {
+    for (int t = 0; t < T; t++) round_bf16(src + (size_t)t * HK + h * K, (size_t)K, dst + (size_t)t * HK + h * K);
+}
+static void widen_slice16(const uint16_t *src, int T, int K, int HK, int h, lb_real *dst) {
+    for (int t = 0; t < T; t++) lb_bf16_to_real(src + (size_t)t * HK + h * K, (size_t)K, dst + (size_t)t * K);
+}
+
+size_t attn_core_pd16(const attn_shape_t *s) {
+    return 2 * (size_t)s->Tq * s->Tk + ((size_t)s->Tq + 2 * (size_t)s->Tk) * s->K;
 }
 
 // The scalar (and AVX2) form of one score row: bias, mask, softmax, each a pass.
@@ -970,7 +986,7 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
     if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
     // with P kept in bf16 each thread has two slices: the dropped P, then P itself
-    lb_real *pdt = j->pd + (size_t)tid * tt * (j->P16 ? 2 : 1);
+    lb_real *pdt = j->pd + (size_t)tid * (j->P16 ? attn_core_pd16(s) : tt);
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         size_t o = (size_t)it * tt;
@@ -1002,19 +1018,24 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
         lb_gemm(0, 0, Tq, K, Tk, 1, Pd, Tk, j->v + (size_t)b * Tk * HK + h * K, HK, 0,
                 j->ctx + (size_t)b * Tq * HK + h * K, HK);
         if (j->P16) round_bf16(P, tt, j->P16 + o);
+        size_t qo = (size_t)b * Tq * HK, ko = (size_t)b * Tk * HK;
+        if (j->q16) round_slice16(j->q + qo, Tq, K, HK, h, j->q16 + qo);
+        if (j->k16) round_slice16(j->k + ko, Tk, K, HK, h, j->k16 + ko);
+        if (j->v16) round_slice16(j->v + ko, Tk, K, HK, h, j->v16 + ko);
     }
 }
 
 void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
                                 const lb_real *k, const lb_real *v, lb_real *P, lb_real *pd,
                                 lb_real *ctx, const lb_drop_t *drop) {
-    attn_job_t j = {s, q, k, v, NULL, NULL, P, pd, ctx, NULL, NULL, NULL, NULL, NULL, drop, NULL};
+    attn_job_t j = {s, q, k, v, NULL, NULL, P, pd, ctx, NULL, NULL, NULL, NULL, NULL, drop, NULL, NULL, NULL, NULL};
     lb_pool_run_gemms(pool, (long)s->B * s->H, attn_fwd_job, &j);
 }
 
 void attn_core_forward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
-                           const lb_real *v, uint16_t *P16, lb_real *pd, lb_real *ctx, const lb_drop_t *drop) {
-    attn_job_t j = {s, q, k, v, NULL, NULL, NULL, pd, ctx, NULL, NULL, NULL, NULL, NULL, drop, P16};
+                           const lb_real *v, uint16_t *P16, lb_real *pd, lb_real *ctx, const lb_drop_t *drop,
+                           uint16_t *q16, uint16_t *k16, uint16_t *v16) {
+    attn_job_t j = {s, q, k, v, NULL, NULL, NULL, pd, ctx, NULL, NULL, NULL, NULL, NULL, drop, P16, q16, k16, v16};
     lb_pool_run_gemms(pool, (long)s->B * s->H, attn_fwd_job, &j);
 }
 
@@ -1036,12 +1057,24 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
     drop_consts_t dk = {0, 0, 0};
     if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
-    lb_real *pdt = j->pd + (size_t)tid * tt * (j->P16 ? 2 : 1);
+    lb_real *pdt = j->pd + (size_t)tid * (j->P16 ? attn_core_pd16(s) : tt);
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
-        size_t o = (size_t)it * tt;
-        const lb_real *P = j->P16 ? pdt + tt : j->P + o, *dc = j->dctx + (size_t)b * Tq * HK + h * K;
+        size_t o = (size_t)it * tt, qo = (size_t)b * Tq * HK, ko = (size_t)b * Tk * HK;
+        const lb_real *P = j->P16 ? pdt + tt : j->P + o, *dc = j->dctx + qo + h * K;
         if (j->P16) lb_bf16_to_real(j->P16 + o, tt, pdt + tt);
+        // q, k, v of this (b, h) and their leading dimensions
+        const lb_real *qb, *kb, *vb;
+        int ldq = HK;
+        if (j->q16) {  // kept in bf16: widened into the thread's scratch, [T, K] dense
+            lb_real *qs = pdt + 2 * tt, *ks = qs + (size_t)Tq * K, *vs = ks + (size_t)Tk * K;
+            if (j->dk) widen_slice16(j->q16 + qo, Tq, K, HK, h, qs);
+            if (j->dq) widen_slice16(j->k16 + ko, Tk, K, HK, h, ks);
+            if (need_ds) widen_slice16(j->v16 + ko, Tk, K, HK, h, vs);
+            qb = qs, kb = ks, vb = vs, ldq = K;
+        } else {
+            qb = j->q + qo + h * K, kb = j->k + ko + h * K, vb = j->v + ko + h * K;
+        }
         int have_pd = 0;
         if (j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
             const lb_real *Pd = P;
@@ -1061,7 +1094,7 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
         if (!need_ds) continue;
         lb_real *ds = j->dbias ? j->ds + o : j->ds + (size_t)tid * tt;
         // dPd [Tq, Tk] = dctx·vᵀ
-        lb_gemm(0, 1, Tq, Tk, K, 1, dc, HK, j->v + (size_t)b * Tk * HK + h * K, HK, 0, ds, Tk);
+        lb_gemm(0, 1, Tq, Tk, K, 1, dc, HK, vb, ldq, 0, ds, Tk);
         // dS = P·(dP − Σ P·dP), dP = drop(dPd)
 #ifdef LB_VEC
         if (v512) {
@@ -1077,10 +1110,10 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
             for (int r = 0; r < Tq; r++) attn_row_bwd(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk);
         }
         if (j->dq)  // dq [Tq, K] = dS·k
-            lb_gemm(0, 0, Tq, K, Tk, 1, ds, Tk, j->k + (size_t)b * Tk * HK + h * K, HK, 0,
+            lb_gemm(0, 0, Tq, K, Tk, 1, ds, Tk, kb, ldq, 0,
                     j->dq + (size_t)b * Tq * HK + h * K, HK);
         if (j->dk)  // dk [Tk, K] = dSᵀ·q
-            lb_gemm(1, 0, Tk, K, Tq, 1, ds, Tk, j->q + (size_t)b * Tq * HK + h * K, HK, 0,
+            lb_gemm(1, 0, Tk, K, Tq, 1, ds, Tk, qb, ldq, 0,
                     j->dk + (size_t)b * Tk * HK + h * K, HK);
     }
 }
@@ -1106,16 +1139,17 @@ void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real 
                                  const lb_real *k, const lb_real *v, const lb_real *P, lb_real *pd,
                                  lb_real *ds, const lb_real *dctx, lb_real *dq, lb_real *dk,
                                  lb_real *dv, lb_real *dbias, const lb_drop_t *drop) {
-    attn_job_t j = {s, q, k, v, P, dctx, NULL, pd, NULL, ds, dq, dk, dv, dbias, drop, NULL};
+    attn_job_t j = {s, q, k, v, P, dctx, NULL, pd, NULL, ds, dq, dk, dv, dbias, drop, NULL, NULL, NULL, NULL};
     lb_pool_run_gemms(pool, (long)s->B * s->H, attn_bwd_job, &j);
     if (dbias) lb_pool_run(pool, s->H, attn_dbias_job, &j);
 }
 
-void attn_core_backward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
-                            const lb_real *v, const uint16_t *P16, lb_real *pd, lb_real *ds,
+void attn_core_backward16_p(lb_pool_t *pool, const attn_shape_t *s, const uint16_t *q16, const uint16_t *k16,
+                            const uint16_t *v16, const uint16_t *P16, lb_real *pd, lb_real *ds,
                             const lb_real *dctx, lb_real *dq, lb_real *dk, lb_real *dv, lb_real *dbias,
                             const lb_drop_t *drop) {
-    attn_job_t j = {s, q, k, v, NULL, dctx, NULL, pd, NULL, ds, dq, dk, dv, dbias, drop, (uint16_t *)P16};
+    attn_job_t j = {s, NULL, NULL, NULL, NULL, dctx, NULL, pd, NULL, ds, dq, dk, dv, dbias, drop, (uint16_t *)P16,
+                    (uint16_t *)q16, (uint16_t *)k16, (uint16_t *)v16};
     lb_pool_run_gemms(pool, (long)s->B * s->H, attn_bwd_job, &j);
     if (dbias) lb_pool_run(pool, s->H, attn_dbias_job, &j);
 }

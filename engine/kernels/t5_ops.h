@@ -87,10 +87,17 @@ void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *
                                 lb_real *ctx, const lb_drop_t *drop);
 
 // attn_core_forward_p keeping P in bf16: P16 [B, H, Tq, Tk] gets the probabilities
-// rounded once (ctx is computed from the fp32 ones, as attn_core_forward_p computes it);
-// pd has two slices a thread ([min(threads, B·H), 2, Tq, Tk]).
+// rounded once (ctx is computed from the fp32 ones, as attn_core_forward_p computes it),
+// and q16, k16, v16 (each optional, in the layout of q, k, v) get q, k and v rounded once
+// for the backward, so that q, k and v themselves may be scratch. pd has
+// attn_core_pd16(s) values a thread ([min(threads, B·H), attn_core_pd16(s)]).
 void attn_core_forward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
-                           const lb_real *v, uint16_t *P16, lb_real *pd, lb_real *ctx, const lb_drop_t *drop);
+                           const lb_real *v, uint16_t *P16, lb_real *pd, lb_real *ctx, const lb_drop_t *drop,
+                           uint16_t *q16, uint16_t *k16, uint16_t *v16);
+
+// The scratch values a thread of attn_core_forward16_p / attn_core_backward16_p needs:
+// two slices of Tq·Tk scores and one (b, h) of q, k and v in fp32.
+size_t attn_core_pd16(const attn_shape_t *s);
 
 // FLOPs of one of the core's products (all four have the same size).
 double attn_core_flops(const attn_shape_t *s);
@@ -103,10 +110,11 @@ void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real 
                                  lb_real *ds, const lb_real *dctx, lb_real *dq, lb_real *dk,
                                  lb_real *dv, lb_real *dbias, const lb_drop_t *drop);
 
-// attn_core_backward_p from the P16 of attn_core_forward16_p (widened per (b, h) into a
-// thread's second slice of pd, [min(threads, B·H), 2, Tq, Tk]).
-void attn_core_backward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
-                            const lb_real *v, const uint16_t *P16, lb_real *pd, lb_real *ds,
+// attn_core_backward_p from what attn_core_forward16_p kept: P16, q16, k16 and v16, each
+// (b, h) widened into the thread's slices of pd (attn_core_pd16 values a thread). The
+// result is bit for bit attn_core_backward_p's on those rounded values.
+void attn_core_backward16_p(lb_pool_t *pool, const attn_shape_t *s, const uint16_t *q16, const uint16_t *k16,
+                            const uint16_t *v16, const uint16_t *P16, lb_real *pd, lb_real *ds,
                             const lb_real *dctx, lb_real *dq, lb_real *dk, lb_real *dv, lb_real *dbias,
                             const lb_drop_t *drop);
 

@@ -58,9 +58,10 @@ static const uint16_t *bf16_shared(t5_acts_t *a, const linear_t *l, int N, const
 #endif
 }
 
-// The per-thread scratch of the attention core: slices of Tq·Tk scores a thread.
-static lb_real *attn_pd(t5_acts_t *a, const attn_shape_t *sh, int slices) {
-    return t5_acts_pd(a, sh->B * sh->H, (size_t)slices * sh->Tq * sh->Tk);
+// The per-thread scratch of the attention core: one slice of Tq·Tk scores a thread, or
+// what the core needs when it keeps P, q, k, v in bf16 (kept16).
+static lb_real *attn_pd(t5_acts_t *a, const attn_shape_t *sh, int kept16) {
+    return t5_acts_pd(a, sh->B * sh->H, kept16 ? attn_core_pd16(sh) : (size_t)sh->Tq * sh->Tk);
 }
 
 // x_out [B·Tq, D] = x + drop(o(attention(norm(x), kv))). kv NULL: self attention, else
@@ -84,9 +85,10 @@ static void attn_forward(const t5_model_t *m, const t5_attn_t *L, attn_saved_t *
     LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->v, a->pool, Nk, kv, kv16, s->v, s->xa[2], a->lin_tmp, drop, site_lora(L->v)));
     a->flops_fwd += linear_forward_flops(L->v, Nk);
     if (s->P16)
-        LB_PROF(PROF_ATTN_FWD, attn_core_forward16_p(a->pool, sh, s->q, s->k, s->v, s->P16, attn_pd(a, sh, 2), s->ctx, drop));
+        LB_PROF(PROF_ATTN_FWD, attn_core_forward16_p(a->pool, sh, s->q, s->k, s->v, s->P16, attn_pd(a, sh, 1), s->ctx, drop,
+                                                     s->q16, s->k16, s->v16));
     else
-        LB_PROF(PROF_ATTN_FWD, attn_core_forward_p(a->pool, sh, s->q, s->k, s->v, s->P, attn_pd(a, sh, 1), s->ctx, drop));
+        LB_PROF(PROF_ATTN_FWD, attn_core_forward_p(a->pool, sh, s->q, s->k, s->v, s->P, attn_pd(a, sh, 0), s->ctx, drop));
     a->flops_fwd += 2 * attn_core_flops(sh);  // q·kᵀ and P·v
     // ctx kept in bf16: rounded once, for o's forward now and its weight gradient later
     const uint16_t *c16 = s->ctx16 ? bf16_shared(a, L->o, Nq, s->ctx, s->ctx16) : NULL;
@@ -154,10 +156,10 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
     a->flops_bwd += linear_backward_flops(L->o, Nq, need_dctx);
     if (!need_dctx) return;
     if (s->P16)
-        LB_PROF(PROF_ATTN_BWD, attn_core_backward16_p(a->pool, sh, s->q, s->k, s->v, s->P16, attn_pd(a, sh, 2), a->dsc, a->dctx,
+        LB_PROF(PROF_ATTN_BWD, attn_core_backward16_p(a->pool, sh, s->q16, s->k16, s->v16, s->P16, attn_pd(a, sh, 1), a->dsc, a->dctx,
                            need_dq ? a->dq : NULL, need_dk ? a->dk : NULL, need_dv ? a->dv : NULL, nd->dbias, drop));
     else
-        LB_PROF(PROF_ATTN_BWD, attn_core_backward_p(a->pool, sh, s->q, s->k, s->v, s->P, attn_pd(a, sh, 1), a->dsc, a->dctx,
+        LB_PROF(PROF_ATTN_BWD, attn_core_backward_p(a->pool, sh, s->q, s->k, s->v, s->P, attn_pd(a, sh, 0), a->dsc, a->dctx,
                            need_dq ? a->dq : NULL, need_dk ? a->dk : NULL, need_dv ? a->dv : NULL, nd->dbias, drop));
     // dv = Pᵀ·dctx, dP = dctx·vᵀ (for any of dq, dk, dbias), dq = dS·k, dk = dSᵀ·q
     a->flops_bwd += attn_core_flops(sh) * (need_dv + (need_dq || need_dk || nd->dbias) + need_dq + need_dk);

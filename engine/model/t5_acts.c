@@ -40,10 +40,20 @@ static void ff_ab(ff_saved_t *f, bump_t *bp, size_t N, int F, int gated, int bf1
     f->a16 = f->b16 = NULL;
 }
 
-// Attention probabilities of n scores: fp32, or kept in bf16 (P16).
-static void attn_P(attn_saved_t *s, bump_t *bp, size_t n, int bf16) {
-    s->P = bf16 ? NULL : BUMP(bp, n);
-    s->P16 = bf16 ? bump(bp, sizeof(uint16_t) * n) : NULL;
+// Attention's q [Nq, HK], k and v [Nk, HK] and probabilities of n scores: fp32, or kept
+// in bf16 (q16, k16, v16, P16; q, k, v are set to the arena's dq, dk, dv once those exist).
+static void attn_qkvP(attn_saved_t *s, bump_t *bp, size_t Nq, size_t Nk, int HK, size_t n, int bf16) {
+    if (bf16) {
+        s->q = s->k = s->v = s->P = NULL;
+        s->q16 = bump(bp, sizeof(uint16_t) * Nq * HK);
+        s->k16 = bump(bp, sizeof(uint16_t) * Nk * HK);
+        s->v16 = bump(bp, sizeof(uint16_t) * Nk * HK);
+        s->P16 = bump(bp, sizeof(uint16_t) * n);
+        return;
+    }
+    s->q = BUMP(bp, Nq * HK); s->k = BUMP(bp, Nk * HK); s->v = BUMP(bp, Nk * HK);
+    s->P = BUMP(bp, n);
+    s->q16 = s->k16 = s->v16 = s->P16 = NULL;
 }
 
 // The attention output ctx [n]: fp32, or (bf16, no adapter on o) ctx16, with ctx set to
@@ -52,6 +62,13 @@ static void attn_ctx(const t5_acts_t *a, attn_saved_t *s, const t5_attn_t *L, bu
     int k16 = bf16 && a->lin_r[L->o->id] == 0;
     s->ctx = k16 ? NULL : BUMP(bp, n);
     s->ctx16 = k16 ? bump(bp, sizeof(uint16_t) * n) : NULL;
+}
+
+// An attention sublayer that keeps its q, k, v and ctx in bf16 computes them in fp32 into
+// the backward's dq, dk, dv and dctx (free during the forward).
+static void attn_scratch(t5_acts_t *a, attn_saved_t *s) {
+    if (s->q16) s->q = a->dq, s->k = a->dk, s->v = a->dv;
+    if (s->ctx16) s->ctx = a->dctx;
 }
 
 static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
@@ -83,8 +100,7 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
         attn_saved_t *s = &a->es[l];
         const t5_attn_t *L = &m->enc[l].self;
         s->x = BUMP(bp, Ne * D); s->inv = BUMP(bp, Ne); s->h = a->hbuf;
-        s->q = BUMP(bp, Ne * HK); s->k = BUMP(bp, Ne * HK); s->v = BUMP(bp, Ne * HK);
-        attn_P(s, bp, (size_t)B * H * S * S, ff16 && !a->enc_shared);
+        attn_qkvP(s, bp, Ne, Ne, HK, (size_t)B * H * S * S, ff16 && !a->enc_shared);
         attn_ctx(a, s, L, bp, Ne * HK, ff16 && !a->enc_shared);
         s->xa[0] = XA(L->q, Ne); s->xa[1] = XA(L->k, Ne); s->xa[2] = XA(L->v, Ne); s->xa[3] = XA(L->o, Ne);
         ff_saved_t *f = &a->ef[l];
@@ -106,8 +122,7 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
             const t5_attn_t *L = w ? &m->dec[l].cross : &m->dec[l].self;
             size_t Nk = w ? Ne : Nd, Tk = w ? S : T;
             s->x = BUMP(bp, Nd * D); s->inv = BUMP(bp, Nd); s->h = a->hbuf;
-            s->q = BUMP(bp, Nd * HK); s->k = BUMP(bp, Nk * HK); s->v = BUMP(bp, Nk * HK);
-            attn_P(s, bp, (size_t)B * H * T * Tk, ff16 && !a->dec_shared);
+            attn_qkvP(s, bp, Nd, Nk, HK, (size_t)B * H * T * Tk, ff16 && !a->dec_shared);
             attn_ctx(a, s, L, bp, Nd * HK, ff16 && !a->dec_shared);
             s->xa[0] = XA(L->q, Nd); s->xa[1] = XA(L->k, Nk); s->xa[2] = XA(L->v, Nk); s->xa[3] = XA(L->o, Nd);
         }
@@ -147,14 +162,14 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     a->da = BUMP(bp, Nmax * F); a->db = BUMP(bp, Nmax * F);
     if (bp->off < attn_end) bp->off = attn_end;
     a->dE = BUMP(bp, Ne * D); a->dhs = BUMP(bp, Nd * D);
-    for (int l = 0; l < Le; l++) {  // kept in bf16: written in the forward's da, db, dctx first
+    for (int l = 0; l < Le; l++) {  // kept in bf16: written in the forward's da, db, dq, dk, dv, dctx first
         if (a->ef[l].a16) a->ef[l].a = a->da, a->ef[l].b = c->gated ? a->db : NULL;
-        if (a->es[l].ctx16) a->es[l].ctx = a->dctx;
+        attn_scratch(a, &a->es[l]);
     }
     for (int l = 0; l < Ld; l++) {
         if (a->df[l].a16) a->df[l].a = a->da, a->df[l].b = c->gated ? a->db : NULL;
-        if (a->ds[l].ctx16) a->ds[l].ctx = a->dctx;
-        if (a->dc[l].ctx16) a->dc[l].ctx = a->dctx;
+        attn_scratch(a, &a->ds[l]);
+        attn_scratch(a, &a->dc[l]);
     }
     a->dbias_enc = BUMP(bp, (size_t)H * S * S); a->dbias_dec = BUMP(bp, (size_t)H * T * T);
 }
@@ -176,9 +191,16 @@ static t5_acts_t *acts_plan(const t5_model_t *m, int B, int S, int T) {
     for (int i = 0; i < m->n_lin; i++) a->lin_r[i] = m->lin[i].r;
     bump_t bp = {NULL, 0};
     acts_layout(a, m, &bp);
-    // two slices a thread where some P is kept in bf16 (attn_core_forward16_p)
-    int two = m->bf16 && !(a->enc_shared && a->dec_shared);
-    a->pd_n = t5_acts_pd_need(a, B * c->num_heads, (two ? 2 : 1) * max3((size_t)S * S, (size_t)T * S, (size_t)T * T));
+    // where some P is kept in bf16, attn_core_forward16_p's scratch (two slices of scores
+    // and one (b, h) of q, k, v a thread)
+    size_t tt = max3((size_t)S * S, (size_t)T * S, (size_t)T * T);
+    if (m->bf16 && !(a->enc_shared && a->dec_shared)) {
+        attn_shape_t e = {.B = B, .H = c->num_heads, .K = c->d_kv, .Tq = S, .Tk = S};
+        attn_shape_t x = e, d = e;
+        x.Tq = T, d.Tq = d.Tk = T;
+        tt = max3(attn_core_pd16(&e), attn_core_pd16(&x), attn_core_pd16(&d));
+    }
+    a->pd_n = t5_acts_pd_need(a, B * c->num_heads, tt);
     a->bytes = bp.off + 64 + sizeof(lb_real) * a->pd_n;
     return a;
 }

@@ -28,6 +28,9 @@ typedef struct {
     lb_real *k, *v;  // [Nk, HK] (Nk = B·S for cross attention)
     lb_real *P;      // [B, H, Tq, Tk], or NULL when kept in bf16:
     uint16_t *P16;   // [B, H, Tq, Tk] (bf16 precision, a stack that keeps it for a backward)
+    // with P16, q, k and v are kept in bf16 too (the backward reads only these), and q, k,
+    // v point to the arena's dq, dk, dv (scratch in the forward); else NULL
+    uint16_t *q16, *k16, *v16;
     lb_real *ctx;    // [N, HK]; with ctx16, the arena's dctx (scratch in the forward)
     // bf16 precision without an adapter on o: ctx kept in bf16 for o's weight gradient,
     // whose bf16 product rounds it to these values anyway (else NULL)
