@@ -435,13 +435,51 @@ static void test_late_dx(void) {
     lb_param_t P = {.ndim = 2, .shape = {O, I}, .numel = (size_t)O * I, .w = W, .g = W2};
     linear_t l = {.name = "late", .in = I, .out = O, .W = &P};
     EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD | LINEAR_BF16_BWD | LINEAR_BF16_DW, &err) == 0);
-    EXPECT(lb_bf16w_flags(l.w_bf16) == (LB_BF16W_FWD | LB_BF16W_BWD_LATE));
+    EXPECT(lb_bf16w_flags(l.w_bf16) == (LB_BF16W_FWD_LATE | LB_BF16W_BWD_LATE) && lb_bf16w_bytes(l.w_bf16) == 0);
+    EXPECT(linear_bf16_packs_late(&l));
     linear_unpack_bf16(&l);
     P.g = NULL;
     EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD | LINEAR_BF16_BWD, &err) == 0);
-    EXPECT(lb_bf16w_flags(l.w_bf16) == (LB_BF16W_FWD | LB_BF16W_BWD));
+    EXPECT(lb_bf16w_flags(l.w_bf16) == (LB_BF16W_FWD | LB_BF16W_BWD) && !linear_bf16_packs_late(&l));
     linear_unpack_bf16(&l);
     free(dy), free(W), free(W2), free(big), free(dx), free(dx2), free(dyb);
+}
+
+// LB_BF16W_FWD_LATE: the forward packed at each call from the fp32 W last given gives what
+// the kept packing gives, bit for bit (fp32 and bf16 inputs, accumulating too), also after
+// a repack from new values and with a larger late weight's call between; it holds nothing.
+static void test_late_forward(void) {
+    if (!have_bf16("test_late_forward")) return;
+    int N = 40, I = 512, O = 384;
+    float *x = rand_f((size_t)N * I, 1), *W = rand_f((size_t)O * I, 0.1), *W2 = rand_f((size_t)O * I, 0.1);
+    float *big = rand_f((size_t)2 * O * I, 0.1), *xb = rand_f((size_t)N * I, 1);
+    float *y = xmalloc(sizeof(float) * N * 2 * O), *y2 = xmalloc(sizeof(float) * N * 2 * O);
+    uint16_t *x16 = xmalloc(sizeof(uint16_t) * N * I);
+    lb_bf16_from_f32(pool, x, (size_t)N * I, x16);
+    lb_err_t err = {0};
+    EXPECT(lb_bf16w_pack_f32(W, O, I, LB_BF16W_FWD | LB_BF16W_FWD_LATE, &err) == NULL && err.msg[0]);
+    uint16_t one = 0x3f80;
+    EXPECT(lb_bf16w_pack_bf16(&one, 1, 1, LB_BF16W_FWD_LATE, &err) == NULL);
+    lb_bf16w_t *late = lb_bf16w_pack_f32(W, O, I, LB_BF16W_FWD_LATE | LB_BF16W_BWD_LATE, &err);
+    lb_bf16w_t *kept = lb_bf16w_pack_f32(W, O, I, LB_BF16W_FWD, &err);
+    lb_bf16w_t *other = lb_bf16w_pack_f32(big, 2 * O, I, LB_BF16W_FWD_LATE, &err);
+    EXPECTF(late && kept && other, "%s", err.msg);
+    if (!late || !kept || !other) return;
+    EXPECT(lb_bf16w_bytes(late) == 0 && lb_bf16w_bytes(other) == 0);
+    for (int round = 0; round < 2; round++) {  // then after a repack from W2
+        EXPECT(lb_bf16w_forward(pool, late, N, x, y, 0) == 0 && lb_bf16w_forward(pool, kept, N, x, y2, 0) == 0);
+        EXPECTF(!memcmp(y, y2, sizeof(float) * N * O), "late forward differs from the kept packing's (round %d)", round);
+        EXPECT(lb_bf16w_forward(pool, other, N, xb, y2, 0) == 0);  // the shared buffer grows between
+        EXPECT(lb_bf16w_forward_bf16(pool, late, N, x16, y, 0) == 0 && lb_bf16w_forward_bf16(pool, kept, N, x16, y2, 0) == 0);
+        EXPECTF(!memcmp(y, y2, sizeof(float) * N * O), "late bf16-input forward differs (round %d)", round);
+        EXPECT(lb_bf16w_forward(pool, late, N, x, y, 1) == 0 && lb_bf16w_forward(pool, kept, N, x, y2, 1) == 0);
+        EXPECTF(!memcmp(y, y2, sizeof(float) * N * O), "late accumulating forward differs (round %d)", round);
+        EXPECT(lb_bf16w_repack_f32(late, W2) == 0 && lb_bf16w_repack_f32(kept, W2) == 0);
+    }
+    EXPECT(lb_bf16_late_bytes() >= (size_t)2 * O * I * 2);
+    EXPECT(lb_bf16w_forward(pool, late, 0, x, y, 0) == 0);  // no rows: nothing to pack
+    lb_bf16w_free(late), lb_bf16w_free(kept), lb_bf16w_free(other);
+    free(x), free(W), free(W2), free(big), free(xb), free(y), free(y2), free(x16);
 }
 
 int main(void) {
@@ -465,6 +503,7 @@ int main(void) {
     RUN(test_linear_w16);
     RUN(test_repack);
     RUN(test_late_dx);
+    RUN(test_late_forward);
     lb_pool_free(pool);
     TH_DONE();
 }

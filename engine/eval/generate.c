@@ -233,7 +233,9 @@ static void dec_lin_job(void *ctx, long lo, long hi, int tid) {
 }
 
 static void dec_linear(generate_dec_t *d, const linear_t *l, int N, const lb_real *x, lb_real *y) {
-    if (l->bf16 || (!l->W->w && !(d->avx512 && l->W->w16)) || N > 64) {
+    // (a bf16 layer that packs at each call: fp32 from its master W here, not a whole
+    // packing for a few rows)
+    if ((l->bf16 && !linear_bf16_packs_late(l)) || (!l->W->w && !(d->avx512 && l->W->w16)) || N > 64) {
         linear_forward_pool(l, d->pool, N, x, NULL, y, d->xa, NULL, NULL, 0);
         return;
     }

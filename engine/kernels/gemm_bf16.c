@@ -19,7 +19,7 @@ struct lb_bf16w {
     dnnl_memory_desc_t fwd_md;  // weights [K = I, N = O] as the matmul packs them
     dnnl_memory_desc_t bwd_md;  // weights [K = O, N = I]
     void *fwd, *bwd;            // the packed values, or NULL when not packed
-    const float *src;           // LB_BF16W_BWD_LATE: the fp32 W last packed from
+    const float *src;           // LB_BF16W_*_LATE: the fp32 W last packed from
     size_t bytes;
 };
 
@@ -74,7 +74,7 @@ typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t st;
     prim_t prim[PRIM_SLOTS];
-    void *late;        // the backward packing of an LB_BF16W_BWD_LATE weight, for one call
+    void *late;        // the packing of an LB_BF16W_*_LATE weight, for one call
     size_t late_cap;   // its bytes
 } ctx_t;
 
@@ -273,15 +273,17 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
         lb_err_set(err, LB_EARG, "%s", why);
         return NULL;
     }
-    if (out <= 0 || in <= 0 || !(flags & (LB_BF16W_FWD | LB_BF16W_BWD | LB_BF16W_BWD_LATE)) ||
-        (flags & ~(LB_BF16W_FWD | LB_BF16W_BWD | LB_BF16W_BWD_LATE)) ||
-        ((flags & LB_BF16W_BWD) && (flags & LB_BF16W_BWD_LATE))) {
+    const int all = LB_BF16W_FWD | LB_BF16W_BWD | LB_BF16W_BWD_LATE | LB_BF16W_FWD_LATE;
+    if (out <= 0 || in <= 0 || !(flags & all) || (flags & ~all) ||
+        ((flags & LB_BF16W_BWD) && (flags & LB_BF16W_BWD_LATE)) ||
+        ((flags & LB_BF16W_FWD) && (flags & LB_BF16W_FWD_LATE))) {
         lb_err_set(err, LB_EARG, "bf16 packing of a %d x %d weight with flags %d: give both sizes "
-                   "and LB_BF16W_FWD and/or one of LB_BF16W_BWD, LB_BF16W_BWD_LATE", out, in, flags);
+                   "and one of LB_BF16W_FWD, LB_BF16W_FWD_LATE and/or one of LB_BF16W_BWD, LB_BF16W_BWD_LATE",
+                   out, in, flags);
         return NULL;
     }
-    if ((flags & LB_BF16W_BWD_LATE) && t != dnnl_f32) {
-        lb_err_set(err, LB_EARG, "LB_BF16W_BWD_LATE packs from fp32 values: use lb_bf16w_pack_f32");
+    if ((flags & (LB_BF16W_BWD_LATE | LB_BF16W_FWD_LATE)) && t != dnnl_f32) {
+        lb_err_set(err, LB_EARG, "LB_BF16W_*_LATE packs from fp32 values: use lb_bf16w_pack_f32");
         return NULL;
     }
     ctx_t *c = ctx_get();
@@ -306,10 +308,11 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
         w->bwd = pack_one(c, &smd, out, in, &w->bwd_md, &w->bytes, W);
         fail |= !w->bwd;
     }
-    if (!fail && (flags & LB_BF16W_BWD_LATE)) {  // the layout now, the values at each call
+    if (!fail && (flags & LB_BF16W_FWD_LATE))  // the layouts now, the values at each call
+        fail |= pack_layout(c, in, out, &w->fwd_md) != 0;
+    if (!fail && (flags & LB_BF16W_BWD_LATE))
         fail |= pack_layout(c, out, in, &w->bwd_md) != 0;
-        w->src = W;
-    }
+    if (flags & (LB_BF16W_BWD_LATE | LB_BF16W_FWD_LATE)) w->src = W;
     if (fail) {
         lb_bf16w_free(w);
         lb_err_set(err, LB_EARG, "oneDNN refused to pack a %d x %d weight for bf16 products: "
@@ -332,7 +335,7 @@ int lb_bf16w_repack_f32(lb_bf16w_t *w, const float *W) {
         md2(&smd, w->out, w->in, dnnl_f32, w->in, 1);
         if (reorder(c, &smd, W, &w->bwd_md, w->bwd)) return -1;
     }
-    if (w->flags & LB_BF16W_BWD_LATE) w->src = W;
+    if (w->flags & (LB_BF16W_BWD_LATE | LB_BF16W_FWD_LATE)) w->src = W;
     return 0;
 }
 
@@ -427,7 +430,8 @@ enum { J_CONV, J_FWD, J_FWD16, J_DX, J_DW };
 typedef struct {
     int kind;
     const lb_bf16w_t *w;
-    const void *bwd;      // J_DX: the packed W (w->bwd, or the late packing)
+    const void *packed;   // J_FWD, J_FWD16: the packed Wᵀ (w->fwd, or the late packing);
+                          // J_DX: the packed W (w->bwd, or the late packing)
     int N, out, in;       // the product's sizes (N rows of activations)
     const float *a;       // J_CONV: src [rows, in]; J_FWD: x [N, I]; J_DX, J_DW: dy [N, O]
     const uint16_t *a16;  // J_FWD16: x [N, I]; J_DW: x [N, I] in bf16
@@ -455,20 +459,20 @@ static int job_rows(const job_t *j, long lo, long hi) {
         buf = xalloc64((size_t)r * j->in * 2);
         if (!to_bf16(j->a + lo * j->in, r, j->in, j->in, 1, buf)) {
             md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
-            rc = matmul(c, &smd, buf, &j->w->fwd_md, j->w->fwd, j->in, j->out,
+            rc = matmul(c, &smd, buf, &j->w->fwd_md, j->packed, j->in, j->out,
                         (float *)j->dst + lo * j->out, j->accum);
         }
         break;
     case J_FWD16:  // y rows = x rows·Wᵀ
         md2(&smd, r, j->in, dnnl_bf16, j->in, 1);
-        rc = matmul(c, &smd, j->a16 + lo * j->in, &j->w->fwd_md, j->w->fwd, j->in, j->out,
+        rc = matmul(c, &smd, j->a16 + lo * j->in, &j->w->fwd_md, j->packed, j->in, j->out,
                     (float *)j->dst + lo * j->out, j->accum);
         break;
     case J_DX:  // dx rows = bf16(dy rows)·W
         buf = xalloc64((size_t)r * j->out * 2);
         if (!to_bf16(j->a + lo * j->out, r, j->out, j->out, 1, buf)) {
             md2(&smd, r, j->out, dnnl_bf16, j->out, 1);
-            rc = matmul(c, &smd, buf, &j->w->bwd_md, j->bwd, j->out, j->in,
+            rc = matmul(c, &smd, buf, &j->w->bwd_md, j->packed, j->out, j->in,
                         (float *)j->dst + lo * j->in, j->accum);
         }
         break;
@@ -545,27 +549,16 @@ void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst
     for (size_t i = 0; i < n; i++) dst[i] = lb_f32_to_bf16(src[i]);
 }
 
-int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum) {
-    if (!w || !w->fwd || N < 0) return -1;
-    job_t j = {.kind = J_FWD, .w = w, .N = N, .out = w->out, .in = w->in, .a = x, .dst = y, .accum = accum};
-    return N == 0 ? 0 : job_run(pool, &j, N);
-}
-
-int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uint16_t *x, float *y,
-                          int accum) {
-    if (!w || !w->fwd || N < 0) return -1;
-    job_t j = {.kind = J_FWD16, .w = w, .N = N, .out = w->out, .in = w->in, .a16 = x, .dst = y, .accum = accum};
-    return N == 0 ? 0 : job_run(pool, &j, N);
-}
-
-// The backward packing of a late weight, made now from its fp32 W into the calling
-// thread's buffer (one for all late weights; grown to the largest). The reorder runs on
-// the calling thread alone: an OpenMP team would leave its workers spinning through the
-// pool's product that follows (gemm_bf16.h).
-static const void *late_pack(const lb_bf16w_t *w) {
+// The packing of a late weight for one direction (fwd: Wᵀ as [I, O], else W as [O, I]),
+// made now from its fp32 W into the calling thread's buffer (one for all late weights and
+// both directions, which never overlap in one call; grown to the largest). The reorder
+// runs on the calling thread alone: an OpenMP team would leave its workers spinning
+// through the pool's product that follows (gemm_bf16.h).
+static const void *late_pack(const lb_bf16w_t *w, int fwd) {
     ctx_t *c = ctx_get();
     if (!c || !w->src) return NULL;
-    size_t n = dnnl_memory_desc_get_size(&w->bwd_md);
+    const dnnl_memory_desc_t *dmd = fwd ? &w->fwd_md : &w->bwd_md;
+    size_t n = dnnl_memory_desc_get_size(dmd);
     if (n > c->late_cap) {
         free(c->late);
         c->late = aligned_alloc(64, (n + 63) / 64 * 64);
@@ -574,17 +567,43 @@ static const void *late_pack(const lb_bf16w_t *w) {
     }
     if (omp_get_max_threads() != 1) omp_set_num_threads(1);
     dnnl_memory_desc_t smd;
-    md2(&smd, w->out, w->in, dnnl_f32, w->in, 1);
-    return reorder(c, &smd, w->src, &w->bwd_md, c->late) ? NULL : c->late;
+    if (fwd) md2(&smd, w->in, w->out, dnnl_f32, 1, w->in);
+    else md2(&smd, w->out, w->in, dnnl_f32, w->in, 1);
+    return reorder(c, &smd, w->src, dmd, c->late) ? NULL : c->late;
+}
+
+// w's forward packing: its own, or made now (LB_BF16W_FWD_LATE); NULL when it has none.
+static const void *fwd_packing(const lb_bf16w_t *w, int N) {
+    if (w->fwd) return w->fwd;
+    return (w->flags & LB_BF16W_FWD_LATE) && N > 0 ? late_pack(w, 1) : NULL;
+}
+
+int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum) {
+    if (!w || !(w->fwd || (w->flags & LB_BF16W_FWD_LATE)) || N < 0) return -1;
+    if (N == 0) return 0;
+    const void *fwd = fwd_packing(w, N);
+    if (!fwd) return -1;
+    job_t j = {.kind = J_FWD, .w = w, .packed = fwd, .N = N, .out = w->out, .in = w->in, .a = x, .dst = y, .accum = accum};
+    return job_run(pool, &j, N);
+}
+
+int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uint16_t *x, float *y,
+                          int accum) {
+    if (!w || !(w->fwd || (w->flags & LB_BF16W_FWD_LATE)) || N < 0) return -1;
+    if (N == 0) return 0;
+    const void *fwd = fwd_packing(w, N);
+    if (!fwd) return -1;
+    job_t j = {.kind = J_FWD16, .w = w, .packed = fwd, .N = N, .out = w->out, .in = w->in, .a16 = x, .dst = y, .accum = accum};
+    return job_run(pool, &j, N);
 }
 
 int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
                          int accum) {
     if (!w || !(w->bwd || (w->flags & LB_BF16W_BWD_LATE)) || N < 0) return -1;
     if (N == 0) return 0;
-    const void *bwd = w->bwd ? w->bwd : late_pack(w);
+    const void *bwd = w->bwd ? w->bwd : late_pack(w, 0);
     if (!bwd) return -1;
-    job_t j = {.kind = J_DX, .w = w, .bwd = bwd, .N = N, .out = w->out, .in = w->in, .a = dy, .dst = dx, .accum = accum};
+    job_t j = {.kind = J_DX, .w = w, .packed = bwd, .N = N, .out = w->out, .in = w->in, .a = dy, .dst = dx, .accum = accum};
     return job_run(pool, &j, N);
 }
 

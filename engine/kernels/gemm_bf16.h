@@ -73,10 +73,15 @@ enum {
     // weight shares: for a trainable weight that is packed again after each update anyway,
     // the same packing work, held once for the largest weight instead of once per weight
     LB_BF16W_BWD_LATE = 4,
+    // the same for lb_bf16w_forward* (instead of LB_BF16W_FWD): a full fine-tune's weights
+    // then hold no bf16 copy between steps, and the packing a forward makes replaces the
+    // one every update made. For products of many rows (a training or encoder forward);
+    // a few-row product (a decoding step) would pack the whole weight for little work
+    LB_BF16W_FWD_LATE = 8,
 };
 
 // Packs W [O, I] (fp32, row-major) into a new weight for the products named by flags
-// (LB_BF16W_FWD | LB_BF16W_BWD). W is only read; the packed copy is the weight's own
+// (LB_BF16W_FWD or LB_BF16W_FWD_LATE, and/or LB_BF16W_BWD or LB_BF16W_BWD_LATE). W is only read; the packed copy is the weight's own
 // (2 bytes per value per product packed). Call once, when the weight is final (frozen):
 // a later change to W is not seen. Returns NULL with err set (LB_EARG) when bf16 is not
 // available here or oneDNN refuses the shape.
@@ -107,7 +112,7 @@ int lb_bf16w_flags(const lb_bf16w_t *w);
 void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst);
 
 // y [N, O] = x [N, I]·Wᵀ (accum = 0) or y += x·Wᵀ (accum = 1); x fp32, rounded once.
-// Needs LB_BF16W_FWD. Returns 0, or -1 when w lacks the packing, N < 0 or oneDNN fails
+// Needs LB_BF16W_FWD or LB_BF16W_FWD_LATE. Returns 0, or -1 when w lacks the packing, N < 0 or oneDNN fails
 // (then redo the product in fp32: y may be partly written, never partly accumulated).
 // oneDNN failing after a block accumulated (accum = 1) cannot be redone: that is fatal,
 // as out of memory is for xmalloc (packing made oneDNN accept the shape: out of memory is
@@ -124,7 +129,7 @@ int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uin
 int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
                          int accum);
 
-// Bytes the calling thread holds for LB_BF16W_BWD_LATE packings (the largest so far).
+// Bytes the calling thread holds for LB_BF16W_*_LATE packings (the largest so far).
 size_t lb_bf16_late_bytes(void);
 
 // dW [O, I] = dyᵀ·x (accum = 0) or dW += dyᵀ·x (accum = 1), with dy [N, O] and x [N, I]

@@ -380,10 +380,11 @@ int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err) {
         return 0;
     lb_bf16w_t *w = NULL;
     if (pk) {
-        // a trainable W is packed again after every update: its backward packing is made
-        // at each backward instead, in a buffer all such weights share (gemm_bf16.h)
+        // a trainable W would be packed again after every update: its packings are made
+        // at each forward and backward instead, in a buffer all such weights share
+        // (gemm_bf16.h), so that a full fine-tune holds no bf16 copy of its weights
         int late = l->W->g && l->W->w && !l->W->w16;
-        int f = ((pk & LINEAR_BF16_FWD) ? LB_BF16W_FWD : 0) |
+        int f = ((pk & LINEAR_BF16_FWD) ? (late ? LB_BF16W_FWD_LATE : LB_BF16W_FWD) : 0) |
                 ((pk & LINEAR_BF16_BWD) ? (late ? LB_BF16W_BWD_LATE : LB_BF16W_BWD) : 0);
         w = l->W->w16 ? lb_bf16w_pack_bf16(l->W->w16, l->out, l->in, f, err)
                       : lb_bf16w_pack_f32(l->W->w, l->out, l->in, f, err);
@@ -393,6 +394,15 @@ int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err) {
     l->w_bf16 = w;
     l->bf16 = flags;
     return 0;
+#endif
+}
+
+int linear_bf16_packs_late(const linear_t *l) {
+#ifdef LB_REAL_DOUBLE
+    (void)l;
+    return 0;
+#else
+    return l->w_bf16 && (lb_bf16w_flags(l->w_bf16) & LB_BF16W_FWD_LATE);
 #endif
 }
 

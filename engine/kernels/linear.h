@@ -168,7 +168,8 @@ enum { LINEAR_BF16_FWD = 1, LINEAR_BF16_BWD = 2, LINEAR_BF16_DW = 4 };
 // run, once per run; the packing is a copy, later changes to W are not seen. W itself
 // stays as it was and must stay valid (fallbacks and t5_param_writable read it), so a
 // packed layer holds its weight twice or three times (W, the FWD and the BWD packings; a
-// trainable W's BWD packing is made during each backward instead with LB_BF16W_BWD_LATE).
+// trainable W's packings are made during each forward and backward instead, with
+// LB_BF16W_FWD_LATE and LB_BF16W_BWD_LATE, into one buffer of the calling thread).
 // Threads: the products run on the pool given to linear_forward_pool /
 // linear_backward_pool, one block of rows per pool thread, each on a oneDNN call with an
 // OpenMP team of one (no OpenMP workers exist then); linear_forward / linear_backward
@@ -183,6 +184,11 @@ enum { LINEAR_BF16_FWD = 1, LINEAR_BF16_BWD = 2, LINEAR_BF16_DW = 4 };
 // allocation, as t5_bf16_refresh does after every update). A product oneDNN fails is redone in fp32, unless it had
 // already accumulated into its output: that is fatal (gemm_bf16.h; out of memory).
 int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err);
+
+// 1 when l's bf16 forward packs W at each call (a trainable W, whose fp32 values are the
+// master copy: gemm_bf16.h's LB_BF16W_FWD_LATE); a product of a few rows (a decoding
+// step) then does better in fp32 from W->w than packing the whole weight for it.
+int linear_bf16_packs_late(const linear_t *l);
 
 // Frees l's packed weight and turns its bf16 products off (fp32 again). Safe on any l.
 void linear_unpack_bf16(linear_t *l);
