@@ -43,7 +43,7 @@ static void test_round_trip(void) {
     char p[512];
     path_in_tmp(p, sizeof p, "rt.safetensors");
     float a[6] = {1, -2, 3.5f, 4, 5, 6}, b[3] = {7, 8, 9};
-    st_out_t ts[2] = {{"a.weight", a, 2, {2, 3}}, {"b", b, 1, {3}}};
+    st_out_t ts[2] = {{.name = "a.weight", .data = a, .ndim = 2, .shape = {2, 3}}, {.name = "b", .data = b, .ndim = 1, .shape = {3}}};
     lb_err_t err = {0};
     EXPECT(st_write(p, ts, 2, "{\"note\":\"x\"}", &err) == 0);
     FILE *fp = fopen(p, "rb");
@@ -69,6 +69,57 @@ static void test_round_trip(void) {
            strstr(err.msg, "[2, 3]") && strstr(err.msg, "[3, 2]"));
     EXPECT(st_load_f32(&f, "missing", 2, wrong, got, &err) != 0 && strstr(err.msg, "\"missing\""));
     st_close(&f);
+}
+
+// A tensor given in bf16 (data16) is written as BF16 beside fp32 ones, streamed in blocks
+// (one tensor larger than a block), the file as large as its header says; st_load_bf16
+// copies a BF16 tensor and rounds an F32 one, st_load_f32 widens a BF16 one exactly.
+static void test_bf16_tensors_streamed(void) {
+    char p[512];
+    path_in_tmp(p, sizeof p, "mix.safetensors");
+    size_t n = 70001;  // past the writer's 65536-value block
+    float *a = malloc(n * sizeof *a), *back = malloc(n * sizeof *back);
+    uint16_t *m16 = malloc(n * sizeof *m16), *got16 = malloc(n * sizeof *got16);
+    uint64_t st = 3;
+    for (size_t i = 0; i < n; i++) {
+        a[i] = (float)lb_rng_normal(&st);
+        m16[i] = lb_f32_to_bf16((float)lb_rng_normal(&st));
+    }
+    st_out_t ts[2] = {{.name = "a", .data = a, .ndim = 1, .shape = {(int64_t)n}},
+                      {.name = "m", .data16 = m16, .ndim = 1, .shape = {(int64_t)n}}};
+    lb_err_t err = {0};
+    EXPECTF(st_write(p, ts, 2, NULL, &err) == 0, "%s", err.msg);
+    st_file_t f;
+    EXPECTF(st_open(&f, p, &err) == 0, "%s", err.msg);
+    const st_tensor_t *ta = st_find(&f, "a"), *tm = st_find(&f, "m");
+    EXPECT(ta && ta->dtype == ST_F32 && tm && tm->dtype == ST_BF16 && tm->numel == n);
+    int64_t shp[1] = {(int64_t)n};
+    EXPECT(st_load_bf16(&f, "m", 1, shp, got16, &err) == 0 && !memcmp(got16, m16, n * 2));
+    EXPECT(st_load_f32(&f, "m", 1, shp, back, &err) == 0);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += back[i] != lb_bf16_to_f32(m16[i]);
+    EXPECT(st_load_bf16(&f, "a", 1, shp, got16, &err) == 0);
+    for (size_t i = 0; i < n; i++) bad += got16[i] != lb_f32_to_bf16(a[i]);
+    EXPECTF(bad == 0, "%zu values differ", bad);
+    EXPECT(st_load_f32(&f, "a", 1, shp, back, &err) == 0 && !memcmp(back, a, n * 4));
+    int64_t wrong[1] = {3};
+    EXPECT(st_load_bf16(&f, "m", 1, wrong, got16, &err) != 0 && strstr(err.msg, "\"m\""));
+    st_close(&f);
+    // the writer with dtype BF16 rounds the fp32 tensor (in blocks) and copies the bf16 one
+    EXPECTF(st_write_dtype(p, ts, 2, NULL, ST_BF16, &err) == 0, "%s", err.msg);
+    EXPECTF(st_open(&f, p, &err) == 0, "%s", err.msg);
+    EXPECT(st_find(&f, "a") && st_find(&f, "a")->dtype == ST_BF16);
+    EXPECT(st_load_bf16(&f, "a", 1, shp, got16, &err) == 0);
+    bad = 0;
+    for (size_t i = 0; i < n; i++) bad += got16[i] != lb_f32_to_bf16(a[i]);
+    EXPECT(st_load_bf16(&f, "m", 1, shp, got16, &err) == 0 && !memcmp(got16, m16, n * 2));
+    EXPECTF(bad == 0, "%zu rounded values differ", bad);
+    st_close(&f);
+    // a folder that cannot be written: the error names the file, nothing is left behind
+    char q[600];
+    snprintf(q, sizeof q, "%s.missing-dir/x.safetensors", p);
+    EXPECT(st_write(q, ts, 2, NULL, &err) != 0 && strstr(err.msg, "x.safetensors"));
+    free(a), free(back), free(m16), free(got16);
 }
 
 static void test_half_types(void) {
@@ -157,6 +208,7 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "mkdir -p %s", tmpdir);
     if (system(cmd) != 0) return 1;
     RUN(test_round_trip);
+    RUN(test_bf16_tensors_streamed);
     RUN(test_half_types);
     RUN(test_fixture_checkpoint);
     RUN(test_malformed);

@@ -230,7 +230,7 @@ static void check_bad_checkpoint(const char *bad, int drop, const char *want) {
     for (int i = 0; i < m.n_params; i++) {
         lb_param_t *p = &m.params[i];
         if (drop && !strcmp(p->name, bad)) continue;
-        o[k] = (st_out_t){p->name, p->w, p->ndim, {p->shape[0], p->shape[1]}};
+        o[k] = (st_out_t){.name = p->name, .data = p->w, .ndim = p->ndim, .shape = {p->shape[0], p->shape[1]}};
         if (!strcmp(p->name, bad)) o[k].shape[0] = 1, o[k].ndim = 1;  // numel-compatible lie
         if (!strcmp(p->name, bad)) o[k].shape[0] = (int64_t)p->numel;
         k++;

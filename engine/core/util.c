@@ -78,56 +78,85 @@ char *lb_read_file(const char *path, size_t *len, lb_err_t *err) {
     return buf;
 }
 
-int lb_write_file_atomic(const char *path, const void *data, size_t len, lb_err_t *err) {
+struct lb_afile {
+    char *path, *tmp;
+    int fd;
+};
+
+static void afile_drop(lb_afile_t *f) {
+    if (f->fd >= 0) close(f->fd);
+    unlink(f->tmp);
+    free(f->tmp);
+    free(f->path);
+    free(f);
+}
+
+// err for a failed write or sync of f (errno e); f is dropped.
+static int afile_fail(lb_afile_t *f, int e, lb_err_t *err) {
+    if (e == ENOSPC || e == EFBIG || e == EDQUOT)
+        lb_err_set(err, LB_ENOSPC, "no space left writing %s; free some disk space and retry", f->path);
+    else
+        lb_err_set(err, LB_EIO, "cannot write %s: %s", f->path, strerror(e));
+    afile_drop(f);
+    return -1;
+}
+
+lb_afile_t *lb_afile_open(const char *path, lb_err_t *err) {
     size_t plen = strlen(path);
-    char *tmp = xmalloc(plen + 32);
-    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
+    lb_afile_t *f = xcalloc(1, sizeof *f);
+    f->path = xstrdup(path);
+    f->tmp = xmalloc(plen + 32);
+    snprintf(f->tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
+    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (f->fd < 0) {
         int e = errno;
-        lb_err_set(err, e == ENOSPC ? LB_ENOSPC : LB_EIO, "cannot create %s: %s", tmp,
+        lb_err_set(err, e == ENOSPC ? LB_ENOSPC : LB_EIO, "cannot create %s: %s", f->tmp,
                    e == ENOSPC ? "no space left on device; free some disk space" : strerror(e));
-        free(tmp);
-        return -1;
+        free(f->tmp);
+        free(f->path);
+        free(f);
+        return NULL;
     }
+    return f;
+}
+
+int lb_afile_write(lb_afile_t *f, const void *data, size_t len, lb_err_t *err) {
     const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
+    while (len > 0) {
+        ssize_t w = write(f->fd, p, len);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            close(fd);
-            unlink(tmp);
-            if (e == ENOSPC || e == EFBIG || e == EDQUOT)
-                lb_err_set(err, LB_ENOSPC, "no space left writing %s; free some disk space and retry", path);
-            else
-                lb_err_set(err, LB_EIO, "cannot write %s: %s", path, strerror(e));
-            free(tmp);
-            return -1;
-        }
+        if (w <= 0) return afile_fail(f, w < 0 ? errno : ENOSPC, err);
         p += w;
-        left -= (size_t)w;
+        len -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        if (e == ENOSPC || e == EDQUOT)
-            lb_err_set(err, LB_ENOSPC, "no space left writing %s; free some disk space and retry", path);
-        else
-            lb_err_set(err, LB_EIO, "cannot write %s: %s", path, strerror(e));
-        free(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        lb_err_set(err, LB_EIO, "cannot rename %s to %s: %s", tmp, path, strerror(e));
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
     return 0;
+}
+
+int lb_afile_commit(lb_afile_t *f, lb_err_t *err) {
+    if (fsync(f->fd) != 0) return afile_fail(f, errno, err);
+    int fd = f->fd;
+    f->fd = -1;
+    if (close(fd) != 0) return afile_fail(f, errno, err);
+    if (rename(f->tmp, f->path) != 0) {
+        int e = errno;
+        lb_err_set(err, LB_EIO, "cannot rename %s to %s: %s", f->tmp, f->path, strerror(e));
+        afile_drop(f);
+        return -1;
+    }
+    free(f->tmp);
+    free(f->path);
+    free(f);
+    return 0;
+}
+
+void lb_afile_abort(lb_afile_t *f) {
+    if (f) afile_drop(f);
+}
+
+int lb_write_file_atomic(const char *path, const void *data, size_t len, lb_err_t *err) {
+    lb_afile_t *f = lb_afile_open(path, err);
+    if (!f || lb_afile_write(f, data, len, err)) return -1;
+    return lb_afile_commit(f, err);
 }
 
 uint64_t lb_rng_next(uint64_t *s) {

@@ -35,6 +35,17 @@ char *lb_read_file(const char *path, size_t *len, lb_err_t *err);
 // A full disk gives LB_ENOSPC with "no space left" and the path in the message.
 int lb_write_file_atomic(const char *path, const void *data, size_t len, lb_err_t *err);
 
+// The same written piece by piece, for files too large to assemble in memory first (a
+// checkpoint holds three copies of a full fine-tune's parameters): lb_afile_open makes the
+// temporary file, lb_afile_write appends, lb_afile_commit fsyncs and renames it to path.
+// A failed write or commit removes the temporary file and frees f (do not call on with
+// it); lb_afile_abort drops an unfinished file.
+typedef struct lb_afile lb_afile_t;
+lb_afile_t *lb_afile_open(const char *path, lb_err_t *err);
+int lb_afile_write(lb_afile_t *f, const void *data, size_t len, lb_err_t *err);
+int lb_afile_commit(lb_afile_t *f, lb_err_t *err);
+void lb_afile_abort(lb_afile_t *f);
+
 // splitmix64 (Steele, Lea, Flood 2014): the engine's one random generator; the state is
 // the caller's, so nothing random is global. lb_rng_uniform is in [0, 1), lb_rng_normal
 // is N(0, 1) by Box-Muller.

@@ -286,26 +286,66 @@ static void shape_str(char *out, size_t n, int ndim, const int64_t *shape) {
     if (k < n) snprintf(out + k, n - k, "]");
 }
 
-int st_load_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, float *dst, lb_err_t *err) {
+// The tensor name of f with shape[0..ndim), or NULL with err naming the file, the tensor
+// and the expected shape.
+static const st_tensor_t *find_shaped(const st_file_t *f, const char *name, int ndim, const int64_t *shape,
+                                      lb_err_t *err) {
     const st_tensor_t *t = st_find(f, name);
     char want[128], got[128];
     shape_str(want, sizeof want, ndim, shape);
-    if (!t)
-        return lb_err_set(err, LB_ESHAPE, "%s: tensor \"%s\" %s is missing; the checkpoint does not match its config.json",
-                          f->path ? f->path : "safetensors", name, want);
+    if (!t) {
+        lb_err_set(err, LB_ESHAPE, "%s: tensor \"%s\" %s is missing; the checkpoint does not match its config.json",
+                   f->path ? f->path : "safetensors", name, want);
+        return NULL;
+    }
     int same = t->ndim == ndim;
     for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
     if (!same) {
         shape_str(got, sizeof got, t->ndim, t->shape);
-        return lb_err_set(err, LB_ESHAPE, "%s: tensor \"%s\" has shape %s but %s was expected; the file does not match the model's config.json",
-                          f->path ? f->path : "safetensors", name, got, want);
+        lb_err_set(err, LB_ESHAPE, "%s: tensor \"%s\" has shape %s but %s was expected; the file does not match the model's config.json",
+                   f->path ? f->path : "safetensors", name, got, want);
+        return NULL;
     }
-    if (st_to_f32(t, dst, err) != 0) {
+    return t;
+}
+
+// st_to_f32 of t, or of values [k0, k0 + n) of it, with its error prefixed by f's path.
+static int to_f32_named(const st_file_t *f, const st_tensor_t *t, size_t k0, size_t n, float *dst, lb_err_t *err) {
+    st_tensor_t part = *t;
+    size_t esz = t->numel ? (t->end - t->begin) / t->numel : 0;
+    part.data = t->data + k0 * esz;
+    part.numel = n;
+    if (st_to_f32(&part, dst, err) != 0) {
         char msg[sizeof err->msg];
         snprintf(msg, sizeof msg, "%s", err->msg);
         return lb_err_set(err, LB_EFORMAT, "%s: %s", f->path ? f->path : "safetensors", msg);
     }
     return 0;
+}
+
+int st_load_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape, float *dst, lb_err_t *err) {
+    const st_tensor_t *t = find_shaped(f, name, ndim, shape, err);
+    return t ? to_f32_named(f, t, 0, t->numel, dst, err) : -1;
+}
+
+int st_load_bf16(const st_file_t *f, const char *name, int ndim, const int64_t *shape, uint16_t *dst,
+                 lb_err_t *err) {
+    const st_tensor_t *t = find_shaped(f, name, ndim, shape, err);
+    if (!t) return -1;
+    if (t->dtype == ST_BF16) {
+        for (size_t i = 0; i < t->numel; i++) dst[i] = (uint16_t)(t->data[2 * i] | (t->data[2 * i + 1] << 8));
+        return 0;
+    }
+    enum { BLOCK = 1 << 16 };
+    float *blk = xmalloc(sizeof(float) * BLOCK);
+    int rc = 0;
+    for (size_t k0 = 0; !rc && k0 < t->numel; k0 += BLOCK) {
+        size_t n = t->numel - k0 < BLOCK ? t->numel - k0 : BLOCK;
+        rc = to_f32_named(f, t, k0, n, blk, err);
+        for (size_t k = 0; !rc && k < n; k++) dst[k0 + k] = lb_f32_to_bf16(blk[k]);
+    }
+    free(blk);
+    return rc;
 }
 
 typedef struct {
@@ -370,43 +410,46 @@ int st_write_dtype(const char *path, const st_out_t *ts, int n, const char *meta
     size_t off = 0;
     char num[64];
     for (int i = 0; i < n; i++) {
-        size_t numel = 1;
+        size_t numel = 1, tsz = ts[i].data16 ? 2 : esz;
         for (int d = 0; d < ts[i].ndim; d++) numel *= (size_t)ts[i].shape[d];
         sb_str(&h, ",");
         sb_json_string(&h, ts[i].name);
-        sb_str(&h, dtype == ST_BF16 ? ":{\"dtype\":\"BF16\",\"shape\":[" : ":{\"dtype\":\"F32\",\"shape\":[");
+        sb_str(&h, tsz == 2 ? ":{\"dtype\":\"BF16\",\"shape\":[" : ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < ts[i].ndim; d++) {
             snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)ts[i].shape[d]);
             sb_str(&h, num);
         }
-        snprintf(num, sizeof num, "],\"data_offsets\":[%zu,%zu]}", off, off + numel * esz);
+        snprintf(num, sizeof num, "],\"data_offsets\":[%zu,%zu]}", off, off + numel * tsz);
         sb_str(&h, num);
-        off += numel * esz;
+        off += numel * tsz;
     }
     sb_str(&h, "}");
     while (h.n % 8) sb_str(&h, " ");
-    size_t total = 8 + h.n + off;
-    uint8_t *buf = xmalloc(total);
-    uint64_t hl = h.n;
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(hl >> (8 * i));
-    memcpy(buf + 8, h.s, h.n);
-    size_t pos = 8 + h.n;
-    for (int i = 0; i < n; i++) {
+    uint8_t hl[8];
+    for (int i = 0; i < 8; i++) hl[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
+    lb_afile_t *af = lb_afile_open(path, err);
+    int rc = !af || lb_afile_write(af, hl, 8, err) || lb_afile_write(af, h.s, h.n, err) ? -1 : 0;
+    free(h.s);
+    // the values (little endian, as this machine stores them), fp32 rounded to bf16 a block
+    // at a time
+    enum { BLOCK = 1 << 16 };
+    uint16_t *blk = rc || esz == 4 ? NULL : xmalloc(sizeof(uint16_t) * BLOCK);
+    for (int i = 0; !rc && i < n; i++) {
         size_t numel = 1;
         for (int d = 0; d < ts[i].ndim; d++) numel *= (size_t)ts[i].shape[d];
-        if (esz == 4) {
-            if (numel) memcpy(buf + pos, ts[i].data, numel * 4);
+        if (ts[i].data16) {
+            rc = lb_afile_write(af, ts[i].data16, numel * 2, err);
+        } else if (esz == 4) {
+            rc = lb_afile_write(af, ts[i].data, numel * 4, err);
         } else {
-            for (size_t k = 0; k < numel; k++) {
-                uint16_t v = lb_f32_to_bf16(ts[i].data[k]);
-                buf[pos + 2 * k] = (uint8_t)v;
-                buf[pos + 2 * k + 1] = (uint8_t)(v >> 8);
+            for (size_t k0 = 0; !rc && k0 < numel; k0 += BLOCK) {
+                size_t kn = numel - k0 < BLOCK ? numel - k0 : BLOCK;
+                for (size_t k = 0; k < kn; k++) blk[k] = lb_f32_to_bf16(ts[i].data[k0 + k]);
+                rc = lb_afile_write(af, blk, kn * 2, err);
             }
         }
-        pos += numel * esz;
     }
-    free(h.s);
-    int rc = lb_write_file_atomic(path, buf, total, err);
-    free(buf);
-    return rc;
+    free(blk);
+    // a failed write has dropped the file already
+    return rc ? -1 : lb_afile_commit(af, err);
 }

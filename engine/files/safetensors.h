@@ -60,16 +60,24 @@ int st_to_f32(const st_tensor_t *t, float *dst, lb_err_t *err);
 int st_load_f32(const st_file_t *f, const char *name, int ndim, const int64_t *shape,
                 float *dst, lb_err_t *err);
 
-// One tensor to write (fp32).
+// The same into bf16 values: a BF16 tensor is copied, another floating one converted to
+// fp32 and rounded (nearest, ties to even), a block at a time.
+int st_load_bf16(const st_file_t *f, const char *name, int ndim, const int64_t *shape,
+                 uint16_t *dst, lb_err_t *err);
+
+// One tensor to write: fp32 values (data), or bf16 ones (data16, with data NULL), which
+// are written as a BF16 tensor whatever dtype the writer is given.
 typedef struct {
     const char *name;
     const float *data;
     int ndim;
     int64_t shape[ST_MAX_DIMS];
+    const uint16_t *data16;
 } st_out_t;
 
-// Writes n fp32 tensors to path atomically (temp file, fsync, rename). metadata_json is
-// an extra JSON object of string values merged into __metadata__ (NULL for none).
+// Writes n tensors to path atomically (temp file, fsync, rename), streamed: no copy of the
+// file is assembled in memory. metadata_json is an extra JSON object of string values
+// merged into __metadata__ (NULL for none).
 int st_write(const char *path, const st_out_t *tensors, int n, const char *metadata_json,
              lb_err_t *err);
 

@@ -457,8 +457,8 @@ int lora_save(const lora_adapter_t *a, const char *dir, lb_err_t *err) {
         const lora_module_t *m = &a->m[i];
         snprintf(tn[2 * i], 160, "base_model.model.%s.lora_A.weight", m->name);
         snprintf(tn[2 * i + 1], 160, "base_model.model.%s.lora_B.weight", m->name);
-        ts[2 * i] = (st_out_t){tn[2 * i], m->A, 2, {m->r, m->in}};
-        ts[2 * i + 1] = (st_out_t){tn[2 * i + 1], m->B, 2, {m->out, m->r}};
+        ts[2 * i] = (st_out_t){.name = tn[2 * i], .data = m->A, .ndim = 2, .shape = {m->r, m->in}};
+        ts[2 * i + 1] = (st_out_t){.name = tn[2 * i + 1], .data = m->B, .ndim = 2, .shape = {m->out, m->r}};
     }
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     rc = st_write(path, ts, a->n * 2, NULL, err);

@@ -326,9 +326,9 @@ static int checkpoint_write(session_t *s, lb_err_t *err) {
              "\"run_uuid\":\"%s\",\"spec_hash\":\"%s\"}",
              s->tr.step, s->feed.epoch, s->feed.batch, s->tr.opt.t, s->tokens_seen, s->last_loss,
              s->uuid ? s->uuid : "", s->spec_hash ? s->spec_hash : "");
-    st_out_t ts[3] = {{"params", s->tp.params, 1, {(int64_t)s->tp.n}},
-                      {"adam_m", s->tr.opt.m, 1, {(int64_t)s->tp.n}},
-                      {"adam_v", s->tr.opt.v, 1, {(int64_t)s->tp.n}}};
+    st_out_t ts[3] = {{.name = "params", .data = s->tp.params, .ndim = 1, .shape = {(int64_t)s->tp.n}},
+                      {.name = "adam_m", .data = s->tr.opt.m, .ndim = 1, .shape = {(int64_t)s->tp.n}},
+                      {.name = "adam_v", .data = s->tr.opt.v, .ndim = 1, .shape = {(int64_t)s->tp.n}}};
     return st_write(path, ts, 3, meta, err);
 }
 

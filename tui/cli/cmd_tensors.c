@@ -53,7 +53,7 @@ static int add_tensors(const train_params_t *tp, const t5_model_t *m, const char
                 names[k] = xmalloc(len);
                 snprintf(names[k], len, "%sbase_model.model.%s.lora_%c.weight", prefix, md->name, ab ? 'B' : 'A');
                 const lb_real *v = vals + ((ab ? md->B : md->A) - tp->lora.params);
-                o[k] = ab ? (st_out_t){names[k], v, 2, {md->out, md->r}} : (st_out_t){names[k], v, 2, {md->r, md->in}};
+                o[k] = ab ? (st_out_t){.name = names[k], .data = v, .ndim = 2, .shape = {md->out, md->r}} : (st_out_t){.name = names[k], .data = v, .ndim = 2, .shape = {md->r, md->in}};
                 k++;
             }
         }
@@ -64,7 +64,7 @@ static int add_tensors(const train_params_t *tp, const t5_model_t *m, const char
         size_t len = strlen(prefix) + strlen(p->name) + 1;
         names[k] = xmalloc(len);
         snprintf(names[k], len, "%s%s", prefix, p->name);
-        o[k] = (st_out_t){names[k], vals + p->off, p->ndim, {p->shape[0], p->shape[1]}};
+        o[k] = (st_out_t){.name = names[k], .data = vals + p->off, .ndim = p->ndim, .shape = {p->shape[0], p->shape[1]}};
         k++;
     }
     return k;
@@ -160,9 +160,9 @@ int cmd_tensors(int argc, char **argv) {
     }
     memcpy(logits, t5_acts_logits(a), nl * sizeof(lb_real));
     memcpy(enc_out, t5_acts_encoder_out(a), (size_t)b->B * b->S * c->d_model * sizeof(lb_real));
-    o[k++] = (st_out_t){"loss", &loss, 1, {1}};
-    o[k++] = (st_out_t){"logits", logits, 3, {b->B, b->T, c->vocab_size}};
-    o[k++] = (st_out_t){"encoder_out", enc_out, 3, {b->B, b->S, c->d_model}};
+    o[k++] = (st_out_t){.name = "loss", .data = &loss, .ndim = 1, .shape = {1}};
+    o[k++] = (st_out_t){.name = "logits", .data = logits, .ndim = 3, .shape = {b->B, b->T, c->vocab_size}};
+    o[k++] = (st_out_t){.name = "encoder_out", .data = enc_out, .ndim = 3, .shape = {b->B, b->S, c->d_model}};
     if (grads) {
         // the training step a run takes, on this one batch: dropout off, no clipping, a
         // constant learning rate (the fixtures' single AdamW step)
