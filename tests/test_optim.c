@@ -115,6 +115,67 @@ static void test_adamw_large_block_bit_exact_any_threads(void) {
     free(g); free(p0); free(pr); free(mr); free(vr);
 }
 
+// The first moment kept in bf16: the same update with m rounded to bf16 after each step
+// (the step itself uses the fp32 moment), bit for bit on 1 and 2 threads, in AVX-512 and
+// scalar alike (odd tail); and near the fp32-moment run.
+static void test_adamw_m_bf16(void) {
+    size_t n = 100003;
+    float *g = malloc(n * sizeof *g), *p0 = malloc(n * sizeof *p0), *pr = malloc(n * sizeof *pr);
+    float *mr = calloc(n, sizeof *mr), *vr = calloc(n, sizeof *vr);
+    uint64_t st = 11;
+    for (size_t i = 0; i < n; i++) {
+        g[i] = (float)lb_rng_normal(&st) * 1e-2f;
+        p0[i] = (float)lb_rng_normal(&st);
+    }
+    g[5] = NAN;  // a NaN moment stays NaN (quiet) through the rounding
+    memcpy(pr, p0, n * sizeof *pr);
+    float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, lr = 1e-3f, wd = 0.01f;
+    for (long t = 1; t <= 3; t++) {  // the reference: torch's order of operations, m rounded
+        double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
+        float bc2s = (float)sqrt(bc2), step = (float)(lr / bc1), decay = 1.0f - lr * wd;
+        for (size_t i = 0; i < n; i++) {
+            float pi = pr[i] * decay;
+            float mi = mr[i] + (1.0f - b1) * (g[i] - mr[i]);
+            vr[i] = vr[i] * b2 + (1.0f - b2) * g[i] * g[i];
+            float denom = sqrtf(vr[i]) / bc2s + eps;
+            pr[i] = pi - step * (mi / denom);
+            mr[i] = lb_bf16_to_f32(lb_f32_to_bf16(mi));
+        }
+    }
+    float *pf = malloc(n * sizeof *pf);  // the fp32-moment run
+    memcpy(pf, p0, n * sizeof *pf);
+    adamw_t of;
+    adamw_init(&of, n, b1, b2, eps, wd);
+    for (int t = 0; t < 3; t++) adamw_step(&of, pf, g, lr, NULL, 0);
+    for (int th = 1; th <= 2; th++) {
+        lb_set_threads(th);
+        float *p = malloc(n * sizeof *p);
+        memcpy(p, p0, n * sizeof *p);
+        adamw_t o;
+        adamw_init(&o, n, b1, b2, eps, wd);
+        adamw_keep_m_bf16(&o);
+        EXPECT(o.m == NULL && o.m16 != NULL);
+        for (int t = 0; t < 3; t++) adamw_step(&o, p, g, lr, NULL, 0);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad += memcmp(&p[i], &pr[i], 4) != 0 || memcmp(&o.v[i], &vr[i], 4) != 0 ||
+                   o.m16[i] != lb_f32_to_bf16(mr[i]);
+        EXPECTF(bad == 0, "%d thread(s): %zu of %zu values differ from the reference", th, bad, n);
+        EXPECT(isnan(lb_bf16_to_f32(o.m16[5])) && isnan(p[5]));
+        // against the fp32 moment: each step moves p by at most lr·(1 + wd·|p|), the bf16
+        // moment changes a step by at most 2^-8 relative
+        double worst = 0;
+        for (size_t i = 0; i < n; i++)
+            if (i != 5 && fabs((double)p[i] - pf[i]) > worst) worst = fabs((double)p[i] - pf[i]);
+        EXPECTF(worst < 3 * lr * 1e-2, "%d thread(s): parameters differ from the fp32-moment run by %.3g", th, worst);
+        adamw_free(&o);
+        free(p);
+    }
+    lb_set_threads(0);
+    adamw_free(&of);
+    free(g); free(p0); free(pr); free(mr); free(vr); free(pf);
+}
+
 static void test_schedules(void) {
     // warmup 10 of 110: 0 at the first step, peak at step 10, then down to 0 at 110
     EXPECT(optim_lr_at(SCHED_LINEAR, 1.0f, 0, 10, 110) == 0.0f);
@@ -134,6 +195,7 @@ int main(void) {
     RUN(test_adamw_ranges_lora_plus);
     RUN(test_clip_global_norm);
     RUN(test_adamw_large_block_bit_exact_any_threads);
+    RUN(test_adamw_m_bf16);
     RUN(test_schedules);
     TH_DONE();
 }

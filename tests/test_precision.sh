@@ -3,7 +3,8 @@
 # batch give a bench loss within 1%; a 300-step LoRA r=8 run and a full fine-tune of the
 # bundled t5-tiny in bf16 end with a final loss (the mean of the last 50 steps) within 2%
 # of the fp32 run's and a ROUGE-1 inside the fp32 run's 95% interval; each run records the
-# precision it used. Skipped, with the reason, on a CPU without bf16 matrix products.
+# precision it used; a bf16 full fine-tune resumes from its checkpoint (AdamW's first
+# moment in BF16) to the loss of an uninterrupted run. Skipped, with the reason, on a CPU without bf16 matrix products.
 set -u
 B="$1/lorabench"
 T=$(mktemp -d)
@@ -90,5 +91,36 @@ check "eval: bf16 ROUGE-1 $r_b within 0.05 of fp32 $r_f" 'awk -v a="$r_b" -v b="
 check "generate --precision bf16 generates and says so" '[ -s "$T/gen" ] && grep -q "precision bf16" "$T/gen-err"'
 "$B" generate --model "$M" --input x --precision half > /dev/null 2> "$T/gen-bad"; rc=$?
 check "a wrong --precision is refused naming the values" '[ $rc -ne 0 ] && grep -q "fp32, bf16 or auto" "$T/gen-bad"'
+# 4. A bf16 full fine-tune keeps AdamW's first moment in bf16, its checkpoint too: a run
+# whose worker vanishes after 5 steps and is resumed ends with the loss of one that ran
+# through (the checkpoint restores every value exactly).
+ck() {  # name
+    cat > "$T/$1.json" <<JSON
+{ "name": "$1", "base_model": "$M", "method": "full",
+  "dataset": { "path": "$D", "prefix": "summarize: ", "max_source_tokens": 32, "max_target_tokens": 16,
+               "limit": 200 },
+  "train": { "max_steps": 10, "batch_size": 4, "lr": 0.0005, "seed": 5, "checkpoint_every": 2,
+             "precision": "bf16" },
+  "eval": { "limit": 8, "max_new_tokens": 4 },
+  "threads": 2 }
+JSON
+}
+ck ck-through; ck ck-resumed
+"$B" train "$T/ck-through.json" --workspace "$W" > /dev/null 2>&1
+LORABENCH_TEST_DIE_AFTER=5 "$B" train "$T/ck-resumed.json" --workspace "$W" > /dev/null 2>&1
+cid=$(sqlite3 "$W/lorabench.db" "SELECT id FROM runs WHERE name = 'ck-resumed'")
+m_dtype=$(python3 -c '
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    h = json.loads(f.read(n))
+print(h["adam_m"]["dtype"], h["adam_v"]["dtype"], h["params"]["dtype"])' "$W/runs/$cid/checkpoint.safetensors" 2>&1)
+check "bf16 full fine-tune: the checkpoint holds adam_m in BF16 ($m_dtype)" '[ "$m_dtype" = "BF16 F32 F32" ]'
+"$B" resume "$cid" --workspace "$W" > /dev/null 2> "$T/ck-err"
+l1=$(sqlite3 "$W/lorabench.db" "SELECT final_loss FROM runs_view WHERE name = 'ck-through'")
+l2=$(sqlite3 "$W/lorabench.db" "SELECT final_loss FROM runs_view WHERE name = 'ck-resumed'")
+check "bf16 full fine-tune resumed from its checkpoint: final loss $l2 = $l1" \
+    '[ -n "$l1" ] && awk -v a="$l2" -v b="$l1" "BEGIN{d=a-b; if(d<0)d=-d; exit !(d<=1e-6*(b<0?-b:b)+1e-9)}"'
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

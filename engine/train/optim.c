@@ -46,8 +46,17 @@ void adamw_init(adamw_t *o, size_t n, float beta1, float beta2, float eps, float
 
 void adamw_free(adamw_t *o) {
     free(o->m);
+    free(o->m16);
     free(o->v);
     memset(o, 0, sizeof *o);
+}
+
+void adamw_keep_m_bf16(adamw_t *o) {
+    if (o->m16) return;
+    o->m16 = xmalloc((o->n ? o->n : 1) * sizeof(uint16_t));
+    for (size_t i = 0; i < o->n; i++) o->m16[i] = lb_f32_to_bf16(o->m[i]);
+    free(o->m);
+    o->m = NULL;
 }
 
 typedef struct {
@@ -69,9 +78,11 @@ static void adamw_scalar(const adamw_job_t *j, size_t a, size_t b) {
     for (size_t i = a; i < b; i++) {
         float gi = (float)g[i];
         float pi = (float)p[i] * decay;
-        float mi = o->m[i] + w1 * (gi - o->m[i]);  // lerp
+        float mo = o->m16 ? lb_bf16_to_f32(o->m16[i]) : o->m[i];
+        float mi = mo + w1 * (gi - mo);  // lerp
         float vi = o->v[i] * b2 + w2 * gi * gi;
-        o->m[i] = mi;
+        if (o->m16) o->m16[i] = lb_f32_to_bf16(mi);
+        else o->m[i] = mi;
         o->v[i] = vi;
         float denom = sqrtf(vi) / bc2_sqrt + eps;
         p[i] = (lb_real)(pi - step_size * (mi / denom));
@@ -87,13 +98,31 @@ __attribute__((target("avx512f"))) static size_t adamw_avx512(const adamw_job_t 
     __m512 decay = _mm512_set1_ps(1.0f - j->lr * j->wd), w1 = _mm512_set1_ps(1.0f - o->beta1);
     __m512 b2 = _mm512_set1_ps(o->beta2), w2 = _mm512_set1_ps(1.0f - o->beta2);
     __m512 bc2 = _mm512_set1_ps(j->bc2_sqrt), eps = _mm512_set1_ps(o->eps), st = _mm512_set1_ps(j->step_size);
+    uint16_t *m16 = o->m16;
+    // lb_f32_to_bf16 on 16 lanes: a NaN made quiet, else rounded to nearest even
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+    const __m512i quiet = _mm512_set1_epi32(0x400000);
     size_t i = a;
     for (; i + 16 <= b; i += 16) {
-        __m512 gi = _mm512_loadu_ps(g + i), mo = _mm512_loadu_ps(m + i), vo = _mm512_loadu_ps(v + i);
+        __m512 gi = _mm512_loadu_ps(g + i), vo = _mm512_loadu_ps(v + i), mo;
+        if (m16)
+            mo = _mm512_castsi512_ps(_mm512_slli_epi32(
+                _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(m16 + i))), 16));
+        else
+            mo = _mm512_loadu_ps(m + i);
         __m512 pi = _mm512_mul_ps(_mm512_loadu_ps(p + i), decay);
         __m512 mi = _mm512_add_ps(mo, _mm512_mul_ps(w1, _mm512_sub_ps(gi, mo)));
         __m512 vi = _mm512_add_ps(_mm512_mul_ps(vo, b2), _mm512_mul_ps(_mm512_mul_ps(w2, gi), gi));
-        _mm512_storeu_ps(m + i, mi);
+        if (m16) {
+            __m512i bits = _mm512_castps_si512(mi);
+            __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, abs), inf);
+            __m512i r = _mm512_add_epi32(bits, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(bits, 16), one)));
+            r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(bits, quiet));
+            _mm256_storeu_si256((__m256i *)(void *)(m16 + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+        } else {
+            _mm512_storeu_ps(m + i, mi);
+        }
         _mm512_storeu_ps(v + i, vi);
         __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2), eps);
         _mm512_storeu_ps(p + i, _mm512_sub_ps(pi, _mm512_mul_ps(st, _mm512_div_ps(mi, denom))));

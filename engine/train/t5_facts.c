@@ -209,8 +209,9 @@ int t5_facts_memory(const t5_config_t *cfg, const train_method_opts_t *o, int B,
     out->weights = frozen_bf16 ? t5_weight_bytes_if_bf16(&p.m, &out->weights_bf16) : t5_weight_bytes(&p.m, &out->weights_bf16);
     out->adapter = p.tp.has_lora ? p.tp.n * sizeof(float) : 0;
     out->grads = p.tp.n * sizeof(lb_real);
-    out->optimizer = 2 * p.tp.n * sizeof(float);  // adamw_init: m and v
     p.m.bf16 = t5_precision_is_bf16(precision);  // the arena's layout reads only this
+    // adamw_init: m and v (m in bf16 where train_init keeps it so)
+    out->optimizer = p.tp.n * (sizeof(float) + (train_keeps_m_bf16(p.tp.method, p.m.bf16) ? 2 : sizeof(float)));
     out->acts = t5_acts_size(&p.m, B, S, T);
     out->total = out->weights + out->adapter + out->grads + out->optimizer + out->acts;
     plan_free(&p);

@@ -129,6 +129,11 @@ void train_init(train_t *t, t5_model_t *m, t5_acts_t *a, train_params_t *tp, con
     t->a = a;
     t->tp = tp;
     adamw_init(&t->opt, tp->n, t->o.beta1, t->o.beta2, t->o.eps, t->o.weight_decay);
+    if (train_keeps_m_bf16(tp->method, m->bf16)) adamw_keep_m_bf16(&t->opt);
+}
+
+int train_keeps_m_bf16(train_method_t method, int bf16) {
+    return bf16 && (method == TRAIN_METHOD_FULL || method == TRAIN_METHOD_PARTIAL);
 }
 
 void train_free(train_t *t) {

@@ -123,8 +123,14 @@ typedef struct {
     const train_comm_t *comm;  // data-parallel ranks (set after train_init); NULL: one process
 } train_t;
 
-// Prepares training of tp's values on m with activations a.
+// Prepares training of tp's values on m with activations a. In bf16 precision (m->bf16)
+// a run that trains base weights keeps AdamW's first moment in bf16 (train_keeps_m_bf16).
 void train_init(train_t *t, t5_model_t *m, t5_acts_t *a, train_params_t *tp, const train_opts_t *o);
+
+// 1 when a run of this method in bf16 precision (bf16 1) keeps AdamW's first moment in
+// bf16 (adamw_keep_m_bf16): full and partial fine-tuning, whose moments are 4 bytes a
+// model parameter each; a LoRA adapter's are too small to matter and stay fp32.
+int train_keeps_m_bf16(train_method_t method, int bf16);
 void train_free(train_t *t);
 
 // The gradients of one step without the update: zero them, then forward + backward of

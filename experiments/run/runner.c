@@ -327,7 +327,7 @@ static int checkpoint_write(session_t *s, lb_err_t *err) {
              s->tr.step, s->feed.epoch, s->feed.batch, s->tr.opt.t, s->tokens_seen, s->last_loss,
              s->uuid ? s->uuid : "", s->spec_hash ? s->spec_hash : "");
     st_out_t ts[3] = {{.name = "params", .data = s->tp.params, .ndim = 1, .shape = {(int64_t)s->tp.n}},
-                      {.name = "adam_m", .data = s->tr.opt.m, .ndim = 1, .shape = {(int64_t)s->tp.n}},
+                      {.name = "adam_m", .data = s->tr.opt.m, .data16 = s->tr.opt.m16, .ndim = 1, .shape = {(int64_t)s->tp.n}},
                       {.name = "adam_v", .data = s->tr.opt.v, .ndim = 1, .shape = {(int64_t)s->tp.n}}};
     return st_write(path, ts, 3, meta, err);
 }
@@ -382,7 +382,9 @@ static int checkpoint_read(session_t *s, int64_t id, int *resumed, lb_err_t *err
     }
     int64_t n = (int64_t)s->tp.n;
     int rc = st_load_f32(&f, "params", 1, &n, s->tp.params, err);
-    if (!rc) rc = st_load_f32(&f, "adam_m", 1, &n, s->tr.opt.m, err);
+    // adam_m is BF16 where the run keeps it so (train_keeps_m_bf16); either converts
+    if (!rc) rc = s->tr.opt.m16 ? st_load_bf16(&f, "adam_m", 1, &n, s->tr.opt.m16, err)
+                                : st_load_f32(&f, "adam_m", 1, &n, s->tr.opt.m, err);
     if (!rc) rc = st_load_f32(&f, "adam_v", 1, &n, s->tr.opt.v, err);
     if (!rc) {
         s->tr.step = meta_long(f.metadata_json, "step");
