@@ -133,6 +133,7 @@ static void test_lora_screen(void) {
     EXPECT(a->nruns == 4);
     app_key(a, TK_END);  // newest first: the last row is run 1
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECTF(app_screen(a) == SCR_ANALYSIS, "screen %d, message: %s", app_screen(a), a->msg);
     EXPECT(a->analysis_id == 1 && a->analysis.n == 12 && !a->analysis.full && a->analysis_other == 0);
     EXPECT(!a->analysis_cached);
@@ -166,6 +167,7 @@ static void test_lora_screen(void) {
     app_key(a, TK_ESC);
     EXPECT(app_screen(a) == SCR_RUNS);
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECT(app_screen(a) == SCR_ANALYSIS && a->analysis_cached);
     EXPECTF(strstr(a->msg, "read from ") && strstr(a->msg, "/runs/1/analysis.json"), "%s", a->msg);
     app_free(a);
@@ -176,6 +178,7 @@ static void test_phi_screen(void) {
     app_t *a = new_app();
     a->selected[0] = 2, a->selected[1] = 1, a->nselected = 2;
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECTF(app_screen(a) == SCR_ANALYSIS, "message: %s", a->msg);
     EXPECT(a->analysis_id == 2 && a->analysis_other == 1 && a->analysis_nsim == 12);
     for (int k = 0; k < a->analysis_nsim; k++) EXPECT(a->analysis_sim[k].n == 4);
@@ -185,6 +188,7 @@ static void test_phi_screen(void) {
     app_key(a, TK_ESC);
     a->selected[0] = 1, a->selected[1] = 3;
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECT(app_screen(a) == SCR_ANALYSIS && a->analysis_id == 1 && a->analysis_other == 0);
     EXPECTF(strstr(a->msg, "run 3 is a full fine-tune; pick two LoRA runs") != NULL, "%s", a->msg);
     app_free(a);
@@ -199,6 +203,7 @@ static void test_full_screen(void) {
     EXPECTF(strstr(a->msg, "trains nothing") != NULL, "%s", a->msg);
     app_key(a, TK_DOWN);  // run 3
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECTF(app_screen(a) == SCR_ANALYSIS, "message: %s", a->msg);
     EXPECT(a->analysis.full && a->analysis.n == 37);
     snap(a, "analysis_full", 120, 40, 0);
