@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -368,6 +369,34 @@ static void test_screen_while_computing(void) {
     free(a);
 }
 
+// A run whose adapter file is not a safetensors file: found (the file is there), then the
+// worker fails; the screen says why instead of the numbers, and Esc goes back.
+static void test_worker_error(void) {
+    int64_t id = add_run("broken", "lora", 4);
+    char path[300];
+    snprintf(path, sizeof path, "%s/runs/%lld/adapter", ws, (long long)id);
+    char *dir = NULL;
+    lb_err_t err = {0};
+    if (store_run_dir(ws, id, 1, &dir, &err)) die(&err);
+    free(dir);
+    if (mkdir(path, 0755)) perror(path);
+    snprintf(path + strlen(path), sizeof path - strlen(path), "/adapter_model.safetensors");
+    FILE *f = fopen(path, "w");
+    if (f) fputs("not a safetensors file", f), fclose(f);
+    app_t *a = new_app();
+    app_key(a, TK_HOME);  // the newest run
+    app_key(a, 'A');
+    EXPECTF(app_screen(a) == SCR_ANALYSIS, "%s", a->msg);
+    app_analysis_wait(a);
+    EXPECTF(a->msg_style == ST_ERROR && a->msg[0] && a->analysis.n == 0, "%s", a->msg);
+    EXPECT(frame_has(a, "No analysis: ") && frame_has(a, "#5 broken"));
+    EXPECT(cache_files(id) == 0);
+    app_key(a, TK_ESC);
+    EXPECT(app_screen(a) == SCR_RUNS);
+    app_free(a);
+    free(a);
+}
+
 int main(void) {
     snprintf(ws, sizeof ws, "/tmp/lb-tui-analysis-%d", (int)getpid());
     lb_err_t err = {0};
@@ -387,6 +416,7 @@ int main(void) {
     RUN(test_full_screen);
     RUN(test_progress_and_stop);
     RUN(test_screen_while_computing);
+    RUN(test_worker_error);  // last: it adds run 5
     store_close(st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ws);
