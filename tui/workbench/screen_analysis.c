@@ -305,18 +305,14 @@ static void draw_progress(app_t *a, grid_t *g, int y, int h) {
     pthread_mutex_unlock(&j->mu);
     draw_title(a, g, y, j->run.full);
     char line[4400];
-    if (phase == JOB_READING)
-        snprintf(line, sizeof line, "reading the weights in %s…", j->run.dir);
+    const char *dots = g->ascii ? "..." : "…";
+    if (phase == JOB_READING)  // the cache's key (the weights' sha256), then the models or the adapter
+        snprintf(line, sizeof line, "reading the weights in %s%s", j->run.dir, dots);
     else if (phase == JOB_ANALYSING)
-        snprintf(line, sizeof line, "analysing %d of %d matrices%s", done < total ? done + 1 : total, total,
-                 g->ascii ? "..." : "…");
+        snprintf(line, sizeof line, "analysing %d of %d matrices%s", done < total ? done + 1 : total, total, dots);
     else
-        snprintf(line, sizeof line, "subspace similarity %s against #%lld%s", g->ascii ? "phi" : "φ", (long long)j->other,
-                 g->ascii ? "..." : "…");
-    if (g->ascii) {  // the ellipsis of the reading line too
-        char *e = strstr(line, "…");
-        if (e) snprintf(e, sizeof line - (size_t)(e - line), "...");
-    }
+        snprintf(line, sizeof line, "subspace similarity %s against #%lld%s", g->ascii ? "phi" : "φ",
+                 (long long)j->other, dots);
     grid_text_trunc(g, 1, y + 1, g->w - 2, line, ST_ACCENT);
     int bw = g->w - 2 < 60 ? g->w - 2 : 60;
     if (h >= 3) widget_progress(g, 1, y + 2, bw, total > 0 ? (double)done / total : 0, ST_BAR);
@@ -412,9 +408,17 @@ static int action(app_t *a, int act, int key) {
         if (app_analysis_busy(a)) {
             // not waited for: the worker stops before its next matrix, and the next
             // analysis (or quitting) joins it
-            job_request_stop(a->analysis_job);
-            app_msg(a, ST_DIM, "stopped the analysis of #%lld before it was done; nothing was cached",
-                    (long long)a->analysis_id);
+            struct app_analysis_job *j = a->analysis_job;
+            job_request_stop(j);
+            pthread_mutex_lock(&j->mu);
+            int spectra_done = j->phase == JOB_SIMILARITY || (j->phase == JOB_ANALYSING && j->done == j->total);
+            pthread_mutex_unlock(&j->mu);
+            if (spectra_done)
+                app_msg(a, ST_DIM, "left the analysis of #%lld as it finished: its spectra are cached%s",
+                        (long long)a->analysis_id, j->other ? ", φ is not" : "");
+            else
+                app_msg(a, ST_DIM, "stopped the analysis of #%lld before it was done; nothing was cached",
+                        (long long)a->analysis_id);
         }
         app_pop(a);
         return 1;
