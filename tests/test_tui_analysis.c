@@ -2,13 +2,19 @@
 // and its keys, on a temporary workspace whose runs hold adapters and a fine-tuned model
 // written here (deterministic: seeded adapters and a fixed perturbation of the fixture):
 // 1 LoRA r=4 on q,v; 2 rsLoRA r=8 on every module; 3 a full fine-tune; 4 method none.
-// LB_UPDATE_GOLDEN=1 rewrites the goldens.
+// The analysis runs on a worker thread: its progress hook counts every module and stops it
+// without a cache file, and the screen draws and takes keys while the worker is held
+// before its first matrix (analysis_pace_ms). LB_UPDATE_GOLDEN=1 rewrites the goldens.
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "analysis.h"
 #include "app.h"
 #include "golden/tui_golden.h"
 #include "harness.h"
@@ -133,6 +139,7 @@ static void test_lora_screen(void) {
     EXPECT(a->nruns == 4);
     app_key(a, TK_END);  // newest first: the last row is run 1
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECTF(app_screen(a) == SCR_ANALYSIS, "screen %d, message: %s", app_screen(a), a->msg);
     EXPECT(a->analysis_id == 1 && a->analysis.n == 12 && !a->analysis.full && a->analysis_other == 0);
     EXPECT(!a->analysis_cached);
@@ -166,6 +173,7 @@ static void test_lora_screen(void) {
     app_key(a, TK_ESC);
     EXPECT(app_screen(a) == SCR_RUNS);
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECT(app_screen(a) == SCR_ANALYSIS && a->analysis_cached);
     EXPECTF(strstr(a->msg, "read from ") && strstr(a->msg, "/runs/1/analysis.json"), "%s", a->msg);
     app_free(a);
@@ -176,6 +184,7 @@ static void test_phi_screen(void) {
     app_t *a = new_app();
     a->selected[0] = 2, a->selected[1] = 1, a->nselected = 2;
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECTF(app_screen(a) == SCR_ANALYSIS, "message: %s", a->msg);
     EXPECT(a->analysis_id == 2 && a->analysis_other == 1 && a->analysis_nsim == 12);
     for (int k = 0; k < a->analysis_nsim; k++) EXPECT(a->analysis_sim[k].n == 4);
@@ -185,6 +194,7 @@ static void test_phi_screen(void) {
     app_key(a, TK_ESC);
     a->selected[0] = 1, a->selected[1] = 3;
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECT(app_screen(a) == SCR_ANALYSIS && a->analysis_id == 1 && a->analysis_other == 0);
     EXPECTF(strstr(a->msg, "run 3 is a full fine-tune; pick two LoRA runs") != NULL, "%s", a->msg);
     app_free(a);
@@ -199,10 +209,190 @@ static void test_full_screen(void) {
     EXPECTF(strstr(a->msg, "trains nothing") != NULL, "%s", a->msg);
     app_key(a, TK_DOWN);  // run 3
     app_key(a, 'A');
+    app_analysis_wait(a);
     EXPECTF(app_screen(a) == SCR_ANALYSIS, "message: %s", a->msg);
     EXPECT(a->analysis.full && a->analysis.n == 37);
     snap(a, "analysis_full", 120, 40, 0);
     snap(a, "analysis_full", 80, 24, 0);
+    app_free(a);
+    free(a);
+}
+
+// runs/<id>/analysis.json, and whether it or a temporary file of it (analysis.json.tmp.*)
+// is there.
+static void cache_path(int64_t id, char *path, size_t cap) {
+    snprintf(path, cap, "%s/runs/%lld/analysis.json", ws, (long long)id);
+}
+static int cache_files(int64_t id) {
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/runs/%lld", ws, (long long)id);
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (!strncmp(e->d_name, "analysis.json", 13)) n++;
+    if (d) closedir(d);
+    return n;
+}
+
+// What the progress hook saw; stop_at >= 0 asks to stop there.
+typedef struct {
+    int calls, last_done, last_total, in_order, stop_at;
+} seen_t;
+
+static int record(void *ctx, int done, int total) {
+    seen_t *s = ctx;
+    if (done != s->calls) s->in_order = 0;
+    s->calls++;
+    s->last_done = done, s->last_total = total;
+    return s->stop_at >= 0 && done >= s->stop_at;
+}
+
+// One analysis of run id through the worker's entry point with the hook.
+static int analyse(int64_t id, seen_t *s, analyze_result_t *r, int *cached, lb_err_t *err) {
+    analysis_run_t run;
+    if (analysis_run_find(st, ws, id, &run, err)) die(err);
+    s->calls = 0, s->in_order = 1;
+    analyze_progress_t p = {record, s};
+    memset(r, 0, sizeof *r);
+    return analysis_of_found_run(&run, &p, r, cached, NULL, 0, err);
+}
+
+static void test_progress_and_stop(void) {
+    char path[300];
+    for (int64_t id = 2; id <= 3; id++) {
+        cache_path(id, path, sizeof path);
+        unlink(path);
+        // stopped before matrix 3: no result, no cache file, nothing half-written
+        seen_t s = {.stop_at = 3};
+        analyze_result_t r;
+        lb_err_t err = {0};
+        int cached = -1;
+        int rc = analyse(id, &s, &r, &cached, &err);
+        EXPECTF(rc == -1 && err.code == LB_ESTOPPED, "run %lld: rc %d code %d: %s", (long long)id, rc, err.code, err.msg);
+        EXPECTF(s.calls == 4 && s.in_order && s.last_done == 3, "run %lld: %d calls, last %d", (long long)id, s.calls,
+                s.last_done);
+        EXPECT(r.n == 0 && r.m == NULL && cached == 0);
+        EXPECTF(cache_files(id) == 0, "run %lld: %d analysis.json files after a stop", (long long)id, cache_files(id));
+        // to the end: 0 .. n-1 before each matrix, then n of n; the cache written once, whole
+        s.stop_at = -1;
+        memset(&err, 0, sizeof err);
+        rc = analyse(id, &s, &r, &cached, &err);
+        EXPECTF(rc == 0, "%s", err.msg);
+        int n = id == 3 ? 37 : r.n;
+        EXPECTF(r.n == n && n > 3 && s.calls == n + 1 && s.in_order && s.last_done == n && s.last_total == n,
+                "run %lld: %d modules, %d calls, last %d of %d", (long long)id, r.n, s.calls, s.last_done, s.last_total);
+        EXPECT(cached == 0 && cache_files(id) == 1);
+        size_t len;
+        char *text = lb_read_file(path, &len, &err), *key = NULL;
+        analyze_result_t back;
+        EXPECTF(text && analyze_from_json(text, path, &back, &key, &err) == 0, "%s", err.msg);
+        if (text && key) {
+            EXPECT(back.n == n && key[0]);
+            for (int k = 0; k < n && k < back.n; k++)  // cJSON writes 15 digits when they read back within 1 ulp
+                EXPECT(back.m[k].n_sv == r.m[k].n_sv && fabs(back.m[k].sv[0] - r.m[k].sv[0]) <= 1e-12 * r.m[k].sv[0]);
+            analyze_result_free(&back);
+        }
+        free(key);
+        free(text);
+        analyze_result_free(&r);
+        // the next time: read from the cache, no matrix computed
+        rc = analyse(id, &s, &r, &cached, &err);
+        EXPECT(rc == 0 && cached == 1 && s.calls == 0 && r.n == n);
+        analyze_result_free(&r);
+    }
+}
+
+// Draws the frame and says whether it shows text.
+static int frame_has(app_t *a, const char *text) {
+    grid_t *g = grid_new(80, 24, 0);
+    app_draw(a, g);
+    char *t = grid_dump_text(g);
+    int has = strstr(t, text) != NULL;
+    free(t);
+    grid_free(g);
+    return has;
+}
+
+// Draws frames until one shows text (at most 20 s: the worker reads and loads first).
+static int wait_frame(app_t *a, const char *text) {
+    for (int i = 0; i < 2000; i++) {
+        if (frame_has(a, text)) return 1;
+        nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
+    }
+    return 0;
+}
+
+static void test_screen_while_computing(void) {
+    char path[300];
+    for (int64_t id = 1; id <= 3; id += 2) {
+        cache_path(id, path, sizeof path);
+        unlink(path);
+    }
+    app_t *a = new_app();
+    a->analysis_pace_ms = 60000;  // the worker waits before each matrix until stopped
+    app_key(a, TK_END);           // run 1
+    app_key(a, 'A');
+    EXPECTF(app_screen(a) == SCR_ANALYSIS && app_analysis_busy(a), "screen %d: %s", app_screen(a), a->msg);
+    EXPECT(wait_frame(a, "analysing 1 of 12 matrices…"));
+    snap(a, "analysis_progress", 80, 24, 0);
+    // keys work while it computes: nothing to step through or export yet, help opens
+    app_key(a, TK_DOWN);
+    EXPECT(a->analysis_module == 0 && app_analysis_busy(a));
+    app_key(a, 'e');
+    EXPECTF(strstr(a->msg, "still analysing") != NULL, "%s", a->msg);
+    app_key(a, '?');
+    EXPECT(a->help && frame_has(a, "an analysis still running stops"));
+    app_key(a, '?');
+    EXPECT(!a->help && app_screen(a) == SCR_ANALYSIS);
+    // Esc leaves at once; the worker stops before its next matrix and caches nothing
+    app_key(a, TK_ESC);
+    EXPECT(app_screen(a) == SCR_RUNS);
+    EXPECTF(strstr(a->msg, "stopped the analysis of #1") != NULL, "%s", a->msg);
+    app_analysis_stop(a);
+    EXPECT(a->analysis_job == NULL && cache_files(1) == 0);
+    // the full fine-tune, left by quitting: app_free stops and joins the worker
+    app_key(a, TK_HOME);
+    app_key(a, TK_DOWN);  // run 3
+    app_key(a, 'A');
+    EXPECT(wait_frame(a, "analysing 1 of 37 matrices…"));
+    app_free(a);
+    EXPECT(cache_files(3) == 0);
+    // without the pace it fills in: the same screen, then the numbers and the cache
+    app_init(a, st, ws, 0);
+    app_key(a, TK_END);
+    app_key(a, 'A');
+    app_analysis_wait(a);
+    EXPECT(!app_analysis_busy(a) && a->analysis.n == 12 && !a->analysis_cached && cache_files(1) == 1);
+    EXPECT(frame_has(a, "module 1 of 12"));
+    app_free(a);
+    free(a);
+}
+
+// A run whose adapter file is not a safetensors file: found (the file is there), then the
+// worker fails; the screen says why instead of the numbers, and Esc goes back.
+static void test_worker_error(void) {
+    int64_t id = add_run("broken", "lora", 4);
+    char path[300];
+    snprintf(path, sizeof path, "%s/runs/%lld/adapter", ws, (long long)id);
+    char *dir = NULL;
+    lb_err_t err = {0};
+    if (store_run_dir(ws, id, 1, &dir, &err)) die(&err);
+    free(dir);
+    if (mkdir(path, 0755)) perror(path);
+    snprintf(path + strlen(path), sizeof path - strlen(path), "/adapter_model.safetensors");
+    FILE *f = fopen(path, "w");
+    if (f) fputs("not a safetensors file", f), fclose(f);
+    app_t *a = new_app();
+    app_key(a, TK_HOME);  // the newest run
+    app_key(a, 'A');
+    EXPECTF(app_screen(a) == SCR_ANALYSIS, "%s", a->msg);
+    app_analysis_wait(a);
+    EXPECTF(a->msg_style == ST_ERROR && a->msg[0] && a->analysis.n == 0, "%s", a->msg);
+    EXPECT(frame_has(a, "No analysis: ") && frame_has(a, "#5 broken"));
+    EXPECT(cache_files(id) == 0);
+    app_key(a, TK_ESC);
+    EXPECT(app_screen(a) == SCR_RUNS);
     app_free(a);
     free(a);
 }
@@ -224,6 +414,9 @@ int main(void) {
     RUN(test_lora_screen);
     RUN(test_phi_screen);
     RUN(test_full_screen);
+    RUN(test_progress_and_stop);
+    RUN(test_screen_while_computing);
+    RUN(test_worker_error);  // last: it adds run 5
     store_close(st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ws);

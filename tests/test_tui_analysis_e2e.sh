@@ -83,6 +83,21 @@ check "full fine-tune: more singular values than rows" 'wait_for "… [0-9]+ mor
 cp "$T/screen" "$T/screen_full"
 keys q
 check "q quits" 'wait_for "EXITED" 5'
+
+# quitting while the analysis computes (A then q at once): the workbench exits cleanly, and
+# runs/3/analysis.json is either absent or whole (the command then reads it back)
+rm -f "$W/runs/3/analysis.json"
+tm kill-session -t lb
+tm -f /dev/null new-session -d -s lb -x 120 -y 40 "cd '$PWD' && '$B' --workspace '$W'; echo EXITED \$?; sleep 60"
+check "workbench again" 'wait_for "3 runs, 0 running" 10'
+keys g A q
+check "A then q at once: the workbench exits with status 0" 'wait_for "^EXITED 0" 10'
+ls "$W"/runs/3/analysis.json.tmp.* > /dev/null 2>&1; tmp_left=$?
+check "no temporary analysis file is left" '[ $tmp_left -ne 0 ]'
+if [ -e "$W/runs/3/analysis.json" ]; then
+    "$B" analyze --workspace "$W" --run 3 > /dev/null 2> "$T/e6"
+    check "a cache written before quitting is whole" 'grep -q "read from" "$T/e6"'
+fi
 if [ -n "${LB_ANALYSIS_CAPTURE:-}" ]; then cp "$T"/screen_lora "$T"/screen_phi "$T"/screen_full "$LB_ANALYSIS_CAPTURE"/; fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -124,11 +124,22 @@ static int lora_module_sv(const lora_module_t *lm, double *sv) {
     return info;
 }
 
-int analyze_lora(const lora_adapter_t *a, const st_file_t *base, analyze_result_t *out, lb_err_t *err) {
+// Reports done of total; 1 when the caller asks to stop before the last module.
+static int progress_stop(const analyze_progress_t *p, int done, int total) {
+    int stop = p && p->fn && p->fn(p->ctx, done, total);
+    return stop && done < total;
+}
+
+int analyze_lora(const lora_adapter_t *a, const st_file_t *base, const analyze_progress_t *progress,
+                 analyze_result_t *out, lb_err_t *err) {
     memset(out, 0, sizeof *out);
     out->m = xcalloc((size_t)(a->n > 0 ? a->n : 1), sizeof(analyze_module_t));
     for (int i = 0; i < a->n; i++) {
         const lora_module_t *lm = &a->m[i];
+        if (progress_stop(progress, i, a->n)) {
+            analyze_result_free(out);
+            return lb_err_set(err, LB_ESTOPPED, "the analysis was stopped at module %d of %d", i, a->n);
+        }
         analyze_module_t *mo = &out->m[i];
         out->n = i + 1;
         snprintf(mo->name, sizeof mo->name, "%s", lm->name);
@@ -149,16 +160,29 @@ int analyze_lora(const lora_adapter_t *a, const st_file_t *base, analyze_result_
         }
         module_summary(mo, w_norm);
     }
+    progress_stop(progress, a->n, a->n);
     return 0;
 }
 
-int analyze_full(t5_model_t *base, t5_model_t *tuned, analyze_result_t *out, lb_err_t *err) {
+// Whether linear i of base is one of ΔW's modules (a tied lm_head is the embedding, not a linear).
+static int full_module(const t5_model_t *base, int i) {
+    return !(base->cfg.tie_word_embeddings && !strcmp(base->lin[i].name, "lm_head"));
+}
+
+int analyze_full(t5_model_t *base, t5_model_t *tuned, const analyze_progress_t *progress, analyze_result_t *out,
+                 lb_err_t *err) {
     memset(out, 0, sizeof *out);
     out->full = 1;
     out->m = xcalloc((size_t)(base->n_lin > 0 ? base->n_lin : 1), sizeof(analyze_module_t));
+    int total = 0;
+    for (int i = 0; i < base->n_lin; i++) total += full_module(base, i);
     for (int i = 0; i < base->n_lin; i++) {
         const linear_t *lb = &base->lin[i];
-        if (!strcmp(lb->name, "lm_head") && base->cfg.tie_word_embeddings) continue;  // the embedding, not a linear
+        if (!full_module(base, i)) continue;
+        if (progress_stop(progress, out->n, total)) {
+            analyze_result_free(out);
+            return lb_err_set(err, LB_ESTOPPED, "the analysis was stopped at module %d of %d", out->n, total);
+        }
         const linear_t *lt = t5_find_linear(tuned, lb->name);
         if (!lt || lt->in != lb->in || lt->out != lb->out) {
             analyze_result_free(out);
@@ -195,6 +219,7 @@ int analyze_full(t5_model_t *base, t5_model_t *tuned, analyze_result_t *out, lb_
         }
         module_summary(mo, sqrt(wn));
     }
+    progress_stop(progress, total, total);
     return 0;
 }
 

@@ -50,15 +50,26 @@ typedef struct {
 // The rank of energy index k (1, 2, 4, ...).
 static inline int analyze_energy_rank(int k) { return 1 << k; }
 
+// How far analyze_lora / analyze_full are, for a caller that shows it or may stop them
+// (the workbench runs them on a worker thread): fn(ctx, done, total) is called before each
+// module (done = 0 .. total-1) and once after the last (done = total); a non-zero return
+// before the last stops the analysis with LB_ESTOPPED and nothing in *out.
+typedef struct {
+    int (*fn)(void *ctx, int done, int total);
+    void *ctx;
+} analyze_progress_t;
+
 // Spectra of every module of a LoRA adapter; base (the base model's model.safetensors, or
 // NULL) gives ‖W‖ for rel_norm (NAN without it), reading only the adapted modules' weights
 // (lm_head falls back to shared.weight when tied). A module the file lacks, or of another
-// shape, is an error naming it.
-int analyze_lora(const lora_adapter_t *a, const st_file_t *base, analyze_result_t *out, lb_err_t *err);
+// shape, is an error naming it. progress may be NULL.
+int analyze_lora(const lora_adapter_t *a, const st_file_t *base, const analyze_progress_t *progress,
+                 analyze_result_t *out, lb_err_t *err);
 
 // Spectra of W_finetuned − W_base for every linear module (the head only when untied);
-// the two models must have the same configuration.
-int analyze_full(t5_model_t *base, t5_model_t *tuned, analyze_result_t *out, lb_err_t *err);
+// the two models must have the same configuration. progress may be NULL.
+int analyze_full(t5_model_t *base, t5_model_t *tuned, const analyze_progress_t *progress, analyze_result_t *out,
+                 lb_err_t *err);
 
 // φ for every module that both adapters adapt (in a's order); *n gets how many (0 when none
 // is shared). Free with analyze_sim_free.

@@ -59,7 +59,8 @@ static int base_shape(const char *base, lora_shape_t *shape, lb_err_t *err) {
     return 0;
 }
 
-int analysis_adapter(const char *base, const char *adapter_dir, analyze_result_t *out, lb_err_t *err) {
+static int adapter_analyze(const char *base, const char *adapter_dir, const analyze_progress_t *progress,
+                           analyze_result_t *out, lb_err_t *err) {
     // Only the adapted modules' weights are read (for ‖W‖), not the whole model.
     lora_shape_t shape;
     if (base_shape(base, &shape, err)) return -1;
@@ -70,24 +71,33 @@ int analysis_adapter(const char *base, const char *adapter_dir, analyze_result_t
     lora_adapter_t a;
     int rc = -1;
     if (lora_load(&a, adapter_dir, &shape, err) == 0) {
-        rc = analyze_lora(&a, &st, out, err);
+        rc = analyze_lora(&a, &st, progress, out, err);
         lora_free(&a);
     }
     st_close(&st);
     return rc;
 }
 
-int analysis_finetuned(const char *base, const char *tuned_dir, analyze_result_t *out, lb_err_t *err) {
+int analysis_adapter(const char *base, const char *adapter_dir, analyze_result_t *out, lb_err_t *err) {
+    return adapter_analyze(base, adapter_dir, NULL, out, err);
+}
+
+static int finetuned_analyze(const char *base, const char *tuned_dir, const analyze_progress_t *progress,
+                             analyze_result_t *out, lb_err_t *err) {
     t5_model_t mb, mt;
     if (t5_load(&mb, base, err)) return -1;
     if (t5_load(&mt, tuned_dir, err)) {
         t5_free(&mb);
         return -1;
     }
-    int rc = analyze_full(&mb, &mt, out, err);
+    int rc = analyze_full(&mb, &mt, progress, out, err);
     t5_free(&mt);
     t5_free(&mb);
     return rc;
+}
+
+int analysis_finetuned(const char *base, const char *tuned_dir, analyze_result_t *out, lb_err_t *err) {
+    return finetuned_analyze(base, tuned_dir, NULL, out, err);
 }
 
 int analysis_adapters_similarity(const char *base, const char *dir_a, const char *dir_b, analyze_sim_t **out,
@@ -111,10 +121,16 @@ int analysis_of_run(store_t *st, const char *workspace, int64_t id, analyze_resu
     if (cached) *cached = 0;
     analysis_run_t r;
     if (analysis_run_find(st, workspace, id, &r, err)) return -1;
+    return analysis_of_found_run(&r, NULL, out, cached, cache_path, cap, err);
+}
+
+int analysis_of_found_run(const analysis_run_t *r, const analyze_progress_t *progress, analyze_result_t *out,
+                          int *cached, char *cache_path, size_t cap, lb_err_t *err) {
+    if (cached) *cached = 0;
     char hex[65], path[4200];
     size_t bytes;
-    if (sha256_file(r.weights, hex, &bytes, err)) return -1;
-    snprintf(path, sizeof path, "%s/analysis.json", r.run_dir);
+    if (sha256_file(r->weights, hex, &bytes, err)) return -1;
+    snprintf(path, sizeof path, "%s/analysis.json", r->run_dir);
     if (cache_path) snprintf(cache_path, cap, "%s", path);
     if (is_file(path)) {
         lb_err_t e2 = {0};
@@ -122,7 +138,7 @@ int analysis_of_run(store_t *st, const char *workspace, int64_t id, analyze_resu
         char *text = lb_read_file(path, &len, &e2), *key = NULL;
         // A cache that cannot be read or is stale is computed again, never an error.
         if (text && analyze_from_json(text, path, out, &key, &e2) == 0) {
-            int fresh = key && !strcmp(key, hex) && out->full == r.full;
+            int fresh = key && !strcmp(key, hex) && out->full == r->full;
             free(key);
             free(text);
             if (fresh) {
@@ -134,7 +150,9 @@ int analysis_of_run(store_t *st, const char *workspace, int64_t id, analyze_resu
             free(text);
         }
     }
-    if (r.full ? analysis_finetuned(r.base, r.dir, out, err) : analysis_adapter(r.base, r.dir, out, err)) return -1;
+    if (r->full ? finetuned_analyze(r->base, r->dir, progress, out, err)
+                : adapter_analyze(r->base, r->dir, progress, out, err))
+        return -1;
     char *json = analyze_to_json(out, NULL, 0, hex);
     lb_err_t werr = {0};
     // The cache is only a saving: a read-only run folder still gets its analysis.
@@ -143,12 +161,18 @@ int analysis_of_run(store_t *st, const char *workspace, int64_t id, analyze_resu
     return 0;
 }
 
+int analysis_runs_find_pair(store_t *st, const char *workspace, int64_t id_a, int64_t id_b, analysis_run_t *ra,
+                            analysis_run_t *rb, lb_err_t *err) {
+    if (analysis_run_find(st, workspace, id_a, ra, err) || analysis_run_find(st, workspace, id_b, rb, err)) return -1;
+    if (ra->full || rb->full)
+        return lb_err_set(err, LB_EARG, "the subspace similarity compares two LoRA adapters, and run %lld is a full "
+                          "fine-tune; pick two LoRA runs", (long long)(ra->full ? id_a : id_b));
+    return 0;
+}
+
 int analysis_runs_similarity(store_t *st, const char *workspace, int64_t id_a, int64_t id_b, analyze_sim_t **out,
                              int *n, lb_err_t *err) {
     analysis_run_t ra, rb;
-    if (analysis_run_find(st, workspace, id_a, &ra, err) || analysis_run_find(st, workspace, id_b, &rb, err)) return -1;
-    if (ra.full || rb.full)
-        return lb_err_set(err, LB_EARG, "the subspace similarity compares two LoRA adapters, and run %lld is a full "
-                          "fine-tune; pick two LoRA runs", (long long)(ra.full ? id_a : id_b));
+    if (analysis_runs_find_pair(st, workspace, id_a, id_b, &ra, &rb, err)) return -1;
     return analysis_adapters_similarity(ra.base, ra.dir, rb.dir, out, n, err);
 }

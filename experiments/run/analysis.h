@@ -43,6 +43,18 @@ int analysis_adapters_similarity(const char *base, const char *dir_a, const char
 int analysis_of_run(store_t *st, const char *workspace, int64_t id, analyze_result_t *out, int *cached,
                     char *cache_path, size_t cap, lb_err_t *err);
 
+// The same for a run analysis_run_find found, without the store (a worker thread calls it):
+// progress (may be NULL) sees each module and may stop the computation, which then fails
+// with LB_ESTOPPED and writes no cache. The cache is written whole or not at all
+// (lb_write_file_atomic).
+int analysis_of_found_run(const analysis_run_t *r, const analyze_progress_t *progress, analyze_result_t *out,
+                          int *cached, char *cache_path, size_t cap, lb_err_t *err);
+
+// Finds the two LoRA runs whose adapters analysis_runs_similarity compares; a full
+// fine-tune among them is an error saying so.
+int analysis_runs_find_pair(store_t *st, const char *workspace, int64_t id_a, int64_t id_b, analysis_run_t *ra,
+                            analysis_run_t *rb, lb_err_t *err);
+
 // φ between the adapters of two LoRA runs (the same base model's shape).
 int analysis_runs_similarity(store_t *st, const char *workspace, int64_t id_a, int64_t id_b, analyze_sim_t **out,
                              int *n, lb_err_t *err);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "analysis.h"
 #include "analyze.h"
 #include "grid.h"
 #include "keys.h"
@@ -129,7 +130,9 @@ struct app {
     int sweep_panel;           // below 140 columns, the picture shown: 0 ROUGE by setting,
                                //   1 loss curves, 2 ROUGE during training
 
-    // analysis screen (screen_analysis.c; filled by app_analysis_open)
+    // analysis screen (screen_analysis.c; filled by app_analysis_open's worker thread)
+    struct app_analysis_job *analysis_job;  // the computation behind the screen, NULL when none
+    int analysis_pace_ms;      // tests: the worker waits this long before each matrix (a stop cuts it short)
     int64_t analysis_id;       // the run analysed (0: none)
     int64_t analysis_other;    // the LoRA run whose φ is shown against it (0: none)
     analyze_result_t analysis;
@@ -247,6 +250,25 @@ void app_try_close(app_t *a);
 // 1 while the background generation runs (tests wait on it).
 int app_try_busy(app_t *a);
 
+// ---- screen_analysis.c ----
+
+// Starts the analysis of run id (run: where analysis_run_find found its weights) on a
+// worker thread and clears what was shown: the screen draws its progress and fills in when
+// it is done. With other_run, φ against run other's adapter follows; other_error (may be
+// NULL) is why φ was refused, shown when the analysis is done.
+void app_analysis_start(app_t *a, int64_t id, const analysis_run_t *run, int64_t other,
+                        const analysis_run_t *other_run, const char *other_error);
+// Moves a finished analysis into a->analysis* (or its error onto the message line); 1 when
+// it did. The screen calls it every frame.
+int app_analysis_collect(app_t *a);
+// 1 while the worker runs.
+int app_analysis_busy(app_t *a);
+// Waits for the worker, then collects (tests).
+void app_analysis_wait(app_t *a);
+// Stops the worker before its next matrix (nothing is cached), waits for it and frees it;
+// nothing when there is none.
+void app_analysis_stop(app_t *a);
+
 // ---- app_data.c: everything the screens read from or write to the store ----
 
 // Re-reads the run list (filter, sort) and the series of the runs on screen when the
@@ -312,12 +334,13 @@ double app_metric_x(const store_metric_t *m, int xaxis);
 // The loss-plot x axis name.
 const char *app_xaxis_name(int xaxis);
 
-// The analysis of run id (experiments/run/analysis.h: read from runs/<id>/analysis.json or
-// computed and cached there) and, when other > 0, the subspace similarity φ of the two LoRA
-// runs' adapters, into a->analysis*. -1 with err when run id cannot be analysed; a failing
-// φ leaves the analysis in place, analysis_other 0, and returns 1 with err.
+// Starts the analysis of run id (experiments/run/analysis.h: read from
+// runs/<id>/analysis.json or computed and cached there) and, when other > 0, the subspace
+// similarity φ of the two LoRA runs' adapters, on a worker thread (app_analysis_start).
+// -1 with err when run id cannot be analysed (nothing changes); 1 with err when φ cannot
+// be (the analysis alone starts, analysis_other stays 0).
 int app_analysis_open(app_t *a, int64_t id, int64_t other, lb_err_t *err);
-// Frees what app_analysis_open read.
+// Stops the worker (app_analysis_stop) and frees what app_analysis_open read.
 void app_analysis_clear(app_t *a);
 
 // A growing text buffer for exports.

@@ -472,6 +472,7 @@ int app_export(app_t *a, const char *stem, const char *ext, const char *text, ch
 }
 
 void app_analysis_clear(app_t *a) {
+    app_analysis_stop(a);
     analyze_result_free(&a->analysis);
     analyze_sim_free(a->analysis_sim, a->analysis_nsim);
     a->analysis_sim = NULL;
@@ -481,22 +482,12 @@ void app_analysis_clear(app_t *a) {
 }
 
 int app_analysis_open(app_t *a, int64_t id, int64_t other, lb_err_t *err) {
-    analyze_result_t r;
-    int cached = 0;
-    char cache[sizeof a->analysis_cache];
-    if (analysis_of_run(a->st, a->workspace, id, &r, &cached, cache, sizeof cache, err)) return -1;
-    int same = id == a->analysis_id;
-    int module = a->analysis_module;
-    app_analysis_clear(a);
-    a->analysis = r;
-    a->analysis_id = id;
-    a->analysis_cached = cached;
-    snprintf(a->analysis_cache, sizeof a->analysis_cache, "%s", cache);
-    a->analysis_module = same && module < r.n ? module : 0;  // the same run again: the same module
-    if (other <= 0) return 0;
-    if (analysis_runs_similarity(a->st, a->workspace, id, other, &a->analysis_sim, &a->analysis_nsim, err)) return 1;
-    a->analysis_other = other;
-    return 0;
+    // Only finding the runs reads the store; the worker reads files alone.
+    analysis_run_t run, ra, rb;
+    if (analysis_run_find(a->st, a->workspace, id, &run, err)) return -1;
+    int pair = other > 0 && analysis_runs_find_pair(a->st, a->workspace, id, other, &ra, &rb, err) == 0;
+    app_analysis_start(a, id, &run, pair ? other : 0, pair ? &rb : NULL, other > 0 && !pair ? err->msg : NULL);
+    return other > 0 && !pair ? 1 : 0;
 }
 
 char *app_results_markdown(app_t *a, const store_run_t *const *runs, int n) {

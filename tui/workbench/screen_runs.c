@@ -322,9 +322,8 @@ static int action(app_t *a, int act, int key) {
             app_msg(a, ST_ERROR, "%s", err.msg);
             return 1;
         }
-        app_push(a, SCR_ANALYSIS);
+        app_push(a, SCR_ANALYSIS);  // at once: the analysis fills in on a worker thread
         if (rc > 0) app_msg(a, ST_WARN, "%s", err.msg);
-        else app_msg(a, ST_DIM, "%s %s", a->analysis_cached ? "read from" : "computed and cached in", a->analysis_cache);
         return 1;
     }
     case A_TRY:
