@@ -561,6 +561,56 @@ static void test_bf16_full_grads_near_torch(void) {
     t5_free(&m);
 }
 
+// Precision bf16, full fine-tune, more target rows than one block of the head's bf16
+// backward (150 > 128): every gradient within bf16 rounding of the fp32 engine's on the
+// same batch (a block taken at the wrong rows would be off by its whole size).
+static void test_bf16_head_blocks(void) {
+    EXPECT(model_ok);
+    if (!model_ok) return;
+    t5_model_t f, h;
+    lb_err_t err = {0};
+    EXPECT(t5_load(&f, FIX, &err) == 0 && t5_load(&h, FIX, &err) == 0);
+    t5_set_trainable(&f, t5_pred_all, NULL);
+    t5_set_trainable(&h, t5_pred_all, NULL);
+    if (t5_use_bf16(&h, &err)) {
+        printf("skip test_bf16_head_blocks: %s\n", err.msg);
+        t5_free(&f), t5_free(&h);
+        return;
+    }
+    int B = 3, S = 8, T = 50, V = f.cfg.vocab_size;
+    int32_t *ids = malloc(sizeof(int32_t) * B * (2 * S + T));
+    uint64_t st = 9;
+    for (int i = 0; i < B * S; i++) ids[i] = 1 + (int)(lb_rng_uniform(&st) * (V - 1));
+    for (int i = 0; i < B * S; i++) ids[B * S + i] = 1;
+    for (int i = 0; i < B * T; i++) ids[2 * B * S + i] = 1 + (int)(lb_rng_uniform(&st) * (V - 1));
+    t5_batch_t b = {B, S, T, ids, ids + B * S, ids + 2 * B * S};
+    t5_acts_t *af = t5_acts_new(&f, B, S, T), *ah = t5_acts_new(&h, B, S, T);
+    float lf, lh;
+    t5_zero_grad(&f), t5_zero_grad(&h);
+    EXPECT(t5_forward(&f, af, &b, NULL, &lf, &err) == 0 && t5_forward(&h, ah, &b, NULL, &lh, &err) == 0);
+    t5_backward(&f, af, NULL, 1.0f);
+    t5_backward(&h, ah, NULL, 1.0f);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < f.n_params; i++) {
+        const lb_param_t *p = &h.params[i], *q = &f.params[i];
+        double num = 0, den = 0;
+        for (size_t j = 0; j < p->numel; j++) {
+            num += ((double)p->g[j] - q->g[j]) * ((double)p->g[j] - q->g[j]);
+            den += (double)q->g[j] * q->g[j];
+        }
+        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+        if (rel > worst) worst = rel, worst_name = p->name;
+    }
+    printf("     bf16 against fp32, %d target rows: loss %.6f / %.6f, worst gradient %.2e (%s)\n", B * T, (double)lh,
+           (double)lf, worst, worst_name);
+    EXPECTF(fabs((double)lh - lf) < 1e-2 * fabs((double)lf), "loss bf16 %.6f, fp32 %.6f", (double)lh, (double)lf);
+    EXPECTF(worst < BF16_GRAD_TOL, "worst %.2e on %s", worst, worst_name);
+    t5_acts_free(af), t5_acts_free(ah);
+    t5_free(&f), t5_free(&h);
+    free(ids);
+}
+
 int main(void) {
     setup();
     RUN(test_forward_matches_hf);
@@ -571,6 +621,7 @@ int main(void) {
     RUN(test_decoder_lora_skips_encoder);
     RUN(test_grad_accumulation);
     RUN(test_bf16_full_grads_near_torch);
+    RUN(test_bf16_head_blocks);
     RUN(test_training_converges_and_repeats);
     RUN(test_position_bias_lr_ratio);
     t5_free(&model);

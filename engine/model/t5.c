@@ -34,6 +34,9 @@ int t5_relative_bucket(int rel, int bidirectional, int num_buckets, int max_dist
     return bucket + large;
 }
 
+// Rows of the head's backward per block in bf16 (t5_backward).
+#define HEAD_BWD_ROWS 128
+
 // ---------------------------------------------------------------------------------------
 // Sublayers
 
@@ -475,8 +478,16 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
     int dec_any = any || m->dec_ln->g;
     // head: dlogits in place, dW, and dhs when the decoder below needs it
     LB_PROF(PROF_XENT, xent_backward_p(a->pool, Nd, V, a->logits, a->labels, a->n_tok ? (lb_real)(loss_scale / a->n_tok) : 0));
-    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(m->head, a->pool, Nd, a->dec_hs, a->head_xa, a->logits, dec_any ? a->dhs : NULL, 0,
-                    a->lin_tmp, drop, site_lora(m->head)));
+    // (with bf16 products in blocks of rows: each product rounds its dy to bf16 in a buffer
+    // of its size, which for all Nd rows would be half the logits again; a LoRA head's
+    // dropout masks count rows from 0, so it takes them whole)
+    int rows = m->head->bf16 && m->head->r == 0 ? HEAD_BWD_ROWS : Nd;
+    for (int r0 = 0; r0 < Nd; r0 += rows) {
+        int n = Nd - r0 < rows ? Nd - r0 : rows;
+        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(m->head, a->pool, n, a->dec_hs + (size_t)r0 * D, a->head_xa,
+                                                      a->logits + (size_t)r0 * V, dec_any ? a->dhs + (size_t)r0 * D : NULL, 0,
+                                                      a->lin_tmp, drop, site_lora(m->head)));
+    }
     a->flops_bwd += linear_backward_flops(m->head, Nd, dec_any);
     if (!dec_any) goto done;
     // decoder final norm (scale, dropout)
