@@ -325,10 +325,10 @@ for _ in $(seq 400); do  # until the adapter is saved: training is over, the eva
 done
 t_cancel=$(date +%s.%N)
 "$B" cancel 1 --workspace "$W10" > /dev/null 2>&1
-wait "$tp"
+wait "$tp"; rc10=$?
 t_end=$(date +%s.%N)
-check "cancel during the final evaluation: cancelled within a batch, saying so" \
-    '[ "$(q10 "SELECT status FROM runs WHERE id = 1")" = cancelled ] && q10 "SELECT error FROM runs WHERE id = 1" | grep -q "final evaluation" &&
+check "cancel during the final evaluation: cancelled within a batch, saying so; train exits 143 (SIGTERM) ($rc10)" \
+    '[ $rc10 -eq 143 ] && [ "$(q10 "SELECT status FROM runs WHERE id = 1")" = cancelled ] && q10 "SELECT error FROM runs WHERE id = 1" | grep -q "final evaluation" &&
      [ "$(q10 "SELECT COUNT(*) FROM evals WHERE run_id = 1")" = 0 ] && awk -v a="$t_cancel" -v b="$t_end" "BEGIN{exit !(b - a < 4)}"'
 "$B" resume 1 --workspace "$W10" > /dev/null 2>&1; rc=$?
 check "resume after a cancelled evaluation evaluates and finishes" \

@@ -8,7 +8,9 @@
 #     skipped, a deleted one is skipped without an orphan folder, rm of a queued one is
 #     refused while its owner lives.
 #  4. A sweep driver killed with SIGKILL leaves no run queued; Ctrl-C exits 130 and cancels
-#     the runs it had not started.
+#     the runs it had not started. A foreground train stopped by Ctrl-C exits 130 and a
+#     foreground resume stopped by SIGTERM 143, the run cancelled with its checkpoint as
+#     before; a resume that finishes exits 0.
 #  5. A dead worker whose pid now belongs to another process: cancel does not signal that
 #     process, the run is seen dead (interrupted) and resumes.
 #  6. train --detach whose worker cannot start leaves the run failed with the reason.
@@ -112,6 +114,26 @@ wait_until '[ "$(q "$W4b" "SELECT status FROM runs WHERE id = 1" 2>/dev/null)" =
 kill -INT $sp; wait $sp; rc=$?
 check "Ctrl-C of a sweep exits 130 and cancels what it had not started" \
     '[ $rc -eq 130 ] && [ "$(q "$W4b" "SELECT COUNT(*) FROM runs WHERE status = '"'cancelled'"'")" = 3 ] && grep -q "2 runs not started are cancelled" "$T/e4b"'
+W4c="$T/ws4c"
+spec fg 12 '"q", "v"' ""
+step4c() { q "$W4c" "SELECT step FROM runs WHERE id = 1" 2>/dev/null; }
+want4c="cancelled at the user's request; \`lorabench resume\` continues it"
+LORABENCH_TEST_STEP_DELAY_MS=200 "$B" train "$T/fg.json" --workspace "$W4c" > "$T/o4c" 2> "$T/e4c" & tp=$!
+wait_until '[ "$(step4c)" -ge 2 ] 2>/dev/null' 20
+kill -INT $tp; wait $tp; rc=$?
+s4c=$(step4c)
+check "Ctrl-C of a foreground train exits 130; the run is cancelled with its checkpoint, as before ($rc, step $s4c)" \
+    '[ $rc -eq 130 ] && [ "$(q "$W4c" "SELECT status FROM runs WHERE id = 1")" = cancelled ] && [ "$(q "$W4c" "SELECT error FROM runs WHERE id = 1")" = "$want4c" ] &&
+     [ -f "$W4c/runs/1/checkpoint.safetensors" ] && [ "$s4c" -ge 2 ] && [ "$s4c" -lt 12 ] && grep -q "^run 1 fg: cancelled" "$T/o4c" && ! grep -q "failed" "$T/e4c"'
+LORABENCH_TEST_STEP_DELAY_MS=200 "$B" resume 1 --workspace "$W4c" > "$T/o4d" 2> "$T/e4d" & tp=$!
+wait_until '[ "$(step4c)" -ge $((s4c + 2)) ] 2>/dev/null' 20
+kill -TERM $tp; wait $tp; rc=$?
+s4d=$(step4c)
+check "SIGTERM of a foreground resume exits 143; the run is cancelled again, further on ($rc, step $s4d)" \
+    '[ $rc -eq 143 ] && [ "$(q "$W4c" "SELECT status FROM runs WHERE id = 1")" = cancelled ] && [ "$(q "$W4c" "SELECT error FROM runs WHERE id = 1")" = "$want4c" ] &&
+     [ "$s4d" -gt "$s4c" ] && [ "$s4d" -lt 12 ] && grep -q "^run 1 fg: cancelled" "$T/o4d"'
+"$B" resume 1 --workspace "$W4c" --json > "$T/o4e" 2> /dev/null; rc=$?
+check "a resume that finishes exits 0" '[ $rc -eq 0 ] && grep -q "\"status\":\"done\"" "$T/o4e" && [ "$(step4c)" = 12 ]'
 
 # ---- 5. a dead worker's pid reused -------------------------------------------------------
 W5="$T/ws5"

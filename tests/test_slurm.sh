@@ -60,18 +60,21 @@ check "sweep --slurm submits the job array and says so" '[ $rc -eq 0 ] && grep -
 check "the sweep and its job id are recorded" \
     '[ "$(q "SELECT n_tasks || state FROM cluster_jobs WHERE sweep_id = 1")" = 4submitted ] && [ -n "$(q "SELECT job_id FROM cluster_jobs")" ] && [ -f "$W/sweeps/1/job.sbatch" ]'
 [ $rc -eq 0 ] || { echo "    sweep --slurm said: $(cat "$T/sub")"; echo "    $(tail -n 3 "$SLURM_DIR/slurmctld.log")"; }
-seen_pending=0 seen_running=0 done_n=0
+seen_pending=0 seen_running=0 seen_json=0 done_n=0
 for _ in $(seq 400); do
     [ $rc -eq 0 ] || break
     "$B" runs --workspace "$W" > "$T/runs" 2> /dev/null
     grep -Eq "^ +1 +[0-9]+ +[0-3] +cl-r[0-9]+ +pending " "$T/runs" && seen_pending=1
     grep -Eq "^ +1 +[0-9]+ +[0-3] +cl-r[0-9]+ +running +[1-6]/6 +[0-9]+\.[0-9]{4} " "$T/runs" && seen_running=1
+    "$B" runs --json --workspace "$W" > "$T/runsj" 2> /dev/null
+    grep -Eq '"kind":"cluster_task","id":null,"name":"cl-r[0-9]+","status":"running","steps":[1-6],"total_steps":6,"loss":[0-9.]+,"sweep":1,"job":"[0-9]+","task":[0-3],' "$T/runsj" && seen_json=1
     done_n=$(q "SELECT COUNT(*) FROM runs WHERE status = 'done' AND sweep_id = 1")
     [ "$done_n" -eq 4 ] && [ "$(q "SELECT state FROM cluster_jobs")" = merged ] && break
     sleep 0.3
 done
 check "runs shows tasks pending (2 cores, 4 one-core tasks)" '[ $seen_pending -eq 1 ]'
 check "runs shows a task running with its step and live loss" '[ $seen_running -eq 1 ]'
+check "runs --json lists a running task (kind cluster_task) with its step and live loss" '[ $seen_json -eq 1 ]'
 check "the sweep ends with its 4 runs done in the workspace, and is marked merged" \
     '[ "$done_n" -eq 4 ] && [ "$(q "SELECT state FROM cluster_jobs")" = merged ]'
 check "runs no longer lists cluster tasks once all are imported" '! grep -q "cluster tasks" "$T/runs"'

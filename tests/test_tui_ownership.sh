@@ -2,7 +2,9 @@
 # The workbench goes through the store's ownership checks (RELIABILITY.md, "Who owns a
 # run"): D confirmed after the run was resumed from a shell while the prompt was open is
 # refused, the run and its folder kept; r y r y typed fast starts the run once (one helper
-# gets it, the other is told who has it), and the run ends done with each step once.
+# gets it, the other is told who has it), and the run ends done with each step once. A
+# resume that the workbench started and a cancel stopped is no failure: its helper exits
+# 143 (SIGTERM) and the workbench shows the run cancelled without a "resume failed".
 set -u
 SOCK_PREFIX=lbtuiown
 . tests/tui_common.sh
@@ -40,6 +42,24 @@ check "the run ends done" 'wait_for "^ +1 own +done" 60'
 check "one helper ran it, the other was told who has it" \
     '[ "$(grep -cE "run 1 is (running|queued by process)" "$W/runs/ui-spawn.log")" = 1 ]'
 check "each step once" '[ "$(q "SELECT COUNT(*) || \",\" || MAX(step) FROM metrics WHERE run_id = 1")" = "12,12" ]'
+keys q
+wait_for "EXITED" 5 > /dev/null
+
+W2="$T/ws2"
+LORABENCH_TEST_DIE_AFTER=2 "$B" train "$T/own.json" --workspace "$W2" > /dev/null 2>&1
+"$B" runs --workspace "$W2" > /dev/null 2>&1
+tm kill-session -t lb
+tm -f /dev/null new-session -d -s lb -x 120 -y 30 \
+    "cd '$PWD' && LORABENCH_TEST_STEP_DELAY_MS=150 '$B' --workspace '$W2'; echo EXITED; sleep 60"
+wait_for "^ +1 own +interrupted" 10 > /dev/null
+keys r y
+wait_for "1 run, 1 running" 20 > /dev/null
+"$B" cancel 1 --workspace "$W2" > /dev/null 2>&1
+# the helper's last words (its result line) are in the log once it is ending
+for _ in $(seq 100); do grep -q "^run 1 own: cancelled" "$W2/runs/ui-spawn.log" 2> /dev/null && break; sleep 0.1; done
+sleep 1  # the workbench reaps it within a frame
+check "a resume started in the workbench and cancelled: shown cancelled, no \"resume failed\"" \
+    'wait_for "^ +1 own +cancelled" 20 && ! grep -q "failed" "$T/screen"'
 keys q
 wait_for "EXITED" 5 > /dev/null
 echo "$pass passed, $fail failed"

@@ -50,7 +50,7 @@ typedef enum {
 const char *slurm_task_state_name(slurm_task_state_t s);
 
 // One task of a cluster sweep as `runs` and the workbench show it.
-typedef struct {
+typedef struct slurm_task {
     int64_t sweep_id;
     char job_id[32];
     int64_t index;           // the array task id (the grid point)

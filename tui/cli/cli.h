@@ -3,6 +3,8 @@
 #ifndef LB_CLI_H
 #define LB_CLI_H
 
+#include <stddef.h>
+
 int cmd_rouge(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_data_build_debsum(int argc, char **argv);
@@ -31,9 +33,13 @@ int cmd_import(int argc, char **argv);
 // `sweep --slurm` (cmd_sweep_slurm.c): the sweep as a Slurm job array.
 int cmd_sweep_slurm(int argc, char **argv);
 // Brings the workspace's cluster sweeps up to date (imports finished tasks' runs, says so on
-// stderr); print != 0 also prints the tasks not imported yet as a table on stdout.
+// stderr); *tasks (free it) gets the tasks not imported yet and *n their count. One call
+// per listing: a task that ended without a run is listed by the call that sees it end.
 struct store;
-void cli_cluster_sync(struct store *st, const char *ws, int print);
+struct slurm_task;
+void cli_cluster_sync(struct store *st, const char *ws, struct slurm_task **tasks, size_t *n);
+// The tasks of cli_cluster_sync as a table on stdout under a heading; nothing when n is 0.
+void cli_cluster_table(const struct slurm_task *tasks, size_t n);
 
 // The workbench (ncurses): no arguments, or only --workspace/--ascii.
 int tui_main(int argc, char **argv);

@@ -1,6 +1,7 @@
 #include "cli_common.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -107,6 +108,10 @@ void cli_json_string(FILE *f, const char *s) {
 }
 
 int cli_is_help(const char *arg) { return arg && (!strcmp(arg, "--help") || !strcmp(arg, "-h")); }
+
+int cli_exit_stopped(int sig) { return 128 + sig; }
+
+int cli_exit_was_stopped(int code) { return code == cli_exit_stopped(SIGINT) || code == cli_exit_stopped(SIGTERM); }
 
 const char *cli_self_exe(void) {
     // /proc/self/exe starts this process's own program even when its file was removed or

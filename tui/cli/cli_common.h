@@ -36,6 +36,16 @@ void cli_json_string(FILE *f, const char *s);
 // 1 when arg is --help or -h.
 int cli_is_help(const char *arg);
 
+// The exit code of a command that SIGINT or SIGTERM (sig) stopped before its work was done:
+// 128 + sig (130 for Ctrl-C, 143 for SIGTERM), as a shell reports a process the signal
+// killed, so that a script, make or a Slurm task does not take a stopped run for a finished
+// one. train, pretrain and resume in the foreground and sweep exit with it.
+int cli_exit_stopped(int sig);
+
+// 1 when code is cli_exit_stopped's for SIGINT or SIGTERM: the command was stopped on request
+// (its run cancelled, as asked), which whoever started it need not report as a failure.
+int cli_exit_was_stopped(int code);
+
 // The path that starts this program again, for spawning workers: "/proc/self/exe", which
 // stays valid when the file was deleted or replaced since this process started ("lorabench"
 // from PATH where there is no /proc).

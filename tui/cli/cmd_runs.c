@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "cli_common.h"
+#include "slurm.h"
 #include "store.h"
 #include "svg.h"
 #include "util.h"
@@ -80,6 +81,29 @@ static void run_json(FILE *f, const store_run_t *r) {
     fputc('}', f);
 }
 
+// A cluster sweep's task not imported yet, as an element of `runs --json` after the runs:
+// "kind" tells it from a run (a run's object has no "kind", as before tasks were listed);
+// "id" is null (it becomes a run of this workspace when it is imported); name, status, steps,
+// total_steps and loss mean what they mean for a run, the status being the task's (pending,
+// running, done, failed, cancelled, unknown); then its sweep, job, array task and output file.
+static void cluster_task_json(FILE *f, const slurm_task_t *k) {
+    fputs("{\"kind\":\"cluster_task\",\"id\":null,\"name\":", f);
+    cli_json_string(f, k->name);
+    fputs(",\"status\":", f);
+    cli_json_string(f, slurm_task_state_name(k->state));
+    fputs(",\"steps\":", f);
+    json_int(f, k->step);
+    fputs(",\"total_steps\":", f);
+    json_int(f, k->total_steps);
+    fputs(",\"loss\":", f);
+    json_num(f, k->loss);
+    fprintf(f, ",\"sweep\":%lld,\"job\":", (long long)k->sweep_id);
+    cli_json_string(f, k->job_id);
+    fprintf(f, ",\"task\":%lld,\"output\":", (long long)k->index);
+    cli_json_string(f, k->out);
+    fputc('}', f);
+}
+
 // v with fmt; "" (shown as CLI_MISSING) when it is missing.
 static void fmt_num(char *out, size_t n, double v, const char *fmt) {
     if (isnan(v) || isinf(v)) snprintf(out, n, "%s", "");
@@ -96,7 +120,12 @@ int cmd_runs(int argc, char **argv) {
         if (cli_is_help(argv[i])) {
             printf("usage: lorabench runs [--sort KEY] [--desc] [--filter EXPR] [--json] [--workspace DIR]\n\n"
                    "Lists the stored runs. EXPR is a conjunction like 'method=lora r>=8 rouge1>0.3 name~qv'\n"
-                   "(OP: = != < <= > >= ~). Keys: %s.\n", store_run_keys());
+                   "(OP: = != < <= > >= ~). Keys: %s.\n"
+                   "The tasks of cluster sweeps (sweep --slurm) not imported yet follow the runs: a table,\n"
+                   "or with --json objects with \"kind\": \"cluster_task\" after the runs' (\"id\" null; \"status\"\n"
+                   "pending, running, done, failed, cancelled or unknown; \"steps\", \"total_steps\", \"loss\";\n"
+                   "\"sweep\", \"job\", \"task\", \"output\"); --filter selects runs only, so --json leaves them out.\n",
+                   store_run_keys());
             return 0;
         } else if (!strcmp(argv[i], "--sort") && i + 1 < argc) sort = argv[++i];
         else if (!strcmp(argv[i], "--desc")) desc = 1;
@@ -113,11 +142,17 @@ int cmd_runs(int argc, char **argv) {
     if (cli_open_store_read(ws, &wsdir, &st)) return 1;
     lb_err_t err = {0};
     store_mark_stale_interrupted(st, store_now(), LB_STALE_SECONDS, NULL, NULL, NULL, &err);
-    cli_cluster_sync(st, wsdir, 0);  // a cluster sweep's finished tasks become runs here
+    // A cluster sweep's finished tasks become runs here, before the runs are read; the others
+    // are listed after the runs (in JSON not under --filter, whose keys are a run's).
+    slurm_task_t *tasks;
+    size_t n_tasks;
+    cli_cluster_sync(st, wsdir, &tasks, &n_tasks);
+    if (json && filter) n_tasks = 0;
     store_run_t *runs;
     size_t n;
     if (store_runs_list(st, sort, desc, filter, &runs, &n, &err)) {
         fprintf(stderr, "lorabench: %s\n", err.msg);
+        free(tasks);
         store_close(st);
         free(wsdir);
         return 1;
@@ -127,6 +162,10 @@ int cmd_runs(int argc, char **argv) {
         for (size_t i = 0; i < n; i++) {
             if (i) putchar(',');
             run_json(stdout, &runs[i]);
+        }
+        for (size_t i = 0; i < n_tasks; i++) {
+            if (n || i) putchar(',');
+            cluster_task_json(stdout, &tasks[i]);
         }
         printf("]\n");
     } else {
@@ -152,8 +191,9 @@ int cmd_runs(int argc, char **argv) {
         }
         cli_table_print(stdout, t, 0);
         cli_table_free(t);
-        cli_cluster_sync(st, wsdir, 1);  // and those still queued or training
+        cli_cluster_table(tasks, n_tasks);
     }
+    free(tasks);
     store_runs_free(runs, n);
     store_close(st);
     free(wsdir);

@@ -115,34 +115,33 @@ int cmd_sweep_slurm(int argc, char **argv) {
     return rc;
 }
 
-void cli_cluster_sync(store_t *st, const char *ws, int print) {
-    slurm_task_t *tasks;
-    size_t n;
+void cli_cluster_sync(store_t *st, const char *ws, slurm_task_t **tasks, size_t *n) {
     int imported;
     lb_err_t err = {0};
-    int rc = slurm_sync(st, ws, &tasks, &n, &imported, &err);
+    int rc = slurm_sync(st, ws, tasks, n, &imported, &err);
     if (rc) fprintf(stderr, "lorabench: cluster sweeps: %s\n", err.msg);
     if (imported) fprintf(stderr, "imported %d finished cluster run%s\n", imported, imported == 1 ? "" : "s");
-    if (print && n) {
-        static const char *const head[] = {"sweep", "job", "task", "name", "state", "steps", "loss", "output"};
-        static const int right[] = {1, 1, 1, 0, 0, 1, 1, 0};
-        cli_table_t *t = cli_table_new(8, head, right);
-        for (size_t i = 0; i < n; i++) {
-            const slurm_task_t *k = &tasks[i];
-            char sw[24], idx[24], steps[48], loss[24];
-            snprintf(sw, sizeof sw, "%lld", (long long)k->sweep_id);
-            snprintf(idx, sizeof idx, "%lld", (long long)k->index);
-            if (k->step < 0) snprintf(steps, sizeof steps, "–");
-            else if (k->total_steps > 0) snprintf(steps, sizeof steps, "%lld/%lld", (long long)k->step, (long long)k->total_steps);
-            else snprintf(steps, sizeof steps, "%lld", (long long)k->step);
-            if (isnan(k->loss)) snprintf(loss, sizeof loss, "–");
-            else snprintf(loss, sizeof loss, "%.4f", k->loss);
-            const char *cells[] = {sw, k->job_id, idx, k->name, slurm_task_state_name(k->state), steps, loss, k->out};
-            cli_table_row(t, cells);
-        }
-        printf("\ncluster tasks not imported yet (lorabench sweep --slurm):\n");
-        cli_table_print(stdout, t, 0);
-        cli_table_free(t);
+}
+
+void cli_cluster_table(const slurm_task_t *tasks, size_t n) {
+    if (!n) return;
+    static const char *const head[] = {"sweep", "job", "task", "name", "state", "steps", "loss", "output"};
+    static const int right[] = {1, 1, 1, 0, 0, 1, 1, 0};
+    cli_table_t *t = cli_table_new(8, head, right);
+    for (size_t i = 0; i < n; i++) {
+        const slurm_task_t *k = &tasks[i];
+        char sw[24], idx[24], steps[48], loss[24];
+        snprintf(sw, sizeof sw, "%lld", (long long)k->sweep_id);
+        snprintf(idx, sizeof idx, "%lld", (long long)k->index);
+        if (k->step < 0) snprintf(steps, sizeof steps, "–");
+        else if (k->total_steps > 0) snprintf(steps, sizeof steps, "%lld/%lld", (long long)k->step, (long long)k->total_steps);
+        else snprintf(steps, sizeof steps, "%lld", (long long)k->step);
+        if (isnan(k->loss)) snprintf(loss, sizeof loss, "–");
+        else snprintf(loss, sizeof loss, "%.4f", k->loss);
+        const char *cells[] = {sw, k->job_id, idx, k->name, slurm_task_state_name(k->state), steps, loss, k->out};
+        cli_table_row(t, cells);
     }
-    free(tasks);
+    printf("\ncluster tasks not imported yet (lorabench sweep --slurm):\n");
+    cli_table_print(stdout, t, 0);
+    cli_table_free(t);
 }

@@ -62,10 +62,12 @@ static void progress_line(void *ctx, const runner_progress_t *p) {
     fflush(stderr);
 }
 
-static void print_run_result(store_t *st, int64_t id, int json) {
+// Prints the run's outcome; returns its status (STORE_RUN_UNKNOWN when it cannot be read).
+static store_status_t print_run_result(store_t *st, int64_t id, int json) {
     store_run_t r;
     lb_err_t err;
-    if (store_run_get(st, id, &r, &err)) return;
+    if (store_run_get(st, id, &r, &err)) return STORE_RUN_UNKNOWN;
+    store_status_t status = store_status_parse(r.status);
     if (json) {
         printf("{\"id\":%lld,\"name\":", (long long)id);
         cli_json_string(stdout, r.name);
@@ -83,9 +85,10 @@ static void print_run_result(store_t *st, int64_t id, int json) {
         if (!isnan(r.final_loss)) printf("  loss %.4f", r.final_loss);
         if (!isnan(r.rouge1)) printf("  ROUGE-1 %.4f  ROUGE-2 %.4f  ROUGE-L %.4f", r.rouge1, r.rouge2, r.rougeL);
         printf("\n");
-        if (r.error && store_status_parse(r.status) != STORE_RUN_DONE) printf("  %s\n", r.error);
+        if (r.error && status != STORE_RUN_DONE) printf("  %s\n", r.error);
     }
     store_run_clear(&r);
+    return status;
 }
 
 // The crash and cancel tests' hooks, from the environment: vanish after N steps, slow the
@@ -109,7 +112,9 @@ static int share_run_id(const train_comm_t *comm, int64_t id) {
     return -1;
 }
 
-// Executes run id, which this process queued, here (rank 0 under mpirun).
+// Executes run id, which this process queued, here (rank 0 under mpirun). Returns the exit
+// code: 0 when the run finished, 1 when it failed, 128 + the signal when SIGINT or SIGTERM
+// stopped it (cancelled; a signal that came after the run was done changes nothing).
 static int execute_foreground(const char *ws, store_t *st, int64_t id, int json, const train_comm_t *comm) {
     if (share_run_id(comm, id)) return 1;
     install_stop_handlers();
@@ -120,8 +125,9 @@ static int execute_foreground(const char *ws, store_t *st, int64_t id, int json,
     int rc = runner_execute(&o, id, &err);
     if (!json) fprintf(stderr, "\n");
     if (rc) fprintf(stderr, "lorabench: run %lld failed: %s\n", (long long)id, err.msg);
-    print_run_result(st, id, json);
-    return rc ? 1 : 0;
+    store_status_t status = print_run_result(st, id, json);
+    if (rc) return 1;
+    return stop_requested && status == STORE_RUN_CANCELLED ? cli_exit_stopped((int)stop_signal) : 0;
 }
 
 // A data-parallel rank other than 0 (`mpirun -n N lorabench train|resume`): waits for rank
@@ -189,7 +195,8 @@ static int train_or_pretrain(int argc, char **argv, int pretrain) {
             printf("usage: lorabench train SPEC.json [--detach] [--json] [--delete-spec] [--threads N] [--workspace DIR]\n\n"
                    "Records a run from SPEC (see README: spec format) and trains it. In the foreground a\n"
                    "progress line shows step/total, loss, tokens/s and ETA; Ctrl-C stops after the step,\n"
-                   "writes a checkpoint and marks the run cancelled (resume continues it). --detach\n"
+                   "writes a checkpoint and marks the run cancelled (resume continues it). Exit status: 0\n"
+                   "done, 1 failed, 130 stopped by Ctrl-C, 143 by SIGTERM (lorabench cancel). --detach\n"
                    "starts a worker process, prints the run id and returns at once. A spec with a\n"
                    "\"grid\" runs as a sweep. --delete-spec removes SPEC.json once it is read (a temporary\n"
                    "file, as the workbench writes; the run keeps its spec in the workspace). --threads N\n"
@@ -351,7 +358,8 @@ int cmd_resume(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             printf("usage: lorabench resume ID [--detach] [--json] [--workspace DIR]\n\nContinues an interrupted, "
-                   "cancelled or failed run from its last checkpoint.\n");
+                   "cancelled or failed run from its last checkpoint. In the foreground Ctrl-C stops it as\n"
+                   "train's does; exit status as train's: 0 done, 1 failed, 130 Ctrl-C, 143 SIGTERM.\n");
             return 0;
         } else if (!strcmp(argv[i], "--detach")) detach = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
@@ -467,7 +475,7 @@ static void print_sweep_table(store_t *st, int64_t sweep_id) {
 // at a time, printing each run's result as it ends. A run that is no longer queued by this
 // process (cancelled, resumed elsewhere or deleted since) is skipped with a line saying so.
 // SIGINT/SIGTERM: the workers are asked to stop, the runs not started become cancelled
-// (resumable), and the exit code is 128 + the signal. Returns the exit code.
+// (resumable), and the exit code is cli_exit_stopped (128 + the signal). Returns the exit code.
 static int drive_sweep(const char *ws, store_t *st, const spec_t *specs, const int64_t *ids, size_t n,
                        int parallel, int json) {
     lb_err_t err = {0};
@@ -533,7 +541,7 @@ static int drive_sweep(const char *ws, store_t *st, const spec_t *specs, const i
         store_runs_release(st, &me, STORE_STATUS_CANCELLED,
                            "cancelled with its sweep before it started; 'lorabench resume %lld' runs it", &k, &err);
         if (k) fprintf(stderr, "sweep stopped: %d runs not started are cancelled (resume runs them)\n", k);
-        return 128 + (int)stop_signal;
+        return cli_exit_stopped((int)stop_signal);
     }
     return failed ? 1 : 0;
 }
@@ -652,7 +660,9 @@ int cmd_sweep(int argc, char **argv) {
                    "them one after another, or N at a time with --parallel. A grid with one zero-shot point\n"
                    "(method none) pins that run as the baseline. Each run's line is printed as it finishes,\n"
                    "then the sweep's results table (export --what sweep --format md writes it as Markdown).\n"
-                   "--delete-spec removes SPEC.json once it is read, as train's does.\n"
+                   "--delete-spec removes SPEC.json once it is read, as train's does. Ctrl-C stops the\n"
+                   "running runs after their step and cancels those not started; the exit status is then\n"
+                   "130 (143 for SIGTERM), 1 when a run failed, else 0.\n"
                    "--slurm submits the sweep to a Slurm cluster instead (sweep --slurm --help).\n");
             return 0;
         } else if (!strcmp(argv[i], "--parallel") && i + 1 < argc) parallel = atoi(argv[++i]);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "app_params.h"
+#include "cli_common.h"
 #include "term.h"
 
 static const screen_t *const screens[SCR_COUNT] = {
@@ -401,11 +402,12 @@ int tui_main(int argc, char **argv) {
     double last_stale = 0, last_cluster = 0;
     while (!a->quit) {
         a->now = store_now();
-        // reap finished helper processes (train --detach, cancel, resume)
+        // reap finished helper processes (train --detach, cancel, resume); a resume or sweep
+        // that a cancel stopped exits 128 + the signal, and did what it was asked
         int wst;
         pid_t done;
         while ((done = waitpid(-1, &wst, WNOHANG)) > 0)
-            app_helper_exited(a, (int)done, !WIFEXITED(wst) || WEXITSTATUS(wst) != 0);
+            app_helper_exited(a, (int)done, !WIFEXITED(wst) || (WEXITSTATUS(wst) != 0 && !cli_exit_was_stopped(WEXITSTATUS(wst))));
         if (a->now - last_stale > 5) {
             // a worker that died without a word shows as interrupted
             int marked = 0;
