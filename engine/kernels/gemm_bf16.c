@@ -20,8 +20,14 @@ struct lb_bf16w {
     dnnl_memory_desc_t bwd_md;  // weights [K = O, N = I]
     void *fwd, *bwd;            // the packed values, or NULL when not packed
     const float *src;           // LB_BF16W_*_LATE: the fp32 W last packed from
+    uint64_t stamp;             // new at every pack and repack (late_pack's reuse)
     size_t bytes;
 };
+
+// Stamps of packings: unique in the process, so a late packing made from one stamp is the
+// packing of those values (a freed weight's address may come back; its stamp does not).
+static uint64_t stamp_next;
+static uint64_t new_stamp(void) { return __atomic_add_fetch(&stamp_next, 1, __ATOMIC_RELAXED); }
 
 // The engine's thread count for oneDNN's OpenMP team. The team size is a per-thread
 // setting of OpenMP, so it is set on the calling thread, each call (a no-op when equal).
@@ -76,6 +82,8 @@ typedef struct {
     prim_t prim[PRIM_SLOTS];
     void *late;        // the packing of an LB_BF16W_*_LATE weight, for one call
     size_t late_cap;   // its bytes
+    uint64_t late_stamp;  // what late holds: the weight's stamp (0: nothing) and
+    int late_fwd;         // direction, so that consecutive calls pack once
 } ctx_t;
 
 static void prim_drop(prim_t *e) {
@@ -296,6 +304,7 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
     w->out = out;
     w->in = in;
     w->flags = flags;
+    w->stamp = new_stamp();
     dnnl_memory_desc_t smd;
     int fail = 0;
     if (flags & LB_BF16W_FWD) {  // Wᵀ as [K = I, N = O]: element (k, n) at n·I + k
@@ -336,6 +345,7 @@ int lb_bf16w_repack_f32(lb_bf16w_t *w, const float *W) {
         if (reorder(c, &smd, W, &w->bwd_md, w->bwd)) return -1;
     }
     if (w->flags & (LB_BF16W_BWD_LATE | LB_BF16W_FWD_LATE)) w->src = W;
+    w->stamp = new_stamp();
     return 0;
 }
 
@@ -406,6 +416,151 @@ static int to_bf16(const float *src, long rows, long cols, long s_row, long s_co
         }
     }
     return 0;
+}
+
+// ---- packing without oneDNN's reorder -----------------------------------------------
+// oneDNN's matmul reads bf16 weights [K, N] in the layout BA16a<NB>b2a (NB = 64 for our
+// shapes): blocks of 32 k × NB n, the n blocks outermost, inside a block [k/2][n][k%2]
+// (pairs of k side by side, as the bf16 dot products read them); padded with zeros to
+// whole blocks. Its reorder from fp32 runs on one thread at about 1 ns a value, which a
+// late packing (every trainable weight, every forward and backward of a full fine-tune)
+// pays on every call; this packer converts 16 values at a time (row_to_bf16_avx512) and
+// spreads the n blocks over the pool. It is used only where the layout oneDNN chose is
+// one of these (pack_fast_nb), after a one-time check against oneDNN's own reorder.
+
+// NB for the layout md, when it is BA16a<NB>b2a for [K, N] bf16; else 0.
+static int pack_fast_nb(const dnnl_memory_desc_t *md, int K, int N) {
+    static const struct { dnnl_format_tag_t tag; int nb; } tags[] = {
+        {dnnl_BA16a64b2a, 64}, {dnnl_BA16a32b2a, 32}, {dnnl_BA16a16b2a, 16}};
+    dnnl_dims_t d = {K, N};
+    for (size_t i = 0; i < sizeof tags / sizeof *tags; i++) {
+        dnnl_memory_desc_t t;
+        if (dnnl_memory_desc_init_by_tag(&t, 2, d, dnnl_bf16, tags[i].tag) == dnnl_success &&
+            dnnl_memory_desc_equal(&t, md))
+            return tags[i].nb;
+    }
+    return 0;
+}
+
+typedef struct {
+    const float *W;  // element (k, n) at W[k·sk + n·sn]
+    long sk, sn;
+    int K, N, NB;
+    uint16_t *dst;
+} packjob_t;
+
+// n blocks [lo, hi) of the packing.
+static void pack_fast_job(void *ctx, long lo, long hi, int tid) {
+    (void)tid;
+    const packjob_t *j = ctx;
+    int K = j->K, N = j->N, NB = j->NB, KB = (K + 31) / 32;
+    float col[32];
+    uint16_t c16[32], r16[2][64];
+    for (long nb = lo; nb < hi; nb++)
+        for (int kb = 0; kb < KB; kb++) {
+            uint16_t *blk = j->dst + ((size_t)nb * KB + kb) * 32 * NB;
+            int k0 = kb * 32, n0 = (int)nb * NB;
+            int kn = K - k0 < 32 ? K - k0 : 32, nn = N - n0 < NB ? N - n0 : NB;
+            if (kn < 32 || nn < NB) memset(blk, 0, sizeof(uint16_t) * 32 * NB);
+            if (j->sk == 1) {  // a column n is contiguous in k: convert 32 k, place the pairs
+                for (int ni = 0; ni < nn; ni++) {
+                    const float *src = j->W + (size_t)(n0 + ni) * j->sn + k0;
+                    const float *a = src;
+                    if (kn < 32) {
+                        memset(col, 0, sizeof col);
+                        memcpy(col, src, sizeof(float) * kn);
+                        a = col;
+                    }
+#ifdef HAVE_AVX512_CONV
+                    if (avail_cpu.avx512f) row_to_bf16_avx512(a, 32, c16);
+                    else
+#endif
+                        for (int k = 0; k < 32; k++) c16[k] = lb_f32_to_bf16(a[k]);
+                    uint32_t pair[16];  // (k, k + 1) side by side, as they are stored
+                    memcpy(pair, c16, sizeof pair);
+                    uint32_t *b32 = (uint32_t *)(void *)blk + ni;
+                    for (int kp = 0; kp < 16; kp++) b32[(size_t)kp * NB] = pair[kp];
+                }
+            } else {  // a row k is contiguous in n: convert two rows, interleave them
+                for (int kp = 0; kp < 16 && 2 * kp < kn; kp++) {
+                    for (int r = 0; r < 2; r++) {
+                        int k = k0 + 2 * kp + r;
+                        if (k >= K) {
+                            memset(r16[r], 0, sizeof r16[r]);
+                            continue;
+                        }
+                        const float *src = j->W + (size_t)k * j->sk + (size_t)n0 * j->sn;
+#ifdef HAVE_AVX512_CONV
+                        if (avail_cpu.avx512f && j->sn == 1) row_to_bf16_avx512(src, nn, r16[r]);
+                        else
+#endif
+                            for (int ni = 0; ni < nn; ni++) r16[r][ni] = lb_f32_to_bf16(src[(size_t)ni * j->sn]);
+                    }
+                    uint16_t *d = blk + (size_t)kp * NB * 2;
+                    for (int ni = 0; ni < nn; ni++) {
+                        d[2 * ni] = r16[0][ni];
+                        d[2 * ni + 1] = r16[1][ni];
+                    }
+                }
+            }
+        }
+}
+
+// W (element (k, n) at W[k·sk + n·sn]) packed into dst in BA16a<NB>b2a over the pool.
+static void pack_fast(lb_pool_t *pool, const float *W, long sk, long sn, int K, int N, int NB, uint16_t *dst) {
+    packjob_t j = {W, sk, sn, K, N, NB, dst};
+    long nblk = (N + NB - 1) / NB;
+    lb_pool_run(pool && (size_t)K * N >= 65536 ? pool : NULL, nblk, pack_fast_job, &j);
+}
+
+// Once a process: pack_fast equals oneDNN's reorder for both orientations and every
+// layout it stands in for, on shapes with and without padding; 0 turns it off.
+static pthread_once_t fast_once = PTHREAD_ONCE_INIT;
+static int fast_ok;
+static void fast_check(void) {
+    ctx_t *c = ctx_get();
+    if (!c) return;
+    static const int shapes[][2] = {{64, 128}, {40, 70}};
+    static const dnnl_format_tag_t tags[] = {dnnl_BA16a64b2a, dnnl_BA16a32b2a, dnnl_BA16a16b2a};
+    static const int nbs[] = {64, 32, 16};
+    int ok = 1;
+    for (size_t s = 0; ok && s < 2; s++)
+        for (size_t t = 0; ok && t < 3; t++)
+            for (int tr = 0; ok && tr < 2; tr++) {
+                int K = shapes[s][0], N = shapes[s][1];
+                float *W = xmalloc(sizeof(float) * (size_t)K * N);
+                for (int i = 0; i < K * N; i++) W[i] = (float)((i * 7919) % 1000) / 997.0f - 0.5f;
+                dnnl_memory_desc_t smd, dmd;
+                dnnl_dims_t d = {K, N};
+                long sk = tr ? 1 : N, sn = tr ? K : 1;
+                md2(&smd, K, N, dnnl_f32, sk, sn);
+                ok = dnnl_memory_desc_init_by_tag(&dmd, 2, d, dnnl_bf16, tags[t]) == dnnl_success;
+                size_t n = ok ? dnnl_memory_desc_get_size(&dmd) : 0;
+                uint16_t *a = xcalloc(n / 2 + 1, 2), *b = xcalloc(n / 2 + 1, 2);
+                if (ok) ok = reorder(c, &smd, W, &dmd, a) == 0;
+                if (ok) {
+                    pack_fast(NULL, W, sk, sn, K, N, nbs[t], b);
+                    ok = !memcmp(a, b, n);
+                }
+                free(W), free(a), free(b);
+            }
+    fast_ok = ok;
+}
+
+// dst (layout dmd) = W [K, N] (element (k, n) at W[k·sk + n·sn]) in bf16: this file's
+// packer where it stands in for oneDNN's reorder, else that reorder (on the calling
+// thread). 0, or -1 when oneDNN failed.
+static int pack_weights(ctx_t *c, lb_pool_t *pool, const float *W, long sk, long sn, int K, int N,
+                        const dnnl_memory_desc_t *dmd, void *dst) {
+    int nb = pack_fast_nb(dmd, K, N);
+    if (nb) pthread_once(&fast_once, fast_check);
+    if (nb && fast_ok) {
+        pack_fast(pool, W, sk, sn, K, N, nb, dst);
+        return 0;
+    }
+    dnnl_memory_desc_t smd;
+    md2(&smd, K, N, dnnl_f32, sk, sn);
+    return reorder(c, &smd, W, dmd, dst);
 }
 
 // ---- products split over the engine's pool ---------------------------------------------
@@ -554,11 +709,13 @@ void lb_bf16_from_f32(lb_pool_t *pool, const float *src, size_t n, uint16_t *dst
 // both directions, which never overlap in one call; grown to the largest). The reorder
 // runs on the calling thread alone: an OpenMP team would leave its workers spinning
 // through the pool's product that follows (gemm_bf16.h).
-static const void *late_pack(const lb_bf16w_t *w, int fwd) {
+static const void *late_pack(lb_pool_t *pool, const lb_bf16w_t *w, int fwd) {
     ctx_t *c = ctx_get();
     if (!c || !w->src) return NULL;
+    if (c->late_stamp == w->stamp && c->late_fwd == fwd) return c->late;  // e.g. the head's blocks of rows
     const dnnl_memory_desc_t *dmd = fwd ? &w->fwd_md : &w->bwd_md;
     size_t n = dnnl_memory_desc_get_size(dmd);
+    c->late_stamp = 0;
     if (n > c->late_cap) {
         free(c->late);
         c->late = aligned_alloc(64, (n + 63) / 64 * 64);
@@ -566,22 +723,24 @@ static const void *late_pack(const lb_bf16w_t *w, int fwd) {
         if (!c->late) return NULL;
     }
     if (omp_get_max_threads() != 1) omp_set_num_threads(1);
-    dnnl_memory_desc_t smd;
-    if (fwd) md2(&smd, w->in, w->out, dnnl_f32, 1, w->in);
-    else md2(&smd, w->out, w->in, dnnl_f32, w->in, 1);
-    return reorder(c, &smd, w->src, dmd, c->late) ? NULL : c->late;
+    int rc = fwd ? pack_weights(c, pool, w->src, 1, w->in, w->in, w->out, dmd, c->late)  // Wᵀ as [I, O]
+                 : pack_weights(c, pool, w->src, w->in, 1, w->out, w->in, dmd, c->late);
+    if (rc) return NULL;
+    c->late_stamp = w->stamp;
+    c->late_fwd = fwd;
+    return c->late;
 }
 
 // w's forward packing: its own, or made now (LB_BF16W_FWD_LATE); NULL when it has none.
-static const void *fwd_packing(const lb_bf16w_t *w, int N) {
+static const void *fwd_packing(lb_pool_t *pool, const lb_bf16w_t *w, int N) {
     if (w->fwd) return w->fwd;
-    return (w->flags & LB_BF16W_FWD_LATE) && N > 0 ? late_pack(w, 1) : NULL;
+    return (w->flags & LB_BF16W_FWD_LATE) && N > 0 ? late_pack(pool, w, 1) : NULL;
 }
 
 int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum) {
     if (!w || !(w->fwd || (w->flags & LB_BF16W_FWD_LATE)) || N < 0) return -1;
     if (N == 0) return 0;
-    const void *fwd = fwd_packing(w, N);
+    const void *fwd = fwd_packing(pool, w, N);
     if (!fwd) return -1;
     job_t j = {.kind = J_FWD, .w = w, .packed = fwd, .N = N, .out = w->out, .in = w->in, .a = x, .dst = y, .accum = accum};
     return job_run(pool, &j, N);
@@ -591,7 +750,7 @@ int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uin
                           int accum) {
     if (!w || !(w->fwd || (w->flags & LB_BF16W_FWD_LATE)) || N < 0) return -1;
     if (N == 0) return 0;
-    const void *fwd = fwd_packing(w, N);
+    const void *fwd = fwd_packing(pool, w, N);
     if (!fwd) return -1;
     job_t j = {.kind = J_FWD16, .w = w, .packed = fwd, .N = N, .out = w->out, .in = w->in, .a16 = x, .dst = y, .accum = accum};
     return job_run(pool, &j, N);
@@ -601,7 +760,7 @@ int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const floa
                          int accum) {
     if (!w || !(w->bwd || (w->flags & LB_BF16W_BWD_LATE)) || N < 0) return -1;
     if (N == 0) return 0;
-    const void *bwd = w->bwd ? w->bwd : late_pack(w, 0);
+    const void *bwd = w->bwd ? w->bwd : late_pack(pool, w, 0);
     if (!bwd) return -1;
     job_t j = {.kind = J_DX, .w = w, .packed = bwd, .N = N, .out = w->out, .in = w->in, .a = dy, .dst = dx, .accum = accum};
     return job_run(pool, &j, N);

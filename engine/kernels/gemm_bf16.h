@@ -69,9 +69,11 @@ enum {
     LB_BF16W_BWD = 2,  // pack for lb_bf16w_backward_dx (another O·I values)
     // pack for lb_bf16w_backward_dx at each call (instead of LB_BF16W_BWD), from the fp32
     // W last given to lb_bf16w_pack_f32 / lb_bf16w_repack_f32, which the caller keeps valid
-    // and unchanged until then, into a buffer of the calling thread that every late
-    // weight shares: for a trainable weight that is packed again after each update anyway,
-    // the same packing work, held once for the largest weight instead of once per weight
+    // and unchanged until the next lb_bf16w_repack_f32 (call it after changing W), into a
+    // buffer of the calling thread that every late weight shares: for a trainable weight
+    // that is packed again after each update anyway, the same packing work, held once for
+    // the largest weight instead of once per weight. Consecutive calls for the same weight
+    // and direction on one thread reuse the packing (a product cut into blocks of rows)
     LB_BF16W_BWD_LATE = 4,
     // the same for lb_bf16w_forward* (instead of LB_BF16W_FWD): a full fine-tune's weights
     // then hold no bf16 copy between steps, and the packing a forward makes replaces the

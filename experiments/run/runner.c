@@ -386,6 +386,8 @@ static int checkpoint_read(session_t *s, int64_t id, int *resumed, lb_err_t *err
     if (!rc) rc = s->tr.opt.m16 ? st_load_bf16(&f, "adam_m", 1, &n, s->tr.opt.m16, err)
                                 : st_load_f32(&f, "adam_m", 1, &n, s->tr.opt.m, err);
     if (!rc) rc = st_load_f32(&f, "adam_v", 1, &n, s->tr.opt.v, err);
+    // the bf16 packings of trained weights follow the restored values
+    if (!rc && !s->tp.has_lora) t5_bf16_refresh(&s->model);
     if (!rc) {
         s->tr.step = meta_long(f.metadata_json, "step");
         s->feed.epoch = (int)meta_long(f.metadata_json, "epoch");
