@@ -61,6 +61,21 @@ static const uint16_t *bf16_shared(t5_acts_t *a, const linear_t *l, int N, const
 #endif
 }
 
+// bf16 precision: a sublayer's input x kept as x16 for its backward (x is the stack's
+// working buffer, which the residual add overwrites in place).
+static void keep_x16(t5_acts_t *a, const lb_real *x, uint16_t *x16, size_t n) {
+#ifdef LB_REAL_DOUBLE
+    (void)a, (void)x, (void)x16, (void)n;
+#else
+    if (x16) LB_PROF(PROF_NORM, lb_bf16_from_f32(a->pool, x, n, x16));
+#endif
+}
+
+// The backward's x of a sublayer that kept it in bf16: widened into the working buffer.
+static void widen_x16(t5_acts_t *a, const uint16_t *x16, lb_real *x, size_t n) {
+    if (x16) LB_PROF(PROF_NORM, bf16_to_real_p(a->pool, x16, n, x));
+}
+
 // The per-thread scratch of the attention core: one slice of Tq·Tk scores a thread, or
 // what the core needs when it keeps P, q, k, v in bf16 (kept16).
 static lb_real *attn_pd(t5_acts_t *a, const attn_shape_t *sh, int kept16) {
@@ -75,6 +90,7 @@ static void attn_forward(const t5_model_t *m, const t5_attn_t *L, attn_saved_t *
     const t5_config_t *c = &m->cfg;
     int D = c->d_model, Nq = sh->B * sh->Tq, Nk = sh->B * sh->Tk;
     LB_PROF(PROF_NORM, rms_forward_p(a->pool, Nq, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h));
+    keep_x16(a, s->x, s->x16, (size_t)Nq * D);
     // q, k and v of self attention read one input: in bf16 it is rounded once
     const uint16_t *h16 = bf16_shared(a, L->q, Nq, s->h, a->h16);
     if (!kv) {
@@ -139,6 +155,7 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
     int need_dv = linear_trainable(L->v) || (cross ? nd->need_dkv : need_dh);
     int need_dctx = need_dq || need_dk || need_dv || nd->dbias;
     if (!need_dctx && !linear_trainable(L->o)) return;
+    widen_x16(a, s->x16, s->x, (size_t)Nq * D);
     // the normed input is not kept: rebuild it when a weight gradient needs it
     if (needs_x(L->q) || (!cross && (needs_x(L->k) || needs_x(L->v))))
         LB_PROF(PROF_NORM, rms_apply_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, s->h));
@@ -222,6 +239,7 @@ static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_
     const t5_config_t *c = &m->cfg;
     int D = c->d_model, F = c->d_ff;
     LB_PROF(PROF_NORM, rms_forward_p(a->pool, N, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h));
+    keep_x16(a, s->x, s->x16, (size_t)N * D);
     const linear_t *wa = c->gated ? L->wi_0 : L->wi;
     // wi_0 and wi_1 read one input: in bf16 it is rounded once (a plain wi: no sharing)
     const uint16_t *h16 = c->gated ? bf16_shared(a, wa, N, s->h, a->h16) : NULL;
@@ -248,6 +266,7 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
     int need_dh = need_dx || L->ln->g != NULL;
     int need_dg = need_dh || linear_trainable(wa) || (c->gated && linear_trainable(L->wi_1));
     if (!need_dg && !linear_trainable(L->wo)) return;
+    widen_x16(a, s->x16, s->x, (size_t)N * D);
     if (needs_x(wa) || (c->gated && needs_x(L->wi_1)))  // not kept: rebuilt (see ff_forward)
         LB_PROF(PROF_NORM, rms_apply_p(a->pool, N, D, s->x, L->ln->w, s->inv, s->h));
     const lb_real *fa, *fb;

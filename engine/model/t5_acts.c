@@ -40,6 +40,13 @@ static void ff_ab(ff_saved_t *f, bump_t *bp, size_t N, int F, int gated, int bf1
     f->a16 = f->b16 = NULL;
 }
 
+// A sublayer's input x [N, D]: its own fp32 buffer, or (kept in bf16) the stack's working
+// buffer xw, through which the residual stream flows in place, and x16 for the backward.
+static void sub_x(lb_real **x, uint16_t **x16, bump_t *bp, size_t N, int D, int bf16, lb_real *xw) {
+    *x = bf16 ? xw : BUMP(bp, N * D);
+    *x16 = bf16 ? bump(bp, sizeof(uint16_t) * N * D) : NULL;
+}
+
 // Attention's q [Nq, HK], k and v [Nk, HK] and probabilities of n scores: fp32, or kept
 // in bf16 (q16, k16, v16, P16; q, k, v are set to the arena's dq, dk, dv once those exist).
 static void attn_qkvP(attn_saved_t *s, bump_t *bp, size_t Nq, size_t Nk, int HK, size_t n, int bf16) {
@@ -90,6 +97,8 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
     int ff16 = m->bf16;
 #endif
     a->E16 = m->bf16 ? bump(bp, sizeof(uint16_t) * Ne * D) : NULL;
+    a->xw_enc = ff16 && !a->enc_shared ? BUMP(bp, Ne * D) : NULL;
+    a->xw_dec = ff16 && !a->dec_shared ? BUMP(bp, Nd * D) : NULL;
 #define XA(l, rows) ((l) && a->lin_r[(l)->id] ? BUMP(bp, (size_t)(rows) * a->lin_r[(l)->id]) : NULL)
     for (int l = 0; l < Le; l++) {
         if (l > 0 && a->enc_shared) {  // nothing is kept for a backward: reuse block 0's buffers
@@ -99,13 +108,16 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
         }
         attn_saved_t *s = &a->es[l];
         const t5_attn_t *L = &m->enc[l].self;
-        s->x = BUMP(bp, Ne * D); s->inv = BUMP(bp, Ne); s->h = a->hbuf;
+        int k16 = ff16 && !a->enc_shared;
+        sub_x(&s->x, &s->x16, bp, Ne, D, k16, a->xw_enc);
+        s->inv = BUMP(bp, Ne); s->h = a->hbuf;
         attn_qkvP(s, bp, Ne, Ne, HK, (size_t)B * H * S * S, ff16 && !a->enc_shared);
         attn_ctx(a, s, L, bp, Ne * HK, ff16 && !a->enc_shared);
         s->xa[0] = XA(L->q, Ne); s->xa[1] = XA(L->k, Ne); s->xa[2] = XA(L->v, Ne); s->xa[3] = XA(L->o, Ne);
         ff_saved_t *f = &a->ef[l];
         const t5_ff_t *FL = &m->enc[l].ff;
-        f->x = BUMP(bp, Ne * D); f->inv = BUMP(bp, Ne); f->h = a->hbuf;
+        sub_x(&f->x, &f->x16, bp, Ne, D, k16, a->xw_enc);
+        f->inv = BUMP(bp, Ne); f->h = a->hbuf;
         ff_ab(f, bp, Ne, F, c->gated, ff16 && !a->enc_shared);
         f->gd = a->gbuf;
         f->xa[0] = XA(c->gated ? FL->wi_0 : FL->wi, Ne); f->xa[1] = XA(FL->wi_1, Ne); f->xa[2] = XA(FL->wo, Ne);
@@ -121,14 +133,16 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
             attn_saved_t *s = w ? &a->dc[l] : &a->ds[l];
             const t5_attn_t *L = w ? &m->dec[l].cross : &m->dec[l].self;
             size_t Nk = w ? Ne : Nd, Tk = w ? S : T;
-            s->x = BUMP(bp, Nd * D); s->inv = BUMP(bp, Nd); s->h = a->hbuf;
+            sub_x(&s->x, &s->x16, bp, Nd, D, ff16 && !a->dec_shared, a->xw_dec);
+            s->inv = BUMP(bp, Nd); s->h = a->hbuf;
             attn_qkvP(s, bp, Nd, Nk, HK, (size_t)B * H * T * Tk, ff16 && !a->dec_shared);
             attn_ctx(a, s, L, bp, Nd * HK, ff16 && !a->dec_shared);
             s->xa[0] = XA(L->q, Nd); s->xa[1] = XA(L->k, Nk); s->xa[2] = XA(L->v, Nk); s->xa[3] = XA(L->o, Nd);
         }
         ff_saved_t *f = &a->df[l];
         const t5_ff_t *FL = &m->dec[l].ff;
-        f->x = BUMP(bp, Nd * D); f->inv = BUMP(bp, Nd); f->h = a->hbuf;
+        sub_x(&f->x, &f->x16, bp, Nd, D, ff16 && !a->dec_shared, a->xw_dec);
+        f->inv = BUMP(bp, Nd); f->h = a->hbuf;
         ff_ab(f, bp, Nd, F, c->gated, ff16 && !a->dec_shared);
         f->gd = a->gbuf;
         f->xa[0] = XA(c->gated ? FL->wi_0 : FL->wi, Nd); f->xa[1] = XA(FL->wi_1, Nd); f->xa[2] = XA(FL->wo, Nd);

@@ -21,7 +21,10 @@ static inline uint64_t site_of(int stack, int block, int kind) {
 static inline uint64_t site_lora(const linear_t *l) { return (1ull << 40) + (uint64_t)l->id; }
 
 typedef struct {
-    lb_real *x;      // [N, D] sublayer input (residual stream)
+    lb_real *x;      // [N, D] sublayer input (residual stream); with x16, the stack's one
+                     // working buffer (the stream flows through it in place)
+    uint16_t *x16;   // [N, D] x kept in bf16 for the backward (bf16 precision, a stack that
+                     // keeps it for a backward), widened into x when needed; else NULL
     lb_real *inv;    // [N]
     lb_real *h;      // [N, D] normed input (the arena's one hbuf: rebuilt when needed)
     lb_real *q;      // [N, HK]
@@ -40,6 +43,7 @@ typedef struct {
 
 typedef struct {
     lb_real *x, *inv, *h;  // as above
+    uint16_t *x16;         // as above
     lb_real *a;            // [N, F] wi or wi_0 output
     lb_real *b;            // [N, F] wi_1 output (gated)
     // bf16 precision: a and b are kept for the backward in bf16 (a16, b16), and a, b point
@@ -56,6 +60,7 @@ struct t5_acts {
     attn_saved_t *es, *ds, *dc;  // encoder self, decoder self, decoder cross
     ff_saved_t *ef, *df;
     lb_real *enc_xf, *enc_invf, *enc_out, *enc_E;  // final norm input, factor, output, dropped
+    lb_real *xw_enc, *xw_dec;  // the residual stream's working buffers where x is kept in bf16
     lb_real *dec_xf, *dec_invf, *dec_hs;           // dec_hs [B·T, D] the head's input
     lb_real *head_xa;
     lb_real *logits;    // [B·T, V]; becomes dlogits in t5_backward
