@@ -62,18 +62,20 @@ static void test_clip_global_norm(void) {
 }
 
 // The update written out once more, element by element in fp32 (torch's order of
-// operations), as the reference for the pooled and vectorized loops.
+// operations), as the reference for the pooled and vectorized loops; m_bf16: the first
+// moment kept rounded to bf16 (the step uses it unrounded).
 static void adamw_reference(float *p, const float *g, float *m, float *v, size_t n, long t, float lr,
-                            float wd) {
+                            float wd, int m_bf16) {
     float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
     double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
     float bc2s = (float)sqrt(bc2), step = (float)(lr / bc1), decay = 1.0f - lr * wd;
     for (size_t i = 0; i < n; i++) {
         float pi = p[i] * decay;
-        m[i] = m[i] + (1.0f - b1) * (g[i] - m[i]);
+        float mi = m[i] + (1.0f - b1) * (g[i] - m[i]);
         v[i] = v[i] * b2 + (1.0f - b2) * g[i] * g[i];
         float denom = sqrtf(v[i]) / bc2s + eps;
-        p[i] = pi - step * (m[i] / denom);
+        p[i] = pi - step * (mi / denom);
+        m[i] = m_bf16 ? lb_bf16_to_f32(lb_f32_to_bf16(mi)) : mi;
     }
 }
 
@@ -90,7 +92,7 @@ static void test_adamw_large_block_bit_exact_any_threads(void) {
         p0[i] = (float)lb_rng_normal(&st);
     }
     memcpy(pr, p0, n * sizeof *pr);
-    for (long t = 1; t <= 3; t++) adamw_reference(pr, g, mr, vr, n, t, 1e-3f, 0.01f);
+    for (long t = 1; t <= 3; t++) adamw_reference(pr, g, mr, vr, n, t, 1e-3f, 0.01f, 0);
     double norms[2];
     for (int th = 1; th <= 2; th++) {
         lb_set_threads(th);
@@ -130,18 +132,7 @@ static void test_adamw_m_bf16(void) {
     g[5] = NAN;  // a NaN moment stays NaN (quiet) through the rounding
     memcpy(pr, p0, n * sizeof *pr);
     float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, lr = 1e-3f, wd = 0.01f;
-    for (long t = 1; t <= 3; t++) {  // the reference: torch's order of operations, m rounded
-        double bc1 = 1.0 - pow(b1, (double)t), bc2 = 1.0 - pow(b2, (double)t);
-        float bc2s = (float)sqrt(bc2), step = (float)(lr / bc1), decay = 1.0f - lr * wd;
-        for (size_t i = 0; i < n; i++) {
-            float pi = pr[i] * decay;
-            float mi = mr[i] + (1.0f - b1) * (g[i] - mr[i]);
-            vr[i] = vr[i] * b2 + (1.0f - b2) * g[i] * g[i];
-            float denom = sqrtf(vr[i]) / bc2s + eps;
-            pr[i] = pi - step * (mi / denom);
-            mr[i] = lb_bf16_to_f32(lb_f32_to_bf16(mi));
-        }
-    }
+    for (long t = 1; t <= 3; t++) adamw_reference(pr, g, mr, vr, n, t, lr, wd, 1);
     float *pf = malloc(n * sizeof *pf);  // the fp32-moment run
     memcpy(pf, p0, n * sizeof *pf);
     adamw_t of;
