@@ -239,6 +239,12 @@ if [ "$(id -u)" = 0 ] && command -v setpriv > /dev/null; then
     as_nobody "$T/lorabench-ro" train "$T/ro.json" --workspace "$T/ro-new/ws" > /dev/null 2> "$T/err"; rc=$?
     check "read-only: a workspace that cannot be created is named" \
         '{ [ $rc -ne 0 ] && grep -q "$T/ro-new/ws" "$T/err" && grep -qi "permission denied" "$T/err"; } || ro_said'
+    # A model in a folder nobody cannot enter: named as unreachable, not as missing.
+    mkdir -p "$T/private" && chmod 700 "$T/private" && cp -r "$T/model" "$T/private/model"
+    spec closed "$T/private/model" 6 ""
+    as_nobody "$T/lorabench-ro" train "$T/closed.json" --workspace "$T/ro-new/ws2" > /dev/null 2> "$T/err"; rc=$?
+    check "read-only: a model in a folder this user cannot enter is named as unreachable" \
+        '{ [ $rc -ne 0 ] && grep -q "base_model: .$T/private/model. cannot be reached by this user" "$T/err" && ! grep -q "does not exist" "$T/err"; } || ro_said'
     # Reading needs no write access: runs, show, export and compare work (read-only open).
     as_nobody "$T/lorabench-ro" runs --workspace "$W" > "$T/ro-runs" 2> "$T/err"; rc=$?
     check "read-only: runs lists the runs" '{ [ $rc -eq 0 ] && [ ! -s "$T/err" ] && grep -Eq "^ +\*?1 +kill +done" "$T/ro-runs"; } || ro_said'

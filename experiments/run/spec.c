@@ -1275,7 +1275,12 @@ int spec_resolve_path(const char *dir, const char *path, char **out, lb_err_t *e
         return 0;
     }
     int e = errno;
-    if (path[0] == '/')
+    if (e == EACCES)  // it may well exist: a folder on the way is closed to this user
+        lb_err_set(err, LB_EIO,
+                   "'%s' cannot be reached by this user (%s: a folder on its path cannot be entered); make "
+                   "the folders readable for this user, or copy it to a folder this user can read",
+                   path[0] == '/' || !cand1 ? path : cand1, strerror(e));
+    else if (path[0] == '/')
         lb_err_set(err, LB_EIO, "'%s' does not exist (%s)", path, strerror(e));
     else if (cand1)
         lb_err_set(err, LB_EIO,
