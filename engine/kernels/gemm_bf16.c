@@ -259,15 +259,22 @@ static int pack_layout(ctx_t *c, int K, int Nn, dnnl_memory_desc_t *out_md) {
     return 0;
 }
 
-// Packs src (md smd: W seen as the [K, Nn] weights of one product) into the layout the
-// matmul chooses for it; *out_md gets that layout.
-static void *pack_one(ctx_t *c, const dnnl_memory_desc_t *smd, int K, int Nn,
-                      dnnl_memory_desc_t *out_md, size_t *bytes, const void *src) {
+static int pack_weights(ctx_t *c, lb_pool_t *pool, const float *W, long sk, long sn, int K, int N,
+                        const dnnl_memory_desc_t *dmd, void *dst);
+
+// Packs src (type t; W seen as the [K, Nn] weights of one product, element (k, n) at
+// src[k·sk + n·sn]) into the layout the matmul chooses for it; *out_md gets that layout.
+// fp32 values go through pack_weights (this file's one packer of fp32 weights), bf16 ones
+// through oneDNN's reorder.
+static void *pack_one(ctx_t *c, const void *src, dnnl_data_type_t t, long sk, long sn, int K, int Nn,
+                      dnnl_memory_desc_t *out_md, size_t *bytes) {
     if (pack_layout(c, K, Nn, out_md)) return NULL;
     size_t n = dnnl_memory_desc_get_size(out_md);
     void *buf = aligned_alloc(64, (n + 63) / 64 * 64);
     if (!buf) return NULL;
-    if (reorder(c, smd, src, out_md, buf)) {
+    dnnl_memory_desc_t smd;
+    md2(&smd, K, Nn, t, sk, sn);
+    if (t == dnnl_f32 ? pack_weights(c, NULL, src, sk, sn, K, Nn, out_md, buf) : reorder(c, &smd, src, out_md, buf)) {
         free(buf);
         return NULL;
     }
@@ -305,16 +312,13 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
     w->in = in;
     w->flags = flags;
     w->stamp = new_stamp();
-    dnnl_memory_desc_t smd;
     int fail = 0;
     if (flags & LB_BF16W_FWD) {  // Wᵀ as [K = I, N = O]: element (k, n) at n·I + k
-        md2(&smd, in, out, t, 1, in);
-        w->fwd = pack_one(c, &smd, in, out, &w->fwd_md, &w->bytes, W);
+        w->fwd = pack_one(c, W, t, 1, in, in, out, &w->fwd_md, &w->bytes);
         fail |= !w->fwd;
     }
     if (!fail && (flags & LB_BF16W_BWD)) {  // W as [K = O, N = I], row-major
-        md2(&smd, out, in, t, in, 1);
-        w->bwd = pack_one(c, &smd, out, in, &w->bwd_md, &w->bytes, W);
+        w->bwd = pack_one(c, W, t, in, 1, out, in, &w->bwd_md, &w->bytes);
         fail |= !w->bwd;
     }
     if (!fail && (flags & LB_BF16W_FWD_LATE))  // the layouts now, the values at each call
@@ -335,15 +339,8 @@ int lb_bf16w_repack_f32(lb_bf16w_t *w, const float *W) {
     ctx_t *c = w ? ctx_get() : NULL;
     if (!c) return -1;
     match_threads();
-    dnnl_memory_desc_t smd;
-    if (w->fwd) {
-        md2(&smd, w->in, w->out, dnnl_f32, 1, w->in);
-        if (reorder(c, &smd, W, &w->fwd_md, w->fwd)) return -1;
-    }
-    if (w->bwd) {
-        md2(&smd, w->out, w->in, dnnl_f32, w->in, 1);
-        if (reorder(c, &smd, W, &w->bwd_md, w->bwd)) return -1;
-    }
+    if (w->fwd && pack_weights(c, NULL, W, 1, w->in, w->in, w->out, &w->fwd_md, w->fwd)) return -1;
+    if (w->bwd && pack_weights(c, NULL, W, w->in, 1, w->out, w->in, &w->bwd_md, w->bwd)) return -1;
     if (w->flags & (LB_BF16W_BWD_LATE | LB_BF16W_FWD_LATE)) w->src = W;
     w->stamp = new_stamp();
     return 0;
@@ -731,39 +728,34 @@ static const void *late_pack(lb_pool_t *pool, const lb_bf16w_t *w, int fwd) {
     return c->late;
 }
 
-// w's forward packing: its own, or made now (LB_BF16W_FWD_LATE); NULL when it has none.
-static const void *fwd_packing(lb_pool_t *pool, const lb_bf16w_t *w, int N) {
-    if (w->fwd) return w->fwd;
-    return (w->flags & LB_BF16W_FWD_LATE) && N > 0 ? late_pack(pool, w, 1) : NULL;
+// One product of w over N rows (kind J_FWD, J_FWD16 or J_DX, input a or a16): w's own
+// packing for its direction, or one made now (LB_BF16W_*_LATE); -1 when it has neither.
+static int product(lb_pool_t *pool, const lb_bf16w_t *w, int kind, int N, const float *a, const uint16_t *a16,
+                   float *dst, int accum) {
+    int fwd = kind != J_DX;
+    const void *own = w ? (fwd ? w->fwd : w->bwd) : NULL;
+    int late = w && (w->flags & (fwd ? LB_BF16W_FWD_LATE : LB_BF16W_BWD_LATE));
+    if ((!own && !late) || N < 0) return -1;
+    if (N == 0) return 0;
+    const void *packed = own ? own : late_pack(pool, w, fwd);
+    if (!packed) return -1;
+    job_t j = {.kind = kind, .w = w, .packed = packed, .N = N, .out = w->out, .in = w->in, .a = a, .a16 = a16,
+               .dst = dst, .accum = accum};
+    return job_run(pool, &j, N);
 }
 
 int lb_bf16w_forward(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *x, float *y, int accum) {
-    if (!w || !(w->fwd || (w->flags & LB_BF16W_FWD_LATE)) || N < 0) return -1;
-    if (N == 0) return 0;
-    const void *fwd = fwd_packing(pool, w, N);
-    if (!fwd) return -1;
-    job_t j = {.kind = J_FWD, .w = w, .packed = fwd, .N = N, .out = w->out, .in = w->in, .a = x, .dst = y, .accum = accum};
-    return job_run(pool, &j, N);
+    return product(pool, w, J_FWD, N, x, NULL, y, accum);
 }
 
 int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uint16_t *x, float *y,
                           int accum) {
-    if (!w || !(w->fwd || (w->flags & LB_BF16W_FWD_LATE)) || N < 0) return -1;
-    if (N == 0) return 0;
-    const void *fwd = fwd_packing(pool, w, N);
-    if (!fwd) return -1;
-    job_t j = {.kind = J_FWD16, .w = w, .packed = fwd, .N = N, .out = w->out, .in = w->in, .a16 = x, .dst = y, .accum = accum};
-    return job_run(pool, &j, N);
+    return product(pool, w, J_FWD16, N, NULL, x, y, accum);
 }
 
 int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
                          int accum) {
-    if (!w || !(w->bwd || (w->flags & LB_BF16W_BWD_LATE)) || N < 0) return -1;
-    if (N == 0) return 0;
-    const void *bwd = w->bwd ? w->bwd : late_pack(pool, w, 0);
-    if (!bwd) return -1;
-    job_t j = {.kind = J_DX, .w = w, .packed = bwd, .N = N, .out = w->out, .in = w->in, .a = dy, .dst = dx, .accum = accum};
-    return job_run(pool, &j, N);
+    return product(pool, w, J_DX, N, dy, NULL, dx, accum);
 }
 
 size_t lb_bf16_late_bytes(void) {

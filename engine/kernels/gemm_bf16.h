@@ -32,8 +32,10 @@
 // OpenBLAS's worker threads spin too (with sched_yield, up to ~0.1 s after each sgemm), so
 // linear_forward_pool / linear_backward_pool also run a bf16 layer's LoRA products on the
 // pool, OpenBLAS single-threaded in each block: through a bf16 run the pool's threads are
-// then the only ones computing. Packing uses an OpenMP team of lb_pool_threads() (once per
-// weight). Debian's oneDNN is built for OpenMP (dnnl_config.h: DNNL_RUNTIME_OMP).
+// then the only ones computing. Packing fp32 weights runs this file's packer (on the pool for a
+// late packing, else on the calling thread) where oneDNN's layout is one it knows, else
+// oneDNN's reorder with an OpenMP team of lb_pool_threads(). Debian's oneDNN is built for
+// OpenMP (dnnl_config.h: DNNL_RUNTIME_OMP).
 //
 // Calls are independent: a packed weight is read-only after packing and may be used by
 // several threads at once. Each thread keeps one oneDNN engine and stream for its calls
