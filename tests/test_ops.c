@@ -146,40 +146,33 @@ static float *check_attn(int B, int H, int K, int Tq, int Tk, int causal, int ma
     EXPECTF(eq < 1e-4 && ek < 1e-4 && ev < 1e-4 && eb < 1e-4,
             "B%d H%d K%d %dx%d causal %d mask %d bias %d p %.2f dv %d dbias %d: dq %.2e dk %.2e dv %.2e dbias %.2e",
             B, H, K, Tq, Tk, causal, masked, biased, p_drop, with_dv, with_dbias, eq, ek, ev, eb);
-    // P, q, k, v kept in bf16: ctx the same bits, P16 = P rounded (q16, k16, v16 likewise),
-    // and the backward from them the same bits as the fp32 backward given the rounded
-    // values (attn_core_pd16 scratch values a thread)
+    // bf16 precision: q, k, v kept rounded (q16, k16, v16 exactly q, k, v rounded), the
+    // four products on bf16 operands, softmax and dropout in fp32; ctx, P16 and the
+    // gradients near the double reference (bf16 keeps 8 bits; the bounds have 2.5x margin or more
+    // over what oneDNN and the widened fallback give)
     uint16_t *P16 = calloc((size_t)B * H * tt, 2), *q16 = calloc(nq, 2), *k16 = calloc(nk, 2), *v16 = calloc(nk, 2);
     float *pd2 = calloc((size_t)B * H * attn_core_pd16(&s), 4), *Pr = calloc((size_t)B * H * tt, 4);
-    float *qr = calloc(nq, 4), *kr = calloc(nk, 4), *vr = calloc(nk, 4);
-    float *o16 = calloc(nq * 2 + nk * 2 + nb, 4), *or = calloc(nq * 2 + nk * 2 + nb, 4);
+    float *o16 = calloc(nq * 2 + nk * 2 + nb, 4);
     attn_core_forward16_p(pool, &s, q, k, v, P16, pd2, o16, &drop, q16, k16, v16);
-    EXPECTF(!memcmp(o16, ctx, nq * 4), "ctx with P kept in bf16 differs");
     int rounded = 1;
-    for (size_t i = 0; i < (size_t)B * H * tt; i++) {
-        rounded &= P16[i] == lb_f32_to_bf16(P[i]);
-        Pr[i] = lb_bf16_to_f32(P16[i]);
-    }
-    for (size_t i = 0; i < nq; i++) {
-        rounded &= q16[i] == lb_f32_to_bf16(q[i]);
-        qr[i] = lb_bf16_to_f32(q16[i]);
-    }
-    for (size_t i = 0; i < nk; i++) {
-        rounded &= k16[i] == lb_f32_to_bf16(k[i]) && v16[i] == lb_f32_to_bf16(v[i]);
-        kr[i] = lb_bf16_to_f32(k16[i]);
-        vr[i] = lb_bf16_to_f32(v16[i]);
-    }
-    EXPECTF(rounded, "P16, q16, k16, v16 are not P, q, k, v rounded");
+    for (size_t i = 0; i < nq; i++) rounded &= q16[i] == lb_f32_to_bf16(q[i]);
+    for (size_t i = 0; i < nk; i++) rounded &= k16[i] == lb_f32_to_bf16(k[i]) && v16[i] == lb_f32_to_bf16(v[i]);
+    EXPECTF(rounded, "q16, k16, v16 are not q, k, v rounded");
+    for (size_t i = 0; i < (size_t)B * H * tt; i++) Pr[i] = lb_bf16_to_f32(P16[i]);
+    double e16P = max_rel(Pr, r.P, (size_t)B * H * tt), e16c = max_rel(o16, r.ctx, nq);
+    EXPECTF(e16P < 2e-2 && e16c < 2e-2, "B%d H%d K%d %dx%d: bf16 P %.2e ctx %.2e from the double reference", B, H, K, Tq, Tk,
+            e16P, e16c);
     attn_core_backward16_p(pool, &s, q16, k16, v16, P16, pd2, ds, dctx, o16 + nq, o16 + 2 * nq, with_dv ? o16 + 2 * nq + nk : NULL,
                            with_dbias ? o16 + 2 * nq + 2 * nk : NULL, &drop);
-    attn_core_backward_p(pool, &s, qr, kr, vr, Pr, pd, ds, dctx, or + nq, or + 2 * nq, with_dv ? or + 2 * nq + nk : NULL,
-                         with_dbias ? or + 2 * nq + 2 * nk : NULL, &drop);
-    EXPECTF(!memcmp(o16 + nq, or + nq, (nq + 2 * nk + nb) * 4), "backward from P16, q16, k16, v16 differs from the fp32 one on them widened");
-    // and near the fp32 backward on the unrounded values (bf16 keeps 8 bits)
     double e16q = max_rel(o16 + nq, rq, nq), e16k = max_rel(o16 + 2 * nq, rk, nk);
-    EXPECTF(e16q < 2e-2 && e16k < 2e-2, "B%d H%d K%d %dx%d: bf16-kept dq %.2e dk %.2e from the double reference", B, H, K,
-            Tq, Tk, e16q, e16k);
-    free(P16), free(q16), free(k16), free(v16), free(pd2), free(Pr), free(qr), free(kr), free(vr), free(o16), free(or);
+    double e16v = with_dv ? max_rel(o16 + 2 * nq + nk, rv, nk) : 0, e16b = with_dbias ? max_rel(o16 + 2 * nq + 2 * nk, rb, nb) : 0;
+    EXPECTF(e16q < 3e-2 && e16k < 3e-2 && e16v < 3e-2 && e16b < 3e-2,
+            "B%d H%d K%d %dx%d: bf16 dq %.2e dk %.2e dv %.2e dbias %.2e from the double reference", B, H, K, Tq, Tk, e16q,
+            e16k, e16v, e16b);
+    if (getenv("LB_TEST_VERBOSE"))
+        printf("  bf16 core B%d H%d K%d %dx%d: P %.2e ctx %.2e dq %.2e dk %.2e dv %.2e dbias %.2e\n", B, H, K, Tq, Tk, e16P,
+               e16c, e16q, e16k, e16v, e16b);
+    free(P16), free(q16), free(k16), free(v16), free(pd2), free(Pr), free(o16);
     free(q), free(k), free(v), free(dctx), free(bias), free(km), free(P), free(pd), free(ds);
     free(r.P), free(r.Pd), free(r.ctx), free(rq), free(rk), free(rv), free(rb);
     lb_pool_free(pool);

@@ -516,15 +516,20 @@ static void test_bf16_full_grads_near_torch(void) {
     size_t ab = (size_t)(c->gated ? 2 : 1) * c->d_ff * (Ne * c->num_layers + Nd * c->num_decoder_layers);
     t5_acts_t *a = t5_acts_new(&m, batch.b.B, batch.b.S, batch.b.T);
     // bf16 adds the shared roundings h16 [Nmax, D] and E16 [Ne, D] and, a thread, a second
-    // scratch slice of scores and one (b, h) of q, k, v; it halves a, b, the probabilities
+    // scratch slice of scores and the bf16 operands of one (b, h); it halves a, b, the probabilities
     // P, q, k, v and the attention outputs ctx (64-byte alignment: up to 64 bytes a buffer)
     size_t B = (size_t)batch.b.B, S = (size_t)batch.b.S, T = (size_t)batch.b.T, H = (size_t)c->num_heads;
     size_t K = (size_t)c->d_kv;
     size_t nP = B * H * (S * S * c->num_layers + (T * T + T * S) * c->num_decoder_layers);
     size_t tt = S * S > T * S ? S * S : T * S, nt = (size_t)lb_pool_threads();
     tt = tt > T * T ? tt : T * T;
-    size_t pd16[3] = {2 * S * S + 3 * S * K, 2 * T * S + (T + 2 * S) * K, 2 * T * T + 3 * T * K}, p16 = 0;
-    for (int i = 0; i < 3; i++) p16 = pd16[i] > p16 ? pd16[i] : p16;
+    // a thread's scratch: two fp32 slices of Tq·Tk scores, then Tq·Tk + Tq·K bf16 values
+    // (the dropped P or dS, and one head of dctx), in fp32 values rounded up to 16
+    size_t tq[3] = {S, T, T}, tk[3] = {S, S, T}, p16 = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t n = 2 * tq[i] * tk[i] + ((tq[i] * tk[i] + tq[i] * K + 1) / 2 + 15) / 16 * 16;
+        p16 = n > p16 ? n : p16;
+    }
     size_t nctx = H * K * (Ne * c->num_layers + 2 * Nd * c->num_decoder_layers);  // no adapters
     size_t nqkv = H * K * (3 * Ne * c->num_layers + (4 * Nd + 2 * Ne) * c->num_decoder_layers);
     // the sublayers' inputs x in bf16 too, with one fp32 working buffer a stack

@@ -75,6 +75,7 @@ typedef struct {
 // Primitives per thread (direct-mapped by a hash of the key): a training step uses ~10
 // shapes per thread, a generation step a few more; a miss only costs a new primitive.
 #define PRIM_SLOTS 64
+#define GEMM_SLOTS 16
 
 typedef struct {
     dnnl_engine_t eng;
@@ -84,6 +85,12 @@ typedef struct {
     size_t late_cap;   // its bytes
     uint64_t late_stamp;  // what late holds: the weight's stamp (0: nothing) and
     int late_fwd;         // direction, so that consecutive calls pack once
+    // lb_bf16_gemm's primitives, by a key of a few integers (hashing memory descriptors
+    // of ~1 KB each would cost microseconds a call, against ~10 us products)
+    struct gprim {
+        long key[9];
+        prim_t e;
+    } g[GEMM_SLOTS];
 } ctx_t;
 
 static void prim_drop(prim_t *e) {
@@ -100,6 +107,7 @@ static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
 static void ctx_destroy(void *p) {
     ctx_t *c = p;
     for (int i = 0; i < PRIM_SLOTS; i++) prim_drop(&c->prim[i]);
+    for (int i = 0; i < GEMM_SLOTS; i++) prim_drop(&c->g[i].e);
     if (c->st) dnnl_stream_destroy(c->st);
     if (c->eng) dnnl_engine_destroy(c->eng);
     free(c->late);
@@ -148,14 +156,18 @@ done:
 }
 
 // A matmul primitive descriptor dst [M, Nn] f32 (+)= src·weights, src and weights bf16;
-// wmd NULL lets oneDNN choose the weights' layout (for packing).
-static dnnl_primitive_desc_t matmul_pd(ctx_t *c, const dnnl_memory_desc_t *smd,
-                                       const dnnl_memory_desc_t *wmd, int K, int Nn, int accum) {
+// wmd NULL lets oneDNN choose the weights' layout (for packing), dmd NULL is a dense dst.
+static dnnl_primitive_desc_t matmul_pd_to(ctx_t *c, const dnnl_memory_desc_t *smd,
+                                          const dnnl_memory_desc_t *wmd, const dnnl_memory_desc_t *dmd_in,
+                                          int K, int Nn, int accum) {
     dnnl_memory_desc_t any, dmd;
     int M = (int)smd->dims[0];
     dnnl_dims_t wd = {K, Nn}, dd = {M, Nn};
     dnnl_memory_desc_init_by_tag(&any, 2, wd, dnnl_bf16, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
+    if (dmd_in)
+        dmd = *dmd_in;
+    else
+        dnnl_memory_desc_init_by_tag(&dmd, 2, dd, dnnl_f32, dnnl_ab);
     dnnl_matmul_desc_t d;
     if (dnnl_matmul_desc_init(&d, smd, wmd ? wmd : &any, NULL, &dmd) != dnnl_success) return NULL;
     dnnl_primitive_attr_t attr = NULL;
@@ -173,10 +185,40 @@ static dnnl_primitive_desc_t matmul_pd(ctx_t *c, const dnnl_memory_desc_t *smd,
     return pd;
 }
 
+static dnnl_primitive_desc_t matmul_pd(ctx_t *c, const dnnl_memory_desc_t *smd,
+                                       const dnnl_memory_desc_t *wmd, int K, int Nn, int accum) {
+    return matmul_pd_to(c, smd, wmd, NULL, K, Nn, accum);
+}
+
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
     for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
+}
+
+// Makes e the primitive for dst (md dmd, NULL: dense) (+)= src (md smd) · weights (md wmd)
+// with an OpenMP team of team; 0, or -1 (e emptied) when oneDNN refuses.
+static int prim_make(ctx_t *c, prim_t *e, const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *wmd,
+                     const dnnl_memory_desc_t *dmd_in, int K, int Nn, int accum, int team) {
+    prim_drop(e);
+    dnnl_primitive_desc_t pd = matmul_pd_to(c, smd, wmd, dmd_in, K, Nn, accum);
+    if (!pd) return -1;
+    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    int ok = dnnl_primitive_create(&e->p, pd) == dnnl_success &&
+             dnnl_memory_create(&e->ms, smd, c->eng, DNNL_MEMORY_NONE) == dnnl_success &&
+             dnnl_memory_create(&e->mw, wmd, c->eng, DNNL_MEMORY_NONE) == dnnl_success &&
+             dnnl_memory_create(&e->md, dmd, c->eng, DNNL_MEMORY_NONE) == dnnl_success;
+    dnnl_primitive_desc_destroy(pd);
+    if (!ok) {
+        prim_drop(e);
+        return -1;
+    }
+    e->used = 1;
+    e->accum = accum;
+    e->team = team;
+    e->smd = *smd;
+    e->wmd = *wmd;
+    return 0;
 }
 
 // The thread's primitive for dst (+)= src (md smd) · weights (md wmd): from its cache, else
@@ -191,33 +233,12 @@ static prim_t *prim_get(ctx_t *c, const dnnl_memory_desc_t *smd, const dnnl_memo
     if (e->used && e->accum == accum && e->team == team && !memcmp(&e->smd, smd, sizeof *smd) &&
         !memcmp(&e->wmd, wmd, sizeof *wmd))
         return e;
-    prim_drop(e);
-    dnnl_primitive_desc_t pd = matmul_pd(c, smd, wmd, K, Nn, accum);
-    if (!pd) return NULL;
-    const dnnl_memory_desc_t *dmd = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
-    int ok = dnnl_primitive_create(&e->p, pd) == dnnl_success &&
-             dnnl_memory_create(&e->ms, smd, c->eng, DNNL_MEMORY_NONE) == dnnl_success &&
-             dnnl_memory_create(&e->mw, wmd, c->eng, DNNL_MEMORY_NONE) == dnnl_success &&
-             dnnl_memory_create(&e->md, dmd, c->eng, DNNL_MEMORY_NONE) == dnnl_success;
-    dnnl_primitive_desc_destroy(pd);
-    if (!ok) {
-        prim_drop(e);
-        return NULL;
-    }
-    e->used = 1;
-    e->accum = accum;
-    e->team = team;
-    e->smd = *smd;
-    e->wmd = *wmd;
-    return e;
+    return prim_make(c, e, smd, wmd, NULL, K, Nn, accum, team) ? NULL : e;
 }
 
-// dst [M, Nn] (+)= src [M, K] (md smd) · weights [K, Nn] (md wmd), all already bf16.
-// Returns 0, -1 when oneDNN failed before touching dst, -2 when it failed running.
-static int matmul(ctx_t *c, const dnnl_memory_desc_t *smd, const void *src,
-                  const dnnl_memory_desc_t *wmd, const void *w, int K, int Nn, float *dst, int accum) {
-    prim_t *e = prim_get(c, smd, wmd, K, Nn, accum);
-    if (!e) return -1;
+// Runs e on src, w, dst: 0, -1 when oneDNN failed before touching dst, -2 when it failed
+// running.
+static int prim_run(ctx_t *c, prim_t *e, const void *src, const void *w, float *dst) {
     if (dnnl_memory_set_data_handle(e->ms, (void *)src) != dnnl_success ||
         dnnl_memory_set_data_handle(e->mw, (void *)w) != dnnl_success ||
         dnnl_memory_set_data_handle(e->md, dst) != dnnl_success)
@@ -225,6 +246,14 @@ static int matmul(ctx_t *c, const dnnl_memory_desc_t *smd, const void *src,
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->ms}, {DNNL_ARG_WEIGHTS, e->mw}, {DNNL_ARG_DST, e->md}};
     if (dnnl_primitive_execute(e->p, c->st, 3, args) != dnnl_success) return -2;
     return dnnl_stream_wait(c->st) == dnnl_success ? 0 : -2;
+}
+
+// dst [M, Nn] (+)= src [M, K] (md smd) · weights [K, Nn] (md wmd), all already bf16.
+// Returns 0, -1 when oneDNN failed before touching dst, -2 when it failed running.
+static int matmul(ctx_t *c, const dnnl_memory_desc_t *smd, const void *src,
+                  const dnnl_memory_desc_t *wmd, const void *w, int K, int Nn, float *dst, int accum) {
+    prim_t *e = prim_get(c, smd, wmd, K, Nn, accum);
+    return e ? prim_run(c, e, src, w, dst) : -1;
 }
 
 static void md2(dnnl_memory_desc_t *md, long d0, long d1, dnnl_data_type_t t, long s0, long s1) {
@@ -777,4 +806,48 @@ int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, co
     if (!rc) rc = job_run(pool, &j, out);
     free(x16);
     return rc;
+}
+
+int lb_bf16_gemm(int ta, int tb, int M, int N, int K, const uint16_t *A, long lda, const uint16_t *B,
+                 long ldb, float *C, long ldc, int accum) {
+    if (M <= 0 || N <= 0 || K <= 0 || !lb_bf16_available(NULL, NULL, 0)) return -1;
+    ctx_t *c = ctx_get();
+    if (!c) return -1;
+    if (omp_get_max_threads() != 1) omp_set_num_threads(1);
+    long key[9] = {ta, tb, M, N, K, lda, ldb, ldc, accum};
+    uint64_t h = fnv(0xcbf29ce484222325ull, key, sizeof key);
+    struct gprim *g = &c->g[h % GEMM_SLOTS];
+    if (!g->e.used || memcmp(g->key, key, sizeof key)) {
+        dnnl_memory_desc_t smd, wmd, dmd;
+        if (ta)  // A [K, M] read as its transpose
+            md2(&smd, M, K, dnnl_bf16, 1, lda);
+        else
+            md2(&smd, M, K, dnnl_bf16, lda, 1);
+        if (tb)
+            md2(&wmd, K, N, dnnl_bf16, 1, ldb);
+        else
+            md2(&wmd, K, N, dnnl_bf16, ldb, 1);
+        md2(&dmd, M, N, dnnl_f32, ldc, 1);
+        memset(g->key, 0, sizeof g->key);
+        if (prim_make(c, &g->e, &smd, &wmd, &dmd, K, N, accum, 1)) return -1;
+        memcpy(g->key, key, sizeof key);
+    }
+    return prim_run(c, &g->e, A, B, C);
+}
+
+void lb_bf16_gemm_impl_name(int ta, int tb, int M, int N, int K, char *buf, size_t len) {
+    snprintf(buf, len, "unavailable");
+    if (!lb_bf16_available(NULL, NULL, 0)) return;
+    ctx_t *c = ctx_get();
+    if (!c) return;
+    if (omp_get_max_threads() != 1) omp_set_num_threads(1);
+    dnnl_memory_desc_t smd, wmd, dmd;
+    md2(&smd, M, K, dnnl_bf16, ta ? 1 : K, ta ? M : 1);
+    md2(&wmd, K, N, dnnl_bf16, tb ? 1 : N, tb ? K : 1);
+    md2(&dmd, M, N, dnnl_f32, N, 1);
+    dnnl_primitive_desc_t pd = matmul_pd_to(c, &smd, &wmd, &dmd, K, N, 0);
+    const char *s = NULL;
+    if (pd && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) == dnnl_success && s)
+        snprintf(buf, len, "%s", s);
+    if (pd) dnnl_primitive_desc_destroy(pd);
 }

@@ -143,4 +143,16 @@ size_t lb_bf16_late_bytes(void);
 int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,
                     float *dW, int accum);
 
+// C [M, N] = op(A)·op(B) (accum = 0) or C += op(A)·op(B) (accum = 1), A and B already
+// bf16, on the calling thread alone: the small products of the attention core, run inside
+// the pool's jobs. op(A) [M, K] is A[m·lda + k], or with ta A[k·lda + m]; op(B) [K, N] is
+// B[k·ldb + n], or with tb B[n·ldb + k]; C[m·ldc + n]. Each thread keeps the primitives of
+// its recent shapes. Returns 0, -1 when nothing was written to C (bf16 not available here,
+// or oneDNN refused the shape), -2 when oneDNN failed while writing C.
+int lb_bf16_gemm(int ta, int tb, int M, int N, int K, const uint16_t *A, long lda, const uint16_t *B,
+                 long ldb, float *C, long ldc, int accum);
+
+// oneDNN's name of the kernel lb_bf16_gemm takes for that shape (dense operands).
+void lb_bf16_gemm_impl_name(int ta, int tb, int M, int N, int K, char *buf, size_t len);
+
 #endif

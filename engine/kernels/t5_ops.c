@@ -3,6 +3,7 @@
 // passes over a row in cache, else AVX2+FMA; the double build of the gradient test uses
 // the scalar code, the reference.
 #include "t5_ops.h"
+#include "gemm_bf16.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -935,17 +936,36 @@ static void round_bf16(const lb_real *src, size_t n, uint16_t *dst) {
     for (; i < n; i++) dst[i] = lb_f32_to_bf16((float)src[i]);
 }
 
-// The [T, K] slice of head h of one batch row of x [·, H·K] (bf16, starting at that
-// batch row): rounded from src (round_slice16), widened into a dense [T, K] (widen_slice16).
+// The [T, K] slice of head h of one batch row of x [·, H·K] rounded to bf16 into the same
+// place of dst (laid out as x).
 static void round_slice16(const lb_real *src, int T, int K, int HK, int h, uint16_t *dst) {
     for (int t = 0; t < T; t++) round_bf16(src + (size_t)t * HK + h * K, (size_t)K, dst + (size_t)t * HK + h * K);
 }
-static void widen_slice16(const uint16_t *src, int T, int K, int HK, int h, lb_real *dst) {
-    for (int t = 0; t < T; t++) lb_bf16_to_real(src + (size_t)t * HK + h * K, (size_t)K, dst + (size_t)t * K);
+
+// C [M, N] (fp32, ldc) = op(A)·op(B) with A and B in bf16 (lb_bf16_gemm's operands): on
+// the bf16 hardware, or where oneDNN refuses (or in the double build) widened and through
+// lb_gemm, the same product of the same rounded values.
+static void gemm16(int ta, int tb, int M, int N, int K, const uint16_t *A, long lda, const uint16_t *B,
+                   long ldb, lb_real *C, long ldc) {
+#ifndef LB_REAL_DOUBLE
+    if (!lb_bf16_gemm(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, 0)) return;
+#endif
+    size_t na = ta ? (size_t)(K - 1) * lda + M : (size_t)(M - 1) * lda + K;
+    size_t nb = tb ? (size_t)(N - 1) * ldb + K : (size_t)(K - 1) * ldb + N;
+    lb_real *a = xmalloc(sizeof(lb_real) * na), *b = xmalloc(sizeof(lb_real) * nb);
+    lb_bf16_to_real(A, na, a);
+    lb_bf16_to_real(B, nb, b);
+    lb_gemm(ta, tb, M, N, K, 1, a, lda, b, ldb, 0, C, ldc);
+    free(a);
+    free(b);
 }
 
+// A thread's scratch of the bf16 core: two slices of Tq·Tk fp32 scores (the dropped P and
+// P), then Tq·Tk bf16 values (the dropped P, later dS) and Tq·K (one head of dctx), in
+// fp32 values rounded up to a cache line.
 size_t attn_core_pd16(const attn_shape_t *s) {
-    return 2 * (size_t)s->Tq * s->Tk + ((size_t)s->Tq + 2 * (size_t)s->Tk) * s->K;
+    size_t tt = (size_t)s->Tq * s->Tk, b16 = tt + (size_t)s->Tq * s->K;
+    return 2 * tt + ((b16 + 1) / 2 + 15) / 16 * 16;
 }
 
 // The scalar (and AVX2) form of one score row: bias, mask, softmax, each a pass.
@@ -985,14 +1005,22 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
     drop_consts_t dk = {0, 0, 0};
     if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
-    // with P kept in bf16 each thread has two slices: the dropped P, then P itself
+    // kept in bf16 each thread has two slices: the dropped P, then P itself, and the
+    // dropped P in bf16 for the product with v
     lb_real *pdt = j->pd + (size_t)tid * (j->P16 ? attn_core_pd16(s) : tt);
+    uint16_t *pd16 = j->P16 ? (uint16_t *)(pdt + 2 * tt) : NULL;
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
-        size_t o = (size_t)it * tt;
+        size_t o = (size_t)it * tt, qo = (size_t)b * Tq * HK, ko = (size_t)b * Tk * HK;
         lb_real *P = j->P16 ? pdt + tt : j->Pw + o;
-        lb_gemm(0, 1, Tq, Tk, K, 1, j->q + (size_t)b * Tq * HK + h * K, HK,
-                j->k + (size_t)b * Tk * HK + h * K, HK, 0, P, Tk);
+        if (j->P16) {  // q, k, v rounded once: the products' inputs and the backward's
+            round_slice16(j->q + qo, Tq, K, HK, h, j->q16 + qo);
+            round_slice16(j->k + ko, Tk, K, HK, h, j->k16 + ko);
+            round_slice16(j->v + ko, Tk, K, HK, h, j->v16 + ko);
+            gemm16(0, 1, Tq, Tk, K, j->q16 + qo + h * K, HK, j->k16 + ko + h * K, HK, P, Tk);
+        } else {
+            lb_gemm(0, 1, Tq, Tk, K, 1, j->q + qo + h * K, HK, j->k + ko + h * K, HK, 0, P, Tk);
+        }
         const int32_t *km = s->key_mask ? s->key_mask + (size_t)b * Tk : NULL;
         for (int i = 0; i < Tq; i++) {
             lb_real *row = P + (size_t)i * Tk;
@@ -1015,13 +1043,17 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
             }
             Pd = pdt;
         }
-        lb_gemm(0, 0, Tq, K, Tk, 1, Pd, Tk, j->v + (size_t)b * Tk * HK + h * K, HK, 0,
-                j->ctx + (size_t)b * Tq * HK + h * K, HK);
-        if (j->P16) round_bf16(P, tt, j->P16 + o);
-        size_t qo = (size_t)b * Tq * HK, ko = (size_t)b * Tk * HK;
-        if (j->q16) round_slice16(j->q + qo, Tq, K, HK, h, j->q16 + qo);
-        if (j->k16) round_slice16(j->k + ko, Tk, K, HK, h, j->k16 + ko);
-        if (j->v16) round_slice16(j->v + ko, Tk, K, HK, h, j->v16 + ko);
+        if (j->P16) {
+            round_bf16(P, tt, j->P16 + o);
+            const uint16_t *Pd16 = j->P16 + o;
+            if (on) {
+                round_bf16(Pd, tt, pd16);
+                Pd16 = pd16;
+            }
+            gemm16(0, 0, Tq, K, Tk, Pd16, Tk, j->v16 + ko + h * K, HK, j->ctx + qo + h * K, HK);
+        } else {
+            lb_gemm(0, 0, Tq, K, Tk, 1, Pd, Tk, j->v + ko + h * K, HK, 0, j->ctx + qo + h * K, HK);
+        }
     }
 }
 
@@ -1058,22 +1090,15 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
     if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
     lb_real *pdt = j->pd + (size_t)tid * (j->P16 ? attn_core_pd16(s) : tt);
+    // kept in bf16: the bf16 operands of this (b, h), the dropped P and then dS, and dctx
+    uint16_t *a16 = j->P16 ? (uint16_t *)(pdt + 2 * tt) : NULL, *dc16 = a16 ? a16 + tt : NULL;
     for (long it = lo; it < hi; it++) {
         int b = (int)(it / H), h = (int)(it % H);
         size_t o = (size_t)it * tt, qo = (size_t)b * Tq * HK, ko = (size_t)b * Tk * HK;
         const lb_real *P = j->P16 ? pdt + tt : j->P + o, *dc = j->dctx + qo + h * K;
-        if (j->P16) lb_bf16_to_real(j->P16 + o, tt, pdt + tt);
-        // q, k, v of this (b, h) and their leading dimensions
-        const lb_real *qb, *kb, *vb;
-        int ldq = HK;
-        if (j->q16) {  // kept in bf16: widened into the thread's scratch, [T, K] dense
-            lb_real *qs = pdt + 2 * tt, *ks = qs + (size_t)Tq * K, *vs = ks + (size_t)Tk * K;
-            if (j->dk) widen_slice16(j->q16 + qo, Tq, K, HK, h, qs);
-            if (j->dq) widen_slice16(j->k16 + ko, Tk, K, HK, h, ks);
-            if (need_ds) widen_slice16(j->v16 + ko, Tk, K, HK, h, vs);
-            qb = qs, kb = ks, vb = vs, ldq = K;
-        } else {
-            qb = j->q + qo + h * K, kb = j->k + ko + h * K, vb = j->v + ko + h * K;
+        if (j->P16) {
+            lb_bf16_to_real(j->P16 + o, tt, pdt + tt);
+            for (int t = 0; t < Tq; t++) round_bf16(dc + (size_t)t * HK, (size_t)K, dc16 + (size_t)t * K);
         }
         int have_pd = 0;
         if (j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
@@ -1089,12 +1114,24 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
                 Pd = pdt;
                 have_pd = 1;
             }
-            lb_gemm(1, 0, Tk, K, Tq, 1, Pd, Tk, dc, HK, 0, j->dv + (size_t)b * Tk * HK + h * K, HK);
+            if (j->P16) {
+                const uint16_t *Pd16 = j->P16 + o;
+                if (on) {
+                    round_bf16(Pd, tt, a16);
+                    Pd16 = a16;
+                }
+                gemm16(1, 0, Tk, K, Tq, Pd16, Tk, dc16, K, j->dv + ko + h * K, HK);
+            } else {
+                lb_gemm(1, 0, Tk, K, Tq, 1, Pd, Tk, dc, HK, 0, j->dv + ko + h * K, HK);
+            }
         }
         if (!need_ds) continue;
         lb_real *ds = j->dbias ? j->ds + o : j->ds + (size_t)tid * tt;
         // dPd [Tq, Tk] = dctx·vᵀ
-        lb_gemm(0, 1, Tq, Tk, K, 1, dc, HK, vb, ldq, 0, ds, Tk);
+        if (j->P16)
+            gemm16(0, 1, Tq, Tk, K, dc16, K, j->v16 + ko + h * K, HK, ds, Tk);
+        else
+            lb_gemm(0, 1, Tq, Tk, K, 1, dc, HK, j->v + ko + h * K, HK, 0, ds, Tk);
         // dS = P·(dP − Σ P·dP), dP = drop(dPd)
 #ifdef LB_VEC
         if (v512) {
@@ -1109,12 +1146,18 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
             if (on) drop_range(ds, tt, j->drop, s->site, o, s->p_drop);
             for (int r = 0; r < Tq; r++) attn_row_bwd(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk);
         }
+        if (j->P16) {  // dS rounded once for both products
+            if (j->dq || j->dk) round_bf16(ds, tt, a16);
+            if (j->dq)  // dq [Tq, K] = dS·k
+                gemm16(0, 0, Tq, K, Tk, a16, Tk, j->k16 + ko + h * K, HK, j->dq + qo + h * K, HK);
+            if (j->dk)  // dk [Tk, K] = dSᵀ·q
+                gemm16(1, 0, Tk, K, Tq, a16, Tk, j->q16 + qo + h * K, HK, j->dk + ko + h * K, HK);
+            continue;
+        }
         if (j->dq)  // dq [Tq, K] = dS·k
-            lb_gemm(0, 0, Tq, K, Tk, 1, ds, Tk, kb, ldq, 0,
-                    j->dq + (size_t)b * Tq * HK + h * K, HK);
+            lb_gemm(0, 0, Tq, K, Tk, 1, ds, Tk, j->k + ko + h * K, HK, 0, j->dq + qo + h * K, HK);
         if (j->dk)  // dk [Tk, K] = dSᵀ·q
-            lb_gemm(1, 0, Tk, K, Tq, 1, ds, Tk, qb, ldq, 0,
-                    j->dk + (size_t)b * Tk * HK + h * K, HK);
+            lb_gemm(1, 0, Tk, K, Tq, 1, ds, Tk, j->q + qo + h * K, HK, 0, j->dk + ko + h * K, HK);
     }
 }
 

@@ -86,17 +86,19 @@ void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *
                                 const lb_real *k, const lb_real *v, lb_real *P, lb_real *pd,
                                 lb_real *ctx, const lb_drop_t *drop);
 
-// attn_core_forward_p keeping P in bf16: P16 [B, H, Tq, Tk] gets the probabilities
-// rounded once (ctx is computed from the fp32 ones, as attn_core_forward_p computes it),
-// and q16, k16, v16 (each optional, in the layout of q, k, v) get q, k and v rounded once
-// for the backward, so that q, k and v themselves may be scratch. pd has
-// attn_core_pd16(s) values a thread ([min(threads, B·H), attn_core_pd16(s)]).
+// The attention core of bf16 precision: q, k and v are rounded to bf16 once, into q16,
+// k16 and v16 (in the layout of q, k, v, kept for the backward, so that q, k and v
+// themselves may be scratch), the products q·kᵀ and P·v take bf16 operands with fp32
+// sums (lb_bf16_gemm: AMX or AVX-512 bf16; the dropped probabilities are rounded for the
+// second), and P16 [B, H, Tq, Tk] gets the probabilities rounded once; bias, mask,
+// softmax and dropout stay fp32. pd has attn_core_pd16(s) values a thread
+// ([min(threads, B·H), attn_core_pd16(s)]).
 void attn_core_forward16_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q, const lb_real *k,
                            const lb_real *v, uint16_t *P16, lb_real *pd, lb_real *ctx, const lb_drop_t *drop,
                            uint16_t *q16, uint16_t *k16, uint16_t *v16);
 
 // The scratch values a thread of attn_core_forward16_p / attn_core_backward16_p needs:
-// two slices of Tq·Tk scores and one (b, h) of q, k and v in fp32.
+// two slices of Tq·Tk fp32 scores and the bf16 operands of one (b, h).
 size_t attn_core_pd16(const attn_shape_t *s);
 
 // FLOPs of one of the core's products (all four have the same size).
@@ -110,9 +112,9 @@ void attn_core_backward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real 
                                  lb_real *ds, const lb_real *dctx, lb_real *dq, lb_real *dk,
                                  lb_real *dv, lb_real *dbias, const lb_drop_t *drop);
 
-// attn_core_backward_p from what attn_core_forward16_p kept: P16, q16, k16 and v16, each
-// (b, h) widened into the thread's slices of pd (attn_core_pd16 values a thread). The
-// result is bit for bit attn_core_backward_p's on those rounded values.
+// attn_core_backward_p from what attn_core_forward16_p kept (P16, q16, k16, v16), its four
+// products in bf16 as the forward's: dctx and dS are rounded once a head; the softmax
+// backward, dropout and dbias stay fp32.
 void attn_core_backward16_p(lb_pool_t *pool, const attn_shape_t *s, const uint16_t *q16, const uint16_t *k16,
                             const uint16_t *v16, const uint16_t *P16, lb_real *pd, lb_real *ds,
                             const lb_real *dctx, lb_real *dq, lb_real *dk, lb_real *dv, lb_real *dbias,

@@ -111,7 +111,7 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
         int k16 = ff16 && !a->enc_shared;
         sub_x(&s->x, &s->x16, bp, Ne, D, k16, a->xw_enc);
         s->inv = BUMP(bp, Ne); s->h = a->hbuf;
-        attn_qkvP(s, bp, Ne, Ne, HK, (size_t)B * H * S * S, ff16 && !a->enc_shared);
+        attn_qkvP(s, bp, Ne, Ne, HK, (size_t)B * H * S * S, ff16);
         attn_ctx(a, s, L, bp, Ne * HK, ff16 && !a->enc_shared);
         s->xa[0] = XA(L->q, Ne); s->xa[1] = XA(L->k, Ne); s->xa[2] = XA(L->v, Ne); s->xa[3] = XA(L->o, Ne);
         ff_saved_t *f = &a->ef[l];
@@ -135,7 +135,7 @@ static void acts_layout(t5_acts_t *a, const t5_model_t *m, bump_t *bp) {
             size_t Nk = w ? Ne : Nd, Tk = w ? S : T;
             sub_x(&s->x, &s->x16, bp, Nd, D, ff16 && !a->dec_shared, a->xw_dec);
             s->inv = BUMP(bp, Nd); s->h = a->hbuf;
-            attn_qkvP(s, bp, Nd, Nk, HK, (size_t)B * H * T * Tk, ff16 && !a->dec_shared);
+            attn_qkvP(s, bp, Nd, Nk, HK, (size_t)B * H * T * Tk, ff16);
             attn_ctx(a, s, L, bp, Nd * HK, ff16 && !a->dec_shared);
             s->xa[0] = XA(L->q, Nd); s->xa[1] = XA(L->k, Nk); s->xa[2] = XA(L->v, Nk); s->xa[3] = XA(L->o, Nd);
         }
@@ -205,10 +205,10 @@ static t5_acts_t *acts_plan(const t5_model_t *m, int B, int S, int T) {
     for (int i = 0; i < m->n_lin; i++) a->lin_r[i] = m->lin[i].r;
     bump_t bp = {NULL, 0};
     acts_layout(a, m, &bp);
-    // where some P is kept in bf16, attn_core_forward16_p's scratch (two slices of scores
-    // and one (b, h) of q, k, v a thread)
+    // in bf16, attn_core_forward16_p's scratch (two slices of scores and the bf16
+    // operands of one (b, h) a thread)
     size_t tt = max3((size_t)S * S, (size_t)T * S, (size_t)T * T);
-    if (m->bf16 && !(a->enc_shared && a->dec_shared)) {
+    if (m->bf16) {
         attn_shape_t e = {.B = B, .H = c->num_heads, .K = c->d_kv, .Tq = S, .Tk = S};
         attn_shape_t x = e, d = e;
         x.Tq = T, d.Tq = d.Tk = T;
