@@ -333,4 +333,29 @@ check "cancel during the final evaluation: cancelled within a batch, saying so; 
 "$B" resume 1 --workspace "$W10" > /dev/null 2>&1; rc=$?
 check "resume after a cancelled evaluation evaluates and finishes" \
     '[ $rc -eq 0 ] && [ "$(q10 "SELECT status FROM runs WHERE id = 1")" = done ] && [ "$(q10 "SELECT COUNT(*) FROM evals WHERE run_id = 1")" = 1 ]'
+
+# 11. bench --profile: the kinds of work partition the step (with "other" they sum to the
+# step's mean time); the parts named "of which" (LoRA's products, the lm_head's) are
+# within the linear layers' time, and LoRA's is there only in a LoRA step.
+for m in lora full; do
+    "$B" bench --shape tests/fixtures/hf/t5-gated-a --method $m --batch 2 --src 8 --tgt 4 --steps 2 --warmup 0 --profile --json \
+        > "$T/prof-$m.json" 2> "$T/prof-$m.err"
+done
+profile_ok() {  # file, 1 when LoRA's part must be there
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+lines = open(sys.argv[1]).read().split("\n")
+p = json.loads(lines[1])
+main = ["linear fwd", "linear bwd", "attention fwd", "attention bwd", "norms", "activations",
+        "dropout/residual", "cross-entropy", "embedding/bias", "optimizer", "other"]
+total = sum(p[k] for k in main)
+lin = p["linear fwd"] + p["linear bwd"]
+lora, head = p["of which LoRA"], p["of which lm_head"]
+ok = abs(total - p["profile_s_per_step"]) < 2e-3 and 0 < head <= lin + 1e-4
+ok = ok and (0 < lora <= lin + 1e-4 if sys.argv[2] == "1" else lora == 0)
+sys.exit(0 if ok else 1)
+PY
+}
+check "bench --profile --json: the kinds sum to the step, LoRA's and the head's parts within linear" \
+    'profile_ok "$T/prof-lora.json" 1 && profile_ok "$T/prof-full.json" 0'
 echo "$pass passed, $fail failed"

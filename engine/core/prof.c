@@ -22,7 +22,8 @@ double lb_prof_get(lb_prof_kind_t k) {
 const char *lb_prof_name(lb_prof_kind_t k) {
     static const char *names[PROF_N] = {"linear fwd", "linear bwd", "attention fwd", "attention bwd",
                                         "norms", "activations", "dropout/residual", "cross-entropy",
-                                        "embedding/bias", "optimizer"};
+                                        "embedding/bias", "optimizer", "of which LoRA",
+                                        "of which lm_head"};
     return k >= 0 && k < PROF_N ? names[k] : "?";
 }
 

@@ -17,6 +17,10 @@ typedef enum {
     PROF_XENT,         // cross-entropy over the vocabulary, forward and backward
     PROF_EMBED,        // embedding lookup and its gradient, relative-bias tables
     PROF_OPTIM,        // gradient clipping, AdamW, bf16 repacking after the update
+    // the kinds above partition the step; those below are parts of them ("of which")
+    PROF_N_STEP,
+    PROF_LORA = PROF_N_STEP,  // of linear fwd/bwd: LoRA's products (and their dropout)
+    PROF_HEAD,                // of linear fwd/bwd: the lm_head's products (LoRA included)
     PROF_N
 } lb_prof_kind_t;
 
@@ -27,7 +31,7 @@ void lb_prof_reset(void);
 void lb_prof_add(lb_prof_kind_t k, double seconds);
 // Seconds accumulated in k since the last reset.
 double lb_prof_get(lb_prof_kind_t k);
-// A short name of k ("linear fwd", ...).
+// A short name of k ("linear fwd", ..., "of which LoRA").
 const char *lb_prof_name(lb_prof_kind_t k);
 double lb_prof_clock(void);
 

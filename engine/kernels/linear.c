@@ -1,4 +1,5 @@
 #include "linear.h"
+#include "prof.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -500,6 +501,20 @@ static int forward_bf16(const linear_t *l, lb_pool_t *pool, int N, const lb_real
 #endif
 }
 
+// y += s·drop(x)·Aᵀ·Bᵀ, with xa = drop(x)·Aᵀ kept for the backward.
+static void lora_forward(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x, lb_real *y, lb_real *xa,
+                         lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
+    lb_pool_t *lp = lora_pool(l, pool);
+    const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
+    if (!lp) {  // the calls a generation step makes on its blocks of features
+        linear_lora_down(l, N, xd, xa);
+        linear_lora_up(l, N, xa, 0, l->out, y);
+        return;
+    }
+    pgemm(lp, 0, 0, 1, N, l->r, l->in, 1, xd, l->in, l->A, l->in, 0, xa, l->r);     // [N, R]
+    pgemm(lp, 0, 0, 1, N, l->out, l->r, l->scale, xa, l->r, l->B, l->r, 1, y, l->out);
+}
+
 void linear_forward(const linear_t *l, int N, const lb_real *x, lb_real *y, lb_real *xa,
                     lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
     linear_forward_pool(l, NULL, N, x, NULL, y, xa, tmp, drop, site);
@@ -513,17 +528,7 @@ void linear_forward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_rea
         // done in bf16
     } else if (l->W->w16) gemm_x_wt_bf16(l, pool, N, x, y);
     else w_gemm(pool, 0, 1, N, l->out, l->in, x, l->in, l->W->w, l->in, 0, y, l->out);
-    if (l->r > 0) {
-        lb_pool_t *lp = lora_pool(l, pool);
-        const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
-        if (!lp) {  // the calls a generation step makes on its blocks of features
-            linear_lora_down(l, N, xd, xa);
-            linear_lora_up(l, N, xa, 0, l->out, y);
-            return;
-        }
-        pgemm(lp, 0, 0, 1, N, l->r, l->in, 1, xd, l->in, l->A, l->in, 0, xa, l->r);     // [N, R]
-        pgemm(lp, 0, 0, 1, N, l->out, l->r, l->scale, xa, l->r, l->B, l->r, 1, y, l->out);
-    }
+    if (l->r > 0) LB_PROF(PROF_LORA, lora_forward(l, pool, N, x, y, xa, tmp, drop, site));
 }
 
 void linear_lora_down(const linear_t *l, int N, const lb_real *x, lb_real *xa) {
@@ -555,6 +560,32 @@ double linear_backward_flops(const linear_t *l, int N, int has_dx) {
     return f;
 }
 
+// The LoRA part of linear_backward_pool: dB, dA, and dx += the adapter's share.
+static void lora_backward(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x, const lb_real *xa,
+                          const lb_real *dy, lb_real *dx, lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
+    lb_pool_t *lp = lora_pool(l, pool);
+    if (l->dB)  // dB [O, R] += s·dyᵀ·xa
+        pgemm(lp, 0, 1, 0, l->out, l->r, N, l->scale, dy, l->out, xa, l->r, 1, l->dB, l->r);
+    if (!dx && !l->dA) return;
+    // dxa [N, R] = s·dy·B (small: N·R)
+    lb_real *dxa = xmalloc(sizeof(lb_real) * (size_t)N * l->r);
+    int on = lb_drop_on(drop, l->dropout);
+    pgemm(lp, 0, 0, 0, N, l->r, l->out, l->scale, dy, l->out, l->B, l->r, 0, dxa, l->r);
+    if (l->dA) {  // dA [R, I] += dxaᵀ·drop(x), the mask rebuilt from its hash
+        const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
+        pgemm(lp, 1, 1, 0, l->r, l->in, N, 1, dxa, l->r, xd, l->in, 1, l->dA, l->in);
+    }
+    if (dx && !on) {  // dx += dxa·A
+        pgemm(lp, 0, 0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 1, dx, l->in);
+    } else if (dx) {  // dx += drop_bwd(dxa·A)
+        size_t n = (size_t)N * l->in;
+        pgemm(lp, 0, 0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 0, tmp, l->in);
+        lb_dropout_apply(tmp, n, drop, site, l->dropout);
+        for (size_t i = 0; i < n; i++) dx[i] += tmp[i];
+    }
+    free(dxa);
+}
+
 void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *xa,
                      const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
                      const lb_drop_t *drop, uint64_t site) {
@@ -584,25 +615,5 @@ void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_re
     else if (dx)
         w_gemm(pool, 0, 0, N, l->in, l->out, dy, l->out, l->W->w, l->in, dx_accum ? 1 : 0, dx, l->in);
     if (l->r <= 0 || (!dx && !l->dA && !l->dB)) return;
-    lb_pool_t *lp = lora_pool(l, pool);
-    if (l->dB)  // dB [O, R] += s·dyᵀ·xa
-        pgemm(lp, 0, 1, 0, l->out, l->r, N, l->scale, dy, l->out, xa, l->r, 1, l->dB, l->r);
-    if (!dx && !l->dA) return;
-    // dxa [N, R] = s·dy·B (small: N·R)
-    lb_real *dxa = xmalloc(sizeof(lb_real) * (size_t)N * l->r);
-    int on = lb_drop_on(drop, l->dropout);
-    pgemm(lp, 0, 0, 0, N, l->r, l->out, l->scale, dy, l->out, l->B, l->r, 0, dxa, l->r);
-    if (l->dA) {  // dA [R, I] += dxaᵀ·drop(x), the mask rebuilt from its hash
-        const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
-        pgemm(lp, 1, 1, 0, l->r, l->in, N, 1, dxa, l->r, xd, l->in, 1, l->dA, l->in);
-    }
-    if (dx && !on) {  // dx += dxa·A
-        pgemm(lp, 0, 0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 1, dx, l->in);
-    } else if (dx) {  // dx += drop_bwd(dxa·A)
-        size_t n = (size_t)N * l->in;
-        pgemm(lp, 0, 0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 0, tmp, l->in);
-        lb_dropout_apply(tmp, n, drop, site, l->dropout);
-        for (size_t i = 0; i < n; i++) dx[i] += tmp[i];
-    }
-    free(dxa);
+    LB_PROF(PROF_LORA, lora_backward(l, pool, N, x, xa, dy, dx, tmp, drop, site));
 }

@@ -422,7 +422,8 @@ static void decoder_run(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop
         lb_real sc = (lb_real)(1.0 / sqrt((double)D));
         for (size_t i = 0; i < (size_t)Nd * D; i++) a->dec_hs[i] *= sc;
     }
-    LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(m->head, a->pool, Nd, a->dec_hs, NULL, a->logits, a->head_xa, a->lin_tmp, drop, site_lora(m->head)));
+    LB_PROF(PROF_LINEAR_FWD, LB_PROF(PROF_HEAD, linear_forward_pool(m->head, a->pool, Nd, a->dec_hs, NULL, a->logits, a->head_xa,
+                                                                     a->lin_tmp, drop, site_lora(m->head))));
     a->flops_fwd += linear_forward_flops(m->head, Nd);
     double sum;
     LB_PROF(PROF_XENT, sum = xent_forward_p(a->pool, Nd, V, a->logits, a->labels, &a->n_tok, a->row_loss));
@@ -503,9 +504,10 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
     int rows = m->head->bf16 && m->head->r == 0 ? HEAD_BWD_ROWS : Nd;
     for (int r0 = 0; r0 < Nd; r0 += rows) {
         int n = Nd - r0 < rows ? Nd - r0 : rows;
-        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(m->head, a->pool, n, a->dec_hs + (size_t)r0 * D, a->head_xa,
-                                                      a->logits + (size_t)r0 * V, dec_any ? a->dhs + (size_t)r0 * D : NULL, 0,
-                                                      a->lin_tmp, drop, site_lora(m->head)));
+        LB_PROF(PROF_LINEAR_BWD, LB_PROF(PROF_HEAD, linear_backward_pool(m->head, a->pool, n, a->dec_hs + (size_t)r0 * D, a->head_xa,
+                                                                         a->logits + (size_t)r0 * V,
+                                                                         dec_any ? a->dhs + (size_t)r0 * D : NULL, 0, a->lin_tmp,
+                                                                         drop, site_lora(m->head))));
     }
     a->flops_bwd += linear_backward_flops(m->head, Nd, dec_any);
     if (!dec_any) goto done;
