@@ -189,6 +189,13 @@ static void test_backward_dx(void) {
         memcpy(dx, dx0, sizeof(float) * N * I);
         EXPECT(lb_bf16w_backward_dx(pool, w, N, dy, dx, 1) == 0);
         check("dx accum", N, I, dx, lo, ti, dx0);
+        // dy rounded by the caller: the same bits
+        uint16_t *dy16 = xmalloc(2 * (size_t)N * O);
+        lb_bf16_from_f32(pool, dy, (size_t)N * O, dy16);
+        memcpy(dx2, dx0, sizeof(float) * N * I);
+        EXPECT(lb_bf16w_backward_dx_bf16(pool, w, N, dy16, dx2, 1) == 0);
+        EXPECTF(!memcmp(dx, dx2, sizeof(float) * N * I), "backward_dx_bf16 differs from backward_dx");
+        free(dy16);
         for (size_t i = 0; i < (size_t)O * I; i++) W16[i] = lb_f32_to_bf16(W[i]);
         lb_bf16w_t *w16 = lb_bf16w_pack_bf16(W16, O, I, LB_BF16W_BWD, &err);
         EXPECTF(w16 != NULL, "%s", err.msg);
@@ -218,6 +225,18 @@ static void test_weight_grad(void) {
         memcpy(g, g0, sizeof(float) * O * I);
         EXPECT(lb_bf16_gemm_dw(pool, N, O, I, dy, x, g, 1) == 0);
         check("dW accum", O, I, g, lo, ti, g0);
+        // dy and x rounded by the caller: the same bits
+        uint16_t *dy16 = xmalloc(2 * (size_t)N * O + 2), *x16 = xmalloc(2 * (size_t)N * I + 2);
+        lb_bf16_from_f32(pool, dy, (size_t)N * O, dy16);
+        lb_bf16_from_f32(pool, x, (size_t)N * I, x16);
+        float *g2 = xmalloc(sizeof(float) * O * I);
+        memcpy(g2, g0, sizeof(float) * O * I);
+        EXPECT(lb_bf16_gemm_dw16(pool, N, O, I, NULL, dy16, NULL, x16, g2, 1) == 0);
+        EXPECTF(!memcmp(g, g2, sizeof(float) * O * I), "gemm_dw16 from bf16 dy, x differs from gemm_dw");
+        memcpy(g2, g0, sizeof(float) * O * I);
+        EXPECT(lb_bf16_gemm_dw16(pool, N, O, I, dy, NULL, NULL, x16, g2, 1) == 0);
+        EXPECTF(!memcmp(g, g2, sizeof(float) * O * I), "gemm_dw16 from bf16 x differs from gemm_dw");
+        free(dy16), free(x16), free(g2);
         EXPECT(lb_bf16_gemm_dw(pool, 0, O, I, dy, x, g, 1) == 0);
         check("dW accum N=0", O, I, g, lo, ti, g0);
         EXPECT(lb_bf16_gemm_dw(pool, 0, O, I, dy, x, g, 0) == 0);
@@ -226,6 +245,43 @@ static void test_weight_grad(void) {
         EXPECT(z == 0);
         free(dy), free(x), free(g0), free(g), free(lo), free(ti);
     }
+}
+
+// lb_bf16_gemm, the attention core's products: each of the four transpositions, strided
+// operands and output (a head's slice of [T, H·K]), accumulation, against the product of
+// the rounded values in double; columns of C outside the slice stay as they were.
+static void test_small_gemm(void) {
+    if (!have_bf16("test_small_gemm")) return;
+    const int dims[][3] = {{37, 19, 5}, {64, 64, 64}, {256, 64, 256}, {1, 1, 1}};  // M, N, K
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                int M = dims[d][0], N = dims[d][1], K = dims[d][2];
+                long lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 7;
+                size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
+                float *a = rand_f(na, 1), *b = rand_f(nb, 1), *c0 = rand_f(nc, 1), *c = xmalloc(sizeof(float) * nc);
+                uint16_t *a16 = xmalloc(2 * na), *b16 = xmalloc(2 * nb);
+                for (size_t i = 0; i < na; i++) a16[i] = lb_f32_to_bf16(a[i]);
+                for (size_t i = 0; i < nb; i++) b16[i] = lb_f32_to_bf16(b[i]);
+                double *ref = ref_mm(M, N, K, a, ta ? 1 : lda, ta ? lda : 1, b, tb ? 1 : ldb, tb ? ldb : 1, 1);
+                for (int accum = 0; accum < 2; accum++) {
+                    memcpy(c, c0, sizeof(float) * nc);
+                    EXPECT(lb_bf16_gemm(ta, tb, M, N, K, a16, lda, b16, ldb, c, ldc, accum) == 0);
+                    double num = 0, den = 0;
+                    int outside = 1;
+                    for (int i = 0; i < M; i++) {
+                        for (int j = 0; j < N; j++) {
+                            double r = ref[(size_t)i * N + j] + (accum ? c0[(size_t)i * ldc + j] : 0);
+                            double e = c[(size_t)i * ldc + j] - r;
+                            num += e * e, den += r * r;
+                        }
+                        for (long j = N; j < ldc; j++) outside &= c[(size_t)i * ldc + j] == c0[(size_t)i * ldc + j];
+                    }
+                    EXPECTF(sqrt(num / den) < 1e-5 && outside, "%dx%dx%d ta %d tb %d accum %d: %.2e%s", M, N, K, ta, tb,
+                            accum, sqrt(num / den), outside ? "" : ", wrote outside C");
+                }
+                free(a), free(b), free(c0), free(c), free(a16), free(b16), free(ref);
+            }
 }
 
 // Without bf16 hardware every entry point refuses and writes nothing.
@@ -240,6 +296,8 @@ static void test_unavailable(void) {
     lb_err_t err = {0};
     EXPECT(lb_bf16w_pack_f32(W, 2, 3, LB_BF16W_FWD, &err) == NULL && err.msg[0]);
     EXPECT(lb_bf16_gemm_dw(NULL, 2, 2, 2, W, W, y, 0) == -1 && y[0] == 7);
+    uint16_t a16[4] = {0x3f80, 0x3f80, 0x3f80, 0x3f80};
+    EXPECT(lb_bf16_gemm(0, 0, 2, 2, 2, a16, 2, a16, 2, y, 2, 0) == -1 && y[0] == 7);
     linear_t l = {.name = "lin", .in = 3, .out = 2, .W = &(lb_param_t){.w = W}};
     EXPECT(linear_pack_bf16(&l, LINEAR_BF16_FWD, &err) == -1 && !l.w_bf16 && !l.bf16);
 }
@@ -497,6 +555,7 @@ int main(void) {
     RUN(test_forward);
     RUN(test_backward_dx);
     RUN(test_weight_grad);
+    RUN(test_small_gemm);
     RUN(test_unavailable);
     RUN(test_linear);
     RUN(test_linear_dropout_pool);

@@ -606,7 +606,7 @@ static void *xalloc64(size_t n) {
     return p;
 }
 
-enum { J_CONV, J_FWD, J_FWD16, J_DX, J_DW };
+enum { J_CONV, J_FWD, J_FWD16, J_DX, J_DX16, J_DW };
 
 typedef struct {
     int kind;
@@ -614,8 +614,9 @@ typedef struct {
     const void *packed;   // J_FWD, J_FWD16: the packed Wᵀ (w->fwd, or the late packing);
                           // J_DX: the packed W (w->bwd, or the late packing)
     int N, out, in;       // the product's sizes (N rows of activations)
-    const float *a;       // J_CONV: src [rows, in]; J_FWD: x [N, I]; J_DX, J_DW: dy [N, O]
-    const uint16_t *a16;  // J_FWD16: x [N, I]; J_DW: x [N, I] in bf16
+    const float *a;       // J_CONV: src [rows, in]; J_FWD: x [N, I]; J_DX: dy [N, O]
+    const uint16_t *a16;  // J_FWD16: x [N, I]; J_DX16: dy [N, O]; J_DW: x [N, I], all bf16
+    const uint16_t *b16;  // J_DW: dy [N, O] in bf16
     void *dst;            // J_CONV: uint16_t [rows, in]; else the fp32 output
     int accum;
     int team;             // OpenMP team size of each block
@@ -657,14 +658,15 @@ static int job_rows(const job_t *j, long lo, long hi) {
                         (float *)j->dst + lo * j->in, j->accum);
         }
         break;
-    case J_DW:  // dW rows o = bf16(dyᵀ rows o)·bf16(x)
-        buf = xalloc64((size_t)r * j->N * 2);
-        // dy read transposed: (o, n) at n·O + o
-        if (!to_bf16(j->a + lo, r, j->N, 1, j->out, buf)) {
-            md2(&smd, r, j->N, dnnl_bf16, j->N, 1);
-            md2(&wmd, j->N, j->in, dnnl_bf16, j->in, 1);
-            rc = matmul(c, &smd, buf, &wmd, j->a16, j->N, j->in, (float *)j->dst + lo * j->in, j->accum);
-        }
+    case J_DX16:  // dx rows = dy rows·W
+        md2(&smd, r, j->out, dnnl_bf16, j->out, 1);
+        rc = matmul(c, &smd, j->a16 + lo * j->out, &j->w->bwd_md, j->packed, j->out, j->in,
+                    (float *)j->dst + lo * j->in, j->accum);
+        break;
+    case J_DW:  // dW rows o = (dyᵀ rows o)·x: dy16 read transposed ([r, N] at strides 1, O)
+        md2(&smd, r, j->N, dnnl_bf16, 1, j->out);
+        md2(&wmd, j->N, j->in, dnnl_bf16, j->in, 1);
+        rc = matmul(c, &smd, j->b16 + lo, &wmd, j->a16, j->N, j->in, (float *)j->dst + lo * j->in, j->accum);
         break;
     }
     free(buf);
@@ -682,7 +684,7 @@ static void job_fn(void *ctx, long lo, long hi, int tid) {
 // the one known cause). A failure that leaves nothing accumulated returns -1 instead and
 // the caller redoes the product in fp32 (overwriting whatever a block wrote).
 static void die_product(const job_t *j, long rows) {
-    static const char *what[] = {"bf16 conversion", "forward", "forward", "backward dx", "weight gradient"};
+    static const char *what[] = {"bf16 conversion", "forward", "forward", "backward dx", "backward dx", "weight gradient"};
     fprintf(stderr, "lorabench: oneDNN failed in a bf16 %s product (%ld rows, %d in, %d out); "
             "out of memory is the likely cause: use a smaller batch, or run without bf16 products\n",
             what[j->kind], rows, j->in, j->out);
@@ -761,7 +763,7 @@ static const void *late_pack(lb_pool_t *pool, const lb_bf16w_t *w, int fwd) {
 // packing for its direction, or one made now (LB_BF16W_*_LATE); -1 when it has neither.
 static int product(lb_pool_t *pool, const lb_bf16w_t *w, int kind, int N, const float *a, const uint16_t *a16,
                    float *dst, int accum) {
-    int fwd = kind != J_DX;
+    int fwd = kind != J_DX && kind != J_DX16;
     const void *own = w ? (fwd ? w->fwd : w->bwd) : NULL;
     int late = w && (w->flags & (fwd ? LB_BF16W_FWD_LATE : LB_BF16W_BWD_LATE));
     if ((!own && !late) || N < 0) return -1;
@@ -787,6 +789,11 @@ int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const floa
     return product(pool, w, J_DX, N, dy, NULL, dx, accum);
 }
 
+int lb_bf16w_backward_dx_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uint16_t *dy, float *dx,
+                              int accum) {
+    return product(pool, w, J_DX16, N, NULL, dy, dx, accum);
+}
+
 size_t lb_bf16_late_bytes(void) {
     ctx_t *c = ctx_get();
     return c ? c->late_cap : 0;
@@ -794,17 +801,32 @@ size_t lb_bf16_late_bytes(void) {
 
 int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,
                     float *dW, int accum) {
+    return lb_bf16_gemm_dw16(pool, N, out, in, dy, NULL, x, NULL, dW, accum);
+}
+
+int lb_bf16_gemm_dw16(lb_pool_t *pool, int N, int out, int in, const float *dy, const uint16_t *dy16,
+                      const float *x, const uint16_t *x16, float *dW, int accum) {
     if (N < 0 || out <= 0 || in <= 0 || !lb_bf16_available(NULL, NULL, 0)) return -1;
     if (N == 0) {  // an empty sum
         if (!accum) memset(dW, 0, sizeof(float) * (size_t)out * in);
         return 0;
     }
-    uint16_t *x16 = xalloc64((size_t)N * in * 2);  // x [N, I]
-    job_t cv = {.kind = J_CONV, .in = in, .a = x, .dst = x16};
-    int rc = job_run(pool, &cv, N);
-    job_t j = {.kind = J_DW, .N = N, .out = out, .in = in, .a = dy, .a16 = x16, .dst = dW, .accum = accum};
+    uint16_t *own_x = NULL, *own_dy = NULL;
+    int rc = 0;
+    if (!x16) {  // x [N, I] and dy [N, O] rounded row by row, contiguous (fast on the pool)
+        job_t cv = {.kind = J_CONV, .in = in, .a = x, .dst = own_x = xalloc64((size_t)N * in * 2)};
+        rc = job_run(pool, &cv, N);
+        x16 = own_x;
+    }
+    if (!rc && !dy16) {
+        job_t cv = {.kind = J_CONV, .in = out, .a = dy, .dst = own_dy = xalloc64((size_t)N * out * 2)};
+        rc = job_run(pool, &cv, N);
+        dy16 = own_dy;
+    }
+    job_t j = {.kind = J_DW, .N = N, .out = out, .in = in, .a16 = x16, .b16 = dy16, .dst = dW, .accum = accum};
     if (!rc) rc = job_run(pool, &j, out);
-    free(x16);
+    free(own_x);
+    free(own_dy);
     return rc;
 }
 

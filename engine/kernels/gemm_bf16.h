@@ -133,15 +133,26 @@ int lb_bf16w_forward_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uin
 int lb_bf16w_backward_dx(lb_pool_t *pool, const lb_bf16w_t *w, int N, const float *dy, float *dx,
                          int accum);
 
+// The same with dy [N, O] already in bf16 (one rounding for this and the weight gradient).
+int lb_bf16w_backward_dx_bf16(lb_pool_t *pool, const lb_bf16w_t *w, int N, const uint16_t *dy, float *dx,
+                              int accum);
+
 // Bytes the calling thread holds for LB_BF16W_*_LATE packings (the largest so far).
 size_t lb_bf16_late_bytes(void);
 
 // dW [O, I] = dyᵀ·x (accum = 0) or dW += dyᵀ·x (accum = 1), with dy [N, O] and x [N, I]
 // fp32, each rounded to bf16 once (the weight gradient of a full fine-tune, whose fp32
-// master weights live elsewhere). Returns 0 or -1 (also when bf16 is not available
-// here), as lb_bf16w_forward.
+// master weights live elsewhere): both are rounded row by row, and the product reads the
+// rounded dy transposed (oneDNN's brgemm takes the strided source), each pool thread a
+// block of dW's rows. Returns 0 or -1 (also when bf16 is not available here), as
+// lb_bf16w_forward.
 int lb_bf16_gemm_dw(lb_pool_t *pool, int N, int out, int in, const float *dy, const float *x,
                     float *dW, int accum);
+
+// The same where the caller has dy or x in bf16 already (dy16, x16; NULL: rounded here
+// from dy, x).
+int lb_bf16_gemm_dw16(lb_pool_t *pool, int N, int out, int in, const float *dy, const uint16_t *dy16,
+                      const float *x, const uint16_t *x16, float *dW, int accum);
 
 // C [M, N] = op(A)·op(B) (accum = 0) or C += op(A)·op(B) (accum = 1), A and B already
 // bf16, on the calling thread alone: the small products of the attention core, run inside

@@ -598,10 +598,16 @@ void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_re
     // dW [O, I] += dyᵀ·x and dx [N, I] (+)= dy·W as bf16 products when l asks for them
     // (linear_pack_bf16); else (or when they return -1) the fp32 products below.
 #ifndef LB_REAL_DOUBLE
-    int dw16 = (l->bf16 & LINEAR_BF16_DW) && l->W->g &&
-               !lb_bf16_gemm_dw(pool, N, l->out, l->in, dy, x, l->W->g, 1);
-    int dx16 = dx && (l->bf16 & LINEAR_BF16_BWD) && l->w_bf16 &&
-               !lb_bf16w_backward_dx(pool, l->w_bf16, N, dy, dx, dx_accum);
+    int want_dw = (l->bf16 & LINEAR_BF16_DW) && l->W->g, want_dx = dx && (l->bf16 & LINEAR_BF16_BWD) && l->w_bf16;
+    uint16_t *dy16 = NULL;  // both products read dy: rounded once
+    if (want_dw && want_dx) {
+        dy16 = xmalloc(sizeof(uint16_t) * (size_t)N * l->out);
+        lb_bf16_from_f32(pool, dy, (size_t)N * l->out, dy16);
+    }
+    int dw16 = want_dw && !lb_bf16_gemm_dw16(pool, N, l->out, l->in, dy, dy16, x, NULL, l->W->g, 1);
+    int dx16 = want_dx && !(dy16 ? lb_bf16w_backward_dx_bf16(pool, l->w_bf16, N, dy16, dx, dx_accum)
+                                 : lb_bf16w_backward_dx(pool, l->w_bf16, N, dy, dx, dx_accum));
+    free(dy16);
 #else
     int dw16 = 0, dx16 = 0;
     (void)pool;
