@@ -4,10 +4,12 @@
 // t5_init_empty model of another shape): trainable count, total as PEFT counts it, FLOPs
 // as t5_acts_flops counts a forward and backward of a full batch, the activation arena's
 // bytes, the weights' bytes in fp32 and with frozen weights in bf16.
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "app_params.h"
+#include "gemm_bf16.h"
 #include "harness.h"
 #include "lora_t5.h"
 #include "spec.h"
@@ -51,6 +53,25 @@ static int load_model(const char *model, t5_model_t *m) {
 }
 
 // One case: the form's facts against a real setup, forward and backward.
+// One forward and backward in bf16 on its own thread, recording the bytes that thread's
+// buffer for late packings grew to.
+typedef struct {
+    t5_model_t *m;
+    t5_acts_t *a;
+    const t5_batch_t *b;
+    const lb_drop_t *drop;
+    size_t late_bytes;
+} step_args_t;
+
+static void *bf16_step(void *p) {
+    step_args_t *sa = p;
+    float loss;
+    lb_err_t err = {0};
+    if (t5_forward(sa->m, sa->a, sa->b, sa->drop, &loss, &err) == 0) t5_backward(sa->m, sa->a, sa->drop, 1.0f);
+    sa->late_bytes = lb_bf16_late_bytes();
+    return NULL;
+}
+
 static void check_case(const char *model, const char *body) {
     spec_t s;
     if (parse_spec(model, body, &s)) {
@@ -111,6 +132,24 @@ static void check_case(const char *model, const char *body) {
         EXPECTF(t5_use_bf16(&m, &err) == 0, "%s: %s", body, err.msg);
         t5_acts_t *ab = t5_acts_new(&m, B, S, T);
         EXPECTF(mb.acts == t5_acts_bytes(ab), "%s: bf16 arena form %zu, engine %zu", body, mb.acts, t5_acts_bytes(ab));
+        // the packings: the frozen weights' own, then the buffer a step packs trainable
+        // weights into (on a fresh thread, so that its buffer is this model's alone)
+        size_t packed = 0;
+        int late = 0;
+        for (int i = 0; i < m.n_lin; i++) {
+            packed += linear_bf16_packed_bytes(&m.lin[i]);
+            late |= linear_bf16_packs_late(&m.lin[i]);
+        }
+        step_args_t sa = {&m, ab, &b, &drop, 0};
+        if (late) {
+            pthread_t th;
+            EXPECT(pthread_create(&th, NULL, bf16_step, &sa) == 0 && pthread_join(th, NULL) == 0);
+            packed += sa.late_bytes;
+        }
+        EXPECTF(mb.packings == packed && mb.packings > 0 &&
+                    mb.total == mb.weights + mb.adapter + mb.grads + mb.optimizer + mb.acts + mb.packings,
+                "%s: bf16 packings form %zu, engine %zu", body, mb.packings, packed);
+        EXPECTF(mb.weights == w && mb.weights_bf16 == h, "%s: bf16 precision weights form %zu, model %zu", body, mb.weights, w);
         t5_acts_free(ab);
     }
     t5_acts_free(a);

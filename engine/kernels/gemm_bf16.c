@@ -364,6 +364,14 @@ static lb_bf16w_t *pack(const void *W, dnnl_data_type_t t, int out, int in, int 
     return w;
 }
 
+size_t lb_bf16w_packed_bytes(int out, int in, int fwd) {
+    size_t plain = 2 * (size_t)(out > 0 ? out : 0) * (size_t)(in > 0 ? in : 0);
+    ctx_t *c = out > 0 && in > 0 && lb_bf16_available(NULL, NULL, 0) ? ctx_get() : NULL;
+    dnnl_memory_desc_t md;
+    if (!c || (fwd ? pack_layout(c, in, out, &md) : pack_layout(c, out, in, &md))) return plain;
+    return dnnl_memory_desc_get_size(&md);
+}
+
 int lb_bf16w_repack_f32(lb_bf16w_t *w, const float *W) {
     ctx_t *c = w ? ctx_get() : NULL;
     if (!c) return -1;

@@ -103,6 +103,10 @@ lb_bf16w_t *lb_bf16w_pack_bf16(const uint16_t *W, int out, int in, int flags, lb
 
 void lb_bf16w_free(lb_bf16w_t *w);
 
+// Bytes one packing of a W [O, I] takes (fwd: for the forward, else for the backward dx),
+// as lb_bf16w_pack_* would make it (oneDNN's layout may pad); 2·O·I where bf16 cannot run.
+size_t lb_bf16w_packed_bytes(int out, int in, int fwd);
+
 // Bytes the packed weight holds (the packings only).
 size_t lb_bf16w_bytes(const lb_bf16w_t *w);
 // Its flags (what it was packed for), out and in.

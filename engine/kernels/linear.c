@@ -407,6 +407,15 @@ int linear_bf16_packs_late(const linear_t *l) {
 #endif
 }
 
+size_t linear_bf16_packed_bytes(const linear_t *l) {
+#ifdef LB_REAL_DOUBLE
+    (void)l;
+    return 0;
+#else
+    return lb_bf16w_bytes(l->w_bf16);
+#endif
+}
+
 void linear_unpack_bf16(linear_t *l) {
 #ifndef LB_REAL_DOUBLE
     lb_bf16w_free(l->w_bf16);

@@ -190,6 +190,9 @@ int linear_pack_bf16(linear_t *l, int flags, lb_err_t *err);
 // step) then does better in fp32 from W->w than packing the whole weight for it.
 int linear_bf16_packs_late(const linear_t *l);
 
+// Bytes l's own bf16 packings hold (0 when none; a late packing's buffer is not l's).
+size_t linear_bf16_packed_bytes(const linear_t *l);
+
 // Frees l's packed weight and turns its bf16 products off (fp32 again). Safe on any l.
 void linear_unpack_bf16(linear_t *l);
 

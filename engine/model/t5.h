@@ -154,11 +154,17 @@ int t5_frozen_weights_bf16(t5_model_t *m, lb_err_t *err);
 // block-converting path, results the same up to rounding). A trainable one (full, partial)
 // keeps its fp32 master values, is packed from them for the forward and input gradient,
 // and gets its weight gradient from a bf16 product. Call after t5_set_trainable (and
-// adapters attached); the LoRA products, attention, norms, softmax and the loss stay
+// adapters attached); the LoRA products, attention's softmax, norms and the loss stay
 // fp32. Returns -1 with err and the model in fp32 where this CPU has no bf16 products
 // (checked first: nothing changed) or oneDNN refuses a packing (the frozen weights are
 // then already held in bf16).
 int t5_use_bf16(t5_model_t *m, lb_err_t *err);
+
+// Bytes t5_use_bf16's packings would hold for m as trainable as it is now: each frozen
+// weight's forward packing (and its input-gradient one where a backward may need it),
+// and the one buffer the trainable weights are packed into at each use (the largest such
+// packing). The weights themselves are counted by t5_weight_bytes_if_bf16.
+size_t t5_bf16_packing_bytes(const t5_model_t *m);
 
 // What a run or a command asks for: auto = bf16 where the CPU has AMX bf16 tiles (the
 // products run several times faster there), else fp32; fp32 = the reference everywhere.

@@ -455,6 +455,23 @@ static int bf16_flags(const t5_model_t *m, const linear_t *l) {
     return LINEAR_BF16_FWD | (may_need_dx(m, l) ? LINEAR_BF16_BWD : 0);
 }
 
+size_t t5_bf16_packing_bytes(const t5_model_t *m) {
+    size_t n = 0, late = 0;
+    for (int i = 0; i < m->n_lin; i++) {
+        const linear_t *l = &m->lin[i];
+        int f = bf16_flags(m, l);
+        size_t fw = lb_bf16w_packed_bytes(l->out, l->in, 1);
+        size_t bw = (f & LINEAR_BF16_BWD) ? lb_bf16w_packed_bytes(l->out, l->in, 0) : 0;
+        if (l->W->g) {  // packed at each use into the one buffer (linear_pack_bf16's late packing)
+            if (fw > late) late = fw;
+            if (bw > late) late = bw;
+        } else {
+            n += fw + bw;
+        }
+    }
+    return n + late;
+}
+
 int t5_use_bf16(t5_model_t *m, lb_err_t *err) {
     char why[256];
     if (!lb_bf16_available(NULL, why, sizeof why)) return lb_err_set(err, LB_EARG, "%s", why);

@@ -206,14 +206,18 @@ int t5_facts_memory(const t5_config_t *cfg, const train_method_opts_t *o, int B,
     if (check_bst(B, S, T, err)) return -1;
     plan_t p;
     if (plan_make(&p, cfg, o, err)) return -1;
-    out->weights = frozen_bf16 ? t5_weight_bytes_if_bf16(&p.m, &out->weights_bf16) : t5_weight_bytes(&p.m, &out->weights_bf16);
+    int bf16 = t5_precision_is_bf16(precision);
+    // precision bf16 holds the frozen weights in bf16 whatever frozen_bf16 says (t5_use_bf16)
+    out->weights = frozen_bf16 || bf16 ? t5_weight_bytes_if_bf16(&p.m, &out->weights_bf16)
+                                       : t5_weight_bytes(&p.m, &out->weights_bf16);
     out->adapter = p.tp.has_lora ? p.tp.n * sizeof(float) : 0;
     out->grads = p.tp.n * sizeof(lb_real);
-    p.m.bf16 = t5_precision_is_bf16(precision);  // the arena's layout reads only this
+    out->packings = bf16 ? t5_bf16_packing_bytes(&p.m) : 0;
+    p.m.bf16 = bf16;  // the arena's layout reads only this
     // adamw_init: m and v (m in bf16 where train_init keeps it so)
     out->optimizer = p.tp.n * (sizeof(float) + (train_keeps_m_bf16(p.tp.method, p.m.bf16) ? 2 : sizeof(float)));
     out->acts = t5_acts_size(&p.m, B, S, T);
-    out->total = out->weights + out->adapter + out->grads + out->optimizer + out->acts;
+    out->total = out->weights + out->adapter + out->grads + out->optimizer + out->acts + out->packings;
     plan_free(&p);
     return 0;
 }

@@ -56,14 +56,16 @@ typedef struct {
     size_t grads;        // one gradient per trainable value
     size_t optimizer;    // AdamW's two moments per trainable value
     size_t acts;         // the activation arena for (B, S, T) (t5_acts_size)
+    size_t packings;     // precision bf16: the weights' bf16 packings (t5_bf16_packing_bytes)
     size_t total;        // the sum of the above
 } t5_facts_memory_t;
 
-// Bytes a run holds: weights (fp32, or with frozen_bf16 the frozen linear weights in bf16
-// as t5_frozen_weights_bf16 keeps them), the trainable values' gradients and optimizer
-// state, and the activation arena t5_acts_new makes for batches of at most (B, S, T) in
-// the precision a run asking for `precision` gets here (bf16 keeps some activations in
-// bf16: t5_precision_is_bf16). Tokenizer, data and the encoder-output cache are not counted.
+// Bytes a run holds: weights (fp32, or with frozen_bf16 or in precision bf16 the frozen
+// linear weights in bf16 as t5_frozen_weights_bf16 keeps them), the trainable values'
+// gradients and optimizer state, the activation arena t5_acts_new makes for batches of at
+// most (B, S, T) and, in precision bf16, the weights' packings, in the precision a run
+// asking for `precision` gets here (t5_precision_is_bf16). Tokenizer, data and the
+// encoder-output cache are not counted.
 int t5_facts_memory(const t5_config_t *cfg, const train_method_opts_t *o, int B, int S, int T,
                     int frozen_bf16, t5_precision_t precision, t5_facts_memory_t *out, lb_err_t *err);
 

@@ -466,11 +466,12 @@ static void form_info(app_t *a) {
                  p->modules == 1 ? "" : "s");
         app_lora_explain(p, a->ascii, a->form_info[a->nform_info++], cap);
     }
-    char adapter[48] = "";
+    char adapter[48] = "", packs[48] = "", n6[32];
     if (mem->adapter) snprintf(adapter, sizeof adapter, ", adapter %s", fmt_bytes(n5, (double)mem->adapter));
-    snprintf(a->form_info[a->nform_info++], cap, "memory %s: weights %s%s%s, grads+AdamW %s, activations %s",
+    if (mem->packings) snprintf(packs, sizeof packs, ", bf16 packings %s", fmt_bytes(n6, (double)mem->packings));
+    snprintf(a->form_info[a->nform_info++], cap, "memory %s: weights %s%s%s, grads+AdamW %s, activations %s%s",
              fmt_bytes(n1, (double)mem->total), fmt_bytes(n2, (double)mem->weights), mem->weights_bf16 ? " (part bf16)" : "",
-             adapter, fmt_bytes(n3, (double)(mem->grads + mem->optimizer)), fmt_bytes(n4, (double)mem->acts));
+             adapter, fmt_bytes(n3, (double)(mem->grads + mem->optimizer)), fmt_bytes(n4, (double)mem->acts), packs);
     // FLOPs only: a time needs this machine's rate, which `lorabench bench` measures
     double fwd = fx->flops.forward / 1e9, bwd = fx->flops.backward / 1e9;
     char accum[32] = "";
