@@ -864,20 +864,3 @@ int lb_bf16_gemm(int ta, int tb, int M, int N, int K, const uint16_t *A, long ld
     }
     return prim_run(c, &g->e, A, B, C);
 }
-
-void lb_bf16_gemm_impl_name(int ta, int tb, int M, int N, int K, char *buf, size_t len) {
-    snprintf(buf, len, "unavailable");
-    if (!lb_bf16_available(NULL, NULL, 0)) return;
-    ctx_t *c = ctx_get();
-    if (!c) return;
-    if (omp_get_max_threads() != 1) omp_set_num_threads(1);
-    dnnl_memory_desc_t smd, wmd, dmd;
-    md2(&smd, M, K, dnnl_bf16, ta ? 1 : K, ta ? M : 1);
-    md2(&wmd, K, N, dnnl_bf16, tb ? 1 : N, tb ? K : 1);
-    md2(&dmd, M, N, dnnl_f32, N, 1);
-    dnnl_primitive_desc_t pd = matmul_pd_to(c, &smd, &wmd, &dmd, K, N, 0);
-    const char *s = NULL;
-    if (pd && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &s) == dnnl_success && s)
-        snprintf(buf, len, "%s", s);
-    if (pd) dnnl_primitive_desc_destroy(pd);
-}

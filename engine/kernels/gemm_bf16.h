@@ -167,7 +167,4 @@ int lb_bf16_gemm_dw16(lb_pool_t *pool, int N, int out, int in, const float *dy, 
 int lb_bf16_gemm(int ta, int tb, int M, int N, int K, const uint16_t *A, long lda, const uint16_t *B,
                  long ldb, float *C, long ldc, int accum);
 
-// oneDNN's name of the kernel lb_bf16_gemm takes for that shape (dense operands).
-void lb_bf16_gemm_impl_name(int ta, int tb, int M, int N, int K, char *buf, size_t len);
-
 #endif
