@@ -820,19 +820,16 @@ int lb_bf16_gemm_dw16(lb_pool_t *pool, int N, int out, int in, const float *dy, 
         return 0;
     }
     uint16_t *own_x = NULL, *own_dy = NULL;
-    int rc = 0;
-    if (!x16) {  // x [N, I] and dy [N, O] rounded row by row, contiguous (fast on the pool)
-        job_t cv = {.kind = J_CONV, .in = in, .a = x, .dst = own_x = xalloc64((size_t)N * in * 2)};
-        rc = job_run(pool, &cv, N);
+    if (!x16) {  // x [N, I] and dy [N, O] rounded in their own layout (contiguous, on the pool)
+        lb_bf16_from_f32(pool, x, (size_t)N * in, own_x = xalloc64((size_t)N * in * 2));
         x16 = own_x;
     }
-    if (!rc && !dy16) {
-        job_t cv = {.kind = J_CONV, .in = out, .a = dy, .dst = own_dy = xalloc64((size_t)N * out * 2)};
-        rc = job_run(pool, &cv, N);
+    if (!dy16) {
+        lb_bf16_from_f32(pool, dy, (size_t)N * out, own_dy = xalloc64((size_t)N * out * 2));
         dy16 = own_dy;
     }
     job_t j = {.kind = J_DW, .N = N, .out = out, .in = in, .a16 = x16, .b16 = dy16, .dst = dW, .accum = accum};
-    if (!rc) rc = job_run(pool, &j, out);
+    int rc = job_run(pool, &j, out);
     free(own_x);
     free(own_dy);
     return rc;
