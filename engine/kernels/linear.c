@@ -281,11 +281,11 @@ void linear_set_lora(linear_t *l, int r, lb_real scale, float dropout, lb_real *
 }
 
 // x with the LoRA dropout applied: x itself when dropout is off, else tmp.
-static const lb_real *lora_input(const linear_t *l, int N, const lb_real *x, lb_real *tmp,
+static const lb_real *lora_input(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x, lb_real *tmp,
                                  const lb_drop_t *drop, uint64_t site) {
     if (!lb_drop_on(drop, l->dropout)) return x;
     memcpy(tmp, x, sizeof(lb_real) * (size_t)N * l->in);
-    lb_dropout_apply(tmp, (size_t)N * l->in, drop, site, l->dropout);
+    lb_dropout_apply_par(pool, tmp, (size_t)N * l->in, drop, site, l->dropout);
     return tmp;
 }
 
@@ -514,7 +514,7 @@ static int forward_bf16(const linear_t *l, lb_pool_t *pool, int N, const lb_real
 static void lora_forward(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x, lb_real *y, lb_real *xa,
                          lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
     lb_pool_t *lp = lora_pool(l, pool);
-    const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
+    const lb_real *xd = lora_input(l, lp, N, x, tmp, drop, site);
     if (!lp) {  // the calls a generation step makes on its blocks of features
         linear_lora_down(l, N, xd, xa);
         linear_lora_up(l, N, xa, 0, l->out, y);
@@ -581,7 +581,7 @@ static void lora_backward(const linear_t *l, lb_pool_t *pool, int N, const lb_re
     int on = lb_drop_on(drop, l->dropout);
     pgemm(lp, 0, 0, 0, N, l->r, l->out, l->scale, dy, l->out, l->B, l->r, 0, dxa, l->r);
     if (l->dA) {  // dA [R, I] += dxaᵀ·drop(x), the mask rebuilt from its hash
-        const lb_real *xd = lora_input(l, N, x, tmp, drop, site);
+        const lb_real *xd = lora_input(l, lp, N, x, tmp, drop, site);
         pgemm(lp, 1, 1, 0, l->r, l->in, N, 1, dxa, l->r, xd, l->in, 1, l->dA, l->in);
     }
     if (dx && !on) {  // dx += dxa·A
@@ -589,7 +589,7 @@ static void lora_backward(const linear_t *l, lb_pool_t *pool, int N, const lb_re
     } else if (dx) {  // dx += drop_bwd(dxa·A)
         size_t n = (size_t)N * l->in;
         pgemm(lp, 0, 0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 0, tmp, l->in);
-        lb_dropout_apply(tmp, n, drop, site, l->dropout);
+        lb_dropout_apply_par(lp, tmp, n, drop, site, l->dropout);
         for (size_t i = 0; i < n; i++) dx[i] += tmp[i];
     }
     free(dxa);
