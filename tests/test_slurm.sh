@@ -77,6 +77,9 @@ check "runs shows a task running with its step and live loss" '[ $seen_running -
 check "runs --json lists a running task (kind cluster_task) with its step and live loss" '[ $seen_json -eq 1 ]'
 check "the sweep ends with its 4 runs done in the workspace, and is marked merged" \
     '[ "$done_n" -eq 4 ] && [ "$(q "SELECT state FROM cluster_jobs")" = merged ]'
+# The loop's last listing can predate the import: runs --json or the next runs in the same
+# round may be the call that imports the last task. List once more, after the merge.
+"$B" runs --workspace "$W" > "$T/runs" 2> /dev/null
 check "runs no longer lists cluster tasks once all are imported" '! grep -q "cluster tasks" "$T/runs"'
 check "each run has its curve (6 steps) and an evaluation with samples" \
     '[ "$(q "SELECT COUNT(*) FROM metrics")" = 24 ] && [ "$(q "SELECT COUNT(*) FROM evals WHERE rouge1 IS NOT NULL")" = 4 ] && [ "$(q "SELECT COUNT(*) FROM samples")" = 24 ]'
