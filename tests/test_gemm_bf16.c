@@ -284,6 +284,37 @@ static void test_small_gemm(void) {
             }
 }
 
+// The attention core's products of a FLAN-T5-small step (encoder self, decoder self and
+// cross attention: q·kᵀ, P·v and the backward's four, as t5_ops.c calls them) make their
+// primitives on the first head and reuse them on every later one: a cache that evicted
+// one shape for another made a third of a step's products anew.
+static void test_gemm_primitive_cache(void) {
+    if (!have_bf16("test_gemm_primitive_cache")) return;
+    const int tqk[][2] = {{256, 256}, {64, 64}, {64, 256}};
+    enum { DK = 64, LD = 384 };
+    uint16_t *a = xcalloc(256 * LD, 2), *b = xcalloc(256 * LD, 2);
+    float *c = xcalloc(256 * LD, sizeof(float));
+    long made[3];
+    for (int round = 0; round < 3; round++) {
+        for (size_t s = 0; s < sizeof tqk / sizeof tqk[0]; s++) {
+            int tq = tqk[s][0], tk = tqk[s][1];
+            for (int head = 0; head < 6; head++) {
+                int ok = lb_bf16_gemm(0, 1, tq, tk, DK, a, LD, b, LD, c, tk, 0) == 0;     // q·kᵀ
+                ok &= lb_bf16_gemm(0, 0, tq, DK, tk, a, tk, b, LD, c, LD, 0) == 0;        // P·v
+                ok &= lb_bf16_gemm(1, 0, tk, DK, tq, a, tk, b, DK, c, LD, 0) == 0;        // dv = Pᵀ·dctx
+                ok &= lb_bf16_gemm(0, 1, tq, tk, DK, a, DK, b, LD, c, tk, 0) == 0;        // dP = dctx·vᵀ
+                ok &= lb_bf16_gemm(0, 0, tq, DK, tk, a, tk, b, LD, c, DK, 0) == 0;        // dq = dS·k
+                ok &= lb_bf16_gemm(1, 0, tk, DK, tq, a, tk, b, LD, c, DK, 0) == 0;        // dk = dSᵀ·q
+                EXPECTF(ok, "round %d, %dx%d head %d: a product failed", round, tq, tk, head);
+            }
+        }
+        made[round] = lb_bf16_primitives_made();
+    }
+    EXPECTF(made[1] == made[0] && made[2] == made[0], "primitives made after each round: %ld, %ld, %ld",
+            made[0], made[1], made[2]);
+    free(a), free(b), free(c);
+}
+
 // Without bf16 hardware every entry point refuses and writes nothing.
 static void test_unavailable(void) {
     char why[256];
@@ -556,6 +587,7 @@ int main(void) {
     RUN(test_backward_dx);
     RUN(test_weight_grad);
     RUN(test_small_gemm);
+    RUN(test_gemm_primitive_cache);
     RUN(test_unavailable);
     RUN(test_linear);
     RUN(test_linear_dropout_pool);

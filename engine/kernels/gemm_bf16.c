@@ -67,30 +67,30 @@ int lb_bf16_available(const char **name, char *why, size_t why_len) {
 // team size (oneDNN splits its work by it when the primitive is made).
 typedef struct {
     int used, accum, team;
+    uint64_t hash, last;  // the key's hash; the thread's tick at its last use
+    long key[9];          // lb_bf16_gemm's key; all 0 for a layer's product (keyed by smd, wmd)
     dnnl_memory_desc_t smd, wmd;
     dnnl_primitive_t p;
     dnnl_memory_t ms, mw, md;
 } prim_t;
 
-// Primitives per thread (direct-mapped by a hash of the key): a training step uses ~10
-// shapes per thread, a generation step a few more; a miss only costs a new primitive.
-#define PRIM_SLOTS 64
-#define GEMM_SLOTS 16
+// Primitives per thread, 8-way set associative by a hash of the key, the least recently
+// used of a set replaced: a training step uses ~10 layer shapes and ~15 attention products
+// per thread, a generation step a few more. (A direct-mapped cache of 16 for the attention
+// products had two of them evicting each other at every head: a third of a step's ~7000
+// attention products made their primitive anew.)
+#define PRIM_SETS 16
+#define PRIM_WAYS 8
 
 typedef struct {
     dnnl_engine_t eng;
     dnnl_stream_t st;
-    prim_t prim[PRIM_SLOTS];
+    prim_t prim[PRIM_SETS * PRIM_WAYS];
+    uint64_t tick;        // counts lookups, for the least recently used
     void *late;        // the packing of an LB_BF16W_*_LATE weight, for one call
     size_t late_cap;   // its bytes
     uint64_t late_stamp;  // what late holds: the weight's stamp (0: nothing) and
     int late_fwd;         // direction, so that consecutive calls pack once
-    // lb_bf16_gemm's primitives, by a key of a few integers (hashing memory descriptors
-    // of ~1 KB each would cost microseconds a call, against ~10 us products)
-    struct gprim {
-        long key[9];
-        prim_t e;
-    } g[GEMM_SLOTS];
 } ctx_t;
 
 static void prim_drop(prim_t *e) {
@@ -106,8 +106,7 @@ static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
 
 static void ctx_destroy(void *p) {
     ctx_t *c = p;
-    for (int i = 0; i < PRIM_SLOTS; i++) prim_drop(&c->prim[i]);
-    for (int i = 0; i < GEMM_SLOTS; i++) prim_drop(&c->g[i].e);
+    for (int i = 0; i < PRIM_SETS * PRIM_WAYS; i++) prim_drop(&c->prim[i]);
     if (c->st) dnnl_stream_destroy(c->st);
     if (c->eng) dnnl_engine_destroy(c->eng);
     free(c->late);
@@ -196,10 +195,15 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     return h;
 }
 
+static long prims_made;
+
+long lb_bf16_primitives_made(void) { return __atomic_load_n(&prims_made, __ATOMIC_RELAXED); }
+
 // Makes e the primitive for dst (md dmd, NULL: dense) (+)= src (md smd) · weights (md wmd)
 // with an OpenMP team of team; 0, or -1 (e emptied) when oneDNN refuses.
 static int prim_make(ctx_t *c, prim_t *e, const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *wmd,
                      const dnnl_memory_desc_t *dmd_in, int K, int Nn, int accum, int team) {
+    __atomic_add_fetch(&prims_made, 1, __ATOMIC_RELAXED);
     prim_drop(e);
     dnnl_primitive_desc_t pd = matmul_pd_to(c, smd, wmd, dmd_in, K, Nn, accum);
     if (!pd) return -1;
@@ -221,19 +225,58 @@ static int prim_make(ctx_t *c, prim_t *e, const dnnl_memory_desc_t *smd, const d
     return 0;
 }
 
+// The thread's entry whose key hashes to h and that same() accepts (*hit = 1), else the
+// entry to replace in h's set: a free one or the least recently used (*hit = 0).
+static prim_t *prim_slot(ctx_t *c, uint64_t h, int (*same)(const prim_t *, const void *), const void *k,
+                         int *hit) {
+    // FNV's low bits depend only on the key's low bits (64, 256 and 384 share theirs), and
+    // its high bits clustered our keys too: the set comes from a finalizer's mix of all of h.
+    uint64_t m = h;
+    m = (m ^ (m >> 33)) * 0xff51afd7ed558ccdull;
+    m = (m ^ (m >> 33)) * 0xc4ceb9fe1a85ec53ull;
+    m ^= m >> 33;
+    prim_t *set = &c->prim[m % PRIM_SETS * PRIM_WAYS], *victim = set;
+    c->tick++;
+    for (int w = 0; w < PRIM_WAYS; w++) {
+        prim_t *e = &set[w];
+        if (e->used && e->hash == h && same(e, k)) {
+            e->last = c->tick;
+            *hit = 1;
+            return e;
+        }
+        if (victim->used && (!e->used || e->last < victim->last)) victim = e;
+    }
+    *hit = 0;
+    return victim;
+}
+
+// A layer's product: dst (+)= src (md smd) · weights (md wmd), on a team of team.
+typedef struct {
+    const dnnl_memory_desc_t *smd, *wmd;
+    int accum, team;
+} layer_key_t;
+
+static int same_layer(const prim_t *e, const void *k) {
+    const layer_key_t *l = k;
+    return !e->key[2] && e->accum == l->accum && e->team == l->team && !memcmp(&e->smd, l->smd, sizeof *l->smd) &&
+           !memcmp(&e->wmd, l->wmd, sizeof *l->wmd);
+}
+
 // The thread's primitive for dst (+)= src (md smd) · weights (md wmd): from its cache, else
-// made (replacing the slot's). NULL when oneDNN refuses.
+// made (replacing an entry of its set). NULL when oneDNN refuses.
 static prim_t *prim_get(ctx_t *c, const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *wmd, int K,
                         int Nn, int accum) {
-    int team = omp_get_max_threads();
+    layer_key_t k = {smd, wmd, accum, omp_get_max_threads()};
     uint64_t h = fnv(fnv(0xcbf29ce484222325ull, smd, sizeof *smd), wmd, sizeof *wmd);
     h = fnv(h, &accum, sizeof accum);
-    h = fnv(h, &team, sizeof team);
-    prim_t *e = &c->prim[h % PRIM_SLOTS];
-    if (e->used && e->accum == accum && e->team == team && !memcmp(&e->smd, smd, sizeof *smd) &&
-        !memcmp(&e->wmd, wmd, sizeof *wmd))
-        return e;
-    return prim_make(c, e, smd, wmd, NULL, K, Nn, accum, team) ? NULL : e;
+    h = fnv(h, &k.team, sizeof k.team);
+    int hit;
+    prim_t *e = prim_slot(c, h, same_layer, &k, &hit);
+    if (hit) return e;
+    if (prim_make(c, e, smd, wmd, NULL, K, Nn, accum, k.team)) return NULL;
+    e->hash = h;
+    e->last = c->tick;
+    return e;
 }
 
 // Runs e on src, w, dst: 0, -1 when oneDNN failed before touching dst, -2 when it failed
@@ -835,6 +878,10 @@ int lb_bf16_gemm_dw16(lb_pool_t *pool, int N, int out, int in, const float *dy, 
     return rc;
 }
 
+// lb_bf16_gemm's primitives are keyed by nine integers: hashing memory descriptors of ~1 KB
+// each, as a layer's are, would cost microseconds a call against products of ~10 us.
+static int same_gemm(const prim_t *e, const void *k) { return !memcmp(e->key, k, sizeof e->key); }
+
 int lb_bf16_gemm(int ta, int tb, int M, int N, int K, const uint16_t *A, long lda, const uint16_t *B,
                  long ldb, float *C, long ldc, int accum) {
     if (M <= 0 || N <= 0 || K <= 0 || !lb_bf16_available(NULL, NULL, 0)) return -1;
@@ -843,8 +890,9 @@ int lb_bf16_gemm(int ta, int tb, int M, int N, int K, const uint16_t *A, long ld
     if (omp_get_max_threads() != 1) omp_set_num_threads(1);
     long key[9] = {ta, tb, M, N, K, lda, ldb, ldc, accum};
     uint64_t h = fnv(0xcbf29ce484222325ull, key, sizeof key);
-    struct gprim *g = &c->g[h % GEMM_SLOTS];
-    if (!g->e.used || memcmp(g->key, key, sizeof key)) {
+    int hit;
+    prim_t *e = prim_slot(c, h, same_gemm, key, &hit);
+    if (!hit) {
         dnnl_memory_desc_t smd, wmd, dmd;
         if (ta)  // A [K, M] read as its transpose
             md2(&smd, M, K, dnnl_bf16, 1, lda);
@@ -855,9 +903,10 @@ int lb_bf16_gemm(int ta, int tb, int M, int N, int K, const uint16_t *A, long ld
         else
             md2(&wmd, K, N, dnnl_bf16, ldb, 1);
         md2(&dmd, M, N, dnnl_f32, ldc, 1);
-        memset(g->key, 0, sizeof g->key);
-        if (prim_make(c, &g->e, &smd, &wmd, &dmd, K, N, accum, 1)) return -1;
-        memcpy(g->key, key, sizeof key);
+        if (prim_make(c, e, &smd, &wmd, &dmd, K, N, accum, 1)) return -1;
+        memcpy(e->key, key, sizeof key);
+        e->hash = h;
+        e->last = c->tick;
     }
-    return prim_run(c, &g->e, A, B, C);
+    return prim_run(c, e, A, B, C);
 }

@@ -167,4 +167,8 @@ int lb_bf16_gemm_dw16(lb_pool_t *pool, int N, int out, int in, const float *dy, 
 int lb_bf16_gemm(int ta, int tb, int M, int N, int K, const uint16_t *A, long lda, const uint16_t *B,
                  long ldb, float *C, long ldc, int accum);
 
+// How many oneDNN matmul primitives this process has made (each thread keeps the ones of
+// its recent shapes; a step that makes new ones each time runs at set-up speed).
+long lb_bf16_primitives_made(void);
+
 #endif
