@@ -358,4 +358,13 @@ PY
 }
 check "bench --profile --json: the kinds sum to the step, LoRA's and the head's parts within linear" \
     'profile_ok "$T/prof-lora.json" 1 && profile_ok "$T/prof-full.json" 0'
+
+# 12. bench --lora-dropout: the adapter's input dropout of a run, named in the JSON line and
+# the configuration; a value outside [0, 1) is refused, naming the option.
+"$B" bench --shape tests/fixtures/hf/t5-gated-a --lora-dropout 0.1 --batch 2 --src 8 --tgt 4 --steps 1 --warmup 0 --json \
+    > "$T/bdrop.json" 2> "$T/bdrop.err"; rc=$?
+check "bench --lora-dropout 0.1: the JSON line names it" \
+    '[ $rc -eq 0 ] && grep -q "\"config\":\"lora r=8 q,v dropout 0.1\"" "$T/bdrop.json" && grep -q "\"lora_dropout\":0.1," "$T/bdrop.json"'
+"$B" bench --lora-dropout 1.5 > /dev/null 2> "$T/bdrop.err"; rc=$?
+check "bench --lora-dropout 1.5 is refused, naming the option" '[ $rc -eq 2 ] && grep -q "lora-dropout expects a probability in \[0, 1)" "$T/bdrop.err"'
 echo "$pass passed, $fail failed"

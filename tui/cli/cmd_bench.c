@@ -26,7 +26,7 @@ extern char **environ;
 static void usage(FILE *f) {
     fprintf(f,
             "usage: lorabench bench [--shape flan-t5-small|flan-t5-base|DIR] [--method none|lora|full|partial]\n"
-            "                       [--rank R] [--targets q,v|all|LIST] [--top-blocks K]\n"
+            "                       [--rank R] [--targets q,v|all|LIST] [--lora-dropout P] [--top-blocks K]\n"
             "                       [--stack both|encoder|decoder] [--batch B] [--src S] [--tgt T]\n"
             "                       [--steps N] [--warmup W] [--threads N] [--no-dropout]\n"
             "                       [--save DIR: write the random checkpoint of the shape and stop]\n"
@@ -51,8 +51,8 @@ static void usage(FILE *f) {
             "  RSS          peak resident memory of the process (before the peak measurement)\n"
             "  weights      what the parameter values take (fp32, or bf16 where held so)\n\n"
             "Defaults: flan-t5-small, lora r=8 on q,v, batch 8, source 256, target 64, 2 threads.\n"
-            "--method none runs the forward only (no dropout); lora trains an adapter (lora_dropout\n"
-            "0, alpha 16); full trains every parameter with AdamW; partial the top K blocks\n"
+            "--method none runs the forward only (no dropout); lora trains an adapter (alpha 2·R,\n"
+            "lora_dropout P, default 0); full trains every parameter with AdamW; partial the top K blocks\n"
             "(--top-blocks, default 2) of --stack (default both) and the final norms.\n"
             "--cached-encoder (decoder-only training) computes the encoder output once and times\n"
             "steps on it, as the runner does from the second epoch. --bf16-weights holds every frozen\n"
@@ -90,6 +90,7 @@ typedef struct {
     const char *shape, *method, *targets, *stack, *save;
     int rank, top_blocks, B, S, T, steps, warmup, threads, dropout, cached, json, bf16, profile;
     t5_precision_t precision;
+    double lora_dropout;
 } bench_opts_t;
 
 typedef struct {
@@ -202,7 +203,7 @@ static int method_opts(const bench_opts_t *o, const t5_config_t *c, train_method
     mo->seed = 7;
     mo->lora.r = o->rank;
     mo->lora.alpha = 2.0 * o->rank;
-    mo->lora.dropout = 0;
+    mo->lora.dropout = o->lora_dropout;
     mo->lora.stacks = stacks == (T5_STACK_ENCODER | T5_STACK_DECODER) ? 0 : (int)stacks;
     mo->partial.top_blocks = o->top_blocks;
     mo->partial.stacks = stacks;
@@ -332,8 +333,11 @@ out:
 }
 
 static const char *label_of(const bench_opts_t *o, char *buf, size_t n) {
-    if (!strcmp(o->method, "lora")) snprintf(buf, n, "lora r=%d %s%s%s", o->rank, o->targets,
-                                             strcmp(o->stack, "both") ? " " : "", strcmp(o->stack, "both") ? o->stack : "");
+    if (!strcmp(o->method, "lora")) {
+        snprintf(buf, n, "lora r=%d %s%s%s", o->rank, o->targets, strcmp(o->stack, "both") ? " " : "",
+                 strcmp(o->stack, "both") ? o->stack : "");
+        if (o->lora_dropout > 0) snprintf(buf + strlen(buf), n - strlen(buf), " dropout %g", o->lora_dropout);
+    }
     else if (!strcmp(o->method, "partial")) snprintf(buf, n, "partial top %d %s", o->top_blocks, o->stack);
     else if (!strcmp(o->method, "none")) snprintf(buf, n, "forward");
     else snprintf(buf, n, "%s", o->method);
@@ -344,12 +348,12 @@ static const char *label_of(const bench_opts_t *o, char *buf, size_t n) {
 static void print_json(const bench_opts_t *o, const bench_res_t *r) {
     char lab[128];
     printf("{\"impl\":\"lorabench\",\"config\":\"%s\",\"shape\":\"%s\",\"method\":\"%s\",\"rank\":%d,"
-           "\"targets\":\"%s\",\"batch\":%d,\"src\":%d,\"tgt\":%d,\"threads\":%d,\"steps\":%d,"
+           "\"lora_dropout\":%g,\"targets\":\"%s\",\"batch\":%d,\"src\":%d,\"tgt\":%d,\"threads\":%d,\"steps\":%d,"
            "\"s_per_step\":%.4f,\"tokens_per_s\":%.1f,\"gflop\":%.2f,\"fwd_gflop\":%.2f,"
            "\"bwd_gflop\":%.2f,\"gflops\":%.2f,\"peak_gflops\":%.2f,\"ratio\":%.3f,"
            "\"peak_rss_mb\":%.0f,\"frozen_weights\":\"%s\",\"weights_mb\":%.1f,\"bf16_weights_mb\":%.1f,"
            "\"trainable\":%zu,\"loss\":%.4f,\"precision\":\"%s\",\"kernel\":\"%s\"}\n",
-           label_of(o, lab, sizeof lab), o->shape, o->method, o->rank, o->targets, o->B, o->S, o->T,
+           label_of(o, lab, sizeof lab), o->shape, o->method, o->rank, o->lora_dropout, o->targets, o->B, o->S, o->T,
            o->threads, o->steps, r->s_step, r->tok_s, r->gflop, r->fwd_gflop, r->bwd_gflop, r->gflops,
            r->peak, r->ratio, r->rss_mb, o->bf16 ? "bf16" : "fp32", r->weight_mb, r->bf16_mb, r->trainable,
            (double)r->loss, t5_precision_name(r->precision), r->kernel);
@@ -464,7 +468,7 @@ static int run_table(const bench_opts_t *o) {
 
 int cmd_bench(int argc, char **argv) {
     bench_opts_t o = {"flan-t5-small", "lora", "q,v", "both", NULL, 8, 2, 8, 256, 64, 3, 1, 2, 1, 0, 0, 0, 0,
-                      T5_PRECISION_AUTO};
+                      T5_PRECISION_AUTO, 0};
     int table = 0;
     for (int i = 1; i < argc; i++)  // decoding speed: its own options (cmd_bench_gen.c)
         if (!strcmp(argv[i], "--generate")) return bench_generate(argc, argv, SMALL_JSON, BASE_JSON);
@@ -485,6 +489,15 @@ int cmd_bench(int argc, char **argv) {
             o.bf16 = 1;
         } else if (!strcmp(a, "--profile")) {
             o.profile = 1;
+        } else if (!strcmp(a, "--lora-dropout")) {
+            char *end = NULL;
+            double x = v ? strtod(v, &end) : -1;
+            if (!v || *end || end == v || !(x >= 0 && x < 1)) {
+                fprintf(stderr, "lorabench bench: --lora-dropout expects a probability in [0, 1), not '%s'\n", v ? v : "");
+                return 2;
+            }
+            o.lora_dropout = x;
+            i++;
         } else if (!strcmp(a, "--shape") || !strcmp(a, "--method") || !strcmp(a, "--targets") ||
                    !strcmp(a, "--stack") || !strcmp(a, "--save") || !strcmp(a, "--precision")) {
             if (!v) {
