@@ -52,7 +52,7 @@ static void add_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const add_job_t *j = ctx;
 #ifdef NO_FUSED
-    drop_range(j->o + lo, (size_t)(hi - lo), j->drop, j->site, (uint64_t)lo, j->p);
+    lb_dropout_apply_at(j->o + lo, (size_t)(hi - lo), j->drop, j->site, (uint64_t)lo, j->p);
     for (long i = lo; i < hi; i++) j->x_out[i] = j->x[i] + j->o[i];
 #else
     drop_add_range(j->x_out + lo, j->x + lo, j->o + lo, (size_t)(hi - lo), j->drop, j->site, (uint64_t)lo, j->p);

@@ -1,9 +1,10 @@
 // Finite-difference checks of every backward pass, in double precision: this program
-// compiles its own copy of the engine's numeric code (kernels/linear.c, kernels/t5_ops.c, model/t5*.c) with
+// compiles its own copy of the engine's numeric code (kernels/dropout.c, linear.c, t5_ops.c, model/t5*.c) with
 // LB_REAL_DOUBLE, so the same source that runs in float in the library is checked here
 // with central differences whose error is ~1e-10. Each check would fail if any term of a
 // backward were dropped.
 #define LB_REAL_DOUBLE
+#include "../engine/kernels/dropout.c"
 #include "../engine/kernels/linear.c"
 #include "../engine/kernels/t5_ops.c"
 #include "../engine/model/t5_params.c"

@@ -3,6 +3,7 @@
 // with and without dv and dbias) and RMS norm against double-precision loops written
 // here, the fused dropout masks bit for bit against lb_drop_keep, the AVX-512 exp against
 // expf, the fused rows against the scalar ones, and thread-count independence.
+#include "../engine/kernels/dropout.c"
 #include "../engine/kernels/t5_ops.c"
 
 #include "harness.h"
@@ -297,8 +298,9 @@ static void test_xent_against_reference(void) {
     free(l), free(l0), free(rd);
 }
 
-// drop_add_range (x + drop(o)) and drop_range (drop(x) in place) with lb_drop_keep's
-// masks, bit for bit, any offset and length.
+// drop_add_range (x + drop(o)), lb_dropout_apply_at (drop(x) in place: AVX-512 where the
+// CPU has it), drop_copy_range and the AVX2 kernel, with lb_drop_keep's masks, bit for bit,
+// any offset and length.
 static void test_drop_add_masks(void) {
     lb_drop_t d = {123, 9, 1};
     size_t n = 1003;
@@ -313,8 +315,18 @@ static void test_drop_add_masks(void) {
             for (size_t i = 0; i < n - off; i++)
                 bad += y[i] != x[i] + (lb_drop_keep(&d, 31 + pi, off + i, p) ? o[i] * s : 0.0f);
             memcpy(y, o, 4 * n);
-            drop_range(y, n - off, &d, 31 + pi, off, p);
+            lb_dropout_apply_at(y, n - off, &d, 31 + pi, off, p);
             for (size_t i = 0; i < n - off; i++) bad += y[i] != (lb_drop_keep(&d, 31 + pi, off + i, p) ? o[i] * s : 0.0f);
+            drop_copy_range(y, o, n - off, &d, 31 + pi, off, p);
+            for (size_t i = 0; i < n - off; i++) bad += y[i] != (lb_drop_keep(&d, 31 + pi, off + i, p) ? o[i] * s : 0.0f);
+#ifdef LB_VEC512
+            if (__builtin_cpu_supports("avx2")) {
+                memcpy(y, o, 4 * n);
+                size_t done = drop_avx2(y, n - off, lb_drop_base(&d, 31 + pi) + off, p);
+                bad += done < n - off - 7;
+                for (size_t i = 0; i < done; i++) bad += y[i] != (lb_drop_keep(&d, 31 + pi, off + i, p) ? o[i] * s : 0.0f);
+            }
+#endif
         }
     lb_drop_t off_d = {123, 9, 0};  // evaluation: no dropout
     drop_add_range(y, x, o, n, &off_d, 1, 0, 0.1f);
@@ -392,7 +404,7 @@ static void test_avx512_kernels(void) {
 
     // rows: every length 1..70, with bias, a key mask, a causal limit and dropout
     lb_drop_t d = {1, 2, 1};
-    drop_consts_t kc = drop_consts(&d, 5, 0.2f);
+    lb_drop_consts_t kc = lb_drop_consts(&d, 5, 0.2f);
     double e_fwd = 0, e_bwd = 0;
     int bad_pd = 0;
     for (int n = 1; n <= 70; n++) {

@@ -5,6 +5,7 @@
 // loss and gradients as running the encoder, with a smaller arena.
 static double gemm_flops;
 #define LB_GEMM_HOOK(M, N, K) (gemm_flops += 2.0 * (double)(M) * (double)(N) * (double)(K))
+#include "../engine/kernels/dropout.c"
 #include "../engine/kernels/linear.c"
 #include "../engine/kernels/t5_ops.c"
 #include "../engine/model/t5_params.c"

@@ -14,6 +14,15 @@ typedef struct {
     char msg[1024];  // one sentence, naming the file/field and what to do
 } lb_err_t;
 
+// The engine's numeric type: float in the library. Tests compile a second copy of the
+// engine's numeric files with LB_REAL_DOUBLE defined to check gradients by finite
+// differences in double precision; nothing else ever changes it.
+#ifdef LB_REAL_DOUBLE
+typedef double lb_real;
+#else
+typedef float lb_real;
+#endif
+
 enum { LB_OK = 0, LB_EIO = 1, LB_EFORMAT = 2, LB_ESHAPE = 3, LB_EARG = 4, LB_ENOMEM = 5,
        LB_ENAN = 6, LB_ENOSPC = 7, LB_ESTOPPED = 8 /* stopped on request (cancel, SIGTERM) */ };
 

@@ -51,69 +51,6 @@ void lb_set_threads(int n) {
 #endif
 }
 
-#if !defined(LB_REAL_DOUBLE) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define LB_DROP_VEC 1
-// a·b mod 2^64 per 64-bit lane (AVX2 has no 64-bit multiply).
-__attribute__((target("avx2"))) static inline __m256i mul64(__m256i a, __m256i b) {
-    __m256i lo = _mm256_mul_epu32(a, b);
-    __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), b),
-                                     _mm256_mul_epu32(a, _mm256_srli_epi64(b, 32)));
-    return _mm256_add_epi64(lo, _mm256_slli_epi64(cross, 32));
-}
-
-// lb_drop_keep's hash for 4 consecutive indices; returns z >> 40 per lane.
-__attribute__((target("avx2"))) static inline __m256i drop_bits4(__m256i z) {
-    z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), _mm256_set1_epi64x((long long)0xBF58476D1CE4E5B9ull));
-    z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), _mm256_set1_epi64x((long long)0x94D049BB133111EBull));
-    z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
-    return _mm256_srli_epi64(z, 40);
-}
-
-// The same masks as the scalar loop, 8 elements at a time: keep ⟺ (z >> 40)·2^-24 >= p
-// ⟺ (z >> 40) >= ⌈p·2^24⌉ (both sides exact).
-__attribute__((target("avx2"))) static size_t drop_avx2(float *x, size_t n, uint64_t base, float p) {
-    double thr_d = ceil((double)p * 16777216.0);
-    __m256i thr = _mm256_set1_epi32((int)thr_d - 1);  // keep ⟺ k > thr − 1
-    __m256 sc = _mm256_set1_ps((float)(1.0 / (1.0 - (double)p)));
-    const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    __m256i idx = _mm256_add_epi64(_mm256_set1_epi64x((long long)base), _mm256_setr_epi64x(0, 1, 2, 3));
-    const __m256i four = _mm256_set1_epi64x(4);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256i k0 = drop_bits4(idx);
-        idx = _mm256_add_epi64(idx, four);
-        __m256i k1 = drop_bits4(idx);
-        idx = _mm256_add_epi64(idx, four);
-        // low dwords of the 64-bit lanes into one vector of 8 (k < 2^24 fits)
-        __m128i a = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(k0, pick));
-        __m128i b = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(k1, pick));
-        __m256i k = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
-        __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(k, thr));
-        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), sc);
-        _mm256_storeu_ps(x + i, _mm256_and_ps(v, keep));
-    }
-    return i;
-}
-#endif
-
-void lb_dropout_apply_at(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p) {
-    lb_real s = (lb_real)(1.0 / (1.0 - (double)p));
-    size_t i = 0;
-#ifdef LB_DROP_VEC
-    if (p > 0 && p < 1 && __builtin_cpu_supports("avx2")) {
-        uint64_t base = d->seed * 0x9E3779B97F4A7C15ull + d->step * 0xBF58476D1CE4E5B9ull +
-                        site * 0x94D049BB133111EBull + off;
-        i = drop_avx2(x, n, base, p);
-    }
-#endif
-    for (; i < n; i++) x[i] = lb_drop_keep(d, site, off + i, p) ? x[i] * s : 0;
-}
-
-void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, float p) {
-    lb_dropout_apply_at(x, n, d, site, 0, p);
-}
-
 // ---- thread pool ----------------------------------------------------------------------
 // Workers sleep on a condition variable between loops: spinning would steal the cores
 // from the work in between (OpenBLAS's threads, the caller's own serial work).
@@ -246,25 +183,6 @@ void lb_pool_run_gemms(lb_pool_t *p, long n, void (*fn)(void *ctx, long lo, long
     openblas_set_num_threads(nt);
 }
 
-typedef struct {
-    lb_real *x;
-    const lb_drop_t *d;
-    uint64_t site;
-    float p;
-} drop_job_t;
-
-static void drop_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
-    const drop_job_t *j = ctx;
-    lb_dropout_apply_at(j->x + lo, (size_t)(hi - lo), j->d, j->site, (uint64_t)lo, j->p);
-}
-
-void lb_dropout_apply_par(lb_pool_t *p, lb_real *x, size_t n, const lb_drop_t *d, uint64_t site,
-                          float p_drop) {
-    drop_job_t j = {x, d, site, p_drop};
-    lb_pool_run(n > 32768 ? p : NULL, (long)n, drop_job, &j);
-}
-
 int linear_trainable(const linear_t *l) {
     return l->W->g != NULL || (l->r > 0 && (l->dA || l->dB));
 }
@@ -284,8 +202,7 @@ void linear_set_lora(linear_t *l, int r, lb_real scale, float dropout, lb_real *
 static const lb_real *lora_input(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x, lb_real *tmp,
                                  const lb_drop_t *drop, uint64_t site) {
     if (!lb_drop_on(drop, l->dropout)) return x;
-    memcpy(tmp, x, sizeof(lb_real) * (size_t)N * l->in);
-    lb_dropout_apply_par(pool, tmp, (size_t)N * l->in, drop, site, l->dropout);
+    drop_copy_p(pool, tmp, x, (size_t)N * l->in, drop, site, l->dropout);
     return tmp;
 }
 
@@ -587,10 +504,8 @@ static void lora_backward(const linear_t *l, lb_pool_t *pool, int N, const lb_re
     if (dx && !on) {  // dx += dxa·A
         pgemm(lp, 0, 0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 1, dx, l->in);
     } else if (dx) {  // dx += drop_bwd(dxa·A)
-        size_t n = (size_t)N * l->in;
         pgemm(lp, 0, 0, 0, N, l->in, l->r, 1, dxa, l->r, l->A, l->in, 0, tmp, l->in);
-        lb_dropout_apply_par(lp, tmp, n, drop, site, l->dropout);
-        for (size_t i = 0; i < n; i++) dx[i] += tmp[i];
+        drop_add_p(lp, dx, dx, tmp, (size_t)N * l->in, drop, site, l->dropout);
     }
     free(dxa);
 }

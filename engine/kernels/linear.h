@@ -6,26 +6,15 @@
 // Dimensions: N rows (B·S or B·T), I in features, O out features, R rank.
 // W [O, I] (Hugging Face layout), A [R, I], B [O, R].
 //
-// The numeric type is lb_real: float in the library. Tests compile a second copy of the
-// engine's numeric files with LB_REAL_DOUBLE defined to check gradients by finite differences in
-// double precision; nothing else ever changes it.
-//
-// Dropout masks come from a counter-based hash of (seed, site, index), never from a
-// stateful generator, so the backward pass regenerates the forward's mask instead of
-// storing it, and the result does not depend on the thread count.
+// The numeric type is lb_real (util.h). Dropout, LoRA's included, is dropout.h's.
 #ifndef LB_LINEAR_H
 #define LB_LINEAR_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dropout.h"
 #include "util.h"
-
-#ifdef LB_REAL_DOUBLE
-typedef double lb_real;
-#else
-typedef float lb_real;
-#endif
 
 // A named parameter tensor. w points to its values (the memory-mapped file, a private
 // copy, or the trainable block); g to its gradient inside the trainable block, or NULL
@@ -71,14 +60,6 @@ typedef struct {
     struct lb_bf16w *w_bf16;
     int bf16;
 } linear_t;
-
-// Random state of one forward/backward: seed and step select the masks; training = 0
-// turns every dropout off (evaluation).
-typedef struct {
-    uint64_t seed;
-    uint64_t step;
-    int training;
-} lb_drop_t;
 
 // Largest block of a bf16 W converted to fp32 at once, in values (4 MiB of fp32); the
 // forward of few rows (N <= 16, a generation step) uses blocks of 1/8 of that, so that
@@ -232,31 +213,5 @@ void lb_pool_run(lb_pool_t *p, long n, void (*fn)(void *ctx, long lo, long hi, i
 // BLAS for all threads.
 void lb_pool_run_gemms(lb_pool_t *p, long n, void (*fn)(void *ctx, long lo, long hi, int tid),
                        void *ctx);
-
-// lb_dropout_apply spread over the pool.
-void lb_dropout_apply_par(lb_pool_t *p, lb_real *x, size_t n, const lb_drop_t *d, uint64_t site,
-                          float p_drop);
-
-// Inverted-dropout keep test for element i of a site: 1 = keep (scale by 1/(1-p)).
-static inline int lb_drop_keep(const lb_drop_t *d, uint64_t site, uint64_t i, float p) {
-    uint64_t z = d->seed * 0x9E3779B97F4A7C15ull + d->step * 0xBF58476D1CE4E5B9ull +
-                 site * 0x94D049BB133111EBull + i;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z = z ^ (z >> 31);
-    return (float)(z >> 40) * (1.0f / 16777216.0f) >= p;
-}
-
-// 1 when dropout of probability p is active for this pass.
-static inline int lb_drop_on(const lb_drop_t *d, float p) {
-    return d && d->training && p > 0;
-}
-
-// x[i] = keep ? x[i] / (1 - p) : 0 for i < n (forward and backward are the same map).
-void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, float p);
-
-// The same for a slice: x[i] gets the mask of element off + i of the site (AVX2 when the
-// CPU has it, bit for bit the masks of lb_drop_keep).
-void lb_dropout_apply_at(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p);
 
 #endif

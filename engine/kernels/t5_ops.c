@@ -4,6 +4,7 @@
 // the scalar code, the reference.
 #include "t5_ops.h"
 #include "gemm_bf16.h"
+#include "vec512.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -167,10 +168,7 @@ LB_AVX2 static void gelu_bwd_avx2(long lo, long hi, const float *a, const float 
 // ---- AVX-512 (F + DQ): the attention rows, RMS norm sums and dropout masks fused ----------
 // Same polynomials and operation order as the AVX2 code above, 16 lanes at a time; tails
 // use masked loads and stores, so a row of any length takes one code path.
-#define LB_AVX512 __attribute__((target("avx512f,avx512dq")))
-static int vec512_ok(void) {
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-}
+// (LB_AVX512, vec512_ok, tail16, ld16 and st16: vec512.h.)
 
 // round_bf16's 16 lanes: lb_f32_to_bf16 (nearest, ties to even) without the bf16
 // instructions; a block holding a NaN is left to the scalar loop. Returns the count done.
@@ -185,20 +183,6 @@ LB_AVX512 static size_t round_bf16_512(const float *src, size_t n, uint16_t *dst
         _mm256_storeu_si256((__m256i *)(void *)(dst + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
     }
     return i;
-}
-
-static inline __mmask16 tail16(int left) { return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1); }
-
-// Loads and stores of 16 lanes, masked only for a tail (m != all): a masked store costs
-// several times a plain one on some CPUs.
-LB_AVX512 static inline __m512 ld16(__mmask16 m, const float *p) {
-    return m == 0xFFFF ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(m, p);
-}
-LB_AVX512 static inline void st16(float *p, __mmask16 m, __m512 v) {
-    if (m == 0xFFFF)
-        _mm512_storeu_ps(p, v);
-    else
-        _mm512_mask_storeu_ps(p, m, v);
 }
 
 // exp of 16 floats: exp8's Cephes polynomial, lane for lane the same result.
@@ -227,25 +211,6 @@ LB_AVX512 static inline void sum16_pd(__m512 y, __mmask16 m, __m512d *s0, __m512
     y = _mm512_maskz_mov_ps(m, y);
     *s0 = _mm512_add_pd(*s0, _mm512_cvtps_pd(_mm512_castps512_ps256(y)));
     *s1 = _mm512_add_pd(*s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1))));
-}
-
-// Dropout masks: lb_drop_keep's hash for 8 consecutive indices z (the seed, step and site
-// already folded in); keep ⟺ (z >> 40)·2^-24 >= p ⟺ (z >> 40) >= ⌈p·2^24⌉, both exact.
-LB_AVX512 static inline __mmask8 keep8(__m512i z, __m512i thr) {
-    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)),
-                           _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9ull));
-    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)),
-                           _mm512_set1_epi64((long long)0x94D049BB133111EBull));
-    z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
-    return _mm512_cmpge_epu64_mask(_mm512_srli_epi64(z, 40), thr);
-}
-
-// The keep mask of the 16 elements whose mask indices start at base.
-LB_AVX512 static inline __mmask16 keep16(uint64_t base, __m512i thr) {
-    __m512i z = _mm512_add_epi64(_mm512_set1_epi64((long long)base), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
-    __mmask8 lo = keep8(z, thr);
-    __mmask8 hi = keep8(_mm512_add_epi64(z, _mm512_set1_epi64(8)), thr);
-    return (__mmask16)((unsigned)lo | ((unsigned)hi << 8));
 }
 
 // One attention row, fused: row holds q·kᵀ on entry and P = softmax(row + br) on return,
@@ -288,7 +253,7 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
         __mmask16 m = tail16(n - c);
         __m512 p = _mm512_mul_ps(ld16(m, row + c), inv);
         st16(row + c, m, p);
-        if (pd) st16(pd + c, m, _mm512_maskz_mul_ps(keep16(base + (uint64_t)c, thr), p, vs));
+        if (pd) st16(pd + c, m, _mm512_maskz_mul_ps(lb_drop_keep16(base + (uint64_t)c, thr), p, vs));
     }
 }
 
@@ -306,7 +271,7 @@ LB_AVX512 static void attn_row_bwd512(float *d, const float *p, int n, int drop,
         __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
         if (drop) {
             __mmask16 keep = pd ? _mm512_cmp_ps_mask(ld16(m, pd + c), _mm512_setzero_ps(), _CMP_NEQ_UQ)
-                                : keep16(base + (uint64_t)c, thr);
+                                : lb_drop_keep16(base + (uint64_t)c, thr);
             dv = _mm512_maskz_mul_ps(keep, dv, vs);
             st16(d + c, m, dv);
         }
@@ -320,30 +285,6 @@ LB_AVX512 static void attn_row_bwd512(float *d, const float *p, int n, int drop,
         __mmask16 m = tail16(n - c);
         __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
         st16(d + c, m, _mm512_mul_ps(pv, _mm512_sub_ps(dv, dt)));
-    }
-}
-
-// dst = drop(src) for n elements whose mask indices start at base (dst may be src).
-LB_AVX512 static void drop_copy512(float *dst, const float *src, size_t n, uint64_t base, uint64_t thr64, float sc) {
-    __m512i thr = _mm512_set1_epi64((long long)thr64);
-    __m512 vs = _mm512_set1_ps(sc);
-    for (size_t c = 0; c < n; c += 16) {
-        __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
-        __m512 v = ld16(m, src + c);
-        st16(dst + c, m, _mm512_maskz_mul_ps(keep16(base + c, thr), v, vs));
-    }
-}
-
-// x_out = x + drop(o) for n elements whose mask indices start at base; drop 0: x + o.
-LB_AVX512 static void drop_add512(float *x_out, const float *x, const float *o, size_t n, int drop,
-                                  uint64_t base, uint64_t thr64, float sc) {
-    __m512i thr = _mm512_set1_epi64((long long)thr64);
-    __m512 vs = _mm512_set1_ps(sc);
-    for (size_t c = 0; c < n; c += 16) {
-        __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
-        __m512 v = ld16(m, o + c);
-        if (drop) v = _mm512_maskz_mul_ps(keep16(base + c, thr), v, vs);
-        st16(x_out + c, m, _mm512_add_ps(ld16(m, x + c), v));
     }
 }
 
@@ -534,95 +475,6 @@ static int use512(void) {
 #endif
 }
 
-// A dropout site's constants for the fused kernels: mask index i hashes base + i
-// (lb_drop_keep's sum of the seed, step and site terms), kept ⟺ (hash >> 40) >= thr.
-typedef struct {
-    uint64_t base, thr;
-    float scale;
-} drop_consts_t;
-
-static drop_consts_t drop_consts(const lb_drop_t *d, uint64_t site, float p) {
-    drop_consts_t k = {d->seed * 0x9E3779B97F4A7C15ull + d->step * 0xBF58476D1CE4E5B9ull +
-                           site * 0x94D049BB133111EBull,
-                       (uint64_t)ceil((double)p * 16777216.0), (float)(1.0 / (1.0 - (double)p))};
-    return k;
-}
-
-// x[i] = keep ? x[i]·s : 0 for the elements [0, n) of a mask whose indices start at off.
-void drop_range(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p) {
-#ifdef LB_VEC
-    if (use512()) {  // native 64-bit multiplies (AVX-512 DQ) instead of AVX2's emulated ones
-        drop_consts_t k = drop_consts(d, site, p);
-        drop_copy512(x, x, n, k.base + off, k.thr, k.scale);
-        return;
-    }
-#endif
-    lb_dropout_apply_at(x, n, d, site, off, p);
-}
-
-// x_out[i] = x[i] + (keep ? o[i]·s : 0) for the elements [0, n) of a mask whose indices
-// start at off (no dropout when it is off for p): one pass, o unchanged.
-void drop_add_range(lb_real *x_out, const lb_real *x, const lb_real *o, size_t n, const lb_drop_t *d,
-                    uint64_t site, uint64_t off, float p) {
-    int on = lb_drop_on(d, p);
-#ifdef LB_VEC
-    if (use512()) {
-        drop_consts_t k = {0, 0, 0};
-        if (on) k = drop_consts(d, site, p);
-        drop_add512(x_out, x, o, n, on, k.base + off, k.thr, k.scale);
-        return;
-    }
-#endif
-    lb_real s = (lb_real)(1.0 / (1.0 - (double)p));
-    for (size_t i = 0; i < n; i++) x_out[i] = x[i] + (!on ? o[i] : lb_drop_keep(d, site, off + i, p) ? o[i] * s : 0);
-}
-
-// dst[i] = drop(src)[i], the mask of element off + i (a copy when dropout is off for p);
-// dst may be src.
-static void drop_copy_range(lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d, uint64_t site,
-                            uint64_t off, float p) {
-    if (!lb_drop_on(d, p)) {
-        if (dst != src) memmove(dst, src, sizeof(lb_real) * n);
-        return;
-    }
-#ifdef LB_VEC
-    if (use512()) {
-        drop_consts_t k = drop_consts(d, site, p);
-        drop_copy512(dst, src, n, k.base + off, k.thr, k.scale);
-        return;
-    }
-#endif
-    if (dst != src) memcpy(dst, src, sizeof(lb_real) * n);
-    drop_range(dst, n, d, site, off, p);
-}
-
-typedef struct {
-    lb_real *dst;
-    const lb_real *x, *src;
-    const lb_drop_t *d;
-    uint64_t site;
-    float p;
-} resid_job_t;
-
-static void drop_add_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
-    const resid_job_t *j = ctx;
-    drop_add_range(j->dst + lo, j->x + lo, j->src + lo, (size_t)(hi - lo), j->d, j->site, (uint64_t)lo, j->p);
-}
-
-static void drop_copy_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
-    const resid_job_t *j = ctx;
-    drop_copy_range(j->dst + lo, j->src + lo, (size_t)(hi - lo), j->d, j->site, (uint64_t)lo, j->p);
-}
-
-// x_out = x + drop(o) over the pool.
-void drop_add_p(lb_pool_t *pool, lb_real *x_out, const lb_real *x, const lb_real *o, size_t n,
-                const lb_drop_t *d, uint64_t site, float p) {
-    resid_job_t j = {x_out, x, o, d, site, p};
-    lb_pool_run(n > 32768 ? pool : NULL, (long)n, drop_add_job, &j);
-}
-
 typedef struct {
     const uint16_t *src;
     lb_real *dst;
@@ -637,13 +489,6 @@ static void widen_job(void *ctx, long lo, long hi, int tid) {
 void bf16_to_real_p(lb_pool_t *pool, const uint16_t *src, size_t n, lb_real *dst) {
     widen_job_t j = {src, dst};
     lb_pool_run(n > 32768 ? pool : NULL, (long)n, widen_job, &j);
-}
-
-// dst = drop(src) over the pool.
-void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d,
-                 uint64_t site, float p) {
-    resid_job_t j = {dst, NULL, src, d, site, p};
-    lb_pool_run(n > 32768 ? pool : NULL, (long)n, drop_copy_job, &j);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -867,7 +712,7 @@ static void act_fwd_job(void *ctx, long lo, long hi, int tid) {
     for (long b0 = lo; b0 < hi; b0 += ACT_BLOCK) {
         long b1 = hi - b0 < ACT_BLOCK ? hi : b0 + ACT_BLOCK;
         act_fwd_range(j, b0, b1);
-        drop_range(j->g + b0, (size_t)(b1 - b0), j->drop, j->site, (uint64_t)b0, j->p);
+        lb_dropout_apply_at(j->g + b0, (size_t)(b1 - b0), j->drop, j->site, (uint64_t)b0, j->p);
     }
 }
 
@@ -1002,8 +847,8 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
     int H = s->H, K = s->K, Tq = s->Tq, Tk = s->Tk, HK = H * K;
     size_t tt = (size_t)Tq * Tk;
     int on = lb_drop_on(j->drop, s->p_drop), v512 = use512();
-    drop_consts_t dk = {0, 0, 0};
-    if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
+    lb_drop_consts_t dk = {0, 0, 0};
+    if (on) dk = lb_drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
     // kept in bf16 each thread has two slices: the dropped P, then P itself, and the
     // dropped P in bf16 for the product with v
@@ -1039,7 +884,7 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
         if (on) {
             if (!v512) {
                 memcpy(pdt, P, sizeof(lb_real) * tt);
-                drop_range(pdt, tt, j->drop, s->site, o, s->p_drop);
+                lb_dropout_apply_at(pdt, tt, j->drop, s->site, o, s->p_drop);
             }
             Pd = pdt;
         }
@@ -1086,8 +931,8 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
     size_t tt = (size_t)Tq * Tk;
     int on = lb_drop_on(j->drop, s->p_drop), v512 = use512();
     int need_ds = j->dq || j->dk || j->dbias;
-    drop_consts_t dk = {0, 0, 0};
-    if (on) dk = drop_consts(j->drop, s->site, s->p_drop);
+    lb_drop_consts_t dk = {0, 0, 0};
+    if (on) dk = lb_drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
     lb_real *pdt = j->pd + (size_t)tid * (j->P16 ? attn_core_pd16(s) : tt);
     // kept in bf16: the bf16 operands of this (b, h), the dropped P and then dS, and dctx
@@ -1104,13 +949,7 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
         if (j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
             const lb_real *Pd = P;
             if (on) {
-#ifdef LB_VEC
-                if (v512) drop_copy512(pdt, P, tt, dk.base + o, dk.thr, dk.scale);
-#endif
-                if (!v512) {
-                    memcpy(pdt, P, sizeof(lb_real) * tt);
-                    drop_range(pdt, tt, j->drop, s->site, o, s->p_drop);
-                }
+                drop_copy_range(pdt, P, tt, j->drop, s->site, o, s->p_drop);
                 Pd = pdt;
                 have_pd = 1;
             }
@@ -1143,7 +982,7 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
 #endif
         if (!v512) {
             (void)have_pd;
-            if (on) drop_range(ds, tt, j->drop, s->site, o, s->p_drop);
+            if (on) lb_dropout_apply_at(ds, tt, j->drop, s->site, o, s->p_drop);
             for (int r = 0; r < Tq; r++) attn_row_bwd(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk);
         }
         if (j->P16) {  // dS rounded once for both products

@@ -1,5 +1,5 @@
 // The element-wise and attention kernels of the T5 math, apart from the model: embedding
-// lookup, dropout of a slice, RMS norm, the feed-forward activations, the attention core
+// lookup, RMS norm, the feed-forward activations, the attention core
 // (scores, softmax, dropout, P·v and its backward) and cross entropy. Each has the form the
 // model runs: spread over an lb_pool_t (NULL: on the caller), writing disjoint outputs, so
 // results do not depend on the thread count. Shapes use the letters of ARCHITECTURE.md.
@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dropout.h"
 #include "linear.h"
 #include "t5_config.h"
 
@@ -31,23 +32,6 @@ void embed_forward(int N, int D, const int32_t *ids, const lb_real *E, lb_real *
 
 // dE[ids[r]] += dx[r]; serial so that repeated ids add in a fixed order.
 void embed_backward(int N, int D, const int32_t *ids, const lb_real *dx, lb_real *dE);
-
-// x[i] = keep ? x[i]·s : 0 for the elements [0, n) of a mask whose indices start at off.
-void drop_range(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p);
-
-// x_out[i] = x[i] + drop(o)[i], the mask of element off + i (no dropout when it is off
-// for p), in one pass; o is left as it was. x_out may be x.
-void drop_add_range(lb_real *x_out, const lb_real *x, const lb_real *o, size_t n, const lb_drop_t *d,
-                    uint64_t site, uint64_t off, float p);
-
-// The residual's dropout over the pool: x_out = x + drop(o) in one pass (x_out may be x;
-// o unchanged), the masks of lb_dropout_apply_par.
-void drop_add_p(lb_pool_t *pool, lb_real *x_out, const lb_real *x, const lb_real *o, size_t n,
-                const lb_drop_t *d, uint64_t site, float p);
-
-// dst = drop(src) over the pool in one pass (memcpy, then lb_dropout_apply_par, fused).
-void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d,
-                 uint64_t site, float p);
 
 // dst [n] = src [n] widened from bf16 (exact) over the pool (lb_bf16_to_real in blocks).
 void bf16_to_real_p(lb_pool_t *pool, const uint16_t *src, size_t n, lb_real *dst);
