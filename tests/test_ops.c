@@ -336,7 +336,9 @@ static void test_drop_add_masks(void) {
 }
 
 // The fused calls give the bits of the separate ones: act then dropout, dropout then the
-// activation's backward (in place and not), the residual's drop + add and drop + copy.
+// activation's backward (in place and not), bf16 precision's forms (the pre-activations
+// rounded in the forward's pass, read from bf16 in both directions), the residual's
+// drop + add and drop + copy.
 static void test_fused_equal_separate(void) {
     size_t n = 3 * 32768 + 1001;
     lb_drop_t d = {77, 4, 1};
@@ -344,7 +346,8 @@ static void test_fused_equal_separate(void) {
     rng_state = 99;
     float *a = randv(n, 4), *b = randv(n, 1), *dg = randv(n, 1), *x = randv(n, 1);
     float *g1 = malloc(4 * n), *g2 = malloc(4 * n), *da1 = malloc(4 * n), *da2 = malloc(4 * n);
-    float *db1 = malloc(4 * n), *db2 = malloc(4 * n);
+    float *db1 = malloc(4 * n), *db2 = malloc(4 * n), *aw = malloc(4 * n), *bw = malloc(4 * n);
+    uint16_t *a16 = malloc(2 * n), *b16 = malloc(2 * n);
     lb_set_threads(2);
     lb_pool_t *pool = lb_pool_new();
     t5_act_t acts[] = {T5_ACT_GELU_NEW, T5_ACT_RELU};
@@ -361,6 +364,24 @@ static void test_fused_equal_separate(void) {
         memcpy(da2, dg, 4 * n);
         act_backward_drop_p(pool, acts[ai], n, a, b, da2, da2, db2, &d, 9, p);  // in place
         EXPECT(memcmp(da1, da2, 4 * n) == 0 && memcmp(db1, db2, 4 * n) == 0);
+        // bf16 precision's forms: a, b rounded in the activation's pass; a16, b16 read as
+        // the fp32 calls read their widened values
+        act_forward_keep16_p(pool, acts[ai], n, a, b, g2, &d, 8, p, a16, b16);
+        act_forward_drop_p(pool, acts[ai], n, a, b, g1, &d, 8, p);
+        int bad16 = memcmp(g1, g2, 4 * n) != 0;
+        for (size_t i = 0; i < n; i++) bad16 += a16[i] != lb_f32_to_bf16(a[i]) || b16[i] != lb_f32_to_bf16(b[i]);
+        EXPECTF(bad16 == 0, "%s: act_forward_keep16_p: %d differences", acts[ai] == T5_ACT_RELU ? "relu" : "gelu", bad16);
+        lb_bf16_to_real(a16, n, aw), lb_bf16_to_real(b16, n, bw);
+        act_forward_drop_p(pool, acts[ai], n, aw, bw, g1, &d, 8, p);
+        act_forward16_drop_p(pool, acts[ai], n, a16, b16, g2, &d, 8, p);
+        EXPECT(memcmp(g1, g2, 4 * n) == 0);
+        act_forward16_drop_p(pool, acts[ai], n, a16, NULL, g2, &d, 8, p);  // plain
+        act_forward_drop_p(pool, acts[ai], n, aw, NULL, g1, &d, 8, p);
+        EXPECT(memcmp(g1, g2, 4 * n) == 0);
+        act_backward_drop_p(pool, acts[ai], n, aw, bw, dg, da1, db1, &d, 9, p);
+        memcpy(da2, dg, 4 * n);
+        act_backward16_drop_p(pool, acts[ai], n, a16, b16, da2, da2, db2, &d, 9, p);  // in place, as t5.c
+        EXPECT(memcmp(da1, da2, 4 * n) == 0 && memcmp(db1, db2, 4 * n) == 0);
     }
     memcpy(g1, dg, 4 * n);
     lb_dropout_apply_par(pool, g1, n, &d, 10, p);
@@ -374,6 +395,7 @@ static void test_fused_equal_separate(void) {
     EXPECT(memcmp(g2, dg, 4 * n) == 0);
     lb_pool_free(pool);
     free(a), free(b), free(dg), free(x), free(g1), free(g2), free(da1), free(da2), free(db1), free(db2);
+    free(aw), free(bw), free(a16), free(b16);
 }
 
 #ifdef LB_VEC

@@ -661,94 +661,148 @@ typedef struct {
     const lb_drop_t *drop;  // dropout of g (forward) and of dg (backward), or NULL
     uint64_t site;
     float p;
+    const uint16_t *a16, *b16;  // the pre-activations in bf16, read instead of a, b
+    uint16_t *ka16, *kb16;      // forward: a, b rounded to bf16 here (kept for the backward)
 } act_job_t;
 
-// Blocks of this many elements run act then dropout while in cache.
+// Blocks of this many elements run act then dropout (and the bf16 widening or rounding)
+// while in cache.
 #define ACT_BLOCK 4096
 
-static void act_fwd_range(const act_job_t *j, long lo, long hi) {
+static void round_bf16(const lb_real *src, size_t n, uint16_t *dst);
+
+// g [n] = act(a)·b (or act(a) when b is NULL) over [0, n).
+static void act_fwd_range(const act_job_t *j, const lb_real *a, const lb_real *b, lb_real *g, long n) {
 #ifdef LB_VEC
     if (j->act == T5_ACT_GELU_NEW && vec512_ok()) {
-        gelu_fwd512(lo, hi, j->a, j->b, j->g);
+        gelu_fwd512(0, n, a, b, g);
         return;
     }
     if (j->act == T5_ACT_GELU_NEW && vec_ok()) {
-        gelu_fwd_avx2(lo, hi, j->a, j->b, j->g);
+        gelu_fwd_avx2(0, n, a, b, g);
         return;
     }
 #endif
-    for (long i = lo; i < hi; i++) j->g[i] = j->b ? act_f(j->act, j->a[i]) * j->b[i] : act_f(j->act, j->a[i]);
+    for (long i = 0; i < n; i++) g[i] = b ? act_f(j->act, a[i]) * b[i] : act_f(j->act, a[i]);
 }
 
-static void act_bwd_range(const act_job_t *j, const lb_real *dg, long lo, long hi) {
+// da [n] = dg·b·act'(a), db = dg·act(a) (gated: b and db not NULL) over [0, n).
+static void act_bwd_range(const act_job_t *j, const lb_real *a, const lb_real *b, const lb_real *dg,
+                          lb_real *da, lb_real *db, long n) {
 #ifdef LB_VEC
     if (j->act == T5_ACT_GELU_NEW && vec512_ok()) {
-        gelu_bwd512(lo, hi, j->a, j->b, dg, j->da, j->db);
+        gelu_bwd512(0, n, a, b, dg, da, db);
         return;
     }
     if (j->act == T5_ACT_GELU_NEW && vec_ok()) {
-        gelu_bwd_avx2(lo, hi, j->a, j->b, dg, j->da, j->db);
+        gelu_bwd_avx2(0, n, a, b, dg, da, db);
         return;
     }
 #endif
-    for (long i = lo; i < hi; i++) {
+    for (long i = 0; i < n; i++) {
         lb_real d = dg[i];
-        if (j->b) {
-            j->db[i] = d * act_f(j->act, j->a[i]);
-            j->da[i] = d * j->b[i] * act_df(j->act, j->a[i]);
+        if (b) {
+            db[i] = d * act_f(j->act, a[i]);
+            da[i] = d * b[i] * act_df(j->act, a[i]);
         } else {
-            j->da[i] = d * act_df(j->act, j->a[i]);
+            da[i] = d * act_df(j->act, a[i]);
         }
+    }
+}
+
+// The pre-activations of elements [b0, b0 + n): j's fp32 ones, or a16, b16 widened into
+// wa, wb (exact).
+static void act_inputs(const act_job_t *j, long b0, long n, lb_real *wa, lb_real *wb, const lb_real **a,
+                       const lb_real **b) {
+    if (j->a16) {
+        lb_bf16_to_real(j->a16 + b0, (size_t)n, wa);
+        if (j->b16) lb_bf16_to_real(j->b16 + b0, (size_t)n, wb);
+        *a = wa;
+        *b = j->b16 ? wb : NULL;
+    } else {
+        *a = j->a + b0;
+        *b = j->b ? j->b + b0 : NULL;
     }
 }
 
 static void act_fwd_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const act_job_t *j = ctx;
-    if (!lb_drop_on(j->drop, j->p)) {
-        act_fwd_range(j, lo, hi);
+    int on = lb_drop_on(j->drop, j->p);
+    if (!on && !j->a16 && !j->ka16) {
+        act_fwd_range(j, j->a + lo, j->b ? j->b + lo : NULL, j->g + lo, hi - lo);
         return;
     }
+    lb_real wa[ACT_BLOCK], wb[ACT_BLOCK];
     for (long b0 = lo; b0 < hi; b0 += ACT_BLOCK) {
-        long b1 = hi - b0 < ACT_BLOCK ? hi : b0 + ACT_BLOCK;
-        act_fwd_range(j, b0, b1);
-        lb_dropout_apply_at(j->g + b0, (size_t)(b1 - b0), j->drop, j->site, (uint64_t)b0, j->p);
+        long n = hi - b0 < ACT_BLOCK ? hi - b0 : ACT_BLOCK;
+        const lb_real *a, *b;
+        act_inputs(j, b0, n, wa, wb, &a, &b);
+        act_fwd_range(j, a, b, j->g + b0, n);
+        if (on) lb_dropout_apply_at(j->g + b0, (size_t)n, j->drop, j->site, (uint64_t)b0, j->p);
+        if (j->ka16) round_bf16(a, (size_t)n, j->ka16 + b0);
+        if (j->kb16 && b) round_bf16(b, (size_t)n, j->kb16 + b0);
     }
 }
 
 static void act_bwd_job(void *ctx, long lo, long hi, int tid) {
     (void)tid;
     const act_job_t *j = ctx;
-    if (!lb_drop_on(j->drop, j->p)) {
-        act_bwd_range(j, j->dg, lo, hi);
+    int on = lb_drop_on(j->drop, j->p);
+    if (!on && !j->a16) {
+        act_bwd_range(j, j->a + lo, j->b ? j->b + lo : NULL, j->dg + lo, j->da + lo, j->db ? j->db + lo : NULL,
+                      hi - lo);
         return;
     }
-    for (long b0 = lo; b0 < hi; b0 += ACT_BLOCK) {  // dg dropped into da, then da from it
-        long b1 = hi - b0 < ACT_BLOCK ? hi : b0 + ACT_BLOCK;
-        drop_copy_range(j->da + b0, j->dg + b0, (size_t)(b1 - b0), j->drop, j->site, (uint64_t)b0, j->p);
-        act_bwd_range(j, j->da, b0, b1);
+    lb_real wa[ACT_BLOCK], wb[ACT_BLOCK];
+    for (long b0 = lo; b0 < hi; b0 += ACT_BLOCK) {
+        long n = hi - b0 < ACT_BLOCK ? hi - b0 : ACT_BLOCK;
+        const lb_real *a, *b, *dg = j->dg + b0;
+        act_inputs(j, b0, n, wa, wb, &a, &b);
+        if (on) {  // dg dropped into da, then da from it
+            drop_copy_range(j->da + b0, dg, (size_t)n, j->drop, j->site, (uint64_t)b0, j->p);
+            dg = j->da + b0;
+        }
+        act_bwd_range(j, a, b, dg, j->da + b0, j->db ? j->db + b0 : NULL, n);
     }
+}
+
+static void act_run(lb_pool_t *pool, size_t n, void (*fn)(void *, long, long, int), act_job_t *j) {
+    lb_pool_run(n >= 4096 ? pool : NULL, (long)n, fn, j);
 }
 
 // Gated: g = act(a)·b; plain (b NULL): g = act(a). n elements.
 void act_forward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                           lb_real *g) {
-    act_job_t j = {act, a, b, NULL, g, NULL, NULL, NULL, 0, 0};
-    lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_fwd_job, &j);
+    act_job_t j = {.act = act, .a = a, .b = b, .g = g};
+    act_run(pool, n, act_fwd_job, &j);
 }
 
 // act_forward_p, then g = drop(g) (site, p), block by block while in cache.
 void act_forward_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                         lb_real *g, const lb_drop_t *drop, uint64_t site, float p) {
-    act_job_t j = {act, a, b, NULL, g, NULL, NULL, drop, site, p};
-    lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_fwd_job, &j);
+    act_job_t j = {.act = act, .a = a, .b = b, .g = g, .drop = drop, .site = site, .p = p};
+    act_run(pool, n, act_fwd_job, &j);
+}
+
+void act_forward_keep16_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                          lb_real *g, const lb_drop_t *drop, uint64_t site, float p, uint16_t *a16,
+                          uint16_t *b16) {
+    act_job_t j = {.act = act, .a = a, .b = b, .g = g, .drop = drop, .site = site, .p = p, .ka16 = a16, .kb16 = b16};
+    act_run(pool, n, act_fwd_job, &j);
+}
+
+void act_forward16_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const uint16_t *a16, const uint16_t *b16,
+                          lb_real *g, const lb_drop_t *drop, uint64_t site, float p) {
+    act_job_t j = {.act = act, .a16 = a16, .b16 = b16, .g = g, .drop = drop, .site = site, .p = p};
+    act_run(pool, n, act_fwd_job, &j);
 }
 
 // From dg: da = dg·b·act'(a) (in place of dg allowed), db = dg·act(a) when b.
 void act_backward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                            const lb_real *dg, lb_real *da, lb_real *db) {
-    act_job_t j = {act, a, b, dg, NULL, da, db, NULL, 0, 0};
-    lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_bwd_job, &j);
+    act_job_t j = {.act = act, .a = a, .b = b, .dg = dg, .da = da, .db = db};
+    act_run(pool, n, act_bwd_job, &j);
 }
 
 // act_backward_p from drop(dg) (site, p): the dropped gradient is written to da first,
@@ -756,8 +810,15 @@ void act_backward_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, c
 void act_backward_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
                          const lb_real *dg, lb_real *da, lb_real *db, const lb_drop_t *drop,
                          uint64_t site, float p) {
-    act_job_t j = {act, a, b, dg, NULL, da, db, drop, site, p};
-    lb_pool_run(n >= 4096 ? pool : NULL, (long)n, act_bwd_job, &j);
+    act_job_t j = {.act = act, .a = a, .b = b, .dg = dg, .da = da, .db = db, .drop = drop, .site = site, .p = p};
+    act_run(pool, n, act_bwd_job, &j);
+}
+
+void act_backward16_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const uint16_t *a16, const uint16_t *b16,
+                           const lb_real *dg, lb_real *da, lb_real *db, const lb_drop_t *drop, uint64_t site,
+                           float p) {
+    act_job_t j = {.act = act, .a16 = a16, .b16 = b16, .dg = dg, .da = da, .db = db, .drop = drop, .site = site, .p = p};
+    act_run(pool, n, act_bwd_job, &j);
 }
 
 

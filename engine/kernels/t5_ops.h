@@ -66,6 +66,22 @@ void act_backward_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real 
                          const lb_real *dg, lb_real *da, lb_real *db, const lb_drop_t *drop,
                          uint64_t site, float p);
 
+// bf16 precision keeps a feed forward's pre-activations a, b in bf16 for the backward:
+// act_forward_drop_p that also rounds a and b into a16, b16 (b16 unused when b is NULL) in
+// the same pass, block by block while in cache.
+void act_forward_keep16_p(lb_pool_t *pool, t5_act_t act, size_t n, const lb_real *a, const lb_real *b,
+                          lb_real *g, const lb_drop_t *drop, uint64_t site, float p, uint16_t *a16,
+                          uint16_t *b16);
+
+// act_forward_drop_p and act_backward_drop_p reading the pre-activations from a16, b16
+// (bf16, b16 NULL when plain), widened exactly a block at a time: the values of the fp32
+// calls on the widened a and b, without widening them whole first.
+void act_forward16_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const uint16_t *a16, const uint16_t *b16,
+                          lb_real *g, const lb_drop_t *drop, uint64_t site, float p);
+void act_backward16_drop_p(lb_pool_t *pool, t5_act_t act, size_t n, const uint16_t *a16, const uint16_t *b16,
+                           const lb_real *dg, lb_real *da, lb_real *db, const lb_drop_t *drop, uint64_t site,
+                           float p);
+
 void attn_core_forward_p(lb_pool_t *pool, const attn_shape_t *s, const lb_real *q,
                                 const lb_real *k, const lb_real *v, lb_real *P, lb_real *pd,
                                 lb_real *ctx, const lb_drop_t *drop);

@@ -207,33 +207,6 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
         LB_PROF(PROF_NORM, rms_backward_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, a->dh, L->ln->g, nd->need_dx ? dres : NULL));
 }
 
-// bf16 precision: the pre-activations a, b (in the arena's da, db) kept as a16, b16.
-static void ff_keep16(t5_acts_t *a, const ff_saved_t *s, int N, int F) {
-#ifdef LB_REAL_DOUBLE
-    (void)a, (void)s, (void)N, (void)F;
-#else
-    if (!s->a16) return;
-    LB_PROF(PROF_ACT, lb_bf16_from_f32(a->pool, s->a, (size_t)N * F, s->a16));
-    if (s->b16) LB_PROF(PROF_ACT, lb_bf16_from_f32(a->pool, s->b, (size_t)N * F, s->b16));
-#endif
-}
-
-// The pre-activations a, b of s in fp32 for the backward: s->a, s->b, or (kept in bf16)
-// a16, b16 widened into to_a, to_b.
-static void ff_ab32(t5_acts_t *a, const ff_saved_t *s, int N, int F, lb_real *to_a, lb_real *to_b,
-                    const lb_real **pa, const lb_real **pb) {
-    *pa = s->a;
-    *pb = s->b;
-    if (!s->a16) return;
-    LB_PROF(PROF_ACT, bf16_to_real_p(a->pool, s->a16, (size_t)N * F, to_a));
-    *pa = to_a;
-    *pb = NULL;
-    if (s->b16) {
-        LB_PROF(PROF_ACT, bf16_to_real_p(a->pool, s->b16, (size_t)N * F, to_b));
-        *pb = to_b;
-    }
-}
-
 static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_acts_t *a, int N,
                        lb_real *x_out, const lb_drop_t *drop, uint64_t site_in, uint64_t site_res) {
     const t5_config_t *c = &m->cfg;
@@ -249,9 +222,14 @@ static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_
         LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->wi_1, a->pool, N, s->h, h16, s->b, s->xa[1], a->lin_tmp, drop, site_lora(L->wi_1)));
         a->flops_fwd += linear_forward_flops(L->wi_1, N);
     }
-    LB_PROF(PROF_ACT, act_forward_drop_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd, drop, site_in,
-                                         c->dropout_rate));
-    ff_keep16(a, s, N, F);
+    // bf16 precision: the pre-activations (in the arena's da, db) kept as a16, b16, rounded
+    // in the activation's pass
+    if (s->a16)
+        LB_PROF(PROF_ACT, act_forward_keep16_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd, drop,
+                                               site_in, c->dropout_rate, s->a16, s->b16));
+    else
+        LB_PROF(PROF_ACT, act_forward_drop_p(a->pool, c->act, (size_t)N * F, s->a, c->gated ? s->b : NULL, s->gd, drop,
+                                             site_in, c->dropout_rate));
     LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(L->wo, a->pool, N, s->gd, NULL, a->tmp, s->xa[2], a->lin_tmp, drop, site_lora(L->wo)));
     a->flops_fwd += linear_forward_flops(L->wo, N);
     LB_PROF(PROF_DROPOUT, add_dropped(a, x_out, s->x, a->tmp, (size_t)N * D, drop, site_res, c->dropout_rate));
@@ -269,11 +247,14 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
     widen_x16(a, s->x16, s->x, (size_t)N * D);
     if (needs_x(wa) || (c->gated && needs_x(L->wi_1)))  // not kept: rebuilt (see ff_forward)
         LB_PROF(PROF_NORM, rms_apply_p(a->pool, N, D, s->x, L->ln->w, s->inv, s->h));
-    const lb_real *fa, *fb;
-    if (needs_x(L->wo)) {  // the input of wo, not kept either
-        ff_ab32(a, s, N, F, a->da, a->db, &fa, &fb);
-        LB_PROF(PROF_ACT, act_forward_drop_p(a->pool, c->act, (size_t)N * F, fa, c->gated ? fb : NULL, s->gd, drop, site_in,
-                                             c->dropout_rate));
+    const lb_real *fb = c->gated ? s->b : NULL;
+    if (needs_x(L->wo)) {  // the input of wo, not kept either (in bf16 precision: from a16, b16)
+        if (s->a16)
+            LB_PROF(PROF_ACT, act_forward16_drop_p(a->pool, c->act, (size_t)N * F, s->a16, s->b16, s->gd, drop, site_in,
+                                                   c->dropout_rate));
+        else
+            LB_PROF(PROF_ACT, act_forward_drop_p(a->pool, c->act, (size_t)N * F, s->a, fb, s->gd, drop, site_in,
+                                                 c->dropout_rate));
     }
     const lb_real *dout = dres;
     if (lb_drop_on(drop, c->dropout_rate)) {
@@ -284,10 +265,12 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
                     site_lora(L->wo)));
     a->flops_bwd += linear_backward_flops(L->wo, N, need_dg);
     if (!need_dg) return;
-    // gd and the dropped dres are used: their buffers take a and b when kept in bf16
-    ff_ab32(a, s, N, F, a->gbuf, a->tmp, &fa, &fb);
-    LB_PROF(PROF_ACT, act_backward_drop_p(a->pool, c->act, (size_t)N * F, fa, c->gated ? fb : NULL, a->da, a->da, a->db, drop,
-                                          site_in, c->dropout_rate));
+    if (s->a16)
+        LB_PROF(PROF_ACT, act_backward16_drop_p(a->pool, c->act, (size_t)N * F, s->a16, s->b16, a->da, a->da, a->db, drop,
+                                                site_in, c->dropout_rate));
+    else
+        LB_PROF(PROF_ACT, act_backward_drop_p(a->pool, c->act, (size_t)N * F, s->a, fb, a->da, a->da, a->db, drop, site_in,
+                                              c->dropout_rate));
     LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(wa, a->pool, N, s->h, s->xa[0], a->da, need_dh ? a->dh : NULL, 0, a->lin_tmp, drop,
                     site_lora(wa)));
     a->flops_bwd += linear_backward_flops(wa, N, need_dh);
