@@ -97,25 +97,6 @@ void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, f
     lb_dropout_apply_at(x, n, d, site, 0, p);
 }
 
-typedef struct {
-    lb_real *x;
-    const lb_drop_t *d;
-    uint64_t site;
-    float p;
-} drop_job_t;
-
-static void drop_job(void *ctx, long lo, long hi, int tid) {
-    (void)tid;
-    const drop_job_t *j = ctx;
-    lb_dropout_apply_at(j->x + lo, (size_t)(hi - lo), j->d, j->site, (uint64_t)lo, j->p);
-}
-
-void lb_dropout_apply_par(lb_pool_t *p, lb_real *x, size_t n, const lb_drop_t *d, uint64_t site,
-                          float p_drop) {
-    drop_job_t j = {x, d, site, p_drop};
-    lb_pool_run(n > 32768 ? p : NULL, (long)n, drop_job, &j);
-}
-
 void drop_add_range(lb_real *x_out, const lb_real *x, const lb_real *o, size_t n, const lb_drop_t *d,
                     uint64_t site, uint64_t off, float p) {
     int on = lb_drop_on(d, p);
@@ -180,4 +161,9 @@ void drop_copy_p(lb_pool_t *pool, lb_real *dst, const lb_real *src, size_t n, co
                  uint64_t site, float p) {
     resid_job_t j = {dst, NULL, src, d, site, p};
     lb_pool_run(n > 32768 ? pool : NULL, (long)n, drop_copy_job, &j);
+}
+
+void lb_dropout_apply_par(lb_pool_t *p, lb_real *x, size_t n, const lb_drop_t *d, uint64_t site,
+                          float p_drop) {
+    drop_copy_p(p, x, x, n, d, site, p_drop);
 }

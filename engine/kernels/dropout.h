@@ -85,7 +85,7 @@ void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, f
 // where the CPU has it, bit for bit the masks of lb_drop_keep).
 void lb_dropout_apply_at(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p);
 
-// lb_dropout_apply spread over the pool.
+// lb_dropout_apply spread over the pool (nothing when dropout is off for p: evaluation).
 void lb_dropout_apply_par(lb_pool_t *p, lb_real *x, size_t n, const lb_drop_t *d, uint64_t site,
                           float p_drop);
 
