@@ -77,14 +77,23 @@ LB_AVX512 static void drop_add512(float *x_out, const float *x, const float *o, 
 }
 #endif
 
-void lb_dropout_apply_at(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p) {
+// dst = drop(src) in one AVX-512 pass where the CPU has it (dst may be src): 1 when done.
+static int drop_copy_vec(lb_real *dst, const lb_real *src, size_t n, const lb_drop_t *d, uint64_t site,
+                         uint64_t off, float p) {
 #ifdef LB_VEC512
     if (vec512_ok()) {
         lb_drop_consts_t k = lb_drop_consts(d, site, p);
-        drop_copy512(x, x, n, k.base + off, k.thr, k.scale);
-        return;
+        drop_copy512(dst, src, n, k.base + off, k.thr, k.scale);
+        return 1;
     }
+#else
+    (void)dst, (void)src, (void)n, (void)d, (void)site, (void)off, (void)p;
 #endif
+    return 0;
+}
+
+void lb_dropout_apply_at(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p) {
+    if (drop_copy_vec(x, x, n, d, site, off, p)) return;
     lb_real s = (lb_real)(1.0 / (1.0 - (double)p));
     size_t i = 0;
 #ifdef LB_VEC512
@@ -118,13 +127,7 @@ void drop_copy_range(lb_real *dst, const lb_real *src, size_t n, const lb_drop_t
         if (dst != src) memmove(dst, src, sizeof(lb_real) * n);
         return;
     }
-#ifdef LB_VEC512
-    if (vec512_ok()) {
-        lb_drop_consts_t k = lb_drop_consts(d, site, p);
-        drop_copy512(dst, src, n, k.base + off, k.thr, k.scale);
-        return;
-    }
-#endif
+    if (drop_copy_vec(dst, src, n, d, site, off, p)) return;
     if (dst != src) memcpy(dst, src, sizeof(lb_real) * n);
     lb_dropout_apply_at(dst, n, d, site, off, p);
 }
