@@ -139,16 +139,24 @@ static int select_ids(store_t *st, const char *sql, int64_t p, int64_t **ids, si
     return 0;
 }
 
-int store_import_done(store_t *st, const char *source, int64_t source_run) {
+// 1 when imports has a row of source (and of source_run unless it is < 0).
+static int import_found(store_t *st, const char *source, int64_t source_run) {
     sqlite3_stmt *s;
     lb_err_t err;
-    if (stmt_prepare(st, "SELECT 1 FROM main.imports WHERE source = ?1 AND source_run = ?2", &s, &err)) return 0;
+    if (stmt_prepare(st, "SELECT 1 FROM main.imports WHERE source = ?1 AND (?2 < 0 OR source_run = ?2)", &s, &err))
+        return 0;
     sqlite3_bind_text(s, 1, source, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 2, source_run);
     int found = stmt_step(st, s) == SQLITE_ROW;
     sqlite3_finalize(s);
     return found;
 }
+
+int store_import_done(store_t *st, const char *source, int64_t source_run) {
+    return source_run >= 0 && import_found(st, source, source_run);
+}
+
+int store_import_source_done(store_t *st, const char *source) { return import_found(st, source, -1); }
 
 // What a run becomes in the workspace it is imported into: its own status and error
 // (status NULL), or the given ones (a cluster task that ended before its run did).

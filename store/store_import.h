@@ -49,6 +49,10 @@ int store_workspace_peek(const char *src_ws, store_peek_t *out, lb_err_t *err);
 // 1 when run source_run of the workspace at absolute path source was imported into st.
 int store_import_done(store_t *st, const char *source, int64_t source_run);
 
+// 1 when any run of the workspace at absolute path source was imported into st (a cluster
+// task's workspace holds one run).
+int store_import_source_done(store_t *st, const char *source);
+
 // ---- sweeps on a Slurm cluster ---------------------------------------------------------
 
 #define STORE_JOB_SUBMITTED "submitted"  // tasks may still be queued or running

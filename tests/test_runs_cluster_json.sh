@@ -60,12 +60,16 @@ check "--sort orders the runs; the tasks still follow them" \
     '[ "$(py "$T/j3" "[r.get(\"task\", r[\"id\"]) for r in d]")" = "[1, 1, 2]" ] && [ "$(py "$T/j3" "d[0][\"id\"]")" = 1 ]'
 
 # 2. squeue cannot be asked: tasks 1 and 2 are unknown, nothing is imported, the JSON stays
-# valid.
+# valid; task 0, imported already, is its run only; a sentence names squeue's failure.
 rm "$T/queue"
 "$B" runs --json --workspace "$W" > "$T/j4" 2> "$T/e4"; rc=$?
 check "squeue failing: tasks 1 and 2 listed as unknown (task 1 still with its step), the array valid" \
     '[ $rc -eq 0 ] && [ "$(py "$T/j4" "[(t[\"task\"], t[\"status\"], t[\"steps\"]) for t in d if t.get(\"task\") in (1, 2)]")" = "[[1, \"unknown\", 3], [2, \"unknown\", null]]" ] &&
      [ "$(q "SELECT COUNT(*) FROM runs")" = 1 ]'
+check "squeue failing: the imported task 0 is not listed again as a task" \
+    '[ "$(py "$T/j4" "[r.get(\"kind\", \"run\") + \" \" + r[\"name\"] for r in d]")" = "[\"run cl-r1\", \"cluster_task cl-r2\", \"cluster_task cl-r4\"]" ]'
+check "squeue failing: stderr says so, with squeue's own message and the two unknown tasks" \
+    'grep -q "cluster sweeps: squeue failed: slurm_load_jobs error: Unable to contact slurm controller (connect failure); the state of 2 cluster tasks is unknown" "$T/e4"'
 
 # 3. The queue empties: task 1's run finished and is imported; task 2 never ran and is listed
 # as failed by the listing that sees it end (the same call imports and lists), and the sweep

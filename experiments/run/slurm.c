@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -179,8 +180,9 @@ typedef struct {
 } queued_t;
 
 // The array tasks in the queue of the given jobs (squeue -r: one line per task). Returns 0,
-// or -1 when squeue could not be asked (no Slurm here, controller down).
-static int squeue_tasks(const store_cluster_job_t *jobs, size_t n_jobs, queued_t **rows, size_t *n) {
+// or -1 when squeue could not be asked (no Slurm here, controller down), with why.
+static int squeue_tasks(const store_cluster_job_t *jobs, size_t n_jobs, queued_t **rows, size_t *n, char *why,
+                        size_t why_len) {
     *rows = NULL;
     *n = 0;
     buf_t cmd = {0};
@@ -198,6 +200,9 @@ static int squeue_tasks(const store_cluster_job_t *jobs, size_t n_jobs, queued_t
     free(cmd.s);
     // Jobs that left the queue long ago are unknown to squeue: an empty queue, not an error.
     if (rc != 0 && !strstr(out, "Invalid job id")) {
+        out[strcspn(out, "\r\n")] = 0;
+        if (rc == 127) snprintf(why, why_len, "squeue was not found");
+        else snprintf(why, why_len, "squeue failed: %s", *out ? out : "no message");
         free(out);
         return -1;
     }
@@ -274,8 +279,9 @@ int slurm_sync(store_t *st, const char *ws, slurm_task_t **tasks, size_t *n_task
     // squeue first, the workspaces after: a task that is not in the queue by then has ended,
     // so what its workspace says is final.
     queued_t *queue;
-    size_t n_queue;
-    int queue_known = squeue_tasks(jobs, n_jobs, &queue, &n_queue) == 0;
+    size_t n_queue, n_unknown = 0;
+    char why[600] = "";
+    int queue_known = squeue_tasks(jobs, n_jobs, &queue, &n_queue, why, sizeof why) == 0;
     slurm_task_t *list = NULL;
     size_t n_list = 0, cap = 0;
     int rc = 0;
@@ -317,6 +323,9 @@ int slurm_sync(store_t *st, const char *ws, slurm_task_t **tasks, size_t *n_task
                 }
             }
             int imported = pk.found && store_import_done(st, task_ws, pk.source_run);
+            char task_abs[PATH_MAX];
+            if (!queue_known && realpath(task_ws, task_abs))  // its run came in before: not a task any more
+                imported = store_import_source_done(st, task_abs);
             if (!imported && pk.found && is_final(t.state)) {
                 int added = 0;
                 if (is_final_run(run_status)) {
@@ -338,6 +347,7 @@ int slurm_sync(store_t *st, const char *ws, slurm_task_t **tasks, size_t *n_task
                 if (n_imported) *n_imported += added;
             }
             if (!is_final(t.state) || (pk.found && !imported)) all_merged = 0;
+            if (!imported && t.state == SLURM_TASK_UNKNOWN) n_unknown++;
             if (!imported && tasks) {
                 point_name(job->dir, i, t.name, sizeof t.name);
                 if (n_list == cap) list = xrealloc(list, (cap = cap ? cap * 2 : 16) * sizeof *list);
@@ -351,6 +361,12 @@ int slurm_sync(store_t *st, const char *ws, slurm_task_t **tasks, size_t *n_task
     if (tasks) *tasks = list;
     else free(list);
     if (n_tasks) *n_tasks = n_list;
+    if (!rc && n_unknown) {
+        lb_err_set(err, LB_EIO, "%s; the state of %zu cluster task%s is unknown and nothing was imported from %s "
+                   "(run 'lorabench runs' again once Slurm answers, or 'lorabench import' a finished task's folder)",
+                   why, n_unknown, n_unknown == 1 ? "" : "s", n_unknown == 1 ? "it" : "them");
+        rc = 1;
+    }
     return rc;
 }
 

@@ -68,7 +68,8 @@ typedef struct slurm_task {
 // once every task ended and was imported. *tasks (may be NULL; free it) gets the tasks not
 // imported yet, in sweep and task order; *n_imported (may be NULL) how many runs were
 // imported now. When squeue cannot be asked (no Slurm here, controller down) the tasks
-// are unknown and nothing is imported (lorabench import does it by hand).
+// not imported yet are unknown and nothing is imported (lorabench import does it by
+// hand): then it returns 1 with err saying so, naming squeue's failure. -1: an error.
 int slurm_sync(store_t *st, const char *ws, slurm_task_t **tasks, size_t *n_tasks, int *n_imported,
                lb_err_t *err);
 
