@@ -102,10 +102,6 @@ void lb_dropout_apply_at(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site
     for (; i < n; i++) x[i] = lb_drop_keep(d, site, off + i, p) ? x[i] * s : 0;
 }
 
-void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, float p) {
-    lb_dropout_apply_at(x, n, d, site, 0, p);
-}
-
 void drop_add_range(lb_real *x_out, const lb_real *x, const lb_real *o, size_t n, const lb_drop_t *d,
                     uint64_t site, uint64_t off, float p) {
     int on = lb_drop_on(d, p);

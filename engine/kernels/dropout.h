@@ -78,14 +78,13 @@ LB_AVX512 static inline __mmask16 lb_drop_keep16(uint64_t base, __m512i thr) {
 }
 #endif
 
-// x[i] = keep ? x[i] / (1 - p) : 0 for i < n (forward and backward are the same map).
-void lb_dropout_apply(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, float p);
-
-// The same for a slice: x[i] gets the mask of element off + i of the site (AVX-512 or AVX2
-// where the CPU has it, bit for bit the masks of lb_drop_keep).
+// x[i] = keep ? x[i] / (1 - p) : 0 with the mask of element off + i of the site, for
+// i < n (forward and backward are the same map), whether or not d is training: AVX-512 or
+// AVX2 where the CPU has it, bit for bit the masks of lb_drop_keep.
 void lb_dropout_apply_at(lb_real *x, size_t n, const lb_drop_t *d, uint64_t site, uint64_t off, float p);
 
-// lb_dropout_apply spread over the pool (nothing when dropout is off for p: evaluation).
+// lb_dropout_apply_at of the whole site spread over the pool (nothing when dropout is off
+// for p: evaluation).
 void lb_dropout_apply_par(lb_pool_t *p, lb_real *x, size_t n, const lb_drop_t *d, uint64_t site,
                           float p_drop);
 
