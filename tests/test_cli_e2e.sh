@@ -80,9 +80,12 @@ spec full full 8 ""
 ref=$("$B" runs --json --filter "name=full" --workspace "$W" | sed 's/.*"loss":\([^,]*\),.*/\1/')
 check "reference run done" 'grep -q "\"status\":\"done\"" "$T/ref.json"'
 killed=0
+# The kill comes at a random step of the first 5 of 8, each slowed to 150 ms: at least 450 ms
+# of steps are left when the poll sees the step, more than a poll takes even under ASan (with
+# 60 ms steps and up to step 6, a slow poll had let a run finish before its kill).
 for trial in 1 2 3 4 5; do
-    id=$(LORABENCH_TEST_STEP_DELAY_MS=60 "$B" train "$T/full.json" --detach --workspace "$W")
-    want=$(( (RANDOM % 6) + 1 ))
+    id=$(LORABENCH_TEST_STEP_DELAY_MS=150 "$B" train "$T/full.json" --detach --workspace "$W")
+    want=$(( (RANDOM % 5) + 1 ))
     for _ in $(seq 1 600); do  # until the worker reached the step (or finished)
         s=$("$B" runs --json --filter "id=$id" --workspace "$W")
         steps=$(printf '%s' "$s" | sed 's/.*"steps":\([0-9]*\).*/\1/')
