@@ -12,6 +12,7 @@
 #include "harness.h"
 #include "linear.h"
 #include "store.h"
+#include "store_import.h"
 #include "store_internal.h"
 
 #define T0 1700000000.0
@@ -947,6 +948,29 @@ static void test_missing_values(void) {
     free_app(a);
 }
 
+// With squeue unavailable the workbench says so once, not at every sync (every 2 s), so
+// that it does not cover what else the status line says; it says it again once it changed.
+static void test_cluster_squeue_said_once(void) {
+    app_t *a = new_app();
+    lb_err_t err = {0};
+    int64_t sw = 0;
+    char dir[400], path[4096];
+    snprintf(dir, sizeof dir, "%s/sweeps/squeue-test", ws);
+    EXPECTF(store_sweep_create(st, "cl", "{}", &sw, &err) == 0, "%s", err.msg);
+    EXPECTF(store_cluster_job_add(st, sw, "999", dir, 2, &err) == 0, "%s", err.msg);
+    snprintf(path, sizeof path, "%s", getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+    setenv("PATH", "/nonexistent", 1);  // no squeue
+    app_cluster_sync(a);
+    EXPECTF(strstr(a->msg, "cluster sweeps: squeue was not found; the state of 2 cluster tasks is unknown"), "%s", a->msg);
+    EXPECT(a->ntasks == 2);
+    app_msg(a, ST_NORMAL, "run 3 started");
+    app_cluster_sync(a);
+    EXPECTF(!strcmp(a->msg, "run 3 started"), "the same squeue message again covered the status line: %s", a->msg);
+    setenv("PATH", path, 1);
+    EXPECTF(store_cluster_job_set_state(st, sw, STORE_JOB_MERGED, &err) == 0, "%s", err.msg);  // out of later tests' way
+    free_app(a);
+}
+
 // A cluster sweep's tasks not imported yet (sweep --slurm) are listed under the runs table,
 // one line each with state, step and live loss, a failed one with its output file; X asks
 // before cancelling that sweep, and says so when there is none.
@@ -1094,6 +1118,7 @@ int main(void) {
     RUN(test_compare_many);
     RUN(test_missing_values);
     RUN(test_cluster_tasks);
+    RUN(test_cluster_squeue_said_once);
     store_close(st);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", ws);

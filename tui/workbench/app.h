@@ -123,6 +123,7 @@ struct app {
     // cluster sweeps (sweep --slurm): their tasks not imported yet, read every few seconds
     slurm_task_t *tasks;
     size_t ntasks;
+    char cluster_said[1024];  // the last "squeue could not be asked" message shown (once, not every sync)
 
     // sweep screen
     table_view_t sweep_view;

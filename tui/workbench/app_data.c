@@ -99,8 +99,15 @@ void app_cluster_sync(app_t *a) {
     size_t n;
     int imported;
     lb_err_t err = {0};
-    if (slurm_sync(a->st, a->workspace, &tasks, &n, &imported, &err)) app_msg(a, ST_ERROR, "cluster sweeps: %s", err.msg);
-    else if (imported) app_msg(a, ST_NORMAL, "imported %d finished cluster run%s", imported, imported == 1 ? "" : "s");
+    int rc = slurm_sync(a->st, a->workspace, &tasks, &n, &imported, &err);
+    if (rc == 1) {  // squeue unavailable: said once (syncs come every 2 s), again when it changes
+        if (strcmp(a->cluster_said, err.msg)) app_msg(a, ST_ERROR, "cluster sweeps: %s", err.msg);
+        snprintf(a->cluster_said, sizeof a->cluster_said, "%s", err.msg);
+    } else {
+        a->cluster_said[0] = 0;
+    }
+    if (rc == -1) app_msg(a, ST_ERROR, "cluster sweeps: %s", err.msg);
+    else if (!rc && imported) app_msg(a, ST_NORMAL, "imported %d finished cluster run%s", imported, imported == 1 ? "" : "s");
     free(a->tasks);
     a->tasks = tasks;
     a->ntasks = n;
