@@ -272,6 +272,16 @@ static void test_sort_filter_select(void) {
         app_free(b);
         free(b);
     }
+    // a filter typed so far may end in a space: the expression is still one string
+    {
+        char expr[32];
+        memset(expr, 'x', sizeof expr);
+        app_filter_expr("r>=8 ", expr, sizeof expr);
+        EXPECTF(!strcmp(expr, "r>=8 "), "%.32s", expr);
+        memset(expr, 'x', sizeof expr);
+        app_filter_expr("qv  ", expr, sizeof expr);
+        EXPECTF(!strcmp(expr, "name~qv  "), "%.32s", expr);
+    }
     // filter with the store's expressions
     app_key(a, '/');
     EXPECT(a->prompt == PROMPT_INPUT);

@@ -11,7 +11,8 @@ dir="${1:-build}/tests"
 shift || true
 progs=("$@")
 [ ${#progs[@]} -gt 0 ] || progs=(test_safetensors test_lora_files test_lora_t5 test_tokenizer test_spm test_rouge
-    test_data test_optim test_sha256 test_spancorrupt test_faults test_grad test_gemm_bf16)
+    test_data test_optim test_sha256 test_spancorrupt test_faults test_grad test_gemm_bf16
+    test_tui_screens)
 if ! command -v valgrind > /dev/null; then
     echo "valgrind is not installed (apt-get install valgrind)"
     echo "0 passed, 1 failed"

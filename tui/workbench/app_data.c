@@ -254,6 +254,7 @@ void app_filter_expr(const char *text, char *out, size_t cap) {
         if (n >= cap) n = cap - 1;
         p = e;
     }
+    out[n] = 0;  // a trailing space (text typed so far) is copied without a terminator
 }
 
 int app_filter_check(const char *text, lb_err_t *err) {
