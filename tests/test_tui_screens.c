@@ -411,7 +411,21 @@ static void test_monitor_screen(void) {
     snap(a, "monitor_cancel_prompt", 80, 24, 0);
     app_key(a, 'N');
     EXPECT(a->prompt == PROMPT_NONE && strstr(a->msg, "nothing changed"));
+    // and y runs `lorabench cancel ID`, here and on the runs screen alike
+    a->spawn_record = 1;
+    char want[64];
+    snprintf(want, sizeof want, "cancel %lld", (long long)id_r64);
+    app_key(a, 'K');
+    app_key(a, 'y');
+    EXPECTF(!strcmp(a->spawned, want) && strstr(a->msg, "cancelling run #") && strstr(a->msg, "requested"), "%s | %s",
+            a->spawned, a->msg);
     app_key(a, TK_ESC);
+    a->spawned[0] = 0;
+    goto_run(a, id_r64);
+    app_key(a, 'K');
+    app_key(a, 'y');
+    EXPECTF(app_screen(a) == SCR_RUNS && !strcmp(a->spawned, want), "%s", a->spawned);
+    a->spawn_record = 0;
     goto_run(a, id_r8);
     app_key(a, TK_ENTER);
     snap(a, "monitor_done", 80, 24, 0);

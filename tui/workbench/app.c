@@ -466,3 +466,12 @@ void app_ask_resume(app_t *a, const store_run_t *r, int confirm_action) {
     }
     app_confirm(a, confirm_action, r->id, "Resume run #%lld %s from its last checkpoint? [y/N]", (long long)r->id, r->name);
 }
+
+void app_spawn_on_run(app_t *a, const char *cmd, int64_t run) {
+    char id[32];
+    lb_err_t err = {0};
+    snprintf(id, sizeof id, "%lld", (long long)run);
+    const char *args[] = {cmd, id, NULL};
+    if (app_spawn(a, args, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
+    else app_msg(a, ST_NORMAL, "%s run #%s requested", !strcmp(cmd, "cancel") ? "cancelling" : "resuming", id);
+}

@@ -218,6 +218,9 @@ void app_confirm(app_t *a, int action, int64_t run, const char *fmt, ...)
 void app_ask_cancel(app_t *a, const store_run_t *r, int confirm_action);
 // The same for resume (r): only interrupted, cancelled or failed runs.
 void app_ask_resume(app_t *a, const store_run_t *r, int confirm_action);
+// Runs `lorabench cancel|resume RUN` (cmd) in the background once the user said yes, and
+// says so (or why it could not start) on the message line.
+void app_spawn_on_run(app_t *a, const char *cmd, int64_t run);
 // Opens a one-line input with an initial value; Enter runs action (the text is in
 // a->prompt_input).
 void app_input(app_t *a, int action, int64_t run, const char *label, const char *initial);

@@ -237,7 +237,6 @@ static void export_metrics(app_t *a) {
 static int action(app_t *a, int act, int key) {
     (void)key;
     const store_run_t *r = monitor_run(a);
-    lb_err_t err = {0};
     switch (act) {
     case ACT_EXPORT: export_metrics(a); return 1;
     case A_SMOOTH_UP:
@@ -257,14 +256,9 @@ static int action(app_t *a, int act, int key) {
         app_ask_resume(a, r, A_RESUME_YES);
         return 1;
     case A_CANCEL_YES:
-    case A_RESUME_YES: {
-        char id[32];
-        snprintf(id, sizeof id, "%lld", (long long)a->prompt_run);
-        const char *args[] = {act == A_CANCEL_YES ? "cancel" : "resume", id, NULL};
-        if (app_spawn(a, args, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
-        else app_msg(a, ST_NORMAL, "%s run #%s requested", act == A_CANCEL_YES ? "cancelling" : "resuming", id);
+    case A_RESUME_YES:
+        app_spawn_on_run(a, act == A_CANCEL_YES ? "cancel" : "resume", a->prompt_run);
         return 1;
-    }
     }
     return 0;
 }

@@ -453,14 +453,9 @@ static int action(app_t *a, int act, int key) {
         app_confirm(a, A_DELETE_YES, r->id, "Delete run #%lld %s with its metrics and files? [y/N]", (long long)r->id, r->name);
         return 1;
     case A_CANCEL_YES:
-    case A_RESUME_YES: {
-        char id[32];
-        snprintf(id, sizeof id, "%lld", (long long)a->prompt_run);
-        const char *args[] = {act == A_CANCEL_YES ? "cancel" : "resume", id, NULL};
-        if (app_spawn(a, args, &err)) app_msg(a, ST_ERROR, "%s", err.msg);
-        else app_msg(a, ST_NORMAL, "%s run #%s requested", act == A_CANCEL_YES ? "cancelling" : "resuming", id);
+    case A_RESUME_YES:
+        app_spawn_on_run(a, act == A_CANCEL_YES ? "cancel" : "resume", a->prompt_run);
         return 1;
-    }
     case A_SCANCEL:
         if (!a->ntasks) app_msg(a, ST_WARN, "no cluster sweep has tasks left to cancel");
         else app_confirm(a, A_SCANCEL_YES, a->tasks[0].sweep_id, "Cancel cluster sweep %lld (scancel job %s)? [y/N]",
