@@ -6,10 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define HAVE_AVX512_CONV 1
-#endif
+#include "vec512.h"  // LB_VEC512: st16_bf16, the AVX-512 conversion
 
 #include "cpu.h"
 #include "linear.h"
@@ -444,24 +441,16 @@ void lb_bf16w_free(lb_bf16w_t *w) {
 size_t lb_bf16w_bytes(const lb_bf16w_t *w) { return w ? w->bytes : 0; }
 int lb_bf16w_flags(const lb_bf16w_t *w) { return w ? w->flags : 0; }
 
-#ifdef HAVE_AVX512_CONV
+#ifdef LB_VEC512
 // d [n] = lb_f32_to_bf16(a [n]) 16 at a time, bit for bit its result (round to nearest
 // even, a NaN kept quiet): ~4x the scalar loop, which the compiler does not vectorise.
 // Used where the CPU has AVX-512 F (avail_cpu: to_bf16 runs only after
 // lb_bf16_available detected it).
-__attribute__((target("avx512f"))) static void row_to_bf16_avx512(const float *a, long n, uint16_t *d) {
-    const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
-    const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
-    const __m512i quiet = _mm512_set1_epi32(0x400000);  // (b >> 16) | 0x40, before the shift
-    long k = 0;
-    for (; k + 16 <= n; k += 16) {
-        __m512i b = _mm512_loadu_si512((const void *)(a + k));
-        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, abs), inf);
-        __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
-        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(b, quiet));
-        _mm256_storeu_si256((__m256i *)(void *)(d + k), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+LB_AVX512F static void row_to_bf16_avx512(const float *a, long n, uint16_t *d) {
+    for (long k = 0; k < n; k += 16) {
+        __mmask16 m = tail16(n - k < 16 ? (int)(n - k) : 16);
+        st16_bf16(d + k, m, m == 0xFFFF ? _mm512_loadu_ps(a + k) : _mm512_maskz_loadu_ps(m, a + k));
     }
-    for (; k < n; k++) d[k] = lb_f32_to_bf16(a[k]);
 }
 #endif
 
@@ -473,7 +462,7 @@ static int to_bf16(const float *src, long rows, long cols, long s_row, long s_co
         for (long i = 0; i < rows; i++) {
             const float *a = src + i * s_row;
             uint16_t *d = dst + i * cols;
-#ifdef HAVE_AVX512_CONV
+#ifdef LB_VEC512
             if (avail_cpu.avx512f) {
                 row_to_bf16_avx512(a, cols, d);
                 continue;
@@ -548,7 +537,7 @@ static void pack_fast_job(void *ctx, long lo, long hi, int tid) {
                         memcpy(col, src, sizeof(float) * kn);
                         a = col;
                     }
-#ifdef HAVE_AVX512_CONV
+#ifdef LB_VEC512
                     if (avail_cpu.avx512f) row_to_bf16_avx512(a, 32, c16);
                     else
 #endif
@@ -567,7 +556,7 @@ static void pack_fast_job(void *ctx, long lo, long hi, int tid) {
                             continue;
                         }
                         const float *src = j->W + (size_t)k * j->sk + (size_t)n0 * j->sn;
-#ifdef HAVE_AVX512_CONV
+#ifdef LB_VEC512
                         if (avail_cpu.avx512f && j->sn == 1) row_to_bf16_avx512(src, nn, r16[r]);
                         else
 #endif

@@ -170,18 +170,10 @@ LB_AVX2 static void gelu_bwd_avx2(long lo, long hi, const float *a, const float 
 // use masked loads and stores, so a row of any length takes one code path.
 // (LB_AVX512, vec512_ok, tail16, ld16 and st16: vec512.h.)
 
-// round_bf16's 16 lanes: lb_f32_to_bf16 (nearest, ties to even) without the bf16
-// instructions; a block holding a NaN is left to the scalar loop. Returns the count done.
+// round_bf16's 16 lanes (st16_bf16: lb_f32_to_bf16 lane for lane); returns the count done.
 LB_AVX512 static size_t round_bf16_512(const float *src, size_t n, uint16_t *dst) {
     size_t i = 0;
-    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
-    for (; i + 16 <= n; i += 16) {
-        __m512 x = _mm512_loadu_ps(src + i);
-        if (_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q)) break;
-        __m512i b = _mm512_castps_si512(x);
-        __m512i r = _mm512_add_epi32(b, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(b, 16), one)));
-        _mm256_storeu_si256((__m256i *)(void *)(dst + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
-    }
+    for (; i + 16 <= n; i += 16) st16_bf16(dst + i, 0xFFFF, _mm512_loadu_ps(src + i));
     return i;
 }
 
@@ -216,8 +208,11 @@ LB_AVX512 static inline void sum16_pd(__m512 y, __mmask16 m, __m512d *s0, __m512
 // One attention row, fused: row holds q·kᵀ on entry and P = softmax(row + br) on return,
 // keys c >= lim or with km[c] == 0 hidden (a row with every key hidden becomes 0); when pd,
 // pd = drop(P) with mask indices from base (thr, sc: the dropout's threshold and scale).
+// p16 (and pd16): the probabilities (and the dropped ones) are written only rounded to bf16
+// there, in the softmax's last pass, instead of in fp32 to row (and pd).
 LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *br, const int32_t *km,
-                                      float *pd, uint64_t base, uint64_t thr64, float sc) {
+                                      float *pd, uint16_t *p16, uint16_t *pd16, uint64_t base, uint64_t thr64,
+                                      float sc) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __m512 mx = ninf;
@@ -233,8 +228,10 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
     }
     float mxs = _mm512_reduce_max_ps(mx);
     if (mxs == -INFINITY) {  // every key hidden: the row stays 0
-        memset(row, 0, sizeof(float) * n);
-        if (pd) memset(pd, 0, sizeof(float) * n);
+        if (p16) memset(p16, 0, sizeof(uint16_t) * n);
+        else memset(row, 0, sizeof(float) * n);
+        if (pd16) memset(pd16, 0, sizeof(uint16_t) * n);
+        else if (pd) memset(pd, 0, sizeof(float) * n);
         return;
     }
     __m512 vm = _mm512_set1_ps(mxs);
@@ -252,8 +249,12 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
         __m512 p = _mm512_mul_ps(ld16(m, row + c), inv);
-        st16(row + c, m, p);
-        if (pd) st16(pd + c, m, _mm512_maskz_mul_ps(lb_drop_keep16(base + (uint64_t)c, thr), p, vs));
+        if (p16) st16_bf16(p16 + c, m, p);
+        else st16(row + c, m, p);
+        if (!pd && !pd16) continue;
+        __m512 d = _mm512_maskz_mul_ps(lb_drop_keep16(base + (uint64_t)c, thr), p, vs);
+        if (pd16) st16_bf16(pd16 + c, m, d);
+        else st16(pd + c, m, d);
     }
 }
 
@@ -933,9 +934,11 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
             const lb_real *br = s->bias ? s->bias + ((size_t)h * Tq + i) * Tk : NULL;
             int lim = s->causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
 #ifdef LB_VEC
-            if (v512) {
-                attn_row_fwd512(row, Tk, lim, br, km, on ? pdt + (size_t)i * Tk : NULL,
-                                dk.base + o + (size_t)i * Tk, dk.thr, dk.scale);
+            if (v512) {  // kept in bf16: P and the dropped P rounded in the softmax's pass
+                uint16_t *p16 = j->P16 ? j->P16 + o + (size_t)i * Tk : NULL;
+                attn_row_fwd512(row, Tk, lim, br, km, on && !p16 ? pdt + (size_t)i * Tk : NULL, p16,
+                                on && p16 ? pd16 + (size_t)i * Tk : NULL, dk.base + o + (size_t)i * Tk,
+                                dk.thr, dk.scale);
                 continue;
             }
 #endif
@@ -950,12 +953,11 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
             Pd = pdt;
         }
         if (j->P16) {
-            round_bf16(P, tt, j->P16 + o);
-            const uint16_t *Pd16 = j->P16 + o;
-            if (on) {
-                round_bf16(Pd, tt, pd16);
-                Pd16 = pd16;
+            if (!v512) {
+                round_bf16(P, tt, j->P16 + o);
+                if (on) round_bf16(Pd, tt, pd16);
             }
+            const uint16_t *Pd16 = on ? pd16 : j->P16 + o;
             gemm16(0, 0, Tq, K, Tk, Pd16, Tk, j->v16 + ko + h * K, HK, j->ctx + qo + h * K, HK);
         } else {
             lb_gemm(0, 0, Tq, K, Tk, 1, Pd, Tk, j->v + ko + h * K, HK, 0, j->ctx + qo + h * K, HK);

@@ -9,8 +9,12 @@
 #if !defined(LB_REAL_DOUBLE) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LB_VEC512 1
 #include <immintrin.h>
+#include <stdint.h>
 
 #define LB_AVX512 __attribute__((target("avx512f,avx512dq")))
+// Helpers that need AVX-512 F only (callable from LB_AVX512 code and from code that checked
+// only F).
+#define LB_AVX512F __attribute__((target("avx512f")))
 
 // 1 when the CPU has AVX-512 F and DQ (native 64-bit lane multiplies for the masks).
 static inline int vec512_ok(void) {
@@ -29,6 +33,20 @@ LB_AVX512 static inline void st16(float *p, __mmask16 m, __m512 v) {
         _mm512_storeu_ps(p, v);
     else
         _mm512_mask_storeu_ps(p, m, v);
+}
+
+// 16 lanes rounded to bf16 and stored (masked for a tail): lb_f32_to_bf16 lane for lane
+// (nearest, ties to even; a NaN stays a quiet NaN of the same sign and top bits).
+LB_AVX512F static inline void st16_bf16(uint16_t *p, __mmask16 m, __m512 v) {
+    __m512i b = _mm512_castps_si512(v), hi = _mm512_srli_epi32(b, 16);
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(hi, _mm512_set1_epi32(1)))), 16);
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    if (nan) r = _mm512_mask_or_epi32(r, nan, hi, _mm512_set1_epi32(0x40));
+    if (m == 0xFFFF)
+        _mm256_storeu_si256((__m256i *)(void *)p, _mm512_cvtepi32_epi16(r));
+    else
+        _mm512_mask_cvtepi32_storeu_epi16(p, m, r);
 }
 #endif
 
