@@ -262,14 +262,17 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
 // dPd = dctx·vᵀ on entry and dS = P·(drop(dPd) − Σ P·drop(dPd)) on return. The mask is
 // read from pd = drop(P) when given (kept ⟺ pd != 0 wherever P != 0, and where P == 0
 // the result is 0 either way), else regenerated from base; drop 0: no dropout.
-LB_AVX512 static void attn_row_bwd512(float *d, const float *p, int n, int drop, const float *pd,
-                                      uint64_t base, uint64_t thr64, float sc) {
+// p16: P read in bf16 instead of p. d16: dS also written rounded to bf16 (d32 0: only there;
+// d is then scratch).
+LB_AVX512 static void attn_row_bwd512(float *d, const float *p, const uint16_t *p16, int n, int drop,
+                                      const float *pd, uint64_t base, uint64_t thr64, float sc, uint16_t *d16,
+                                      int d32) {
     __m512i thr = _mm512_set1_epi64((long long)thr64);
     __m512 vs = _mm512_set1_ps(sc);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
+        __m512 dv = ld16(m, d + c), pv = p16 ? ld16_bf16(m, p16 + c) : ld16(m, p + c);
         if (drop) {
             __mmask16 keep = pd ? _mm512_cmp_ps_mask(ld16(m, pd + c), _mm512_setzero_ps(), _CMP_NEQ_UQ)
                                 : lb_drop_keep16(base + (uint64_t)c, thr);
@@ -284,8 +287,22 @@ LB_AVX512 static void attn_row_bwd512(float *d, const float *p, int n, int drop,
     __m512 dt = _mm512_set1_ps((float)_mm512_reduce_add_pd(_mm512_add_pd(s0, s1)));
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
-        st16(d + c, m, _mm512_mul_ps(pv, _mm512_sub_ps(dv, dt)));
+        __m512 dv = ld16(m, d + c), pv = p16 ? ld16_bf16(m, p16 + c) : ld16(m, p + c);
+        __m512 r = _mm512_mul_ps(pv, _mm512_sub_ps(dv, dt));
+        if (d16) st16_bf16(d16 + c, m, r);
+        if (d32) st16(d + c, m, r);
+    }
+}
+
+// dst [n] = drop(src [n]) in bf16: drop_copy_range of the widened values, rounded, in one
+// pass; mask indices from base.
+LB_AVX512 static void drop16_512(uint16_t *dst, const uint16_t *src, size_t n, uint64_t base, uint64_t thr64,
+                                 float sc) {
+    __m512i thr = _mm512_set1_epi64((long long)thr64);
+    __m512 vs = _mm512_set1_ps(sc);
+    for (size_t c = 0; c < n; c += 16) {
+        __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
+        st16_bf16(dst + c, m, _mm512_maskz_mul_ps(lb_drop_keep16(base + c, thr), ld16_bf16(m, src + c), vs));
     }
 }
 
@@ -994,6 +1011,7 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
     size_t tt = (size_t)Tq * Tk;
     int on = lb_drop_on(j->drop, s->p_drop), v512 = use512();
     int need_ds = j->dq || j->dk || j->dbias;
+    int fuse = v512 && j->P16;  // P and the dropped P read and made in bf16, dS rounded in its row pass
     lb_drop_consts_t dk = {0, 0, 0};
     if (on) dk = lb_drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
@@ -1005,11 +1023,21 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
         size_t o = (size_t)it * tt, qo = (size_t)b * Tq * HK, ko = (size_t)b * Tk * HK;
         const lb_real *P = j->P16 ? pdt + tt : j->P + o, *dc = j->dctx + qo + h * K;
         if (j->P16) {
-            lb_bf16_to_real(j->P16 + o, tt, pdt + tt);
+            if (!fuse) lb_bf16_to_real(j->P16 + o, tt, pdt + tt);
             for (int t = 0; t < Tq; t++) round_bf16(dc + (size_t)t * HK, (size_t)K, dc16 + (size_t)t * K);
         }
         int have_pd = 0;
-        if (j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
+#ifdef LB_VEC
+        if (fuse && j->dv) {  // dv [Tk, K] = Pdᵀ·dctx, Pd made from P16 in one pass
+            const uint16_t *Pd16 = j->P16 + o;
+            if (on) {
+                drop16_512(a16, Pd16, tt, dk.base + o, dk.thr, dk.scale);
+                Pd16 = a16;
+            }
+            gemm16(1, 0, Tk, K, Tq, Pd16, Tk, dc16, K, j->dv + ko + h * K, HK);
+        }
+#endif
+        if (!fuse && j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
             const lb_real *Pd = P;
             if (on) {
                 drop_copy_range(pdt, P, tt, j->drop, s->site, o, s->p_drop);
@@ -1036,11 +1064,13 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
             lb_gemm(0, 1, Tq, Tk, K, 1, dc, HK, j->v + ko + h * K, HK, 0, ds, Tk);
         // dS = P·(dP − Σ P·dP), dP = drop(dPd)
 #ifdef LB_VEC
-        if (v512) {
+        if (v512) {  // fused: P read in bf16, dS written in bf16 for the products
+            int ds16 = fuse && (j->dq || j->dk);
             for (int r = 0; r < Tq; r++)
-                attn_row_bwd512(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk, on,
+                attn_row_bwd512(ds + (size_t)r * Tk, fuse ? NULL : P + (size_t)r * Tk,
+                                fuse ? j->P16 + o + (size_t)r * Tk : NULL, Tk, on,
                                 have_pd ? pdt + (size_t)r * Tk : NULL, dk.base + o + (size_t)r * Tk,
-                                dk.thr, dk.scale);
+                                dk.thr, dk.scale, ds16 ? a16 + (size_t)r * Tk : NULL, !ds16 || j->dbias);
         }
 #endif
         if (!v512) {
@@ -1049,7 +1079,7 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
             for (int r = 0; r < Tq; r++) attn_row_bwd(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk);
         }
         if (j->P16) {  // dS rounded once for both products
-            if (j->dq || j->dk) round_bf16(ds, tt, a16);
+            if ((j->dq || j->dk) && !fuse) round_bf16(ds, tt, a16);
             if (j->dq)  // dq [Tq, K] = dS·k
                 gemm16(0, 0, Tq, K, Tk, a16, Tk, j->k16 + ko + h * K, HK, j->dq + qo + h * K, HK);
             if (j->dk)  // dk [Tk, K] = dSᵀ·q
