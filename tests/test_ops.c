@@ -223,6 +223,14 @@ static void test_rms_against_reference(void) {
     double ey = max_rel(y, ry, (size_t)N * D), ew = max_rel(dw, rdw, D), ex = max_rel(dx, rdx, (size_t)N * D);
     EXPECTF(ey < 1e-6 && ew < 1e-5 && ex < 1e-5, "y %.2e dw %.2e dx %.2e", ey, ew, ex);
     EXPECT(memcmp(y, y2, 4 * (size_t)N * D) == 0);  // rms_apply_p: the forward's output again
+    // precision bf16: the same pass also rounds y and x (D = 37: a masked tail), the bits
+    // of lb_f32_to_bf16, and y itself unchanged
+    uint16_t *y16 = malloc(2 * (size_t)N * D), *x16 = malloc(2 * (size_t)N * D);
+    rms_forward16_p(NULL, N, D, x, w, 1e-6f, inv, y2, y16, x16);
+    int bad = memcmp(y, y2, 4 * (size_t)N * D) != 0;
+    for (size_t i = 0; i < (size_t)N * D; i++) bad += y16[i] != lb_f32_to_bf16(y[i]) || x16[i] != lb_f32_to_bf16(x[i]);
+    EXPECTF(bad == 0, "%d values differ", bad);
+    free(y16), free(x16);
     free(x), free(w), free(dy), free(inv), free(y), free(y2), free(dw), free(dx), free(ry), free(rdx), free(rdw);
 }
 

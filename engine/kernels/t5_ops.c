@@ -399,11 +399,16 @@ LB_AVX512 static double sumsq512(const float *x, int n) {
 
 // RMS norm's element-wise loops, the scalar code's operations in the same order:
 // y = (x·iv)·w; dw += (dy·x)·iv over [lo, hi); dx += (iv·w)·dy − x·c.
-LB_AVX512 static void rms_y512(float *y, const float *x, float iv, const float *w, int n) {
+// y = x·iv·w, into y and (when given) y16 rounded to bf16; x16: x itself rounded.
+LB_AVX512 static void rms_y512(float *y, uint16_t *y16, uint16_t *x16, const float *x, float iv, const float *w,
+                               int n) {
     __m512 vi = _mm512_set1_ps(iv);
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        st16(y + c, m, _mm512_mul_ps(_mm512_mul_ps(ld16(m, x + c), vi), ld16(m, w + c)));
+        __m512 xv = ld16(m, x + c), yv = _mm512_mul_ps(_mm512_mul_ps(xv, vi), ld16(m, w + c));
+        st16(y + c, m, yv);
+        if (y16) st16_bf16(y16 + c, m, yv);
+        if (x16) st16_bf16(x16 + c, m, xv);
     }
 }
 
@@ -520,6 +525,7 @@ typedef struct {
     lb_real eps;
     lb_real *y, *dw, *dx;
     lb_real *inv_out;
+    uint16_t *y16, *x16;  // rms_forward16_p: y and x also rounded to bf16 (each optional)
 } rms_job_t;
 
 static void rms_fwd_job(void *ctx, long lo, long hi, int tid) {
@@ -540,20 +546,30 @@ static void rms_fwd_job(void *ctx, long lo, long hi, int tid) {
         lb_real iv = (lb_real)(1.0 / sqrt(ss / D + (double)j->eps));
         j->inv_out[r] = iv;
         lb_real *yr = j->y + (size_t)r * D;
+        uint16_t *y16 = j->y16 ? j->y16 + (size_t)r * D : NULL, *x16 = j->x16 ? j->x16 + (size_t)r * D : NULL;
 #ifdef LB_VEC
         if (v512) {
-            rms_y512(yr, xr, iv, j->w, D);
+            rms_y512(yr, y16, x16, xr, iv, j->w, D);
             continue;
         }
 #endif
-        for (int k = 0; k < D; k++) yr[k] = xr[k] * iv * j->w[k];
+        for (int k = 0; k < D; k++) {
+            yr[k] = xr[k] * iv * j->w[k];
+            if (y16) y16[k] = lb_f32_to_bf16((float)yr[k]);
+            if (x16) x16[k] = lb_f32_to_bf16((float)xr[k]);
+        }
     }
 }
 
 // T5 layer norm (RMS): y = x · (mean(x²) + eps)^-½ · w; inv [N] keeps the factor.
 void rms_forward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
                           lb_real eps, lb_real *inv, lb_real *y) {
-    rms_job_t j = {D, N, x, w, NULL, NULL, eps, y, NULL, NULL, inv};
+    rms_forward16_p(pool, N, D, x, w, eps, inv, y, NULL, NULL);
+}
+
+void rms_forward16_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w, lb_real eps, lb_real *inv,
+                     lb_real *y, uint16_t *y16, uint16_t *x16) {
+    rms_job_t j = {D, N, x, w, NULL, NULL, eps, y, NULL, NULL, inv, y16, x16};
     lb_pool_run(N >= 64 ? pool : NULL, N, rms_fwd_job, &j);
 }
 
@@ -568,7 +584,7 @@ static void rms_apply_job(void *ctx, long lo, long hi, int tid) {
         lb_real *yr = j->y + (size_t)r * D, iv = j->inv[r];
 #ifdef LB_VEC
         if (v512) {
-            rms_y512(yr, xr, iv, j->w, D);
+            rms_y512(yr, NULL, NULL, xr, iv, j->w, D);
             continue;
         }
 #endif
@@ -579,7 +595,7 @@ static void rms_apply_job(void *ctx, long lo, long hi, int tid) {
 // y = x·inv·w from the saved factor: the forward's output again, bit for bit.
 void rms_apply_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
                         const lb_real *inv, lb_real *y) {
-    rms_job_t j = {D, N, x, w, inv, NULL, 0, y, NULL, NULL, NULL};
+    rms_job_t j = {D, N, x, w, inv, NULL, 0, y, NULL, NULL, NULL, NULL, NULL};
     lb_pool_run(N >= 64 ? pool : NULL, N, rms_apply_job, &j);
 }
 
@@ -633,7 +649,7 @@ static void rms_dx_job(void *ctx, long lo, long hi, int tid) {
 // dw += Σ_r dy·x·inv (when dw); dx += inv·w·dy − x·inv³/D·Σ_j dy·w·x (when dx).
 void rms_backward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
                            const lb_real *inv, const lb_real *dy, lb_real *dw, lb_real *dx) {
-    rms_job_t j = {D, N, x, w, inv, dy, 0, NULL, dw, dx, NULL};
+    rms_job_t j = {D, N, x, w, inv, dy, 0, NULL, dw, dx, NULL, NULL, NULL};
     if (dw) lb_pool_run(D >= 64 ? pool : NULL, D, rms_dw_job, &j);
     if (dx) lb_pool_run(N >= 64 ? pool : NULL, N, rms_dx_job, &j);
 }

@@ -39,6 +39,11 @@ void bf16_to_real_p(lb_pool_t *pool, const uint16_t *src, size_t n, lb_real *dst
 // T5 layer norm (RMS): y = x · (mean(x²) + eps)^-½ · w; inv [N] keeps the factor.
 void rms_forward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
                           lb_real eps, lb_real *inv, lb_real *y);
+// The same, in the same pass also rounding y into y16 and x into x16 (each optional) for
+// precision bf16: the products' shared input and the sublayer's input kept for the
+// backward, the bits lb_f32_to_bf16 gives.
+void rms_forward16_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w, lb_real eps, lb_real *inv,
+                     lb_real *y, uint16_t *y16, uint16_t *x16);
 
 // y = x·inv·w from the saved factor: the forward's output again, bit for bit.
 void rms_apply_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,

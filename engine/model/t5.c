@@ -46,29 +46,44 @@ static void add_dropped(t5_acts_t *a, lb_real *x_out, const lb_real *x, const lb
     drop_add_p(a->pool, x_out, x, o, n, drop, site, p);
 }
 
+// x16 (the arena's room for a bf16 copy of l's input) when l runs its forward in bf16,
+// else NULL (or always, in the double build).
+static uint16_t *bf16_room(const linear_t *l, uint16_t *x16) {
+#ifdef LB_REAL_DOUBLE
+    (void)l, (void)x16;
+    return NULL;
+#else
+    return x16 && (l->bf16 & LINEAR_BF16_FWD) && l->w_bf16 ? x16 : NULL;
+#endif
+}
+
 // x [N, I] rounded to bf16 once into x16 (the arena's h16 or E16) for the bf16 products
 // that share it (linear_forward_pool's x16): the rounding each would do, done once, so the
 // results are the same bit for bit. NULL (each product converts for itself, or runs in
 // fp32) when the arena has no bf16 room or l has no bf16 forward.
 static const uint16_t *bf16_shared(t5_acts_t *a, const linear_t *l, int N, const lb_real *x, uint16_t *x16) {
-#ifdef LB_REAL_DOUBLE
-    (void)a, (void)l, (void)N, (void)x, (void)x16;
-    return NULL;
+    uint16_t *room = bf16_room(l, x16);
+#ifndef LB_REAL_DOUBLE
+    if (room) LB_PROF(PROF_LINEAR_FWD, lb_bf16_from_f32(a->pool, x, (size_t)N * l->in, room));
 #else
-    if (!x16 || !(l->bf16 & LINEAR_BF16_FWD) || !l->w_bf16) return NULL;
-    LB_PROF(PROF_LINEAR_FWD, lb_bf16_from_f32(a->pool, x, (size_t)N * l->in, x16));
-    return x16;
+    (void)a, (void)N, (void)x;
 #endif
+    return room;
 }
 
-// bf16 precision: a sublayer's input x kept as x16 for its backward (x is the stack's
-// working buffer, which the residual add overwrites in place).
-static void keep_x16(t5_acts_t *a, const lb_real *x, uint16_t *x16, size_t n) {
+// A sublayer's norm: h = norm(x), and in precision bf16 in the same pass h rounded for
+// the products that read it (h16, when l takes it: bf16_room) and x kept rounded as x16
+// for the backward (x is the stack's working buffer, which the residual add overwrites in
+// place). Returns h16 or NULL.
+static const uint16_t *norm_forward(t5_acts_t *a, const t5_config_t *c, const lb_param_t *ln, int N,
+                                    const lb_real *x, lb_real *inv, lb_real *h, const linear_t *l, uint16_t *h16,
+                                    uint16_t *x16) {
+    uint16_t *room = bf16_room(l, h16);
 #ifdef LB_REAL_DOUBLE
-    (void)a, (void)x, (void)x16, (void)n;
-#else
-    if (x16) LB_PROF(PROF_NORM, lb_bf16_from_f32(a->pool, x, n, x16));
+    x16 = NULL;
 #endif
+    LB_PROF(PROF_NORM, rms_forward16_p(a->pool, N, c->d_model, x, ln->w, c->layer_norm_epsilon, inv, h, room, x16));
+    return room;
 }
 
 // The backward's x of a sublayer that kept it in bf16: widened into the working buffer.
@@ -89,10 +104,8 @@ static void attn_forward(const t5_model_t *m, const t5_attn_t *L, attn_saved_t *
                          lb_real *x_out, const lb_drop_t *drop, uint64_t site_res) {
     const t5_config_t *c = &m->cfg;
     int D = c->d_model, Nq = sh->B * sh->Tq, Nk = sh->B * sh->Tk;
-    LB_PROF(PROF_NORM, rms_forward_p(a->pool, Nq, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h));
-    keep_x16(a, s->x, s->x16, (size_t)Nq * D);
-    // q, k and v of self attention read one input: in bf16 it is rounded once
-    const uint16_t *h16 = bf16_shared(a, L->q, Nq, s->h, a->h16);
+    // q, k and v of self attention read one input: in bf16 it is rounded once, by the norm
+    const uint16_t *h16 = norm_forward(a, c, L->ln, Nq, s->x, s->inv, s->h, L->q, a->h16, s->x16);
     if (!kv) {
         kv = s->h;
         kv16 = h16;
@@ -211,11 +224,9 @@ static void ff_forward(const t5_model_t *m, const t5_ff_t *L, ff_saved_t *s, t5_
                        lb_real *x_out, const lb_drop_t *drop, uint64_t site_in, uint64_t site_res) {
     const t5_config_t *c = &m->cfg;
     int D = c->d_model, F = c->d_ff;
-    LB_PROF(PROF_NORM, rms_forward_p(a->pool, N, D, s->x, L->ln->w, c->layer_norm_epsilon, s->inv, s->h));
-    keep_x16(a, s->x, s->x16, (size_t)N * D);
     const linear_t *wa = c->gated ? L->wi_0 : L->wi;
-    // wi_0 and wi_1 read one input: in bf16 it is rounded once (a plain wi: no sharing)
-    const uint16_t *h16 = c->gated ? bf16_shared(a, wa, N, s->h, a->h16) : NULL;
+    // wi_0 and wi_1 read one input: in bf16 it is rounded once, by the norm
+    const uint16_t *h16 = norm_forward(a, c, L->ln, N, s->x, s->inv, s->h, wa, a->h16, s->x16);
     LB_PROF(PROF_LINEAR_FWD, linear_forward_pool(wa, a->pool, N, s->h, h16, s->a, s->xa[0], a->lin_tmp, drop, site_lora(wa)));
     a->flops_fwd += linear_forward_flops(wa, N);
     if (c->gated) {
