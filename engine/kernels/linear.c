@@ -519,6 +519,12 @@ void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *
 void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
                           const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum,
                           lb_real *tmp, const lb_drop_t *drop, uint64_t site) {
+    linear_backward16_pool(l, pool, N, x, NULL, xa, dy, dx, dx_accum, tmp, drop, site);
+}
+
+void linear_backward16_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x, const uint16_t *x16,
+                            const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
+                            const lb_drop_t *drop, uint64_t site) {
     // dW [O, I] += dyᵀ·x and dx [N, I] (+)= dy·W as bf16 products when l asks for them
     // (linear_pack_bf16); else (or when they return -1) the fp32 products below.
 #ifndef LB_REAL_DOUBLE
@@ -528,13 +534,13 @@ void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_re
         dy16 = xmalloc(sizeof(uint16_t) * (size_t)N * l->out);
         lb_bf16_from_f32(pool, dy, (size_t)N * l->out, dy16);
     }
-    int dw16 = want_dw && !lb_bf16_gemm_dw16(pool, N, l->out, l->in, dy, dy16, x, NULL, l->W->g, 1);
+    int dw16 = want_dw && !lb_bf16_gemm_dw16(pool, N, l->out, l->in, dy, dy16, x, x16, l->W->g, 1);
     int dx16 = want_dx && !(dy16 ? lb_bf16w_backward_dx_bf16(pool, l->w_bf16, N, dy16, dx, dx_accum)
                                  : lb_bf16w_backward_dx(pool, l->w_bf16, N, dy, dx, dx_accum));
     free(dy16);
 #else
     int dw16 = 0, dx16 = 0;
-    (void)pool;
+    (void)pool, (void)x16;
 #endif
     if (l->W->g && !dw16)  // dW [O, I] += dyᵀ·x
         w_gemm(pool, 1, 0, l->out, l->in, N, dy, l->out, x, l->in, 1, l->W->g, l->in);

@@ -125,6 +125,12 @@ void linear_backward(const linear_t *l, int N, const lb_real *x, const lb_real *
 void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x,
                           const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum,
                           lb_real *tmp, const lb_drop_t *drop, uint64_t site);
+// linear_backward_pool given also x16, x rounded to bf16 (or NULL), which a bf16 weight
+// gradient then reads instead of rounding x itself: the same bits, one pass less where
+// layers share an input (x must still be given: LoRA and the fp32 fallback read it).
+void linear_backward16_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x, const uint16_t *x16,
+                            const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
+                            const lb_drop_t *drop, uint64_t site);
 
 // ---- bf16 products -----------------------------------------------------------------
 // On a CPU with AMX bf16 (or AVX-512 bf16) the products of a frozen W can run in bf16 with

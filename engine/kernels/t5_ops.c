@@ -582,20 +582,29 @@ static void rms_apply_job(void *ctx, long lo, long hi, int tid) {
     for (long r = lo; r < hi; r++) {
         const lb_real *xr = j->x + (size_t)r * D;
         lb_real *yr = j->y + (size_t)r * D, iv = j->inv[r];
+        uint16_t *y16 = j->y16 ? j->y16 + (size_t)r * D : NULL;
 #ifdef LB_VEC
         if (v512) {
-            rms_y512(yr, NULL, NULL, xr, iv, j->w, D);
+            rms_y512(yr, y16, NULL, xr, iv, j->w, D);
             continue;
         }
 #endif
-        for (int k = 0; k < D; k++) yr[k] = xr[k] * iv * j->w[k];
+        for (int k = 0; k < D; k++) {
+            yr[k] = xr[k] * iv * j->w[k];
+            if (y16) y16[k] = lb_f32_to_bf16((float)yr[k]);
+        }
     }
 }
 
 // y = x·inv·w from the saved factor: the forward's output again, bit for bit.
 void rms_apply_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
                         const lb_real *inv, lb_real *y) {
-    rms_job_t j = {D, N, x, w, inv, NULL, 0, y, NULL, NULL, NULL, NULL, NULL};
+    rms_apply16_p(pool, N, D, x, w, inv, y, NULL);
+}
+
+void rms_apply16_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w, const lb_real *inv, lb_real *y,
+                   uint16_t *y16) {
+    rms_job_t j = {D, N, x, w, inv, NULL, 0, y, NULL, NULL, NULL, y16, NULL};
     lb_pool_run(N >= 64 ? pool : NULL, N, rms_apply_job, &j);
 }
 

@@ -48,6 +48,10 @@ void rms_forward16_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_r
 // y = x·inv·w from the saved factor: the forward's output again, bit for bit.
 void rms_apply_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,
                         const lb_real *inv, lb_real *y);
+// The same, also rounding y into y16 in the same pass (precision bf16: the input the weight
+// gradients of the layers that read it share).
+void rms_apply16_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w, const lb_real *inv, lb_real *y,
+                   uint16_t *y16);
 
 // dw += Σ_r dy·x·inv (when dw); dx += inv·w·dy − x·inv³/D·Σ_j dy·w·x (when dx).
 void rms_backward_p(lb_pool_t *pool, int N, int D, const lb_real *x, const lb_real *w,

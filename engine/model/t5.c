@@ -57,6 +57,16 @@ static uint16_t *bf16_room(const linear_t *l, uint16_t *x16) {
 #endif
 }
 
+// x16 (room for a bf16 copy of l's input) when l's weight gradient runs in bf16, else NULL.
+static uint16_t *dw16_room(const linear_t *l, uint16_t *x16) {
+#ifdef LB_REAL_DOUBLE
+    (void)l, (void)x16;
+    return NULL;
+#else
+    return x16 && (l->bf16 & LINEAR_BF16_DW) && l->W->g ? x16 : NULL;
+#endif
+}
+
 // x [N, I] rounded to bf16 once into x16 (the arena's h16 or E16) for the bf16 products
 // that share it (linear_forward_pool's x16): the rounding each would do, done once, so the
 // results are the same bit for bit. NULL (each product converts for itself, or runs in
@@ -156,8 +166,8 @@ static int ff_trainable(const t5_ff_t *F) {
 
 // dres [B·Tq, D]: gradient of x_out on entry, of x on exit (when need_dx).
 static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_saved_t *s,
-                          t5_acts_t *a, const attn_shape_t *sh, const lb_real *kv, lb_real *dres,
-                          const bwd_need_t *nd, const lb_drop_t *drop, uint64_t site_res) {
+                          t5_acts_t *a, const attn_shape_t *sh, const lb_real *kv, const uint16_t *kv16,
+                          lb_real *dres, const bwd_need_t *nd, const lb_drop_t *drop, uint64_t site_res) {
     const t5_config_t *c = &m->cfg;
     int D = c->d_model, Nq = sh->B * sh->Tq, Nk = sh->B * sh->Tk;
     int cross = kv != NULL;
@@ -169,9 +179,15 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
     int need_dctx = need_dq || need_dk || need_dv || nd->dbias;
     if (!need_dctx && !linear_trainable(L->o)) return;
     widen_x16(a, s->x16, s->x, (size_t)Nq * D);
-    // the normed input is not kept: rebuild it when a weight gradient needs it
-    if (needs_x(L->q) || (!cross && (needs_x(L->k) || needs_x(L->v))))
-        LB_PROF(PROF_NORM, rms_apply_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, s->h));
+    // the normed input is not kept: rebuild it when a weight gradient needs it, in bf16
+    // too when a bf16 weight gradient reads it (q, k and v share it)
+    uint16_t *h16 = NULL;
+    if (needs_x(L->q) || (!cross && (needs_x(L->k) || needs_x(L->v)))) {
+        h16 = dw16_room(L->q, a->h16);
+        if (!cross && !h16) h16 = dw16_room(L->k, a->h16) ? a->h16 : dw16_room(L->v, a->h16);
+        LB_PROF(PROF_NORM, rms_apply16_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, s->h, h16));
+    }
+    if (!cross) kv16 = h16;
     // do = drop_bwd(dres)
     const lb_real *dout = dres;
     if (lb_drop_on(drop, c->dropout_rate)) {
@@ -184,8 +200,8 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
         LB_PROF(PROF_LINEAR_BWD, bf16_to_real_p(a->pool, s->ctx16, (size_t)Nq * c->num_heads * c->d_kv, a->dq));
         ctx = a->dq;
     }
-    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->o, a->pool, Nq, ctx, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0, a->lin_tmp,
-                    drop, site_lora(L->o)));
+    LB_PROF(PROF_LINEAR_BWD, linear_backward16_pool(L->o, a->pool, Nq, ctx, s->ctx16, s->xa[3], dout, need_dctx ? a->dctx : NULL, 0,
+                                                    a->lin_tmp, drop, site_lora(L->o)));
     a->flops_bwd += linear_backward_flops(L->o, Nq, need_dctx);
     if (!need_dctx) return;
     if (s->P16)
@@ -200,20 +216,20 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
     lb_real *dkv = cross ? (nd->need_dkv ? a->dE : NULL) : (need_dh ? a->dh : NULL);
     int dh_started = 0;
     if (need_dq) {
-        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->q, a->pool, Nq, s->h, s->xa[0], a->dq, need_dh ? a->dh : NULL, 0, a->lin_tmp,
-                        drop, site_lora(L->q)));
+        LB_PROF(PROF_LINEAR_BWD, linear_backward16_pool(L->q, a->pool, Nq, s->h, h16, s->xa[0], a->dq, need_dh ? a->dh : NULL, 0,
+                                                        a->lin_tmp, drop, site_lora(L->q)));
         a->flops_bwd += linear_backward_flops(L->q, Nq, need_dh);
         dh_started = need_dh;
     }
     if (need_dk) {
-        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->k, a->pool, Nk, kv, s->xa[1], a->dk, dkv, cross ? 1 : dh_started, a->lin_tmp,
-                        drop, site_lora(L->k)));
+        LB_PROF(PROF_LINEAR_BWD, linear_backward16_pool(L->k, a->pool, Nk, kv, kv16, s->xa[1], a->dk, dkv, cross ? 1 : dh_started,
+                                                        a->lin_tmp, drop, site_lora(L->k)));
         a->flops_bwd += linear_backward_flops(L->k, Nk, dkv != NULL);
     }
     if (need_dk && !cross && need_dh) dh_started = 1;
     if (need_dv) {
-        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->v, a->pool, Nk, kv, s->xa[2], a->dv, dkv, cross ? 1 : dh_started, a->lin_tmp,
-                        drop, site_lora(L->v)));
+        LB_PROF(PROF_LINEAR_BWD, linear_backward16_pool(L->v, a->pool, Nk, kv, kv16, s->xa[2], a->dv, dkv, cross ? 1 : dh_started,
+                                                        a->lin_tmp, drop, site_lora(L->v)));
         a->flops_bwd += linear_backward_flops(L->v, Nk, dkv != NULL);
     }
     if (need_dh)
@@ -256,8 +272,12 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
     int need_dg = need_dh || linear_trainable(wa) || (c->gated && linear_trainable(L->wi_1));
     if (!need_dg && !linear_trainable(L->wo)) return;
     widen_x16(a, s->x16, s->x, (size_t)N * D);
-    if (needs_x(wa) || (c->gated && needs_x(L->wi_1)))  // not kept: rebuilt (see ff_forward)
-        LB_PROF(PROF_NORM, rms_apply_p(a->pool, N, D, s->x, L->ln->w, s->inv, s->h));
+    uint16_t *h16 = NULL;  // not kept: rebuilt (see ff_forward), in bf16 too as in attn_backward
+    if (needs_x(wa) || (c->gated && needs_x(L->wi_1))) {
+        h16 = dw16_room(wa, a->h16);
+        if (c->gated && !h16) h16 = dw16_room(L->wi_1, a->h16);
+        LB_PROF(PROF_NORM, rms_apply16_p(a->pool, N, D, s->x, L->ln->w, s->inv, s->h, h16));
+    }
     const lb_real *fb = c->gated ? s->b : NULL;
     if (needs_x(L->wo)) {  // the input of wo, not kept either (in bf16 precision: from a16, b16)
         if (s->a16)
@@ -282,12 +302,12 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
     else
         LB_PROF(PROF_ACT, act_backward_drop_p(a->pool, c->act, (size_t)N * F, s->a, fb, a->da, a->da, a->db, drop, site_in,
                                               c->dropout_rate));
-    LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(wa, a->pool, N, s->h, s->xa[0], a->da, need_dh ? a->dh : NULL, 0, a->lin_tmp, drop,
-                    site_lora(wa)));
+    LB_PROF(PROF_LINEAR_BWD, linear_backward16_pool(wa, a->pool, N, s->h, h16, s->xa[0], a->da, need_dh ? a->dh : NULL, 0, a->lin_tmp,
+                                                    drop, site_lora(wa)));
     a->flops_bwd += linear_backward_flops(wa, N, need_dh);
     if (c->gated) {
-        LB_PROF(PROF_LINEAR_BWD, linear_backward_pool(L->wi_1, a->pool, N, s->h, s->xa[1], a->db, need_dh ? a->dh : NULL, 1, a->lin_tmp,
-                        drop, site_lora(L->wi_1)));
+        LB_PROF(PROF_LINEAR_BWD, linear_backward16_pool(L->wi_1, a->pool, N, s->h, h16, s->xa[1], a->db, need_dh ? a->dh : NULL, 1,
+                                                        a->lin_tmp, drop, site_lora(L->wi_1)));
         a->flops_bwd += linear_backward_flops(L->wi_1, N, need_dh);
     }
     if (need_dh) LB_PROF(PROF_NORM, rms_backward_p(a->pool, N, D, s->x, L->ln->w, s->inv, a->dh, L->ln->g, need_dx ? dres : NULL));
@@ -523,12 +543,13 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
         if (!dec_below[3 + 3 * l]) break;
         attn_shape_t sc = {B, H, c->d_kv, T, S, NULL, a->enc_mask, 0, p, site_of(1, l, SITE_CROSS_P)};
         bwd_need_t nc = {dec_below[2 + 3 * l], enc_any, NULL};
-        attn_backward(m, &m->dec[l].cross, &a->dc[l], a, &sc, a->enc_E, a->dres, &nc, drop,
-                      site_of(1, l, SITE_CROSS_RES));
+        // the encoder output in bf16, as decoder_run rounded it (the same test)
+        attn_backward(m, &m->dec[l].cross, &a->dc[l], a, &sc, a->enc_E, bf16_room(m->dec[0].cross.k, a->E16), a->dres,
+                      &nc, drop, site_of(1, l, SITE_CROSS_RES));
         if (!dec_below[2 + 3 * l]) break;
         attn_shape_t sh = {B, H, c->d_kv, T, T, a->bias_dec, NULL, 1, p, site_of(1, l, SITE_SELF_P)};
         bwd_need_t ns = {dec_below[1 + 3 * l], 0, m->dec_rel->g ? a->dbias_dec : NULL};
-        attn_backward(m, &m->dec[l].self, &a->ds[l], a, &sh, NULL, a->dres, &ns, drop,
+        attn_backward(m, &m->dec[l].self, &a->ds[l], a, &sh, NULL, NULL, a->dres, &ns, drop,
                       site_of(1, l, SITE_SELF_RES));
         if (!dec_below[1 + 3 * l]) break;
     }
@@ -562,7 +583,7 @@ void t5_backward(const t5_model_t *m, t5_acts_t *a, const lb_drop_t *drop, float
             if (!enc_below[2 + 2 * l]) break;
             attn_shape_t sh = {B, H, c->d_kv, S, S, a->bias_enc, a->enc_mask, 0, p, site_of(0, l, SITE_SELF_P)};
             bwd_need_t ns = {enc_below[1 + 2 * l], 0, m->enc_rel->g ? a->dbias_enc : NULL};
-            attn_backward(m, &m->enc[l].self, &a->es[l], a, &sh, NULL, a->dres_enc, &ns, drop,
+            attn_backward(m, &m->enc[l].self, &a->es[l], a, &sh, NULL, NULL, a->dres_enc, &ns, drop,
                           site_of(0, l, SITE_SELF_RES));
             if (!enc_below[1 + 2 * l]) break;
         }
