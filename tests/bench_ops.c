@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gemm_bf16.h"
 #include "t5_ops.h"
 
 // With one thread the figures are the thread's CPU time (robust to the machine's other
@@ -98,11 +99,28 @@ int main(int argc, char **argv) {
     TIME("attn cross bwd", attn_core_backward_p(pool, &cross, q, k, v, P, pd, ds, dctx, dq, dk, dv, NULL, &drop));
     TIME("attn dec self fwd", attn_core_forward_p(pool, &self, q, k, v, P, pd, ctx, &drop));
     TIME("attn dec self bwd", attn_core_backward_p(pool, &self, q, k, v, P, pd, ds, dctx, dq, dk, dv, NULL, &drop));
+    // precision bf16: q, k, v and P kept in bf16, the products in bf16 (pd: each thread's
+    // scratch, smaller than the fp32 core's)
+    uint16_t *q16 = malloc(2 * (size_t)B * S * HK), *k16 = malloc(2 * (size_t)B * S * HK),
+             *v16 = malloc(2 * (size_t)B * S * HK), *P16 = malloc(2 * big);
+    TIME("attn enc fwd bf16", attn_core_forward16_p(pool, &enc, q, k, v, P16, pd, ctx, &drop, q16, k16, v16));
+    TIME("attn enc bwd bf16", attn_core_backward16_p(pool, &enc, q16, k16, v16, P16, pd, ds, dctx, dq, dk, dv, NULL, &drop));
+    TIME("attn cross fwd bf16", attn_core_forward16_p(pool, &cross, q, k, v, P16, pd, ctx, &drop, q16, k16, v16));
+    TIME("attn cross bwd bf16", attn_core_backward16_p(pool, &cross, q16, k16, v16, P16, pd, ds, dctx, dq, dk, dv, NULL, &drop));
+    free(q16), free(k16), free(v16), free(P16);
 
     int N = B * S;
     float *x = randv((size_t)N * D, 1), *w = randv(D, 1), *y = malloc(4 * (size_t)N * D), *inv = malloc(4 * N);
     float *dy = randv((size_t)N * D, 1), *dw = calloc(D, 4), *dx = calloc((size_t)N * D, 4);
     TIME("rms fwd 2048x512", rms_forward_p(pool, N, D, x, w, 1e-6f, inv, y));
+    // precision bf16: the norm's input kept and its output for the products, rounded in
+    // two more passes, or in the norm's own pass
+    uint16_t *x16 = malloc(2 * (size_t)N * D), *y16 = malloc(2 * (size_t)N * D);
+    TIME("rms fwd, then round x, y", (rms_forward_p(pool, N, D, x, w, 1e-6f, inv, y),
+                                      lb_bf16_from_f32(pool, x, (size_t)N * D, x16),
+                                      lb_bf16_from_f32(pool, y, (size_t)N * D, y16)));
+    TIME("rms fwd rounding x, y", rms_forward16_p(pool, N, D, x, w, 1e-6f, inv, y, y16, x16));
+    free(x16), free(y16);
     TIME("rms bwd 2048x512", rms_backward_p(pool, N, D, x, w, inv, dy, dw, dx));
     float *a = randv((size_t)N * F, 3), *b = randv((size_t)N * F, 1), *g = malloc(4 * (size_t)N * F),
           *dg = randv((size_t)N * F, 1), *da = malloc(4 * (size_t)N * F), *db = malloc(4 * (size_t)N * F);

@@ -208,11 +208,8 @@ LB_AVX512 static inline void sum16_pd(__m512 y, __mmask16 m, __m512d *s0, __m512
 // One attention row, fused: row holds q·kᵀ on entry and P = softmax(row + br) on return,
 // keys c >= lim or with km[c] == 0 hidden (a row with every key hidden becomes 0); when pd,
 // pd = drop(P) with mask indices from base (thr, sc: the dropout's threshold and scale).
-// p16 (and pd16): the probabilities (and the dropped ones) are written only rounded to bf16
-// there, in the softmax's last pass, instead of in fp32 to row (and pd).
 LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *br, const int32_t *km,
-                                      float *pd, uint16_t *p16, uint16_t *pd16, uint64_t base, uint64_t thr64,
-                                      float sc) {
+                                      float *pd, uint64_t base, uint64_t thr64, float sc) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __m512 mx = ninf;
@@ -228,10 +225,8 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
     }
     float mxs = _mm512_reduce_max_ps(mx);
     if (mxs == -INFINITY) {  // every key hidden: the row stays 0
-        if (p16) memset(p16, 0, sizeof(uint16_t) * n);
-        else memset(row, 0, sizeof(float) * n);
-        if (pd16) memset(pd16, 0, sizeof(uint16_t) * n);
-        else if (pd) memset(pd, 0, sizeof(float) * n);
+        memset(row, 0, sizeof(float) * n);
+        if (pd) memset(pd, 0, sizeof(float) * n);
         return;
     }
     __m512 vm = _mm512_set1_ps(mxs);
@@ -249,12 +244,8 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
         __m512 p = _mm512_mul_ps(ld16(m, row + c), inv);
-        if (p16) st16_bf16(p16 + c, m, p);
-        else st16(row + c, m, p);
-        if (!pd && !pd16) continue;
-        __m512 d = _mm512_maskz_mul_ps(lb_drop_keep16(base + (uint64_t)c, thr), p, vs);
-        if (pd16) st16_bf16(pd16 + c, m, d);
-        else st16(pd + c, m, d);
+        st16(row + c, m, p);
+        if (pd) st16(pd + c, m, _mm512_maskz_mul_ps(lb_drop_keep16(base + (uint64_t)c, thr), p, vs));
     }
 }
 
@@ -262,17 +253,14 @@ LB_AVX512 static void attn_row_fwd512(float *row, int n, int lim, const float *b
 // dPd = dctx·vᵀ on entry and dS = P·(drop(dPd) − Σ P·drop(dPd)) on return. The mask is
 // read from pd = drop(P) when given (kept ⟺ pd != 0 wherever P != 0, and where P == 0
 // the result is 0 either way), else regenerated from base; drop 0: no dropout.
-// p16: P read in bf16 instead of p. d16: dS also written rounded to bf16 (d32 0: only there;
-// d is then scratch).
-LB_AVX512 static void attn_row_bwd512(float *d, const float *p, const uint16_t *p16, int n, int drop,
-                                      const float *pd, uint64_t base, uint64_t thr64, float sc, uint16_t *d16,
-                                      int d32) {
+LB_AVX512 static void attn_row_bwd512(float *d, const float *p, int n, int drop, const float *pd,
+                                      uint64_t base, uint64_t thr64, float sc) {
     __m512i thr = _mm512_set1_epi64((long long)thr64);
     __m512 vs = _mm512_set1_ps(sc);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 dv = ld16(m, d + c), pv = p16 ? ld16_bf16(m, p16 + c) : ld16(m, p + c);
+        __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
         if (drop) {
             __mmask16 keep = pd ? _mm512_cmp_ps_mask(ld16(m, pd + c), _mm512_setzero_ps(), _CMP_NEQ_UQ)
                                 : lb_drop_keep16(base + (uint64_t)c, thr);
@@ -287,22 +275,8 @@ LB_AVX512 static void attn_row_bwd512(float *d, const float *p, const uint16_t *
     __m512 dt = _mm512_set1_ps((float)_mm512_reduce_add_pd(_mm512_add_pd(s0, s1)));
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
-        __m512 dv = ld16(m, d + c), pv = p16 ? ld16_bf16(m, p16 + c) : ld16(m, p + c);
-        __m512 r = _mm512_mul_ps(pv, _mm512_sub_ps(dv, dt));
-        if (d16) st16_bf16(d16 + c, m, r);
-        if (d32) st16(d + c, m, r);
-    }
-}
-
-// dst [n] = drop(src [n]) in bf16: drop_copy_range of the widened values, rounded, in one
-// pass; mask indices from base.
-LB_AVX512 static void drop16_512(uint16_t *dst, const uint16_t *src, size_t n, uint64_t base, uint64_t thr64,
-                                 float sc) {
-    __m512i thr = _mm512_set1_epi64((long long)thr64);
-    __m512 vs = _mm512_set1_ps(sc);
-    for (size_t c = 0; c < n; c += 16) {
-        __mmask16 m = tail16((int)(n - c < 16 ? n - c : 16));
-        st16_bf16(dst + c, m, _mm512_maskz_mul_ps(lb_drop_keep16(base + c, thr), ld16_bf16(m, src + c), vs));
+        __m512 dv = ld16(m, d + c), pv = ld16(m, p + c);
+        st16(d + c, m, _mm512_mul_ps(pv, _mm512_sub_ps(dv, dt)));
     }
 }
 
@@ -399,17 +373,25 @@ LB_AVX512 static double sumsq512(const float *x, int n) {
 
 // RMS norm's element-wise loops, the scalar code's operations in the same order:
 // y = (x·iv)·w; dw += (dy·x)·iv over [lo, hi); dx += (iv·w)·dy − x·c.
-// y = x·iv·w, into y and (when given) y16 rounded to bf16; x16: x itself rounded.
-LB_AVX512 static void rms_y512(float *y, uint16_t *y16, uint16_t *x16, const float *x, float iv, const float *w,
-                               int n) {
+// y = x·iv·w, into y and (k16, a constant at each call: when given) y16 rounded to bf16;
+// x16: x itself rounded.
+LB_AVX512 static inline __attribute__((always_inline)) void rms_y_body(float *y, uint16_t *y16, uint16_t *x16,
+                                                                      const float *x, float iv, const float *w,
+                                                                      int n, const int k16) {
     __m512 vi = _mm512_set1_ps(iv);
     for (int c = 0; c < n; c += 16) {
         __mmask16 m = tail16(n - c);
         __m512 xv = ld16(m, x + c), yv = _mm512_mul_ps(_mm512_mul_ps(xv, vi), ld16(m, w + c));
         st16(y + c, m, yv);
-        if (y16) st16_bf16(y16 + c, m, yv);
-        if (x16) st16_bf16(x16 + c, m, xv);
+        if (k16 && y16) st16_bf16(y16 + c, m, yv);
+        if (k16 && x16) st16_bf16(x16 + c, m, xv);
     }
+}
+
+LB_AVX512 static void rms_y512(float *y, uint16_t *y16, uint16_t *x16, const float *x, float iv, const float *w,
+                               int n) {
+    if (y16 || x16) rms_y_body(y, y16, x16, x, iv, w, n, 1);
+    else rms_y_body(y, NULL, NULL, x, iv, w, n, 0);
 }
 
 LB_AVX512 static void rms_dw512(float *dw, const float *dy, const float *x, float iv, long lo, long hi) {
@@ -976,11 +958,9 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
             const lb_real *br = s->bias ? s->bias + ((size_t)h * Tq + i) * Tk : NULL;
             int lim = s->causal ? (i + 1 < Tk ? i + 1 : Tk) : Tk;
 #ifdef LB_VEC
-            if (v512) {  // kept in bf16: P and the dropped P rounded in the softmax's pass
-                uint16_t *p16 = j->P16 ? j->P16 + o + (size_t)i * Tk : NULL;
-                attn_row_fwd512(row, Tk, lim, br, km, on && !p16 ? pdt + (size_t)i * Tk : NULL, p16,
-                                on && p16 ? pd16 + (size_t)i * Tk : NULL, dk.base + o + (size_t)i * Tk,
-                                dk.thr, dk.scale);
+            if (v512) {
+                attn_row_fwd512(row, Tk, lim, br, km, on ? pdt + (size_t)i * Tk : NULL,
+                                dk.base + o + (size_t)i * Tk, dk.thr, dk.scale);
                 continue;
             }
 #endif
@@ -995,11 +975,12 @@ static void attn_fwd_job(void *ctx, long lo, long hi, int tid) {
             Pd = pdt;
         }
         if (j->P16) {
-            if (!v512) {
-                round_bf16(P, tt, j->P16 + o);
-                if (on) round_bf16(Pd, tt, pd16);
+            round_bf16(P, tt, j->P16 + o);
+            const uint16_t *Pd16 = j->P16 + o;
+            if (on) {
+                round_bf16(Pd, tt, pd16);
+                Pd16 = pd16;
             }
-            const uint16_t *Pd16 = on ? pd16 : j->P16 + o;
             gemm16(0, 0, Tq, K, Tk, Pd16, Tk, j->v16 + ko + h * K, HK, j->ctx + qo + h * K, HK);
         } else {
             lb_gemm(0, 0, Tq, K, Tk, 1, Pd, Tk, j->v + ko + h * K, HK, 0, j->ctx + qo + h * K, HK);
@@ -1036,7 +1017,6 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
     size_t tt = (size_t)Tq * Tk;
     int on = lb_drop_on(j->drop, s->p_drop), v512 = use512();
     int need_ds = j->dq || j->dk || j->dbias;
-    int fuse = v512 && j->P16;  // P and the dropped P read and made in bf16, dS rounded in its row pass
     lb_drop_consts_t dk = {0, 0, 0};
     if (on) dk = lb_drop_consts(j->drop, s->site, s->p_drop);
     (void)dk;
@@ -1048,21 +1028,11 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
         size_t o = (size_t)it * tt, qo = (size_t)b * Tq * HK, ko = (size_t)b * Tk * HK;
         const lb_real *P = j->P16 ? pdt + tt : j->P + o, *dc = j->dctx + qo + h * K;
         if (j->P16) {
-            if (!fuse) lb_bf16_to_real(j->P16 + o, tt, pdt + tt);
+            lb_bf16_to_real(j->P16 + o, tt, pdt + tt);
             for (int t = 0; t < Tq; t++) round_bf16(dc + (size_t)t * HK, (size_t)K, dc16 + (size_t)t * K);
         }
         int have_pd = 0;
-#ifdef LB_VEC
-        if (fuse && j->dv) {  // dv [Tk, K] = Pdᵀ·dctx, Pd made from P16 in one pass
-            const uint16_t *Pd16 = j->P16 + o;
-            if (on) {
-                drop16_512(a16, Pd16, tt, dk.base + o, dk.thr, dk.scale);
-                Pd16 = a16;
-            }
-            gemm16(1, 0, Tk, K, Tq, Pd16, Tk, dc16, K, j->dv + ko + h * K, HK);
-        }
-#endif
-        if (!fuse && j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
+        if (j->dv) {  // dv [Tk, K] = Pdᵀ·dctx
             const lb_real *Pd = P;
             if (on) {
                 drop_copy_range(pdt, P, tt, j->drop, s->site, o, s->p_drop);
@@ -1089,13 +1059,11 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
             lb_gemm(0, 1, Tq, Tk, K, 1, dc, HK, j->v + ko + h * K, HK, 0, ds, Tk);
         // dS = P·(dP − Σ P·dP), dP = drop(dPd)
 #ifdef LB_VEC
-        if (v512) {  // fused: P read in bf16, dS written in bf16 for the products
-            int ds16 = fuse && (j->dq || j->dk);
+        if (v512) {
             for (int r = 0; r < Tq; r++)
-                attn_row_bwd512(ds + (size_t)r * Tk, fuse ? NULL : P + (size_t)r * Tk,
-                                fuse ? j->P16 + o + (size_t)r * Tk : NULL, Tk, on,
+                attn_row_bwd512(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk, on,
                                 have_pd ? pdt + (size_t)r * Tk : NULL, dk.base + o + (size_t)r * Tk,
-                                dk.thr, dk.scale, ds16 ? a16 + (size_t)r * Tk : NULL, !ds16 || j->dbias);
+                                dk.thr, dk.scale);
         }
 #endif
         if (!v512) {
@@ -1104,7 +1072,7 @@ static void attn_bwd_job(void *ctx, long lo, long hi, int tid) {
             for (int r = 0; r < Tq; r++) attn_row_bwd(ds + (size_t)r * Tk, P + (size_t)r * Tk, Tk);
         }
         if (j->P16) {  // dS rounded once for both products
-            if ((j->dq || j->dk) && !fuse) round_bf16(ds, tt, a16);
+            if (j->dq || j->dk) round_bf16(ds, tt, a16);
             if (j->dq)  // dq [Tq, K] = dS·k
                 gemm16(0, 0, Tq, K, Tk, a16, Tk, j->k16 + ko + h * K, HK, j->dq + qo + h * K, HK);
             if (j->dk)  // dk [Tk, K] = dSᵀ·q

@@ -35,21 +35,6 @@ LB_AVX512 static inline void st16(float *p, __mmask16 m, __m512 v) {
         _mm512_mask_storeu_ps(p, m, v);
 }
 
-// 16 bf16 values widened to fp32 (lanes past a tail m read as 0): lb_bf16_to_f32 lane for
-// lane.
-LB_AVX512F static inline __m512 ld16_bf16(__mmask16 m, const uint16_t *p) {
-    __m256i h;
-    if (m == 0xFFFF) {
-        h = _mm256_loadu_si256((const __m256i *)(const void *)p);
-    } else {  // no 16-bit masked load without AVX-512 BW
-        uint16_t t[16] = {0};
-        for (int l = 0; l < 16; l++)
-            if (m >> l & 1) t[l] = p[l];
-        h = _mm256_loadu_si256((const __m256i *)(const void *)t);
-    }
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
 // 16 lanes rounded to bf16 and stored (masked for a tail): lb_f32_to_bf16 lane for lane
 // (nearest, ties to even; a NaN stays a quiet NaN of the same sign and top bits).
 LB_AVX512F static inline void st16_bf16(uint16_t *p, __mmask16 m, __m512 v) {
