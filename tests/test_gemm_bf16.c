@@ -388,6 +388,21 @@ static void test_linear(void) {
     }
     EXPECT_CLOSE("dW", gh, gf, (size_t)O * I, 1e-2);
     EXPECT(th_rel_err(gh, gf, (size_t)O * I) > 0);
+    // x given only in bf16 (x NULL, as t5.c passes o's kept ctx16): the bits of rounding x
+    // here; and where dW runs in fp32 (here: unpacked) x16 is widened for it
+    float *g1 = xcalloc((size_t)O * I, 4), *g2 = xcalloc((size_t)O * I, 4), *xw = xmalloc(4 * (size_t)N * I);
+    lb_bf16_to_real(x16, (size_t)N * I, xw);
+    for (int packed = 1; packed >= 0; packed--) {
+        if (!packed) linear_unpack_bf16(&th);
+        memset(g1, 0, 4 * (size_t)O * I), memset(g2, 0, 4 * (size_t)O * I);
+        ph.g = g1;
+        linear_backward_pool(&th, pool, N, packed ? x : xw, NULL, dy, NULL, 0, NULL, &d, 0);
+        ph.g = g2;
+        linear_backward16_pool(&th, pool, N, NULL, x16, NULL, dy, NULL, 0, NULL, &d, 0);
+        EXPECTF(!memcmp(g1, g2, 4 * (size_t)O * I), "dW from x16 alone, %s", packed ? "bf16" : "fp32");
+    }
+    ph.g = gh;
+    free(g1), free(g2), free(xw);
     linear_unpack_bf16(&th);
     linear_unpack_bf16(&lh);
     EXPECT(!lh.w_bf16 && !lh.bf16);

@@ -540,8 +540,14 @@ void linear_backward16_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_
     free(dy16);
 #else
     int dw16 = 0, dx16 = 0;
-    (void)pool, (void)x16;
+    (void)pool;
 #endif
+    lb_real *own_x = NULL;  // only x16 given: widened where an fp32 product or LoRA reads x
+    if (!x && ((l->W->g && !dw16) || l->r > 0)) {
+        own_x = xmalloc(sizeof(lb_real) * (size_t)N * l->in);
+        lb_bf16_to_real(x16, (size_t)N * l->in, own_x);
+        x = own_x;
+    }
     if (l->W->g && !dw16)  // dW [O, I] += dyᵀ·x
         w_gemm(pool, 1, 0, l->out, l->in, N, dy, l->out, x, l->in, 1, l->W->g, l->in);
     if (dx16) {
@@ -550,6 +556,6 @@ void linear_backward16_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_
         gemm_dy_w_bf16(l, pool, N, dy, dx, dx_accum);
     else if (dx)
         w_gemm(pool, 0, 0, N, l->in, l->out, dy, l->out, l->W->w, l->in, dx_accum ? 1 : 0, dx, l->in);
-    if (l->r <= 0 || (!dx && !l->dA && !l->dB)) return;
-    LB_PROF(PROF_LORA, lora_backward(l, pool, N, x, xa, dy, dx, tmp, drop, site));
+    if (l->r > 0 && (dx || l->dA || l->dB)) LB_PROF(PROF_LORA, lora_backward(l, pool, N, x, xa, dy, dx, tmp, drop, site));
+    free(own_x);
 }

@@ -127,7 +127,8 @@ void linear_backward_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_re
                           lb_real *tmp, const lb_drop_t *drop, uint64_t site);
 // linear_backward_pool given also x16, x rounded to bf16 (or NULL), which a bf16 weight
 // gradient then reads instead of rounding x itself: the same bits, one pass less where
-// layers share an input (x must still be given: LoRA and the fp32 fallback read it).
+// layers share an input. x may then be NULL: it is widened from x16 only where an fp32
+// product (no bf16 weight gradient, or oneDNN failing) or LoRA reads it.
 void linear_backward16_pool(const linear_t *l, lb_pool_t *pool, int N, const lb_real *x, const uint16_t *x16,
                             const lb_real *xa, const lb_real *dy, lb_real *dx, int dx_accum, lb_real *tmp,
                             const lb_drop_t *drop, uint64_t site);

@@ -63,8 +63,13 @@ static uint16_t *dw16_room(const linear_t *l, uint16_t *x16) {
     (void)l, (void)x16;
     return NULL;
 #else
-    return x16 && (l->bf16 & LINEAR_BF16_DW) && l->W->g ? x16 : NULL;
+    return l && x16 && (l->bf16 & LINEAR_BF16_DW) && l->W->g ? x16 : NULL;
 #endif
+}
+
+// x16 when any of the layers that read one input (NULL: none) has its weight gradient in bf16.
+static uint16_t *dw16_room_any(uint16_t *x16, const linear_t *l1, const linear_t *l2, const linear_t *l3) {
+    return dw16_room(l1, x16) || dw16_room(l2, x16) || dw16_room(l3, x16) ? x16 : NULL;
 }
 
 // x [N, I] rounded to bf16 once into x16 (the arena's h16 or E16) for the bf16 products
@@ -183,8 +188,7 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
     // too when a bf16 weight gradient reads it (q, k and v share it)
     uint16_t *h16 = NULL;
     if (needs_x(L->q) || (!cross && (needs_x(L->k) || needs_x(L->v)))) {
-        h16 = dw16_room(L->q, a->h16);
-        if (!cross && !h16) h16 = dw16_room(L->k, a->h16) ? a->h16 : dw16_room(L->v, a->h16);
+        h16 = cross ? dw16_room(L->q, a->h16) : dw16_room_any(a->h16, L->q, L->k, L->v);
         LB_PROF(PROF_NORM, rms_apply16_p(a->pool, Nq, D, s->x, L->ln->w, s->inv, s->h, h16));
     }
     if (!cross) kv16 = h16;
@@ -194,9 +198,12 @@ static void attn_backward(const t5_model_t *m, const t5_attn_t *L, const attn_sa
         LB_PROF(PROF_DROPOUT, drop_copy_p(a->pool, a->tmp, dres, (size_t)Nq * D, drop, site_res, c->dropout_rate));
         dout = a->tmp;
     }
-    // ctx kept in bf16: widened into dq (free until the attention core's backward)
+    // ctx kept in bf16: a bf16 weight gradient reads it as it is; else widened into dq (free
+    // until the attention core's backward)
     const lb_real *ctx = s->ctx;
-    if (s->ctx16 && needs_x(L->o)) {
+    if (s->ctx16 && dw16_room(L->o, s->ctx16)) {
+        ctx = NULL;
+    } else if (s->ctx16 && needs_x(L->o)) {
         LB_PROF(PROF_LINEAR_BWD, bf16_to_real_p(a->pool, s->ctx16, (size_t)Nq * c->num_heads * c->d_kv, a->dq));
         ctx = a->dq;
     }
@@ -274,8 +281,7 @@ static void ff_backward(const t5_model_t *m, const t5_ff_t *L, const ff_saved_t 
     widen_x16(a, s->x16, s->x, (size_t)N * D);
     uint16_t *h16 = NULL;  // not kept: rebuilt (see ff_forward), in bf16 too as in attn_backward
     if (needs_x(wa) || (c->gated && needs_x(L->wi_1))) {
-        h16 = dw16_room(wa, a->h16);
-        if (c->gated && !h16) h16 = dw16_room(L->wi_1, a->h16);
+        h16 = dw16_room_any(a->h16, wa, c->gated ? L->wi_1 : NULL, NULL);
         LB_PROF(PROF_NORM, rms_apply16_p(a->pool, N, D, s->x, L->ln->w, s->inv, s->h, h16));
     }
     const lb_real *fb = c->gated ? s->b : NULL;
