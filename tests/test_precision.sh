@@ -37,6 +37,14 @@ for m in none lora; do
     check "bench $m: precision and kernel named" \
         '[ "$(json "$T/bench-$m-bf16" precision)" = bf16 ] && [ "$(json "$T/bench-$m-fp32" precision)" = fp32 ] && grep -q "bf16 (oneDNN" "$T/bench-$m-bf16"'
 done
+# each precision's ratio is against the peak of its own product path, measured in its process
+check "bench: a peak per precision, ratio = GFLOP/s / peak" \
+    'python3 - "$T/bench-lora-fp32" "$T/bench-lora-bf16" <<PY
+import json, sys
+for f in sys.argv[1:]:
+    d = json.load(open(f))
+    assert d["peak_gflops"] > 0 and abs(d["ratio"] - d["gflops"] / d["peak_gflops"]) <= 0.002, d
+PY'
 
 # 2. 300 steps of LoRA r=8 on q,v and of a full fine-tune, fp32 and bf16, same seed.
 spec() {  # name method precision lr
