@@ -352,7 +352,7 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
     // measurements (before and after the steps) is the machine's practical peak
     double peak_post = peak_of();
     r->peak = peak_pre > peak_post ? peak_pre : peak_post;
-    r->ratio = r->gflops / r->peak;
+    r->ratio = r->peak > 0 ? r->gflops / r->peak : 0;  // 0: the peak could not be measured
     rc = 0;
 out:
     free(times);
