@@ -143,71 +143,6 @@ static void fp32_table(int threads, int reps, lb_pool_t *pool, uint64_t *st) {
 
 enum { FP32_FWD, BF16_FWD, BF16_FWD16, FP32_DX, BF16_DX, FP32_DW, BF16_DW, FP32_MIX, BF16_MIX, N_KIND };
 
-// The AMX ceiling of this machine: TDPBF16PS with every tile resident (four independent
-// 16x16 accumulators, no memory traffic), GFLOP/s of each of n threads run at once.
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#include <pthread.h>
-#define AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tilecfg_t;
-AMX_TARGET static void *amx_resident(void *arg) {
-    double *gflops = arg;
-    tilecfg_t c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        c.colsb[t] = 64;
-        c.rows[t] = 16;
-    }
-    _tile_loadconfig(&c);
-    uint16_t a[16 * 32] __attribute__((aligned(64)));
-    for (int i = 0; i < 16 * 32; i++) a[i] = (uint16_t)(0x3f80 + (i & 7));  // 1.0 .. 1.05
-    _tile_loadd(4, a, 64);
-    _tile_loadd(5, a, 64);
-    _tile_loadd(6, a, 64);
-    _tile_loadd(7, a, 64);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    const long iters = 4000000;
-    double t0 = lb_now();
-    for (long i = 0; i < iters; i++) {
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    double dt = lb_now() - t0;
-    float out[256];
-    _tile_stored(0, out, 64);
-    _tile_release();
-    *gflops = 4.0 * iters * 16 * 16 * 32 * 2 / dt / 1e9;  // each: 16x16 outputs, 32 products
-    return NULL;
-}
-
-static void amx_ceiling(int threads) {
-    printf("AMX TDPBF16PS with the tiles resident (the hardware's ceiling, no memory traffic), GFLOP/s:");
-    for (int n = 1; n <= threads && n <= 64; n = n < threads && 2 * n > threads ? threads : 2 * n) {
-        pthread_t th[64];
-        double g[64], sum = 0;
-        for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, amx_resident, &g[i]);
-        for (int i = 0; i < n; i++) {
-            pthread_join(th[i], NULL);
-            sum += g[i];
-        }
-        printf(" %d thread%s %.0f;", n, n > 1 ? "s" : "", sum);
-    }
-    printf("\n");
-}
-#else
-static void amx_ceiling(int threads) { (void)threads; }
-#endif
-
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 15;
     if (reps < 1) reps = 1;
@@ -224,7 +159,9 @@ int main(int argc, char **argv) {
     printf("threads %d, reps %d, OpenBLAS core %s, OPENBLAS_CORETYPE=%s\n", threads, reps,
            openblas_get_corename(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "(unset)");
     printf("fp32 path: %s\n", lb_f32_path_name(lb_f32_path()));
-    if (lb_cpu_bf16_level(&cpu) == 2) amx_ceiling(threads);
+    if (lb_cpu_bf16_level(&cpu) == 2)
+        printf("AMX ceiling (TDPBF16PS, tiles resident, no memory traffic): 1 thread %.0f GFLOP/s, %d threads %.0f\n",
+               lb_cpu_amx_ceiling(1), threads, lb_cpu_amx_ceiling(threads));
     uint64_t st0 = 43;
     lb_pool_t *fpool = pool ? pool : lb_pool_new();
     fp32_table(threads, reps, fpool, &st0);

@@ -45,6 +45,15 @@ for f in sys.argv[1:]:
     d = json.load(open(f))
     assert d["peak_gflops"] > 0 and abs(d["ratio"] - d["gflops"] / d["peak_gflops"]) <= 0.002, d
 PY'
+# the AMX ceiling: measured in a bf16 run on AMX, null elsewhere and in fp32
+check "bench: the AMX ceiling where bf16 runs on AMX, else null" \
+    'python3 - "$T/bench-lora-fp32" "$T/bench-lora-bf16" <<PY
+import json, sys
+f, b = (json.load(open(a)) for a in sys.argv[1:])
+assert f["amx_ceiling_gflops"] is None, f
+amx = b["kernel"].startswith("amx-bf16")
+assert (b["amx_ceiling_gflops"] > 0) if amx else (b["amx_ceiling_gflops"] is None), b
+PY'
 
 # 2. 300 steps of LoRA r=8 on q,v and of a full fine-tune, fp32 and bf16, same seed.
 spec() {  # name method precision lr

@@ -24,6 +24,12 @@ void lb_cpu_detect(lb_cpu_t *c);
 // state and permission), 1 = AVX-512 bf16 dot products, 0 = none.
 int lb_cpu_bf16_level(const lb_cpu_t *c);
 
+// The AMX ceiling of this machine: GFLOP/s of `threads` threads running TDPBF16PS at once
+// with every tile resident (no memory traffic; ~0.1 s). What the bf16 products can at best
+// approach: a VM's AMX may run well below the CPU's rated 1,024 flops a cycle a core (one
+// lent Xeon: 961 GFLOP/s a core). 0 without AMX bf16 granted to the process.
+double lb_cpu_amx_ceiling(int threads);
+
 // One line naming the path the engine's matrix products take on this CPU, for logs and
 // the bench: "amx-bf16 (oneDNN brg)", "avx512-bf16 (oneDNN brg)" for the bf16 products of
 // frozen weights, else the fp32 path gemm_f32.h takes on such a CPU ("fp32 (oneDNN sgemm;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cpu.h"
 #include "gemm_bf16.h"
 #include "linear.h"
 #include "prof.h"
@@ -51,7 +52,9 @@ static void usage(FILE *f) {
             "               input, fp32 out) (best of 3 before and 3 after the steps)\n"
             "  ratio        GFLOP/s / peak\n"
             "  RSS          peak resident memory of the process (before the peak measurement)\n"
-            "  weights      what the parameter values take (fp32, or bf16 where held so)\n\n"
+            "  weights      what the parameter values take (fp32, or bf16 where held so)\n"
+            "A bf16 run on an AMX CPU also prints the AMX ceiling: TDPBF16PS with the tiles resident\n"
+            "on the same threads (no memory traffic), the most its products could approach.\n\n"
             "Defaults: flan-t5-small, lora r=8 on q,v, batch 8, source 256, target 64, 2 threads.\n"
             "--method none runs the forward only (no dropout); lora trains an adapter (alpha 2·R,\n"
             "lora_dropout P, default 0); full trains every parameter with AdamW; partial the top K blocks\n"
@@ -97,6 +100,7 @@ typedef struct {
 
 typedef struct {
     double s_step, tok_s, gflop, gflops, peak, ratio;
+    double amx_ceiling;  // a bf16 run on AMX: lb_cpu_amx_ceiling at its threads, else 0
     double rss_mb;
     double weight_mb, bf16_mb;  // parameter values, and the part held in bf16
     double fwd_gflop, bwd_gflop;
@@ -353,6 +357,7 @@ static int run_one(const bench_opts_t *o, bench_res_t *r) {
     double peak_post = peak_of();
     r->peak = peak_pre > peak_post ? peak_pre : peak_post;
     r->ratio = r->peak > 0 ? r->gflops / r->peak : 0;  // 0: the peak could not be measured
+    r->amx_ceiling = t5_precision_is_bf16(r->precision) ? lb_cpu_amx_ceiling(o->threads) : 0;
     rc = 0;
 out:
     free(times);
@@ -385,11 +390,14 @@ static void print_json(const bench_opts_t *o, const bench_res_t *r) {
            "\"s_per_step\":%.4f,\"tokens_per_s\":%.1f,\"gflop\":%.2f,\"fwd_gflop\":%.2f,"
            "\"bwd_gflop\":%.2f,\"gflops\":%.2f,\"peak_gflops\":%.2f,\"ratio\":%.3f,"
            "\"peak_rss_mb\":%.0f,\"frozen_weights\":\"%s\",\"weights_mb\":%.1f,\"bf16_weights_mb\":%.1f,"
-           "\"trainable\":%zu,\"loss\":%.4f,\"precision\":\"%s\",\"kernel\":\"%s\"}\n",
+           "\"trainable\":%zu,\"loss\":%.4f,\"precision\":\"%s\",\"kernel\":\"%s\"",
            label_of(o, lab, sizeof lab), o->shape, o->method, o->rank, o->lora_dropout, o->targets, o->B, o->S, o->T,
            o->threads, o->steps, r->s_step, r->tok_s, r->gflop, r->fwd_gflop, r->bwd_gflop, r->gflops,
            r->peak, r->ratio, r->rss_mb, o->bf16 ? "bf16" : "fp32", r->weight_mb, r->bf16_mb, r->trainable,
            (double)r->loss, t5_precision_name(r->precision), r->kernel);
+    if (r->amx_ceiling > 0) printf(",\"amx_ceiling_gflops\":%.0f", r->amx_ceiling);
+    else printf(",\"amx_ceiling_gflops\":null");
+    printf("}\n");
     if (o->profile) {  // one more line: where the time of a step went
         printf("{\"profile_s_per_step\":%.6f", r->s_mean);
         double sum = 0;
@@ -598,6 +606,9 @@ int cmd_bench(int argc, char **argv) {
         printf("forward %.1f GFLOP, backward %.1f GFLOP; %zu trainable parameters; loss %.4f\n", r.fwd_gflop,
                r.bwd_gflop, r.trainable, (double)r.loss);
         printf("precision %s: %s\n", t5_precision_name(r.precision), r.kernel);
+        if (r.amx_ceiling > 0)
+            printf("AMX ceiling %.0f GFLOP/s on %d threads (TDPBF16PS with the tiles resident); the step's "
+                   "GFLOP/s are %.0f%% of it\n", r.amx_ceiling, o.threads, 100 * r.gflops / r.amx_ceiling);
         if (o.bf16)
             printf("weights %.0f MB: frozen linear weights held in bf16 (%.0f MB, %.0f MB in fp32), the rest fp32\n",
                    r.weight_mb, r.bf16_mb, 2 * r.bf16_mb);
