@@ -26,8 +26,9 @@ int lb_cpu_bf16_level(const lb_cpu_t *c);
 
 // The AMX ceiling of this machine: GFLOP/s of `threads` threads running TDPBF16PS at once
 // with every tile resident (no memory traffic; ~0.1 s). What the bf16 products can at best
-// approach: a VM's AMX may run well below the CPU's rated 1,024 flops a cycle a core (one
-// lent Xeon: 961 GFLOP/s a core). 0 without AMX bf16 granted to the process.
+// approach: a VM's AMX may run well below the CPU's rated 1,024 flops a cycle a core, and
+// vary with what shares it (one lent Xeon VM: 961 to 2,262 GFLOP/s on one thread within
+// an hour, 1,909 to 4,569 on two). 0 without AMX bf16 granted to the process.
 double lb_cpu_amx_ceiling(int threads);
 
 // One line naming the path the engine's matrix products take on this CPU, for logs and
